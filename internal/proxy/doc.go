@@ -1,0 +1,15 @@
+// Package proxy is what travels through the tunnels: HTTP listeners with a
+// path table that send each request through a tunnel stream with
+// httputil.ReverseProxy, and the far side's StreamHandler that dials the
+// requested target and pipes bytes with half-close.
+//
+// HTTP crosses the tunnel as plain HTTP/1.1 bytes: the near side's
+// http.Transport dials a tunnel stream instead of a TCP connection, and the
+// far side connects that stream to the backend. So bodies stream as they
+// come, upgrades and trailers work, and keep-alive connections are reused
+// across requests without the far side parsing HTTP at all.
+//
+// Errors become HTTP statuses in one place (statusFor): 503 when the peer
+// is not connected, 502 when the target refuses or the far side rejects
+// the stream, 504 on timeouts.
+package proxy

@@ -1,0 +1,322 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/west-tunnel/west/internal/tunnel"
+	"github.com/west-tunnel/west/internal/wire"
+)
+
+// Dialer opens a stream through a tunnel to the far side, which connects
+// it to h.Target. tunnel.Client and a peer of tunnel.Server both serve.
+type Dialer interface {
+	Dial(ctx context.Context, h wire.Header) (net.Conn, error)
+}
+
+// DialerFunc adapts a function to Dialer.
+type DialerFunc func(ctx context.Context, h wire.Header) (net.Conn, error)
+
+func (f DialerFunc) Dial(ctx context.Context, h wire.Header) (net.Conn, error) { return f(ctx, h) }
+
+// Route maps a path prefix to an outgoing URL.
+type Route struct {
+	// Path is the prefix: it matches itself and paths below it at a "/".
+	Path string
+	// Target is the outgoing URL; the rest of the request path after Path
+	// is appended to its path, and the request's query to its query.
+	Target *url.URL
+	// Allow decides whether an HTTP client at addr may use the route; nil
+	// allows all.
+	Allow func(addr netip.Addr) bool
+}
+
+// HTTPOptions configures an HTTP listener's handler.
+type HTTPOptions struct {
+	// Name labels the listener in logs (its listen URL).
+	Name string
+	// Peer labels the tunnel peer in logs.
+	Peer string
+	// Routes is the path table; the longest matching Path wins.
+	Routes []Route
+	// Dialer opens tunnel streams. Required.
+	Dialer Dialer
+	// Timeout bounds the wait for a backend's response headers, not the
+	// body, which may stream for as long as it needs. Zero means 60s.
+	Timeout time.Duration
+	// TLSConfig is used for https:// targets; nil means the system roots.
+	TLSConfig *tls.Config
+	// Logger receives an access-log line per request; nil discards them.
+	Logger *slog.Logger
+	// Observe, if set, is told of every finished request, for metrics.
+	Observe func(Record)
+}
+
+// Record describes one proxied request once it has finished.
+type Record struct {
+	Listener string
+	Route    string // the matched Path, or "" when none matched
+	Method   string
+	Path     string
+	Status   int // 499 when the client went away first
+	BytesIn  int64
+	BytesOut int64
+	Duration time.Duration
+	Err      error // why the proxy answered an error status, if it did
+}
+
+// HTTP is the handler of an http:// proxy listener.
+type HTTP struct {
+	opts      HTTPOptions
+	log       *slog.Logger
+	routes    []route // longest Path first
+	transport *http.Transport
+}
+
+type route struct {
+	Route
+	proxy *httputil.ReverseProxy
+}
+
+// NewHTTP returns the handler for an HTTP listener.
+func NewHTTP(opts HTTPOptions) *HTTP {
+	if opts.Timeout <= 0 {
+		opts.Timeout = 60 * time.Second
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &HTTP{opts: opts, log: log.With("listener", opts.Name, "peer", opts.Peer)}
+	h.transport = &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return opts.Dialer.Dial(ctx, wire.Header{Kind: wire.KindHTTP, Target: addr})
+		},
+		TLSClientConfig:       opts.TLSConfig,
+		ResponseHeaderTimeout: opts.Timeout,
+		ExpectContinueTimeout: time.Second,
+		// Streams are cheap to keep; reusing them saves a tunnel round trip
+		// per request.
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	for _, r := range opts.Routes {
+		h.routes = append(h.routes, route{Route: r, proxy: h.newReverseProxy(r)})
+	}
+	// Longest prefix first, so the first match is the best.
+	for i := 1; i < len(h.routes); i++ {
+		for j := i; j > 0 && len(h.routes[j].Path) > len(h.routes[j-1].Path); j-- {
+			h.routes[j], h.routes[j-1] = h.routes[j-1], h.routes[j]
+		}
+	}
+	return h
+}
+
+func (h *HTTP) newReverseProxy(r Route) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			rewriteURL(pr.Out.URL, pr.In.URL, r.Path, r.Target)
+			pr.Out.Host = r.Target.Host
+			pr.SetXForwarded()
+		},
+		Transport:    h.transport,
+		ErrorHandler: h.serveError,
+		ErrorLog:     slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// rewriteURL points out at target, keeping the part of in's path below
+// prefix and in's query.
+func rewriteURL(out, in *url.URL, prefix string, target *url.URL) {
+	rest := strings.TrimPrefix(in.EscapedPath(), strings.TrimSuffix(prefix, "/"))
+	path := target.EscapedPath()
+	if rest != "" {
+		path = strings.TrimSuffix(path, "/") + rest
+	}
+	if path == "" {
+		path = "/"
+	}
+	out.Scheme, out.Host = target.Scheme, target.Host
+	out.Path, out.RawPath = path, ""
+	if p, err := url.PathUnescape(path); err == nil {
+		out.Path = p
+		if p != path {
+			out.RawPath = path
+		}
+	}
+	switch {
+	case target.RawQuery == "":
+		out.RawQuery = in.RawQuery
+	case in.RawQuery == "":
+		out.RawQuery = target.RawQuery
+	default:
+		out.RawQuery = target.RawQuery + "&" + in.RawQuery
+	}
+}
+
+// match returns the route for path: the longest Path equal to it or
+// above it at a "/" boundary.
+func (h *HTTP) match(path string) *route {
+	for i := range h.routes {
+		p := h.routes[i].Path
+		if path == p || strings.HasPrefix(path, p) && (strings.HasSuffix(p, "/") || path[len(p)] == '/') {
+			return &h.routes[i]
+		}
+	}
+	return nil
+}
+
+type errorKey struct{}
+
+// ServeHTTP proxies one request.
+func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w}
+	var proxyErr error
+	rt := h.match(r.URL.EscapedPath())
+	switch {
+	case rt == nil:
+		proxyErr = fmt.Errorf("no route for %s", r.URL.Path)
+		writeError(rec, http.StatusNotFound, proxyErr)
+	case rt.Allow != nil && !rt.Allow(clientAddr(r)):
+		proxyErr = fmt.Errorf("client %s not in the access list of %s", r.RemoteAddr, rt.Path)
+		writeError(rec, http.StatusForbidden, proxyErr)
+	default:
+		r = r.WithContext(context.WithValue(r.Context(), errorKey{}, &proxyErr))
+		rt.proxy.ServeHTTP(rec, r)
+	}
+	status := rec.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	if r.Context().Err() != nil && proxyErr != nil {
+		status = statusClientGone
+	}
+	record := Record{
+		Listener: h.opts.Name, Method: r.Method, Path: r.URL.Path,
+		Status: status, BytesOut: rec.bytes, Duration: time.Since(start), Err: proxyErr,
+	}
+	if rt != nil {
+		record.Route = rt.Path
+	}
+	if r.ContentLength > 0 {
+		record.BytesIn = r.ContentLength
+	}
+	h.logRecord(record)
+	if h.opts.Observe != nil {
+		h.opts.Observe(record)
+	}
+}
+
+func (h *HTTP) logRecord(rec Record) {
+	attrs := []slog.Attr{
+		slog.String("method", rec.Method), slog.String("path", rec.Path),
+		slog.String("route", rec.Route), slog.Int("status", rec.Status),
+		slog.Int64("bytes_out", rec.BytesOut), slog.Duration("duration", rec.Duration),
+	}
+	level := LevelAccess
+	if rec.Err != nil {
+		attrs = append(attrs, slog.String("err", rec.Err.Error()))
+		if rec.Status >= 500 && rec.Status != statusClientGone {
+			level = slog.LevelWarn
+		}
+	}
+	h.log.LogAttrs(context.Background(), level, "request", attrs...)
+}
+
+// LevelAccess is the level of access-log lines: between debug and info, so
+// that a "verbose" logger shows them and a default one does not.
+const LevelAccess = slog.Level(-2)
+
+// statusClientGone is logged, never sent: the client left before the answer.
+const statusClientGone = 499
+
+// serveError is the reverse proxy's ErrorHandler.
+func (h *HTTP) serveError(w http.ResponseWriter, r *http.Request, err error) {
+	if p, ok := r.Context().Value(errorKey{}).(*error); ok {
+		*p = err
+	}
+	if r.Context().Err() != nil {
+		return // nobody is listening
+	}
+	writeError(w, statusFor(err), err)
+}
+
+// statusFor maps a proxying error to the status the HTTP client sees.
+func statusFor(err error) int {
+	var reject *wire.RejectError
+	var netErr net.Error
+	switch {
+	case errors.Is(err, tunnel.ErrPeerDown):
+		return http.StatusServiceUnavailable
+	case errors.As(err, &reject):
+		switch reject.Code {
+		case wire.CodeOverloaded:
+			return http.StatusServiceUnavailable
+		case wire.CodeTimeout:
+			return http.StatusGatewayTimeout
+		}
+		return http.StatusBadGateway
+	case errors.Is(err, context.DeadlineExceeded),
+		errors.As(err, &netErr) && netErr.Timeout():
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusBadGateway
+}
+
+func writeError(w http.ResponseWriter, status int, err error) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, "west: %d %s: %v\n", status, http.StatusText(status), err)
+}
+
+// clientAddr is the HTTP client's address, unmapped from IPv4-in-IPv6.
+func clientAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// CloseIdleConnections closes the idle tunnel streams kept for reuse.
+func (h *HTTP) CloseIdleConnections() { h.transport.CloseIdleConnections() }
+
+// recorder notes the status and body size of a response. It unwraps for
+// http.ResponseController, so flushing and upgrades reach the real writer.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 || r.status < 200 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

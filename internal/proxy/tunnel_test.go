@@ -1,0 +1,134 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"io"
+	"net"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/west-tunnel/west/internal/tunnel"
+)
+
+// tunnelPair starts a tunnel server whose far side is a Far, and a client
+// of it; it returns the client, which dials through the tunnel.
+func tunnelPair(t *testing.T) *tunnel.Client {
+	t.Helper()
+	srv := tunnel.NewServer(tunnel.ServerOptions{Handler: &Far{}})
+	hs := httptest.NewServer(srv)
+	c := tunnel.NewClient(tunnel.ClientOptions{
+		URL: "ws" + strings.TrimPrefix(hs.URL, "http"), Name: "test", Handler: &Far{},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		srv.Close()
+		hs.Close()
+	})
+	return c
+}
+
+// tcpEcho serves a TCP echo that honours half-close: it echoes until the
+// client's end-of-stream, then ends its own side.
+func tcpEcho(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+				c.(*net.TCPConn).CloseWrite()
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func startTCP(t *testing.T, opts TCPOptions) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewTCP(opts)
+	done := make(chan struct{})
+	go func() { srv.Serve(ln); close(done) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+	return ln.Addr().String()
+}
+
+func TestTCPThroughTunnelHalfClose(t *testing.T) {
+	client := tunnelPair(t)
+	addr := startTCP(t, TCPOptions{Target: tcpEcho(t), Dialer: client})
+
+	size := int64(100 << 20)
+	if testing.Short() {
+		size = 8 << 20
+	}
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	want := sha256.New()
+	go func() {
+		io.Copy(io.MultiWriter(conn, want), io.LimitReader(pattern{}, size))
+		// Half-close: we are done sending but still read the echo.
+		conn.(*net.TCPConn).CloseWrite()
+	}()
+	got := sha256.New()
+	n, err := io.Copy(got, conn)
+	if err != nil || n != size {
+		t.Fatalf("echoed %d of %d bytes: %v", n, size, err)
+	}
+	if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+		t.Fatal("echoed bytes differ")
+	}
+}
+
+func TestTCPDialFailureResets(t *testing.T) {
+	client := tunnelPair(t)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	refused := ln.Addr().String()
+	ln.Close()
+	records := make(chan Record, 1)
+	addr := startTCP(t, TCPOptions{Target: refused, Dialer: client, Observe: func(r Record) { records <- r }})
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read from a connection whose target refused: no error")
+	}
+	r := <-records
+	if r.Status != 502 || r.Err == nil || !strings.Contains(r.Err.Error(), "refused") {
+		t.Fatalf("record %+v, want 502 with the far side's reason", r)
+	}
+}
+
+type pattern struct{}
+
+func (pattern) Read(b []byte) (int, error) {
+	for i := range b {
+		b[i] = byte(i % 251)
+	}
+	return len(b), nil
+}

@@ -1,0 +1,308 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/west-tunnel/west/internal/wire"
+)
+
+// ClientOptions configures a Client. The zero value of every field but URL,
+// Name and Handler means its default.
+type ClientOptions struct {
+	URL     string        // tunnel server, ws:// or wss://. Required.
+	Name    string        // sent as the Origin header. Required.
+	Handler StreamHandler // serves the streams the server opens. Required.
+
+	// Lazy delays the first connection until a Dial needs it (the seed's
+	// "ee": "no"). Once connected, the client keeps the tunnel up.
+	Lazy bool
+	// MinBackoff is the first wait after a failed connection; it doubles
+	// up to MaxBackoff, each wait jittered by ±20%. Zero means 250ms and 15s.
+	MinBackoff, MaxBackoff time.Duration
+	// StableAfter is how long a session must last before the backoff
+	// starts again from MinBackoff. Zero means 10s.
+	StableAfter time.Duration
+	// ConnectWait is how long Dial waits for a connection attempt under
+	// way before it answers ErrPeerDown. Zero means 3s.
+	ConnectWait time.Duration
+	// HandshakeTimeout bounds the WebSocket handshake. Zero means 10s.
+	HandshakeTimeout time.Duration
+	// TLSConfig is used for wss:// URLs; nil means the system roots.
+	TLSConfig *tls.Config
+	// Header holds extra handshake headers (for example a token).
+	Header http.Header
+	// Mux tunes the multiplexer.
+	Mux MuxOptions
+	// Logger receives the client's logs; nil discards them.
+	Logger *slog.Logger
+	// OnSession, if set, is told of every session that starts and ends.
+	OnSession func(s *Session, up bool)
+}
+
+// State is where a Client stands.
+type State int
+
+const (
+	StateIdle       State = iota // lazy, waiting for the first Dial
+	StateConnecting              // a connection attempt is under way
+	StateUp                      // a session is up
+	StateBackoff                 // the last attempt failed; waiting to retry
+	StateStopped                 // Run has returned
+)
+
+func (s State) String() string {
+	return [...]string{"idle", "connecting", "up", "backoff", "stopped"}[s]
+}
+
+// Status is a snapshot of a Client for the control port.
+type Status struct {
+	State     State
+	Since     time.Time // when State was entered
+	LastError error     // the last connection or session error, if any
+	RetryAt   time.Time // in StateBackoff, when the next attempt starts
+	Connects  int       // sessions established so far
+	Session   *Session  // in StateUp
+}
+
+// Client keeps one tunnel to a tunnel server up.
+type Client struct {
+	opts ClientOptions
+	log  *slog.Logger
+
+	demand chan struct{} // poked by Dial when lazy and idle
+
+	mu      sync.Mutex // guards the fields below
+	status  Status
+	changed chan struct{} // closed and replaced whenever status changes
+}
+
+// NewClient returns a Client; call Run to start it.
+func NewClient(opts ClientOptions) *Client {
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 250 * time.Millisecond
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 15 * time.Second
+	}
+	if opts.MaxBackoff < opts.MinBackoff {
+		opts.MaxBackoff = opts.MinBackoff
+	}
+	if opts.StableAfter <= 0 {
+		opts.StableAfter = 10 * time.Second
+	}
+	if opts.ConnectWait <= 0 {
+		opts.ConnectWait = 3 * time.Second
+	}
+	if opts.HandshakeTimeout <= 0 {
+		opts.HandshakeTimeout = 10 * time.Second
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Client{
+		opts:    opts,
+		log:     log.With("server", opts.URL),
+		demand:  make(chan struct{}, 1),
+		changed: make(chan struct{}),
+	}
+	c.status = Status{State: StateConnecting, Since: time.Now()}
+	if opts.Lazy {
+		c.status.State = StateIdle
+	}
+	return c
+}
+
+// Status returns a snapshot of the client's state.
+func (c *Client) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.status
+}
+
+func (c *Client) setStatus(update func(*Status)) {
+	c.mu.Lock()
+	prev := c.status.State
+	update(&c.status)
+	if c.status.State != prev {
+		c.status.Since = time.Now()
+	}
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+}
+
+// Run keeps the tunnel up until ctx is done, then closes it and returns
+// once every goroutine it started has stopped.
+func (c *Client) Run(ctx context.Context) error {
+	defer c.setStatus(func(s *Status) { s.State, s.Session = StateStopped, nil })
+	if c.opts.Lazy {
+		select {
+		case <-c.demand:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	backoff := c.opts.MinBackoff
+	for {
+		c.setStatus(func(s *Status) { s.State = StateConnecting })
+		sess, err := c.connect(ctx)
+		if err == nil {
+			c.setStatus(func(s *Status) { s.State, s.Session, s.LastError = StateUp, sess, nil; s.Connects++ })
+			c.log.Info("tunnel up", "remote", sess.remote)
+			if c.opts.OnSession != nil {
+				c.opts.OnSession(sess, true)
+			}
+			sess.serve(ctx, c.opts.Handler)
+			sess.Close()
+			if c.opts.OnSession != nil {
+				c.opts.OnSession(sess, false)
+			}
+			lasted := time.Since(sess.since)
+			err = fmt.Errorf("tunnel closed after %s", lasted.Round(time.Millisecond))
+			c.setStatus(func(s *Status) { s.Session, s.LastError = nil, err })
+			if ctx.Err() != nil {
+				return nil
+			}
+			c.log.Warn("tunnel down", "after", lasted.Round(time.Millisecond))
+			if lasted >= c.opts.StableAfter {
+				backoff = c.opts.MinBackoff
+			}
+		} else {
+			if ctx.Err() != nil {
+				return nil
+			}
+			c.log.Warn("tunnel connect failed", "err", err, "retry_in", backoff)
+		}
+		wait := jitter(backoff)
+		c.setStatus(func(s *Status) {
+			s.State, s.RetryAt = StateBackoff, time.Now().Add(wait)
+			if err != nil {
+				s.LastError = err
+			}
+		})
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		}
+		backoff = min(2*backoff, c.opts.MaxBackoff)
+	}
+}
+
+// jitter spreads d by ±20% so that many clients do not redial in step.
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+// connect dials the server and starts a session.
+func (c *Client) connect(ctx context.Context) (*Session, error) {
+	hctx, cancel := context.WithTimeout(ctx, c.opts.HandshakeTimeout)
+	defer cancel()
+	header := c.opts.Header.Clone()
+	if header == nil {
+		header = http.Header{}
+	}
+	header.Set("Origin", c.opts.Name)
+	var remote string
+	transport := &http.Transport{
+		Proxy:           http.ProxyFromEnvironment,
+		TLSClientConfig: c.opts.TLSConfig,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err == nil {
+				remote = conn.RemoteAddr().String()
+			}
+			return conn, err
+		},
+	}
+	defer transport.CloseIdleConnections()
+	ws, resp, err := websocket.Dial(hctx, c.opts.URL, &websocket.DialOptions{
+		HTTPClient:      &http.Client{Transport: transport},
+		HTTPHeader:      header,
+		Subprotocols:    []string{wire.Subprotocol},
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dial tunnel server %s: %w", c.opts.URL, describeRefusal(resp, err))
+	}
+	if ws.Subprotocol() != wire.Subprotocol {
+		ws.Close(websocket.StatusPolicyViolation, "no common subprotocol")
+		return nil, fmt.Errorf("dial tunnel server %s: %w: server chose subprotocol %q, want %q", c.opts.URL, errHandshake, ws.Subprotocol(), wire.Subprotocol)
+	}
+	return startSession(ctx, ws, true, c.opts.URL, remote, c.opts.Mux, c.log)
+}
+
+// describeRefusal adds the server's own reason, when it gave one.
+func describeRefusal(resp *http.Response, err error) error {
+	if resp == nil || resp.StatusCode == http.StatusSwitchingProtocols {
+		return err
+	}
+	var body [512]byte
+	n, _ := resp.Body.Read(body[:])
+	if n == 0 {
+		return fmt.Errorf("%w: %s", errHandshake, resp.Status)
+	}
+	return fmt.Errorf("%w: %s: %s", errHandshake, resp.Status, trimSpace(body[:n]))
+}
+
+func trimSpace(b []byte) string {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return string(b)
+}
+
+// Dial opens a stream through the tunnel. When no session is up it starts a
+// lazy client, waits up to ConnectWait for an attempt under way, and
+// otherwise answers at once with ErrPeerDown and the last error.
+func (c *Client) Dial(ctx context.Context, h wire.Header) (net.Conn, error) {
+	wait := time.NewTimer(c.opts.ConnectWait)
+	defer wait.Stop()
+	for {
+		c.mu.Lock()
+		st, changed := c.status, c.changed
+		c.mu.Unlock()
+		switch st.State {
+		case StateUp:
+			return st.Session.Open(ctx, h)
+		case StateIdle:
+			select {
+			case c.demand <- struct{}{}:
+			default:
+			}
+		case StateBackoff, StateStopped:
+			return nil, c.downError(st)
+		}
+		select {
+		case <-changed:
+		case <-wait.C:
+			return nil, c.downError(c.Status())
+		case <-ctx.Done():
+			return nil, fmt.Errorf("tunnel to %s: %w", c.opts.URL, ctx.Err())
+		}
+	}
+}
+
+func (c *Client) downError(st Status) error {
+	err := fmt.Errorf("tunnel to %s is %s: %w", c.opts.URL, st.State, ErrPeerDown)
+	if st.LastError != nil {
+		err = fmt.Errorf("%w (last error: %v)", err, st.LastError)
+	}
+	if st.State == StateBackoff {
+		err = fmt.Errorf("%w; next attempt in %s", err, time.Until(st.RetryAt).Round(time.Millisecond))
+	}
+	return err
+}

@@ -1,0 +1,18 @@
+// Package tunnel carries streams between wests over WebSocket tunnels.
+//
+// One tunnel is one WebSocket connection (binary messages, no compression)
+// carrying an smux session (protocol version 2, with per-stream flow control
+// so that one slow stream does not stall the others). Either end may open
+// streams; each stream starts with a wire.Header and the far side's
+// wire.Reply, then carries raw bytes both ways with half-close.
+//
+// A Server is an http.Handler that upgrades tunnel clients, names each by
+// its Origin header, and keeps the newest session per name. A Client dials
+// one tunnel server and keeps a session up, redialling with capped,
+// jittered exponential backoff. Streams the peer opens are handed to a
+// StreamHandler, which package proxy implements.
+//
+// Invariants: every session's goroutines end when its WebSocket ends;
+// Server.Close and Client.Run's return wait for them. Nothing here knows
+// the config format, HTTP routing or dial policy.
+package tunnel

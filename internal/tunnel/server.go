@@ -1,0 +1,224 @@
+package tunnel
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/xtaci/smux"
+
+	"github.com/west-tunnel/west/internal/wire"
+)
+
+// ServerOptions configures a Server. The zero value of every field but
+// Handler means its default.
+type ServerOptions struct {
+	// Handler serves the streams that tunnel clients open. Required.
+	Handler StreamHandler
+	// Admit decides whether a tunnel client named name may connect; a
+	// non-nil error refuses it with 403 and the error's text. Nil admits
+	// everyone.
+	Admit func(r *http.Request, name string) error
+	// Mux tunes each session's multiplexer.
+	Mux MuxOptions
+	// Logger receives the server's logs; nil discards them.
+	Logger *slog.Logger
+	// OnSession, if set, is told of every session that starts and ends,
+	// for metrics.
+	OnSession func(s *Session, up bool)
+}
+
+// Server accepts tunnel clients. It is an http.Handler serving the
+// WebSocket upgrade; ServeHTTP blocks for the life of the tunnel.
+type Server struct {
+	opts ServerOptions
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	peers    map[string]*Session // the newest session under each name
+	closed   bool
+	sessions sync.WaitGroup // ServeHTTP calls past the upgrade
+}
+
+// NewServer returns a Server.
+func NewServer(opts ServerOptions) *Server {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{opts: opts, log: log, peers: make(map[string]*Session)}
+}
+
+// ServeHTTP upgrades a tunnel client and serves its session until it ends.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	name := r.Header.Get("Origin")
+	log := s.log.With("peer", name, "remote", r.RemoteAddr)
+	if err := s.checkHandshake(r, name); err != nil {
+		log.Warn("tunnel handshake refused", "err", err)
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if s.opts.Admit != nil {
+		if err := s.opts.Admit(r, name); err != nil {
+			log.Warn("tunnel client not admitted", "err", err)
+			http.Error(w, "west: "+err.Error(), http.StatusForbidden)
+			return
+		}
+	}
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols: []string{wire.Subprotocol},
+		// The Origin header carries the peer's name, not a web origin.
+		InsecureSkipVerify: true,
+		CompressionMode:    websocket.CompressionDisabled,
+	})
+	if err != nil {
+		log.Warn("tunnel upgrade failed", "err", err)
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	sess, err := startSession(ctx, c, false, name, r.RemoteAddr, s.opts.Mux, log)
+	if err != nil {
+		log.Error("start tunnel session", "err", err)
+		return
+	}
+	if !s.register(sess) {
+		sess.Close()
+		return
+	}
+	defer s.unregister(sess)
+	log.Info("tunnel client connected")
+	sess.serve(ctx, s.opts.Handler)
+	log.Info("tunnel client disconnected", "after", time.Since(sess.since).Round(time.Millisecond))
+}
+
+func (s *Server) checkHandshake(r *http.Request, name string) error {
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		return fmt.Errorf("%w: not a WebSocket upgrade", errHandshake)
+	}
+	if name == "" {
+		return fmt.Errorf("%w: no Origin header naming the peer", errHandshake)
+	}
+	var offered []string
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for p := range strings.SplitSeq(v, ",") {
+			offered = append(offered, strings.TrimSpace(p))
+		}
+	}
+	if !slices.Contains(offered, wire.Subprotocol) {
+		return fmt.Errorf("%w: subprotocols %q offered, this west speaks %q", errHandshake, offered, wire.Subprotocol)
+	}
+	return nil
+}
+
+// register makes sess the session for its name, closing an older one: the
+// newest connection under a name wins at once, so a client that reconnects
+// is never locked out by its own dead session.
+func (s *Server) register(sess *Session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if old := s.peers[sess.peer]; old != nil {
+		s.log.Info("tunnel client replaces its older session", "peer", sess.peer, "old_remote", old.remote)
+		old.Close()
+	}
+	s.peers[sess.peer] = sess
+	s.sessions.Add(1)
+	if s.opts.OnSession != nil {
+		s.opts.OnSession(sess, true)
+	}
+	return true
+}
+
+func (s *Server) unregister(sess *Session) {
+	s.mu.Lock()
+	if s.peers[sess.peer] == sess {
+		delete(s.peers, sess.peer)
+	}
+	s.mu.Unlock()
+	sess.Close()
+	if s.opts.OnSession != nil {
+		s.opts.OnSession(sess, false)
+	}
+	s.sessions.Done()
+}
+
+// Dial opens a stream to the tunnel client named peer.
+func (s *Server) Dial(ctx context.Context, peer string, h wire.Header) (net.Conn, error) {
+	s.mu.Lock()
+	sess := s.peers[peer]
+	s.mu.Unlock()
+	if sess == nil {
+		return nil, fmt.Errorf("tunnel client %q: %w", peer, ErrPeerDown)
+	}
+	return sess.Open(ctx, h)
+}
+
+// Session returns the live session of the named peer, or nil.
+func (s *Server) Session(peer string) *Session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peers[peer]
+}
+
+// Sessions returns the live sessions, sorted by peer name.
+func (s *Server) Sessions() []*Session {
+	s.mu.Lock()
+	out := make([]*Session, 0, len(s.peers))
+	for _, sess := range s.peers {
+		out = append(out, sess)
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, func(a, b *Session) int { return strings.Compare(a.peer, b.peer) })
+	return out
+}
+
+// Close ends every session, refuses new ones, and waits until all have
+// stopped. It is safe to call more than once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	for _, sess := range s.peers {
+		sess.Close()
+	}
+	s.mu.Unlock()
+	s.sessions.Wait()
+	return nil
+}
+
+// startSession puts a multiplexer on an established WebSocket.
+func startSession(ctx context.Context, c *websocket.Conn, client bool, peer, remote string, mo MuxOptions, log *slog.Logger) (*Session, error) {
+	// A frame is one message; allow a little beyond the largest frame.
+	c.SetReadLimit(maxFrame + 1024)
+	// Closing skips the WebSocket close handshake: the peer may be dead,
+	// and a live one learns of the close from the connection anyway.
+	conn := closeNow{websocket.NetConn(ctx, c, websocket.MessageBinary), c}
+	var mux *smux.Session
+	var err error
+	if client {
+		mux, err = smux.Client(conn, mo.smuxConfig())
+	} else {
+		mux, err = smux.Server(conn, mo.smuxConfig())
+	}
+	if err != nil {
+		c.CloseNow()
+		return nil, fmt.Errorf("start multiplexer: %w", err)
+	}
+	return newSession(mux, peer, remote, log), nil
+}
+
+type closeNow struct {
+	net.Conn
+	ws *websocket.Conn
+}
+
+func (c closeNow) Close() error { return c.ws.CloseNow() }

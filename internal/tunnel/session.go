@@ -1,0 +1,233 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/xtaci/smux"
+
+	"github.com/west-tunnel/west/internal/wire"
+)
+
+// StreamHandler serves the streams a peer opens. ServeStream must answer
+// the request with Accept or Reject and may block for the stream's life.
+type StreamHandler interface {
+	ServeStream(ctx context.Context, req *Request)
+}
+
+// StreamHandlerFunc adapts a function to StreamHandler.
+type StreamHandlerFunc func(ctx context.Context, req *Request)
+
+func (f StreamHandlerFunc) ServeStream(ctx context.Context, req *Request) { f(ctx, req) }
+
+// headerTimeout bounds how long an opened stream may take to send its
+// header, and an opener waits for the reply beyond its own context.
+const headerTimeout = 10 * time.Second
+
+// Stats counts a session's traffic. All fields are updated atomically.
+type Stats struct {
+	BytesIn      atomic.Int64 // payload bytes received on streams
+	BytesOut     atomic.Int64 // payload bytes sent on streams
+	StreamsOpen  atomic.Int64 // streams now open, both directions
+	StreamsTotal atomic.Int64 // streams opened since the session began
+}
+
+// Session is one live tunnel: a multiplexer over one WebSocket.
+type Session struct {
+	peer   string // the peer's name (server side) or the server URL (client side)
+	remote string // the peer's network address
+	since  time.Time
+	mux    *smux.Session
+	log    *slog.Logger
+	stats  Stats
+
+	handlers sync.WaitGroup // ServeStream calls in flight
+}
+
+func newSession(mux *smux.Session, peer, remote string, log *slog.Logger) *Session {
+	return &Session{peer: peer, remote: remote, since: time.Now(), mux: mux, log: log}
+}
+
+// Peer is the peer's name on a server's session, the server URL on a
+// client's.
+func (s *Session) Peer() string { return s.peer }
+
+// RemoteAddr is the peer's network address.
+func (s *Session) RemoteAddr() string { return s.remote }
+
+// Since is when the session was established.
+func (s *Session) Since() time.Time { return s.since }
+
+// Stats returns the session's live counters.
+func (s *Session) Stats() *Stats { return &s.stats }
+
+// Done is closed when the session has ended.
+func (s *Session) Done() <-chan struct{} { return s.mux.CloseChan() }
+
+// Close ends the session and every stream on it.
+func (s *Session) Close() error { return s.mux.Close() }
+
+// Open opens a stream to the peer, asks it to connect to h.Target, and
+// returns the stream once the peer has connected. A refusal is a
+// *wire.RejectError. ctx bounds the open and the wait for the reply only.
+func (s *Session) Open(ctx context.Context, h wire.Header) (net.Conn, error) {
+	hdr, err := h.AppendBinary(make([]byte, 0, 4+len(h.Target)))
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.mux.OpenStream()
+	if err != nil {
+		return nil, fmt.Errorf("open stream to %s: %w: %v", s.peer, ErrPeerDown, err)
+	}
+	// The reply wait is bounded by ctx and by headerTimeout beyond the far
+	// side's own dial timeout, so a peer that never answers cannot hang us.
+	st.SetDeadline(time.Now().Add(2 * headerTimeout))
+	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Now()) })
+	defer stop()
+	if _, err := st.Write(hdr); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("send stream header to %s: %w", s.peer, ctxErr(ctx, err))
+	}
+	if err := wire.ReadReply(st); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("stream to %s via %s: %w", h.Target, s.peer, ctxErr(ctx, err))
+	}
+	if !stop() {
+		st.Close()
+		return nil, fmt.Errorf("stream to %s via %s: %w", h.Target, s.peer, ctx.Err())
+	}
+	st.SetDeadline(time.Time{})
+	return s.track(st), nil
+}
+
+// ctxErr prefers the context's error, which says why a deadline fired.
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+// serve accepts the peer's streams until the session ends.
+func (s *Session) serve(ctx context.Context, h StreamHandler) {
+	defer s.handlers.Wait()
+	stop := context.AfterFunc(ctx, func() { s.mux.Close() })
+	defer stop()
+	for {
+		st, err := s.mux.AcceptStream()
+		if err != nil {
+			return
+		}
+		s.handlers.Add(1)
+		go s.serveStream(ctx, st, h)
+	}
+}
+
+func (s *Session) serveStream(ctx context.Context, st *smux.Stream, h StreamHandler) {
+	defer s.handlers.Done()
+	st.SetReadDeadline(time.Now().Add(headerTimeout))
+	hdr, err := wire.ReadHeader(st)
+	if err != nil {
+		s.log.Warn("bad stream header", "err", err)
+		if errors.Is(err, wire.ErrMalformed) {
+			st.SetWriteDeadline(time.Now().Add(headerTimeout))
+			st.Write(wire.Reply{Code: wire.CodeBadHeader, Reason: err.Error()}.AppendBinary(nil))
+		}
+		st.Close()
+		return
+	}
+	st.SetReadDeadline(time.Time{})
+	req := &Request{Peer: s.peer, RemoteAddr: s.remote, Header: hdr, session: s, stream: st}
+	h.ServeStream(ctx, req)
+	if !req.answered {
+		req.Reject(wire.CodeDialFailed, "stream not served")
+	}
+}
+
+func (s *Session) track(st *smux.Stream) *Stream {
+	s.stats.StreamsOpen.Add(1)
+	s.stats.StreamsTotal.Add(1)
+	return &Stream{st: st, stats: &s.stats}
+}
+
+// Request is a stream the peer opened, waiting for an answer.
+type Request struct {
+	Peer       string // the peer's name (or the server URL on a client)
+	RemoteAddr string // the peer's network address
+	Header     wire.Header
+
+	session  *Session
+	stream   *smux.Stream
+	answered bool
+}
+
+// Accept tells the peer the target is connected and returns the stream.
+func (r *Request) Accept() (net.Conn, error) {
+	r.answered = true
+	r.stream.SetWriteDeadline(time.Now().Add(headerTimeout))
+	if _, err := r.stream.Write(wire.Reply{Code: wire.CodeOK}.AppendBinary(nil)); err != nil {
+		r.stream.Close()
+		return nil, fmt.Errorf("send stream reply: %w", err)
+	}
+	r.stream.SetWriteDeadline(time.Time{})
+	return r.session.track(r.stream), nil
+}
+
+// Reject tells the peer why its stream is refused and closes the stream.
+func (r *Request) Reject(code wire.Code, reason string) {
+	r.answered = true
+	r.stream.SetWriteDeadline(time.Now().Add(headerTimeout))
+	r.stream.Write(wire.Reply{Code: code, Reason: reason}.AppendBinary(nil))
+	r.stream.Close()
+}
+
+// Stream is an open stream: a net.Conn whose CloseWrite sends end-of-stream
+// to the peer while reads go on, and whose traffic is counted. It wraps the
+// smux stream rather than embedding it so that no promoted method (such as
+// WriteTo) can bypass the counting.
+type Stream struct {
+	st     *smux.Stream
+	stats  *Stats
+	closed atomic.Bool
+}
+
+var _ interface {
+	net.Conn
+	CloseWrite() error
+} = (*Stream)(nil)
+
+func (s *Stream) Read(b []byte) (int, error) {
+	n, err := s.st.Read(b)
+	s.stats.BytesIn.Add(int64(n))
+	return n, err
+}
+
+func (s *Stream) Write(b []byte) (int, error) {
+	n, err := s.st.Write(b)
+	s.stats.BytesOut.Add(int64(n))
+	return n, err
+}
+
+// CloseWrite sends end-of-stream; the peer's reads return io.EOF while this
+// side can still read the peer's reply.
+func (s *Stream) CloseWrite() error { return s.st.CloseWrite() }
+
+// Close closes both directions.
+func (s *Stream) Close() error {
+	if s.closed.CompareAndSwap(false, true) {
+		s.stats.StreamsOpen.Add(-1)
+	}
+	return s.st.Close()
+}
+
+func (s *Stream) LocalAddr() net.Addr                { return s.st.LocalAddr() }
+func (s *Stream) RemoteAddr() net.Addr               { return s.st.RemoteAddr() }
+func (s *Stream) SetDeadline(t time.Time) error      { return s.st.SetDeadline(t) }
+func (s *Stream) SetReadDeadline(t time.Time) error  { return s.st.SetReadDeadline(t) }
+func (s *Stream) SetWriteDeadline(t time.Time) error { return s.st.SetWriteDeadline(t) }

@@ -1,0 +1,220 @@
+// Package wire is west's tunnel protocol: the WebSocket subprotocol that names
+// its version, and the small header that begins every stream carried by the
+// tunnel's multiplexer, with the far side's reply.
+//
+// A stream's opener writes a Header; the far side answers with a Reply before
+// any payload moves. CodeOK means the far side has dialled the target and the
+// stream now carries raw bytes both ways; any other code carries a reason and
+// the far side closes the stream. The byte layouts are in docs/PROTOCOL.md.
+//
+// The package is a pure codec: it does no I/O beyond the io.Reader and
+// io.Writer it is handed, and every length it reads is bounded.
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+)
+
+// Subprotocol is the WebSocket subprotocol of this version of the protocol.
+// A server refuses a tunnel that does not offer it.
+const Subprotocol = "west.v1"
+
+// Version is the first byte of every header and reply.
+const Version byte = 1
+
+// Limits on the variable parts, so that a peer cannot make us allocate much.
+const (
+	MaxTargetLen = 512
+	MaxReasonLen = 1024
+)
+
+// Kind says what a stream carries. The far side treats both alike today (it
+// dials the target and pipes bytes), but counts and polices them apart.
+type Kind byte
+
+const (
+	KindTCP  Kind = 1 // raw bytes for a tcp:// listener
+	KindHTTP Kind = 2 // HTTP/1.1 from an http:// listener
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindTCP:
+		return "tcp"
+	case KindHTTP:
+		return "http"
+	}
+	return "kind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// Header opens a stream: what it carries and where the far side should
+// connect.
+type Header struct {
+	Kind   Kind
+	Target string // host:port
+}
+
+// ErrMalformed is wrapped by every decoding error caused by bad bytes, as
+// opposed to an I/O error of the underlying reader.
+var ErrMalformed = errors.New("malformed")
+
+// Validate reports whether h can be sent.
+func (h Header) Validate() error {
+	if h.Kind != KindTCP && h.Kind != KindHTTP {
+		return fmt.Errorf("stream header: %w: unknown kind %d", ErrMalformed, h.Kind)
+	}
+	if len(h.Target) == 0 || len(h.Target) > MaxTargetLen {
+		return fmt.Errorf("stream header: %w: target length %d not in 1..%d", ErrMalformed, len(h.Target), MaxTargetLen)
+	}
+	host, port, err := net.SplitHostPort(h.Target)
+	if err != nil {
+		return fmt.Errorf("stream header: %w: target %q: %v", ErrMalformed, h.Target, err)
+	}
+	if host == "" {
+		return fmt.Errorf("stream header: %w: target %q has no host", ErrMalformed, h.Target)
+	}
+	for i := 0; i < len(host); i++ {
+		if c := host[i]; c <= ' ' || c == 0x7f {
+			return fmt.Errorf("stream header: %w: target %q has a control or space character", ErrMalformed, h.Target)
+		}
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("stream header: %w: target %q: port not in 1..65535", ErrMalformed, h.Target)
+	}
+	return nil
+}
+
+// AppendBinary appends the encoded header to b:
+//
+//	version(1) kind(1) targetLen(2, big endian) target(targetLen)
+func (h Header) AppendBinary(b []byte) ([]byte, error) {
+	if err := h.Validate(); err != nil {
+		return b, err
+	}
+	b = append(b, Version, byte(h.Kind))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(h.Target)))
+	return append(b, h.Target...), nil
+}
+
+// ReadHeader reads and validates one header from r.
+func ReadHeader(r io.Reader) (Header, error) {
+	var fixed [4]byte
+	if _, err := io.ReadFull(r, fixed[:]); err != nil {
+		return Header{}, fmt.Errorf("read stream header: %w", err)
+	}
+	if fixed[0] != Version {
+		return Header{}, fmt.Errorf("stream header: %w: version %d, want %d", ErrMalformed, fixed[0], Version)
+	}
+	n := int(binary.BigEndian.Uint16(fixed[2:]))
+	if n == 0 || n > MaxTargetLen {
+		return Header{}, fmt.Errorf("stream header: %w: target length %d not in 1..%d", ErrMalformed, n, MaxTargetLen)
+	}
+	target := make([]byte, n)
+	if _, err := io.ReadFull(r, target); err != nil {
+		return Header{}, fmt.Errorf("read stream header target: %w", err)
+	}
+	h := Header{Kind: Kind(fixed[1]), Target: string(target)}
+	if err := h.Validate(); err != nil {
+		return Header{}, err
+	}
+	return h, nil
+}
+
+// Code is the far side's answer to a header.
+type Code byte
+
+const (
+	CodeOK         Code = 0 // connected; raw bytes follow
+	CodeDialFailed Code = 1 // the target refused or could not be reached
+	CodeTimeout    Code = 2 // dialling the target timed out
+	CodeForbidden  Code = 3 // the far side's dial policy refuses the target
+	CodeBadHeader  Code = 4 // the header could not be decoded
+	CodeOverloaded Code = 5 // the far side is at a limit; try later
+)
+
+func (c Code) String() string {
+	switch c {
+	case CodeOK:
+		return "ok"
+	case CodeDialFailed:
+		return "dial failed"
+	case CodeTimeout:
+		return "dial timeout"
+	case CodeForbidden:
+		return "forbidden"
+	case CodeBadHeader:
+		return "bad header"
+	case CodeOverloaded:
+		return "overloaded"
+	}
+	return "code(" + strconv.Itoa(int(c)) + ")"
+}
+
+// Reply answers a header.
+type Reply struct {
+	Code   Code
+	Reason string // empty for CodeOK; cut to MaxReasonLen
+}
+
+// AppendBinary appends the encoded reply to b:
+//
+//	version(1) code(1) reasonLen(2, big endian) reason(reasonLen)
+func (r Reply) AppendBinary(b []byte) []byte {
+	reason := r.Reason
+	if len(reason) > MaxReasonLen {
+		reason = reason[:MaxReasonLen]
+	}
+	b = append(b, Version, byte(r.Code))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(reason)))
+	return append(b, reason...)
+}
+
+// ReadReply reads one reply from r. A reply with a code other than CodeOK
+// is returned as a *RejectError.
+func ReadReply(r io.Reader) error {
+	var fixed [4]byte
+	if _, err := io.ReadFull(r, fixed[:]); err != nil {
+		return fmt.Errorf("read stream reply: %w", err)
+	}
+	if fixed[0] != Version {
+		return fmt.Errorf("stream reply: %w: version %d, want %d", ErrMalformed, fixed[0], Version)
+	}
+	n := int(binary.BigEndian.Uint16(fixed[2:]))
+	if n > MaxReasonLen {
+		return fmt.Errorf("stream reply: %w: reason length %d over %d", ErrMalformed, n, MaxReasonLen)
+	}
+	code := Code(fixed[1])
+	if code == CodeOK && n == 0 {
+		return nil
+	}
+	reason := make([]byte, n)
+	if _, err := io.ReadFull(r, reason); err != nil {
+		return fmt.Errorf("read stream reply reason: %w", err)
+	}
+	if code == CodeOK {
+		return fmt.Errorf("stream reply: %w: ok with a reason", ErrMalformed)
+	}
+	return &RejectError{Code: code, Reason: string(reason)}
+}
+
+// RejectError is the far side's refusal of a stream.
+type RejectError struct {
+	Code   Code
+	Reason string
+}
+
+func (e *RejectError) Error() string {
+	if e.Reason == "" {
+		return "far side refused stream: " + e.Code.String()
+	}
+	return "far side refused stream: " + e.Code.String() + ": " + e.Reason
+}
+
+// Timeout reports whether the far side gave up dialling in time, so that
+// callers treating errors as net.Error map it to a gateway timeout.
+func (e *RejectError) Timeout() bool { return e.Code == CodeTimeout }
