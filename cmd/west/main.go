@@ -1,0 +1,192 @@
+// Command west carries HTTP and TCP between cooperating nodes over
+// WebSocket tunnels, so that a client can reach a server behind NAT.
+//
+// Usage:
+//
+//	west -c CONFIG [-O FILE] [-v] [-d ...] [--debug N] [--log-format text|json]
+//	west check -c CONFIG
+//	west demo
+//	west --version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/west-tunnel/west/internal/config"
+	"github.com/west-tunnel/west/internal/node"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+// Exit statuses.
+const (
+	exitOK      = 0
+	exitRuntime = 1 // the node failed while running, or could not start
+	exitConfig  = 2 // bad flags or configuration
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// counter is a flag that counts its occurrences, for the seed's "-d -d".
+type counter int
+
+func (c *counter) String() string   { return strconv.Itoa(int(*c)) }
+func (c *counter) Set(string) error { *c++; return nil }
+func (c *counter) IsBoolFlag() bool { return true }
+
+type flags struct {
+	config    string
+	output    string
+	verbose   bool
+	debug     counter
+	debugN    int
+	input     string
+	logFormat string
+	version   bool
+	quiet     bool // warnings and errors only
+}
+
+func parseFlags(name string, args []string, stderr io.Writer) (*flags, *flag.FlagSet, error) {
+	f := &flags{}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.config, "c", "", "the configuration `file`")
+	fs.StringVar(&f.output, "O", "", "write logs to `file` instead of stdout")
+	fs.StringVar(&f.output, "output", "", "same as -O")
+	fs.BoolVar(&f.verbose, "v", false, "verbose: also log every proxied request")
+	fs.BoolVar(&f.verbose, "verbose", false, "same as -v")
+	fs.Var(&f.debug, "d", "debug logging (may be repeated)")
+	fs.IntVar(&f.debugN, "debug", 0, "debug `level` (1 or more enables debug logging)")
+	fs.StringVar(&f.input, "input", "", "accepted for the seed's compatibility and ignored")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: west -c CONFIG [flags]\n       west check -c CONFIG\n       west demo\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, fs, err
+	}
+	// The flag package has printed its own errors; print ours alike.
+	var err error
+	switch {
+	case fs.NArg() > 0:
+		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	case f.logFormat != "text" && f.logFormat != "json":
+		err = fmt.Errorf("-log-format: %q is neither text nor json", f.logFormat)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "west: %v\n", err)
+		fs.Usage()
+		return nil, fs, err
+	}
+	return f, fs, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmd := ""
+	if len(args) > 0 && (args[0] == "check" || args[0] == "demo") {
+		cmd, args = args[0], args[1:]
+	}
+	f, fs, err := parseFlags("west", args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		return exitConfig
+	}
+	if f.version {
+		fmt.Fprintf(stdout, "west %s\n", version)
+		return exitOK
+	}
+
+	logOut := stdout
+	if f.output != "" {
+		file, err := os.OpenFile(f.output, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			fmt.Fprintf(stderr, "west: open log output: %v\n", err)
+			return exitConfig
+		}
+		defer file.Close()
+		logOut = file
+	}
+	// The demo prints its own story; its logs stay quiet unless asked for.
+	if cmd == "demo" && !f.verbose && f.debug == 0 && f.debugN == 0 {
+		f.quiet = true
+	}
+	logger := newLogger(logOut, f)
+	if f.input != "" {
+		logger.Warn("--input is accepted for compatibility with the seed and ignored", "input", f.input)
+	}
+
+	switch cmd {
+	case "demo":
+		if err := node.Demo(ctx, stdout, logger); err != nil {
+			fmt.Fprintf(stderr, "west demo: %v\n", err)
+			return exitRuntime
+		}
+		return exitOK
+	}
+
+	if f.config == "" {
+		fmt.Fprintf(stderr, "west: no configuration: give -c CONFIG (or try \"west demo\")\n")
+		fs.Usage()
+		return exitConfig
+	}
+	cfg, err := config.Load(f.config)
+	if err != nil {
+		fmt.Fprintf(stderr, "west: %v\n", err)
+		return exitConfig
+	}
+	if cmd == "check" {
+		fmt.Fprint(stdout, cfg.Render())
+		return exitOK
+	}
+	n, err := node.New(cfg, node.Options{Logger: logger})
+	if err != nil {
+		fmt.Fprintf(stderr, "west: %v\n", err)
+		return exitConfig
+	}
+	if err := n.Start(); err != nil {
+		fmt.Fprintf(stderr, "west: %v\n", err)
+		return exitRuntime
+	}
+	if err := n.Run(ctx); err != nil {
+		fmt.Fprintf(stderr, "west: %v\n", err)
+		return exitRuntime
+	}
+	return exitOK
+}
+
+func newLogger(w io.Writer, f *flags) *slog.Logger {
+	level := slog.LevelInfo
+	if f.quiet {
+		level = slog.LevelWarn
+	}
+	if f.verbose {
+		level = node.LevelVerbose
+	}
+	if f.debug > 0 || f.debugN > 0 {
+		level = slog.LevelDebug
+	}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: node.ReplaceLevelNames}
+	if f.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
