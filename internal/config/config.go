@@ -1,0 +1,93 @@
+// Package config reads west's configuration: the seed program's JSON format
+// (objects "west", "wsts", "wstc" and "proxy"), typed, defaulted and
+// validated by Parse and Load. Every error is an *Error naming the JSON path
+// of the offending value and what was expected there (a JSON syntax error
+// gives a line and column instead). Duplicate and unknown keys are errors.
+// Render prints a Config back in the seed's control-port format.
+//
+// The package does no networking. The composition root (internal/node),
+// cmd/west and, for rendering, internal/control import it; it imports only
+// internal/acl and the standard library.
+package config
+
+import (
+	"net/url"
+	"time"
+)
+
+// DefaultListenPort is the port a proxy listener URL without a port gets, as
+// in the seed program.
+const DefaultListenPort = 18889
+
+// Config is a whole, validated configuration.
+type Config struct {
+	West    West
+	Server  *TunnelServer  // nil when "wsts" has no "sp"
+	Clients []TunnelClient // "wstc" entries plus those implied by "ea", sorted by URL
+	Proxies []Proxy        // "proxy" entries, sorted by listen URL
+}
+
+// West is the "west" object.
+type West struct {
+	Name string // "nm": required, free text (the seed's samples include "ws//case1.G.flap.org")
+
+	// ControlAddr is "cp" as a host:port to listen on (":9701" binds every
+	// address, as in the seed), its port in canonical form. Empty means no
+	// control port.
+	ControlAddr string
+	ControlACL  []string // "control_ca": who may read the control port; empty allows all
+}
+
+// TunnelServer is the "wsts" object.
+type TunnelServer struct {
+	URL  *url.URL // "sp", scheme ws or wss
+	Addr string   // host:port to listen on, from URL (port defaults to 80 for ws, 443 for wss)
+	Path string   // URL path to serve the upgrade on; "/" when the URL has none
+	ACL  []string // "ca": addresses, CIDR ranges or peer names allowed to connect; empty allows all
+}
+
+// TunnelClient is one "wstc" entry: a tunnel server this west dials.
+type TunnelClient struct {
+	URL     *url.URL // the entry's key, scheme ws or wss
+	Name    string   // "nm", or West.Name when absent: sent as the Origin
+	Early   bool     // "ee": true unless "no"
+	Implied bool     // added because a proxy names it in "ea"
+}
+
+// Proxy is one "proxy" entry: a listener and where its traffic goes.
+type Proxy struct {
+	URL  *url.URL // the entry's key: http://host:port or tcp://host:port
+	Kind Kind
+	Addr string // host:port to listen on; port DefaultListenPort when absent
+
+	// Exactly one of Peer and ServerURL is set.
+	Peer      string   // "en": name of a tunnel client connected to our tunnel server
+	ServerURL *url.URL // "ea": tunnel server we dial (present in Config.Clients)
+
+	// Timeout bounds the wait for a backend's response headers ("timeout",
+	// a Go duration string such as "90s"). Zero means DefaultTimeout; Parse
+	// fills that in for KindHTTP and leaves KindTCP at zero.
+	Timeout time.Duration
+
+	Routes []Route  // KindHTTP: path keys, sorted longest first
+	Target *url.URL // KindTCP: "ou" directly inside the entry, tcp://host:port
+	ACL    []string // KindTCP: "ca" directly inside the entry
+}
+
+// DefaultTimeout is the default of Proxy.Timeout.
+const DefaultTimeout = 60 * time.Second
+
+// Kind is the kind of a proxy listener.
+type Kind int
+
+const (
+	KindHTTP Kind = iota // http:// listener with a path table
+	KindTCP              // tcp:// listener carrying raw bytes
+)
+
+// Route is one path key of an HTTP proxy.
+type Route struct {
+	Path     string   // the key, starting with "/"
+	Outgoing *url.URL // "ou": http or https URL
+	ACL      []string // "ca": addresses or CIDR ranges of HTTP clients allowed; empty allows all
+}

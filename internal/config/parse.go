@@ -1,0 +1,488 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/west-tunnel/west/internal/acl"
+)
+
+// Load reads and parses the configuration file at name.
+func Load(name string) (*Config, error) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		// The fs.PathError would name the file a second time.
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("config: read %s: %w", name, err)
+	}
+	return Parse(data)
+}
+
+// Parse parses and validates a configuration in the seed's JSON format and
+// fills in its defaults. Its errors are *Error.
+func Parse(data []byte) (*Config, error) {
+	root, err := readTree(data)
+	if err != nil {
+		return nil, err
+	}
+	return build(root)
+}
+
+func build(root *value) (*Config, error) {
+	if root.kind != kindObject {
+		return nil, errf("", `want a JSON object with "west" and optional "wsts", "wstc" and "proxy", got %s`, root.describe())
+	}
+	if err := checkKeys(root, "", "west", "wsts", "wstc", "proxy"); err != nil {
+		return nil, err
+	}
+	c := &Config{}
+	w := root.get("west")
+	if w == nil {
+		return nil, errf("west", `missing; want an object with at least "nm", the node's name`)
+	}
+	var err error
+	if c.West, err = parseWest(w, "west"); err != nil {
+		return nil, err
+	}
+	ls := listeners{}
+	if c.West.ControlAddr != "" {
+		if err := ls.add(c.West.ControlAddr, "west.cp"); err != nil {
+			return nil, err
+		}
+	}
+	if v := root.get("wsts"); v != nil {
+		if c.Server, err = parseServer(v, "wsts"); err != nil {
+			return nil, err
+		}
+		if c.Server != nil {
+			if err := ls.add(c.Server.Addr, "wsts.sp"); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if v := root.get("wstc"); v != nil {
+		if c.Clients, err = parseClients(v, "wstc", c.West.Name); err != nil {
+			return nil, err
+		}
+	}
+	if v := root.get("proxy"); v != nil {
+		if c.Proxies, err = parseProxies(v, "proxy", ls, c.Server != nil); err != nil {
+			return nil, err
+		}
+	}
+	slices.SortStableFunc(c.Proxies, func(a, b Proxy) int { return strings.Compare(a.URL.String(), b.URL.String()) })
+	c.linkServers()
+	slices.SortStableFunc(c.Clients, func(a, b TunnelClient) int { return strings.Compare(a.URL.String(), b.URL.String()) })
+	return c, nil
+}
+
+// linkServers points every "ea" at its Clients entry, adding an implied
+// entry for a server that "wstc" does not list, as the seed does.
+func (c *Config) linkServers() {
+	byKey := make(map[string]*url.URL, len(c.Clients))
+	for _, cl := range c.Clients {
+		byKey[urlKey(cl.URL)] = cl.URL
+	}
+	for i := range c.Proxies {
+		p := &c.Proxies[i]
+		if p.ServerURL == nil {
+			continue
+		}
+		k := urlKey(p.ServerURL)
+		if u, ok := byKey[k]; ok {
+			p.ServerURL = u
+			continue
+		}
+		byKey[k] = p.ServerURL
+		c.Clients = append(c.Clients, TunnelClient{URL: p.ServerURL, Name: c.West.Name, Early: true, Implied: true})
+	}
+}
+
+func parseWest(v *value, p string) (West, error) {
+	var w West
+	if err := wantObject(v, p, `an object with "nm" and optional "cp"`); err != nil {
+		return w, err
+	}
+	if err := checkKeys(v, p, "nm", "cp", "control_ca"); err != nil {
+		return w, err
+	}
+	nm := v.get("nm")
+	if nm == nil {
+		return w, errf(field(p, "nm"), `missing; want the node's name, a non-empty string such as "ws://node.example.org"`)
+	}
+	var err error
+	if w.Name, err = parseName(nm, field(p, "nm")); err != nil {
+		return w, err
+	}
+	if cp := v.get("cp"); cp != nil {
+		cpPath := field(p, "cp")
+		s, err := wantString(cp, cpPath, `a control port address such as ":9701"`)
+		if err != nil {
+			return w, err
+		}
+		addr, why := listenAddr(s)
+		if why != "" {
+			return w, errf(cpPath, `want host:port or ":port", such as ":9701", got %s: %s`, quote(s), why)
+		}
+		w.ControlAddr = addr
+	}
+	if ca := v.get("control_ca"); ca != nil {
+		if w.ControlACL, err = parseACL(ca, field(p, "control_ca"), false); err != nil {
+			return w, err
+		}
+	}
+	return w, nil
+}
+
+func parseServer(v *value, p string) (*TunnelServer, error) {
+	if err := wantObject(v, p, `an object with "sp" and optional "ca"`); err != nil {
+		return nil, err
+	}
+	if err := checkKeys(v, p, "sp", "ca"); err != nil {
+		return nil, err
+	}
+	sp, ca := v.get("sp"), v.get("ca")
+	if sp == nil {
+		if ca != nil {
+			return nil, errf(field(p, "ca"), `want "sp" beside "ca", since an access list needs a tunnel server; got no "sp"`)
+		}
+		return nil, nil
+	}
+	spPath := field(p, "sp")
+	want := `a ws:// or wss:// URL to listen on, such as "ws://127.0.0.1:9801"`
+	s, err := wantString(sp, spPath, want)
+	if err != nil {
+		return nil, err
+	}
+	u, why := parseURL(s, listenURL, "ws", "wss")
+	if why == "" && (u.RawQuery != "" || u.ForceQuery) {
+		why = "a query is not allowed"
+	}
+	servePath := "/"
+	if why == "" && u.EscapedPath() != "" {
+		servePath = u.EscapedPath()
+		if !validServePath(servePath) {
+			why = fmt.Sprintf("path %s is not a clean path of plain URL characters", quote(servePath))
+		}
+	}
+	if why != "" {
+		return nil, errf(spPath, "want %s, got %s: %s", want, quote(s), why)
+	}
+	ts := &TunnelServer{URL: u, Addr: hostPort(u, defaultPort(u.Scheme)), Path: servePath}
+	if ca != nil {
+		if ts.ACL, err = parseACL(ca, field(p, "ca"), true); err != nil {
+			return nil, err
+		}
+	}
+	return ts, nil
+}
+
+func parseClients(v *value, p, defaultName string) ([]TunnelClient, error) {
+	if err := wantObject(v, p, `an object whose keys are tunnel server URLs`); err != nil {
+		return nil, err
+	}
+	var cs []TunnelClient
+	seen := make(map[string]string)
+	for _, m := range v.members {
+		mp := field(p, m.key)
+		u, why := parseURL(m.key, dialURL, "ws", "wss")
+		if why != "" {
+			return nil, errf(mp, `want a ws:// or wss:// URL of a tunnel server as the key, got %s: %s`, quote(m.key), why)
+		}
+		k := urlKey(u)
+		if prev, ok := seen[k]; ok {
+			return nil, errf(mp, "want each tunnel server once, got the same server as %s", prev)
+		}
+		seen[k] = mp
+		if err := wantObject(m.val, mp, `an object with optional "nm" and "ee"`); err != nil {
+			return nil, err
+		}
+		if err := checkKeys(m.val, mp, "nm", "ee"); err != nil {
+			return nil, err
+		}
+		c := TunnelClient{URL: u, Name: defaultName, Early: true}
+		if nm := m.val.get("nm"); nm != nil {
+			var err error
+			if c.Name, err = parseName(nm, field(mp, "nm")); err != nil {
+				return nil, err
+			}
+		}
+		if ee := m.val.get("ee"); ee != nil {
+			eePath := field(mp, "ee")
+			s, err := wantString(ee, eePath, `"yes" or "no"`)
+			if err != nil {
+				return nil, err
+			}
+			switch s {
+			case "yes":
+			case "no":
+				c.Early = false
+			default:
+				return nil, errf(eePath, `want "yes" or "no", got %s`, quote(s))
+			}
+		}
+		cs = append(cs, c)
+	}
+	return cs, nil
+}
+
+func parseProxies(v *value, p string, ls listeners, haveServer bool) ([]Proxy, error) {
+	if err := wantObject(v, p, `an object whose keys are listen URLs`); err != nil {
+		return nil, err
+	}
+	var ps []Proxy
+	seen := make(map[string]string)
+	for _, m := range v.members {
+		mp := field(p, m.key)
+		px, err := parseProxy(m.key, m.val, mp, haveServer)
+		if err != nil {
+			return nil, err
+		}
+		// Port 0 listeners never collide on their address, but two keys
+		// may still spell one URL ("HTTP://..." and "http://...").
+		if prev, ok := seen[px.URL.String()]; ok {
+			return nil, errf(mp, "want each listener once, got the same URL as %s", prev)
+		}
+		seen[px.URL.String()] = mp
+		if err := ls.add(px.Addr, mp); err != nil {
+			return nil, err
+		}
+		ps = append(ps, px)
+	}
+	return ps, nil
+}
+
+func parseProxy(key string, v *value, p string, haveServer bool) (Proxy, error) {
+	var px Proxy
+	u, why := parseURL(key, listenURL, "http", "tcp")
+	if why == "" && (u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.ForceQuery) {
+		why = "only a scheme, host and port are allowed"
+	}
+	if why == "" && u.Scheme == "tcp" && u.Port() == "" {
+		why = "a tcp:// listener needs a port"
+	}
+	if why != "" {
+		return px, errf(p, `want a listen URL such as "http://127.0.0.1:9911" or "tcp://127.0.0.1:2222" as the key, got %s: %s`, quote(key), why)
+	}
+	px.URL, px.Addr = u, hostPort(u, DefaultListenPort) // the seed's default, for http:// too
+	if u.Scheme == "tcp" {
+		px.Kind = KindTCP
+	} else {
+		px.Timeout = DefaultTimeout
+	}
+	if err := wantObject(v, p, `an object with "en" or "ea"`); err != nil {
+		return px, err
+	}
+	httpKeys := []string{"en", "ea", "timeout", `a path starting with "/"`}
+	tcpKeys := []string{"en", "ea", "ou", "ca"}
+	for _, m := range v.members {
+		mp := field(p, m.key)
+		var err error
+		switch {
+		case m.key == "en":
+			if px.Peer, err = parseName(m.val, mp); err == nil && !haveServer {
+				err = errf(mp, `want a tunnel server for peer %s to connect to, got no "wsts.sp"`, quote(px.Peer))
+			}
+		case m.key == "ea":
+			px.ServerURL, err = parseURLValue(m.val, mp, `a ws:// or wss:// URL of a tunnel server, such as "ws://127.0.0.1:9801"`, dialURL, "ws", "wss")
+		case px.Kind == KindHTTP && m.key == "timeout":
+			px.Timeout, err = parseTimeout(m.val, mp)
+		case px.Kind == KindHTTP && strings.HasPrefix(m.key, "/"):
+			var r Route
+			if r, err = parseRoute(m.key, m.val, mp); err == nil {
+				px.Routes = append(px.Routes, r)
+			}
+		case px.Kind == KindHTTP && (m.key == "ou" || m.key == "ca"):
+			err = errf(mp, `unknown key for an http:// listener, where %q goes inside a path key such as "/"; want %s`, m.key, keyList(httpKeys))
+		case px.Kind == KindHTTP:
+			err = errf(mp, "unknown key; want %s", keyList(httpKeys))
+		case m.key == "ou":
+			px.Target, err = parseURLValue(m.val, mp, `a tcp://host:port URL to connect to`, tcpTargetURL, "tcp")
+		case m.key == "ca":
+			px.ACL, err = parseACL(m.val, mp, false)
+		case strings.HasPrefix(m.key, "/"):
+			err = errf(mp, "unknown key for a tcp:// listener, which has no paths; want %s", keyList(tcpKeys))
+		case m.key == "timeout":
+			err = errf(mp, "unknown key for a tcp:// listener, since timeout bounds HTTP responses; want %s", keyList(tcpKeys))
+		default:
+			err = errf(mp, "unknown key; want %s", keyList(tcpKeys))
+		}
+		if err != nil {
+			return px, err
+		}
+	}
+	en, ea := v.get("en") != nil, v.get("ea") != nil
+	switch {
+	case en && ea:
+		return px, errf(p, `want exactly one of "en" or "ea", got both`)
+	case !en && !ea:
+		return px, errf(p, `want "en" (the name of a peer that connects to our tunnel server) or "ea" (the URL of a tunnel server to dial), got neither`)
+	case px.Kind == KindHTTP && len(px.Routes) == 0:
+		return px, errf(p, `want at least one route, a key such as "/" holding {"ou": "http://..."}, got none`)
+	case px.Kind == KindTCP && px.Target == nil:
+		return px, errf(field(p, "ou"), `missing; want a tcp://host:port URL to connect to`)
+	}
+	slices.SortFunc(px.Routes, func(a, b Route) int {
+		if len(a.Path) != len(b.Path) {
+			return len(b.Path) - len(a.Path)
+		}
+		return strings.Compare(a.Path, b.Path)
+	})
+	return px, nil
+}
+
+func parseRoute(key string, v *value, p string) (Route, error) {
+	r := Route{Path: key}
+	if !validPath(key) {
+		return r, errf(p, "want a path of URL characters and %%XX escapes, got %s", quote(key))
+	}
+	if err := wantObject(v, p, `an object with "ou" and optional "ca"`); err != nil {
+		return r, err
+	}
+	if err := checkKeys(v, p, "ou", "ca"); err != nil {
+		return r, err
+	}
+	ou := v.get("ou")
+	if ou == nil {
+		return r, errf(field(p, "ou"), `missing; want the outgoing URL, such as "http://127.0.0.1:9921/x"`)
+	}
+	var err error
+	if r.Outgoing, err = parseURLValue(ou, field(p, "ou"), `an http:// or https:// URL such as "http://127.0.0.1:9921/x"`, dialURL, "http", "https"); err != nil {
+		return r, err
+	}
+	if ca := v.get("ca"); ca != nil {
+		if r.ACL, err = parseACL(ca, field(p, "ca"), false); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
+
+func parseTimeout(v *value, p string) (time.Duration, error) {
+	const want = `a duration such as "90s" or "2m"`
+	s, err := wantString(v, p, want)
+	if err != nil {
+		return 0, err
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, &Error{Path: p, Msg: fmt.Sprintf("want %s, got %s", want, quote(s)), Err: err}
+	}
+	if d <= 0 {
+		return 0, errf(p, "want a duration above zero, got %s", quote(s))
+	}
+	return d, nil
+}
+
+// parseName checks a node name: "nm" values and "en". It is sent, or
+// compared with what a peer sent, as an HTTP Origin header, which can hold
+// neither control characters nor surrounding white space.
+func parseName(v *value, p string) (string, error) {
+	s, err := wantString(v, p, "a name (a non-empty string)")
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case s == "":
+		return "", errf(p, "want a non-empty name, got an empty string")
+	case strings.TrimSpace(s) != s:
+		return "", errf(p, "want a name without surrounding white space, got %s", quote(s))
+	case strings.ContainsFunc(s, unicode.IsControl):
+		return "", errf(p, "want a name without control characters, got %s", quote(s))
+	}
+	return s, nil
+}
+
+// parseACL checks an access list with acl.Parse and returns its entries.
+func parseACL(v *value, p string, allowNames bool) ([]string, error) {
+	what := "a list of IP addresses and CIDR ranges"
+	if allowNames {
+		what = "a list of IP addresses, CIDR ranges and peer names"
+	}
+	if err := want(v, kindArray, p, what); err != nil {
+		return nil, err
+	}
+	var entries []string
+	for i, e := range v.elems {
+		s, err := wantString(e, index(p, i), "a string")
+		if err != nil {
+			return nil, err
+		}
+		entries = append(entries, s)
+	}
+	if _, err := acl.Parse(entries, allowNames); err != nil {
+		var ee *acl.EntryError
+		if errors.As(err, &ee) {
+			return nil, &Error{Path: index(p, ee.Index), Msg: ee.Msg, Err: err}
+		}
+		return nil, &Error{Path: p, Msg: err.Error(), Err: err}
+	}
+	return entries, nil
+}
+
+// parseURLValue parses a string value holding a URL.
+func parseURLValue(v *value, p, want string, r urlRole, schemes ...string) (*url.URL, error) {
+	s, err := wantString(v, p, want)
+	if err != nil {
+		return nil, err
+	}
+	u, why := parseURL(s, r, schemes...)
+	if why != "" {
+		return nil, errf(p, "want %s, got %s: %s", want, quote(s), why)
+	}
+	return u, nil
+}
+
+func want(v *value, k kind, p, what string) error {
+	if v.kind != k {
+		return errf(p, "want %s, got %s", what, v.describe())
+	}
+	return nil
+}
+
+func wantObject(v *value, p, what string) error { return want(v, kindObject, p, what) }
+
+func wantString(v *value, p, what string) (string, error) {
+	if err := want(v, kindString, p, what); err != nil {
+		return "", err
+	}
+	return v.text, nil
+}
+
+// checkKeys fails on the first key of object v not in allowed.
+func checkKeys(v *value, p string, allowed ...string) error {
+	for _, m := range v.members {
+		if !slices.Contains(allowed, m.key) {
+			return errf(field(p, m.key), "unknown key; want %s", keyList(allowed))
+		}
+	}
+	return nil
+}
+
+// keyList formats keys as `"a", "b" or "c"`, leaving a description
+// (one starting with "a ") unquoted.
+func keyList(keys []string) string {
+	q := make([]string, len(keys))
+	for i, k := range keys {
+		if strings.HasPrefix(k, "a ") {
+			q[i] = k
+		} else {
+			q[i] = strconv.Quote(k)
+		}
+	}
+	if len(q) == 1 {
+		return q[0]
+	}
+	return strings.Join(q[:len(q)-1], ", ") + " or " + q[len(q)-1]
+}

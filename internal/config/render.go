@@ -1,0 +1,193 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Render returns the configuration as the seed's control port shows it:
+// the four objects under "--- west object ---" and the like, each as JSON
+// with sorted keys, four-space indents and no space after ':', including
+// the derived "addr" and "port" and the "wstc" entries implied by "ea".
+// It is the normalized form that `west check` prints.
+func (c *Config) Render() string {
+	return RenderSections(c.RenderObjects())
+}
+
+// RenderObjects returns the four objects that Render prints, for a caller
+// that adds keys (live state, say) before passing them to RenderSections.
+// Each call returns fresh maps.
+func (c *Config) RenderObjects() (west, wsts, wstc, proxy map[string]any) {
+	west = map[string]any{"nm": c.West.Name}
+	if c.West.ControlAddr != "" {
+		west["cp"] = c.West.ControlAddr
+		addAddr(west, c.West.ControlAddr)
+	}
+	if len(c.West.ControlACL) > 0 {
+		west["control_ca"] = list(c.West.ControlACL)
+	}
+
+	wsts = map[string]any{}
+	if s := c.Server; s != nil {
+		wsts["sp"] = s.URL.String()
+		addAddr(wsts, s.Addr)
+		if len(s.ACL) > 0 {
+			wsts["ca"] = list(s.ACL)
+		}
+	}
+
+	wstc = map[string]any{}
+	for _, cl := range c.Clients {
+		ee := "yes"
+		if !cl.Early {
+			ee = "no"
+		}
+		wstc[cl.URL.String()] = map[string]any{"nm": cl.Name, "ee": ee}
+	}
+
+	proxy = map[string]any{}
+	for _, p := range c.Proxies {
+		o := map[string]any{}
+		addAddr(o, p.Addr)
+		if p.ServerURL != nil {
+			o["ea"] = p.ServerURL.String()
+		} else {
+			o["en"] = p.Peer
+		}
+		if p.Timeout != 0 && p.Timeout != DefaultTimeout {
+			o["timeout"] = p.Timeout.String()
+		}
+		for _, r := range p.Routes {
+			ro := map[string]any{"ou": r.Outgoing.String()}
+			if len(r.ACL) > 0 {
+				ro["ca"] = list(r.ACL)
+			}
+			o[r.Path] = ro
+		}
+		if p.Target != nil {
+			o["ou"] = p.Target.String()
+		}
+		if len(p.ACL) > 0 {
+			o["ca"] = list(p.ACL)
+		}
+		proxy[p.URL.String()] = o
+	}
+	return west, wsts, wstc, proxy
+}
+
+// addAddr adds the seed's derived "addr" and "port" for a host:port.
+func addAddr(o map[string]any, hostport string) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return
+	}
+	o["addr"] = host
+	if n, err := strconv.Atoi(port); err == nil {
+		o["port"] = n
+	} else {
+		o["port"] = port
+	}
+}
+
+func list(s []string) []any {
+	l := make([]any, len(s))
+	for i, v := range s {
+		l[i] = v
+	}
+	return l
+}
+
+// RenderSections prints the four objects in the seed's control port
+// format. Values may be maps with string keys, slices, strings, numbers,
+// booleans, nil, or anything else encoding/json can marshal.
+func RenderSections(west, wsts, wstc, proxy map[string]any) string {
+	var b strings.Builder
+	for _, s := range []struct {
+		name string
+		obj  map[string]any
+	}{{"west", west}, {"wsts", wsts}, {"wstc", wstc}, {"proxy", proxy}} {
+		fmt.Fprintf(&b, "--- %s object ---\n", s.name)
+		writeJSON(&b, s.obj, "")
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// writeJSON writes v as Python's json.dumps(v, indent=4, sort_keys=True,
+// separators=(",", ":")) does, which is what the seed printed.
+func writeJSON(b *strings.Builder, v any, indent string) {
+	const step = "    "
+	switch v := v.(type) {
+	case map[string]any:
+		if len(v) == 0 {
+			b.WriteString("{}")
+			return
+		}
+		b.WriteString("{\n")
+		for i, k := range slices.Sorted(maps.Keys(v)) {
+			if i > 0 {
+				b.WriteString(",\n")
+			}
+			b.WriteString(indent + step)
+			writeString(b, k)
+			b.WriteByte(':')
+			writeJSON(b, v[k], indent+step)
+		}
+		b.WriteString("\n" + indent + "}")
+	case []any:
+		if len(v) == 0 {
+			b.WriteString("[]")
+			return
+		}
+		b.WriteString("[\n")
+		for i, e := range v {
+			if i > 0 {
+				b.WriteString(",\n")
+			}
+			b.WriteString(indent + step)
+			writeJSON(b, e, indent+step)
+		}
+		b.WriteString("\n" + indent + "]")
+	case string:
+		writeString(b, v)
+	case json.Number:
+		b.WriteString(v.String())
+	case nil:
+		b.WriteString("null")
+	case bool:
+		b.WriteString(strconv.FormatBool(v))
+	case int:
+		b.WriteString(strconv.Itoa(v))
+	default:
+		// Anything else goes through encoding/json and back, so that its
+		// maps and slices are laid out like the rest.
+		data, err := json.Marshal(v)
+		if err != nil {
+			writeString(b, fmt.Sprint(v))
+			return
+		}
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.UseNumber()
+		var x any
+		if err := dec.Decode(&x); err != nil {
+			writeString(b, fmt.Sprint(v))
+			return
+		}
+		writeJSON(b, x, indent)
+	}
+}
+
+// writeString writes s as a JSON string, leaving <, > and & as they are.
+func writeString(b *strings.Builder, s string) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s) // a string always encodes
+	b.Write(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
+}
