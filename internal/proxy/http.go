@@ -194,6 +194,10 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		proxyErr = fmt.Errorf("client %s not in the access list of %s", r.RemoteAddr, rt.Path)
 		writeError(rec, http.StatusForbidden, proxyErr)
 	default:
+		// Let the request body keep streaming after the response starts
+		// (an echo, a bidirectional stream); Go's HTTP/1 server otherwise
+		// stops reading it then. HTTP/2 is always full duplex.
+		http.NewResponseController(w).EnableFullDuplex()
 		r = r.WithContext(context.WithValue(r.Context(), errorKey{}, &proxyErr))
 		rt.proxy.ServeHTTP(rec, r)
 	}
