@@ -153,6 +153,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "west: %v\n", err)
 		return exitConfig
 	}
+	logger.Debug("configuration loaded", "file", f.config, "listeners", len(cfg.Proxies), "tunnel_clients", len(cfg.Clients), "tunnel_server", cfg.Server != nil)
 	if cmd == "check" {
 		fmt.Fprint(stdout, cfg.Render())
 		return exitOK

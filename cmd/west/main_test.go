@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func runArgs(t *testing.T, ctx context.Context, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := run(ctx, args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		says string
+	}{
+		{nil, exitConfig, "no configuration"},
+		{[]string{"-x"}, exitConfig, "flag provided but not defined"},
+		{[]string{"-c", "a.json", "extra"}, exitConfig, `unexpected argument "extra"`},
+		{[]string{"--log-format", "xml", "-c", "a.json"}, exitConfig, "neither text nor json"},
+		{[]string{"-c", "/nonexistent/west.json"}, exitConfig, "no such file"},
+		{[]string{"-h"}, exitOK, "usage: west"},
+	} {
+		code, _, stderr := runArgs(t, context.Background(), tc.args...)
+		if code != tc.code || !strings.Contains(stderr, tc.says) {
+			t.Errorf("west %v: exit %d, stderr %q; want %d saying %q", tc.args, code, stderr, tc.code, tc.says)
+		}
+	}
+}
+
+func TestBadConfigNamesPath(t *testing.T) {
+	p := writeFile(t, "bad.json", `{"west": {"nm": "x"}, "wstc": {"ws://127.0.0.1:1": {"ee": "maybe"}}}`)
+	code, _, stderr := runArgs(t, context.Background(), "-c", p)
+	if code != exitConfig || !strings.Contains(stderr, `wstc["ws://127.0.0.1:1"].ee`) {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	p := writeFile(t, "ok.json", `{"west": {"nm": "n"}, "proxy": {"http://127.0.0.1:0": {"ea": "ws://127.0.0.1:9", "/": {"ou": "http://127.0.0.1:1/"}}}}`)
+	code, out, stderr := runArgs(t, context.Background(), "check", "-c", p)
+	if code != exitOK || !strings.Contains(out, `"ws://127.0.0.1:9":{`) {
+		t.Fatalf("check: exit %d, out %q, stderr %q", code, out, stderr)
+	}
+}
+
+// TestRunLogsToFileAndStops: -O sends logs to a file, --input is noted and
+// ignored, -d enables debug, and cancelling the context stops the node.
+func TestRunLogsToFileAndStops(t *testing.T) {
+	cfg := writeFile(t, "c.json", `{"west": {"nm": "n"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`)
+	logFile := filepath.Join(t.TempDir(), "west.log")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	go func() {
+		code, _, _ := runArgs(t, ctx, "-c", cfg, "-O", logFile, "-d", "-d", "--input", "x", "--log-format", "json")
+		done <- code
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(logFile)
+		if strings.Contains(string(b), `"msg":"listening"`) {
+			if !strings.Contains(string(b), "--input is accepted") || !strings.Contains(string(b), `"level":"DEBUG"`) {
+				t.Errorf("log lacks the --input notice or debug lines:\n%s", b)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no listening line in the log file:\n%s", b)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != exitOK {
+			t.Fatalf("exit %d after cancel", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("west did not stop")
+	}
+}
+
+func TestTakenPortIsRuntimeError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg := writeFile(t, "c.json", fmt.Sprintf(`{"west": {"nm": "n"}, "wsts": {"sp": "ws://%s"}}`, ln.Addr()))
+	code, _, stderr := runArgs(t, context.Background(), "-c", cfg)
+	if code != exitRuntime || !strings.Contains(stderr, ln.Addr().String()) {
+		t.Fatalf("exit %d, stderr %q; want %d naming %s", code, stderr, exitRuntime, ln.Addr())
+	}
+}
