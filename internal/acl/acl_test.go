@@ -226,3 +226,72 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestTargets(t *testing.T) {
+	pol, err := ParseTargets([]string{"10.0.0.0/8", "192.0.2.7:5432", "[2001:db8::/32]:443", "db.internal", "*.example.org:443", "*:8080"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := []struct {
+		ap   string
+		want bool
+	}{
+		{"10.1.2.3:22", true},
+		{"[::ffff:10.1.2.3]:22", true},
+		{"11.0.0.1:22", false},
+		{"192.0.2.7:5432", true},
+		{"192.0.2.7:5433", false},
+		{"[2001:db8::9]:443", true},
+		{"[2001:db8::9]:80", false},
+	}
+	for _, c := range addrs {
+		if got := pol.AllowAddr(netip.MustParseAddrPort(c.ap)); got != c.want {
+			t.Errorf("AllowAddr(%s) = %v, want %v", c.ap, got, c.want)
+		}
+	}
+	names := []struct {
+		host string
+		port int
+		want bool
+	}{
+		{"db.internal", 5432, true},
+		{"DB.Internal.", 1, true},
+		{"x.db.internal", 1, false},
+		{"www.example.org", 443, true},
+		{"example.org", 443, false},
+		{"www.example.org", 80, false},
+		{"anything", 8080, true},
+		{"127.0.0.1", 8080, true},
+		{"127.0.0.1", 80, false},
+	}
+	for _, c := range names {
+		if got := pol.AllowName(c.host, c.port); got != c.want {
+			t.Errorf("AllowName(%s, %d) = %v, want %v", c.host, c.port, got, c.want)
+		}
+	}
+	var empty *Targets
+	if !empty.AllowName("x", 1) || !empty.AllowAddr(netip.MustParseAddrPort("1.2.3.4:5")) {
+		t.Error("a nil policy must allow everything")
+	}
+}
+
+func TestTargetsErrors(t *testing.T) {
+	for _, c := range []struct{ entry, want string }{
+		{"", "got \"\""},
+		{" db", "got \" db\""},
+		{"db:0", "want a port from 1 to 65535"},
+		{"db:http", "want a port from 1 to 65535"},
+		{"10.0.0.300", "want an IP address"},
+		{"10.0.0.0/40", "want a CIDR range"},
+		{"a..b", `got "a..b"`},
+		{"a b", `got "a b"`},
+		{":80", "with no host"},
+		{"fe80::1%eth0", "without a zone"},
+	} {
+		_, err := ParseTargets([]string{"ok.example", c.entry})
+		var ee *EntryError
+		if !errors.As(err, &ee) || ee.Index != 1 || !strings.Contains(ee.Msg, c.want) {
+			t.Errorf("ParseTargets(%q) = %v, want entry 1 error containing %q", c.entry, err, c.want)
+		}
+	}
+}

@@ -36,6 +36,18 @@ type West struct {
 	// control port.
 	ControlAddr string
 	ControlACL  []string // "control_ca": who may read the control port; empty allows all
+
+	// DialAllow is "dial_allow": the targets peers may make this west dial,
+	// as host:port patterns and CIDR ranges (see acl.ParseTargets). Empty
+	// allows every target, as the seed did.
+	DialAllow []string
+	// KeepAlive is "keepalive", how often each tunnel is pinged, and
+	// DeadAfter is "dead_after", how long a tunnel may stay silent before it
+	// is declared dead. Zero means the tunnel package's defaults (5s, 15s).
+	KeepAlive, DeadAfter time.Duration
+	// ShutdownGrace is "shutdown_grace": how long requests in flight may
+	// take to finish on shutdown. Zero means 5s.
+	ShutdownGrace time.Duration
 }
 
 // TunnelServer is the "wsts" object.
@@ -44,7 +56,28 @@ type TunnelServer struct {
 	Addr string   // host:port to listen on, from URL (port defaults to 80 for ws, 443 for wss)
 	Path string   // URL path to serve the upgrade on; "/" when the URL has none
 	ACL  []string // "ca": addresses, CIDR ranges or peer names allowed to connect; empty allows all
+
+	// TLSCertFile and TLSKeyFile are "tls_cert_file" and "tls_key_file",
+	// PEM files required with a wss:// URL.
+	TLSCertFile, TLSKeyFile string
+	// ClientCAFile is "client_ca_file": when set, every tunnel client must
+	// present a certificate signed by a CA in this PEM file (mutual TLS).
+	ClientCAFile string
+	// CertNames is "cert_names": "yes" binds each peer name to its client
+	// certificate, whose common name or a DNS or URI name must equal it.
+	CertNames bool
+	// Tokens is "tokens": when set, only these peer names may connect, each
+	// presenting its own secret.
+	Tokens map[string]Secret
+	// MaxStreams is "max_streams": streams one tunnel may have open towards
+	// this west at once; more are refused as overloaded. Zero means 1024.
+	MaxStreams int
 }
+
+// Secret names where a secret is kept: "env:NAME" (an environment
+// variable) or "file:PATH" (a file, trailing white space trimmed), so that
+// secrets never sit in the config file or on a command line.
+type Secret string
 
 // TunnelClient is one "wstc" entry: a tunnel server this west dials.
 type TunnelClient struct {
@@ -52,6 +85,13 @@ type TunnelClient struct {
 	Name    string   // "nm", or West.Name when absent: sent as the Origin
 	Early   bool     // "ee": true unless "no"
 	Implied bool     // added because a proxy names it in "ea"
+
+	Token      Secret // "token": presented to the server as a bearer token
+	CAFile     string // "ca_file": PEM CAs to verify a wss:// server by, instead of the system roots
+	ServerName string // "server_name": the name to verify the server's certificate for, instead of the URL's host
+	// CertFile and KeyFile are "cert_file" and "key_file": a client
+	// certificate for servers that require one.
+	CertFile, KeyFile string
 }
 
 // Proxy is one "proxy" entry: a listener and where its traffic goes.
@@ -72,6 +112,13 @@ type Proxy struct {
 	Routes []Route  // KindHTTP: path keys, sorted longest first
 	Target *url.URL // KindTCP: "ou" directly inside the entry, tcp://host:port
 	ACL    []string // KindTCP: "ca" directly inside the entry
+
+	// TLSCAFile is "tls_ca_file" (KindHTTP): PEM CAs to verify https://
+	// outgoing URLs by, instead of the system roots.
+	TLSCAFile string
+	// MaxConns is "max_conns": connections the listener serves at once;
+	// more wait in the kernel's backlog. Zero means no limit.
+	MaxConns int
 }
 
 // DefaultTimeout is the default of Proxy.Timeout.

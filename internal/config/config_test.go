@@ -74,7 +74,7 @@ func TestParseServer(t *testing.T) {
 		{`{"sp": "ws://127.0.0.1:9801"}`, "ws://127.0.0.1:9801", "127.0.0.1:9801", "/", nil},
 		{`{"sp": "WS://127.0.0.1:9801/"}`, "ws://127.0.0.1:9801/", "127.0.0.1:9801", "/", nil},
 		{`{"sp": "ws://example.org"}`, "ws://example.org", "example.org:80", "/", nil},
-		{`{"sp": "wss://example.org/tunnel"}`, "wss://example.org/tunnel", "example.org:443", "/tunnel", nil},
+		{`{"sp": "wss://example.org/tunnel", "tls_cert_file": "c.pem", "tls_key_file": "k.pem"}`, "wss://example.org/tunnel", "example.org:443", "/tunnel", nil},
 		{`{"sp": "ws://[::1]:9801/a/b/"}`, "ws://[::1]:9801/a/b/", "[::1]:9801", "/a/b/", nil},
 		{`{"sp": "ws://:0"}`, "ws://:0", ":0", "/", nil},
 		{`{"sp": "ws://127.0.0.1:0", "ca": ["127.0.0.1", "fd00::/8", "ws://case1.L.fiap.org"]}`, "ws://127.0.0.1:0", "127.0.0.1:0", "/",

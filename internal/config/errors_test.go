@@ -35,7 +35,7 @@ var badTests = []struct {
 	{"nm empty", `{"west": {"nm": ""}}`, "west.nm", "want a non-empty name, got an empty string"},
 	{"nm spaces", `{"west": {"nm": " a"}}`, "west.nm", `want a name without surrounding white space, got " a"`},
 	{"nm newline", `{"west": {"nm": "a\nb"}}`, "west.nm", `want a name without control characters, got "a\nb"`},
-	{"west unknown key", `{"west": {"nm": "a", "nmm": "b"}}`, "west.nmm", `unknown key; want "nm", "cp" or "control_ca"`},
+	{"west unknown key", `{"west": {"nm": "a", "nmm": "b"}}`, "west.nmm", `unknown key; want "nm", "cp", "control_ca", "dial_allow", "keepalive", "dead_after" or "shutdown_grace"`},
 	{"cp no colon", `{"west": {"nm": "a", "cp": "9701"}}`, "west.cp", `want host:port or ":port", such as ":9701", got "9701": missing port in address`},
 	{"cp number", `{"west": {"nm": "a", "cp": 9701}}`, "west.cp", `want a control port address such as ":9701", got number 9701`},
 	{"cp big port", `{"west": {"nm": "a", "cp": ":65536"}}`, "west.cp", `got ":65536": port "65536" is not a number 0-65535`},
@@ -49,7 +49,7 @@ var badTests = []struct {
 
 	// wsts
 	{"wsts not object", wrap(`"wsts": []`), "wsts", `want an object with "sp" and optional "ca", got an array`},
-	{"wsts unknown key", wrap(`"wsts": {"sp": "ws://h", "ea": "x"}`), "wsts.ea", `unknown key; want "sp" or "ca"`},
+	{"wsts unknown key", wrap(`"wsts": {"sp": "ws://h", "ea": "x"}`), "wsts.ea", `unknown key; want "sp", "ca", "tls_cert_file", "tls_key_file", "client_ca_file", "cert_names", "tokens" or "max_streams"`},
 	{"ca without sp", wrap(`"wsts": {"ca": ["127.0.0.1"]}`), "wsts.ca", `want "sp" beside "ca"`},
 	{"sp number", wrap(`"wsts": {"sp": 9801}`), "wsts.sp", "want a ws:// or wss:// URL to listen on, such as \"ws://127.0.0.1:9801\", got number 9801"},
 	{"sp http", wrap(`"wsts": {"sp": "http://h"}`), "wsts.sp", `got "http://h": scheme "http" is not allowed here`},
@@ -78,7 +78,7 @@ var badTests = []struct {
 	{"ee bool", wrap(`"wstc": {"ws://127.0.0.1:9801": {"ee": true}}`), `wstc["ws://127.0.0.1:9801"].ee`, `want "yes" or "no", got true`},
 	{"ee maybe", wrap(`"wstc": {"ws://127.0.0.1:9801": {"ee": "Yes"}}`), `wstc["ws://127.0.0.1:9801"].ee`, `want "yes" or "no", got "Yes"`},
 	{"wstc nm empty", wrap(`"wstc": {"ws://h": {"nm": ""}}`), `wstc["ws://h"].nm`, "want a non-empty name"},
-	{"wstc unknown key", wrap(`"wstc": {"ws://h": {"ea": "x"}}`), `wstc["ws://h"].ea`, `unknown key; want "nm" or "ee"`},
+	{"wstc unknown key", wrap(`"wstc": {"ws://h": {"ea": "x"}}`), `wstc["ws://h"].ea`, `unknown key; want "nm", "ee", "token", "ca_file", "server_name", "cert_file" or "key_file"`},
 	{"wstc same server", wrap(`"wstc": {"ws://h": {}, "WS://H:80/": {}}`), `wstc["WS://H:80/"]`, `want each tunnel server once, got the same server as wstc["ws://h"]`},
 
 	// proxy keys
@@ -106,8 +106,8 @@ var badTests = []struct {
 
 	// http routes
 	{"no routes", wrap(`"proxy": {"http://h:1": {"ea": "ws://h"}}`), `proxy["http://h:1"]`, `want at least one route, a key such as "/" holding {"ou": "http://..."}, got none`},
-	{"http unknown key", wrap(`"proxy": {"http://h:1": {"ea": "ws://h", "px": {"ou": "http://h"}}}`), `proxy["http://h:1"].px`, `unknown key; want "en", "ea", "timeout" or a path starting with "/"`},
-	{"http ou outside route", wrap(`"proxy": {"http://h:1": {"ea": "ws://h", "ou": "http://h"}}`), `proxy["http://h:1"].ou`, `"ou" goes inside a path key such as "/"; want "en", "ea", "timeout" or a path starting with "/"`},
+	{"http unknown key", wrap(`"proxy": {"http://h:1": {"ea": "ws://h", "px": {"ou": "http://h"}}}`), `proxy["http://h:1"].px`, `unknown key; want "en", "ea", "timeout", "tls_ca_file", "max_conns" or a path starting with "/"`},
+	{"http ou outside route", wrap(`"proxy": {"http://h:1": {"ea": "ws://h", "ou": "http://h"}}`), `proxy["http://h:1"].ou`, `"ou" goes inside a path key such as "/"; want "en", "ea", "timeout", "tls_ca_file", "max_conns" or a path starting with "/"`},
 	{"route not object", wrap(`"proxy": {"http://h:1": {"ea": "ws://h", "/px": "http://h"}}`), `proxy["http://h:1"]["/px"]`, `want an object with "ou" and optional "ca", got string "http://h"`},
 	{"route bad path", wrap(`"proxy": {"http://h:1": {"ea": "ws://h", "/a b": {"ou": "http://h"}}}`), `proxy["http://h:1"]["/a b"]`, `want a path of URL characters and %XX escapes, got "/a b"`},
 	{"route bad escape", wrap(`"proxy": {"http://h:1": {"ea": "ws://h", "/a%zz": {"ou": "http://h"}}}`), `proxy["http://h:1"]["/a%zz"]`, "want a path of URL characters"},
@@ -127,9 +127,28 @@ var badTests = []struct {
 	{"tcp ou no port", wrap(`"proxy": {"tcp://h:1": {"ea": "ws://h", "ou": "tcp://h"}}`), `proxy["tcp://h:1"].ou`, `want a tcp://host:port URL to connect to, got "tcp://h": no port`},
 	{"tcp ou path", wrap(`"proxy": {"tcp://h:1": {"ea": "ws://h", "ou": "tcp://h:2/x"}}`), `proxy["tcp://h:1"].ou`, "only a scheme, host and port are allowed"},
 	{"tcp ou http", wrap(`"proxy": {"tcp://h:1": {"ea": "ws://h", "ou": "http://h:2"}}`), `proxy["tcp://h:1"].ou`, `scheme "http" is not allowed here`},
-	{"tcp path key", wrap(`"proxy": {"tcp://h:1": {"ea": "ws://h", "ou": "tcp://h:2", "/x": {"ou": "http://h"}}}`), `proxy["tcp://h:1"]["/x"]`, `unknown key for a tcp:// listener, which has no paths; want "en", "ea", "ou" or "ca"`},
-	{"tcp timeout", wrap(`"proxy": {"tcp://h:1": {"ea": "ws://h", "ou": "tcp://h:2", "timeout": "1s"}}`), `proxy["tcp://h:1"].timeout`, `unknown key for a tcp:// listener, since timeout bounds HTTP responses; want "en", "ea", "ou" or "ca"`},
-	{"tcp unknown key", wrap(`"proxy": {"tcp://h:1": {"ea": "ws://h", "ou": "tcp://h:2", "x": 1}}`), `proxy["tcp://h:1"].x`, `unknown key; want "en", "ea", "ou" or "ca"`},
+	{"tcp path key", wrap(`"proxy": {"tcp://h:1": {"ea": "ws://h", "ou": "tcp://h:2", "/x": {"ou": "http://h"}}}`), `proxy["tcp://h:1"]["/x"]`, `unknown key for a tcp:// listener, which has no paths; want "en", "ea", "ou", "ca" or "max_conns"`},
+	{"tcp timeout", wrap(`"proxy": {"tcp://h:1": {"ea": "ws://h", "ou": "tcp://h:2", "timeout": "1s"}}`), `proxy["tcp://h:1"].timeout`, `unknown key for a tcp:// listener, since timeout bounds HTTP responses; want "en", "ea", "ou", "ca" or "max_conns"`},
+	{"tcp unknown key", wrap(`"proxy": {"tcp://h:1": {"ea": "ws://h", "ou": "tcp://h:2", "x": 1}}`), `proxy["tcp://h:1"].x`, `unknown key; want "en", "ea", "ou", "ca" or "max_conns"`},
+	// security, reliability and limit keys
+	{"keepalive bad", `{"west": {"nm": "a", "keepalive": "5"}}`, "west.keepalive", `want a duration such as "90s" or "2m", got "5"`},
+	{"dead_after not above keepalive", `{"west": {"nm": "a", "keepalive": "5s", "dead_after": "5s"}}`, "west.dead_after", `want a duration longer than keepalive (5s), got 5s`},
+	{"dial_allow not list", `{"west": {"nm": "a", "dial_allow": "10.0.0.0/8"}}`, "west.dial_allow", `want a list of targets such as "10.0.0.0/8", "db.internal:5432" or "*.example.org:443", got string "10.0.0.0/8"`},
+	{"dial_allow bad port", `{"west": {"nm": "a", "dial_allow": ["db:99999"]}}`, "west.dial_allow[0]", `want a port from 1 to 65535 or *, got "99999" in "db:99999"`},
+	{"wss without cert", wrap(`"wsts": {"sp": "wss://h"}`), "wsts", `want "tls_cert_file" and "tls_key_file" for a wss:// server, got no "tls_cert_file" and no "tls_key_file"`},
+	{"wss without key", wrap(`"wsts": {"sp": "wss://h", "tls_cert_file": "c"}`), "wsts", `want "tls_cert_file" and "tls_key_file" for a wss:// server, got no "tls_key_file"`},
+	{"ws with cert", wrap(`"wsts": {"sp": "ws://h", "tls_cert_file": "c", "tls_key_file": "k"}`), "wsts.sp", `want a wss:// URL, since TLS files are given; got "ws://h"`},
+	{"cert_names without client ca", wrap(`"wsts": {"sp": "wss://h", "tls_cert_file": "c", "tls_key_file": "k", "cert_names": "yes"}`), "wsts.cert_names", `want "client_ca_file" beside it, since names are bound to client certificates`},
+	{"tokens without sp", wrap(`"wsts": {"tokens": {"a": "env:A"}}`), "wsts.tokens", `want "sp" beside "tokens", since it configures a tunnel server; got no "sp"`},
+	{"token literal", wrap(`"wsts": {"sp": "ws://h", "tokens": {"a": "hunter2"}}`), `wsts.tokens.a`, `want "env:NAME" or "file:PATH", where the secret is kept, got a string of 7 characters without either prefix`},
+	{"tokens empty", wrap(`"wsts": {"sp": "ws://h", "tokens": {}}`), `wsts.tokens`, `want at least one peer name, got an empty object`},
+	{"max_streams zero", wrap(`"wsts": {"sp": "ws://h", "max_streams": 0}`), `wsts.max_streams`, `want a whole number above zero, got 0`},
+	{"max_streams fraction", wrap(`"wsts": {"sp": "ws://h", "max_streams": 1.5}`), `wsts.max_streams`, `want a whole number above zero, got 1.5`},
+	{"wstc token env empty", wrap(`"wstc": {"ws://h": {"token": "env:"}}`), `wstc["ws://h"].token`, `want "env:NAME" or "file:PATH", where the secret is kept, got a string of 4 characters without either prefix`},
+	{"wstc ca_file on ws", wrap(`"wstc": {"ws://h": {"ca_file": "ca.pem"}}`), `wstc["ws://h"]`, `want a wss:// server URL for TLS settings, got "ws://h"`},
+	{"wstc cert without key", wrap(`"wstc": {"wss://h": {"cert_file": "c.pem"}}`), `wstc["wss://h"]`, `want both "cert_file" and "key_file" or neither, got no "key_file"`},
+	{"max_conns negative", wrap(`"proxy": {"tcp://h:1": {"ea": "ws://h", "ou": "tcp://h:2", "max_conns": -1}}`), `proxy["tcp://h:1"].max_conns`, `want a whole number above zero, got -1`},
+	{"tls_ca_file empty", wrap(`"proxy": {"http://h:1": {"ea": "ws://h", "tls_ca_file": "", "/": {"ou": "https://h"}}}`), `proxy["http://h:1"].tls_ca_file`, `want a file name, got an empty string`},
 	{"tcp ca", wrap(`"proxy": {"tcp://h:1": {"ea": "ws://h", "ou": "tcp://h:2", "ca": ["ws://peer"]}}`), `proxy["tcp://h:1"].ca[0]`, "peer names are not allowed here"},
 
 	// listen addresses

@@ -114,7 +114,7 @@ func parseWest(v *value, p string) (West, error) {
 	if err := wantObject(v, p, `an object with "nm" and optional "cp"`); err != nil {
 		return w, err
 	}
-	if err := checkKeys(v, p, "nm", "cp", "control_ca"); err != nil {
+	if err := checkKeys(v, p, "nm", "cp", "control_ca", "dial_allow", "keepalive", "dead_after", "shutdown_grace"); err != nil {
 		return w, err
 	}
 	nm := v.get("nm")
@@ -142,6 +142,21 @@ func parseWest(v *value, p string) (West, error) {
 			return w, err
 		}
 	}
+	if da := v.get("dial_allow"); da != nil {
+		if w.DialAllow, err = parseTargets(da, field(p, "dial_allow")); err != nil {
+			return w, err
+		}
+	}
+	for key, dst := range map[string]*time.Duration{"keepalive": &w.KeepAlive, "dead_after": &w.DeadAfter, "shutdown_grace": &w.ShutdownGrace} {
+		if d := v.get(key); d != nil {
+			if *dst, err = parseTimeout(d, field(p, key)); err != nil {
+				return w, err
+			}
+		}
+	}
+	if w.KeepAlive > 0 && w.DeadAfter > 0 && w.DeadAfter <= w.KeepAlive {
+		return w, errf(field(p, "dead_after"), "want a duration longer than keepalive (%s), got %s", w.KeepAlive, w.DeadAfter)
+	}
 	return w, nil
 }
 
@@ -149,13 +164,16 @@ func parseServer(v *value, p string) (*TunnelServer, error) {
 	if err := wantObject(v, p, `an object with "sp" and optional "ca"`); err != nil {
 		return nil, err
 	}
-	if err := checkKeys(v, p, "sp", "ca"); err != nil {
+	serverKeys := []string{"sp", "ca", "tls_cert_file", "tls_key_file", "client_ca_file", "cert_names", "tokens", "max_streams"}
+	if err := checkKeys(v, p, serverKeys...); err != nil {
 		return nil, err
 	}
 	sp, ca := v.get("sp"), v.get("ca")
 	if sp == nil {
-		if ca != nil {
-			return nil, errf(field(p, "ca"), `want "sp" beside "ca", since an access list needs a tunnel server; got no "sp"`)
+		for _, k := range serverKeys[1:] {
+			if v.get(k) != nil {
+				return nil, errf(field(p, k), `want "sp" beside %q, since it configures a tunnel server; got no "sp"`, k)
+			}
 		}
 		return nil, nil
 	}
@@ -185,7 +203,49 @@ func parseServer(v *value, p string) (*TunnelServer, error) {
 			return nil, err
 		}
 	}
+	for key, dst := range map[string]*string{"tls_cert_file": &ts.TLSCertFile, "tls_key_file": &ts.TLSKeyFile, "client_ca_file": &ts.ClientCAFile} {
+		if f := v.get(key); f != nil {
+			if *dst, err = parseFile(f, field(p, key)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if cn := v.get("cert_names"); cn != nil {
+		if ts.CertNames, err = parseYesNo(cn, field(p, "cert_names")); err != nil {
+			return nil, err
+		}
+	}
+	if tk := v.get("tokens"); tk != nil {
+		if ts.Tokens, err = parseTokens(tk, field(p, "tokens")); err != nil {
+			return nil, err
+		}
+	}
+	if ms := v.get("max_streams"); ms != nil {
+		if ts.MaxStreams, err = parseCount(ms, field(p, "max_streams")); err != nil {
+			return nil, err
+		}
+	}
+	tls := u.Scheme == "wss"
+	switch {
+	case tls && (ts.TLSCertFile == "" || ts.TLSKeyFile == ""):
+		return nil, errf(p, `want "tls_cert_file" and "tls_key_file" for a wss:// server, got %s`, missingOf(ts.TLSCertFile, "tls_cert_file", ts.TLSKeyFile, "tls_key_file"))
+	case !tls && (ts.TLSCertFile != "" || ts.TLSKeyFile != "" || ts.ClientCAFile != ""):
+		return nil, errf(spPath, `want a wss:// URL, since TLS files are given; got %s`, quote(s))
+	case ts.CertNames && ts.ClientCAFile == "":
+		return nil, errf(field(p, "cert_names"), `want "client_ca_file" beside it, since names are bound to client certificates`)
+	}
 	return ts, nil
+}
+
+// missingOf names the empty ones of pairs (value, name).
+func missingOf(pairs ...string) string {
+	var miss []string
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if pairs[i] == "" {
+			miss = append(miss, strconv.Quote(pairs[i+1]))
+		}
+	}
+	return "no " + strings.Join(miss, " and no ")
 }
 
 func parseClients(v *value, p, defaultName string) ([]TunnelClient, error) {
@@ -208,7 +268,7 @@ func parseClients(v *value, p, defaultName string) ([]TunnelClient, error) {
 		if err := wantObject(m.val, mp, `an object with optional "nm" and "ee"`); err != nil {
 			return nil, err
 		}
-		if err := checkKeys(m.val, mp, "nm", "ee"); err != nil {
+		if err := checkKeys(m.val, mp, "nm", "ee", "token", "ca_file", "server_name", "cert_file", "key_file"); err != nil {
 			return nil, err
 		}
 		c := TunnelClient{URL: u, Name: defaultName, Early: true}
@@ -219,22 +279,49 @@ func parseClients(v *value, p, defaultName string) ([]TunnelClient, error) {
 			}
 		}
 		if ee := m.val.get("ee"); ee != nil {
-			eePath := field(mp, "ee")
-			s, err := wantString(ee, eePath, `"yes" or "no"`)
-			if err != nil {
+			var err error
+			if c.Early, err = parseYesNo(ee, field(mp, "ee")); err != nil {
 				return nil, err
 			}
-			switch s {
-			case "yes":
-			case "no":
-				c.Early = false
-			default:
-				return nil, errf(eePath, `want "yes" or "no", got %s`, quote(s))
-			}
+		}
+		if err := parseClientSecurity(&c, m.val, mp); err != nil {
+			return nil, err
 		}
 		cs = append(cs, c)
 	}
 	return cs, nil
+}
+
+func parseClientSecurity(c *TunnelClient, v *value, p string) error {
+	var err error
+	if tk := v.get("token"); tk != nil {
+		if c.Token, err = parseSecret(tk, field(p, "token")); err != nil {
+			return err
+		}
+	}
+	for key, dst := range map[string]*string{"ca_file": &c.CAFile, "cert_file": &c.CertFile, "key_file": &c.KeyFile} {
+		if f := v.get(key); f != nil {
+			if *dst, err = parseFile(f, field(p, key)); err != nil {
+				return err
+			}
+		}
+	}
+	if sn := v.get("server_name"); sn != nil {
+		if c.ServerName, err = wantString(sn, field(p, "server_name"), "a host name"); err == nil && c.ServerName == "" {
+			err = errf(field(p, "server_name"), "want a host name, got an empty string")
+		}
+		if err != nil {
+			return err
+		}
+	}
+	tls := c.URL.Scheme == "wss"
+	switch {
+	case (c.CertFile == "") != (c.KeyFile == ""):
+		return errf(p, `want both "cert_file" and "key_file" or neither, got %s`, missingOf(c.CertFile, "cert_file", c.KeyFile, "key_file"))
+	case !tls && (c.CAFile != "" || c.ServerName != "" || c.CertFile != ""):
+		return errf(p, "want a wss:// server URL for TLS settings, got %s", quote(c.URL.String()))
+	}
+	return nil
 }
 
 func parseProxies(v *value, p string, ls listeners, haveServer bool) ([]Proxy, error) {
@@ -284,8 +371,8 @@ func parseProxy(key string, v *value, p string, haveServer bool) (Proxy, error) 
 	if err := wantObject(v, p, `an object with "en" or "ea"`); err != nil {
 		return px, err
 	}
-	httpKeys := []string{"en", "ea", "timeout", `a path starting with "/"`}
-	tcpKeys := []string{"en", "ea", "ou", "ca"}
+	httpKeys := []string{"en", "ea", "timeout", "tls_ca_file", "max_conns", `a path starting with "/"`}
+	tcpKeys := []string{"en", "ea", "ou", "ca", "max_conns"}
 	for _, m := range v.members {
 		mp := field(p, m.key)
 		var err error
@@ -296,8 +383,12 @@ func parseProxy(key string, v *value, p string, haveServer bool) (Proxy, error) 
 			}
 		case m.key == "ea":
 			px.ServerURL, err = parseURLValue(m.val, mp, `a ws:// or wss:// URL of a tunnel server, such as "ws://127.0.0.1:9801"`, dialURL, "ws", "wss")
+		case m.key == "max_conns":
+			px.MaxConns, err = parseCount(m.val, mp)
 		case px.Kind == KindHTTP && m.key == "timeout":
 			px.Timeout, err = parseTimeout(m.val, mp)
+		case px.Kind == KindHTTP && m.key == "tls_ca_file":
+			px.TLSCAFile, err = parseFile(m.val, mp)
 		case px.Kind == KindHTTP && strings.HasPrefix(m.key, "/"):
 			var r Route
 			if r, err = parseRoute(m.key, m.val, mp); err == nil {
@@ -383,6 +474,101 @@ func parseTimeout(v *value, p string) (time.Duration, error) {
 		return 0, errf(p, "want a duration above zero, got %s", quote(s))
 	}
 	return d, nil
+}
+
+// parseYesNo parses the seed's booleans, "yes" and "no".
+func parseYesNo(v *value, p string) (bool, error) {
+	s, err := wantString(v, p, `"yes" or "no"`)
+	if err != nil {
+		return false, err
+	}
+	switch s {
+	case "yes":
+		return true, nil
+	case "no":
+		return false, nil
+	}
+	return false, errf(p, `want "yes" or "no", got %s`, quote(s))
+}
+
+// parseCount parses a positive whole number.
+func parseCount(v *value, p string) (int, error) {
+	const what = "a whole number above zero"
+	if err := want(v, kindNumber, p, what); err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(v.text)
+	if err != nil || n <= 0 {
+		return 0, errf(p, "want %s, got %s", what, v.text)
+	}
+	return n, nil
+}
+
+// parseFile parses a file name. Whether the file can be read is checked
+// when the node starts, so that `west check` runs anywhere.
+func parseFile(v *value, p string) (string, error) {
+	s, err := wantString(v, p, "a file name")
+	if err == nil && s == "" {
+		err = errf(p, "want a file name, got an empty string")
+	}
+	return s, err
+}
+
+// parseSecret parses where a secret is kept.
+func parseSecret(v *value, p string) (Secret, error) {
+	const want = `"env:NAME" or "file:PATH", where the secret is kept`
+	s, err := wantString(v, p, want)
+	if err != nil {
+		return "", err
+	}
+	kind, rest, ok := strings.Cut(s, ":")
+	if !ok || (kind != "env" && kind != "file") || rest == "" {
+		// Never echo what may be the secret itself.
+		return "", errf(p, "want %s, got a string of %d characters without either prefix", want, len(s))
+	}
+	return Secret(s), nil
+}
+
+// parseTokens parses "tokens": peer names mapped to their secrets.
+func parseTokens(v *value, p string) (map[string]Secret, error) {
+	if err := wantObject(v, p, `an object mapping peer names to "env:NAME" or "file:PATH"`); err != nil {
+		return nil, err
+	}
+	if len(v.members) == 0 {
+		return nil, errf(p, "want at least one peer name, got an empty object")
+	}
+	tokens := make(map[string]Secret, len(v.members))
+	for _, m := range v.members {
+		sec, err := parseSecret(m.val, field(p, m.key))
+		if err != nil {
+			return nil, err
+		}
+		tokens[m.key] = sec
+	}
+	return tokens, nil
+}
+
+// parseTargets checks a dial policy with acl.ParseTargets.
+func parseTargets(v *value, p string) ([]string, error) {
+	if err := want(v, kindArray, p, `a list of targets such as "10.0.0.0/8", "db.internal:5432" or "*.example.org:443"`); err != nil {
+		return nil, err
+	}
+	var entries []string
+	for i, e := range v.elems {
+		s, err := wantString(e, index(p, i), "a string")
+		if err != nil {
+			return nil, err
+		}
+		entries = append(entries, s)
+	}
+	if _, err := acl.ParseTargets(entries); err != nil {
+		var ee *acl.EntryError
+		if errors.As(err, &ee) {
+			return nil, &Error{Path: index(p, ee.Index), Msg: ee.Msg, Err: err}
+		}
+		return nil, &Error{Path: p, Msg: err.Error(), Err: err}
+	}
+	return entries, nil
 }
 
 // parseName checks a node name: "nm" values and "en". It is sent, or

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Render returns the configuration as the seed's control port shows it:
@@ -32,6 +33,12 @@ func (c *Config) RenderObjects() (west, wsts, wstc, proxy map[string]any) {
 	if len(c.West.ControlACL) > 0 {
 		west["control_ca"] = list(c.West.ControlACL)
 	}
+	if len(c.West.DialAllow) > 0 {
+		west["dial_allow"] = list(c.West.DialAllow)
+	}
+	putDuration(west, "keepalive", c.West.KeepAlive)
+	putDuration(west, "dead_after", c.West.DeadAfter)
+	putDuration(west, "shutdown_grace", c.West.ShutdownGrace)
 
 	wsts = map[string]any{}
 	if s := c.Server; s != nil {
@@ -39,6 +46,22 @@ func (c *Config) RenderObjects() (west, wsts, wstc, proxy map[string]any) {
 		addAddr(wsts, s.Addr)
 		if len(s.ACL) > 0 {
 			wsts["ca"] = list(s.ACL)
+		}
+		putString(wsts, "tls_cert_file", s.TLSCertFile)
+		putString(wsts, "tls_key_file", s.TLSKeyFile)
+		putString(wsts, "client_ca_file", s.ClientCAFile)
+		if s.CertNames {
+			wsts["cert_names"] = "yes"
+		}
+		if len(s.Tokens) > 0 {
+			tokens := map[string]any{}
+			for name, sec := range s.Tokens {
+				tokens[name] = string(sec) // where the secret is, never the secret
+			}
+			wsts["tokens"] = tokens
+		}
+		if s.MaxStreams > 0 {
+			wsts["max_streams"] = s.MaxStreams
 		}
 	}
 
@@ -48,7 +71,13 @@ func (c *Config) RenderObjects() (west, wsts, wstc, proxy map[string]any) {
 		if !cl.Early {
 			ee = "no"
 		}
-		wstc[cl.URL.String()] = map[string]any{"nm": cl.Name, "ee": ee}
+		o := map[string]any{"nm": cl.Name, "ee": ee}
+		putString(o, "token", string(cl.Token))
+		putString(o, "ca_file", cl.CAFile)
+		putString(o, "server_name", cl.ServerName)
+		putString(o, "cert_file", cl.CertFile)
+		putString(o, "key_file", cl.KeyFile)
+		wstc[cl.URL.String()] = o
 	}
 
 	proxy = map[string]any{}
@@ -76,9 +105,25 @@ func (c *Config) RenderObjects() (west, wsts, wstc, proxy map[string]any) {
 		if len(p.ACL) > 0 {
 			o["ca"] = list(p.ACL)
 		}
+		putString(o, "tls_ca_file", p.TLSCAFile)
+		if p.MaxConns > 0 {
+			o["max_conns"] = p.MaxConns
+		}
 		proxy[p.URL.String()] = o
 	}
 	return west, wsts, wstc, proxy
+}
+
+func putString(o map[string]any, key, v string) {
+	if v != "" {
+		o[key] = v
+	}
+}
+
+func putDuration(o map[string]any, key string, d time.Duration) {
+	if d != 0 {
+		o[key] = d.String()
+	}
 }
 
 // addAddr adds the seed's derived "addr" and "port" for a host:port.
