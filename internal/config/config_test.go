@@ -329,3 +329,34 @@ func mustURL(s string) *url.URL {
 	}
 	return u
 }
+
+func TestSecretResolve(t *testing.T) {
+	t.Setenv("WEST_TEST_SECRET", "s3cret")
+	t.Setenv("WEST_TEST_EMPTY", "")
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		sec     Secret
+		want    string
+		wantErr string
+	}{
+		{"env:WEST_TEST_SECRET", "s3cret", ""},
+		{"file:" + Secret(file), "from-file", ""},
+		{"env:WEST_TEST_UNSET_X", "", "environment variable WEST_TEST_UNSET_X is not set"},
+		{"env:WEST_TEST_EMPTY", "", "is empty"},
+		{"file:/nonexistent/west/token", "", "no such file"},
+	} {
+		got, err := c.sec.Resolve()
+		if c.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("%s: err %v, want it to contain %q", c.sec, err, c.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%s: got %q, %v; want %q", c.sec, got, err, c.want)
+		}
+	}
+}

@@ -1,15 +1,19 @@
 package node
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
+	"github.com/west-tunnel/west/internal/acl"
 	"github.com/west-tunnel/west/internal/config"
 	"github.com/west-tunnel/west/internal/proxy"
 	"github.com/west-tunnel/west/internal/tunnel"
@@ -38,6 +42,7 @@ type Node struct {
 	log  *slog.Logger
 
 	far     *proxy.Far
+	gate    *gate                     // nil without wsts.sp
 	server  *tunnel.Server            // nil without wsts.sp
 	clients map[string]*tunnel.Client // by server URL
 	servers []*listener               // tunnel server, proxy listeners, control port
@@ -63,6 +68,10 @@ type listener struct {
 	ln   net.Listener
 	// after runs once the server has stopped, to release what it used.
 	after func()
+	// tls, if set, makes the listener speak TLS; maxConns > 0 limits the
+	// connections it serves at once.
+	tls      *tls.Config
+	maxConns int
 }
 
 // New builds a node from cfg without opening any socket.
@@ -74,29 +83,41 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 		opts.Listen = net.Listen
 	}
 	if opts.ShutdownGrace <= 0 {
-		opts.ShutdownGrace = 5 * time.Second
+		opts.ShutdownGrace = cmp.Or(cfg.West.ShutdownGrace, 5*time.Second)
+	}
+	if opts.Mux.KeepAliveInterval == 0 && opts.Mux.KeepAliveTimeout == 0 {
+		opts.Mux.KeepAliveInterval, opts.Mux.KeepAliveTimeout = cfg.West.KeepAlive, cfg.West.DeadAfter
 	}
 	n := &Node{cfg: cfg, opts: opts, log: opts.Logger, clients: make(map[string]*tunnel.Client)}
-	n.far = &proxy.Far{Logger: n.log.With("part", "far")}
+	targets, err := acl.ParseTargets(cfg.West.DialAllow)
+	if err != nil {
+		return nil, fmt.Errorf("west.dial_allow: %w", err)
+	}
+	n.far = &proxy.Far{Targets: targets, Logger: n.log.With("part", "far")}
 
 	if s := cfg.Server; s != nil {
-		n.server = tunnel.NewServer(tunnel.ServerOptions{
-			Handler: n.far,
-			Mux:     opts.Mux,
-			Logger:  n.log.With("part", "tunnel-server"),
-		})
-		mux := http.NewServeMux()
-		mux.Handle(s.Path, n.server)
-		n.addServer("tunnel", s.URL.String(), s.Addr, mux, nil)
+		if err := n.addTunnelServer(s); err != nil {
+			return nil, err
+		}
 	}
 	for _, c := range cfg.Clients {
+		tc, err := clientTLS(c)
+		if err != nil {
+			return nil, err
+		}
+		header, err := tokenHeader(c)
+		if err != nil {
+			return nil, err
+		}
 		n.clients[c.URL.String()] = tunnel.NewClient(tunnel.ClientOptions{
-			URL:     c.URL.String(),
-			Name:    c.Name,
-			Lazy:    !c.Early,
-			Handler: n.far,
-			Mux:     opts.Mux,
-			Logger:  n.log.With("part", "tunnel-client"),
+			URL:       c.URL.String(),
+			Name:      c.Name,
+			Lazy:      !c.Early,
+			Handler:   n.far,
+			TLSConfig: tc,
+			Header:    header,
+			Mux:       opts.Mux,
+			Logger:    n.log.With("part", "tunnel-client"),
 		})
 	}
 	for _, p := range cfg.Proxies {
@@ -108,6 +129,38 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 		n.addServer("control", cfg.West.ControlAddr, cfg.West.ControlAddr, n.controlHandler(), nil)
 	}
 	return n, nil
+}
+
+// DefaultMaxStreams is how many streams one tunnel client may have open
+// towards the tunnel server when wsts.max_streams is not set.
+const DefaultMaxStreams = 8192
+
+func (n *Node) addTunnelServer(s *config.TunnelServer) error {
+	tc, err := serverTLS(s)
+	if err != nil {
+		return err
+	}
+	if n.gate, err = newGate(s, n.log.With("part", "tunnel-server")); err != nil {
+		return err
+	}
+	if !n.gate.authenticated() && s.ClientCAFile == "" && !isLoopback(s.Addr) {
+		n.log.Warn("UNAUTHENTICATED TUNNEL SERVER on a non-loopback address: anyone who reaches it can take any peer name "+
+			"and make this west dial any target; set wsts.tokens or wsts.client_ca_file, and west.dial_allow",
+			"sp", s.URL.String())
+	}
+	mo := n.opts.Mux
+	mo.MaxStreams = cmp.Or(s.MaxStreams, DefaultMaxStreams)
+	n.server = tunnel.NewServer(tunnel.ServerOptions{
+		Handler: n.far,
+		Admit:   n.gate.admit,
+		Mux:     mo,
+		Logger:  n.log.With("part", "tunnel-server"),
+	})
+	mux := http.NewServeMux()
+	mux.Handle(s.Path, n.server)
+	n.addServer("tunnel", s.URL.String(), s.Addr, mux, nil)
+	n.servers[len(n.servers)-1].tls = tc
+	return nil
 }
 
 func (n *Node) addServer(role, name, addr string, h http.Handler, after func()) {
@@ -147,13 +200,18 @@ func (n *Node) addProxy(p config.Proxy) error {
 		return err
 	}
 	if p.Kind == config.KindTCP {
+		allow, err := allowFunc(p.ACL, fmt.Sprintf("proxy[%q].ca", p.URL.String()))
+		if err != nil {
+			return err
+		}
 		n.servers = append(n.servers, &listener{
-			role: "proxy", name: p.URL.String(), addr: p.Addr,
+			role: "proxy", name: p.URL.String(), addr: p.Addr, maxConns: p.MaxConns,
 			srv: proxy.NewTCP(proxy.TCPOptions{
 				Name:   p.URL.String(),
 				Peer:   peer,
 				Target: p.Target.Host,
 				Dialer: dialer,
+				Allow:  allow,
 				Logger: n.log.With("part", "proxy"),
 			}),
 		})
@@ -161,18 +219,41 @@ func (n *Node) addProxy(p config.Proxy) error {
 	}
 	routes := make([]proxy.Route, 0, len(p.Routes))
 	for _, r := range p.Routes {
-		routes = append(routes, proxy.Route{Path: r.Path, Target: r.Outgoing})
+		allow, err := allowFunc(r.ACL, fmt.Sprintf("proxy[%q][%q].ca", p.URL.String(), r.Path))
+		if err != nil {
+			return err
+		}
+		routes = append(routes, proxy.Route{Path: r.Path, Target: r.Outgoing, Allow: allow})
+	}
+	tc, err := backendTLS(p)
+	if err != nil {
+		return err
 	}
 	h := proxy.NewHTTP(proxy.HTTPOptions{
-		Name:    p.URL.String(),
-		Peer:    peer,
-		Routes:  routes,
-		Dialer:  dialer,
-		Timeout: p.Timeout,
-		Logger:  n.log.With("part", "proxy"),
+		Name:      p.URL.String(),
+		Peer:      peer,
+		Routes:    routes,
+		Dialer:    dialer,
+		Timeout:   p.Timeout,
+		TLSConfig: tc,
+		Logger:    n.log.With("part", "proxy"),
 	})
 	n.addServer("proxy", p.URL.String(), p.Addr, h, h.CloseIdleConnections)
+	n.servers[len(n.servers)-1].maxConns = p.MaxConns
 	return nil
+}
+
+// allowFunc turns an access list into a check of client addresses; nil
+// when the list is empty.
+func allowFunc(entries []string, path string) (func(netip.Addr) bool, error) {
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	l, err := acl.Parse(entries, false)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return l.AllowAddr, nil
 }
 
 // Start opens every listener. It fails at once, naming the address, if
@@ -185,6 +266,12 @@ func (n *Node) Start() error {
 				n.closeListeners()
 				n.startErr = fmt.Errorf("listen for %s %s on %s: %w", s.role, s.name, s.addr, err)
 				return
+			}
+			if s.maxConns > 0 {
+				ln = proxy.LimitListener(ln, s.maxConns)
+			}
+			if s.tls != nil {
+				ln = tls.NewListener(ln, s.tls)
 			}
 			s.ln = ln
 		}

@@ -2,12 +2,18 @@ package proxy
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
+	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/west-tunnel/west/internal/acl"
 	"github.com/west-tunnel/west/internal/tunnel"
 	"github.com/west-tunnel/west/internal/wire"
 )
@@ -20,6 +26,11 @@ type Far struct {
 	// Allow decides whether peer may make this west dial h.Target; a
 	// non-nil error refuses the stream with its text. Nil allows all.
 	Allow func(peer string, h wire.Header) error
+	// Targets is the dial policy: a target passes when a name rule admits
+	// it as asked for, or an address rule admits the address actually
+	// dialled (so a name cannot resolve its way past the policy). Nil
+	// allows every target.
+	Targets *acl.Targets
 	// Logger receives logs; nil discards them.
 	Logger *slog.Logger
 	// OnDialError, if set, is told of every failed dial, for metrics.
@@ -46,13 +57,35 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
+	dialer := &net.Dialer{}
+	if !f.Targets.Empty() {
+		host, portStr, err := net.SplitHostPort(req.Header.Target)
+		port, perr := strconv.Atoi(portStr)
+		if err != nil || perr != nil {
+			log.Warn("stream refused: target is not host:port")
+			f.reject(req, wire.CodeForbidden, fmt.Sprintf("target %q is not host:port", req.Header.Target))
+			return
+		}
+		if !f.Targets.AllowName(host, port) {
+			dialer.Control = func(_, address string, _ syscall.RawConn) error {
+				if ap, err := netip.ParseAddrPort(address); err == nil && f.Targets.AllowAddr(ap) {
+					return nil
+				}
+				return fmt.Errorf("%w: %s", errPolicy, address)
+			}
+		}
+	}
 	dctx, cancel := context.WithTimeout(ctx, timeout)
-	backend, err := (&net.Dialer{}).DialContext(dctx, "tcp", req.Header.Target)
+	backend, err := dialer.DialContext(dctx, "tcp", req.Header.Target)
 	cancel()
 	if err != nil {
 		code := wire.CodeDialFailed
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {
 			code = wire.CodeTimeout
+		}
+		if errors.Is(err, errPolicy) {
+			code = wire.CodeForbidden
+			err = fmt.Errorf("target %s is outside this west's dial policy (dial_allow)", req.Header.Target)
 		}
 		log.Info("dial failed", "err", err)
 		f.reject(req, code, err.Error())
@@ -67,6 +100,9 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 	log.Debug("stream connected")
 	Pipe(ctx, stream, backend)
 }
+
+// errPolicy marks a dial stopped by the dial policy.
+var errPolicy = errors.New("address not allowed by dial policy")
 
 func (f *Far) reject(req *tunnel.Request, code wire.Code, reason string) {
 	if f.OnDialError != nil {

@@ -23,6 +23,10 @@ type MuxOptions struct {
 	// when it is full the whole tunnel waits, so it is kept well above
 	// StreamWindow. Zero means 64 MiB.
 	SessionWindow int
+	// MaxStreams is how many streams the peer may have open towards us at
+	// once; beyond it new streams are refused as overloaded, so a flood of
+	// opens cannot exhaust memory. Zero means no limit.
+	MaxStreams int
 }
 
 func (o MuxOptions) withDefaults() MuxOptions {

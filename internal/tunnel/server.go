@@ -213,7 +213,7 @@ func startSession(ctx context.Context, c *websocket.Conn, client bool, peer, rem
 		c.CloseNow()
 		return nil, fmt.Errorf("start multiplexer: %w", err)
 	}
-	return newSession(mux, peer, remote, log), nil
+	return newSession(mux, peer, remote, mo.MaxStreams, log), nil
 }
 
 type closeNow struct {

@@ -47,11 +47,13 @@ type Session struct {
 	log    *slog.Logger
 	stats  Stats
 
-	handlers sync.WaitGroup // ServeStream calls in flight
+	handlers   sync.WaitGroup // ServeStream calls in flight
+	serving    atomic.Int64   // streams the peer opened whose handler still runs
+	maxStreams int64          // limit on serving; 0 means none
 }
 
-func newSession(mux *smux.Session, peer, remote string, log *slog.Logger) *Session {
-	return &Session{peer: peer, remote: remote, since: time.Now(), mux: mux, log: log}
+func newSession(mux *smux.Session, peer, remote string, maxStreams int, log *slog.Logger) *Session {
+	return &Session{peer: peer, remote: remote, since: time.Now(), mux: mux, maxStreams: int64(maxStreams), log: log}
 }
 
 // Peer is the peer's name on a server's session, the server URL on a
@@ -124,13 +126,30 @@ func (s *Session) serve(ctx context.Context, h StreamHandler) {
 		if err != nil {
 			return
 		}
+		if s.maxStreams > 0 && s.serving.Load() >= s.maxStreams {
+			s.refuseOverloaded(st)
+			continue
+		}
+		s.serving.Add(1)
 		s.handlers.Add(1)
 		go s.serveStream(ctx, st, h)
 	}
 }
 
+// refuseOverloaded answers a stream beyond MaxStreams without reading its
+// header; the opener reads the reply after sending the header anyway.
+func (s *Session) refuseOverloaded(st *smux.Stream) {
+	s.log.Warn("stream refused: too many open streams", "limit", s.maxStreams)
+	st.SetWriteDeadline(time.Now().Add(time.Second))
+	st.Write(wire.Reply{Code: wire.CodeOverloaded, Reason: fmt.Sprintf("peer has %d streams open, the limit", s.maxStreams)}.AppendBinary(nil))
+	st.Close()
+}
+
 func (s *Session) serveStream(ctx context.Context, st *smux.Stream, h StreamHandler) {
 	defer s.handlers.Done()
+	// A stream counts against MaxStreams while its handler runs, which for
+	// the far side is the stream's whole life.
+	defer s.serving.Add(-1)
 	st.SetReadDeadline(time.Now().Add(headerTimeout))
 	hdr, err := wire.ReadHeader(st)
 	if err != nil {

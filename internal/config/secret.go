@@ -1,0 +1,34 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"strings"
+)
+
+// Resolve reads the secret from where s says it is kept. An empty secret
+// is an error: it would let anyone in.
+func (s Secret) Resolve() (string, error) {
+	kind, ref, _ := strings.Cut(string(s), ":")
+	var val string
+	switch kind {
+	case "env":
+		v, ok := os.LookupEnv(ref)
+		if !ok {
+			return "", fmt.Errorf("environment variable %s is not set", ref)
+		}
+		val = v
+	case "file":
+		b, err := os.ReadFile(ref)
+		if err != nil {
+			return "", fmt.Errorf("read secret: %w", err)
+		}
+		val = strings.TrimRight(string(b), " \t\r\n")
+	default:
+		return "", fmt.Errorf("want env:NAME or file:PATH, got a reference of kind %q", kind)
+	}
+	if val == "" {
+		return "", fmt.Errorf("secret from %s is empty", s)
+	}
+	return val, nil
+}

@@ -1,0 +1,236 @@
+package node
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/west-tunnel/west/internal/acl"
+	"github.com/west-tunnel/west/internal/config"
+)
+
+// gate decides which tunnel clients the tunnel server admits: wsts.ca by
+// address and name, wsts.tokens by a per-name secret, and with cert_names
+// the name bound to the client certificate.
+type gate struct {
+	acl       *acl.List
+	tokens    map[string][sha256.Size]byte // by peer name; nil means no tokens
+	certNames bool
+	failDelay time.Duration // how long a refusal takes, so guessing is slow
+	failures  atomic.Int64  // refusals so far, for metrics
+	log       *slog.Logger
+}
+
+func newGate(s *config.TunnelServer, log *slog.Logger) (*gate, error) {
+	list, err := acl.Parse(s.ACL, true)
+	if err != nil {
+		return nil, fmt.Errorf("wsts.ca: %w", err)
+	}
+	g := &gate{acl: list, certNames: s.CertNames, failDelay: time.Second, log: log}
+	if len(s.Tokens) > 0 {
+		g.tokens = make(map[string][sha256.Size]byte, len(s.Tokens))
+		for name, sec := range s.Tokens {
+			tok, err := sec.Resolve()
+			if err != nil {
+				return nil, fmt.Errorf("wsts.tokens[%q]: %w", name, err)
+			}
+			if len(tok) < 16 {
+				log.Warn("short tunnel token: use at least 16 random characters", "peer", name)
+			}
+			g.tokens[name] = sha256.Sum256([]byte(tok))
+		}
+	}
+	return g, nil
+}
+
+// authenticated reports whether peers must prove who they are.
+func (g *gate) authenticated() bool { return g.tokens != nil || g.certNames }
+
+// admit is the tunnel server's Admit hook.
+func (g *gate) admit(r *http.Request, name string) error {
+	err := g.check(r, name)
+	if err == nil {
+		return nil
+	}
+	g.failures.Add(1)
+	// Every refusal takes about failDelay, whatever its cause, so that
+	// neither guessing nor timing pays.
+	d := g.failDelay/2 + rand.N(g.failDelay)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.Context().Done():
+	}
+	return err
+}
+
+func (g *gate) check(r *http.Request, name string) error {
+	if addr := remoteAddr(r); !g.acl.AllowAddr(addr) {
+		return fmt.Errorf("address %s is not in wsts.ca", addr)
+	}
+	if !g.acl.AllowName(name) {
+		return fmt.Errorf("peer name %q is not in wsts.ca", name)
+	}
+	if g.tokens != nil {
+		want, known := g.tokens[name]
+		got := sha256.Sum256([]byte(bearer(r)))
+		// Compare even for an unknown name, so timing tells nothing.
+		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 || !known {
+			return fmt.Errorf("peer name %q: missing or wrong token", name)
+		}
+	}
+	if g.certNames && !certHasName(r.TLS, name) {
+		return fmt.Errorf("peer name %q is not a name of its client certificate", name)
+	}
+	return nil
+}
+
+func bearer(r *http.Request) string {
+	v := r.Header.Get("Authorization")
+	if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+		return strings.TrimSpace(v[7:])
+	}
+	return ""
+}
+
+func remoteAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// certHasName reports whether the verified client certificate carries
+// name as its common name, a DNS name or a URI.
+func certHasName(cs *tls.ConnectionState, name string) bool {
+	if cs == nil || len(cs.PeerCertificates) == 0 {
+		return false
+	}
+	c := cs.PeerCertificates[0]
+	if c.Subject.CommonName == name {
+		return true
+	}
+	for _, d := range c.DNSNames {
+		if d == name {
+			return true
+		}
+	}
+	for _, u := range c.URIs {
+		if u.String() == name {
+			return true
+		}
+	}
+	return false
+}
+
+// serverTLS is the tunnel server's TLS configuration, or nil for ws://.
+func serverTLS(s *config.TunnelServer) (*tls.Config, error) {
+	if s.URL.Scheme != "wss" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(s.TLSCertFile, s.TLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("wsts.tls_cert_file, wsts.tls_key_file: %w", err)
+	}
+	tc := &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS12,
+		// The WebSocket upgrade is an HTTP/1.1 request.
+		NextProtos: []string{"http/1.1"},
+	}
+	if s.ClientCAFile != "" {
+		pool, err := loadCAs(s.ClientCAFile, "wsts.client_ca_file")
+		if err != nil {
+			return nil, err
+		}
+		tc.ClientCAs = pool
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}
+
+// clientTLS is a tunnel client's TLS configuration, or nil for ws://.
+func clientTLS(c config.TunnelClient) (*tls.Config, error) {
+	if c.URL.Scheme != "wss" {
+		return nil, nil
+	}
+	path := fmt.Sprintf("wstc[%q]", c.URL.String())
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName}
+	if c.CAFile != "" {
+		pool, err := loadCAs(c.CAFile, path+".ca_file")
+		if err != nil {
+			return nil, err
+		}
+		tc.RootCAs = pool
+	}
+	if c.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s.cert_file, key_file: %w", path, err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// backendTLS is how an HTTP listener verifies https:// outgoing URLs.
+func backendTLS(p config.Proxy) (*tls.Config, error) {
+	if p.TLSCAFile == "" {
+		return nil, nil
+	}
+	pool, err := loadCAs(p.TLSCAFile, fmt.Sprintf("proxy[%q].tls_ca_file", p.URL.String()))
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+func loadCAs(file, path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: %s holds no PEM certificate", path, file)
+	}
+	return pool, nil
+}
+
+// isLoopback reports whether a listen address only accepts local peers.
+func isLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
+// tokenHeader is the handshake header carrying a client's token.
+func tokenHeader(c config.TunnelClient) (http.Header, error) {
+	if c.Token == "" {
+		return nil, nil
+	}
+	tok, err := c.Token.Resolve()
+	if err != nil {
+		return nil, fmt.Errorf("wstc[%q].token: %w", c.URL.String(), err)
+	}
+	return http.Header{"Authorization": {"Bearer " + tok}}, nil
+}
