@@ -271,6 +271,8 @@ func statusFor(err error) int {
 			return http.StatusServiceUnavailable
 		case wire.CodeTimeout:
 			return http.StatusGatewayTimeout
+		case wire.CodeForbidden:
+			return http.StatusForbidden
 		}
 		return http.StatusBadGateway
 	case errors.Is(err, context.DeadlineExceeded),

@@ -84,7 +84,7 @@ func TestStatusFor(t *testing.T) {
 	}{
 		{fmt.Errorf("x: %w", tunnel.ErrPeerDown), 503},
 		{&wire.RejectError{Code: wire.CodeDialFailed}, 502},
-		{&wire.RejectError{Code: wire.CodeForbidden}, 502},
+		{&wire.RejectError{Code: wire.CodeForbidden}, 403},
 		{&wire.RejectError{Code: wire.CodeTimeout}, 504},
 		{&wire.RejectError{Code: wire.CodeOverloaded}, 503},
 		{fmt.Errorf("dial: %w", context.DeadlineExceeded), 504},

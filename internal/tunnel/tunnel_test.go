@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/west-tunnel/west/internal/wire"
 )
 
@@ -342,4 +344,164 @@ func TestMalformedStreamHeader(t *testing.T) {
 		t.Fatalf("dial after junk: %v", err)
 	}
 	roundTrip(t, conn, []byte("still here"))
+}
+
+// rawTunnel completes a valid handshake by hand and returns the WebSocket,
+// so a test can send what no west would.
+func rawTunnel(t *testing.T, h *harness, name string) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, h.url, &websocket.DialOptions{
+		Subprotocols: []string{wire.Subprotocol},
+		HTTPHeader:   http.Header{"Origin": {name}},
+	})
+	if err != nil {
+		t.Fatalf("raw handshake: %v", err)
+	}
+	t.Cleanup(func() { ws.CloseNow() })
+	return ws
+}
+
+func TestGarbageAfterUpgrade(t *testing.T) {
+	// A short keepalive ends sessions that stall mid-frame quickly.
+	mo := MuxOptions{KeepAliveInterval: 200 * time.Millisecond, KeepAliveTimeout: time.Second}
+	h := newHarness(t, ServerOptions{Mux: mo})
+	good := h.startClient(ClientOptions{Name: "good", Mux: mo})
+	waitFor(t, "good session", func() bool { return good.Status().State == StateUp })
+
+	for name, send := range map[string]func(*websocket.Conn) error{
+		"garbage frame": func(ws *websocket.Conn) error {
+			return ws.Write(context.Background(), websocket.MessageBinary, []byte("GET / HTTP/1.1\r\n\r\n not smux at all"))
+		},
+		"text message": func(ws *websocket.Conn) error {
+			return ws.Write(context.Background(), websocket.MessageText, []byte("hello"))
+		},
+		"oversized message": func(ws *websocket.Conn) error {
+			return ws.Write(context.Background(), websocket.MessageBinary, make([]byte, 4<<20))
+		},
+		"replayed syn": func(ws *websocket.Conn) error {
+			// smux v2 SYN for stream 3, twice, then a PSH claiming 60000
+			// bytes with none behind it.
+			syn := []byte{2, 0, 0, 0, 3, 0, 0, 0}
+			if err := ws.Write(context.Background(), websocket.MessageBinary, syn); err != nil {
+				return err
+			}
+			if err := ws.Write(context.Background(), websocket.MessageBinary, syn); err != nil {
+				return err
+			}
+			return ws.Write(context.Background(), websocket.MessageBinary, []byte{2, 2, 0x60, 0xea, 3, 0, 0, 0})
+		},
+	} {
+		peer := "attacker-" + strings.ReplaceAll(name, " ", "-")
+		ws := rawTunnel(t, h, peer)
+		waitFor(t, peer+" registered", func() bool { return h.server.Session(peer) != nil })
+		// The server may cut an attack off half-sent (the oversized
+		// message), so a send error is no failure; a session left up is.
+		send(ws)
+		// Keep reading so that close handshakes complete.
+		go func() {
+			for {
+				if _, _, err := ws.Read(context.Background()); err != nil {
+					return
+				}
+			}
+		}()
+		deadline := time.Now().Add(10 * time.Second)
+		for h.server.Session(peer) != nil {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: session still up after 10s", name)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// The legitimate peer was never disturbed.
+	conn, err := h.server.Dial(context.Background(), "good", wire.Header{Kind: wire.KindTCP, Target: "echo:1"})
+	if err != nil {
+		t.Fatalf("dial good peer after attacks: %v", err)
+	}
+	roundTrip(t, conn, []byte("undisturbed"))
+}
+
+func TestMaxStreams(t *testing.T) {
+	release := make(chan struct{})
+	hold := StreamHandlerFunc(func(ctx context.Context, req *Request) {
+		c, err := req.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+	})
+	h := newHarness(t, ServerOptions{Handler: hold, Mux: MuxOptions{MaxStreams: 2}})
+	c := h.startClient(ClientOptions{Name: "n"})
+	waitFor(t, "session", func() bool { return c.Status().State == StateUp })
+	ctx := context.Background()
+	var held []net.Conn
+	for range 2 {
+		conn, err := c.Dial(ctx, wire.Header{Kind: wire.KindTCP, Target: "x:1"})
+		if err != nil {
+			t.Fatalf("stream within the limit: %v", err)
+		}
+		held = append(held, conn)
+	}
+	_, err := c.Dial(ctx, wire.Header{Kind: wire.KindTCP, Target: "x:1"})
+	var re *wire.RejectError
+	if !errors.As(err, &re) || re.Code != wire.CodeOverloaded {
+		t.Fatalf("third stream: %v, want overloaded", err)
+	}
+	close(release)
+	for _, conn := range held {
+		conn.Close()
+	}
+	// Once the held streams end, new ones are served again.
+	waitFor(t, "a free stream slot", func() bool {
+		conn, err := c.Dial(ctx, wire.Header{Kind: wire.KindTCP, Target: "x:1"})
+		if err != nil {
+			return false
+		}
+		conn.Close()
+		return true
+	})
+}
+
+// FuzzHandshake throws arbitrary handshake headers at the server: it must
+// never panic, and must admit only a proper upgrade naming a peer and
+// offering west's subprotocol.
+func FuzzHandshake(f *testing.F) {
+	f.Add("websocket", "peer", wire.Subprotocol)
+	f.Add("WebSocket", "ws://case1.L.fiap.org", "x, "+wire.Subprotocol)
+	f.Add("", "", "")
+	f.Add("websocket", "p", "west.v2")
+	s := NewServer(ServerOptions{Handler: echoHandler})
+	f.Fuzz(func(t *testing.T, upgrade, origin, protocols string) {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header["Upgrade"] = []string{upgrade}
+		r.Header["Sec-Websocket-Protocol"] = []string{protocols}
+		err := s.checkHandshake(r, origin)
+		valid := strings.EqualFold(upgrade, "websocket") && origin != ""
+		if valid {
+			offered := false
+			for p := range strings.SplitSeq(protocols, ",") {
+				offered = offered || strings.TrimSpace(p) == wire.Subprotocol
+			}
+			valid = offered
+		}
+		if (err == nil) != valid {
+			t.Fatalf("upgrade %q origin %q protocols %q: err %v, valid %v", upgrade, origin, protocols, err, valid)
+		}
+		// A full request through ServeHTTP must not panic either; an
+		// invalid one gets 400 without reaching the upgrade.
+		w := httptest.NewRecorder()
+		r.Header.Set("Origin", origin)
+		if !valid {
+			s.ServeHTTP(w, r)
+			if w.Code != http.StatusBadRequest {
+				t.Fatalf("invalid handshake answered %d", w.Code)
+			}
+		}
+	})
 }

@@ -1,0 +1,380 @@
+package node
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/west-tunnel/west/internal/tunnel"
+)
+
+// testCA issues certificates for the tests' TLS tunnels.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	file string // the CA certificate as PEM
+	dir  string
+}
+
+func newTestCA(t *testing.T, name string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		KeyUsage:              x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	ca := &testCA{cert: cert, key: key, dir: t.TempDir()}
+	ca.file = ca.write(t, name+"-ca.pem", "CERTIFICATE", der)
+	return ca
+}
+
+func (ca *testCA) write(t *testing.T, name, typ string, der []byte) string {
+	t.Helper()
+	f := filepath.Join(ca.dir, name)
+	if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// issue returns the PEM files of a certificate for cn, valid for the
+// given DNS names and for 127.0.0.1.
+func (ca *testCA) issue(t *testing.T, cn string, dns ...string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: cn},
+		DNSNames:     dns,
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	base := strings.NewReplacer("/", "_", ":", "_").Replace(cn)
+	return ca.write(t, base+".pem", "CERTIFICATE", der), ca.write(t, base+".key", "EC PRIVATE KEY", kder)
+}
+
+// waitClient waits until the node's tunnel client for url reaches state.
+func waitClient(t *testing.T, n *Node, url string, state tunnel.State) tunnel.Status {
+	t.Helper()
+	c := n.Client(url)
+	if c == nil {
+		t.Fatalf("no tunnel client for %s", url)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := c.Status()
+		if st.State == state {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tunnel client for %s: state %s (last error %v), want %s", url, st.State, st.LastError, state)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func getStatus(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return resp.StatusCode, string(b)
+}
+
+func TestTLSAndTokens(t *testing.T) {
+	be := backend(t)
+	ca := newTestCA(t, "west-test")
+	cert, key := ca.issue(t, "tunnel.test", "tunnel.test")
+	t.Setenv("WEST_TEST_TOKEN_L", "token-of-L-0123456789abcdef")
+	t.Setenv("WEST_TEST_TOKEN_O", "token-of-O-0123456789abcdef")
+
+	g := startNode(t, fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "wss://127.0.0.1:0",
+		"tls_cert_file": %q, "tls_key_file": %q,
+		"tokens": {"case1.L": "env:WEST_TEST_TOKEN_L", "other": "env:WEST_TEST_TOKEN_O"}}}`, cert, key), Options{})
+	g.gate.failDelay = 50 * time.Millisecond
+	srv := "wss://" + g.Addrs().Tunnel
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "case1.L"},
+		"wstc": {%q: {"ca_file": %q, "server_name": "tunnel.test", "token": "env:WEST_TEST_TOKEN_L"}},
+		"proxy": {"http://127.0.0.1:0": {"ea": %q, "/px": {"ou": "%s/x"}}}}`, srv, ca.file, srv, be.URL), Options{})
+	waitClient(t, l, srv, tunnel.StateUp)
+	real := g.Server().Session("case1.L")
+	if code, body := getStatus(t, proxyURL(t, l)+"/px/ok"); code != 200 {
+		t.Fatalf("request over TLS tunnel: %d %s", code, body)
+	}
+
+	// Each impostor is refused, and none displaces the real case1.L.
+	impostors := []struct {
+		name, wstc, want string
+	}{
+		{"other's token", fmt.Sprintf(`{"ca_file": %q, "token": "env:WEST_TEST_TOKEN_O"}`, ca.file), "403"},
+		{"no token", fmt.Sprintf(`{"ca_file": %q}`, ca.file), "403"},
+		{"wrong CA", fmt.Sprintf(`{"ca_file": %q, "token": "env:WEST_TEST_TOKEN_L"}`, newTestCA(t, "evil").file), "certificate"},
+		{"system roots", `{"token": "env:WEST_TEST_TOKEN_L"}`, "certificate"},
+	}
+	for _, im := range impostors {
+		bad := startNode(t, fmt.Sprintf(`{"west": {"nm": "case1.L"}, "wstc": {%q: %s}}`, srv, im.wstc), Options{})
+		st := waitClient(t, bad, srv, tunnel.StateBackoff)
+		if st.LastError == nil || !strings.Contains(st.LastError.Error(), im.want) {
+			t.Errorf("%s: last error %v, want it to mention %q", im.name, st.LastError, im.want)
+		}
+	}
+	if g.Server().Session("case1.L") != real {
+		t.Errorf("the real case1.L lost its session to an impostor")
+	}
+	if code, _ := getStatus(t, proxyURL(t, l)+"/px/still"); code != 200 {
+		t.Errorf("after impostors: status %d, want 200", code)
+	}
+	if f := g.gate.failures.Load(); f < 2 {
+		t.Errorf("gate counted %d failures, want at least 2", f)
+	}
+	// A plain ws:// client cannot talk to the TLS port at all.
+	plain := "ws://" + g.Addrs().Tunnel
+	p := startNode(t, fmt.Sprintf(`{"west": {"nm": "case1.L"}, "wstc": {%q: {"token": "env:WEST_TEST_TOKEN_L"}}}`, plain), Options{})
+	waitClient(t, p, plain, tunnel.StateBackoff)
+}
+
+func TestClientCertificateNames(t *testing.T) {
+	ca := newTestCA(t, "west-mtls")
+	cert, key := ca.issue(t, "tunnel.test", "tunnel.test")
+	g := startNode(t, fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "wss://127.0.0.1:0",
+		"tls_cert_file": %q, "tls_key_file": %q, "client_ca_file": %q, "cert_names": "yes"}}`, cert, key, ca.file), Options{})
+	g.gate.failDelay = 50 * time.Millisecond
+	srv := "wss://" + g.Addrs().Tunnel
+	lCert, lKey := ca.issue(t, "case1.L")
+	mCert, mKey := ca.issue(t, "mallory")
+
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "case1.L"}, "wstc": {%q: {"ca_file": %q, "cert_file": %q, "key_file": %q}}}`,
+		srv, ca.file, lCert, lKey), Options{})
+	waitClient(t, l, srv, tunnel.StateUp)
+
+	// Mallory's valid certificate does not let it take case1.L's name.
+	m := startNode(t, fmt.Sprintf(`{"west": {"nm": "case1.L"}, "wstc": {%q: {"ca_file": %q, "cert_file": %q, "key_file": %q}}}`,
+		srv, ca.file, mCert, mKey), Options{})
+	st := waitClient(t, m, srv, tunnel.StateBackoff)
+	if !strings.Contains(st.LastError.Error(), "403") {
+		t.Errorf("impostor with another certificate: %v, want 403", st.LastError)
+	}
+	// Without a certificate the TLS handshake itself fails.
+	nc := startNode(t, fmt.Sprintf(`{"west": {"nm": "case1.L"}, "wstc": {%q: {"ca_file": %q}}}`, srv, ca.file), Options{})
+	waitClient(t, nc, srv, tunnel.StateBackoff)
+	if s := l.Client(srv).Status(); s.State != tunnel.StateUp || s.Connects != 1 {
+		t.Errorf("real client: state %s after %d connects, want up after 1", s.State, s.Connects)
+	}
+}
+
+func TestTunnelServerACL(t *testing.T) {
+	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0", "ca": ["127.0.0.1", "::1", "allowed"]}}`, Options{})
+	g.gate.failDelay = 50 * time.Millisecond
+	srv := "ws://" + g.Addrs().Tunnel
+	ok := startNode(t, fmt.Sprintf(`{"west": {"nm": "allowed"}, "wstc": {%q: {}}}`, srv), Options{})
+	waitClient(t, ok, srv, tunnel.StateUp)
+	bad := startNode(t, fmt.Sprintf(`{"west": {"nm": "stranger"}, "wstc": {%q: {}}}`, srv), Options{})
+	if st := waitClient(t, bad, srv, tunnel.StateBackoff); !strings.Contains(st.LastError.Error(), "not in wsts.ca") {
+		t.Errorf("name outside wsts.ca: %v", st.LastError)
+	}
+
+	g2 := startNode(t, `{"west": {"nm": "G2"}, "wsts": {"sp": "ws://127.0.0.1:0", "ca": ["10.0.0.0/8", "fd00::/8"]}}`, Options{})
+	g2.gate.failDelay = 50 * time.Millisecond
+	srv2 := "ws://" + g2.Addrs().Tunnel
+	far := startNode(t, fmt.Sprintf(`{"west": {"nm": "allowed"}, "wstc": {%q: {}}}`, srv2), Options{})
+	if st := waitClient(t, far, srv2, tunnel.StateBackoff); !strings.Contains(st.LastError.Error(), "127.0.0.1 is not in wsts.ca") {
+		t.Errorf("address outside wsts.ca: %v", st.LastError)
+	}
+}
+
+func TestRouteAndListenerACL(t *testing.T) {
+	be := backend(t)
+	g, _ := case1(t, be.URL, "")
+	_ = g
+	// A second listener on the same L shape, with access lists.
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "acl.L"}, "proxy": {
+		"http://127.0.0.1:0": {"ea": "ws://%[1]s",
+			"/open": {"ou": "%[2]s/x"},
+			"/closed": {"ou": "%[2]s/x", "ca": ["10.0.0.0/8", "fd00::/8"]},
+			"/mine": {"ou": "%[2]s/x", "ca": ["127.0.0.0/8"]}},
+		"tcp://127.0.0.1:0": {"ea": "ws://%[1]s", "ou": "tcp://%[3]s", "ca": ["192.0.2.0/24"]}}}`,
+		g.Addrs().Tunnel, be.URL, be.Listener.Addr()), Options{})
+	var httpAddr, tcpAddr string
+	for k, a := range l.Addrs().Proxies {
+		if strings.HasPrefix(k, "tcp") {
+			tcpAddr = a
+		} else {
+			httpAddr = a
+		}
+	}
+	for path, want := range map[string]int{"/open": 200, "/closed/x": 403, "/mine": 200} {
+		if code, body := getStatus(t, "http://"+httpAddr+path); code != want {
+			t.Errorf("%s: %d %q, want %d", path, code, body, want)
+		}
+	}
+	// The TCP listener hangs up on a client outside its list at once.
+	c, err := net.Dial("tcp", tcpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "GET / HTTP/1.0\r\n\r\n")
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Errorf("tcp listener served a client outside its ca: n=%d err=%v", n, err)
+	}
+
+	// IPv6: a route open to ::1 only.
+	ln6, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Logf("no IPv6 loopback here, IPv6 part not run: %v", err)
+		return
+	}
+	addr6 := ln6.Addr().String()
+	ln6.Close()
+	startNode(t, fmt.Sprintf(`{"west": {"nm": "acl6.L"}, "proxy": {"http://%[1]s": {"ea": "ws://%[2]s",
+		"/v6": {"ou": "%[3]s/x", "ca": ["::1"]}, "/v4": {"ou": "%[3]s/x", "ca": ["127.0.0.1"]}}}}`, addr6, g.Addrs().Tunnel, be.URL), Options{})
+	for path, want := range map[string]int{"/v6": 200, "/v4": 403} {
+		if code, body := getStatus(t, "http://"+addr6+path); code != want {
+			t.Errorf("IPv6 %s: %d %q, want %d", path, code, body, want)
+		}
+	}
+}
+
+func TestDialPolicy(t *testing.T) {
+	be := backend(t)
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "secret") }))
+	defer other.Close()
+	beAddr := be.Listener.Addr().String()
+	_, bePort, _ := net.SplitHostPort(beAddr)
+	g := startNode(t, fmt.Sprintf(`{"west": {"nm": "G", "dial_allow": [%q, "localhost:%s"]}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, beAddr, bePort), Options{})
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {"http://127.0.0.1:0": {"ea": "ws://%s",
+		"/ok": {"ou": "%s/x"}, "/name": {"ou": "http://localhost:%s/x"}, "/no": {"ou": "%s/"}}}}`,
+		g.Addrs().Tunnel, be.URL, bePort, other.URL), Options{})
+	base := proxyURL(t, l)
+	if code, body := getStatus(t, base+"/ok"); code != 200 {
+		t.Errorf("allowed target: %d %q", code, body)
+	}
+	if code, body := getStatus(t, base+"/name"); code != 200 {
+		t.Errorf("allowed name: %d %q", code, body)
+	}
+	code, body := getStatus(t, base+"/no")
+	if code != 403 || !strings.Contains(body, "dial_allow") || strings.Contains(body, "secret") {
+		t.Errorf("target outside the policy: %d %q, want 403 naming dial_allow", code, body)
+	}
+}
+
+func TestMaxConnsAndSlowloris(t *testing.T) {
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	be := backend(t)
+	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {
+		"tcp://127.0.0.1:0": {"ea": "ws://%[1]s", "ou": "tcp://%[2]s", "max_conns": 1},
+		"http://127.0.0.1:0": {"ea": "ws://%[1]s", "/": {"ou": "%[3]s/x"}}}}`, g.Addrs().Tunnel, echo.Addr(), be.URL), Options{})
+	var httpAddr, tcpAddr string
+	for k, a := range l.Addrs().Proxies {
+		if strings.HasPrefix(k, "tcp") {
+			tcpAddr = a
+		} else {
+			httpAddr = a
+		}
+	}
+	first, err := net.Dial("tcp", tcpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoLine(t, first, "first")
+	second, err := net.Dial("tcp", tcpAddr) // waits in the backlog
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	fmt.Fprintln(second, "second")
+	second.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, _ := second.Read(make([]byte, 16)); n != 0 {
+		t.Fatalf("a connection beyond max_conns was served")
+	}
+	first.Close()
+	second.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(second).ReadString('\n')
+	if err != nil || line != "second\n" {
+		t.Fatalf("second connection after the first closed: %q, %v", line, err)
+	}
+
+	// Slowloris: many clients that never finish their headers do not keep
+	// a real client out.
+	for range 100 {
+		c, err := net.Dial("tcp", httpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+	}
+	start := time.Now()
+	if code, body := getStatus(t, "http://"+httpAddr+"/fine"); code != 200 {
+		t.Fatalf("real client under slowloris: %d %q", code, body)
+	}
+	t.Logf("request under a 100-connection slowloris took %v", time.Since(start))
+}
+
+func echoLine(t *testing.T, c net.Conn, s string) {
+	t.Helper()
+	fmt.Fprintln(c, s)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || line != s+"\n" {
+		t.Fatalf("echo of %q: %q, %v", s, line, err)
+	}
+}
