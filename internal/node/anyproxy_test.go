@@ -1,0 +1,364 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// through builds a path of one tunnel (case 1 shape: L's listener sends
+// through L's tunnel client to G, which dials ou) or two (case 3 shape:
+// L's listener goes through G's tunnel server to G's own listener, which
+// sends through the tunnel of L2, a client of G, and L2 dials ou). kind is
+// "http" or "tcp"; extra holds more keys for the listener whose outgoing
+// URL is ou. It returns the address of the entry listener.
+func through(t *testing.T, hops int, kind, ou, extra string) string {
+	t.Helper()
+	routes := func(ou, extra string) string {
+		if extra != "" {
+			extra += ", "
+		}
+		if kind == "tcp" {
+			return fmt.Sprintf(`%s"ou": %q`, extra, ou)
+		}
+		return fmt.Sprintf(`%s"/": {"ou": %q}`, extra, ou)
+	}
+	var g *Node
+	first := ou
+	firstExtra := extra
+	switch hops {
+	case 1:
+		g = startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	case 2:
+		var pre prebound
+		gListen := pre.addr(t)
+		g = startNode(t, fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"},
+			"proxy": {"%s://%s": {"en": "L2", %s}}}`, kind, gListen, routes(ou, extra)), Options{Listen: pre.listen})
+		startNode(t, fmt.Sprintf(`{"west": {"nm": "L2"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
+		waitUp(t, g, "L2")
+		first, firstExtra = kind+"://"+gListen, ""
+		if kind == "http" {
+			first += "/"
+		}
+	default:
+		t.Fatalf("hops %d", hops)
+	}
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {"%s://127.0.0.1:0": {"ea": "ws://%s", %s}}}`,
+		kind, g.Addrs().Tunnel, routes(first, firstExtra)), Options{})
+	for _, a := range l.Addrs().Proxies {
+		return a
+	}
+	t.Fatal("no listener")
+	return ""
+}
+
+// forHops runs f as subtests over one tunnel and over a chain of two.
+func forHops(t *testing.T, f func(t *testing.T, hops int)) {
+	for _, hops := range []int{1, 2} {
+		t.Run(fmt.Sprintf("%d-hop", hops), func(t *testing.T) { f(t, hops) })
+	}
+}
+
+// echoServer echoes each connection, passing the client's half-close on.
+func echoServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+				c.(*net.TCPConn).CloseWrite()
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestTCPEchoHalfClose(t *testing.T) {
+	echo := echoServer(t)
+	forHops(t, func(t *testing.T, hops int) {
+		entry := through(t, hops, "tcp", "tcp://"+echo, "")
+		const size = 100 << 20
+		c, err := net.Dial("tcp", entry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(2 * time.Minute))
+		sent := sha256.New()
+		go func() {
+			io.Copy(c, io.TeeReader(io.LimitReader(&pattern{}, size), sent))
+			// Half-close: the reply must still come back in full.
+			c.(*net.TCPConn).CloseWrite()
+		}()
+		got := sha256.New()
+		n, err := io.Copy(got, c)
+		if err != nil || n != size {
+			t.Fatalf("echo: %d bytes, %v; want %d", n, err, size)
+		}
+		if fmt.Sprintf("%x", got.Sum(nil)) != fmt.Sprintf("%x", sent.Sum(nil)) {
+			t.Fatal("echoed bytes differ from those sent")
+		}
+	})
+}
+
+func TestTLSOverTCP(t *testing.T) {
+	be := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "tls ok %s", r.TLS.ServerName)
+	}))
+	defer be.Close()
+	forHops(t, func(t *testing.T, hops int) {
+		entry := through(t, hops, "tcp", "tcp://"+be.Listener.Addr().String(), "")
+		client := be.Client()
+		client.Transport.(*http.Transport).DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", entry)
+		}
+		resp, err := client.Get(be.URL)
+		if err != nil {
+			t.Fatalf("TLS through the tcp listener: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.HasPrefix(string(body), "tls ok") {
+			t.Fatalf("body %q", body)
+		}
+	})
+}
+
+// TestRedisOverTCP drives a real redis-server with the real redis-cli. CI
+// installs both and sets WEST_REQUIRE_REDIS, so there the test cannot be
+// skipped.
+func TestRedisOverTCP(t *testing.T) {
+	server, errS := exec.LookPath("redis-server")
+	cli, errC := exec.LookPath("redis-cli")
+	if errS != nil || errC != nil {
+		if os.Getenv("WEST_REQUIRE_REDIS") != "" {
+			t.Fatalf("redis-server and redis-cli are required: %v %v", errS, errC)
+		}
+		t.Skip("redis-server or redis-cli not installed; .ci/run installs them")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	rs := exec.Command(server, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	if err := rs.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rs.Process.Kill(); rs.Wait() })
+	redisAddr := fmt.Sprintf("127.0.0.1:%d", port)
+	waitDial(t, redisAddr)
+
+	forHops(t, func(t *testing.T, hops int) {
+		entry := through(t, hops, "tcp", "tcp://"+redisAddr, "")
+		host, p, _ := net.SplitHostPort(entry)
+		run := func(stdin string, args ...string) string {
+			t.Helper()
+			cmd := exec.Command(cli, append([]string{"-h", host, "-p", p}, args...)...)
+			cmd.Stdin = strings.NewReader(stdin)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("redis-cli %s: %v: %.200s", args[0], err, out)
+			}
+			return strings.TrimSpace(string(out))
+		}
+		if got := run("", "PING"); got != "PONG" {
+			t.Fatalf("PING: %q", got)
+		}
+		key := fmt.Sprintf("west-%d", hops)
+		big := strings.Repeat("v", 1<<20)
+		// -x takes the value, 1 MiB, from standard input.
+		if got := run(big, "-x", "SET", key); got != "OK" {
+			t.Fatalf("SET: %.200q", got)
+		}
+		if got := run("", "STRLEN", key); got != fmt.Sprint(len(big)) {
+			t.Fatalf("STRLEN: %q", got)
+		}
+		// A pipelined batch with its input half-closed by redis-cli.
+		cmd := exec.Command(cli, "-h", host, "-p", p, "--pipe")
+		var in strings.Builder
+		for i := range 1000 {
+			fmt.Fprintf(&in, "*3\r\n$5\r\nRPUSH\r\n$%d\r\n%s\r\n$%d\r\n%d\r\n", len(key+"l"), key+"l", len(fmt.Sprint(i)), i)
+		}
+		cmd.Stdin = strings.NewReader(in.String())
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "errors: 0, replies: 1000") {
+			t.Fatalf("redis-cli --pipe: %v: %.300s", err, out)
+		}
+		if got := run("", "LLEN", key+"l"); got != "1000" {
+			t.Fatalf("LLEN: %q", got)
+		}
+	})
+}
+
+func waitDial(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never came up: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestWebSocketUpgrade(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		// Greet first, so a message flows backend to client unprompted.
+		c.Write(r.Context(), websocket.MessageText, []byte("hello "+r.URL.Path))
+		for {
+			typ, msg, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			if err := c.Write(r.Context(), typ, append([]byte("echo "), msg...)); err != nil {
+				return
+			}
+		}
+	}))
+	defer be.Close()
+	forHops(t, func(t *testing.T, hops int) {
+		entry := through(t, hops, "http", be.URL+"/", "")
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		c, _, err := websocket.Dial(ctx, "ws://"+entry+"/chat", nil)
+		if err != nil {
+			t.Fatalf("WebSocket handshake through the tunnel: %v", err)
+		}
+		defer c.CloseNow()
+		_, msg, err := c.Read(ctx)
+		if err != nil || string(msg) != "hello /chat" {
+			t.Fatalf("greeting: %q, %v", msg, err)
+		}
+		for i := range 50 {
+			want := fmt.Sprintf("message %d %s", i, strings.Repeat("x", i*100))
+			if err := c.Write(ctx, websocket.MessageText, []byte(want)); err != nil {
+				t.Fatal(err)
+			}
+			_, got, err := c.Read(ctx)
+			if err != nil || string(got) != "echo "+want {
+				t.Fatalf("message %d: %d bytes, %v", i, len(got), err)
+			}
+		}
+		c.Close(websocket.StatusNormalClosure, "")
+	})
+}
+
+// TestServerSentEvents checks that events cross one by one: the backend
+// sends the next event only after the client has read the previous, so
+// any buffering on the way stalls the test into its deadline.
+func TestServerSentEvents(t *testing.T) {
+	next := make(chan struct{})
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+		for i := range 5 {
+			fmt.Fprintf(w, "id: %d\ndata: event %d\n\n", i, i)
+			w.(http.Flusher).Flush()
+			select {
+			case <-next:
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}))
+	defer be.Close()
+	forHops(t, func(t *testing.T, hops int) {
+		entry := through(t, hops, "http", be.URL+"/", "")
+		resp, err := http.Get("http://" + entry + "/events")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+			t.Fatalf("content type %q", ct)
+		}
+		lines := make(chan string)
+		go func() {
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				if strings.HasPrefix(sc.Text(), "data: ") {
+					lines <- sc.Text()
+				}
+			}
+			close(lines)
+		}()
+		for i := range 5 {
+			select {
+			case got := <-lines:
+				if got != fmt.Sprintf("data: event %d", i) {
+					t.Fatalf("event %d: %q", i, got)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("event %d did not arrive on its own: buffered on the way", i)
+			}
+			if i < 4 {
+				next <- struct{}{}
+			}
+		}
+	})
+}
+
+func TestHTTPSBackend(t *testing.T) {
+	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "secure %s %s", r.Host, r.URL.Path)
+	}))
+	// The untrusted case makes handshakes fail on purpose; keep them quiet.
+	be.Config.ErrorLog = log.New(io.Discard, "", 0)
+	be.StartTLS()
+	defer be.Close()
+	caFile := filepath.Join(t.TempDir(), "backend-ca.pem")
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: be.Certificate().Raw})
+	if err := os.WriteFile(caFile, pemBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	forHops(t, func(t *testing.T, hops int) {
+		entry := through(t, hops, "http", be.URL+"/s", fmt.Sprintf(`"tls_ca_file": %q`, caFile))
+		code, body := getStatus(t, "http://"+entry+"/path")
+		if code != 200 || body != "secure "+be.Listener.Addr().String()+" /s/path" {
+			t.Fatalf("https backend: %d %q", code, body)
+		}
+		// Without the CA the certificate is not trusted: 502, saying why.
+		untrusted := through(t, hops, "http", be.URL+"/s", "")
+		code, body = getStatus(t, "http://"+untrusted+"/path")
+		if code != 502 || !strings.Contains(body, "certificate") {
+			t.Fatalf("untrusted https backend: %d %q, want 502 about the certificate", code, body)
+		}
+	})
+}
