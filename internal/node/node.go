@@ -287,14 +287,19 @@ func (n *Node) closeListeners() {
 	}
 }
 
-// Run starts the node if Start has not, serves until ctx ends, then stops
-// accepting, lets requests in flight finish for ShutdownGrace, closes the
+// Run starts the node if Start has not, serves until ctx ends, then drains:
+// it stops accepting, lets requests in flight finish for ShutdownGrace
+// (tunnels stay up meanwhile, since they carry those requests), closes the
 // tunnels, and returns once everything has stopped.
 func (n *Node) Run(ctx context.Context) error {
 	if err := n.Start(); err != nil {
 		return err
 	}
-	g, gctx := errgroup.WithContext(ctx)
+	// Requests and tunnels live on hard, which ends only after the drain,
+	// not on ctx, which ends when the drain begins.
+	hard, stopHard := context.WithCancel(context.Background())
+	defer stopHard()
+	g, gctx := errgroup.WithContext(hard)
 	for _, s := range n.servers {
 		if hs, ok := s.srv.(*http.Server); ok {
 			hs.BaseContext = func(net.Listener) context.Context { return gctx }
@@ -313,16 +318,22 @@ func (n *Node) Run(ctx context.Context) error {
 		g.Go(func() error { return c.Run(gctx) })
 	}
 	g.Go(func() error {
-		<-gctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-gctx.Done(): // a listener failed
+		}
 		n.shutdown()
+		stopHard()
 		return nil
 	})
 	return g.Wait()
 }
 
 func (n *Node) shutdown() {
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), n.opts.ShutdownGrace)
 	defer cancel()
+	n.log.Info("draining", "grace", n.opts.ShutdownGrace)
 	var wg sync.WaitGroup
 	for _, s := range n.servers {
 		if s.role == "tunnel" {
@@ -340,6 +351,10 @@ func (n *Node) shutdown() {
 		}()
 	}
 	wg.Wait()
+	// Streams our peers opened through us finish too, within the grace.
+	if err := n.far.Wait(ctx); err != nil {
+		n.log.Warn("drain deadline reached with streams still open; closing them")
+	}
 	for _, s := range n.servers {
 		if s.role == "tunnel" {
 			s.srv.Close()
@@ -348,6 +363,7 @@ func (n *Node) shutdown() {
 	if n.server != nil {
 		n.server.Close()
 	}
+	n.log.Info("stopped", "drain", time.Since(start).Round(time.Millisecond))
 }
 
 // Addrs are the addresses a started node listens on, by role and config

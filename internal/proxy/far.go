@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,12 +36,107 @@ type Far struct {
 	Logger *slog.Logger
 	// OnDialError, if set, is told of every failed dial, for metrics.
 	OnDialError func(code wire.Code)
+
+	mu      sync.Mutex
+	streams map[*activity]struct{} // streams being served
+}
+
+// activity follows one served stream, so that a drain can tell a request
+// in flight from a kept-alive HTTP connection that merely sits idle.
+type activity struct {
+	http     bool
+	last     atomic.Int64 // unix nanoseconds of the last bytes either way
+	awaiting atomic.Bool  // the last bytes went to the target: a reply is due
+}
+
+// idleAfter is how long an HTTP stream must be quiet, its last reply
+// delivered, before a drain may cut it.
+const idleAfter = 500 * time.Millisecond
+
+func (a *activity) busy(now int64) bool {
+	return !a.http || a.awaiting.Load() || now-a.last.Load() < int64(idleAfter)
+}
+
+// Wait waits until no stream is busy, or ctx ends: raw TCP streams until
+// they end, HTTP streams until they sit idle between requests. Streams may
+// still arrive meanwhile (a draining west keeps its tunnels up).
+func (f *Far) Wait(ctx context.Context) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for f.busy() {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+func (f *Far) busy() bool {
+	now := time.Now().UnixNano()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for a := range f.streams {
+		if a.busy(now) {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *Far) track(a *activity) (untrack func()) {
+	f.mu.Lock()
+	if f.streams == nil {
+		f.streams = make(map[*activity]struct{})
+	}
+	f.streams[a] = struct{}{}
+	f.mu.Unlock()
+	return func() {
+		f.mu.Lock()
+		delete(f.streams, a)
+		f.mu.Unlock()
+	}
+}
+
+// trackedConn is a target connection that records its activity.
+type trackedConn struct {
+	net.Conn
+	a *activity
+}
+
+func (c trackedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.a.awaiting.Store(false)
+		c.a.last.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+func (c trackedConn) Write(b []byte) (int, error) {
+	if len(b) > 0 {
+		c.a.awaiting.Store(true)
+		c.a.last.Store(time.Now().UnixNano())
+	}
+	return c.Conn.Write(b)
+}
+
+func (c trackedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(closeWriter); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
 }
 
 var _ tunnel.StreamHandler = (*Far)(nil)
 
 // ServeStream dials the stream's target and pipes until both sides close.
 func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
+	act := &activity{http: req.Header.Kind == wire.KindHTTP}
+	act.last.Store(time.Now().UnixNano())
+	act.awaiting.Store(true) // the request is on its way
+	defer f.track(act)()
 	log := f.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -98,7 +194,7 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 		return
 	}
 	log.Debug("stream connected")
-	Pipe(ctx, stream, backend)
+	Pipe(ctx, stream, trackedConn{backend, act})
 }
 
 // errPolicy marks a dial stopped by the dial policy.

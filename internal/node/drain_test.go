@@ -1,0 +1,129 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/west-tunnel/west/internal/config"
+)
+
+// runNode starts a node and returns a function that stops it and waits,
+// for tests that stop nodes themselves.
+func runNode(t *testing.T, js string, opts Options) (*Node, func() time.Duration) {
+	t.Helper()
+	cfg, err := config.Parse([]byte(js))
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	if opts.Logger == nil {
+		opts.Logger = testLogger(t)
+	}
+	n, err := New(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	stopped := false
+	stop := func() time.Duration {
+		if stopped {
+			return 0
+		}
+		stopped = true
+		start := time.Now()
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("node run: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("node did not stop")
+		}
+		return time.Since(start)
+	}
+	t.Cleanup(func() { stop() })
+	return n, stop
+}
+
+// TestGracefulDrain stops each west of case 1 while a slow request is in
+// flight: the request still completes, the listener stops taking new
+// connections at once, and the stop waits no longer than the request.
+func TestGracefulDrain(t *testing.T) {
+	be := backend(t) // /x/slow answers after 3s
+	for _, which := range []string{"near", "far"} {
+		t.Run(which, func(t *testing.T) {
+			g, stopG := runNode(t, `{"west": {"nm": "G", "shutdown_grace": "20s"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+			l, stopL := runNode(t, fmt.Sprintf(`{"west": {"nm": "L", "shutdown_grace": "20s"},
+				"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/": {"ou": "%s/x"}}}}`, g.Addrs().Tunnel, be.URL), Options{})
+			base := proxyURL(t, l)
+			if code, _ := getStatus(t, base+"/warm"); code != 200 {
+				t.Fatalf("warm-up: %d", code)
+			}
+			type result struct {
+				code int
+				err  error
+			}
+			res := make(chan result, 1)
+			go func() {
+				resp, err := http.Get(base + "/slow")
+				if err != nil {
+					res <- result{0, err}
+					return
+				}
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				res <- result{resp.StatusCode, err}
+			}()
+			time.Sleep(500 * time.Millisecond) // the request is in flight
+			stop := stopL
+			if which == "far" {
+				stop = stopG
+			}
+			took := stop()
+			r := <-res
+			if r.err != nil || r.code != 200 {
+				t.Fatalf("request in flight during the %s west's drain: %d, %v", which, r.code, r.err)
+			}
+			if took > 10*time.Second {
+				t.Errorf("drain took %v, far longer than the request", took)
+			}
+			t.Logf("%s west drained in %v", which, took)
+			if which == "near" {
+				// The drained listener takes no new connections.
+				if _, err := http.Get(base + "/after"); err == nil {
+					t.Errorf("the drained listener still accepted a request")
+				}
+			}
+		})
+	}
+}
+
+// TestDrainDeadline: a request longer than the grace is cut at the
+// deadline, and the node stops anyway.
+func TestDrainDeadline(t *testing.T) {
+	be := backend(t)
+	g, _ := runNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	l, stop := runNode(t, fmt.Sprintf(`{"west": {"nm": "L", "shutdown_grace": "300ms"},
+		"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/": {"ou": "%s/x"}}}}`, g.Addrs().Tunnel, be.URL), Options{})
+	base := proxyURL(t, l)
+	go func() {
+		resp, err := http.Get(base + "/slow")
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if took := stop(); took > 2500*time.Millisecond {
+		t.Errorf("stop took %v with a 300ms grace", took)
+	}
+}
