@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/west-tunnel/west/internal/acl"
@@ -49,6 +50,14 @@ type Node struct {
 
 	startOnce sync.Once
 	startErr  error
+
+	// mu guards cfg, clients and servers against Reload, and the fields
+	// below, which Run sets so that Reload can start and stop parts.
+	mu          sync.Mutex
+	group       *errgroup.Group
+	groupCtx    context.Context
+	clientStops map[string]context.CancelFunc // by server URL
+	running     bool
 }
 
 // server is what serves a listening socket: an *http.Server or a
@@ -72,6 +81,10 @@ type listener struct {
 	// connections it serves at once.
 	tls      *tls.Config
 	maxConns int
+	// For proxy listeners: the config they were built from, and for HTTP
+	// ones the handler Reload can swap without closing the socket.
+	proxy   config.Proxy
+	handler *swapHandler
 }
 
 // New builds a node from cfg without opening any socket.
@@ -164,22 +177,23 @@ func (n *Node) addTunnelServer(s *config.TunnelServer) error {
 }
 
 func (n *Node) addServer(role, name, addr string, h http.Handler, after func()) {
-	n.servers = append(n.servers, &listener{
-		role: role, name: name, addr: addr, after: after,
-		srv: &http.Server{
-			Handler:           h,
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       120 * time.Second,
-			MaxHeaderBytes:    64 << 10,
-			ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
-		},
-	})
+	n.servers = append(n.servers, &listener{role: role, name: name, addr: addr, after: after, srv: n.httpServer(h)})
+}
+
+func (n *Node) httpServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+	}
 }
 
 // dialerFor returns how proxy p reaches its peer.
-func (n *Node) dialerFor(p config.Proxy) (proxy.Dialer, string, error) {
+func (n *Node) dialerFor(p config.Proxy, clients map[string]*tunnel.Client) (proxy.Dialer, string, error) {
 	if p.ServerURL != nil {
-		c := n.clients[p.ServerURL.String()]
+		c := clients[p.ServerURL.String()]
 		if c == nil {
 			return nil, "", fmt.Errorf("proxy %s: no tunnel client for %s", p.URL, p.ServerURL)
 		}
@@ -195,41 +209,67 @@ func (n *Node) dialerFor(p config.Proxy) (proxy.Dialer, string, error) {
 }
 
 func (n *Node) addProxy(p config.Proxy) error {
-	dialer, peer, err := n.dialerFor(p)
+	l, err := n.buildProxy(p, n.clients)
 	if err != nil {
 		return err
 	}
+	n.servers = append(n.servers, l)
+	return nil
+}
+
+// buildProxy builds the listener of proxy p, reaching its peer through
+// clients, without opening its socket.
+func (n *Node) buildProxy(p config.Proxy, clients map[string]*tunnel.Client) (*listener, error) {
+	l := &listener{role: "proxy", name: p.URL.String(), addr: p.Addr, maxConns: p.MaxConns, proxy: p}
 	if p.Kind == config.KindTCP {
+		dialer, peer, err := n.dialerFor(p, clients)
+		if err != nil {
+			return nil, err
+		}
 		allow, err := allowFunc(p.ACL, fmt.Sprintf("proxy[%q].ca", p.URL.String()))
 		if err != nil {
-			return err
+			return nil, err
 		}
-		n.servers = append(n.servers, &listener{
-			role: "proxy", name: p.URL.String(), addr: p.Addr, maxConns: p.MaxConns,
-			srv: proxy.NewTCP(proxy.TCPOptions{
-				Name:   p.URL.String(),
-				Peer:   peer,
-				Target: p.Target.Host,
-				Dialer: dialer,
-				Allow:  allow,
-				Logger: n.log.With("part", "proxy"),
-			}),
+		l.srv = proxy.NewTCP(proxy.TCPOptions{
+			Name:   p.URL.String(),
+			Peer:   peer,
+			Target: p.Target.Host,
+			Dialer: dialer,
+			Allow:  allow,
+			Logger: n.log.With("part", "proxy"),
 		})
-		return nil
+		return l, nil
+	}
+	h, err := n.buildHTTP(p, clients)
+	if err != nil {
+		return nil, err
+	}
+	l.handler = &swapHandler{}
+	l.handler.h.Store(h)
+	l.srv = n.httpServer(l.handler)
+	l.after = func() { l.handler.current().CloseIdleConnections() }
+	return l, nil
+}
+
+// buildHTTP builds the handler of an http:// proxy listener.
+func (n *Node) buildHTTP(p config.Proxy, clients map[string]*tunnel.Client) (*proxy.HTTP, error) {
+	dialer, peer, err := n.dialerFor(p, clients)
+	if err != nil {
+		return nil, err
 	}
 	routes := make([]proxy.Route, 0, len(p.Routes))
 	for _, r := range p.Routes {
 		allow, err := allowFunc(r.ACL, fmt.Sprintf("proxy[%q][%q].ca", p.URL.String(), r.Path))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		routes = append(routes, proxy.Route{Path: r.Path, Target: r.Outgoing, Allow: allow})
 	}
 	tc, err := backendTLS(p)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	h := proxy.NewHTTP(proxy.HTTPOptions{
+	return proxy.NewHTTP(proxy.HTTPOptions{
 		Name:      p.URL.String(),
 		Peer:      peer,
 		Routes:    routes,
@@ -237,10 +277,17 @@ func (n *Node) addProxy(p config.Proxy) error {
 		Timeout:   p.Timeout,
 		TLSConfig: tc,
 		Logger:    n.log.With("part", "proxy"),
-	})
-	n.addServer("proxy", p.URL.String(), p.Addr, h, h.CloseIdleConnections)
-	n.servers[len(n.servers)-1].maxConns = p.MaxConns
-	return nil
+	}), nil
+}
+
+// swapHandler is an HTTP listener's handler that Reload can replace while
+// the listener keeps its socket and its connections.
+type swapHandler struct{ h atomic.Pointer[proxy.HTTP] }
+
+func (s *swapHandler) current() *proxy.HTTP { return s.h.Load() }
+
+func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.h.Load().ServeHTTP(w, r)
 }
 
 // allowFunc turns an access list into a check of client addresses; nil
