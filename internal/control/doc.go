@@ -1,0 +1,6 @@
+// Package control serves west's control port: the seed's four-section
+// text dump with live fields, the same as JSON, Prometheus metrics and a
+// health check. It imports neither tunnel nor proxy: the composition root
+// (internal/node) hands it a State through a Source, and feeds the Metrics
+// from its hooks, so its tests run on fake state.
+package control

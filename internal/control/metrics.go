@@ -1,0 +1,214 @@
+package control
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Tunnel roles, the "role" label of the tunnel metrics.
+const (
+	RoleServer = "server" // a tunnel client connected to our tunnel server; peer is its name
+	RoleClient = "client" // one of our tunnel clients; peer is the server URL
+)
+
+// TunnelStats are a live tunnel's counters, read when metrics are scraped.
+type TunnelStats struct {
+	BytesIn, BytesOut, StreamsOpen int64
+}
+
+// Metrics holds west's Prometheus collectors in a registry of its own. The
+// node calls its methods from the engines' hooks; all are safe for
+// concurrent use, and a nil *Metrics ignores them.
+type Metrics struct {
+	reg          *prometheus.Registry
+	connects     *prometheus.CounterVec
+	disconnects  *prometheus.CounterVec
+	requests     *prometheus.CounterVec
+	duration     *prometheus.HistogramVec
+	dialFailures *prometheus.CounterVec
+	tcpConns     *prometheus.CounterVec
+
+	mu    sync.Mutex                  // guards the two maps below
+	live  map[any]liveTunnel          // by the id given to TunnelUp
+	ended map[tunnelKey]*TunnelStats // bytes of tunnels that ended; every key seen
+}
+
+type tunnelKey struct{ role, peer string }
+
+type liveTunnel struct {
+	key   tunnelKey
+	stats func() TunnelStats
+}
+
+// NewMetrics returns Metrics with every west_ collector registered, plus
+// the Go runtime and process collectors.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		connects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "west_tunnel_connects_total",
+			Help: "Tunnels established, by role (server: a peer connected to us; client: we dialled) and peer.",
+		}, []string{"role", "peer"}),
+		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "west_tunnel_disconnects_total",
+			Help: "Tunnels ended, by role and peer.",
+		}, []string{"role", "peer"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "west_requests_total",
+			Help: "HTTP requests finished by proxy listeners, by listener, route and status class (2xx..5xx).",
+		}, []string{"listener", "route", "code_class"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "west_request_duration_seconds",
+			Help:    "Time from an HTTP request's arrival at a proxy listener until its response ended.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"listener", "route"}),
+		dialFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "west_dial_failures_total",
+			Help: "Streams from peers this west could not connect to their target, by reason.",
+		}, []string{"reason"}),
+		tcpConns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "west_tcp_connections_total",
+			Help: "Connections finished by tcp:// proxy listeners, by listener.",
+		}, []string{"listener"}),
+		live:  make(map[any]liveTunnel),
+		ended: make(map[tunnelKey]*TunnelStats),
+	}
+	m.reg.MustRegister(m.connects, m.disconnects, m.requests, m.duration, m.dialFailures, m.tcpConns,
+		tunnelCollector{m},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// TunnelUp records a tunnel that came up. id identifies it until
+// TunnelDown (a session pointer, say); stats is read at every scrape, so
+// that byte counts are exact.
+func (m *Metrics) TunnelUp(id any, role, peer string, stats func() TunnelStats) {
+	if m == nil {
+		return
+	}
+	k := tunnelKey{role, peer}
+	m.connects.WithLabelValues(role, peer).Inc()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.live[id] = liveTunnel{key: k, stats: stats}
+	if m.ended[k] == nil {
+		m.ended[k] = &TunnelStats{}
+	}
+}
+
+// TunnelDown records that the tunnel TunnelUp was told of as id has ended,
+// keeping its final byte counts.
+func (m *Metrics) TunnelDown(id any) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.live[id]
+	if !ok {
+		return
+	}
+	delete(m.live, id)
+	s := t.stats()
+	e := m.ended[t.key]
+	e.BytesIn += s.BytesIn
+	e.BytesOut += s.BytesOut
+	m.disconnects.WithLabelValues(t.key.role, t.key.peer).Inc()
+}
+
+// ObserveRequest records one finished HTTP request. route is the matched
+// path prefix, "" when none matched.
+func (m *Metrics) ObserveRequest(listener, route string, status int, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.requests.WithLabelValues(listener, route, codeClass(status)).Inc()
+	m.duration.WithLabelValues(listener, route).Observe(d.Seconds())
+}
+
+// ObserveTCP records one finished connection of a tcp:// listener.
+func (m *Metrics) ObserveTCP(listener string) {
+	if m == nil {
+		return
+	}
+	m.tcpConns.WithLabelValues(listener).Inc()
+}
+
+// DialFailed records a stream whose target this west could not connect
+// to; reason is short and from a fixed set (such as "dial_failed").
+func (m *Metrics) DialFailed(reason string) {
+	if m == nil {
+		return
+	}
+	m.dialFailures.WithLabelValues(reason).Inc()
+}
+
+// codeClass is "2xx" for 200..299 and so on; 499 (the client went away
+// first) is "4xx".
+func codeClass(status int) string {
+	if status < 100 || status > 599 {
+		return "other"
+	}
+	return strconv.Itoa(status/100) + "xx"
+}
+
+var (
+	tunnelsUpDesc = prometheus.NewDesc("west_tunnels_up",
+		"Tunnels up now, by role (server: a peer connected to us; client: we dialled) and peer.",
+		[]string{"role", "peer"}, nil)
+	streamsOpenDesc = prometheus.NewDesc("west_streams_open",
+		"Streams open now through the tunnels, both directions, by role and peer.",
+		[]string{"role", "peer"}, nil)
+	bytesDesc = prometheus.NewDesc("west_tunnel_bytes_total",
+		"Payload bytes through the tunnels, by role, peer and direction (in: received from the peer; out: sent to it).",
+		[]string{"role", "peer", "direction"}, nil)
+)
+
+// tunnelCollector reports the tunnel gauges and byte counters from the
+// live tunnels at scrape time, plus what ended tunnels carried.
+type tunnelCollector struct{ m *Metrics }
+
+func (c tunnelCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- tunnelsUpDesc
+	ch <- streamsOpenDesc
+	ch <- bytesDesc
+}
+
+func (c tunnelCollector) Collect(ch chan<- prometheus.Metric) {
+	type sum struct {
+		up int
+		TunnelStats
+	}
+	c.m.mu.Lock()
+	sums := make(map[tunnelKey]*sum, len(c.m.ended))
+	for k, e := range c.m.ended {
+		sums[k] = &sum{TunnelStats: TunnelStats{BytesIn: e.BytesIn, BytesOut: e.BytesOut}}
+	}
+	for _, t := range c.m.live {
+		s := t.stats()
+		a := sums[t.key]
+		a.up++
+		a.BytesIn += s.BytesIn
+		a.BytesOut += s.BytesOut
+		a.StreamsOpen += s.StreamsOpen
+	}
+	c.m.mu.Unlock()
+	for k, s := range sums {
+		ch <- prometheus.MustNewConstMetric(tunnelsUpDesc, prometheus.GaugeValue, float64(s.up), k.role, k.peer)
+		ch <- prometheus.MustNewConstMetric(streamsOpenDesc, prometheus.GaugeValue, float64(s.StreamsOpen), k.role, k.peer)
+		ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(s.BytesIn), k.role, k.peer, "in")
+		ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(s.BytesOut), k.role, k.peer, "out")
+	}
+}
