@@ -34,8 +34,8 @@ type Metrics struct {
 	dialFailures *prometheus.CounterVec
 	tcpConns     *prometheus.CounterVec
 
-	mu    sync.Mutex                  // guards the two maps below
-	live  map[any]liveTunnel          // by the id given to TunnelUp
+	mu    sync.Mutex                 // guards the two maps below
+	live  map[any]liveTunnel         // by the id given to TunnelUp
 	ended map[tunnelKey]*TunnelStats // bytes of tunnels that ended; every key seen
 }
 
