@@ -15,6 +15,7 @@ import (
 
 	"github.com/west-tunnel/west/internal/acl"
 	"github.com/west-tunnel/west/internal/config"
+	"github.com/west-tunnel/west/internal/control"
 	"github.com/west-tunnel/west/internal/proxy"
 	"github.com/west-tunnel/west/internal/tunnel"
 	"github.com/west-tunnel/west/internal/wire"
@@ -46,6 +47,7 @@ type Node struct {
 	server  *tunnel.Server            // nil without wsts.sp
 	clients map[string]*tunnel.Client // by server URL
 	servers []*listener               // tunnel server, proxy listeners, control port
+	metrics *control.Metrics          // fed by the engines' hooks; see control.go
 
 	startOnce sync.Once
 	startErr  error
@@ -93,7 +95,8 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("west.dial_allow: %w", err)
 	}
-	n.far = &proxy.Far{Targets: targets, Logger: n.log.With("part", "far")}
+	n.metrics = control.NewMetrics()
+	n.far = &proxy.Far{Targets: targets, Logger: n.log.With("part", "far"), OnDialError: n.onDialError}
 
 	if s := cfg.Server; s != nil {
 		if err := n.addTunnelServer(s); err != nil {
@@ -118,6 +121,7 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 			Header:    header,
 			Mux:       opts.Mux,
 			Logger:    n.log.With("part", "tunnel-client"),
+			OnSession: n.onSession(control.RoleClient), // metrics; see control.go
 		})
 	}
 	for _, p := range cfg.Proxies {
@@ -155,6 +159,8 @@ func (n *Node) addTunnelServer(s *config.TunnelServer) error {
 		Admit:   n.gate.admit,
 		Mux:     mo,
 		Logger:  n.log.With("part", "tunnel-server"),
+
+		OnSession: n.onSession(control.RoleServer), // metrics; see control.go
 	})
 	mux := http.NewServeMux()
 	mux.Handle(s.Path, n.server)
@@ -213,6 +219,8 @@ func (n *Node) addProxy(p config.Proxy) error {
 				Dialer: dialer,
 				Allow:  allow,
 				Logger: n.log.With("part", "proxy"),
+
+				Observe: n.observeTCP, // metrics; see control.go
 			}),
 		})
 		return nil
@@ -237,6 +245,7 @@ func (n *Node) addProxy(p config.Proxy) error {
 		Timeout:   p.Timeout,
 		TLSConfig: tc,
 		Logger:    n.log.With("part", "proxy"),
+		Observe:   n.observeHTTP, // metrics; see control.go
 	})
 	n.addServer("proxy", p.URL.String(), p.Addr, h, h.CloseIdleConnections)
 	n.servers[len(n.servers)-1].maxConns = p.MaxConns
@@ -383,12 +392,3 @@ func (n *Node) Client(url string) *tunnel.Client { return n.clients[url] }
 
 // Server returns the tunnel server, or nil.
 func (n *Node) Server() *tunnel.Server { return n.server }
-
-func (n *Node) controlHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprint(w, n.cfg.Render())
-	})
-	return mux
-}
