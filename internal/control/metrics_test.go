@@ -52,7 +52,9 @@ func TestMetrics(t *testing.T) {
 	}
 
 	var in, out, open atomic.Int64
-	stats := func() TunnelStats { return TunnelStats{BytesIn: in.Load(), BytesOut: out.Load(), StreamsOpen: open.Load()} }
+	stats := func() TunnelStats {
+		return TunnelStats{BytesIn: in.Load(), BytesOut: out.Load(), StreamsOpen: open.Load()}
+	}
 	peer := `peer="ws://L"`
 	m.TunnelUp(1, RoleServer, "ws://L", stats)
 	in.Store(100)
