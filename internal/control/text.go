@@ -14,7 +14,7 @@ import (
 //     tunnel client connected to us;
 //   - each wstc entry: "state", "since", "connects", and "last_error",
 //     "retry_at" or "remote_addr" when they apply;
-//   - each proxy entry: "peer" (its en or ea) and "peer_up".
+//   - each proxy entry: "peer_up", whether the tunnel to its en or ea is up.
 //
 // Times are RFC 3339 in UTC, to the second.
 func Render(cfg *config.Config, s State) string {
@@ -56,8 +56,7 @@ func Render(cfg *config.Config, s State) string {
 		if !ok {
 			continue
 		}
-		o["peer"] = p.Peer
-		o["peer_up"] = p.PeerUp
+		o["peer_up"] = p.PeerUp // the peer itself is "en" or "ea"
 	}
 	return config.RenderSections(west, wsts, wstc, proxy)
 }
