@@ -3,4 +3,8 @@
 // health check. It imports neither tunnel nor proxy: the composition root
 // (internal/node) hands it a State through a Source, and feeds the Metrics
 // from its hooks, so its tests run on fake state.
+//
+// It imports internal/config (for the seed-format rendering), the standard
+// library and the Prometheus client; only internal/node imports it. The
+// handler only reads: every endpoint is GET (or HEAD).
 package control

@@ -41,9 +41,6 @@ func (n *Node) controlHandler() http.Handler {
 	})
 }
 
-// Metrics returns the node's metrics.
-func (n *Node) Metrics() *control.Metrics { return n.metrics }
-
 // State returns a snapshot of the node for the control port. Call it after
 // Start, so that bound addresses are known.
 func (n *Node) State() control.State {
