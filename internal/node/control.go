@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/west-tunnel/west/internal/acl"
 	"github.com/west-tunnel/west/internal/config"
 	"github.com/west-tunnel/west/internal/control"
 	"github.com/west-tunnel/west/internal/proxy"
@@ -20,17 +19,12 @@ var _ control.Source = (*Node)(nil)
 
 // controlHandler is the handler of the control port ("west.cp").
 func (n *Node) controlHandler() http.Handler {
-	var allow func(netip.Addr) bool
-	if len(n.cfg.West.ControlACL) > 0 {
-		list, err := acl.Parse(n.cfg.West.ControlACL, false)
-		if err != nil {
-			// config.Parse has checked the list already; should it still
-			// fail, keep the port closed rather than open to all.
-			n.log.Error("control port access list", "err", err)
-			allow = func(netip.Addr) bool { return false }
-		} else {
-			allow = list.AllowAddr
-		}
+	allow, err := allowFunc(n.cfg.West.ControlACL, "west.control_ca")
+	if err != nil {
+		// config.Parse has checked the list already; should it still
+		// fail, keep the port closed rather than open it to all.
+		n.log.Error("control port access list", "err", err)
+		allow = func(netip.Addr) bool { return false }
 	}
 	return control.New(control.Options{
 		Config:  n.cfg,
