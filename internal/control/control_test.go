@@ -273,3 +273,18 @@ func TestJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestTextWithoutLiveStateIsTheConfig: with nothing live, GET / is the
+// seed's dump of the configuration, as `west check` prints it.
+func TestTextWithoutLiveStateIsTheConfig(t *testing.T) {
+	for _, js := range []string{
+		`{"west": {"nm": "x"}}`,
+		`{"west": {"nm": "x", "cp": ":9701"}, "wstc": {"ws://127.0.0.1:9801": {}},
+		  "proxy": {"http://127.0.0.1:9911": {"ea": "ws://127.0.0.1:9801", "/px": {"ou": "http://127.0.0.1:9921/x"}}}}`,
+	} {
+		cfg := mustConfig(t, js)
+		if got, want := Render(cfg, State{}), cfg.Render(); got != want {
+			t.Errorf("Render with no state differs from config.Render:\n%s\nwant\n%s", got, want)
+		}
+	}
+}

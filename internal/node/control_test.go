@@ -311,3 +311,49 @@ func goroutineIDs() map[string]bool {
 	}
 	return ids
 }
+
+// TestControlPortLazyClient: an idle lazy client ("ee": "no") is healthy;
+// after the first request it is up, and so is its listener's peer.
+func TestControlPortLazyClient(t *testing.T) {
+	be := backend(t)
+	g, _ := runNode(t, `{"west": {"nm": "case1.G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`)
+	tunnelURL := "ws://" + g.Addrs().Tunnel
+	l, _ := runNode(t, fmt.Sprintf(`{
+		"west": {"nm": "case1.L", "cp": "127.0.0.1:0"},
+		"wstc": {%q: {"ee": "no"}},
+		"proxy": {"http://127.0.0.1:0": {"ea": %q, "/px": {"ou": "%s/x"}}}
+	}`, tunnelURL, tunnelURL, be.URL))
+	cp := "http://" + l.Addrs().Control
+	state := func() control.State {
+		t.Helper()
+		_, body := fetch(t, http.DefaultClient, cp+"/api/state")
+		var s control.State
+		if err := json.Unmarshal([]byte(body), &s); err != nil {
+			t.Fatalf("decode /api/state: %v", err)
+		}
+		if len(s.Clients) != 1 || len(s.Proxies) != 1 {
+			t.Fatalf("/api/state: %d clients, %d proxies; want 1 and 1", len(s.Clients), len(s.Proxies))
+		}
+		return s
+	}
+
+	s := state()
+	if c, p := s.Clients[0], s.Proxies[0]; c.State != control.ClientIdle || c.Early || c.Connects != 0 ||
+		p.PeerUp || p.Via != "client" || p.Peer != tunnelURL {
+		t.Errorf("before any request: client %+v, proxy %+v", c, p)
+	}
+	if code, body := fetch(t, http.DefaultClient, cp+"/healthz"); code != 200 {
+		t.Errorf("/healthz with the lazy client idle: %d %q, want 200", code, body)
+	}
+
+	if code, _ := fetch(t, http.DefaultClient, proxyURL(t, l)+"/px"); code != 200 {
+		t.Fatalf("request through the lazy tunnel: %d", code)
+	}
+	s = state()
+	if c, p := s.Clients[0], s.Proxies[0]; c.State != control.ClientUp || c.Connects != 1 || c.Session == nil || !p.PeerUp {
+		t.Errorf("after a request: client %+v, proxy %+v", c, p)
+	}
+	if code, body := fetch(t, http.DefaultClient, cp+"/healthz"); code != 200 {
+		t.Errorf("/healthz with the lazy client up: %d %q, want 200", code, body)
+	}
+}
