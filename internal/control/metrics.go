@@ -34,12 +34,29 @@ type Metrics struct {
 	dialFailures *prometheus.CounterVec
 	tcpConns     *prometheus.CounterVec
 
-	mu    sync.Mutex                 // guards the two maps below
-	live  map[any]liveTunnel         // by the id given to TunnelUp
-	ended map[tunnelKey]*TunnelStats // bytes of tunnels that ended; every key seen
+	// maxIdle bounds how many (role, peer) series without a live tunnel are
+	// kept: a tunnel server may see any number of peer names over time.
+	// Beyond it, the series whose last tunnel ended first are dropped.
+	maxIdle int
+
+	mu     sync.Mutex            // guards the fields below
+	live   map[any]liveTunnel    // by the id given to TunnelUp
+	series map[tunnelKey]*series // every (role, peer) kept
+	downs  uint64                // TunnelDown calls, to order series by their last one
 }
 
 type tunnelKey struct{ role, peer string }
+
+// series is what Metrics remembers of one (role, peer).
+type series struct {
+	ended    TunnelStats // bytes carried by its tunnels that have ended
+	live     int         // its tunnels up now
+	lastDown uint64      // m.downs when its last tunnel ended
+}
+
+// DefaultMaxIdlePeers is how many peers without a live tunnel Metrics
+// keeps series for.
+const DefaultMaxIdlePeers = 256
 
 type liveTunnel struct {
 	key   tunnelKey
@@ -76,8 +93,9 @@ func NewMetrics() *Metrics {
 			Name: "west_tcp_connections_total",
 			Help: "Connections finished by tcp:// proxy listeners, by listener.",
 		}, []string{"listener"}),
-		live:  make(map[any]liveTunnel),
-		ended: make(map[tunnelKey]*TunnelStats),
+		maxIdle: DefaultMaxIdlePeers,
+		live:    make(map[any]liveTunnel),
+		series:  make(map[tunnelKey]*series),
 	}
 	m.reg.MustRegister(m.connects, m.disconnects, m.requests, m.duration, m.dialFailures, m.tcpConns,
 		tunnelCollector{m},
@@ -99,13 +117,16 @@ func (m *Metrics) TunnelUp(id any, role, peer string, stats func() TunnelStats) 
 		return
 	}
 	k := tunnelKey{role, peer}
-	m.connects.WithLabelValues(role, peer).Inc()
-	m.mu.Lock()
+	m.mu.Lock() // also orders the counter against pruneLocked
 	defer m.mu.Unlock()
+	m.connects.WithLabelValues(role, peer).Inc()
 	m.live[id] = liveTunnel{key: k, stats: stats}
-	if m.ended[k] == nil {
-		m.ended[k] = &TunnelStats{}
+	sr := m.series[k]
+	if sr == nil {
+		sr = &series{}
+		m.series[k] = sr
 	}
+	sr.live++
 }
 
 // TunnelDown records that the tunnel TunnelUp was told of as id has ended,
@@ -121,11 +142,40 @@ func (m *Metrics) TunnelDown(id any) {
 		return
 	}
 	delete(m.live, id)
-	s := t.stats()
-	e := m.ended[t.key]
-	e.BytesIn += s.BytesIn
-	e.BytesOut += s.BytesOut
+	st := t.stats()
+	sr := m.series[t.key]
+	sr.ended.BytesIn += st.BytesIn
+	sr.ended.BytesOut += st.BytesOut
+	sr.live--
+	m.downs++
+	sr.lastDown = m.downs
 	m.disconnects.WithLabelValues(t.key.role, t.key.peer).Inc()
+	m.pruneLocked()
+}
+
+// pruneLocked drops the series idle longest while more than maxIdle have
+// no live tunnel.
+func (m *Metrics) pruneLocked() {
+	for {
+		var oldest *tunnelKey
+		var oldestDown uint64
+		idle := 0
+		for k, sr := range m.series {
+			if sr.live > 0 {
+				continue
+			}
+			idle++
+			if oldest == nil || sr.lastDown < oldestDown {
+				oldest, oldestDown = &k, sr.lastDown
+			}
+		}
+		if idle <= m.maxIdle {
+			return
+		}
+		delete(m.series, *oldest)
+		m.connects.DeleteLabelValues(oldest.role, oldest.peer)
+		m.disconnects.DeleteLabelValues(oldest.role, oldest.peer)
+	}
 }
 
 // ObserveRequest records one finished HTTP request. route is the matched
@@ -192,9 +242,9 @@ func (c tunnelCollector) Collect(ch chan<- prometheus.Metric) {
 		TunnelStats
 	}
 	c.m.mu.Lock()
-	sums := make(map[tunnelKey]*sum, len(c.m.ended))
-	for k, e := range c.m.ended {
-		sums[k] = &sum{TunnelStats: TunnelStats{BytesIn: e.BytesIn, BytesOut: e.BytesOut}}
+	sums := make(map[tunnelKey]*sum, len(c.m.series))
+	for k, sr := range c.m.series {
+		sums[k] = &sum{TunnelStats: TunnelStats{BytesIn: sr.ended.BytesIn, BytesOut: sr.ended.BytesOut}}
 	}
 	for _, t := range c.m.live {
 		s := t.stats()

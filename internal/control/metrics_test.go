@@ -121,3 +121,27 @@ func TestNilMetricsIgnoresCalls(t *testing.T) {
 		t.Errorf("GET /metrics without Metrics: %d, want 404", code)
 	}
 }
+
+// TestMetricsForgetIdlePeers: a tunnel server may see endless peer names;
+// only the most recent idle ones keep their series.
+func TestMetricsForgetIdlePeers(t *testing.T) {
+	m := NewMetrics()
+	m.maxIdle = 2
+	zero := func() TunnelStats { return TunnelStats{BytesIn: 1} }
+	m.TunnelUp("live", RoleServer, "live", zero)
+	for i, p := range []string{"a", "b", "c", "d"} {
+		m.TunnelUp(i, RoleServer, p, zero)
+		m.TunnelDown(i)
+	}
+	body := scrape(t, m)
+	for p, want := range map[string]bool{"live": true, "a": false, "b": false, "c": true, "d": true} {
+		for _, name := range []string{"west_tunnels_up", "west_tunnel_connects_total", "west_tunnel_bytes_total"} {
+			if _, ok := sample(body, name, `peer="`+p+`"`); ok != want {
+				t.Errorf("%s for peer %s present: %v, want %v", name, p, ok, want)
+			}
+		}
+	}
+	if _, ok := sample(body, "west_tunnel_disconnects_total", `peer="b"`); ok {
+		t.Errorf("disconnects of a forgotten peer still reported")
+	}
+}
