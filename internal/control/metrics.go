@@ -27,8 +27,6 @@ type TunnelStats struct {
 // concurrent use, and a nil *Metrics ignores them.
 type Metrics struct {
 	reg          *prometheus.Registry
-	connects     *prometheus.CounterVec
-	disconnects  *prometheus.CounterVec
 	requests     *prometheus.CounterVec
 	duration     *prometheus.HistogramVec
 	dialFailures *prometheus.CounterVec
@@ -49,9 +47,11 @@ type tunnelKey struct{ role, peer string }
 
 // series is what Metrics remembers of one (role, peer).
 type series struct {
-	ended    TunnelStats // bytes carried by its tunnels that have ended
-	live     int         // its tunnels up now
-	lastDown uint64      // m.downs when its last tunnel ended
+	ended       TunnelStats // bytes carried by its tunnels that have ended
+	live        int         // its tunnels up now
+	connects    int         // tunnels established
+	disconnects int         // tunnels ended
+	lastDown    uint64      // m.downs when its last tunnel ended
 }
 
 // DefaultMaxIdlePeers is how many peers without a live tunnel Metrics
@@ -68,14 +68,6 @@ type liveTunnel struct {
 func NewMetrics() *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
-		connects: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "west_tunnel_connects_total",
-			Help: "Tunnels established, by role (server: a peer connected to us; client: we dialled) and peer.",
-		}, []string{"role", "peer"}),
-		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "west_tunnel_disconnects_total",
-			Help: "Tunnels ended, by role and peer.",
-		}, []string{"role", "peer"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "west_requests_total",
 			Help: "HTTP requests finished by proxy listeners, by listener, route and status class (2xx..5xx).",
@@ -87,7 +79,7 @@ func NewMetrics() *Metrics {
 		}, []string{"listener", "route"}),
 		dialFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "west_dial_failures_total",
-			Help: "Streams from peers this west could not connect to their target, by reason.",
+			Help: "Streams that could not be connected, by reason: peer_down (this west had no tunnel to a listener's peer), or why this west could not connect a peer's stream to its target (dial_failed, dial_timeout, forbidden, ...).",
 		}, []string{"reason"}),
 		tcpConns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "west_tcp_connections_total",
@@ -97,7 +89,7 @@ func NewMetrics() *Metrics {
 		live:    make(map[any]liveTunnel),
 		series:  make(map[tunnelKey]*series),
 	}
-	m.reg.MustRegister(m.connects, m.disconnects, m.requests, m.duration, m.dialFailures, m.tcpConns,
+	m.reg.MustRegister(m.requests, m.duration, m.dialFailures, m.tcpConns,
 		tunnelCollector{m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -117,9 +109,8 @@ func (m *Metrics) TunnelUp(id any, role, peer string, stats func() TunnelStats) 
 		return
 	}
 	k := tunnelKey{role, peer}
-	m.mu.Lock() // also orders the counter against pruneLocked
+	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.connects.WithLabelValues(role, peer).Inc()
 	m.live[id] = liveTunnel{key: k, stats: stats}
 	sr := m.series[k]
 	if sr == nil {
@@ -127,6 +118,7 @@ func (m *Metrics) TunnelUp(id any, role, peer string, stats func() TunnelStats) 
 		m.series[k] = sr
 	}
 	sr.live++
+	sr.connects++
 }
 
 // TunnelDown records that the tunnel TunnelUp was told of as id has ended,
@@ -147,9 +139,9 @@ func (m *Metrics) TunnelDown(id any) {
 	sr.ended.BytesIn += st.BytesIn
 	sr.ended.BytesOut += st.BytesOut
 	sr.live--
+	sr.disconnects++
 	m.downs++
 	sr.lastDown = m.downs
-	m.disconnects.WithLabelValues(t.key.role, t.key.peer).Inc()
 	m.pruneLocked()
 }
 
@@ -173,8 +165,6 @@ func (m *Metrics) pruneLocked() {
 			return
 		}
 		delete(m.series, *oldest)
-		m.connects.DeleteLabelValues(oldest.role, oldest.peer)
-		m.disconnects.DeleteLabelValues(oldest.role, oldest.peer)
 	}
 }
 
@@ -221,30 +211,42 @@ var (
 	streamsOpenDesc = prometheus.NewDesc("west_streams_open",
 		"Streams open now through the tunnels, both directions, by role and peer.",
 		[]string{"role", "peer"}, nil)
+	connectsDesc = prometheus.NewDesc("west_tunnel_connects_total",
+		"Tunnels established, by role and peer.",
+		[]string{"role", "peer"}, nil)
+	disconnectsDesc = prometheus.NewDesc("west_tunnel_disconnects_total",
+		"Tunnels ended, by role and peer.",
+		[]string{"role", "peer"}, nil)
 	bytesDesc = prometheus.NewDesc("west_tunnel_bytes_total",
 		"Payload bytes through the tunnels, by role, peer and direction (in: received from the peer; out: sent to it).",
 		[]string{"role", "peer", "direction"}, nil)
 )
 
-// tunnelCollector reports the tunnel gauges and byte counters from the
-// live tunnels at scrape time, plus what ended tunnels carried.
+// tunnelCollector reports every tunnel metric from one snapshot taken at
+// scrape time, so that they agree with each other: the gauges and byte
+// counts from the live tunnels, plus what ended tunnels carried.
 type tunnelCollector struct{ m *Metrics }
 
 func (c tunnelCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- tunnelsUpDesc
 	ch <- streamsOpenDesc
+	ch <- connectsDesc
+	ch <- disconnectsDesc
 	ch <- bytesDesc
 }
 
 func (c tunnelCollector) Collect(ch chan<- prometheus.Metric) {
 	type sum struct {
-		up int
+		up, connects, disconnects int
 		TunnelStats
 	}
 	c.m.mu.Lock()
 	sums := make(map[tunnelKey]*sum, len(c.m.series))
 	for k, sr := range c.m.series {
-		sums[k] = &sum{TunnelStats: TunnelStats{BytesIn: sr.ended.BytesIn, BytesOut: sr.ended.BytesOut}}
+		sums[k] = &sum{
+			connects: sr.connects, disconnects: sr.disconnects,
+			TunnelStats: TunnelStats{BytesIn: sr.ended.BytesIn, BytesOut: sr.ended.BytesOut},
+		}
 	}
 	for _, t := range c.m.live {
 		s := t.stats()
@@ -258,6 +260,8 @@ func (c tunnelCollector) Collect(ch chan<- prometheus.Metric) {
 	for k, s := range sums {
 		ch <- prometheus.MustNewConstMetric(tunnelsUpDesc, prometheus.GaugeValue, float64(s.up), k.role, k.peer)
 		ch <- prometheus.MustNewConstMetric(streamsOpenDesc, prometheus.GaugeValue, float64(s.StreamsOpen), k.role, k.peer)
+		ch <- prometheus.MustNewConstMetric(connectsDesc, prometheus.CounterValue, float64(s.connects), k.role, k.peer)
+		ch <- prometheus.MustNewConstMetric(disconnectsDesc, prometheus.CounterValue, float64(s.disconnects), k.role, k.peer)
 		ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(s.BytesIn), k.role, k.peer, "in")
 		ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(s.BytesOut), k.role, k.peer, "out")
 	}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -132,9 +133,22 @@ func (n *Node) onSession(role string) func(*tunnel.Session, bool) {
 
 func (n *Node) observeHTTP(rec proxy.Record) {
 	n.metrics.ObserveRequest(rec.Listener, rec.Route, rec.Status, rec.Duration)
+	n.countPeerDown(rec.Err)
 }
 
-func (n *Node) observeTCP(rec proxy.Record) { n.metrics.ObserveTCP(rec.Listener) }
+func (n *Node) observeTCP(rec proxy.Record) {
+	n.metrics.ObserveTCP(rec.Listener)
+	n.countPeerDown(rec.Err)
+}
+
+// countPeerDown counts, as dial failures for reason "peer_down", the
+// requests a listener could not send because no tunnel to its peer was up.
+// The far side's refusals are counted by the far west.
+func (n *Node) countPeerDown(err error) {
+	if errors.Is(err, tunnel.ErrPeerDown) {
+		n.metrics.DialFailed("peer_down")
+	}
+}
 
 // onDialError counts the far side's refusals by reason: "dial_failed",
 // "dial_timeout", "forbidden" and so on.

@@ -101,22 +101,32 @@ func TestControlPortCase2(t *testing.T) {
 	g, _ := runNode(t, fmt.Sprintf(`{
 		"west": {"nm": "ws://case2.G", "cp": "127.0.0.1:0"},
 		"wsts": {"sp": "ws://127.0.0.1:0"},
-		"proxy": {"http://127.0.0.1:0": {"en": "ws://case2.L", "/pa": {"ou": "%s/a"}}}
+		"proxy": {"http://127.0.0.1:0": {"en": "ws://case2.L",
+			"/pa": {"ou": "%s/a"},
+			"/dead": {"ou": "http://127.0.0.1:1/"}}}
 	}`, be.URL))
 	gAddrs := g.Addrs()
 	gCP := "http://" + gAddrs.Control
+	base := proxyURL(t, g)
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+
+	// Before L connects: unhealthy, and a request fails for want of a peer.
+	if code, body := fetch(t, client, gCP+"/healthz"); code != 503 || !strings.Contains(body, "ws://case2.L") {
+		t.Errorf("G /healthz before L connects: %d %q, want 503 naming ws://case2.L", code, body)
+	}
+	if code, _ := fetch(t, client, base+"/pa"); code != 503 {
+		t.Errorf("request before L connects: %d, want 503", code)
+	}
+
 	l, stopL := runNode(t, fmt.Sprintf(`{
 		"west": {"nm": "ws://case2.L", "cp": "127.0.0.1:0"},
 		"wstc": {"ws://%s": {}}
 	}`, gAddrs.Tunnel))
 	lCP := "http://" + l.Addrs().Control
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-
 	waitUp(t, g, "ws://case2.L")
 	const n = 7
-	base := proxyURL(t, g)
 	for i := range n {
 		resp, err := client.Post(fmt.Sprintf("%s/pa/r%d", base, i), "text/plain", strings.NewReader(strings.Repeat("x", 100+i)))
 		if err != nil {
@@ -127,6 +137,11 @@ func TestControlPortCase2(t *testing.T) {
 		if resp.StatusCode != 200 {
 			t.Fatalf("request %d: %d", i, resp.StatusCode)
 		}
+	}
+
+	// L cannot reach this route's target.
+	if code, _ := fetch(t, client, base+"/dead"); code != 502 {
+		t.Errorf("request to a dead target: %d, want 502", code)
 	}
 
 	// JSON first: it says over which address L came, for the text check.
@@ -144,7 +159,7 @@ func TestControlPortCase2(t *testing.T) {
 		t.Errorf("G's peer: %+v", peer)
 	}
 	if len(gs.Proxies) != 1 || !gs.Proxies[0].PeerUp || gs.Proxies[0].Via != "server" ||
-		len(gs.Proxies[0].Routes) != 1 || gs.Proxies[0].Routes[0].Path != "/pa" {
+		len(gs.Proxies[0].Routes) != 2 || gs.Proxies[0].Routes[1].Path != "/pa" {
 		t.Errorf("G's proxies: %+v", gs.Proxies)
 	}
 
@@ -176,14 +191,20 @@ func TestControlPortCase2(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("G /metrics: %d", code)
 	}
-	if got, _ := metric(body, "west_requests_total"); got != n {
-		t.Errorf("G west_requests_total: %v, want %d", got, n)
+	if got, _ := metric(body, "west_requests_total"); got != n+2 {
+		t.Errorf("G west_requests_total: %v, want %d", got, n+2)
+	}
+	if got, _ := metric(body, "west_requests_total", `code_class="5xx"`); got != 2 {
+		t.Errorf(`G west_requests_total{code_class="5xx"}: %v, want 2`, got)
+	}
+	if got, _ := metric(body, "west_dial_failures_total", `reason="peer_down"`); got != 1 {
+		t.Errorf(`G west_dial_failures_total{reason="peer_down"}: %v, want 1`, got)
 	}
 	if got, _ := metric(body, "west_requests_total", `route="/pa"`, `code_class="2xx"`); got != n {
 		t.Errorf(`G west_requests_total{route="/pa",code_class="2xx"}: %v, want %d`, got, n)
 	}
-	if got, _ := metric(body, "west_request_duration_seconds_count", `route="/pa"`); got != n {
-		t.Errorf("G west_request_duration_seconds_count: %v, want %d", got, n)
+	if got, _ := metric(body, "west_request_duration_seconds_count", `route="/pa"`); got != n+1 {
+		t.Errorf(`G west_request_duration_seconds_count{route="/pa"}: %v, want %d`, got, n+1)
 	}
 	if got, _ := metric(body, "west_tunnels_up", `role="server"`, `peer="ws://case2.L"`); got != 1 {
 		t.Errorf("G west_tunnels_up: %v, want 1", got)
@@ -195,6 +216,9 @@ func TestControlPortCase2(t *testing.T) {
 	}
 	// Both ends count the same payload: what G sent, L received.
 	_, body = fetch(t, client, lCP+"/metrics")
+	if got, _ := metric(body, "west_dial_failures_total", `reason="dial_failed"`); got != 1 {
+		t.Errorf(`L west_dial_failures_total{reason="dial_failed"}: %v, want 1`, got)
+	}
 	lIn, _ := metric(body, "west_tunnel_bytes_total", `role="client"`, `direction="in"`)
 	lOut, _ := metric(body, "west_tunnel_bytes_total", `role="client"`, `direction="out"`)
 	if lIn != gOut || lOut != gIn {
