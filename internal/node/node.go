@@ -16,6 +16,7 @@ import (
 
 	"github.com/west-tunnel/west/internal/acl"
 	"github.com/west-tunnel/west/internal/config"
+	"github.com/west-tunnel/west/internal/control"
 	"github.com/west-tunnel/west/internal/proxy"
 	"github.com/west-tunnel/west/internal/tunnel"
 	"github.com/west-tunnel/west/internal/wire"
@@ -47,6 +48,7 @@ type Node struct {
 	server  *tunnel.Server            // nil without wsts.sp
 	clients map[string]*tunnel.Client // by server URL
 	servers []*listener               // tunnel server, proxy listeners, control port
+	metrics *control.Metrics          // fed by the engines' hooks; see control.go
 
 	startOnce sync.Once
 	startErr  error
@@ -106,7 +108,8 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("west.dial_allow: %w", err)
 	}
-	n.far = &proxy.Far{Targets: targets, Logger: n.log.With("part", "far")}
+	n.metrics = control.NewMetrics()
+	n.far = &proxy.Far{Targets: targets, Logger: n.log.With("part", "far"), OnDialError: n.onDialError}
 
 	if s := cfg.Server; s != nil {
 		if err := n.addTunnelServer(s); err != nil {
@@ -131,6 +134,7 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 			Header:    header,
 			Mux:       opts.Mux,
 			Logger:    n.log.With("part", "tunnel-client"),
+			OnSession: n.onSession(control.RoleClient), // metrics; see control.go
 		})
 	}
 	for _, p := range cfg.Proxies {
@@ -168,6 +172,8 @@ func (n *Node) addTunnelServer(s *config.TunnelServer) error {
 		Admit:   n.gate.admit,
 		Mux:     mo,
 		Logger:  n.log.With("part", "tunnel-server"),
+
+		OnSession: n.onSession(control.RoleServer), // metrics; see control.go
 	})
 	mux := http.NewServeMux()
 	mux.Handle(s.Path, n.server)
@@ -231,12 +237,13 @@ func (n *Node) buildProxy(p config.Proxy, clients map[string]*tunnel.Client) (*l
 			return nil, err
 		}
 		l.srv = proxy.NewTCP(proxy.TCPOptions{
-			Name:   p.URL.String(),
-			Peer:   peer,
-			Target: p.Target.Host,
-			Dialer: dialer,
-			Allow:  allow,
-			Logger: n.log.With("part", "proxy"),
+			Name:    p.URL.String(),
+			Peer:    peer,
+			Target:  p.Target.Host,
+			Dialer:  dialer,
+			Allow:   allow,
+			Logger:  n.log.With("part", "proxy"),
+			Observe: n.observeTCP, // metrics; see control.go
 		})
 		return l, nil
 	}
@@ -277,6 +284,7 @@ func (n *Node) buildHTTP(p config.Proxy, clients map[string]*tunnel.Client) (*pr
 		Timeout:   p.Timeout,
 		TLSConfig: tc,
 		Logger:    n.log.With("part", "proxy"),
+		Observe:   n.observeHTTP, // metrics; see control.go
 	}), nil
 }
 
@@ -446,12 +454,3 @@ func (n *Node) Client(url string) *tunnel.Client { return n.clients[url] }
 
 // Server returns the tunnel server, or nil.
 func (n *Node) Server() *tunnel.Server { return n.server }
-
-func (n *Node) controlHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprint(w, n.cfg.Render())
-	})
-	return mux
-}

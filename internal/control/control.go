@@ -1,0 +1,130 @@
+package control
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strings"
+
+	"github.com/west-tunnel/west/internal/config"
+)
+
+// Source provides the live state. The node implements it; tests use fakes.
+type Source interface {
+	State() State
+}
+
+// SourceFunc adapts a function to Source.
+type SourceFunc func() State
+
+func (f SourceFunc) State() State { return f() }
+
+// Options configures the control port's handler.
+type Options struct {
+	// Config is rendered by GET / in the seed's four sections, with the
+	// live fields of Source added. Required.
+	Config *config.Config
+	// Source provides the live state. Required.
+	Source Source
+	// Metrics is served by GET /metrics; nil means /metrics answers 404.
+	Metrics *Metrics
+	// Allow decides whether a client at addr may read the control port
+	// (West.ControlACL); others get 403. Nil allows everyone.
+	Allow func(addr netip.Addr) bool
+	// Logger receives refusals at debug level; nil discards them.
+	Logger *slog.Logger
+}
+
+// Handler is the control port's http.Handler: GET / (text), GET
+// /api/state (JSON), GET /metrics (Prometheus) and GET /healthz. HEAD works
+// wherever GET does; other methods get 405.
+type Handler struct {
+	opts Options
+	log  *slog.Logger
+	mux  *http.ServeMux
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// New returns the control port's handler.
+func New(opts Options) *Handler {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{opts: opts, log: log, mux: http.NewServeMux()}
+	// A "GET" pattern also matches HEAD.
+	h.mux.HandleFunc("GET /{$}", h.serveText)
+	h.mux.HandleFunc("GET /api/state", h.serveJSON)
+	h.mux.HandleFunc("GET /healthz", h.serveHealth)
+	if opts.Metrics != nil {
+		h.mux.Handle("GET /metrics", opts.Metrics.Handler())
+	}
+	return h
+}
+
+// ServeHTTP checks the access list and the method, then serves.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.opts.Allow != nil && !h.opts.Allow(remoteAddr(r)) {
+		h.log.Debug("control port: client not in the access list", "remote", r.RemoteAddr, "path", r.URL.Path)
+		http.Error(w, "west: forbidden", http.StatusForbidden)
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "west: the control port is read-only: GET or HEAD", http.StatusMethodNotAllowed)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	h.mux.ServeHTTP(w, r)
+}
+
+// remoteAddr is the client's address; the zero Addr, which no list with
+// rules allows, when it cannot be parsed.
+func remoteAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+func (h *Handler) serveText(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte(Render(h.opts.Config, h.opts.Source.State())))
+}
+
+func (h *Handler) serveJSON(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(normalize(h.opts.Source.State()))
+}
+
+func (h *Handler) serveHealth(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	problems := h.opts.Source.State().Problems()
+	if len(problems) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(strings.Join(problems, "\n") + "\n"))
+		return
+	}
+	w.Write([]byte("ok\n"))
+}
+
+// normalize makes empty lists [] rather than null in JSON.
+func normalize(s State) State {
+	if s.Clients == nil {
+		s.Clients = []Client{}
+	}
+	if s.Proxies == nil {
+		s.Proxies = []Proxy{}
+	}
+	if s.Server != nil && s.Server.Peers == nil {
+		srv := *s.Server
+		srv.Peers = []Peer{}
+		s.Server = &srv
+	}
+	return s
+}

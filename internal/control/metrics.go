@@ -1,0 +1,268 @@
+package control
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Tunnel roles, the "role" label of the tunnel metrics.
+const (
+	RoleServer = "server" // a tunnel client connected to our tunnel server; peer is its name
+	RoleClient = "client" // one of our tunnel clients; peer is the server URL
+)
+
+// TunnelStats are a live tunnel's counters, read when metrics are scraped.
+type TunnelStats struct {
+	BytesIn, BytesOut, StreamsOpen int64
+}
+
+// Metrics holds west's Prometheus collectors in a registry of its own. The
+// node calls its methods from the engines' hooks; all are safe for
+// concurrent use, and a nil *Metrics ignores them.
+type Metrics struct {
+	reg          *prometheus.Registry
+	requests     *prometheus.CounterVec
+	duration     *prometheus.HistogramVec
+	dialFailures *prometheus.CounterVec
+	tcpConns     *prometheus.CounterVec
+
+	// maxIdle bounds how many (role, peer) series without a live tunnel are
+	// kept: a tunnel server may see any number of peer names over time.
+	// Beyond it, the series whose last tunnel ended first are dropped.
+	maxIdle int
+
+	mu     sync.Mutex            // guards the fields below
+	live   map[any]liveTunnel    // by the id given to TunnelUp
+	series map[tunnelKey]*series // every (role, peer) kept
+	downs  uint64                // TunnelDown calls, to order series by their last one
+}
+
+type tunnelKey struct{ role, peer string }
+
+// series is what Metrics remembers of one (role, peer).
+type series struct {
+	ended       TunnelStats // bytes carried by its tunnels that have ended
+	live        int         // its tunnels up now
+	connects    int         // tunnels established
+	disconnects int         // tunnels ended
+	lastDown    uint64      // m.downs when its last tunnel ended
+}
+
+// DefaultMaxIdlePeers is how many peers without a live tunnel Metrics
+// keeps series for.
+const DefaultMaxIdlePeers = 256
+
+type liveTunnel struct {
+	key   tunnelKey
+	stats func() TunnelStats
+}
+
+// NewMetrics returns Metrics with every west_ collector registered, plus
+// the Go runtime and process collectors.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "west_requests_total",
+			Help: "HTTP requests finished by proxy listeners, by listener, route and status class (2xx..5xx).",
+		}, []string{"listener", "route", "code_class"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "west_request_duration_seconds",
+			Help:    "Time from an HTTP request's arrival at a proxy listener until its response ended.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"listener", "route"}),
+		dialFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "west_dial_failures_total",
+			Help: "Streams that could not be connected, by reason: peer_down (this west had no tunnel to a listener's peer), or why this west could not connect a peer's stream to its target (dial_failed, dial_timeout, forbidden, ...).",
+		}, []string{"reason"}),
+		tcpConns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "west_tcp_connections_total",
+			Help: "Connections finished by tcp:// proxy listeners, by listener.",
+		}, []string{"listener"}),
+		maxIdle: DefaultMaxIdlePeers,
+		live:    make(map[any]liveTunnel),
+		series:  make(map[tunnelKey]*series),
+	}
+	m.reg.MustRegister(m.requests, m.duration, m.dialFailures, m.tcpConns,
+		tunnelCollector{m},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// TunnelUp records a tunnel that came up. id identifies it until
+// TunnelDown (a session pointer, say); stats is read at every scrape, so
+// that byte counts are exact.
+func (m *Metrics) TunnelUp(id any, role, peer string, stats func() TunnelStats) {
+	if m == nil {
+		return
+	}
+	k := tunnelKey{role, peer}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.live[id] = liveTunnel{key: k, stats: stats}
+	sr := m.series[k]
+	if sr == nil {
+		sr = &series{}
+		m.series[k] = sr
+	}
+	sr.live++
+	sr.connects++
+}
+
+// TunnelDown records that the tunnel TunnelUp was told of as id has ended,
+// keeping its final byte counts.
+func (m *Metrics) TunnelDown(id any) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.live[id]
+	if !ok {
+		return
+	}
+	delete(m.live, id)
+	st := t.stats()
+	sr := m.series[t.key]
+	sr.ended.BytesIn += st.BytesIn
+	sr.ended.BytesOut += st.BytesOut
+	sr.live--
+	sr.disconnects++
+	m.downs++
+	sr.lastDown = m.downs
+	m.pruneLocked()
+}
+
+// pruneLocked drops the series idle longest while more than maxIdle have
+// no live tunnel.
+func (m *Metrics) pruneLocked() {
+	for {
+		var oldest *tunnelKey
+		var oldestDown uint64
+		idle := 0
+		for k, sr := range m.series {
+			if sr.live > 0 {
+				continue
+			}
+			idle++
+			if oldest == nil || sr.lastDown < oldestDown {
+				oldest, oldestDown = &k, sr.lastDown
+			}
+		}
+		if idle <= m.maxIdle {
+			return
+		}
+		delete(m.series, *oldest)
+	}
+}
+
+// ObserveRequest records one finished HTTP request. route is the matched
+// path prefix, "" when none matched.
+func (m *Metrics) ObserveRequest(listener, route string, status int, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.requests.WithLabelValues(listener, route, codeClass(status)).Inc()
+	m.duration.WithLabelValues(listener, route).Observe(d.Seconds())
+}
+
+// ObserveTCP records one finished connection of a tcp:// listener.
+func (m *Metrics) ObserveTCP(listener string) {
+	if m == nil {
+		return
+	}
+	m.tcpConns.WithLabelValues(listener).Inc()
+}
+
+// DialFailed records a stream whose target this west could not connect
+// to; reason is short and from a fixed set (such as "dial_failed").
+func (m *Metrics) DialFailed(reason string) {
+	if m == nil {
+		return
+	}
+	m.dialFailures.WithLabelValues(reason).Inc()
+}
+
+// codeClass is "2xx" for 200..299 and so on; 499 (the client went away
+// first) is "4xx".
+func codeClass(status int) string {
+	if status < 100 || status > 599 {
+		return "other"
+	}
+	return strconv.Itoa(status/100) + "xx"
+}
+
+var (
+	tunnelsUpDesc = prometheus.NewDesc("west_tunnels_up",
+		"Tunnels up now, by role (server: a peer connected to us; client: we dialled) and peer.",
+		[]string{"role", "peer"}, nil)
+	streamsOpenDesc = prometheus.NewDesc("west_streams_open",
+		"Streams open now through the tunnels, both directions, by role and peer.",
+		[]string{"role", "peer"}, nil)
+	connectsDesc = prometheus.NewDesc("west_tunnel_connects_total",
+		"Tunnels established, by role and peer.",
+		[]string{"role", "peer"}, nil)
+	disconnectsDesc = prometheus.NewDesc("west_tunnel_disconnects_total",
+		"Tunnels ended, by role and peer.",
+		[]string{"role", "peer"}, nil)
+	bytesDesc = prometheus.NewDesc("west_tunnel_bytes_total",
+		"Payload bytes through the tunnels, by role, peer and direction (in: received from the peer; out: sent to it).",
+		[]string{"role", "peer", "direction"}, nil)
+)
+
+// tunnelCollector reports every tunnel metric from one snapshot taken at
+// scrape time, so that they agree with each other: the gauges and byte
+// counts from the live tunnels, plus what ended tunnels carried.
+type tunnelCollector struct{ m *Metrics }
+
+func (c tunnelCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- tunnelsUpDesc
+	ch <- streamsOpenDesc
+	ch <- connectsDesc
+	ch <- disconnectsDesc
+	ch <- bytesDesc
+}
+
+func (c tunnelCollector) Collect(ch chan<- prometheus.Metric) {
+	type sum struct {
+		up, connects, disconnects int
+		TunnelStats
+	}
+	c.m.mu.Lock()
+	sums := make(map[tunnelKey]*sum, len(c.m.series))
+	for k, sr := range c.m.series {
+		sums[k] = &sum{
+			connects: sr.connects, disconnects: sr.disconnects,
+			TunnelStats: TunnelStats{BytesIn: sr.ended.BytesIn, BytesOut: sr.ended.BytesOut},
+		}
+	}
+	for _, t := range c.m.live {
+		s := t.stats()
+		a := sums[t.key]
+		a.up++
+		a.BytesIn += s.BytesIn
+		a.BytesOut += s.BytesOut
+		a.StreamsOpen += s.StreamsOpen
+	}
+	c.m.mu.Unlock()
+	for k, s := range sums {
+		ch <- prometheus.MustNewConstMetric(tunnelsUpDesc, prometheus.GaugeValue, float64(s.up), k.role, k.peer)
+		ch <- prometheus.MustNewConstMetric(streamsOpenDesc, prometheus.GaugeValue, float64(s.StreamsOpen), k.role, k.peer)
+		ch <- prometheus.MustNewConstMetric(connectsDesc, prometheus.CounterValue, float64(s.connects), k.role, k.peer)
+		ch <- prometheus.MustNewConstMetric(disconnectsDesc, prometheus.CounterValue, float64(s.disconnects), k.role, k.peer)
+		ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(s.BytesIn), k.role, k.peer, "in")
+		ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(s.BytesOut), k.role, k.peer, "out")
+	}
+}

@@ -1,0 +1,147 @@
+package control
+
+import (
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// sample returns the value of the sample of metric name whose labels
+// include every name="value" pair in labels, and whether there is one.
+func sample(body, name string, labels ...string) (float64, bool) {
+	for line := range strings.SplitSeq(body, "\n") {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || rest == "" || rest[0] != '{' && rest[0] != ' ' {
+			continue
+		}
+		matched := true
+		for _, l := range labels {
+			if !strings.Contains(rest, l) {
+				matched = false
+			}
+		}
+		if !matched {
+			continue
+		}
+		f, err := strconv.ParseFloat(rest[strings.LastIndexByte(rest, ' ')+1:], 64)
+		return f, err == nil
+	}
+	return 0, false
+}
+
+func scrape(t *testing.T, m *Metrics) string {
+	t.Helper()
+	h := New(Options{Config: mustConfig(t, caseG), Source: &fakeSource{}, Metrics: m})
+	code, body, _ := do(h, "GET", "/metrics", "127.0.0.1:1")
+	if code != 200 {
+		t.Fatalf("GET /metrics: %d", code)
+	}
+	return body
+}
+
+func TestMetrics(t *testing.T) {
+	m := NewMetrics()
+	want := func(body, name string, v float64, labels ...string) {
+		t.Helper()
+		got, ok := sample(body, name, labels...)
+		if !ok || got != v {
+			t.Errorf("%s%v = %v (present %v), want %v", name, labels, got, ok, v)
+		}
+	}
+
+	var in, out, open atomic.Int64
+	stats := func() TunnelStats {
+		return TunnelStats{BytesIn: in.Load(), BytesOut: out.Load(), StreamsOpen: open.Load()}
+	}
+	peer := `peer="ws://L"`
+	m.TunnelUp(1, RoleServer, "ws://L", stats)
+	in.Store(100)
+	out.Store(7)
+	open.Store(2)
+	body := scrape(t, m)
+	want(body, "west_tunnels_up", 1, peer, `role="server"`)
+	want(body, "west_tunnel_connects_total", 1, peer)
+	want(body, "west_streams_open", 2, peer)
+	want(body, "west_tunnel_bytes_total", 100, peer, `direction="in"`)
+	want(body, "west_tunnel_bytes_total", 7, peer, `direction="out"`)
+
+	// The tunnel ends and another comes up: the counters carry on from
+	// the first's final counts, the gauges drop.
+	in.Store(150)
+	m.TunnelDown(1)
+	m.TunnelDown(1) // a second report is ignored
+	body = scrape(t, m)
+	want(body, "west_tunnels_up", 0, peer)
+	want(body, "west_streams_open", 0, peer)
+	want(body, "west_tunnel_disconnects_total", 1, peer)
+	want(body, "west_tunnel_bytes_total", 150, peer, `direction="in"`)
+
+	in.Store(5)
+	out.Store(0)
+	open.Store(0)
+	m.TunnelUp(2, RoleServer, "ws://L", stats)
+	body = scrape(t, m)
+	want(body, "west_tunnels_up", 1, peer)
+	want(body, "west_tunnel_connects_total", 2, peer)
+	want(body, "west_tunnel_bytes_total", 155, peer, `direction="in"`)
+	want(body, "west_tunnel_bytes_total", 7, peer, `direction="out"`)
+
+	for _, st := range []int{200, 204, 404, 499, 502, 503} {
+		m.ObserveRequest("http://127.0.0.1:9931", "/pa", st, 30*time.Millisecond)
+	}
+	m.ObserveTCP("tcp://127.0.0.1:7000")
+	m.DialFailed("dial_failed")
+	m.DialFailed("dial_failed")
+	body = scrape(t, m)
+	lst, rt := `listener="http://127.0.0.1:9931"`, `route="/pa"`
+	want(body, "west_requests_total", 2, lst, rt, `code_class="2xx"`)
+	want(body, "west_requests_total", 2, lst, rt, `code_class="4xx"`)
+	want(body, "west_requests_total", 2, lst, rt, `code_class="5xx"`)
+	want(body, "west_request_duration_seconds_count", 6, lst, rt)
+	want(body, "west_request_duration_seconds_bucket", 0, lst, rt, `le="0.025"`)
+	want(body, "west_request_duration_seconds_bucket", 6, lst, rt, `le="0.05"`)
+	want(body, "west_tcp_connections_total", 1, `listener="tcp://127.0.0.1:7000"`)
+	want(body, "west_dial_failures_total", 2, `reason="dial_failed"`)
+	if _, ok := sample(body, "go_goroutines"); !ok {
+		t.Errorf("no Go runtime metrics")
+	}
+}
+
+func TestNilMetricsIgnoresCalls(t *testing.T) {
+	var m *Metrics
+	m.TunnelUp(1, RoleClient, "x", func() TunnelStats { return TunnelStats{} })
+	m.TunnelDown(1)
+	m.ObserveRequest("l", "/", 200, time.Second)
+	m.ObserveTCP("l")
+	m.DialFailed("x")
+	h := New(Options{Config: mustConfig(t, caseG), Source: &fakeSource{}})
+	if code, _, _ := do(h, "GET", "/metrics", "127.0.0.1:1"); code != 404 {
+		t.Errorf("GET /metrics without Metrics: %d, want 404", code)
+	}
+}
+
+// TestMetricsForgetIdlePeers: a tunnel server may see endless peer names;
+// only the most recent idle ones keep their series.
+func TestMetricsForgetIdlePeers(t *testing.T) {
+	m := NewMetrics()
+	m.maxIdle = 2
+	zero := func() TunnelStats { return TunnelStats{BytesIn: 1} }
+	m.TunnelUp("live", RoleServer, "live", zero)
+	for i, p := range []string{"a", "b", "c", "d"} {
+		m.TunnelUp(i, RoleServer, p, zero)
+		m.TunnelDown(i)
+	}
+	body := scrape(t, m)
+	for p, want := range map[string]bool{"live": true, "a": false, "b": false, "c": true, "d": true} {
+		for _, name := range []string{"west_tunnels_up", "west_tunnel_connects_total", "west_tunnel_bytes_total"} {
+			if _, ok := sample(body, name, `peer="`+p+`"`); ok != want {
+				t.Errorf("%s for peer %s present: %v, want %v", name, p, ok, want)
+			}
+		}
+	}
+	if _, ok := sample(body, "west_tunnel_disconnects_total", `peer="b"`); ok {
+		t.Errorf("disconnects of a forgotten peer still reported")
+	}
+}

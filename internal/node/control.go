@@ -1,0 +1,157 @@
+package node
+
+import (
+	"errors"
+	"net/http"
+	"net/netip"
+	"strings"
+
+	"github.com/west-tunnel/west/internal/config"
+	"github.com/west-tunnel/west/internal/control"
+	"github.com/west-tunnel/west/internal/proxy"
+	"github.com/west-tunnel/west/internal/tunnel"
+	"github.com/west-tunnel/west/internal/wire"
+)
+
+// This file feeds the control port: the node's State, the metrics hooks
+// passed to the engines in New, and the control port's handler.
+
+var _ control.Source = (*Node)(nil)
+
+// controlHandler is the handler of the control port ("west.cp").
+func (n *Node) controlHandler() http.Handler {
+	allow, err := allowFunc(n.cfg.West.ControlACL, "west.control_ca")
+	if err != nil {
+		// config.Parse has checked the list already; should it still
+		// fail, keep the port closed rather than open it to all.
+		n.log.Error("control port access list", "err", err)
+		allow = func(netip.Addr) bool { return false }
+	}
+	return control.New(control.Options{
+		Config:  n.cfg,
+		Source:  n,
+		Metrics: n.metrics,
+		Allow:   allow,
+		Logger:  n.log.With("part", "control"),
+	})
+}
+
+// State returns a snapshot of the node for the control port. Call it after
+// Start, so that bound addresses are known.
+func (n *Node) State() control.State {
+	addrs := n.Addrs()
+	s := control.State{
+		Name:        n.cfg.West.Name,
+		ControlAddr: addrs.Control,
+		Clients:     make([]control.Client, 0, len(n.cfg.Clients)),
+		Proxies:     make([]control.Proxy, 0, len(n.cfg.Proxies)),
+	}
+	connected := make(map[string]bool)
+	if n.server != nil {
+		srv := &control.Server{URL: n.cfg.Server.URL.String(), Addr: addrs.Tunnel, Peers: []control.Peer{}}
+		for _, sess := range n.server.Sessions() {
+			srv.Peers = append(srv.Peers, peerState(sess))
+			connected[sess.Peer()] = true
+		}
+		s.Server = srv
+	}
+	for _, c := range n.cfg.Clients {
+		url := c.URL.String()
+		st := n.clients[url].Status()
+		cs := control.Client{
+			URL:      url,
+			Name:     c.Name,
+			Early:    c.Early,
+			State:    st.State.String(),
+			Since:    st.Since,
+			Connects: st.Connects,
+		}
+		if st.LastError != nil {
+			cs.LastError = st.LastError.Error()
+		}
+		if st.State == tunnel.StateBackoff {
+			at := st.RetryAt
+			cs.RetryAt = &at
+		}
+		if st.Session != nil {
+			p := peerState(st.Session)
+			cs.Session = &p
+			connected[url] = true
+		}
+		s.Clients = append(s.Clients, cs)
+	}
+	for _, p := range n.cfg.Proxies {
+		ps := control.Proxy{URL: p.URL.String(), Kind: "http", Addr: addrs.Proxies[p.URL.String()]}
+		if p.ServerURL != nil {
+			ps.Peer, ps.Via = p.ServerURL.String(), "client"
+		} else {
+			ps.Peer, ps.Via = p.Peer, "server"
+		}
+		ps.PeerUp = connected[ps.Peer]
+		if p.Kind == config.KindTCP {
+			ps.Kind = "tcp"
+			ps.Target = p.Target.Host
+		}
+		for _, r := range p.Routes {
+			ps.Routes = append(ps.Routes, control.Route{Path: r.Path, Target: r.Outgoing.String()})
+		}
+		s.Proxies = append(s.Proxies, ps)
+	}
+	return s
+}
+
+func peerState(sess *tunnel.Session) control.Peer {
+	st := sess.Stats()
+	return control.Peer{
+		Name:         sess.Peer(),
+		RemoteAddr:   sess.RemoteAddr(),
+		Since:        sess.Since(),
+		StreamsOpen:  st.StreamsOpen.Load(),
+		StreamsTotal: st.StreamsTotal.Load(),
+		BytesIn:      st.BytesIn.Load(),
+		BytesOut:     st.BytesOut.Load(),
+	}
+}
+
+// onSession returns the OnSession hook of a tunnel server or client.
+func (n *Node) onSession(role string) func(*tunnel.Session, bool) {
+	return func(sess *tunnel.Session, up bool) {
+		if !up {
+			n.metrics.TunnelDown(sess)
+			return
+		}
+		st := sess.Stats()
+		n.metrics.TunnelUp(sess, role, sess.Peer(), func() control.TunnelStats {
+			return control.TunnelStats{
+				BytesIn:     st.BytesIn.Load(),
+				BytesOut:    st.BytesOut.Load(),
+				StreamsOpen: st.StreamsOpen.Load(),
+			}
+		})
+	}
+}
+
+func (n *Node) observeHTTP(rec proxy.Record) {
+	n.metrics.ObserveRequest(rec.Listener, rec.Route, rec.Status, rec.Duration)
+	n.countPeerDown(rec.Err)
+}
+
+func (n *Node) observeTCP(rec proxy.Record) {
+	n.metrics.ObserveTCP(rec.Listener)
+	n.countPeerDown(rec.Err)
+}
+
+// countPeerDown counts, as dial failures for reason "peer_down", the
+// requests a listener could not send because no tunnel to its peer was up.
+// The far side's refusals are counted by the far west.
+func (n *Node) countPeerDown(err error) {
+	if errors.Is(err, tunnel.ErrPeerDown) {
+		n.metrics.DialFailed("peer_down")
+	}
+}
+
+// onDialError counts the far side's refusals by reason: "dial_failed",
+// "dial_timeout", "forbidden" and so on.
+func (n *Node) onDialError(code wire.Code) {
+	n.metrics.DialFailed(strings.ReplaceAll(code.String(), " ", "_"))
+}
