@@ -158,7 +158,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, cfg.Render())
 		return exitOK
 	}
-	n, err := node.New(cfg, node.Options{Logger: logger})
+	n, err := node.New(cfg, node.Options{Logger: logger, ConfigPath: f.config})
 	if err != nil {
 		fmt.Fprintf(stderr, "west: %v\n", err)
 		return exitConfig
@@ -167,11 +167,40 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "west: %v\n", err)
 		return exitRuntime
 	}
+	stopReloads := reloadOnHangup(ctx, n, logger)
+	defer stopReloads()
 	if err := n.Run(ctx); err != nil {
 		fmt.Fprintf(stderr, "west: %v\n", err)
 		return exitRuntime
 	}
 	return exitOK
+}
+
+// reloadOnHangup re-reads the config file on every SIGHUP until ctx ends or
+// the returned function is called. A bad file is logged and the running
+// configuration stays.
+func reloadOnHangup(ctx context.Context, n *node.Node, logger *slog.Logger) func() {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-hup:
+				if err := n.ReloadFile(); err != nil {
+					logger.Error("reload rejected; the running configuration stays", "err", err)
+				}
+			case <-ctx.Done():
+				return
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+	}
 }
 
 func newLogger(w io.Writer, f *flags) *slog.Logger {

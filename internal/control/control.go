@@ -2,6 +2,7 @@ package control
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -22,9 +23,9 @@ func (f SourceFunc) State() State { return f() }
 
 // Options configures the control port's handler.
 type Options struct {
-	// Config is rendered by GET / in the seed's four sections, with the
-	// live fields of Source added. Required.
-	Config *config.Config
+	// Config returns the configuration in force, rendered by GET / in the
+	// seed's four sections with the live fields of Source added. Required.
+	Config func() *config.Config
 	// Source provides the live state. Required.
 	Source Source
 	// Metrics is served by GET /metrics; nil means /metrics answers 404.
@@ -32,6 +33,9 @@ type Options struct {
 	// Allow decides whether a client at addr may read the control port
 	// (West.ControlACL); others get 403. Nil allows everyone.
 	Allow func(addr netip.Addr) bool
+	// Reload, if set, is called by POST /api/reload: it re-reads the
+	// configuration and applies it, or returns why it did not.
+	Reload func() error
 	// Logger receives refusals at debug level; nil discards them.
 	Logger *slog.Logger
 }
@@ -61,7 +65,23 @@ func New(opts Options) *Handler {
 	if opts.Metrics != nil {
 		h.mux.Handle("GET /metrics", opts.Metrics.Handler())
 	}
+	if opts.Reload != nil {
+		h.mux.HandleFunc("POST /api/reload", h.serveReload)
+	}
 	return h
+}
+
+// serveReload applies the configuration file anew. A rejected one leaves
+// the running configuration in force; the answer says why.
+func (h *Handler) serveReload(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if err := h.opts.Reload(); err != nil {
+		h.log.Warn("reload through the control port rejected", "err", err)
+		w.WriteHeader(http.StatusUnprocessableEntity)
+		fmt.Fprintf(w, "west: reload rejected, the running configuration stays: %v\n", err)
+		return
+	}
+	w.Write([]byte("reloaded\n"))
 }
 
 // ServeHTTP checks the access list and the method, then serves.
@@ -71,9 +91,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "west: forbidden", http.StatusForbidden)
 		return
 	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+	reload := r.URL.Path == "/api/reload" && h.opts.Reload != nil
+	switch {
+	case reload && r.Method != http.MethodPost:
+		w.Header().Set("Allow", "POST")
+		http.Error(w, "west: /api/reload takes POST", http.StatusMethodNotAllowed)
+		return
+	case !reload && r.Method != http.MethodGet && r.Method != http.MethodHead:
 		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "west: the control port is read-only: GET or HEAD", http.StatusMethodNotAllowed)
+		http.Error(w, "west: the control port is read-only but for POST /api/reload: GET or HEAD", http.StatusMethodNotAllowed)
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
@@ -92,7 +118,7 @@ func remoteAddr(r *http.Request) netip.Addr {
 
 func (h *Handler) serveText(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Write([]byte(Render(h.opts.Config, h.opts.Source.State())))
+	w.Write([]byte(Render(h.opts.Config(), h.opts.Source.State())))
 }
 
 func (h *Handler) serveJSON(w http.ResponseWriter, r *http.Request) {

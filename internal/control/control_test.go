@@ -75,7 +75,7 @@ func healthyG() State {
 
 func newHandler(t *testing.T, src Source, allow func(netip.Addr) bool) *Handler {
 	t.Helper()
-	return New(Options{Config: mustConfig(t, caseG), Source: src, Metrics: NewMetrics(), Allow: allow})
+	return New(Options{Config: staticConfig(mustConfig(t, caseG)), Source: src, Metrics: NewMetrics(), Allow: allow})
 }
 
 // do serves one request from remote and returns the status and body.
@@ -288,3 +288,5 @@ func TestTextWithoutLiveStateIsTheConfig(t *testing.T) {
 		}
 	}
 }
+
+func staticConfig(c *config.Config) func() *config.Config { return func() *config.Config { return c } }

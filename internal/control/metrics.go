@@ -31,6 +31,7 @@ type Metrics struct {
 	duration     *prometheus.HistogramVec
 	dialFailures *prometheus.CounterVec
 	tcpConns     *prometheus.CounterVec
+	refused      prometheus.Counter
 
 	// maxIdle bounds how many (role, peer) series without a live tunnel are
 	// kept: a tunnel server may see any number of peer names over time.
@@ -81,6 +82,10 @@ func NewMetrics() *Metrics {
 			Name: "west_dial_failures_total",
 			Help: "Streams that could not be connected, by reason: peer_down (this west had no tunnel to a listener's peer), or why this west could not connect a peer's stream to its target (dial_failed, dial_timeout, forbidden, ...).",
 		}, []string{"reason"}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "west_tunnel_handshakes_refused_total",
+			Help: "Tunnel clients refused by the tunnel server's access list, tokens or certificate names.",
+		}),
 		tcpConns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "west_tcp_connections_total",
 			Help: "Connections finished by tcp:// proxy listeners, by listener.",
@@ -89,7 +94,7 @@ func NewMetrics() *Metrics {
 		live:    make(map[any]liveTunnel),
 		series:  make(map[tunnelKey]*series),
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.dialFailures, m.tcpConns,
+	m.reg.MustRegister(m.requests, m.duration, m.dialFailures, m.tcpConns, m.refused,
 		tunnelCollector{m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -184,6 +189,14 @@ func (m *Metrics) ObserveTCP(listener string) {
 		return
 	}
 	m.tcpConns.WithLabelValues(listener).Inc()
+}
+
+// TunnelRefused records a tunnel handshake the server refused.
+func (m *Metrics) TunnelRefused() {
+	if m == nil {
+		return
+	}
+	m.refused.Inc()
 }
 
 // DialFailed records a stream whose target this west could not connect

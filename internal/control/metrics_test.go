@@ -33,7 +33,7 @@ func sample(body, name string, labels ...string) (float64, bool) {
 
 func scrape(t *testing.T, m *Metrics) string {
 	t.Helper()
-	h := New(Options{Config: mustConfig(t, caseG), Source: &fakeSource{}, Metrics: m})
+	h := New(Options{Config: staticConfig(mustConfig(t, caseG)), Source: &fakeSource{}, Metrics: m})
 	code, body, _ := do(h, "GET", "/metrics", "127.0.0.1:1")
 	if code != 200 {
 		t.Fatalf("GET /metrics: %d", code)
@@ -116,7 +116,7 @@ func TestNilMetricsIgnoresCalls(t *testing.T) {
 	m.ObserveRequest("l", "/", 200, time.Second)
 	m.ObserveTCP("l")
 	m.DialFailed("x")
-	h := New(Options{Config: mustConfig(t, caseG), Source: &fakeSource{}})
+	h := New(Options{Config: staticConfig(mustConfig(t, caseG)), Source: &fakeSource{}})
 	if code, _, _ := do(h, "GET", "/metrics", "127.0.0.1:1"); code != 404 {
 		t.Errorf("GET /metrics without Metrics: %d, want 404", code)
 	}

@@ -28,7 +28,8 @@ func (n *Node) controlHandler() http.Handler {
 		allow = func(netip.Addr) bool { return false }
 	}
 	return control.New(control.Options{
-		Config:  n.cfg,
+		Config:  n.config,
+		Reload:  n.reloadFunc(),
 		Source:  n,
 		Metrics: n.metrics,
 		Allow:   allow,
@@ -40,24 +41,27 @@ func (n *Node) controlHandler() http.Handler {
 // Start, so that bound addresses are known.
 func (n *Node) State() control.State {
 	addrs := n.Addrs()
+	n.mu.Lock()
+	cfg, clients := n.cfg, n.clients
+	n.mu.Unlock()
 	s := control.State{
-		Name:        n.cfg.West.Name,
+		Name:        cfg.West.Name,
 		ControlAddr: addrs.Control,
-		Clients:     make([]control.Client, 0, len(n.cfg.Clients)),
-		Proxies:     make([]control.Proxy, 0, len(n.cfg.Proxies)),
+		Clients:     make([]control.Client, 0, len(cfg.Clients)),
+		Proxies:     make([]control.Proxy, 0, len(cfg.Proxies)),
 	}
 	connected := make(map[string]bool)
 	if n.server != nil {
-		srv := &control.Server{URL: n.cfg.Server.URL.String(), Addr: addrs.Tunnel, Peers: []control.Peer{}}
+		srv := &control.Server{URL: cfg.Server.URL.String(), Addr: addrs.Tunnel, Peers: []control.Peer{}}
 		for _, sess := range n.server.Sessions() {
 			srv.Peers = append(srv.Peers, peerState(sess))
 			connected[sess.Peer()] = true
 		}
 		s.Server = srv
 	}
-	for _, c := range n.cfg.Clients {
+	for _, c := range cfg.Clients {
 		url := c.URL.String()
-		st := n.clients[url].Status()
+		st := clients[url].Status()
 		cs := control.Client{
 			URL:      url,
 			Name:     c.Name,
@@ -80,7 +84,7 @@ func (n *Node) State() control.State {
 		}
 		s.Clients = append(s.Clients, cs)
 	}
-	for _, p := range n.cfg.Proxies {
+	for _, p := range cfg.Proxies {
 		ps := control.Proxy{URL: p.URL.String(), Kind: "http", Addr: addrs.Proxies[p.URL.String()]}
 		if p.ServerURL != nil {
 			ps.Peer, ps.Via = p.ServerURL.String(), "client"

@@ -26,6 +26,13 @@ func runNode(t *testing.T, js string, opts Options) (*Node, func() time.Duration
 	if err != nil {
 		t.Fatal(err)
 	}
+	return n, runStarted(t, n)
+}
+
+// runStarted starts and runs a built node; the returned function stops it
+// and waits, as does the test's end.
+func runStarted(t *testing.T, n *Node) func() time.Duration {
+	t.Helper()
 	if err := n.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +58,7 @@ func runNode(t *testing.T, js string, opts Options) (*Node, func() time.Duration
 		return time.Since(start)
 	}
 	t.Cleanup(func() { stop() })
-	return n, stop
+	return stop
 }
 
 // TestGracefulDrain stops each west of case 1 while a slow request is in

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,9 @@ type Options struct {
 	ShutdownGrace time.Duration
 	// Mux tunes every tunnel's multiplexer.
 	Mux tunnel.MuxOptions
+	// ConfigPath is the file the config came from; with it, ReloadFile and
+	// the control port's POST /api/reload read it anew.
+	ConfigPath string
 }
 
 // Node is one running west.
@@ -44,7 +48,7 @@ type Node struct {
 	log  *slog.Logger
 
 	far     *proxy.Far
-	gate    *gate                     // nil without wsts.sp
+	gate    atomic.Pointer[gate]      // nil without wsts.sp; Reload may replace it
 	server  *tunnel.Server            // nil without wsts.sp
 	clients map[string]*tunnel.Client // by server URL
 	servers []*listener               // tunnel server, proxy listeners, control port
@@ -117,25 +121,11 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 		}
 	}
 	for _, c := range cfg.Clients {
-		tc, err := clientTLS(c)
+		cl, err := n.buildClient(c)
 		if err != nil {
 			return nil, err
 		}
-		header, err := tokenHeader(c)
-		if err != nil {
-			return nil, err
-		}
-		n.clients[c.URL.String()] = tunnel.NewClient(tunnel.ClientOptions{
-			URL:       c.URL.String(),
-			Name:      c.Name,
-			Lazy:      !c.Early,
-			Handler:   n.far,
-			TLSConfig: tc,
-			Header:    header,
-			Mux:       opts.Mux,
-			Logger:    n.log.With("part", "tunnel-client"),
-			OnSession: n.onSession(control.RoleClient), // metrics; see control.go
-		})
+		n.clients[c.URL.String()] = cl
 	}
 	for _, p := range cfg.Proxies {
 		if err := n.addProxy(p); err != nil {
@@ -148,6 +138,29 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 	return n, nil
 }
 
+// buildClient builds the tunnel client of one wstc entry.
+func (n *Node) buildClient(c config.TunnelClient) (*tunnel.Client, error) {
+	tc, err := clientTLS(c)
+	if err != nil {
+		return nil, err
+	}
+	header, err := tokenHeader(c)
+	if err != nil {
+		return nil, err
+	}
+	return tunnel.NewClient(tunnel.ClientOptions{
+		URL:       c.URL.String(),
+		Name:      c.Name,
+		Lazy:      !c.Early,
+		Handler:   n.far,
+		TLSConfig: tc,
+		Header:    header,
+		Mux:       n.opts.Mux,
+		Logger:    n.log.With("part", "tunnel-client"),
+		OnSession: n.onSession(control.RoleClient), // metrics; see control.go
+	}), nil
+}
+
 // DefaultMaxStreams is how many streams one tunnel client may have open
 // towards the tunnel server when wsts.max_streams is not set.
 const DefaultMaxStreams = 8192
@@ -157,10 +170,13 @@ func (n *Node) addTunnelServer(s *config.TunnelServer) error {
 	if err != nil {
 		return err
 	}
-	if n.gate, err = newGate(s, n.log.With("part", "tunnel-server")); err != nil {
+	g, err := newGate(s, n.log.With("part", "tunnel-server"))
+	if err != nil {
 		return err
 	}
-	if !n.gate.authenticated() && s.ClientCAFile == "" && !isLoopback(s.Addr) {
+	g.onRefuse = n.metrics.TunnelRefused
+	n.gate.Store(g)
+	if !g.authenticated() && s.ClientCAFile == "" && !isLoopback(s.Addr) {
 		n.log.Warn("UNAUTHENTICATED TUNNEL SERVER on a non-loopback address: anyone who reaches it can take any peer name "+
 			"and make this west dial any target; set wsts.tokens or wsts.client_ca_file, and west.dial_allow",
 			"sp", s.URL.String())
@@ -169,7 +185,7 @@ func (n *Node) addTunnelServer(s *config.TunnelServer) error {
 	mo.MaxStreams = cmp.Or(s.MaxStreams, DefaultMaxStreams)
 	n.server = tunnel.NewServer(tunnel.ServerOptions{
 		Handler: n.far,
-		Admit:   n.gate.admit,
+		Admit:   func(r *http.Request, name string) error { return n.gate.Load().admit(r, name) },
 		Mux:     mo,
 		Logger:  n.log.With("part", "tunnel-server"),
 
@@ -316,22 +332,30 @@ func allowFunc(entries []string, path string) (func(netip.Addr) bool, error) {
 func (n *Node) Start() error {
 	n.startOnce.Do(func() {
 		for _, s := range n.servers {
-			ln, err := n.opts.Listen("tcp", s.addr)
-			if err != nil {
+			if err := n.listen(s); err != nil {
 				n.closeListeners()
-				n.startErr = fmt.Errorf("listen for %s %s on %s: %w", s.role, s.name, s.addr, err)
+				n.startErr = err
 				return
 			}
-			if s.maxConns > 0 {
-				ln = proxy.LimitListener(ln, s.maxConns)
-			}
-			if s.tls != nil {
-				ln = tls.NewListener(ln, s.tls)
-			}
-			s.ln = ln
 		}
 	})
 	return n.startErr
+}
+
+// listen opens the socket of s.
+func (n *Node) listen(s *listener) error {
+	ln, err := n.opts.Listen("tcp", s.addr)
+	if err != nil {
+		return fmt.Errorf("listen for %s %s on %s: %w", s.role, s.name, s.addr, err)
+	}
+	if s.maxConns > 0 {
+		ln = proxy.LimitListener(ln, s.maxConns)
+	}
+	if s.tls != nil {
+		ln = tls.NewListener(ln, s.tls)
+	}
+	s.ln = ln
+	return nil
 }
 
 func (n *Node) closeListeners() {
@@ -355,28 +379,24 @@ func (n *Node) Run(ctx context.Context) error {
 	hard, stopHard := context.WithCancel(context.Background())
 	defer stopHard()
 	g, gctx := errgroup.WithContext(hard)
+	n.mu.Lock()
+	n.group, n.groupCtx, n.running = g, gctx, true
+	n.clientStops = make(map[string]context.CancelFunc)
 	for _, s := range n.servers {
-		if hs, ok := s.srv.(*http.Server); ok {
-			hs.BaseContext = func(net.Listener) context.Context { return gctx }
-		}
-		n.log.Info("listening", "role", s.role, "name", s.name, "addr", s.ln.Addr().String())
-		g.Go(func() error {
-			err := s.srv.Serve(s.ln)
-			if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return fmt.Errorf("serve %s %s: %w", s.role, s.name, err)
-		})
+		n.serveLocked(s)
 	}
 	for url, c := range n.clients {
-		n.log.Debug("starting tunnel client", "server", url)
-		g.Go(func() error { return c.Run(gctx) })
+		n.startClientLocked(url, c)
 	}
+	n.mu.Unlock()
 	g.Go(func() error {
 		select {
 		case <-ctx.Done():
 		case <-gctx.Done(): // a listener failed
 		}
+		n.mu.Lock()
+		n.running = false // no more reloads
+		n.mu.Unlock()
 		n.shutdown()
 		stopHard()
 		return nil
@@ -384,13 +404,41 @@ func (n *Node) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
+// serveLocked serves s in the run group. n.mu must be held.
+func (n *Node) serveLocked(s *listener) {
+	gctx := n.groupCtx
+	if hs, ok := s.srv.(*http.Server); ok {
+		hs.BaseContext = func(net.Listener) context.Context { return gctx }
+	}
+	n.log.Info("listening", "role", s.role, "name", s.name, "addr", s.ln.Addr().String())
+	n.group.Go(func() error {
+		err := s.srv.Serve(s.ln)
+		if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+			return nil
+		}
+		return fmt.Errorf("serve %s %s: %w", s.role, s.name, err)
+	})
+}
+
+// startClientLocked runs tunnel client c in the run group until the node
+// stops or Reload removes it. n.mu must be held.
+func (n *Node) startClientLocked(url string, c *tunnel.Client) {
+	ctx, cancel := context.WithCancel(n.groupCtx)
+	n.clientStops[url] = cancel
+	n.log.Debug("starting tunnel client", "server", url)
+	n.group.Go(func() error { return c.Run(ctx) })
+}
+
 func (n *Node) shutdown() {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), n.opts.ShutdownGrace)
 	defer cancel()
 	n.log.Info("draining", "grace", n.opts.ShutdownGrace)
+	n.mu.Lock()
+	servers := slices.Clone(n.servers)
+	n.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, s := range n.servers {
+	for _, s := range servers {
 		if s.role == "tunnel" {
 			continue // tunnels carry the requests being drained
 		}
@@ -410,7 +458,7 @@ func (n *Node) shutdown() {
 	if err := n.far.Wait(ctx); err != nil {
 		n.log.Warn("drain deadline reached with streams still open; closing them")
 	}
-	for _, s := range n.servers {
+	for _, s := range servers {
 		if s.role == "tunnel" {
 			s.srv.Close()
 		}
@@ -432,6 +480,8 @@ type Addrs struct {
 // Addrs returns the bound addresses; call it after Start.
 func (n *Node) Addrs() Addrs {
 	a := Addrs{Proxies: make(map[string]string)}
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	for _, s := range n.servers {
 		if s.ln == nil {
 			continue
@@ -450,7 +500,11 @@ func (n *Node) Addrs() Addrs {
 }
 
 // Client returns the tunnel client for a server URL, or nil.
-func (n *Node) Client(url string) *tunnel.Client { return n.clients[url] }
+func (n *Node) Client(url string) *tunnel.Client {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.clients[url]
+}
 
 // Server returns the tunnel server, or nil.
 func (n *Node) Server() *tunnel.Server { return n.server }

@@ -28,7 +28,8 @@ type gate struct {
 	tokens    map[string][sha256.Size]byte // by peer name; nil means no tokens
 	certNames bool
 	failDelay time.Duration // how long a refusal takes, so guessing is slow
-	failures  atomic.Int64  // refusals so far, for metrics
+	failures  atomic.Int64  // refusals so far
+	onRefuse  func()        // told of each refusal, for metrics; may be nil
 	log       *slog.Logger
 }
 
@@ -64,6 +65,9 @@ func (g *gate) admit(r *http.Request, name string) error {
 		return nil
 	}
 	g.failures.Add(1)
+	if g.onRefuse != nil {
+		g.onRefuse()
+	}
 	// Every refusal takes about failDelay, whatever its cause, so that
 	// neither guessing nor timing pays.
 	d := g.failDelay/2 + rand.N(g.failDelay)

@@ -134,7 +134,7 @@ func TestTLSAndTokens(t *testing.T) {
 	g := startNode(t, fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "wss://127.0.0.1:0",
 		"tls_cert_file": %q, "tls_key_file": %q,
 		"tokens": {"case1.L": "env:WEST_TEST_TOKEN_L", "other": "env:WEST_TEST_TOKEN_O"}}}`, cert, key), Options{})
-	g.gate.failDelay = 50 * time.Millisecond
+	g.gate.Load().failDelay = 50 * time.Millisecond
 	srv := "wss://" + g.Addrs().Tunnel
 	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "case1.L"},
 		"wstc": {%q: {"ca_file": %q, "server_name": "tunnel.test", "token": "env:WEST_TEST_TOKEN_L"}},
@@ -167,7 +167,7 @@ func TestTLSAndTokens(t *testing.T) {
 	if code, _ := getStatus(t, proxyURL(t, l)+"/px/still"); code != 200 {
 		t.Errorf("after impostors: status %d, want 200", code)
 	}
-	if f := g.gate.failures.Load(); f < 2 {
+	if f := g.gate.Load().failures.Load(); f < 2 {
 		t.Errorf("gate counted %d failures, want at least 2", f)
 	}
 	// A plain ws:// client cannot talk to the TLS port at all.
@@ -181,7 +181,7 @@ func TestClientCertificateNames(t *testing.T) {
 	cert, key := ca.issue(t, "tunnel.test", "tunnel.test")
 	g := startNode(t, fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "wss://127.0.0.1:0",
 		"tls_cert_file": %q, "tls_key_file": %q, "client_ca_file": %q, "cert_names": "yes"}}`, cert, key, ca.file), Options{})
-	g.gate.failDelay = 50 * time.Millisecond
+	g.gate.Load().failDelay = 50 * time.Millisecond
 	srv := "wss://" + g.Addrs().Tunnel
 	lCert, lKey := ca.issue(t, "case1.L")
 	mCert, mKey := ca.issue(t, "mallory")
@@ -207,7 +207,7 @@ func TestClientCertificateNames(t *testing.T) {
 
 func TestTunnelServerACL(t *testing.T) {
 	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0", "ca": ["127.0.0.1", "::1", "allowed"]}}`, Options{})
-	g.gate.failDelay = 50 * time.Millisecond
+	g.gate.Load().failDelay = 50 * time.Millisecond
 	srv := "ws://" + g.Addrs().Tunnel
 	ok := startNode(t, fmt.Sprintf(`{"west": {"nm": "allowed"}, "wstc": {%q: {}}}`, srv), Options{})
 	waitClient(t, ok, srv, tunnel.StateUp)
@@ -217,7 +217,7 @@ func TestTunnelServerACL(t *testing.T) {
 	}
 
 	g2 := startNode(t, `{"west": {"nm": "G2"}, "wsts": {"sp": "ws://127.0.0.1:0", "ca": ["10.0.0.0/8", "fd00::/8"]}}`, Options{})
-	g2.gate.failDelay = 50 * time.Millisecond
+	g2.gate.Load().failDelay = 50 * time.Millisecond
 	srv2 := "ws://" + g2.Addrs().Tunnel
 	far := startNode(t, fmt.Sprintf(`{"west": {"nm": "allowed"}, "wstc": {%q: {}}}`, srv2), Options{})
 	if st := waitClient(t, far, srv2, tunnel.StateBackoff); !strings.Contains(st.LastError.Error(), "127.0.0.1 is not in wsts.ca") {

@@ -1,0 +1,225 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+
+	"github.com/west-tunnel/west/internal/config"
+	"github.com/west-tunnel/west/internal/proxy"
+	"github.com/west-tunnel/west/internal/tunnel"
+)
+
+// config returns the configuration in force.
+func (n *Node) config() *config.Config {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cfg
+}
+
+// reloadFunc is what the control port's POST /api/reload calls: the file
+// the node was started from, read anew. Nil when there is no such file.
+func (n *Node) reloadFunc() func() error {
+	if n.opts.ConfigPath == "" {
+		return nil
+	}
+	return n.ReloadFile
+}
+
+// ReloadFile reads Options.ConfigPath anew and applies it with Reload.
+func (n *Node) ReloadFile() error {
+	if n.opts.ConfigPath == "" {
+		return errors.New("reload: the node was not started from a file")
+	}
+	cfg, err := config.Load(n.opts.ConfigPath)
+	if err != nil {
+		return err
+	}
+	return n.Reload(cfg)
+}
+
+// Reload applies cfg to the running node without dropping what it leaves
+// unchanged: tunnel clients and proxy listeners that are the same keep
+// running, connections and all; removed ones drain and stop; added ones
+// start; an HTTP listener whose routes or options changed keeps its socket
+// and its connections and serves new requests by the new routes. wsts.ca
+// and wsts.tokens apply to new handshakes. The west object and the rest of
+// wsts need a restart: a cfg that changes them is refused, as is one that
+// cannot be built, and then nothing changes. An error from a listener that
+// cannot bind is returned after the rest has been applied.
+func (n *Node) Reload(cfg *config.Config) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.running {
+		return errors.New("reload: the node is not running")
+	}
+	if err := fixedParts(n.cfg, cfg); err != nil {
+		return err
+	}
+	var admission *gate
+	if cfg.Server != nil && !reflect.DeepEqual(n.cfg.Server, cfg.Server) {
+		g, err := newGate(cfg.Server, n.log.With("part", "tunnel-server"))
+		if err != nil {
+			return err
+		}
+		admission = g
+	}
+
+	// Build everything first, so that a config that fails to build
+	// changes nothing.
+	oldClients := make(map[string]config.TunnelClient, len(n.cfg.Clients))
+	for _, c := range n.cfg.Clients {
+		oldClients[c.URL.String()] = c
+	}
+	clients := make(map[string]*tunnel.Client, len(cfg.Clients))
+	var added []string
+	for _, c := range cfg.Clients {
+		url := c.URL.String()
+		if old, ok := oldClients[url]; ok && sameClient(old, c) {
+			clients[url] = n.clients[url]
+			continue
+		}
+		cl, err := n.buildClient(c)
+		if err != nil {
+			return err
+		}
+		clients[url] = cl
+		added = append(added, url)
+	}
+
+	type swap struct {
+		l *listener
+		h *proxy.HTTP
+		p config.Proxy
+	}
+	var swaps []swap
+	var stops, starts, kept []*listener
+	current := make(map[string]*listener)
+	var others []*listener // the tunnel server and the control port
+	for _, l := range n.servers {
+		if l.role == "proxy" {
+			current[l.name] = l
+		} else {
+			others = append(others, l)
+		}
+	}
+	for _, p := range cfg.Proxies {
+		name := p.URL.String()
+		old := current[name]
+		delete(current, name)
+		sameDialer := p.ServerURL == nil || clients[p.ServerURL.String()] == n.clients[p.ServerURL.String()]
+		switch {
+		case old != nil && sameDialer && reflect.DeepEqual(old.proxy, p):
+			kept = append(kept, old)
+		case old != nil && old.handler != nil && p.Kind == config.KindHTTP && old.proxy.Addr == p.Addr && old.proxy.MaxConns == p.MaxConns:
+			h, err := n.buildHTTP(p, clients)
+			if err != nil {
+				return err
+			}
+			swaps = append(swaps, swap{old, h, p})
+		default:
+			l, err := n.buildProxy(p, clients)
+			if err != nil {
+				return err
+			}
+			starts = append(starts, l)
+			if old != nil {
+				stops = append(stops, old)
+			}
+		}
+	}
+	for _, l := range current {
+		stops = append(stops, l)
+	}
+
+	// Apply. Stop first, so that a changed listener can bind its address
+	// again.
+	for _, l := range stops {
+		n.stopListener(l)
+	}
+	var errs []error
+	servers := append(others, kept...)
+	for _, l := range starts {
+		if err := n.listen(l); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n.serveLocked(l)
+		servers = append(servers, l)
+	}
+	for _, sw := range swaps {
+		old := sw.l.handler.h.Swap(sw.h)
+		old.CloseIdleConnections()
+		sw.l.proxy = sw.p
+		servers = append(servers, sw.l)
+	}
+	for url, stop := range n.clientStops {
+		if clients[url] != n.clients[url] {
+			stop()
+			delete(n.clientStops, url)
+		}
+	}
+	for _, url := range added {
+		n.startClientLocked(url, clients[url])
+	}
+	if admission != nil {
+		admission.failDelay = n.gate.Load().failDelay
+		admission.onRefuse = n.metrics.TunnelRefused
+		n.gate.Store(admission)
+	}
+	n.clients, n.servers, n.cfg = clients, servers, cfg
+	n.log.Info("configuration reloaded",
+		"listeners_started", len(starts), "listeners_stopped", len(stops), "listeners_rerouted", len(swaps),
+		"listeners_kept", len(kept), "tunnel_clients_started", len(added))
+	return errors.Join(errs...)
+}
+
+// stopListener stops accepting on l at once and lets its requests in
+// flight finish within the shutdown grace, in the background.
+func (n *Node) stopListener(l *listener) {
+	n.log.Info("stopping listener", "role", l.role, "name", l.name)
+	l.ln.Close()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), n.opts.ShutdownGrace)
+		defer cancel()
+		if err := l.srv.Shutdown(ctx); errors.Is(err, context.DeadlineExceeded) {
+			l.srv.Close()
+		}
+		if l.after != nil {
+			l.after()
+		}
+	}()
+}
+
+// sameClient reports whether two wstc entries dial alike; whether an
+// entry was written or implied by an "ea" does not matter.
+func sameClient(a, b config.TunnelClient) bool {
+	a.Implied, b.Implied = false, false
+	return reflect.DeepEqual(a, b)
+}
+
+// fixedParts refuses changes that Reload cannot apply in place.
+func fixedParts(old, cfg *config.Config) error {
+	var changed []string
+	if !reflect.DeepEqual(old.West, cfg.West) {
+		changed = append(changed, "west")
+	}
+	switch {
+	case (old.Server == nil) != (cfg.Server == nil):
+		changed = append(changed, "wsts.sp")
+	case old.Server != nil:
+		a, b := *old.Server, *cfg.Server
+		a.ACL, b.ACL = nil, nil
+		a.Tokens, b.Tokens = nil, nil
+		if !reflect.DeepEqual(a, b) {
+			changed = append(changed, "wsts (but for ca and tokens)")
+		}
+	}
+	if len(changed) > 0 {
+		slices.Sort(changed)
+		return fmt.Errorf("reload: %v changed, which needs a restart; the running configuration stays", changed)
+	}
+	return nil
+}

@@ -1,0 +1,182 @@
+package node
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/west-tunnel/west/internal/config"
+	"github.com/west-tunnel/west/internal/tunnel"
+)
+
+func mustParse(t *testing.T, js string) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse([]byte(js))
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, js)
+	}
+	return cfg
+}
+
+func TestReload(t *testing.T) {
+	be := backend(t)
+	echo := echoServer(t)
+	g, _ := runNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	g2, _ := runNode(t, `{"west": {"nm": "G2"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	srv, srv2 := "ws://"+g.Addrs().Tunnel, "ws://"+g2.Addrs().Tunnel
+	var pre prebound
+	httpAddr, tcpAddr, newAddr := pre.addr(t), pre.addr(t), pre.addr(t)
+	// newAddr is only reserved; release it so that the reload can bind it.
+	pre.mu.Lock()
+	pre.lns[newAddr].Close()
+	delete(pre.lns, newAddr)
+	pre.mu.Unlock()
+
+	conf := func(routes, extra string) string {
+		return fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {
+			"http://%s": {"ea": %q, %s},
+			"tcp://%s": {"ea": %q, "ou": "tcp://%s"}%s}}`, httpAddr, srv, routes, tcpAddr, srv, echo, extra)
+	}
+	l, _ := runNode(t, conf(fmt.Sprintf(`"/a": {"ou": "%s/x"}`, be.URL), ""), Options{Listen: pre.listen})
+	waitClient(t, l, srv, tunnel.StateUp)
+	if code, _ := getStatus(t, "http://"+httpAddr+"/a"); code != 200 {
+		t.Fatalf("before reload: /a %d", code)
+	}
+	// A raw TCP connection that must live through every reload.
+	tc, err := net.Dial("tcp", tcpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	echoLine(t, tc, "before")
+
+	// Reroute /a to /b, add a listener and a tunnel client.
+	next := conf(fmt.Sprintf(`"/b": {"ou": "%s/x"}`, be.URL),
+		fmt.Sprintf(`, "http://%s": {"ea": %q, "/": {"ou": "%s/x"}}`, newAddr, srv2, be.URL))
+	if err := l.Reload(mustParse(t, next)); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if code, _ := getStatus(t, "http://"+httpAddr+"/a"); code != 404 {
+		t.Errorf("after reload: /a %d, want 404", code)
+	}
+	if code, _ := getStatus(t, "http://"+httpAddr+"/b"); code != 200 {
+		t.Errorf("after reload: /b %d, want 200", code)
+	}
+	waitClient(t, l, srv2, tunnel.StateUp)
+	if code, body := getStatus(t, "http://"+newAddr+"/new"); code != 200 {
+		t.Errorf("added listener: %d %q", code, body)
+	}
+	echoLine(t, tc, "after the first reload")
+	if c := l.Client(srv).Status().Connects; c != 1 {
+		t.Errorf("the unchanged tunnel was redialled: %d connects", c)
+	}
+
+	// Refused: a change of the west object; nothing changes.
+	bad := strings.Replace(next, `"nm": "L"`, `"nm": "L-renamed"`, 1)
+	if err := l.Reload(mustParse(t, bad)); err == nil || !strings.Contains(err.Error(), "west") {
+		t.Errorf("reload changing west.nm: %v, want a refusal naming west", err)
+	}
+	if code, _ := getStatus(t, "http://"+newAddr+"/new"); code != 200 {
+		t.Errorf("after a refused reload: %d", code)
+	}
+
+	// Remove the added listener and its tunnel client.
+	if err := l.Reload(mustParse(t, conf(fmt.Sprintf(`"/b": {"ou": "%s/x"}`, be.URL), ""))); err != nil {
+		t.Fatalf("second reload: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for g2.Server().Session("L") != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the removed tunnel client is still connected")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := http.Get("http://" + newAddr + "/new"); err == nil {
+		t.Error("the removed listener still answers")
+	}
+	echoLine(t, tc, "after the second reload")
+	if _, ok := l.Addrs().Proxies["http://"+newAddr]; ok {
+		t.Error("Addrs still lists the removed listener")
+	}
+}
+
+func TestReloadTokens(t *testing.T) {
+	t.Setenv("WEST_TEST_TOKEN_A", "token-a-0123456789abcdef")
+	t.Setenv("WEST_TEST_TOKEN_B", "token-b-0123456789abcdef")
+	var pre prebound
+	addr := pre.addr(t)
+	gconf := `{"west": {"nm": "G"}, "wsts": {"sp": "ws://%s", "tokens": {"A": "env:WEST_TEST_TOKEN_A"%s}}}`
+	g, _ := runNode(t, fmt.Sprintf(gconf, addr, ""), Options{Listen: pre.listen})
+	g.gate.Load().failDelay = 10 * time.Millisecond
+	srv := "ws://" + addr
+	b, _ := runNode(t, fmt.Sprintf(`{"west": {"nm": "B"}, "wstc": {%q: {"token": "env:WEST_TEST_TOKEN_B"}}}`, srv), Options{})
+	waitClient(t, b, srv, tunnel.StateBackoff)
+	// Admitting B takes a reload, not a restart.
+	if err := g.Reload(mustParse(t, fmt.Sprintf(gconf, addr, `, "B": "env:WEST_TEST_TOKEN_B"`))); err != nil {
+		t.Fatalf("reload with B's token: %v", err)
+	}
+	waitClient(t, b, srv, tunnel.StateUp)
+}
+
+func TestReloadFileThroughControlPort(t *testing.T) {
+	be := backend(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "west.json")
+	write := func(js string) {
+		if err := os.WriteFile(file, []byte(js), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var pre prebound
+	cp, listen := pre.addr(t), pre.addr(t)
+	conf := func(path string) string {
+		return fmt.Sprintf(`{"west": {"nm": "G", "cp": %q}, "wsts": {"sp": "ws://127.0.0.1:0"},
+			"proxy": {"http://%s": {"en": "L", %q: {"ou": "%s/x"}}}}`, cp, listen, path, be.URL)
+	}
+	write(conf("/one"))
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(cfg, Options{Logger: testLogger(t), Listen: pre.listen, ConfigPath: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runStarted(t, g)
+	runNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
+	waitUp(t, g, "L")
+
+	post := func() (int, string) {
+		resp, err := http.Post("http://"+cp+"/api/reload", "text/plain", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return resp.StatusCode, string(b)
+	}
+	write(conf("/two"))
+	if code, body := post(); code != 200 {
+		t.Fatalf("POST /api/reload: %d %q", code, body)
+	}
+	if code, _ := getStatus(t, "http://"+listen+"/two"); code != 200 {
+		t.Errorf("new route after reload: %d", code)
+	}
+	write(`{"west": {"nm": "G", "cp": 5}}`)
+	code, body := post()
+	if code != 422 || !strings.Contains(body, "west.cp") {
+		t.Errorf("reload of a bad file: %d %q, want 422 naming west.cp", code, body)
+	}
+	if code, _ := getStatus(t, "http://"+listen+"/two"); code != 200 {
+		t.Errorf("after a rejected reload: %d", code)
+	}
+	if code, _ := getStatus(t, "http://"+cp+"/api/reload"); code != 405 {
+		t.Errorf("GET /api/reload: %d, want 405", code)
+	}
+}
