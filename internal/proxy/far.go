@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -242,7 +241,7 @@ func Pipe(ctx context.Context, a, b net.Conn) (aToB, bToA int64) {
 // copyHalf copies src to dst; at src's end it half-closes dst, and on an
 // error it closes both sides so the other direction ends too.
 func copyHalf(dst, src net.Conn, closeBoth func()) int64 {
-	n, err := io.Copy(dst, src)
+	n, err := copyConn(dst, src)
 	if err != nil {
 		closeBoth()
 		return n

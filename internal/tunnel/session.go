@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -230,6 +231,24 @@ func (s *Stream) Read(b []byte) (int, error) {
 func (s *Stream) Write(b []byte) (int, error) {
 	n, err := s.st.Write(b)
 	s.stats.BytesOut.Add(int64(n))
+	return n, err
+}
+
+// WriteTo copies the stream to w until the peer's end-of-stream, straight
+// from the multiplexer's buffers: an idle stream waiting in WriteTo holds
+// no copy buffer of its own.
+func (s *Stream) WriteTo(w io.Writer) (int64, error) {
+	return s.st.WriteTo(countingWriter{w, &s.stats.BytesIn})
+}
+
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n.Add(int64(n))
 	return n, err
 }
 

@@ -1,0 +1,81 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"sync"
+	"syscall"
+
+	"github.com/west-tunnel/west/internal/tunnel"
+)
+
+// copyBufSize is the size of the buffers that carry bytes from a socket
+// into a stream: large enough for few, big multiplexer frames.
+const copyBufSize = 64 << 10
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+
+// copyConn copies src to dst until src's end-of-stream or an error, as
+// io.Copy does, but without pinning a buffer to an idle connection: a
+// tunnel stream is drained by its own WriteTo, and a socket is read into a
+// pooled buffer only once it is readable. Ten thousand idle TCP
+// connections then cost goroutines, not ten thousand buffers.
+func copyConn(dst io.Writer, src net.Conn) (int64, error) {
+	if st, ok := src.(*tunnel.Stream); ok {
+		return st.WriteTo(dst)
+	}
+	rc := rawConn(src)
+	var total int64
+	drained := true // the last read did not fill the buffer
+	for {
+		if drained && rc != nil {
+			if err := waitReadable(rc); err != nil {
+				// Let Read report the error, as io.Copy would.
+				rc = nil
+			}
+		}
+		bp := copyBufs.Get().(*[]byte)
+		buf := *bp
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			nw, werr := dst.Write(buf[:n])
+			total += int64(nw)
+			if werr == nil && nw != n {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				copyBufs.Put(bp)
+				return total, werr
+			}
+		}
+		copyBufs.Put(bp)
+		drained = n < len(buf)
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
+}
+
+// rawConn digs the socket out of the wrappers this package puts around
+// connections, or returns nil.
+func rawConn(c net.Conn) syscall.RawConn {
+	for {
+		switch t := c.(type) {
+		case trackedConn:
+			c = t.Conn
+		case *limitConn:
+			c = t.Conn
+		case syscall.Conn:
+			rc, err := t.SyscallConn()
+			if err != nil {
+				return nil
+			}
+			return rc
+		default:
+			return nil
+		}
+	}
+}
