@@ -100,6 +100,10 @@ func NewHTTP(opts HTTPOptions) *HTTP {
 	h := &HTTP{opts: opts, log: log.With("listener", opts.Name, "peer", opts.Peer)}
 	h.transport = &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			// The listener's timeout bounds the far side's answer to the
+			// stream too, not only the backend's response headers.
+			ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+			defer cancel()
 			return opts.Dialer.Dial(ctx, wire.Header{Kind: wire.KindHTTP, Target: addr})
 		},
 		TLSClientConfig:       opts.TLSConfig,
@@ -198,6 +202,10 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// (an echo, a bidirectional stream); Go's HTTP/1 server otherwise
 		// stops reading it then. HTTP/2 is always full duplex.
 		http.NewResponseController(w).EnableFullDuplex()
+		// With full duplex, the Transport may still read or close the body
+		// after a failed round trip; be done with it before returning
+		// (golang/go#68560), or net/http panics on the next request.
+		defer r.Body.Close()
 		r = r.WithContext(context.WithValue(r.Context(), errorKey{}, &proxyErr))
 		rt.proxy.ServeHTTP(rec, r)
 	}
@@ -254,6 +262,10 @@ func (h *HTTP) serveError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if r.Context().Err() != nil {
 		return // nobody is listening
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		// The body may be unread: the client must not reuse the connection.
+		w.Header().Set("Connection", "close")
 	}
 	writeError(w, statusFor(err), err)
 }

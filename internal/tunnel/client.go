@@ -30,7 +30,9 @@ type ClientOptions struct {
 	// up to MaxBackoff, each wait jittered by ±20%. Zero means 250ms and 15s.
 	MinBackoff, MaxBackoff time.Duration
 	// StableAfter is how long a session must last before the backoff
-	// starts again from MinBackoff. Zero means 10s.
+	// starts again from MinBackoff; shorter ones (a server that accepts and
+	// drops at once) keep it growing. Zero means 1s, so that a path that
+	// flaps every few seconds is redialled within MinBackoff each time.
 	StableAfter time.Duration
 	// ConnectWait is how long Dial waits for a connection attempt under
 	// way before it answers ErrPeerDown. Zero means 3s.
@@ -98,7 +100,7 @@ func NewClient(opts ClientOptions) *Client {
 		opts.MaxBackoff = opts.MinBackoff
 	}
 	if opts.StableAfter <= 0 {
-		opts.StableAfter = 10 * time.Second
+		opts.StableAfter = time.Second
 	}
 	if opts.ConnectWait <= 0 {
 		opts.ConnectWait = 3 * time.Second
@@ -170,7 +172,9 @@ func (c *Client) Run(ctx context.Context) error {
 			}
 			lasted := time.Since(sess.since)
 			err = fmt.Errorf("tunnel closed after %s", lasted.Round(time.Millisecond))
-			c.setStatus(func(s *Status) { s.Session, s.LastError = nil, err })
+			// Leave StateUp in the same step that drops the session, so that
+			// no Dial sees an up state without a session.
+			c.setStatus(func(s *Status) { s.State, s.Session, s.LastError = StateConnecting, nil, err })
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -275,15 +279,15 @@ func (c *Client) Dial(ctx context.Context, h wire.Header) (net.Conn, error) {
 		c.mu.Lock()
 		st, changed := c.status, c.changed
 		c.mu.Unlock()
-		switch st.State {
-		case StateUp:
+		switch {
+		case st.State == StateUp && st.Session != nil:
 			return st.Session.Open(ctx, h)
-		case StateIdle:
+		case st.State == StateIdle:
 			select {
 			case c.demand <- struct{}{}:
 			default:
 			}
-		case StateBackoff, StateStopped:
+		case st.State == StateBackoff, st.State == StateStopped:
 			return nil, c.downError(st)
 		}
 		select {
