@@ -3,7 +3,7 @@ module github.com/west-tunnel/west
 go 1.26.8
 
 require (
-	github.com/coder/websocket v1.8.15
+	github.com/gorilla/websocket v1.5.3
 	github.com/prometheus/client_golang v1.25.0
 	github.com/xtaci/smux v1.5.58
 	golang.org/x/sync v0.25.0

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/gorilla/websocket"
 )
 
 // through builds a path of one tunnel (case 1 shape: L's listener sends
@@ -235,19 +235,19 @@ func waitDial(t *testing.T, addr string) {
 
 func TestWebSocketUpgrade(t *testing.T) {
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, nil)
+		c, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
 		if err != nil {
 			return
 		}
-		defer c.CloseNow()
+		defer c.Close()
 		// Greet first, so a message flows backend to client unprompted.
-		c.Write(r.Context(), websocket.MessageText, []byte("hello "+r.URL.Path))
+		c.WriteMessage(websocket.TextMessage, []byte("hello "+r.URL.Path))
 		for {
-			typ, msg, err := c.Read(r.Context())
+			typ, msg, err := c.ReadMessage()
 			if err != nil {
 				return
 			}
-			if err := c.Write(r.Context(), typ, append([]byte("echo "), msg...)); err != nil {
+			if err := c.WriteMessage(typ, append([]byte("echo "), msg...)); err != nil {
 				return
 			}
 		}
@@ -255,28 +255,28 @@ func TestWebSocketUpgrade(t *testing.T) {
 	defer be.Close()
 	forHops(t, func(t *testing.T, hops int) {
 		entry := through(t, hops, "http", be.URL+"/", "")
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		c, _, err := websocket.Dial(ctx, "ws://"+entry+"/chat", nil)
+		d := websocket.Dialer{HandshakeTimeout: 20 * time.Second}
+		c, _, err := d.Dial("ws://"+entry+"/chat", nil)
 		if err != nil {
 			t.Fatalf("WebSocket handshake through the tunnel: %v", err)
 		}
-		defer c.CloseNow()
-		_, msg, err := c.Read(ctx)
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, msg, err := c.ReadMessage()
 		if err != nil || string(msg) != "hello /chat" {
 			t.Fatalf("greeting: %q, %v", msg, err)
 		}
 		for i := range 50 {
 			want := fmt.Sprintf("message %d %s", i, strings.Repeat("x", i*100))
-			if err := c.Write(ctx, websocket.MessageText, []byte(want)); err != nil {
+			if err := c.WriteMessage(websocket.TextMessage, []byte(want)); err != nil {
 				t.Fatal(err)
 			}
-			_, got, err := c.Read(ctx)
+			_, got, err := c.ReadMessage()
 			if err != nil || string(got) != "echo "+want {
 				t.Fatalf("message %d: %d bytes, %v", i, len(got), err)
 			}
 		}
-		c.Close(websocket.StatusNormalClosure, "")
+		c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
 	})
 }
 

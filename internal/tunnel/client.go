@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/gorilla/websocket"
 
 	"github.com/west-tunnel/west/internal/wire"
 )
@@ -220,33 +220,22 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 		header = http.Header{}
 	}
 	header.Set("Origin", c.opts.Name)
-	var remote string
-	transport := &http.Transport{
+	dialer := websocket.Dialer{
 		Proxy:           http.ProxyFromEnvironment,
 		TLSClientConfig: c.opts.TLSConfig,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-			if err == nil {
-				remote = conn.RemoteAddr().String()
-			}
-			return conn, err
-		},
-	}
-	defer transport.CloseIdleConnections()
-	ws, resp, err := websocket.Dial(hctx, c.opts.URL, &websocket.DialOptions{
-		HTTPClient:      &http.Client{Transport: transport},
-		HTTPHeader:      header,
 		Subprotocols:    []string{wire.Subprotocol},
-		CompressionMode: websocket.CompressionDisabled,
-	})
+		ReadBufferSize:  wsBufferSize,
+		WriteBufferSize: wsBufferSize,
+	}
+	ws, resp, err := dialer.DialContext(hctx, c.opts.URL, header)
 	if err != nil {
 		return nil, fmt.Errorf("dial tunnel server %s: %w", c.opts.URL, describeRefusal(resp, err))
 	}
 	if ws.Subprotocol() != wire.Subprotocol {
-		ws.Close(websocket.StatusPolicyViolation, "no common subprotocol")
+		ws.Close()
 		return nil, fmt.Errorf("dial tunnel server %s: %w: server chose subprotocol %q, want %q", c.opts.URL, errHandshake, ws.Subprotocol(), wire.Subprotocol)
 	}
-	return startSession(ctx, ws, true, c.opts.URL, remote, c.opts.Mux, c.log)
+	return startSession(ctx, ws, true, c.opts.URL, ws.RemoteAddr().String(), c.opts.Mux, c.log)
 }
 
 // describeRefusal adds the server's own reason, when it gave one.

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/gorilla/websocket"
 	"github.com/xtaci/smux"
 
 	"github.com/west-tunnel/west/internal/wire"
@@ -72,13 +72,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-		Subprotocols: []string{wire.Subprotocol},
-		// The Origin header carries the peer's name, not a web origin.
-		InsecureSkipVerify: true,
-		CompressionMode:    websocket.CompressionDisabled,
-	})
+	c, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		// Upgrade has answered the client with the reason.
 		log.Warn("tunnel upgrade failed", "err", err)
 		return
 	}
@@ -195,13 +191,21 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// startSession puts a multiplexer on an established WebSocket.
+var upgrader = websocket.Upgrader{
+	ReadBufferSize:  wsBufferSize,
+	WriteBufferSize: wsBufferSize,
+	Subprotocols:    []string{wire.Subprotocol},
+	// The Origin header carries the peer's name, not a web origin.
+	CheckOrigin: func(*http.Request) bool { return true },
+}
+
+// startSession puts a multiplexer on an established WebSocket, which it
+// closes when ctx ends.
 func startSession(ctx context.Context, c *websocket.Conn, client bool, peer, remote string, mo MuxOptions, log *slog.Logger) (*Session, error) {
 	// A frame is one message; allow a little beyond the largest frame.
 	c.SetReadLimit(maxFrame + 1024)
-	// Closing skips the WebSocket close handshake: the peer may be dead,
-	// and a live one learns of the close from the connection anyway.
-	conn := closeNow{websocket.NetConn(ctx, c, websocket.MessageBinary), c}
+	conn := &wsConn{ws: c}
+	context.AfterFunc(ctx, func() { c.Close() })
 	var mux *smux.Session
 	var err error
 	if client {
@@ -210,15 +214,8 @@ func startSession(ctx context.Context, c *websocket.Conn, client bool, peer, rem
 		mux, err = smux.Server(conn, mo.smuxConfig())
 	}
 	if err != nil {
-		c.CloseNow()
+		c.Close()
 		return nil, fmt.Errorf("start multiplexer: %w", err)
 	}
 	return newSession(mux, peer, remote, mo.MaxStreams, log), nil
 }
-
-type closeNow struct {
-	net.Conn
-	ws *websocket.Conn
-}
-
-func (c closeNow) Close() error { return c.ws.CloseNow() }

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/gorilla/websocket"
 
 	"github.com/west-tunnel/west/internal/wire"
 )
@@ -350,16 +350,12 @@ func TestMalformedStreamHeader(t *testing.T) {
 // so a test can send what no west would.
 func rawTunnel(t *testing.T, h *harness, name string) *websocket.Conn {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ws, _, err := websocket.Dial(ctx, h.url, &websocket.DialOptions{
-		Subprotocols: []string{wire.Subprotocol},
-		HTTPHeader:   http.Header{"Origin": {name}},
-	})
+	d := websocket.Dialer{Subprotocols: []string{wire.Subprotocol}, HandshakeTimeout: 5 * time.Second}
+	ws, _, err := d.Dial(h.url, http.Header{"Origin": {name}})
 	if err != nil {
 		t.Fatalf("raw handshake: %v", err)
 	}
-	t.Cleanup(func() { ws.CloseNow() })
+	t.Cleanup(func() { ws.Close() })
 	return ws
 }
 
@@ -372,25 +368,25 @@ func TestGarbageAfterUpgrade(t *testing.T) {
 
 	for name, send := range map[string]func(*websocket.Conn) error{
 		"garbage frame": func(ws *websocket.Conn) error {
-			return ws.Write(context.Background(), websocket.MessageBinary, []byte("GET / HTTP/1.1\r\n\r\n not smux at all"))
+			return ws.WriteMessage(websocket.BinaryMessage, []byte("GET / HTTP/1.1\r\n\r\n not smux at all"))
 		},
 		"text message": func(ws *websocket.Conn) error {
-			return ws.Write(context.Background(), websocket.MessageText, []byte("hello"))
+			return ws.WriteMessage(websocket.TextMessage, []byte("hello"))
 		},
 		"oversized message": func(ws *websocket.Conn) error {
-			return ws.Write(context.Background(), websocket.MessageBinary, make([]byte, 4<<20))
+			return ws.WriteMessage(websocket.BinaryMessage, make([]byte, 4<<20))
 		},
 		"replayed syn": func(ws *websocket.Conn) error {
 			// smux v2 SYN for stream 3, twice, then a PSH claiming 60000
 			// bytes with none behind it.
 			syn := []byte{2, 0, 0, 0, 3, 0, 0, 0}
-			if err := ws.Write(context.Background(), websocket.MessageBinary, syn); err != nil {
+			if err := ws.WriteMessage(websocket.BinaryMessage, syn); err != nil {
 				return err
 			}
-			if err := ws.Write(context.Background(), websocket.MessageBinary, syn); err != nil {
+			if err := ws.WriteMessage(websocket.BinaryMessage, syn); err != nil {
 				return err
 			}
-			return ws.Write(context.Background(), websocket.MessageBinary, []byte{2, 2, 0x60, 0xea, 3, 0, 0, 0})
+			return ws.WriteMessage(websocket.BinaryMessage, []byte{2, 2, 0x60, 0xea, 3, 0, 0, 0})
 		},
 	} {
 		peer := "attacker-" + strings.ReplaceAll(name, " ", "-")
@@ -402,7 +398,7 @@ func TestGarbageAfterUpgrade(t *testing.T) {
 		// Keep reading so that close handshakes complete.
 		go func() {
 			for {
-				if _, _, err := ws.Read(context.Background()); err != nil {
+				if _, _, err := ws.ReadMessage(); err != nil {
 					return
 				}
 			}

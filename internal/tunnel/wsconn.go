@@ -1,0 +1,71 @@
+package tunnel
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// wsBufferSize is the WebSocket read and write buffer of a tunnel: one
+// multiplexer frame and its WebSocket header fit, so each frame leaves in
+// one message, one (masked, on the client) buffer and one write.
+const wsBufferSize = maxFrame + 64
+
+// wsConn is a net.Conn over a WebSocket for the multiplexer: each Write is
+// one binary message and Read runs the messages together. It sets no
+// per-call timers and allocates nothing per frame. smux reads from one
+// goroutine and writes from one, as gorilla/websocket requires.
+type wsConn struct {
+	ws *websocket.Conn
+	r  io.Reader // the message being read, nil between messages
+}
+
+func (c *wsConn) Read(b []byte) (int, error) {
+	for {
+		if c.r == nil {
+			typ, r, err := c.ws.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			if typ != websocket.BinaryMessage {
+				c.ws.Close()
+				return 0, fmt.Errorf("%w: a text message on the tunnel, where only binary ones belong", errHandshake)
+			}
+			c.r = r
+		}
+		n, err := c.r.Read(b)
+		if err == io.EOF {
+			c.r = nil
+			if n == 0 {
+				continue
+			}
+			err = nil
+		}
+		return n, err
+	}
+}
+
+func (c *wsConn) Write(b []byte) (int, error) {
+	if err := c.ws.WriteMessage(websocket.BinaryMessage, b); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// Close closes the connection without the WebSocket close handshake: the
+// peer may be dead, and a live one learns of the close from the socket.
+func (c *wsConn) Close() error                       { return c.ws.Close() }
+func (c *wsConn) LocalAddr() net.Addr                { return c.ws.LocalAddr() }
+func (c *wsConn) RemoteAddr() net.Addr               { return c.ws.RemoteAddr() }
+func (c *wsConn) SetReadDeadline(t time.Time) error  { return c.ws.SetReadDeadline(t) }
+func (c *wsConn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
+
+func (c *wsConn) SetDeadline(t time.Time) error {
+	if err := c.ws.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.ws.SetWriteDeadline(t)
+}
