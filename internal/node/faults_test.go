@@ -668,7 +668,7 @@ func TestFaultRandomThousand(t *testing.T) {
 		t.Errorf("%d requests hung past %s and %d came back corrupt", ty.hung, deadline, ty.corrupt)
 	}
 	if n := ty.noResponse(); n != 0 {
-		knownBugErrorf(t, "full-duplex-body", "%d requests got no response at all from the listener", n)
+		knownBugErrorf(t, "no-response", "%d requests got no response at all from the listener", n)
 	}
 	if ty.ok < requests/10 {
 		t.Errorf("only %d of %d requests succeeded: the faults left the tunnel down", ty.ok, requests)
