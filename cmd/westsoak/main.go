@@ -155,8 +155,8 @@ func run(ctx context.Context, o options, out io.Writer) (bool, error) {
 		if final {
 			label = "final "
 		}
-		fmt.Fprintf(out, "%s ok=%d fail=%d hung=%d corrupt=%d | %s | tunnel %s connects=%d faults=%s | goroutines=%d fds=%d rss=%dMiB heap=%dMiB | west logs %s\n",
-			label, s.ok, s.failed(), s.hung, s.corrupt, s.causes(), cs.State, cs.Connects, faults,
+		fmt.Fprintf(out, "%s ok=%d fail=%d hung=%d corrupt=%d longest-outage=%s | %s | tunnel %s connects=%d faults=%s | goroutines=%d fds=%d rss=%dMiB heap=%dMiB | west logs %s\n",
+			label, s.ok, s.failed(), s.hung, s.corrupt, s.maxGap.Round(100*time.Millisecond), s.causes(), cs.State, cs.Connects, faults,
 			runtime.NumGoroutine(), fds, rss>>20, ms.HeapInuse>>20, logs)
 	}
 	tick := time.NewTicker(o.reportEvery)
@@ -374,11 +374,14 @@ type stats struct {
 	byCause  map[string]int
 	examples []string
 	seen     map[string]bool
+	lastOK   time.Time     // when the latest success ended
+	maxGap   time.Duration // the longest time without a success
 }
 
 type snapshot struct {
 	ok, hung, corrupt int
 	byCause           map[string]int
+	maxGap            time.Duration
 }
 
 func (s *stats) add(o outcome) {
@@ -390,6 +393,11 @@ func (s *stats) add(o outcome) {
 	switch {
 	case o.cause == "ok":
 		s.ok++
+		now := time.Now()
+		if !s.lastOK.IsZero() {
+			s.maxGap = max(s.maxGap, now.Sub(s.lastOK))
+		}
+		s.lastOK = now
 		return
 	case strings.HasSuffix(o.cause, "hung"):
 		s.hung++
@@ -410,7 +418,11 @@ func (s *stats) snapshot() snapshot {
 	for k, v := range s.byCause {
 		c[k] = v
 	}
-	return snapshot{ok: s.ok, hung: s.hung, corrupt: s.corrupt, byCause: c}
+	gap := s.maxGap
+	if !s.lastOK.IsZero() {
+		gap = max(gap, time.Since(s.lastOK))
+	}
+	return snapshot{ok: s.ok, hung: s.hung, corrupt: s.corrupt, byCause: c, maxGap: gap}
 }
 
 func (s snapshot) failed() int {
