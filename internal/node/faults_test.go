@@ -38,9 +38,9 @@ func faultOpts(t *testing.T) Options {
 	return Options{Logger: testutil.Logger(t, slog.LevelWarn), Mux: fastMux, ShutdownGrace: 2 * time.Second}
 }
 
-// runNode starts a node on js and returns it with a stop function that
+// runFaultNode starts a node on js and returns it with a stop function that
 // ends it and waits; stop is idempotent and also runs when the test ends.
-func runNode(t *testing.T, js string, opts Options) (*Node, func()) {
+func runFaultNode(t *testing.T, js string, opts Options) (*Node, func()) {
 	t.Helper()
 	cfg, err := config.Parse([]byte(js))
 	if err != nil {
@@ -269,7 +269,7 @@ func TestFaultServerRestartMidTransfer(t *testing.T) {
 	gConfig := fmt.Sprintf(`{"west": {"nm": "restart.G"}, "wsts": {"sp": "ws://%s"}}`, gAddr)
 	gOpts := faultOpts(t)
 	gOpts.Listen = pre.listen
-	_, stopG := runNode(t, gConfig, gOpts)
+	_, stopG := runFaultNode(t, gConfig, gOpts)
 	l := startNode(t, fmt.Sprintf(`{
 		"west": {"nm": "restart.L"},
 		"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/px": {"ou": "%s/x"}}}
@@ -311,7 +311,7 @@ func TestFaultServerRestartMidTransfer(t *testing.T) {
 
 	// G comes back on the same address.
 	restarted := time.Now()
-	g2, _ := runNode(t, gConfig, faultOpts(t))
+	g2, _ := runFaultNode(t, gConfig, faultOpts(t))
 	deadline := time.Now().Add(10 * time.Second)
 	for g2.Server().Session("restart.L") == nil {
 		if time.Now().After(deadline) {
