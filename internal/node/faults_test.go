@@ -1,0 +1,828 @@
+package node
+
+// Fault tests (issue 6): the tunnel path is cut, black-holed and reset by a
+// relay (testutil.Relay) between a tunnel client and its server, the server
+// restarts mid-transfer, a backend resets mid-response, a peer accepts
+// streams but never answers, and random faults hit a thousand requests.
+// Every request must end, within its deadline, either with intact bytes
+// (checked by SHA-256) or with a clear failure.
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/west-tunnel/west/internal/config"
+	"github.com/west-tunnel/west/internal/proxy"
+	"github.com/west-tunnel/west/internal/testutil"
+	"github.com/west-tunnel/west/internal/tunnel"
+)
+
+// fastMux makes a dead tunnel show within a second or two.
+var fastMux = tunnel.MuxOptions{KeepAliveInterval: 200 * time.Millisecond, KeepAliveTimeout: time.Second}
+
+func faultOpts(t *testing.T) Options {
+	return Options{Logger: testutil.Logger(t, slog.LevelWarn), Mux: fastMux, ShutdownGrace: 2 * time.Second}
+}
+
+// runFaultNode starts a node on js and returns it with a stop function that
+// ends it and waits; stop is idempotent and also runs when the test ends.
+func runFaultNode(t *testing.T, js string, opts Options) (*Node, func()) {
+	t.Helper()
+	cfg, err := config.Parse([]byte(js))
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, js)
+	}
+	n, err := New(cfg, opts)
+	if err != nil {
+		t.Fatalf("new node: %v", err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatalf("start node: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("node run: %v", err)
+				}
+			case <-time.After(15 * time.Second):
+				t.Errorf("node did not stop")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return n, stop
+}
+
+// relayedCase1 starts use case 1 with a relay between L's tunnel client and
+// G's tunnel server. extra is spliced into L's proxy object.
+func relayedCase1(t *testing.T, backendURL, extra string) (g, l *Node, relay *testutil.Relay, tunnelURL string) {
+	t.Helper()
+	g = startNode(t, `{"west": {"nm": "fault.G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, faultOpts(t))
+	relay = testutil.StartRelay(t, g.Addrs().Tunnel)
+	tunnelURL = "ws://" + relay.Addr()
+	l = startNode(t, fmt.Sprintf(`{
+		"west": {"nm": "fault.L"},
+		"proxy": {"http://127.0.0.1:0": {"ea": %q, %s "/px": {"ou": "%s/x"}}}
+	}`, tunnelURL, extra, backendURL), faultOpts(t))
+	return g, l, relay, tunnelURL
+}
+
+// testClient is an HTTP client of its own, so that its connections are
+// closed when the test ends and timeouts are explicit.
+func testClient(t *testing.T, timeout time.Duration) *http.Client {
+	tr := &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: timeout}
+}
+
+// result is how one request ended.
+type result struct {
+	status  int           // 0 when no response arrived
+	err     error         // transport or body error
+	n       int64         // body bytes read
+	intact  bool          // full length and the right digest
+	elapsed time.Duration // until the body was read or the request failed
+}
+
+func (r result) String() string {
+	if r.err != nil {
+		return fmt.Sprintf("status %d after %d bytes, %s: %v", r.status, r.n, r.elapsed.Round(time.Millisecond), r.err)
+	}
+	return fmt.Sprintf("status %d, %d bytes (intact %v), %s", r.status, r.n, r.intact, r.elapsed.Round(time.Millisecond))
+}
+
+// hung reports whether the client gave up waiting.
+func (r result) hung() bool {
+	var ne net.Error
+	return errors.Is(r.err, context.DeadlineExceeded) || errors.As(r.err, &ne) && ne.Timeout()
+}
+
+// fetchBig downloads size bytes of the pattern from the backend's /x/big
+// through base and checks them.
+func fetchBig(c *http.Client, base string, size int64) result {
+	start := time.Now()
+	resp, err := c.Get(fmt.Sprintf("%s/px/big?n=%d", base, size))
+	if err != nil {
+		return result{err: err, elapsed: time.Since(start)}
+	}
+	defer resp.Body.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, resp.Body)
+	r := result{status: resp.StatusCode, err: err, n: n, elapsed: time.Since(start)}
+	r.intact = err == nil && resp.StatusCode == http.StatusOK && n == size && string(h.Sum(nil)) == patternSum(size)
+	return r
+}
+
+// postEcho sends size bytes of the pattern to the backend's echo and
+// checks what comes back.
+func postEcho(c *http.Client, base string, size int64) result {
+	start := time.Now()
+	resp, err := c.Post(base+"/px/echo", "application/octet-stream", io.LimitReader(&pattern{}, size))
+	if err != nil {
+		return result{err: err, elapsed: time.Since(start)}
+	}
+	defer resp.Body.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, resp.Body)
+	r := result{status: resp.StatusCode, err: err, n: n, elapsed: time.Since(start)}
+	r.intact = err == nil && resp.StatusCode == http.StatusOK && n == size && string(h.Sum(nil)) == patternSum(size)
+	return r
+}
+
+var patternSums sync.Map // size -> digest of the pattern's first size bytes
+
+func patternSum(size int64) string {
+	if s, ok := patternSums.Load(size); ok {
+		return s.(string)
+	}
+	h := sha256.New()
+	io.CopyN(h, &pattern{}, size)
+	s := string(h.Sum(nil))
+	patternSums.Store(size, s)
+	return s
+}
+
+// waitOK polls GETs of a small body until one succeeds, and returns how
+// long that took.
+func waitOK(t *testing.T, c *http.Client, base string, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var last result
+	for time.Since(start) < within {
+		if last = fetchBig(c, base, 1000); last.intact {
+			return time.Since(start)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no successful request within %s; last: %v", within, last)
+	return 0
+}
+
+// TestFaultStallDetected black-holes the tunnel path: the keepalive must
+// declare the tunnel dead and the listener answer 503, and after the path
+// heals requests must succeed again within seconds.
+func TestFaultStallDetected(t *testing.T) {
+	skipKnownBug(t, "nil-session")
+	be := backend(t)
+	_, l, relay, url := relayedCase1(t, be.URL, "")
+	base := proxyURL(t, l)
+	c := testClient(t, 20*time.Second)
+	waitOK(t, c, base, 5*time.Second)
+
+	relay.Stall()
+	stalled := time.Now()
+	var first5xx, first503 time.Duration
+	var results []string
+	for time.Since(stalled) < 15*time.Second {
+		r := fetchBig(c, base, 1000)
+		at := time.Since(stalled)
+		results = append(results, fmt.Sprintf("at %s: %v", at.Round(time.Millisecond), r))
+		if r.hung() {
+			t.Fatalf("request hung while the path was stalled: %v", r)
+		}
+		if r.status >= 500 && first5xx == 0 {
+			first5xx = at
+		}
+		if r.status == http.StatusServiceUnavailable {
+			first503 = at
+			break
+		}
+	}
+	t.Logf("stalled path: first 5xx after %s, first 503 after %s (keepalive timeout %s); client %s",
+		first5xx.Round(time.Millisecond), first503.Round(time.Millisecond), fastMux.KeepAliveTimeout, l.Client(url).Status().State)
+	for _, r := range results {
+		t.Log(r)
+	}
+	if limit := fastMux.KeepAliveTimeout + 2*time.Second; first5xx == 0 || first5xx > limit {
+		t.Errorf("first failure answer after %s, want within %s of the stall", first5xx, limit)
+	}
+	if first503 == 0 {
+		t.Fatalf("no 503 within 15s of the stall")
+	}
+
+	relay.Resume()
+	d := waitOK(t, c, base, 12*time.Second)
+	t.Logf("path healed: first success after %s", d.Round(time.Millisecond))
+	if d > 5*time.Second {
+		t.Errorf("requests succeeded again only %s after the path healed", d)
+	}
+}
+
+// TestFaultDropReconnects resets the tunnel's TCP connection: the client
+// must reconnect by itself and requests succeed again.
+func TestFaultDropReconnects(t *testing.T) {
+	skipKnownBug(t, "nil-session")
+	be := backend(t)
+	g, l, relay, url := relayedCase1(t, be.URL, "")
+	base := proxyURL(t, l)
+	c := testClient(t, 10*time.Second)
+	waitOK(t, c, base, 5*time.Second)
+	before := l.Client(url).Status().Connects
+
+	if n := relay.Drop(); n != 1 {
+		t.Fatalf("dropped %d tunnel connections, want 1", n)
+	}
+	d := waitOK(t, c, base, 10*time.Second)
+	st := l.Client(url).Status()
+	t.Logf("after a reset: first success after %s, client %s, connects %d -> %d", d.Round(time.Millisecond), st.State, before, st.Connects)
+	if st.Connects != before+1 {
+		t.Errorf("client connected %d times after the drop, want %d", st.Connects, before+1)
+	}
+	if g.Server().Session("fault.L") == nil {
+		t.Errorf("server has no session for fault.L after the reconnect")
+	}
+	for i := range 20 {
+		if r := postEcho(c, base, int64(1000*i)); !r.intact {
+			t.Fatalf("request %d after the reconnect: %v", i, r)
+		}
+	}
+}
+
+// TestFaultServerRestartMidTransfer stops the tunnel server while a large
+// body crosses it, then starts it again on the same address.
+func TestFaultServerRestartMidTransfer(t *testing.T) {
+	skipKnownBug(t, "nil-session")
+	be := backend(t)
+	var pre prebound
+	gAddr := pre.addr(t)
+	gConfig := fmt.Sprintf(`{"west": {"nm": "restart.G"}, "wsts": {"sp": "ws://%s"}}`, gAddr)
+	gOpts := faultOpts(t)
+	gOpts.Listen = pre.listen
+	_, stopG := runFaultNode(t, gConfig, gOpts)
+	l := startNode(t, fmt.Sprintf(`{
+		"west": {"nm": "restart.L"},
+		"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/px": {"ou": "%s/x"}}}
+	}`, gAddr, be.URL), faultOpts(t))
+	base := proxyURL(t, l)
+	c := testClient(t, 20*time.Second)
+	waitOK(t, c, base, 5*time.Second)
+
+	// Start a 256 MiB download, read a little of it, and stop G under it.
+	const size = 256 << 20
+	resp, err := c.Get(fmt.Sprintf("%s/px/big?n=%d", base, size))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("start of the large download: %v %v", resp, err)
+	}
+	h := sha256.New()
+	if _, err := io.CopyN(h, resp.Body, 1<<20); err != nil {
+		t.Fatalf("first MiB: %v", err)
+	}
+	stopped := time.Now()
+	stopG()
+	n, err := io.Copy(h, resp.Body)
+	resp.Body.Close()
+	n += 1 << 20
+	t.Logf("in-flight download after the server stopped: %d of %d bytes, %v, ended %s after the stop",
+		n, size, err, time.Since(stopped).Round(time.Millisecond))
+	switch {
+	case n == size && err == nil && string(h.Sum(nil)) != patternSum(size):
+		t.Fatalf("in-flight download completed with corrupt bytes")
+	case n == size && err == nil:
+		t.Logf("the download completed before the server stopped; nothing to check")
+	case err == nil:
+		t.Errorf("short body (%d of %d) without an error", n, size)
+	}
+
+	// While G is down: a prompt 503.
+	if r := fetchBig(c, base, 1000); r.status != http.StatusServiceUnavailable || r.elapsed > 4*time.Second {
+		t.Errorf("while the server is down: %v, want a prompt 503", r)
+	}
+
+	// G comes back on the same address.
+	restarted := time.Now()
+	g2, _ := runFaultNode(t, gConfig, faultOpts(t))
+	deadline := time.Now().Add(10 * time.Second)
+	for g2.Server().Session("restart.L") == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("client did not reconnect within 10s of the restart")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	up := time.Since(restarted)
+	t.Logf("tunnel back %s after the server restarted", up.Round(time.Millisecond))
+	// Every request started after the tunnel is back succeeds.
+	for i := range 20 {
+		if r := fetchBig(c, base, int64(100_000*i)); !r.intact {
+			t.Fatalf("request %d after the restart: %v", i, r)
+		}
+	}
+	if r := fetchBig(c, base, 32<<20); !r.intact {
+		t.Fatalf("32 MiB after the restart: %v", r)
+	}
+}
+
+// resettingBackend sends part of a declared body and then resets.
+func resettingBackend(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/x/reset" {
+			io.WriteString(w, "fine")
+			return
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(1<<20))
+		io.CopyN(w, &pattern{}, 100<<10)
+		w.(http.Flusher).Flush()
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		conn.(*net.TCPConn).SetLinger(0)
+		conn.Close()
+	})}
+	done := make(chan struct{})
+	go func() { srv.Serve(ln); close(done) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+	return "http://" + ln.Addr().String()
+}
+
+// TestFaultBackendResetsMidResponse: the client sees a truncated body and
+// an error, at once, and the node goes on serving.
+func TestFaultBackendResetsMidResponse(t *testing.T) {
+	_, l := case1(t, resettingBackend(t), "")
+	base := proxyURL(t, l)
+	c := testClient(t, 10*time.Second)
+	for i := range 5 {
+		start := time.Now()
+		resp, err := c.Get(base + "/px/reset")
+		if err != nil {
+			t.Logf("request %d: %v after %s", i, err, time.Since(start))
+			continue
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		t.Logf("request %d: status %d, %d of %d bytes, %v, after %s", i, resp.StatusCode, n, 1<<20, err, time.Since(start).Round(time.Millisecond))
+		if err == nil {
+			t.Errorf("request %d: reset mid-response read as a complete body of %d bytes", i, n)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("request %d: the reset took %s to show", i, d)
+		}
+		// The node still serves.
+		resp, err = c.Get(base + "/px/ok")
+		if err != nil {
+			t.Fatalf("after the reset: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "fine" {
+			t.Fatalf("after the reset: %d %q", resp.StatusCode, body)
+		}
+	}
+}
+
+// TestFaultPeerNeverAnswers: a tunnel client accepts streams and never
+// answers them; requests to it must fail with a status within the
+// listener's timeout.
+func TestFaultPeerNeverAnswers(t *testing.T) {
+	skipKnownBug(t, "open-timeout") // else each request takes 20s
+	const timeout = 2 * time.Second
+	g := startNode(t, fmt.Sprintf(`{
+		"west": {"nm": "mute.G"},
+		"wsts": {"sp": "ws://127.0.0.1:0"},
+		"proxy": {"http://127.0.0.1:0": {"en": "mute.L", "timeout": %q, "/m": {"ou": "http://127.0.0.1:9/"}}}
+	}`, timeout), faultOpts(t))
+	var served atomic.Int64
+	mute := tunnel.NewClient(tunnel.ClientOptions{
+		URL:  "ws://" + g.Addrs().Tunnel,
+		Name: "mute.L",
+		Mux:  fastMux,
+		Handler: tunnel.StreamHandlerFunc(func(ctx context.Context, req *tunnel.Request) {
+			served.Add(1)
+			<-ctx.Done() // never Accept, never Reject
+		}),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { mute.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitUp(t, g, "mute.L")
+
+	c := testClient(t, 30*time.Second)
+	base := proxyURL(t, g)
+	var wg sync.WaitGroup
+	results := make([]result, 4)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			resp, err := c.Get(base + "/m")
+			r := result{err: err}
+			if err == nil {
+				r.status = resp.StatusCode
+				io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+				resp.Body.Close()
+			}
+			r.elapsed = time.Since(start)
+			results[i] = r
+		}()
+	}
+	wg.Wait()
+	if served.Load() == 0 {
+		t.Fatalf("the mute peer was never asked for a stream")
+	}
+	for i, r := range results {
+		t.Logf("request %d to a mute peer: %v", i, r)
+		if r.status < 500 || r.elapsed > timeout+2*time.Second {
+			t.Errorf("request %d to a mute peer: %v; want a 5xx within the %s timeout", i, r, timeout)
+		}
+	}
+}
+
+// fastL is use case 1's L side composed from its parts the way node.New
+// composes them, but with a tunnel client that reconnects at once: a
+// node-built client backs off up to its 15s cap when it is dropped often,
+// and node.Options has no knob for that.
+func fastL(t *testing.T, tunnelURL, backendURL string, timeout time.Duration) (base string, client *tunnel.Client) {
+	t.Helper()
+	log := testutil.Logger(t, slog.LevelWarn)
+	client = tunnel.NewClient(tunnel.ClientOptions{
+		URL: tunnelURL, Name: "fast.L", Handler: &proxy.Far{Logger: log},
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, StableAfter: 50 * time.Millisecond,
+		HandshakeTimeout: 2 * time.Second, ConnectWait: 2 * time.Second,
+		Mux: fastMux, Logger: log,
+	})
+	u, err := url.Parse(backendURL + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := proxy.NewHTTP(proxy.HTTPOptions{
+		Name: "fast.L", Peer: tunnelURL, Dialer: client, Timeout: timeout, Logger: log,
+		Routes: []proxy.Route{{Path: "/px", Target: u}},
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); client.Run(ctx) }()
+	go func() { defer wg.Done(); srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Close()
+		h.CloseIdleConnections()
+		cancel()
+		wg.Wait()
+	})
+	return "http://" + ln.Addr().String(), client
+}
+
+// tally counts how requests ended.
+type tally struct {
+	mu       sync.Mutex
+	ok       int
+	statuses map[int]int    // failure statuses
+	errs     map[string]int // transport and body errors, by kind
+	corrupt  int            // complete, no error, wrong bytes
+	hung     int            // the client's deadline fired
+	slowest  time.Duration
+	examples []string
+}
+
+func (ty *tally) add(r result) {
+	ty.mu.Lock()
+	defer ty.mu.Unlock()
+	if ty.statuses == nil {
+		ty.statuses, ty.errs = map[int]int{}, map[string]int{}
+	}
+	ty.slowest = max(ty.slowest, r.elapsed)
+	switch {
+	case r.intact:
+		ty.ok++
+	case r.hung():
+		ty.hung++
+		ty.example("hung", r)
+	case r.err != nil:
+		k := errKind(r)
+		if ty.errs[k] == 0 {
+			ty.example("first error of its kind", r)
+		}
+		ty.errs[k]++
+	case r.status >= 500:
+		ty.statuses[r.status]++
+	default:
+		ty.corrupt++
+		ty.example("corrupt", r)
+	}
+}
+
+// noResponse counts the requests the listener answered with no status.
+func (ty *tally) noResponse() int {
+	n := 0
+	for k, v := range ty.errs {
+		if strings.HasPrefix(k, "request") {
+			n += v
+		}
+	}
+	return n
+}
+
+func (ty *tally) example(kind string, r result) {
+	if len(ty.examples) < 10 {
+		ty.examples = append(ty.examples, kind+": "+r.String())
+	}
+}
+
+func (ty *tally) String() string {
+	return fmt.Sprintf("ok %d, failed with status %v, errors %v, corrupt %d, hung %d, slowest %s",
+		ty.ok, ty.statuses, ty.errs, ty.corrupt, ty.hung, ty.slowest.Round(time.Millisecond))
+}
+
+// errKind names an error for counting.
+func errKind(r result) string {
+	where := "request"
+	if r.status != 0 {
+		where = fmt.Sprintf("body after %d", r.status)
+	}
+	switch {
+	case errors.Is(r.err, io.ErrUnexpectedEOF):
+		return where + ": unexpected EOF"
+	case errors.Is(r.err, io.EOF):
+		return where + ": EOF"
+	case strings.Contains(r.err.Error(), "reset by peer"):
+		return where + ": reset"
+	}
+	return where + ": other"
+}
+
+// injectFaults hits relay with a random fault every few hundred
+// milliseconds until ctx ends, and leaves the path healthy.
+func injectFaults(ctx context.Context, relay *testutil.Relay, every time.Duration, counts map[string]int) {
+	defer func() {
+		relay.Resume()
+		relay.Refuse(false)
+		relay.Delay(0)
+	}()
+	sleep := func(d time.Duration) bool {
+		tm := time.NewTimer(d)
+		defer tm.Stop()
+		select {
+		case <-tm.C:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for sleep(every/2 + rand.N(every)) {
+		switch p := rand.N(10); {
+		case p < 4:
+			counts["drop"]++
+			relay.Drop()
+		case p < 7:
+			counts["stall"]++
+			relay.Stall()
+			sleep(200*time.Millisecond + rand.N(1300*time.Millisecond))
+			relay.Resume()
+		case p < 9:
+			counts["delay"]++
+			relay.Delay(rand.N(20 * time.Millisecond))
+			sleep(500 * time.Millisecond)
+			relay.Delay(0)
+		default:
+			counts["refuse+drop"]++
+			relay.Refuse(true)
+			relay.Drop()
+			sleep(300 * time.Millisecond)
+			relay.Refuse(false)
+		}
+	}
+}
+
+// TestFaultRandomThousand sends 1000 requests, 20 at a time, while random
+// faults hit the tunnel path: each must succeed with intact bytes or fail
+// clearly, and none may outlive its deadline.
+func TestFaultRandomThousand(t *testing.T) {
+	skipKnownBug(t, "nil-session")
+	const (
+		requests    = 1000
+		concurrency = 20
+		timeout     = 2 * time.Second  // the listener's response timeout
+		deadline    = 12 * time.Second // the client's: a request past it hung
+	)
+	be := backend(t)
+	g := startNode(t, `{"west": {"nm": "rand.G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, faultOpts(t))
+	relay := testutil.StartRelay(t, g.Addrs().Tunnel)
+	base, client := fastL(t, "ws://"+relay.Addr(), be.URL, timeout)
+	c := testClient(t, deadline)
+	waitOK(t, c, base, 5*time.Second)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	faults := map[string]int{}
+	faultsDone := make(chan struct{})
+	go func() { injectFaults(ctx, relay, 300*time.Millisecond, faults); close(faultsDone) }()
+
+	var ty tally
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1); i <= requests; i = next.Add(1) {
+				size := rand.Int64N(256 << 10)
+				if i%2 == 0 {
+					ty.add(fetchBig(c, base, size))
+				} else {
+					ty.add(postEcho(c, base, size/4))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	cancel()
+	<-faultsDone
+	t.Logf("%d requests in %s under faults %v: %v; relay %+v; tunnel connects %d",
+		requests, time.Since(start).Round(time.Millisecond), faults, &ty, relay.Stats(), client.Status().Connects)
+	for _, e := range ty.examples {
+		t.Log(e)
+	}
+	if ty.hung != 0 || ty.corrupt != 0 {
+		t.Errorf("%d requests hung past %s and %d came back corrupt", ty.hung, deadline, ty.corrupt)
+	}
+	if n := ty.noResponse(); n != 0 {
+		knownBugErrorf(t, "no-response", "%d requests got no response at all from the listener", n)
+	}
+	if ty.ok < requests/10 {
+		t.Errorf("only %d of %d requests succeeded: the faults left the tunnel down", ty.ok, requests)
+	}
+	if ty.ok+ty.hung+ty.corrupt == requests {
+		t.Logf("no request failed: the faults missed")
+	}
+	waitOK(t, c, base, 5*time.Second)
+}
+
+// TestFaultHygiene: after 10 000 requests and 100 tunnel reconnects, and
+// once everything has stopped, goroutines and descriptors are back where
+// they were.
+func TestFaultHygiene(t *testing.T) {
+	if testing.Short() {
+		t.Skip("10 000 requests and 100 reconnects skipped in -short")
+	}
+	skipKnownBug(t, "nil-session")
+	// Registered first, these run last: after every node, relay and server
+	// of the test has stopped.
+	testutil.VerifyNoLeaks(t)
+	testutil.VerifyFDs(t, 2)
+	goroutinesBefore := runtime.NumGoroutine()
+	fdsBefore, _ := testutil.CountFDs(0)
+	t.Cleanup(func() {
+		deadline := time.Now().Add(testutil.LeakWait)
+		for runtime.NumGoroutine() > goroutinesBefore && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		n, _ := testutil.WaitFDs(fdsBefore, time.Second)
+		t.Logf("after stop: goroutines %d (before %d), fds %d (before %d)", runtime.NumGoroutine(), goroutinesBefore, n, fdsBefore)
+	})
+
+	const (
+		requests    = 10_000
+		reconnects  = 100
+		concurrency = 20
+	)
+	be := backend(t)
+	g := startNode(t, `{"west": {"nm": "hyg.G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, faultOpts(t))
+	relay := testutil.StartRelay(t, g.Addrs().Tunnel)
+	base, client := fastL(t, "ws://"+relay.Addr(), be.URL, 2*time.Second)
+	c := testClient(t, 10*time.Second)
+	waitOK(t, c, base, 5*time.Second)
+
+	var ty tally
+	var next, ok atomic.Int64
+	var dropsDone atomic.Bool
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// At least requests requests, and on until the drops are done.
+			for i := next.Add(1); i <= requests || !dropsDone.Load(); i = next.Add(1) {
+				r := fetchBig(c, base, i%2000)
+				if r.intact {
+					ok.Add(1)
+				}
+				ty.add(r)
+			}
+		}()
+	}
+	// Drop the tunnel each time requests/(reconnects+1) more requests have
+	// succeeded, and wait for the reconnect.
+	var peakG, peakFD int
+	for drops := 0; drops < reconnects; {
+		if ok.Load() < int64(drops+1)*requests/(reconnects+1) {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		connects := client.Status().Connects
+		relay.Drop()
+		drops++
+		for client.Status().Connects == connects {
+			if time.Since(start) > time.Minute {
+				t.Fatalf("no reconnect after drop %d", drops)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		peakG = max(peakG, runtime.NumGoroutine())
+		if n, err := testutil.CountFDs(0); err == nil {
+			peakFD = max(peakFD, n)
+		}
+	}
+	dropsDone.Store(true)
+	wg.Wait()
+	connects := client.Status().Connects
+	t.Logf("%d requests with %d reconnects in %s: %v; goroutines %d before, peak %d; fds %d before, peak %d",
+		next.Load()-concurrency, connects-1, time.Since(start).Round(time.Millisecond), &ty, goroutinesBefore, peakG, fdsBefore, peakFD)
+	if connects < reconnects+1 {
+		t.Errorf("tunnel connected %d times, want %d", connects, reconnects+1)
+	}
+	if ty.hung != 0 || ty.corrupt != 0 {
+		t.Errorf("%d requests hung, %d corrupt", ty.hung, ty.corrupt)
+	}
+}
+
+// TestFaultSlowReaderBoundedMemory: a backend streams 512 MiB as fast as
+// it can while the HTTP client reads slowly; flow control must hold the
+// bytes back instead of buffering them.
+func TestFaultSlowReaderBoundedMemory(t *testing.T) {
+	be := backend(t)
+	_, l := case1(t, be.URL, "")
+	base := proxyURL(t, l)
+	c := testClient(t, 30*time.Second)
+	waitOK(t, c, base, 5*time.Second)
+
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	baseHeap := ms.HeapInuse
+
+	const size = 512 << 20
+	resp, err := c.Get(fmt.Sprintf("%s/px/big?n=%d", base, size))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("start: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	var read int64
+	var peak uint64
+	buf := make([]byte, 16<<10)
+	start := time.Now()
+	for time.Since(start) < time.Second {
+		n, err := io.ReadFull(resp.Body, buf)
+		read += int64(n)
+		if err != nil {
+			t.Fatalf("slow read after %d bytes: %v", read, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+		if read%(256<<10) == 0 {
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapInuse)
+		}
+	}
+	runtime.ReadMemStats(&ms)
+	peak = max(peak, ms.HeapInuse)
+	sess := l.Client("ws://" + l.cfg.Proxies[0].ServerURL.Host).Status().Session
+	var crossed int64
+	if sess != nil {
+		crossed = sess.Stats().BytesIn.Load()
+	}
+	t.Logf("slow reader: read %d KiB in 1s; %d KiB crossed the tunnel; heap in use %d MiB before, peak %d MiB",
+		read>>10, crossed>>10, baseHeap>>20, peak>>20)
+	if peak > 200<<20 {
+		t.Errorf("heap in use peaked at %d MiB with a slow reader: the stream is not flow-controlled", peak>>20)
+	}
+	if crossed > read+64<<20 {
+		t.Errorf("%d MiB crossed the tunnel for %d KiB read: the stream is not flow-controlled", crossed>>20, read>>10)
+	}
+	resp.Body.Close()
+	// The node serves on.
+	if r := fetchBig(c, base, 100_000); !r.intact {
+		t.Fatalf("after the slow reader: %v", r)
+	}
+}
