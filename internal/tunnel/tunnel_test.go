@@ -262,6 +262,9 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 	go hs2.Serve(ln2)
 	t.Cleanup(func() { srv2.Close(); hs2.Close() })
 	waitFor(t, "reconnect", func() bool { return srv2.Session("r") != nil })
+	// The server registers the session a moment before the client records
+	// it; wait for the client's count rather than read it once.
+	waitFor(t, "the client to count its second session", func() bool { return c.Status().Connects == 2 })
 	if got := c.Status().Connects; got != 2 {
 		t.Fatalf("connects = %d, want 2", got)
 	}
