@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/west-tunnel/west/internal/tunnel"
@@ -136,6 +137,7 @@ func (h *HTTP) newReverseProxy(r Route) *httputil.ReverseProxy {
 			pr.SetXForwarded()
 		},
 		Transport:    h.transport,
+		BufferPool:   bodyBufs,
 		ErrorHandler: h.serveError,
 		ErrorLog:     slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
 	}
@@ -180,6 +182,20 @@ func (h *HTTP) match(path string) *route {
 		}
 	}
 	return nil
+}
+
+// bodyBufs lends the reverse proxy its body copy buffers, which it would
+// otherwise allocate, 32 KiB each, for every request.
+var bodyBufs = &bufferPool{sync.Pool{New: func() any { return new([32 << 10]byte) }}}
+
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte { return b.p.Get().(*[32 << 10]byte)[:] }
+
+func (b *bufferPool) Put(buf []byte) {
+	if cap(buf) == 32<<10 {
+		b.p.Put((*[32 << 10]byte)(buf[:32<<10]))
+	}
 }
 
 type errorKey struct{}

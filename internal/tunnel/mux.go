@@ -17,7 +17,9 @@ type MuxOptions struct {
 	KeepAliveTimeout time.Duration
 	// StreamWindow is the most bytes one stream may have in flight
 	// unacknowledged; it caps one stream's throughput at window/RTT.
-	// Zero means 4 MiB.
+	// smux acknowledges after half the window is read, so at 20 ms a 4 MiB
+	// window held one stream to about 150 MB/s; only unread data fills it.
+	// Zero means 16 MiB.
 	StreamWindow int
 	// SessionWindow bounds the bytes buffered for all streams of a session;
 	// when it is full the whole tunnel waits, so it is kept well above
@@ -40,7 +42,7 @@ func (o MuxOptions) withDefaults() MuxOptions {
 		o.KeepAliveTimeout = o.KeepAliveInterval
 	}
 	if o.StreamWindow <= 0 {
-		o.StreamWindow = 4 << 20
+		o.StreamWindow = 16 << 20
 	}
 	if o.SessionWindow <= 0 {
 		o.SessionWindow = 64 << 20

@@ -55,6 +55,26 @@ func (c *wsConn) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// WriteBuffers writes bufs as one binary message. smux hands each frame
+// over as its header and its payload, which then meet in the WebSocket's
+// own buffer instead of being copied together first.
+func (c *wsConn) WriteBuffers(bufs [][]byte) (int, error) {
+	w, err := c.ws.NextWriter(websocket.BinaryMessage)
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	for _, b := range bufs {
+		n, err := w.Write(b)
+		total += n
+		if err != nil {
+			w.Close()
+			return total, err
+		}
+	}
+	return total, w.Close()
+}
+
 // Close closes the connection without the WebSocket close handshake: the
 // peer may be dead, and a live one learns of the close from the socket.
 func (c *wsConn) Close() error                       { return c.ws.Close() }
