@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/west-tunnel/west/internal/config"
+	"github.com/west-tunnel/west/internal/tunnel"
 )
 
 // runNode starts a node and returns a function that stops it and waits,
@@ -132,5 +133,24 @@ func TestDrainDeadline(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if took := stop(); took > 2500*time.Millisecond {
 		t.Errorf("stop took %v with a 300ms grace", took)
+	}
+}
+
+// TestKeepaliveKeys: west.keepalive and west.dead_after reach the
+// tunnels, and a client notices its server's end at once. (A silent peer,
+// detected by the keepalive alone, is TestFaultStallDetected's part.)
+func TestKeepaliveKeys(t *testing.T) {
+	g, stopG := runNode(t, `{"west": {"nm": "G", "keepalive": "100ms", "dead_after": "500ms"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	if mo := g.opts.Mux; mo.KeepAliveInterval != 100*time.Millisecond || mo.KeepAliveTimeout != 500*time.Millisecond {
+		t.Fatalf("mux options %+v, want the config's keepalive and dead_after", mo)
+	}
+	l, _ := runNode(t, fmt.Sprintf(`{"west": {"nm": "L", "keepalive": "100ms", "dead_after": "500ms"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
+	url := "ws://" + g.Addrs().Tunnel
+	waitClient(t, l, url, tunnel.StateUp)
+	stopG()
+	start := time.Now()
+	waitClient(t, l, url, tunnel.StateBackoff)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("tunnel noticed its server gone after %v", d)
 	}
 }
