@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/west-tunnel/west/internal/config"
+	"github.com/west-tunnel/west/internal/node"
+)
+
+// chunk is the buffer every download is written from.
+var chunk = func() []byte {
+	b := make([]byte, 256<<10)
+	for i := range b {
+		b[i] = byte(i % 251)
+	}
+	return b
+}()
+
+// startBackend serves, on a loopback port:
+//
+//	GET  /small          a 12-byte body
+//	GET  /download?n=N   N bytes, written from one reused buffer
+//	POST /upload         reads and discards the body, answers its length
+func startBackend() (*http.Server, string, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /small", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "hello, west\n")
+	})
+	mux.HandleFunc("GET /download", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+		if err != nil || n < 0 {
+			http.Error(w, "want n=BYTES", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		for n > 0 {
+			k := min(n, int64(len(chunk)))
+			if _, err := w.Write(chunk[:k]); err != nil {
+				return
+			}
+			n -= k
+		}
+	})
+	mux.HandleFunc("POST /upload", func(w http.ResponseWriter, r *http.Request) {
+		n, err := discard(r.Body, make([]byte, 256<<10))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		io.WriteString(w, strconv.FormatInt(n, 10))
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", fmt.Errorf("backend: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	return srv, ln.Addr().String(), nil
+}
+
+// discard reads r to EOF with buf and returns how much it read.
+func discard(r io.Reader, buf []byte) (int64, error) {
+	var n int64
+	for {
+		k, err := r.Read(buf)
+		n += int64(k)
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// Hidden modes in which westbench re-executes itself.
+const (
+	nodeMode = "_node" // a west node that writes CPU and allocation profiles
+	sinkMode = "_sink" // a TCP server holding idle connections
+)
+
+// runSink accepts connections on a loopback port, which it prints, sends
+// one byte on each and holds them open until its standard input closes.
+// It runs in its own process so that the idle-stream test's two ends do
+// not share one file limit.
+func runSink() error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	fmt.Println(ln.Addr().String())
+	go func() {
+		var held []net.Conn
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte{'!'})
+			held = append(held, c)
+		}
+	}()
+	io.Copy(io.Discard, bufio.NewReader(os.Stdin))
+	return nil
+}
+
+// runNode runs a west node on a config, like cmd/west, while recording a
+// CPU profile, and writes an allocation profile when it stops.
+func runNode(args []string) error {
+	fs := flag.NewFlagSet(nodeMode, flag.ContinueOnError)
+	cfgPath := fs.String("c", "", "config file")
+	cpuProfile := fs.String("cpuprofile", "", "CPU profile output")
+	memProfile := fs.String("memprofile", "", "allocation profile output")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stdout, nil))
+	n, err := node.New(cfg, node.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if err := n.Run(ctx); err != nil {
+		return err
+	}
+	if *memProfile != "" {
+		f, err := os.Create(*memProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return pprof.Lookup("allocs").WriteTo(f, 0)
+	}
+	return nil
+}
