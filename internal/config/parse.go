@@ -550,7 +550,19 @@ func parseTokens(v *value, p string) (map[string]Secret, error) {
 
 // parseTargets checks a dial policy with acl.ParseTargets.
 func parseTargets(v *value, p string) ([]string, error) {
-	if err := want(v, kindArray, p, `a list of targets such as "10.0.0.0/8", "db.internal:5432" or "*.example.org:443"`); err != nil {
+	entries, err := parseStrings(v, p, `a list of targets such as "10.0.0.0/8", "db.internal:5432" or "*.example.org:443"`)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := acl.ParseTargets(entries); err != nil {
+		return nil, entryError(err, p)
+	}
+	return entries, nil
+}
+
+// parseStrings parses a list of strings.
+func parseStrings(v *value, p, what string) ([]string, error) {
+	if err := want(v, kindArray, p, what); err != nil {
 		return nil, err
 	}
 	var entries []string
@@ -561,14 +573,16 @@ func parseTargets(v *value, p string) ([]string, error) {
 		}
 		entries = append(entries, s)
 	}
-	if _, err := acl.ParseTargets(entries); err != nil {
-		var ee *acl.EntryError
-		if errors.As(err, &ee) {
-			return nil, &Error{Path: index(p, ee.Index), Msg: ee.Msg, Err: err}
-		}
-		return nil, &Error{Path: p, Msg: err.Error(), Err: err}
-	}
 	return entries, nil
+}
+
+// entryError points an acl error at the entry it names.
+func entryError(err error, p string) error {
+	var ee *acl.EntryError
+	if errors.As(err, &ee) {
+		return &Error{Path: index(p, ee.Index), Msg: ee.Msg, Err: err}
+	}
+	return &Error{Path: p, Msg: err.Error(), Err: err}
 }
 
 // parseName checks a node name: "nm" values and "en". It is sent, or
@@ -596,23 +610,12 @@ func parseACL(v *value, p string, allowNames bool) ([]string, error) {
 	if allowNames {
 		what = "a list of IP addresses, CIDR ranges and peer names"
 	}
-	if err := want(v, kindArray, p, what); err != nil {
+	entries, err := parseStrings(v, p, what)
+	if err != nil {
 		return nil, err
 	}
-	var entries []string
-	for i, e := range v.elems {
-		s, err := wantString(e, index(p, i), "a string")
-		if err != nil {
-			return nil, err
-		}
-		entries = append(entries, s)
-	}
 	if _, err := acl.Parse(entries, allowNames); err != nil {
-		var ee *acl.EntryError
-		if errors.As(err, &ee) {
-			return nil, &Error{Path: index(p, ee.Index), Msg: ee.Msg, Err: err}
-		}
-		return nil, &Error{Path: p, Msg: err.Error(), Err: err}
+		return nil, entryError(err, p)
 	}
 	return entries, nil
 }

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/west-tunnel/west/internal/testutil"
 )
 
 // through builds a path of one tunnel (case 1 shape: L's listener sends
@@ -74,32 +76,8 @@ func forHops(t *testing.T, f func(t *testing.T, hops int)) {
 	}
 }
 
-// echoServer echoes each connection, passing the client's half-close on.
-func echoServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 func TestTCPEchoHalfClose(t *testing.T) {
-	echo := echoServer(t)
+	echo := testutil.EchoServer(t)
 	forHops(t, func(t *testing.T, hops int) {
 		entry := through(t, hops, "tcp", "tcp://"+echo, "")
 		const size = 100 << 20

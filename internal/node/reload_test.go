@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/west-tunnel/west/internal/config"
+	"github.com/west-tunnel/west/internal/testutil"
 	"github.com/west-tunnel/west/internal/tunnel"
 )
 
@@ -26,7 +27,7 @@ func mustParse(t *testing.T, js string) *config.Config {
 
 func TestReload(t *testing.T) {
 	be := backend(t)
-	echo := echoServer(t)
+	echo := testutil.EchoServer(t)
 	g, _ := runNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
 	g2, _ := runNode(t, `{"west": {"nm": "G2"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
 	srv, srv2 := "ws://"+g.Addrs().Tunnel, "ws://"+g2.Addrs().Tunnel

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/west-tunnel/west/internal/testutil"
 	"github.com/west-tunnel/west/internal/tunnel"
 )
 
@@ -35,31 +36,6 @@ func tunnelPair(t *testing.T) *tunnel.Client {
 	return c
 }
 
-// tcpEcho serves a TCP echo that honours half-close: it echoes until the
-// client's end-of-stream, then ends its own side.
-func tcpEcho(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 func startTCP(t *testing.T, opts TCPOptions) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -75,7 +51,7 @@ func startTCP(t *testing.T, opts TCPOptions) string {
 
 func TestTCPThroughTunnelHalfClose(t *testing.T) {
 	client := tunnelPair(t)
-	addr := startTCP(t, TCPOptions{Target: tcpEcho(t), Dialer: client})
+	addr := startTCP(t, TCPOptions{Target: testutil.EchoServer(t), Dialer: client})
 
 	size := int64(100 << 20)
 	if testing.Short() {
