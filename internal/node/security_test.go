@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/west-tunnel/west/internal/config"
 	"github.com/west-tunnel/west/internal/tunnel"
 )
 
@@ -376,5 +378,32 @@ func echoLine(t *testing.T, c net.Conn, s string) {
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil || line != s+"\n" {
 		t.Fatalf("echo of %q: %q, %v", s, line, err)
+	}
+}
+
+// TestWarnsWhenUnauthenticated: a tunnel server on a non-loopback address
+// without tokens or client certificates says so at start; on loopback, or
+// with tokens, it does not.
+func TestWarnsWhenUnauthenticated(t *testing.T) {
+	t.Setenv("WEST_TEST_TOKEN", "0123456789abcdef0123")
+	for _, tc := range []struct {
+		wsts string
+		warn bool
+	}{
+		{`{"sp": "ws://0.0.0.0:0"}`, true},
+		{`{"sp": "ws://127.0.0.1:0"}`, false},
+		{`{"sp": "ws://0.0.0.0:0", "tokens": {"L": "env:WEST_TEST_TOKEN"}}`, false},
+	} {
+		var logs strings.Builder
+		cfg, err := config.Parse([]byte(`{"west": {"nm": "G"}, "wsts": ` + tc.wsts + `}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))}); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(logs.String(), "UNAUTHENTICATED TUNNEL SERVER"); got != tc.warn {
+			t.Errorf("wsts %s: warned %v, want %v; logs:\n%s", tc.wsts, got, tc.warn, logs.String())
+		}
 	}
 }
