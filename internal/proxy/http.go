@@ -116,6 +116,10 @@ func NewHTTP(opts HTTPOptions) *HTTP {
 		MaxIdleConnsPerHost: 256,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
+		// Request bodies leave through this buffer: at the default 4 KiB,
+		// an upload crossed the tunnel in 4 KiB frames. One full
+		// multiplexer frame instead.
+		WriteBufferSize: 1<<16 - 1,
 	}
 	for _, r := range opts.Routes {
 		h.routes = append(h.routes, route{Route: r, proxy: h.newReverseProxy(r)})
