@@ -241,6 +241,33 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 	return s.st.WriteTo(countingWriter{w, &s.stats.BytesIn})
 }
 
+// ReadFrom copies r into the stream in full multiplexer frames; io.Copy's
+// own 32 KiB buffer would send every frame half full.
+func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
+	bp := frameBufs.Get().(*[]byte)
+	defer frameBufs.Put(bp)
+	buf := *bp
+	var total int64
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			nw, werr := s.Write(buf[:n])
+			total += int64(nw)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
+}
+
+var frameBufs = sync.Pool{New: func() any { b := make([]byte, maxFrame); return &b }}
+
 type countingWriter struct {
 	w io.Writer
 	n *atomic.Int64
