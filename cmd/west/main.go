@@ -33,6 +33,8 @@ const (
 	exitOK      = 0
 	exitRuntime = 1 // the node failed while running, or could not start
 	exitConfig  = 2 // bad flags or configuration
+
+	exitCheckFailed = 1 // west check: the configuration is invalid
 )
 
 func main() {
@@ -151,6 +153,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(f.config)
 	if err != nil {
 		fmt.Fprintf(stderr, "west: %v\n", err)
+		if cmd == "check" {
+			return exitCheckFailed
+		}
 		return exitConfig
 	}
 	logger.Debug("configuration loaded", "file", f.config, "listeners", len(cfg.Proxies), "tunnel_clients", len(cfg.Clients), "tunnel_server", cfg.Server != nil)

@@ -64,6 +64,14 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+func TestCheckInvalid(t *testing.T) {
+	p := writeFile(t, "bad.json", `{"west": {"nm": "n"}, "wstc": {"ws://h": {"ee": "maybe"}}}`)
+	code, _, stderr := runArgs(t, context.Background(), "check", "-c", p)
+	if code != exitCheckFailed || !strings.Contains(stderr, `wstc["ws://h"].ee`) {
+		t.Fatalf("check of an invalid config: exit %d, stderr %q; want %d naming the path", code, stderr, exitCheckFailed)
+	}
+}
+
 // TestRunLogsToFileAndStops: -O sends logs to a file, --input is noted and
 // ignored, -d enables debug, and cancelling the context stops the node.
 func TestRunLogsToFileAndStops(t *testing.T) {
