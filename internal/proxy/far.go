@@ -23,9 +23,6 @@ import (
 type Far struct {
 	// DialTimeout bounds the connection to a target. Zero means 10s.
 	DialTimeout time.Duration
-	// Allow decides whether peer may make this west dial h.Target; a
-	// non-nil error refuses the stream with its text. Nil allows all.
-	Allow func(peer string, h wire.Header) error
 	// Targets is the dial policy: a target passes when a name rule admits
 	// it as asked for, or an address rule admits the address actually
 	// dialled (so a name cannot resolve its way past the policy). Nil
@@ -141,13 +138,6 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("peer", req.Peer, "target", req.Header.Target, "kind", req.Header.Kind)
-	if f.Allow != nil {
-		if err := f.Allow(req.Peer, req.Header); err != nil {
-			log.Warn("stream refused by dial policy", "err", err)
-			f.reject(req, wire.CodeForbidden, err.Error())
-			return
-		}
-	}
 	timeout := f.DialTimeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
