@@ -25,7 +25,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/west-tunnel/west/internal/config"
 	"github.com/west-tunnel/west/internal/proxy"
 	"github.com/west-tunnel/west/internal/testutil"
 	"github.com/west-tunnel/west/internal/tunnel"
@@ -36,42 +35,6 @@ var fastMux = tunnel.MuxOptions{KeepAliveInterval: 200 * time.Millisecond, KeepA
 
 func faultOpts(t *testing.T) Options {
 	return Options{Logger: testutil.Logger(t, slog.LevelWarn), Mux: fastMux, ShutdownGrace: 2 * time.Second}
-}
-
-// runFaultNode starts a node on js and returns it with a stop function that
-// ends it and waits; stop is idempotent and also runs when the test ends.
-func runFaultNode(t *testing.T, js string, opts Options) (*Node, func()) {
-	t.Helper()
-	cfg, err := config.Parse([]byte(js))
-	if err != nil {
-		t.Fatalf("config: %v\n%s", err, js)
-	}
-	n, err := New(cfg, opts)
-	if err != nil {
-		t.Fatalf("new node: %v", err)
-	}
-	if err := n.Start(); err != nil {
-		t.Fatalf("start node: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("node run: %v", err)
-				}
-			case <-time.After(15 * time.Second):
-				t.Errorf("node did not stop")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return n, stop
 }
 
 // relayedCase1 starts use case 1 with a relay between L's tunnel client and
@@ -266,7 +229,7 @@ func TestFaultServerRestartMidTransfer(t *testing.T) {
 	gConfig := fmt.Sprintf(`{"west": {"nm": "restart.G"}, "wsts": {"sp": "ws://%s"}}`, gAddr)
 	gOpts := faultOpts(t)
 	gOpts.Listen = pre.listen
-	_, stopG := runFaultNode(t, gConfig, gOpts)
+	_, stopG := runNode(t, gConfig, gOpts)
 	l := startNode(t, fmt.Sprintf(`{
 		"west": {"nm": "restart.L"},
 		"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/px": {"ou": "%s/x"}}}
@@ -308,7 +271,7 @@ func TestFaultServerRestartMidTransfer(t *testing.T) {
 
 	// G comes back on the same address.
 	restarted := time.Now()
-	g2, _ := runFaultNode(t, gConfig, faultOpts(t))
+	g2, _ := runNode(t, gConfig, faultOpts(t))
 	deadline := time.Now().Add(10 * time.Second)
 	for g2.Server().Session("restart.L") == nil {
 		if time.Now().After(deadline) {
