@@ -253,17 +253,21 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *HTTP) logRecord(rec Record) {
+	level := LevelAccess
+	if rec.Err != nil && rec.Status >= 500 && rec.Status != statusClientGone {
+		level = slog.LevelWarn
+	}
+	// Most runs do not log access lines; build none for them.
+	if !h.log.Enabled(context.Background(), level) {
+		return
+	}
 	attrs := []slog.Attr{
 		slog.String("method", rec.Method), slog.String("path", rec.Path),
 		slog.String("route", rec.Route), slog.Int("status", rec.Status),
 		slog.Int64("bytes_out", rec.BytesOut), slog.Duration("duration", rec.Duration),
 	}
-	level := LevelAccess
 	if rec.Err != nil {
 		attrs = append(attrs, slog.String("err", rec.Err.Error()))
-		if rec.Status >= 500 && rec.Status != statusClientGone {
-			level = slog.LevelWarn
-		}
 	}
 	h.log.LogAttrs(context.Background(), level, "request", attrs...)
 }
