@@ -169,6 +169,9 @@ func TestReloadFileThroughControlPort(t *testing.T) {
 	if code, _ := getStatus(t, "http://"+listen+"/two"); code != 200 {
 		t.Errorf("new route after reload: %d", code)
 	}
+	if _, text := getStatus(t, "http://"+cp+"/"); !strings.Contains(text, `"/two"`) || strings.Contains(text, `"/one"`) {
+		t.Errorf("the control port still shows the old configuration:\n%.2000s", text)
+	}
 	write(`{"west": {"nm": "G", "cp": 5}}`)
 	code, body := post()
 	if code != 422 || !strings.Contains(body, "west.cp") {
