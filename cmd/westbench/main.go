@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command westbench measures west against a direct connection on
 // loopback: it builds west, starts a backend HTTP server in-process, starts
 // wests in the seed's one-hop shape and in the case 3 chain (two hops),
