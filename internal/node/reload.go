@@ -45,7 +45,7 @@ func (n *Node) ReloadFile() error {
 // running, connections and all; removed ones drain and stop; added ones
 // start; an HTTP listener whose routes or options changed keeps its socket
 // and its connections and serves new requests by the new routes. wsts.ca
-// and wsts.tokens apply to new handshakes. The west object and the rest of
+// and wsts.tokens, whose secrets are read anew, apply to new handshakes. The west object and the rest of
 // wsts need a restart: a cfg that changes them is refused, as is one that
 // cannot be built, and then nothing changes. An error from a listener that
 // cannot bind is returned after the rest has been applied.
@@ -58,8 +58,10 @@ func (n *Node) Reload(cfg *config.Config) error {
 	if err := fixedParts(n.cfg, cfg); err != nil {
 		return err
 	}
+	// The gate is built anew every time, so that a token file or variable
+	// that changed takes effect even when the config names it alike.
 	var admission *gate
-	if cfg.Server != nil && !reflect.DeepEqual(n.cfg.Server, cfg.Server) {
+	if cfg.Server != nil {
 		g, err := newGate(cfg.Server, n.log.With("part", "tunnel-server"))
 		if err != nil {
 			return err

@@ -123,6 +123,27 @@ func TestReloadTokens(t *testing.T) {
 		t.Fatalf("reload with B's token: %v", err)
 	}
 	waitClient(t, b, srv, tunnel.StateUp)
+
+	// Rotating a token takes a reload of the same file: C's token file
+	// changes under an unchanged config.
+	tokenFile := filepath.Join(t.TempDir(), "c.token")
+	if err := os.WriteFile(tokenFile, []byte("old-token-0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withC := fmt.Sprintf(gconf, addr, fmt.Sprintf(`, "B": "env:WEST_TEST_TOKEN_B", "C": "file:%s"`, tokenFile))
+	if err := g.Reload(mustParse(t, withC)); err != nil {
+		t.Fatalf("reload with C: %v", err)
+	}
+	t.Setenv("WEST_TEST_TOKEN_C", "new-token-0123456789abcdef")
+	c, _ := runNode(t, fmt.Sprintf(`{"west": {"nm": "C"}, "wstc": {%q: {"token": "env:WEST_TEST_TOKEN_C"}}}`, srv), Options{})
+	waitClient(t, c, srv, tunnel.StateBackoff)
+	if err := os.WriteFile(tokenFile, []byte("new-token-0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Reload(mustParse(t, withC)); err != nil {
+		t.Fatalf("reload after rotating C's token: %v", err)
+	}
+	waitClient(t, c, srv, tunnel.StateUp)
 }
 
 func TestReloadFileThroughControlPort(t *testing.T) {
