@@ -110,8 +110,8 @@ type Proxy struct {
 	Timeout time.Duration
 
 	Routes []Route  // KindHTTP: path keys, sorted longest first
-	Target *url.URL // KindTCP: "ou" directly inside the entry, tcp://host:port
-	ACL    []string // KindTCP: "ca" directly inside the entry
+	Target *url.URL // KindTCP, KindUDP: "ou" directly inside the entry, tcp:// or udp://host:port
+	ACL    []string // KindTCP, KindUDP: "ca" directly inside the entry
 
 	// TLSCAFile is "tls_ca_file" (KindHTTP): PEM CAs to verify https://
 	// outgoing URLs by, instead of the system roots.
@@ -130,6 +130,7 @@ type Kind int
 const (
 	KindHTTP Kind = iota // http:// listener with a path table
 	KindTCP              // tcp:// listener carrying raw bytes
+	KindUDP              // udp:// listener carrying datagrams, a stream per client address
 )
 
 // Route is one path key of an HTTP proxy.

@@ -360,3 +360,18 @@ func TestSecretResolve(t *testing.T) {
 		}
 	}
 }
+
+func TestParseUDP(t *testing.T) {
+	c := mustParse(t, wrap(`"proxy": {
+		"udp://127.0.0.1:5353": {"ea": "ws://h:1", "ou": "udp://10.0.0.53:53", "ca": ["127.0.0.1"]},
+		"tcp://127.0.0.1:5353": {"ea": "ws://h:1", "ou": "tcp://10.0.0.53:53"}}`))
+	var udp *Proxy
+	for i := range c.Proxies {
+		if c.Proxies[i].URL.Scheme == "udp" {
+			udp = &c.Proxies[i]
+		}
+	}
+	if udp == nil || udp.Kind != KindUDP || udp.Addr != "127.0.0.1:5353" || udp.Target.String() != "udp://10.0.0.53:53" || len(udp.ACL) != 1 {
+		t.Fatalf("udp listener: %+v", udp)
+	}
+}

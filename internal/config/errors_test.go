@@ -83,7 +83,7 @@ var badTests = []struct {
 
 	// proxy keys
 	{"proxy not object", wrap(`"proxy": []`), "proxy", "want an object whose keys are listen URLs, got an array"},
-	{"proxy https", wrap(`"proxy": {"https://h:1": {}}`), `proxy["https://h:1"]`, `want a listen URL such as "http://127.0.0.1:9911" or "tcp://127.0.0.1:2222" as the key, got "https://h:1": scheme "https" is not allowed here`},
+	{"proxy https", wrap(`"proxy": {"https://h:1": {}}`), `proxy["https://h:1"]`, `want a listen URL such as "http://127.0.0.1:9911", "tcp://127.0.0.1:2222" or "udp://127.0.0.1:5353" as the key, got "https://h:1": scheme "https" is not allowed here`},
 	{"proxy path", wrap(`"proxy": {"http://h:1/px": {}}`), `proxy["http://h:1/px"]`, "only a scheme, host and port are allowed"},
 	{"proxy query", wrap(`"proxy": {"http://h:1?a": {}}`), `proxy["http://h:1?a"]`, "only a scheme, host and port are allowed"},
 	{"proxy no host", wrap(`"proxy": {"http://": {}}`), `proxy["http://"]`, "no host"},
@@ -130,6 +130,10 @@ var badTests = []struct {
 	{"tcp path key", wrap(`"proxy": {"tcp://h:1": {"ea": "ws://h", "ou": "tcp://h:2", "/x": {"ou": "http://h"}}}`), `proxy["tcp://h:1"]["/x"]`, `unknown key for a tcp:// listener, which has no paths; want "en", "ea", "ou", "ca" or "max_conns"`},
 	{"tcp timeout", wrap(`"proxy": {"tcp://h:1": {"ea": "ws://h", "ou": "tcp://h:2", "timeout": "1s"}}`), `proxy["tcp://h:1"].timeout`, `unknown key for a tcp:// listener, since timeout bounds HTTP responses; want "en", "ea", "ou", "ca" or "max_conns"`},
 	{"tcp unknown key", wrap(`"proxy": {"tcp://h:1": {"ea": "ws://h", "ou": "tcp://h:2", "x": 1}}`), `proxy["tcp://h:1"].x`, `unknown key; want "en", "ea", "ou", "ca" or "max_conns"`},
+	{"udp no port", wrap(`"proxy": {"udp://h": {"ea": "ws://h", "ou": "udp://h:2"}}`), `proxy["udp://h"]`, `a udp:// listener needs a port`},
+	{"udp ou tcp", wrap(`"proxy": {"udp://h:1": {"ea": "ws://h", "ou": "tcp://h:2"}}`), `proxy["udp://h:1"].ou`, `want a udp://host:port URL to connect to, got "tcp://h:2": scheme "tcp" is not allowed here`},
+	{"udp no ou", wrap(`"proxy": {"udp://h:1": {"ea": "ws://h"}}`), `proxy["udp://h:1"].ou`, `missing; want a udp://host:port URL to connect to`},
+	{"udp max_conns", wrap(`"proxy": {"udp://h:1": {"ea": "ws://h", "ou": "udp://h:2", "max_conns": 5}}`), `proxy["udp://h:1"].max_conns`, `unknown key for a udp:// listener, which has flows, not connections; want "en", "ea", "ou" or "ca"`},
 	// security, reliability and limit keys
 	{"keepalive bad", `{"west": {"nm": "a", "keepalive": "5"}}`, "west.keepalive", `want a duration such as "90s" or "2m", got "5"`},
 	{"dead_after not above keepalive", `{"west": {"nm": "a", "keepalive": "5s", "dead_after": "5s"}}`, "west.dead_after", `want a duration longer than keepalive (5s), got 5s`},

@@ -330,6 +330,7 @@ func parseProxies(v *value, p string, ls listeners, haveServer bool) ([]Proxy, e
 	}
 	var ps []Proxy
 	seen := make(map[string]string)
+	udpLs := listeners{}
 	for _, m := range v.members {
 		mp := field(p, m.key)
 		px, err := parseProxy(m.key, m.val, mp, haveServer)
@@ -342,7 +343,11 @@ func parseProxies(v *value, p string, ls listeners, haveServer bool) ([]Proxy, e
 			return nil, errf(mp, "want each listener once, got the same URL as %s", prev)
 		}
 		seen[px.URL.String()] = mp
-		if err := ls.add(px.Addr, mp); err != nil {
+		set := ls
+		if px.Kind == KindUDP {
+			set = udpLs // UDP ports are a space of their own
+		}
+		if err := set.add(px.Addr, mp); err != nil {
 			return nil, err
 		}
 		ps = append(ps, px)
@@ -352,22 +357,26 @@ func parseProxies(v *value, p string, ls listeners, haveServer bool) ([]Proxy, e
 
 func parseProxy(key string, v *value, p string, haveServer bool) (Proxy, error) {
 	var px Proxy
-	u, why := parseURL(key, listenURL, "http", "tcp")
+	u, why := parseURL(key, listenURL, "http", "tcp", "udp")
 	if why == "" && (u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.ForceQuery) {
 		why = "only a scheme, host and port are allowed"
 	}
-	if why == "" && u.Scheme == "tcp" && u.Port() == "" {
-		why = "a tcp:// listener needs a port"
+	if why == "" && u.Scheme != "http" && u.Port() == "" {
+		why = "a " + u.Scheme + ":// listener needs a port"
 	}
 	if why != "" {
-		return px, errf(p, `want a listen URL such as "http://127.0.0.1:9911" or "tcp://127.0.0.1:2222" as the key, got %s: %s`, quote(key), why)
+		return px, errf(p, `want a listen URL such as "http://127.0.0.1:9911", "tcp://127.0.0.1:2222" or "udp://127.0.0.1:5353" as the key, got %s: %s`, quote(key), why)
 	}
 	px.URL, px.Addr = u, hostPort(u, DefaultListenPort) // the seed's default, for http:// too
-	if u.Scheme == "tcp" {
+	switch u.Scheme {
+	case "tcp":
 		px.Kind = KindTCP
-	} else {
+	case "udp":
+		px.Kind = KindUDP
+	default:
 		px.Timeout = DefaultTimeout
 	}
+	raw := u.Scheme // "tcp" or "udp": the scheme of "ou" too
 	if err := wantObject(v, p, `an object with "en" or "ea"`); err != nil {
 		return px, err
 	}
@@ -383,7 +392,7 @@ func parseProxy(key string, v *value, p string, haveServer bool) (Proxy, error) 
 			}
 		case m.key == "ea":
 			px.ServerURL, err = parseURLValue(m.val, mp, `a ws:// or wss:// URL of a tunnel server, such as "ws://127.0.0.1:9801"`, dialURL, "ws", "wss")
-		case m.key == "max_conns":
+		case m.key == "max_conns" && px.Kind != KindUDP:
 			px.MaxConns, err = parseCount(m.val, mp)
 		case px.Kind == KindHTTP && m.key == "timeout":
 			px.Timeout, err = parseTimeout(m.val, mp)
@@ -399,13 +408,15 @@ func parseProxy(key string, v *value, p string, haveServer bool) (Proxy, error) 
 		case px.Kind == KindHTTP:
 			err = errf(mp, "unknown key; want %s", keyList(httpKeys))
 		case m.key == "ou":
-			px.Target, err = parseURLValue(m.val, mp, `a tcp://host:port URL to connect to`, tcpTargetURL, "tcp")
+			px.Target, err = parseURLValue(m.val, mp, fmt.Sprintf(`a %s://host:port URL to connect to`, raw), tcpTargetURL, raw)
+		case px.Kind == KindUDP && m.key == "max_conns":
+			err = errf(mp, "unknown key for a udp:// listener, which has flows, not connections; want %s", keyList(tcpKeys[:4]))
 		case m.key == "ca":
 			px.ACL, err = parseACL(m.val, mp, false)
 		case strings.HasPrefix(m.key, "/"):
-			err = errf(mp, "unknown key for a tcp:// listener, which has no paths; want %s", keyList(tcpKeys))
+			err = errf(mp, "unknown key for a %s:// listener, which has no paths; want %s", raw, keyList(tcpKeys))
 		case m.key == "timeout":
-			err = errf(mp, "unknown key for a tcp:// listener, since timeout bounds HTTP responses; want %s", keyList(tcpKeys))
+			err = errf(mp, "unknown key for a %s:// listener, since timeout bounds HTTP responses; want %s", raw, keyList(tcpKeys))
 		default:
 			err = errf(mp, "unknown key; want %s", keyList(tcpKeys))
 		}
@@ -421,8 +432,8 @@ func parseProxy(key string, v *value, p string, haveServer bool) (Proxy, error) 
 		return px, errf(p, `want "en" (the name of a peer that connects to our tunnel server) or "ea" (the URL of a tunnel server to dial), got neither`)
 	case px.Kind == KindHTTP && len(px.Routes) == 0:
 		return px, errf(p, `want at least one route, a key such as "/" holding {"ou": "http://..."}, got none`)
-	case px.Kind == KindTCP && px.Target == nil:
-		return px, errf(field(p, "ou"), `missing; want a tcp://host:port URL to connect to`)
+	case px.Kind != KindHTTP && px.Target == nil:
+		return px, errf(field(p, "ou"), "missing; want a %s://host:port URL to connect to", raw)
 	}
 	slices.SortFunc(px.Routes, func(a, b Route) int {
 		if len(a.Path) != len(b.Path) {

@@ -69,9 +69,13 @@ type Node struct {
 // server is what serves a listening socket: an *http.Server or a
 // *proxy.TCP.
 type server interface {
-	Serve(net.Listener) error
 	Shutdown(context.Context) error
 	Close() error
+}
+
+// streamServer serves a listening socket; *proxy.UDP serves a packet one.
+type streamServer interface {
+	Serve(net.Listener) error
 }
 
 // listener is one listening socket and the server behind it.
@@ -80,7 +84,8 @@ type listener struct {
 	name string // the config key or address it came from
 	addr string // the configured address
 	srv  server
-	ln   net.Listener
+	ln   net.Listener   // stream listeners
+	pc   net.PacketConn // udp:// listeners
 	// after runs once the server has stopped, to release what it used.
 	after func()
 	// tls, if set, makes the listener speak TLS; maxConns > 0 limits the
@@ -243,6 +248,25 @@ func (n *Node) addProxy(p config.Proxy) error {
 // clients, without opening its socket.
 func (n *Node) buildProxy(p config.Proxy, clients map[string]*tunnel.Client) (*listener, error) {
 	l := &listener{role: "proxy", name: p.URL.String(), addr: p.Addr, maxConns: p.MaxConns, proxy: p}
+	if p.Kind == config.KindUDP {
+		dialer, peer, err := n.dialerFor(p, clients)
+		if err != nil {
+			return nil, err
+		}
+		allow, err := allowFunc(p.ACL, fmt.Sprintf("proxy[%q].ca", p.URL.String()))
+		if err != nil {
+			return nil, err
+		}
+		l.srv = proxy.NewUDP(proxy.UDPOptions{
+			Name:   p.URL.String(),
+			Peer:   peer,
+			Target: p.Target.Host,
+			Dialer: dialer,
+			Allow:  allow,
+			Logger: n.log.With("part", "proxy"),
+		})
+		return l, nil
+	}
 	if p.Kind == config.KindTCP {
 		dialer, peer, err := n.dialerFor(p, clients)
 		if err != nil {
@@ -314,6 +338,27 @@ func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.h.Load().ServeHTTP(w, r)
 }
 
+// boundAddr is the address s listens on, "" before it does.
+func (s *listener) boundAddr() string {
+	switch {
+	case s.ln != nil:
+		return s.ln.Addr().String()
+	case s.pc != nil:
+		return s.pc.LocalAddr().String()
+	}
+	return ""
+}
+
+// closeSocket stops s accepting connections or datagrams.
+func (s *listener) closeSocket() {
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	if s.pc != nil {
+		s.pc.Close()
+	}
+}
+
 // allowFunc turns an access list into a check of client addresses; nil
 // when the list is empty.
 func allowFunc(entries []string, path string) (func(netip.Addr) bool, error) {
@@ -344,6 +389,14 @@ func (n *Node) Start() error {
 
 // listen opens the socket of s.
 func (n *Node) listen(s *listener) error {
+	if _, ok := s.srv.(*proxy.UDP); ok {
+		pc, err := net.ListenPacket("udp", s.addr)
+		if err != nil {
+			return fmt.Errorf("listen for %s %s on udp %s: %w", s.role, s.name, s.addr, err)
+		}
+		s.pc = pc
+		return nil
+	}
 	ln, err := n.opts.Listen("tcp", s.addr)
 	if err != nil {
 		return fmt.Errorf("listen for %s %s on %s: %w", s.role, s.name, s.addr, err)
@@ -360,9 +413,7 @@ func (n *Node) listen(s *listener) error {
 
 func (n *Node) closeListeners() {
 	for _, s := range n.servers {
-		if s.ln != nil {
-			s.ln.Close()
-		}
+		s.closeSocket()
 	}
 }
 
@@ -410,9 +461,14 @@ func (n *Node) serveLocked(s *listener) {
 	if hs, ok := s.srv.(*http.Server); ok {
 		hs.BaseContext = func(net.Listener) context.Context { return gctx }
 	}
-	n.log.Info("listening", "role", s.role, "name", s.name, "addr", s.ln.Addr().String())
+	n.log.Info("listening", "role", s.role, "name", s.name, "addr", s.boundAddr())
 	n.group.Go(func() error {
-		err := s.srv.Serve(s.ln)
+		var err error
+		if u, ok := s.srv.(*proxy.UDP); ok {
+			err = u.ServePacket(s.pc)
+		} else {
+			err = s.srv.(streamServer).Serve(s.ln)
+		}
 		if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 			return nil
 		}
@@ -483,10 +539,10 @@ func (n *Node) Addrs() Addrs {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, s := range n.servers {
-		if s.ln == nil {
+		addr := s.boundAddr()
+		if addr == "" {
 			continue
 		}
-		addr := s.ln.Addr().String()
 		switch s.role {
 		case "tunnel":
 			a.Tunnel = addr

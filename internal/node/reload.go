@@ -182,7 +182,7 @@ func (n *Node) Reload(cfg *config.Config) error {
 // flight finish within the shutdown grace, in the background.
 func (n *Node) stopListener(l *listener) {
 	n.log.Info("stopping listener", "role", l.role, "name", l.name)
-	l.ln.Close()
+	l.closeSocket()
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), n.opts.ShutdownGrace)
 		defer cancel()

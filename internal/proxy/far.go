@@ -40,7 +40,7 @@ type Far struct {
 // activity follows one served stream, so that a drain can tell a request
 // in flight from a kept-alive HTTP connection that merely sits idle.
 type activity struct {
-	http     bool
+	http     bool         // HTTP or UDP: a drain may cut it once it is quiet
 	last     atomic.Int64 // unix nanoseconds of the last bytes either way
 	awaiting atomic.Bool  // the last bytes went to the target: a reply is due
 }
@@ -129,9 +129,11 @@ var _ tunnel.StreamHandler = (*Far)(nil)
 
 // ServeStream dials the stream's target and pipes until both sides close.
 func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
-	act := &activity{http: req.Header.Kind == wire.KindHTTP}
+	// HTTP streams may be cut by a drain between requests, UDP flows
+	// between datagrams; raw TCP only when it ends.
+	act := &activity{http: req.Header.Kind != wire.KindTCP}
 	act.last.Store(time.Now().UnixNano())
-	act.awaiting.Store(true) // the request is on its way
+	act.awaiting.Store(req.Header.Kind == wire.KindHTTP) // the request is on its way
 	defer f.track(act)()
 	log := f.Logger
 	if log == nil {
@@ -161,7 +163,11 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 		}
 	}
 	dctx, cancel := context.WithTimeout(ctx, timeout)
-	backend, err := dialer.DialContext(dctx, "tcp", req.Header.Target)
+	network := "tcp"
+	if req.Header.Kind == wire.KindUDP {
+		network = "udp"
+	}
+	backend, err := dialer.DialContext(dctx, network, req.Header.Target)
 	cancel()
 	if err != nil {
 		code := wire.CodeDialFailed
@@ -183,6 +189,10 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 		return
 	}
 	log.Debug("stream connected")
+	if req.Header.Kind == wire.KindUDP {
+		pipeDatagrams(ctx, stream, backend, act)
+		return
+	}
 	Pipe(ctx, stream, trackedConn{backend, act})
 }
 

@@ -33,13 +33,15 @@ const (
 	MaxReasonLen = 1024
 )
 
-// Kind says what a stream carries. The far side treats both alike today (it
-// dials the target and pipes bytes), but counts and polices them apart.
+// Kind says what a stream carries. For TCP and HTTP the far side dials the
+// target and pipes bytes; for UDP the stream carries datagrams, each
+// framed by AppendDatagram, to and from a UDP socket.
 type Kind byte
 
 const (
 	KindTCP  Kind = 1 // raw bytes for a tcp:// listener
 	KindHTTP Kind = 2 // HTTP/1.1 from an http:// listener
+	KindUDP  Kind = 3 // datagrams of one flow of a udp:// listener
 )
 
 func (k Kind) String() string {
@@ -48,6 +50,8 @@ func (k Kind) String() string {
 		return "tcp"
 	case KindHTTP:
 		return "http"
+	case KindUDP:
+		return "udp"
 	}
 	return "kind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -65,7 +69,7 @@ var ErrMalformed = errors.New("malformed")
 
 // Validate reports whether h can be sent.
 func (h Header) Validate() error {
-	if h.Kind != KindTCP && h.Kind != KindHTTP {
+	if h.Kind != KindTCP && h.Kind != KindHTTP && h.Kind != KindUDP {
 		return fmt.Errorf("stream header: %w: unknown kind %d", ErrMalformed, h.Kind)
 	}
 	if len(h.Target) == 0 || len(h.Target) > MaxTargetLen {
@@ -218,3 +222,31 @@ func (e *RejectError) Error() string {
 // Timeout reports whether the far side gave up dialling in time, so that
 // callers treating errors as net.Error map it to a gateway timeout.
 func (e *RejectError) Timeout() bool { return e.Code == CodeTimeout }
+
+// MaxDatagram is the largest datagram a UDP stream carries.
+const MaxDatagram = 65535
+
+// AppendDatagram appends d to b as one frame of a UDP stream: its length as
+// two big-endian bytes, then its bytes. A stream is a byte pipe, so the
+// frames keep the datagrams' boundaries.
+func AppendDatagram(b, d []byte) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(len(d)))
+	return append(b, d...)
+}
+
+// ReadDatagram reads one frame written by AppendDatagram into buf, which
+// must hold MaxDatagram bytes, and returns the datagram.
+func ReadDatagram(r io.Reader, buf []byte) ([]byte, error) {
+	var n [2]byte
+	if _, err := io.ReadFull(r, n[:]); err != nil {
+		return nil, err
+	}
+	size := int(binary.BigEndian.Uint16(n[:]))
+	if _, err := io.ReadFull(r, buf[:size]); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return buf[:size], nil
+}

@@ -132,3 +132,30 @@ func FuzzReadReply(f *testing.F) {
 		}
 	})
 }
+
+func TestDatagramFraming(t *testing.T) {
+	var stream []byte
+	want := [][]byte{{}, []byte("a"), bytes.Repeat([]byte("x"), MaxDatagram)}
+	for _, d := range want {
+		stream = AppendDatagram(stream, d)
+	}
+	r := bytes.NewReader(stream)
+	buf := make([]byte, MaxDatagram)
+	for i, w := range want {
+		got, err := ReadDatagram(r, buf)
+		if err != nil || !bytes.Equal(got, w) {
+			t.Fatalf("datagram %d: %d bytes, %v; want %d bytes", i, len(got), err, len(w))
+		}
+	}
+	if _, err := ReadDatagram(r, buf); err != io.EOF {
+		t.Fatalf("after the last datagram: %v, want io.EOF", err)
+	}
+	// A frame cut short is an error, not a short datagram.
+	cut := AppendDatagram(nil, []byte("hello"))[:4]
+	if _, err := ReadDatagram(bytes.NewReader(cut), buf); err != io.ErrUnexpectedEOF {
+		t.Fatalf("cut frame: %v, want io.ErrUnexpectedEOF", err)
+	}
+	if err := (Header{Kind: KindUDP, Target: "h:53"}).Validate(); err != nil {
+		t.Fatalf("udp header: %v", err)
+	}
+}

@@ -1,0 +1,244 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/west-tunnel/west/internal/wire"
+)
+
+// UDPOptions configures a udp:// listener.
+type UDPOptions struct {
+	Name   string // labels the listener in logs (its listen URL)
+	Peer   string // labels the tunnel peer in logs
+	Target string // host:port the far side sends each flow's datagrams to
+	Dialer Dialer // opens tunnel streams. Required.
+	// Allow decides whether a client at addr may send; nil allows all.
+	Allow func(addr netip.Addr) bool
+	// IdleTimeout ends a flow that carried no datagram either way for
+	// this long. Zero means 60s.
+	IdleTimeout time.Duration
+	// Logger receives logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// UDP serves a udp:// listener. Each client address is a flow carried by
+// one tunnel stream, its datagrams framed by wire.AppendDatagram, until it
+// sits idle for IdleTimeout. As UDP does, it drops datagrams it cannot
+// pass on at once rather than queue them without bound.
+type UDP struct {
+	opts UDPOptions
+	log  *slog.Logger
+
+	ctx    context.Context // ends every flow on Close
+	cancel context.CancelFunc
+	flowWG sync.WaitGroup
+
+	mu    sync.Mutex
+	flows map[netip.AddrPort]*udpFlow
+	pcs   []net.PacketConn
+}
+
+type udpFlow struct {
+	out  chan []byte  // datagrams from the client, waiting for the stream
+	last atomic.Int64 // unix nanoseconds of the last datagram either way
+}
+
+// flowQueue is how many datagrams of one flow may wait for its stream.
+const flowQueue = 256
+
+// NewUDP returns a UDP listener's server.
+func NewUDP(opts UDPOptions) *UDP {
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 60 * time.Second
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &UDP{
+		opts: opts, log: log.With("listener", opts.Name, "peer", opts.Peer),
+		ctx: ctx, cancel: cancel, flows: make(map[netip.AddrPort]*udpFlow),
+	}
+}
+
+// ServePacket reads datagrams from pc until it is closed, and returns
+// net.ErrClosed then.
+func (u *UDP) ServePacket(pc net.PacketConn) error {
+	u.mu.Lock()
+	u.pcs = append(u.pcs, pc)
+	u.mu.Unlock()
+	buf := make([]byte, wire.MaxDatagram)
+	for {
+		n, addr, err := pc.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || u.ctx.Err() != nil {
+				return net.ErrClosed
+			}
+			u.log.Warn("udp read failed", "err", err)
+			continue
+		}
+		ua, ok := addr.(*net.UDPAddr)
+		if !ok {
+			continue
+		}
+		from := ua.AddrPort()
+		if u.opts.Allow != nil && !u.opts.Allow(from.Addr().Unmap()) {
+			u.log.Debug("datagram from a client outside the access list dropped", "client", from)
+			continue
+		}
+		f := u.flow(pc, from)
+		if f == nil {
+			continue // closing
+		}
+		select {
+		case f.out <- append([]byte(nil), buf[:n]...):
+		default:
+			u.log.Debug("datagram dropped: its flow's queue is full", "client", from)
+		}
+	}
+}
+
+// flow returns the flow of client from, starting it when new.
+func (u *UDP) flow(pc net.PacketConn, from netip.AddrPort) *udpFlow {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.ctx.Err() != nil {
+		return nil
+	}
+	if f := u.flows[from]; f != nil {
+		return f
+	}
+	f := &udpFlow{out: make(chan []byte, flowQueue)}
+	f.last.Store(time.Now().UnixNano())
+	u.flows[from] = f
+	u.flowWG.Add(1)
+	go u.runFlow(pc, from, f)
+	return f
+}
+
+// runFlow opens the flow's stream and carries datagrams both ways until
+// the flow idles out, the stream ends, or the listener closes.
+func (u *UDP) runFlow(pc net.PacketConn, from netip.AddrPort, f *udpFlow) {
+	defer u.flowWG.Done()
+	defer func() {
+		u.mu.Lock()
+		delete(u.flows, from)
+		u.mu.Unlock()
+	}()
+	log := u.log.With("client", from)
+	dctx, cancel := context.WithTimeout(u.ctx, 15*time.Second)
+	stream, err := u.opts.Dialer.Dial(dctx, wire.Header{Kind: wire.KindUDP, Target: u.opts.Target})
+	cancel()
+	if err != nil {
+		log.Info("udp flow: tunnel stream failed; its datagrams are dropped", "err", err)
+		return
+	}
+	log.Debug("udp flow started")
+
+	// Replies: stream to client.
+	done := make(chan struct{})
+	defer func() {
+		stream.Close()
+		<-done
+	}()
+	go func() {
+		defer close(done)
+		buf := make([]byte, wire.MaxDatagram)
+		to := net.UDPAddrFromAddrPort(from)
+		for {
+			d, err := wire.ReadDatagram(stream, buf)
+			if err != nil {
+				return
+			}
+			f.last.Store(time.Now().UnixNano())
+			pc.WriteTo(d, to)
+		}
+	}()
+
+	idle := time.NewTimer(u.opts.IdleTimeout)
+	defer idle.Stop()
+	frame := make([]byte, 0, 2+wire.MaxDatagram)
+	for {
+		select {
+		case d := <-f.out:
+			f.last.Store(time.Now().UnixNano())
+			frame = wire.AppendDatagram(frame[:0], d)
+			if _, err := stream.Write(frame); err != nil {
+				log.Info("udp flow ended", "err", err)
+				return
+			}
+		case <-idle.C:
+			if quiet := time.Since(time.Unix(0, f.last.Load())); quiet < u.opts.IdleTimeout {
+				idle.Reset(u.opts.IdleTimeout - quiet)
+				continue
+			}
+			log.Debug("udp flow idle; ended")
+			return
+		case <-done:
+			return
+		case <-u.ctx.Done():
+			return
+		}
+	}
+}
+
+// Shutdown stops reading datagrams and ends every flow. UDP has no
+// requests in flight to wait for.
+func (u *UDP) Shutdown(context.Context) error { return u.Close() }
+
+// Close stops the listener and every flow, and waits for them.
+func (u *UDP) Close() error {
+	u.mu.Lock()
+	u.cancel()
+	for _, pc := range u.pcs {
+		pc.Close()
+	}
+	u.mu.Unlock()
+	u.flowWG.Wait()
+	return nil
+}
+
+// pipeDatagrams carries a UDP stream's datagrams to and from conn, a
+// connected UDP socket, until either ends or ctx does.
+func pipeDatagrams(ctx context.Context, stream, conn net.Conn, act *activity) {
+	stop := context.AfterFunc(ctx, func() { stream.Close(); conn.Close() })
+	defer stop()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer stream.Close()
+		buf := make([]byte, wire.MaxDatagram)
+		frame := make([]byte, 0, 2+wire.MaxDatagram)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			act.last.Store(time.Now().UnixNano())
+			frame = wire.AppendDatagram(frame[:0], buf[:n])
+			if _, err := stream.Write(frame); err != nil {
+				return
+			}
+		}
+	}()
+	buf := make([]byte, wire.MaxDatagram)
+	for {
+		d, err := wire.ReadDatagram(stream, buf)
+		if err != nil {
+			break
+		}
+		act.last.Store(time.Now().UnixNano())
+		conn.Write(d) // a refused or lost datagram is UDP's way
+	}
+	conn.Close()
+	<-done
+	stream.Close()
+}
