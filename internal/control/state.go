@@ -60,7 +60,7 @@ type Client struct {
 // Proxy is one proxy listener.
 type Proxy struct {
 	URL    string  `json:"url"`              // the listen URL as configured
-	Kind   string  `json:"kind"`             // "http" or "tcp"
+	Kind   string  `json:"kind"`             // "http", "tcp" or "udp"
 	Addr   string  `json:"addr"`             // bound address
 	Peer   string  `json:"peer"`             // "en" (a peer name) or "ea" (a tunnel server URL)
 	Via    string  `json:"via"`              // "server" for "en" (the peer dials us), "client" for "ea"

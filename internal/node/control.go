@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/west-tunnel/west/internal/config"
 	"github.com/west-tunnel/west/internal/control"
 	"github.com/west-tunnel/west/internal/proxy"
 	"github.com/west-tunnel/west/internal/tunnel"
@@ -85,15 +84,14 @@ func (n *Node) State() control.State {
 		s.Clients = append(s.Clients, cs)
 	}
 	for _, p := range cfg.Proxies {
-		ps := control.Proxy{URL: p.URL.String(), Kind: "http", Addr: addrs.Proxies[p.URL.String()]}
+		ps := control.Proxy{URL: p.URL.String(), Kind: p.URL.Scheme, Addr: addrs.Proxies[p.URL.String()]}
 		if p.ServerURL != nil {
 			ps.Peer, ps.Via = p.ServerURL.String(), "client"
 		} else {
 			ps.Peer, ps.Via = p.Peer, "server"
 		}
 		ps.PeerUp = connected[ps.Peer]
-		if p.Kind == config.KindTCP {
-			ps.Kind = "tcp"
+		if p.Target != nil {
 			ps.Target = p.Target.Host
 		}
 		for _, r := range p.Routes {
