@@ -248,7 +248,7 @@ func (n *Node) addProxy(p config.Proxy) error {
 // clients, without opening its socket.
 func (n *Node) buildProxy(p config.Proxy, clients map[string]*tunnel.Client) (*listener, error) {
 	l := &listener{role: "proxy", name: p.URL.String(), addr: p.Addr, maxConns: p.MaxConns, proxy: p}
-	if p.Kind == config.KindUDP {
+	if p.Kind != config.KindHTTP {
 		dialer, peer, err := n.dialerFor(p, clients)
 		if err != nil {
 			return nil, err
@@ -257,32 +257,16 @@ func (n *Node) buildProxy(p config.Proxy, clients map[string]*tunnel.Client) (*l
 		if err != nil {
 			return nil, err
 		}
-		l.srv = proxy.NewUDP(proxy.UDPOptions{
-			Name:   p.URL.String(),
-			Peer:   peer,
-			Target: p.Target.Host,
-			Dialer: dialer,
-			Allow:  allow,
-			Logger: n.log.With("part", "proxy"),
-		})
-		return l, nil
-	}
-	if p.Kind == config.KindTCP {
-		dialer, peer, err := n.dialerFor(p, clients)
-		if err != nil {
-			return nil, err
-		}
-		allow, err := allowFunc(p.ACL, fmt.Sprintf("proxy[%q].ca", p.URL.String()))
-		if err != nil {
-			return nil, err
+		if p.Kind == config.KindUDP {
+			l.srv = proxy.NewUDP(proxy.UDPOptions{
+				Name: p.URL.String(), Peer: peer, Target: p.Target.Host,
+				Dialer: dialer, Allow: allow, Logger: n.log.With("part", "proxy"),
+			})
+			return l, nil
 		}
 		l.srv = proxy.NewTCP(proxy.TCPOptions{
-			Name:    p.URL.String(),
-			Peer:    peer,
-			Target:  p.Target.Host,
-			Dialer:  dialer,
-			Allow:   allow,
-			Logger:  n.log.With("part", "proxy"),
+			Name: p.URL.String(), Peer: peer, Target: p.Target.Host,
+			Dialer: dialer, Allow: allow, Logger: n.log.With("part", "proxy"),
 			Observe: n.observeTCP, // metrics; see control.go
 		})
 		return l, nil
