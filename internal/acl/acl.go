@@ -165,3 +165,14 @@ func (l *List) String() string {
 	}
 	return strings.Join(parts, " ")
 }
+
+// PeerAddr is the address of a connection's "host:port", as access lists
+// see it: unmapped from IPv4-in-IPv6, without a zone. It is the zero Addr,
+// which no list with address rules allows, when hostport does not parse.
+func PeerAddr(hostport string) netip.Addr {
+	ap, err := netip.ParseAddrPort(hostport)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap().WithZone("")
+}

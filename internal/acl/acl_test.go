@@ -295,3 +295,19 @@ func TestTargetsErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestPeerAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.1.2.3:80":          "10.1.2.3",
+		"[::ffff:10.1.2.3]:80": "10.1.2.3",
+		"[fe80::1%eth0]:80":    "fe80::1",
+		"[::1]:443":            "::1",
+	} {
+		if got := PeerAddr(in); got.String() != want {
+			t.Errorf("PeerAddr(%q) = %s, want %s", in, got, want)
+		}
+	}
+	if got := PeerAddr("not an address"); got.IsValid() {
+		t.Errorf("PeerAddr of garbage = %s, want the zero Addr", got)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/west-tunnel/west/internal/acl"
 	"github.com/west-tunnel/west/internal/config"
 )
 
@@ -86,7 +87,7 @@ func (h *Handler) serveReload(w http.ResponseWriter, r *http.Request) {
 
 // ServeHTTP checks the access list and the method, then serves.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if h.opts.Allow != nil && !h.opts.Allow(remoteAddr(r)) {
+	if h.opts.Allow != nil && !h.opts.Allow(acl.PeerAddr(r.RemoteAddr)) {
 		h.log.Debug("control port: client not in the access list", "remote", r.RemoteAddr, "path", r.URL.Path)
 		http.Error(w, "west: forbidden", http.StatusForbidden)
 		return
@@ -104,16 +105,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	h.mux.ServeHTTP(w, r)
-}
-
-// remoteAddr is the client's address; the zero Addr, which no list with
-// rules allows, when it cannot be parsed.
-func remoteAddr(r *http.Request) netip.Addr {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return netip.Addr{}
-	}
-	return ap.Addr().Unmap()
 }
 
 func (h *Handler) serveText(w http.ResponseWriter, r *http.Request) {

@@ -81,7 +81,7 @@ func (g *gate) admit(r *http.Request, name string) error {
 }
 
 func (g *gate) check(r *http.Request, name string) error {
-	if addr := remoteAddr(r); !g.acl.AllowAddr(addr) {
+	if addr := acl.PeerAddr(r.RemoteAddr); !g.acl.AllowAddr(addr) {
 		return fmt.Errorf("address %s is not in wsts.ca", addr)
 	}
 	if !g.acl.AllowName(name) {
@@ -107,14 +107,6 @@ func bearer(r *http.Request) string {
 		return strings.TrimSpace(v[7:])
 	}
 	return ""
-}
-
-func remoteAddr(r *http.Request) netip.Addr {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return netip.Addr{}
-	}
-	return ap.Addr().Unmap()
 }
 
 // certHasName reports whether the verified client certificate carries

@@ -26,16 +26,27 @@ func copyConn(dst io.Writer, src net.Conn) (int64, error) {
 		return st.WriteTo(dst)
 	}
 	rc := rawConn(src)
+	var bp *[]byte // held while bytes flow, given back before waiting
+	defer func() {
+		if bp != nil {
+			copyBufs.Put(bp)
+		}
+	}()
 	var total int64
 	drained := true // the last read did not fill the buffer
 	for {
 		if drained && rc != nil {
+			if bp != nil {
+				copyBufs.Put(bp)
+				bp = nil
+			}
 			if err := waitReadable(rc); err != nil {
-				// Let Read report the error, as io.Copy would.
-				rc = nil
+				rc = nil // let Read report the error, as io.Copy would
 			}
 		}
-		bp := copyBufs.Get().(*[]byte)
+		if bp == nil {
+			bp = copyBufs.Get().(*[]byte)
+		}
 		buf := *bp
 		n, rerr := src.Read(buf)
 		if n > 0 {
@@ -45,11 +56,9 @@ func copyConn(dst io.Writer, src net.Conn) (int64, error) {
 				werr = io.ErrShortWrite
 			}
 			if werr != nil {
-				copyBufs.Put(bp)
 				return total, werr
 			}
 		}
-		copyBufs.Put(bp)
 		drained = n < len(buf)
 		if rerr == io.EOF {
 			return total, nil

@@ -40,9 +40,9 @@ type Far struct {
 // activity follows one served stream, so that a drain can tell a request
 // in flight from a kept-alive HTTP connection that merely sits idle.
 type activity struct {
-	http     bool         // HTTP or UDP: a drain may cut it once it is quiet
-	last     atomic.Int64 // unix nanoseconds of the last bytes either way
-	awaiting atomic.Bool  // the last bytes went to the target: a reply is due
+	quietEnds bool         // HTTP or UDP: a drain may cut it once it is quiet
+	last      atomic.Int64 // unix nanoseconds of the last bytes either way
+	awaiting  atomic.Bool  // the last bytes went to the target: a reply is due
 }
 
 // idleAfter is how long an HTTP stream must be quiet, its last reply
@@ -50,7 +50,7 @@ type activity struct {
 const idleAfter = 500 * time.Millisecond
 
 func (a *activity) busy(now int64) bool {
-	return !a.http || a.awaiting.Load() || now-a.last.Load() < int64(idleAfter)
+	return !a.quietEnds || a.awaiting.Load() || now-a.last.Load() < int64(idleAfter)
 }
 
 // Wait waits until no stream is busy, or ctx ends: raw TCP streams until
@@ -118,11 +118,14 @@ func (c trackedConn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
-func (c trackedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(closeWriter); ok {
+func (c trackedConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+// closeWrite half-closes c when it can, and closes it when it cannot.
+func closeWrite(c net.Conn) error {
+	if cw, ok := c.(closeWriter); ok {
 		return cw.CloseWrite()
 	}
-	return c.Conn.Close()
+	return c.Close()
 }
 
 var _ tunnel.StreamHandler = (*Far)(nil)
@@ -131,7 +134,7 @@ var _ tunnel.StreamHandler = (*Far)(nil)
 func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 	// HTTP streams may be cut by a drain between requests, UDP flows
 	// between datagrams; raw TCP only when it ends.
-	act := &activity{http: req.Header.Kind != wire.KindTCP}
+	act := &activity{quietEnds: req.Header.Kind != wire.KindTCP}
 	act.last.Store(time.Now().UnixNano())
 	act.awaiting.Store(req.Header.Kind == wire.KindHTTP) // the request is on its way
 	defer f.track(act)()
@@ -189,11 +192,16 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 		return
 	}
 	log.Debug("stream connected")
-	if req.Header.Kind == wire.KindUDP {
+	switch req.Header.Kind {
+	case wire.KindUDP:
 		pipeDatagrams(ctx, stream, backend, act)
-		return
+	case wire.KindHTTP:
+		Pipe(ctx, stream, trackedConn{backend, act})
+	default:
+		// A raw TCP stream is busy until it ends, whatever its traffic,
+		// so its bytes need no watching.
+		Pipe(ctx, stream, backend)
 	}
-	Pipe(ctx, stream, trackedConn{backend, act})
 }
 
 // errPolicy marks a dial stopped by the dial policy.

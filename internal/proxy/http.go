@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/west-tunnel/west/internal/acl"
 	"github.com/west-tunnel/west/internal/tunnel"
 	"github.com/west-tunnel/west/internal/wire"
 )
@@ -214,7 +215,7 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case rt == nil:
 		proxyErr = fmt.Errorf("no route for %s", r.URL.Path)
 		writeError(rec, http.StatusNotFound, proxyErr)
-	case rt.Allow != nil && !rt.Allow(clientAddr(r)):
+	case rt.Allow != nil && !rt.Allow(acl.PeerAddr(r.RemoteAddr)):
 		proxyErr = fmt.Errorf("client %s not in the access list of %s", r.RemoteAddr, rt.Path)
 		writeError(rec, http.StatusForbidden, proxyErr)
 	default:
@@ -323,15 +324,6 @@ func writeError(w http.ResponseWriter, status int, err error) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	fmt.Fprintf(w, "west: %d %s: %v\n", status, http.StatusText(status), err)
-}
-
-// clientAddr is the HTTP client's address, unmapped from IPv4-in-IPv6.
-func clientAddr(r *http.Request) netip.Addr {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return netip.Addr{}
-	}
-	return ap.Addr().Unmap()
 }
 
 // CloseIdleConnections closes the idle tunnel streams kept for reuse.

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/west-tunnel/west/internal/acl"
 	"github.com/west-tunnel/west/internal/wire"
 )
 
@@ -100,11 +101,7 @@ func (t *TCP) serveConn(conn net.Conn) {
 		}
 	}()
 	if t.opts.Allow != nil {
-		addr := netip.Addr{}
-		if ap, err := netip.ParseAddrPort(conn.RemoteAddr().String()); err == nil {
-			addr = ap.Addr().Unmap()
-		}
-		if !t.opts.Allow(addr) {
+		if !t.opts.Allow(acl.PeerAddr(conn.RemoteAddr().String())) {
 			rec.Err = fmt.Errorf("client %s not in the access list", conn.RemoteAddr())
 			rec.Status = 403
 			conn.Close()
