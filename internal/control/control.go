@@ -17,11 +17,6 @@ type Source interface {
 	State() State
 }
 
-// SourceFunc adapts a function to Source.
-type SourceFunc func() State
-
-func (f SourceFunc) State() State { return f() }
-
 // Options configures the control port's handler.
 type Options struct {
 	// Config returns the configuration in force, rendered by GET / in the

@@ -61,13 +61,6 @@ func StartRelay(t testing.TB, target string) *Relay {
 // Addr is the relay's listening address.
 func (r *Relay) Addr() string { return r.ln.Addr().String() }
 
-// SetTarget changes where new connections are forwarded.
-func (r *Relay) SetTarget(addr string) {
-	r.mu.Lock()
-	r.target = addr
-	r.mu.Unlock()
-}
-
 // Drop resets every current connection on both sides (RST, through
 // SO_LINGER 0) and returns how many there were. New connections are
 // accepted as before.
