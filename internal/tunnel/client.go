@@ -235,7 +235,7 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 		ws.Close()
 		return nil, fmt.Errorf("dial tunnel server %s: %w: server chose subprotocol %q, want %q", c.opts.URL, errHandshake, ws.Subprotocol(), wire.Subprotocol)
 	}
-	return startSession(ctx, ws, true, c.opts.URL, ws.RemoteAddr().String(), c.opts.Mux, c.log)
+	return startSession(ws, true, c.opts.URL, ws.RemoteAddr().String(), c.opts.Mux, c.log)
 }
 
 // describeRefusal adds the server's own reason, when it gave one.

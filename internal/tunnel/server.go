@@ -80,7 +80,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	sess, err := startSession(ctx, c, false, name, r.RemoteAddr, s.opts.Mux, log)
+	sess, err := startSession(c, false, name, r.RemoteAddr, s.opts.Mux, log)
 	if err != nil {
 		log.Error("start tunnel session", "err", err)
 		return
@@ -199,13 +199,12 @@ var upgrader = websocket.Upgrader{
 	CheckOrigin: func(*http.Request) bool { return true },
 }
 
-// startSession puts a multiplexer on an established WebSocket, which it
-// closes when ctx ends.
-func startSession(ctx context.Context, c *websocket.Conn, client bool, peer, remote string, mo MuxOptions, log *slog.Logger) (*Session, error) {
+// startSession puts a multiplexer on an established WebSocket; the
+// session's serve closes both when its context ends.
+func startSession(c *websocket.Conn, client bool, peer, remote string, mo MuxOptions, log *slog.Logger) (*Session, error) {
 	// A frame is one message; allow a little beyond the largest frame.
 	c.SetReadLimit(maxFrame + 1024)
 	conn := &wsConn{ws: c}
-	context.AfterFunc(ctx, func() { c.Close() })
 	var mux *smux.Session
 	var err error
 	if client {
