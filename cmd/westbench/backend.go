@@ -93,9 +93,63 @@ func discard(r io.Reader, buf []byte) (int64, error) {
 
 // Hidden modes in which westbench re-executes itself.
 const (
-	nodeMode = "_node" // a west node that writes CPU and allocation profiles
-	sinkMode = "_sink" // a TCP server holding idle connections
+	nodeMode  = "_node"  // a west node that writes CPU and allocation profiles
+	sinkMode  = "_sink"  // a TCP server holding idle connections
+	relayMode = "_relay" // a plain TCP relay: the floor a tunnel hop is measured against
 )
+
+// runRelay forwards every connection on a loopback port to args[0],
+// copying the bytes through a 64 KiB buffer in user space as a tunnel
+// must, with no framing, multiplexing or HTTP (and no splice, which no
+// tunnel can use). Two of them chained are the least any two-process
+// relay can cost: the floor of a one-hop tunnel on this machine. It logs
+// its address as a west does and runs until killed.
+func runRelay(args []string) error {
+	if len(args) != 1 {
+		return errors.New("want one argument: the target host:port")
+	}
+	target := args[0]
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("{\"msg\":\"listening\",\"role\":\"proxy\",\"addr\":%q}\n", ln.Addr().String())
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer c.Close()
+			t, err := net.Dial("tcp", target)
+			if err != nil {
+				return
+			}
+			defer t.Close()
+			done := make(chan struct{})
+			go func() { relayHalf(t, c); close(done) }()
+			relayHalf(c, t)
+			<-done
+		}()
+	}
+}
+
+// relayHalf copies src to dst, then half-closes dst.
+func relayHalf(dst, src net.Conn) {
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	dst.(*net.TCPConn).CloseWrite()
+}
 
 // runSink accepts connections on a loopback port, which it prints, sends
 // one byte on each and holds them open until its standard input closes.

@@ -39,6 +39,7 @@ type options struct {
 	download    int64
 	upload      int64
 	chain       bool
+	floor       bool
 	rtt         time.Duration
 	rttWindow   int64
 	rttDownload int64
@@ -51,7 +52,7 @@ type options struct {
 }
 
 func main() {
-	if len(os.Args) > 1 && (os.Args[1] == nodeMode || os.Args[1] == sinkMode) {
+	if len(os.Args) > 1 && (os.Args[1] == nodeMode || os.Args[1] == sinkMode || os.Args[1] == relayMode) {
 		os.Exit(runChild(os.Args[1], os.Args[2:]))
 	}
 	opts, err := parseFlags(os.Args[1:])
@@ -77,9 +78,12 @@ func main() {
 // and returns the exit status.
 func runChild(mode string, args []string) int {
 	var err error
-	if mode == nodeMode {
+	switch mode {
+	case nodeMode:
 		err = runNode(args)
-	} else {
+	case relayMode:
+		err = runRelay(args)
+	default:
 		err = runSink()
 	}
 	if err != nil {
@@ -100,6 +104,7 @@ func parseFlags(args []string) (*options, error) {
 	download := fs.String("download", "1GiB", "size of the download")
 	upload := fs.String("upload", "256MiB", "size of the upload")
 	fs.BoolVar(&o.chain, "chain", true, "also measure the case 3 chain (two hops)")
+	fs.BoolVar(&o.floor, "floor", true, "also measure two plain TCP relay processes in a chain, the floor of a one-hop tunnel")
 	fs.DurationVar(&o.rtt, "rtt", 20*time.Millisecond, "round-trip time of the delayed-path download test; 0 skips it")
 	rttWindow := fs.String("rtt-window", "", "bytes in flight the delayed path allows each way (default: the kernel's tcp_wmem maximum)")
 	rttDownload := fs.String("rtt-download", "256MiB", "size of the delayed-path download")
@@ -341,6 +346,19 @@ func (b *bench) setUp(ctx context.Context) error {
 			return err
 		}
 		b.paths = append(b.paths, &path{name: "2 hops", url: "http://" + cl.addrs["proxy"], wests: []*west{cl, cg, cl2}})
+	}
+	if b.opts.floor {
+		// The floor: the same two processes on the way as one hop, doing
+		// nothing but copy bytes.
+		rb, err := b.l.startRelay(ctx, "relay.B", b.backend)
+		if err != nil {
+			return err
+		}
+		ra, err := b.l.startRelay(ctx, "relay.A", rb.addrs["proxy"])
+		if err != nil {
+			return err
+		}
+		b.paths = append(b.paths, &path{name: "relays", url: "http://" + ra.addrs["proxy"], wests: []*west{ra, rb}})
 	}
 	for _, p := range b.paths {
 		if err := waitHTTP(ctx, p.url+"/small", p.wests...); err != nil {

@@ -82,6 +82,22 @@ func (l *launcher) start(ctx context.Context, name, config string, roles ...stri
 	} else {
 		cmd = exec.Command(l.bin, "-c", cfgPath, "-log-format", "json")
 	}
+	return l.run(ctx, name, cmd, roles)
+}
+
+// startRelay starts a plain TCP relay process (see runRelay) in front of
+// target, and waits for its address, logged under the role "proxy".
+func (l *launcher) startRelay(ctx context.Context, name, target string) (*west, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	return l.run(ctx, name, exec.Command(self, relayMode, target), []string{"proxy"})
+}
+
+// run starts cmd, a west or a relay that logs JSON lines on its standard
+// output, and waits until it has logged a bound address for each role.
+func (l *launcher) run(ctx context.Context, name string, cmd *exec.Cmd, roles []string) (*west, error) {
 	if len(l.env) > 0 {
 		cmd.Env = append(os.Environ(), l.env...)
 	}
@@ -100,7 +116,7 @@ func (l *launcher) start(ctx context.Context, name, config string, roles ...stri
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
-		return nil, fmt.Errorf("start west %s: %w", name, err)
+		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	w := &west{name: name, cmd: cmd, log: logPath, addrs: map[string]string{}, exited: make(chan struct{})}
 	l.mu.Lock()

@@ -65,6 +65,9 @@ func (b *bench) report(w io.Writer) {
 	if o.chain {
 		header += "2 hops\t2 hops/direct\t"
 	}
+	if o.floor {
+		header += "2 relays\trelays/direct\t"
+	}
 	fmt.Fprintln(tw, header+"target (1 hop)\t")
 	for _, r := range rows {
 		res, ok := b.results[r.metric]
@@ -73,8 +76,8 @@ func (b *bench) report(w io.Writer) {
 		}
 		direct := median(res["direct"])
 		line := fmt.Sprintf("%s\t%s\t", r.label, r.format(direct))
-		for _, name := range []string{"1 hop", "2 hops"} {
-			if name == "2 hops" && !o.chain {
+		for _, name := range []string{"1 hop", "2 hops", "relays"} {
+			if name == "2 hops" && !o.chain || name == "relays" && !o.floor {
 				continue
 			}
 			vs, ok := res[name]
