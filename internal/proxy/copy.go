@@ -19,38 +19,40 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); retur
 // copyConn copies src to dst until src's end-of-stream or an error, as
 // io.Copy does, but without pinning a buffer to an idle connection: a
 // tunnel stream is drained by its own WriteTo, and a socket is read into a
-// pooled buffer only once it is readable. Ten thousand idle TCP
-// connections then cost goroutines, not ten thousand buffers.
+// pooled buffer only once it is readable (readPooled). Ten thousand idle
+// TCP connections then cost goroutines, not ten thousand buffers.
 func copyConn(dst io.Writer, src net.Conn) (int64, error) {
 	if st, ok := src.(*tunnel.Stream); ok {
 		return st.WriteTo(dst)
 	}
-	rc := rawConn(src)
-	var bp *[]byte // held while bytes flow, given back before waiting
+	var rc syscall.RawConn
+	if canReadPooled {
+		rc = rawConn(src)
+	}
+	observe, _ := src.(readObserver)
+	var bp *[]byte
 	defer func() {
 		if bp != nil {
 			copyBufs.Put(bp)
 		}
 	}()
 	var total int64
-	drained := true // the last read did not fill the buffer
 	for {
-		if drained && rc != nil {
-			if bp != nil {
-				copyBufs.Put(bp)
-				bp = nil
+		var n int
+		var rerr error
+		if rc != nil {
+			n, rerr = readPooled(rc, &bp)
+			if n > 0 && observe != nil {
+				observe.observeRead(n)
 			}
-			if err := waitReadable(rc); err != nil {
-				rc = nil // let Read report the error, as io.Copy would
+		} else {
+			if bp == nil {
+				bp = copyBufs.Get().(*[]byte)
 			}
+			n, rerr = src.Read(*bp)
 		}
-		if bp == nil {
-			bp = copyBufs.Get().(*[]byte)
-		}
-		buf := *bp
-		n, rerr := src.Read(buf)
 		if n > 0 {
-			nw, werr := dst.Write(buf[:n])
+			nw, werr := dst.Write((*bp)[:n])
 			total += int64(nw)
 			if werr == nil && nw != n {
 				werr = io.ErrShortWrite
@@ -59,7 +61,6 @@ func copyConn(dst io.Writer, src net.Conn) (int64, error) {
 				return total, werr
 			}
 		}
-		drained = n < len(buf)
 		if rerr == io.EOF {
 			return total, nil
 		}
@@ -67,6 +68,11 @@ func copyConn(dst io.Writer, src net.Conn) (int64, error) {
 			return total, rerr
 		}
 	}
+}
+
+// readObserver is told of bytes read past it, straight from its socket.
+type readObserver interface {
+	observeRead(n int)
 }
 
 // rawConn digs the socket out of the wrappers this package puts around

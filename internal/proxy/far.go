@@ -104,10 +104,14 @@ type trackedConn struct {
 func (c trackedConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	if n > 0 {
-		c.a.awaiting.Store(false)
-		c.a.last.Store(time.Now().UnixNano())
+		c.observeRead(n)
 	}
 	return n, err
+}
+
+func (c trackedConn) observeRead(int) {
+	c.a.awaiting.Store(false)
+	c.a.last.Store(time.Now().UnixNano())
 }
 
 func (c trackedConn) Write(b []byte) (int, error) {
