@@ -82,7 +82,7 @@ type HTTP struct {
 	opts      HTTPOptions
 	log       *slog.Logger
 	routes    []route // longest Path first
-	transport *http.Transport
+	transport *streamTransport
 }
 
 type route struct {
@@ -100,13 +100,16 @@ func NewHTTP(opts HTTPOptions) *HTTP {
 		log = slog.New(slog.DiscardHandler)
 	}
 	h := &HTTP{opts: opts, log: log.With("listener", opts.Name, "peer", opts.Peer)}
-	h.transport = &http.Transport{
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		// The listener's timeout bounds the far side's answer to the
+		// stream too, not only the backend's response headers.
+		ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+		defer cancel()
+		return opts.Dialer.Dial(ctx, wire.Header{Kind: wire.KindHTTP, Target: addr})
+	}
+	fallback := &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			// The listener's timeout bounds the far side's answer to the
-			// stream too, not only the backend's response headers.
-			ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
-			defer cancel()
-			return opts.Dialer.Dial(ctx, wire.Header{Kind: wire.KindHTTP, Target: addr})
+			return dial(ctx, addr)
 		},
 		TLSClientConfig:       opts.TLSConfig,
 		ResponseHeaderTimeout: opts.Timeout,
@@ -122,6 +125,8 @@ func NewHTTP(opts HTTPOptions) *HTTP {
 		// multiplexer frame instead.
 		WriteBufferSize: 1<<16 - 1,
 	}
+	h.transport = &streamTransport{dial: dial, fallback: fallback, headerTimeout: opts.Timeout,
+		idleTimeout: fallback.IdleConnTimeout, maxIdle: fallback.MaxIdleConnsPerHost}
 	for _, r := range opts.Routes {
 		h.routes = append(h.routes, route{Route: r, proxy: h.newReverseProxy(r)})
 	}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net/http"
 	"net/http/httputil"
 	"sync"
 )
@@ -11,13 +12,14 @@ import (
 
 // tune applies to h what the benchmarks suggest for NewHTTP: pooled
 // 64 KiB copy buffers in each ReverseProxy (it allocates 32 KiB per
-// request without a pool) and 64 KiB transport buffers (default 4 KiB).
+// request without a pool) and 64 KiB buffers in the fallback transport (default 4 KiB).
 func tune(h *HTTP) {
 	for i := range h.routes {
 		h.routes[i].proxy.BufferPool = copyPool{}
 	}
-	h.transport.ReadBufferSize = 64 << 10
-	h.transport.WriteBufferSize = 64 << 10
+	fallback := h.transport.fallback.(*http.Transport)
+	fallback.ReadBufferSize = 64 << 10
+	fallback.WriteBufferSize = 64 << 10
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}

@@ -1,0 +1,317 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// streamTransport is a listener's HTTP/1.1 client for the common request:
+// a replayable one (GET, HEAD, OPTIONS, TRACE) with no body to an http://
+// target, not an upgrade. It writes the request on a tunnel stream kept
+// for reuse and reads the response in the handler's own goroutine.
+// http.Transport runs a reader and a writer goroutine per connection and
+// hands every request and response between them and the handler; on a
+// tunnel those hand-offs cost more than the request itself. Every other
+// request goes to fallback, whose pool of streams is its own.
+//
+// Without a reader goroutine an idle stream cannot notice that the far
+// side has closed it (the backend ended its keep-alive connection). A
+// request that finds its reused stream closed before any byte of the
+// response is therefore sent again on a new stream, which is why only
+// replayable requests without a body take this path.
+type streamTransport struct {
+	dial     func(ctx context.Context, addr string) (net.Conn, error)
+	fallback http.RoundTripper
+	// headerTimeout bounds the wait for the response headers.
+	headerTimeout time.Duration
+	// idleTimeout is how long a stream may sit in the pool.
+	idleTimeout time.Duration
+	// maxIdle is how many idle streams are kept for each target.
+	maxIdle int
+
+	mu    sync.Mutex
+	idle  map[string][]*streamConn // by target host:port, most recent last
+	sweep *time.Timer              // armed while the pool holds streams
+}
+
+// streamConn is one stream carrying requests to one target in turn.
+type streamConn struct {
+	conn      net.Conn
+	addr      string
+	read      int64     // bytes read from conn since the request began
+	idleSince time.Time // when it last went back to the pool
+}
+
+func (c *streamConn) Read(b []byte) (int, error) {
+	n, err := c.conn.Read(b)
+	c.read += int64(n)
+	return n, err
+}
+
+// Reading and writing buffers are lent per request: an idle stream holds
+// neither.
+var (
+	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+)
+
+// takesFastPath reports whether req can go through the stream transport.
+func takesFastPath(req *http.Request) bool {
+	if req.URL.Scheme != "http" || req.Body != nil && req.Body != http.NoBody || req.Header.Get("Upgrade") != "" {
+		return false
+	}
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return false
+}
+
+func (t *streamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !takesFastPath(req) {
+		return t.fallback.RoundTrip(req)
+	}
+	addr := canonicalAddr(req.URL)
+	for {
+		sc, reused := t.get(addr)
+		if sc == nil {
+			conn, err := t.dial(req.Context(), addr)
+			if err != nil {
+				return nil, err
+			}
+			sc = &streamConn{conn: conn, addr: addr}
+		}
+		resp, err := t.roundTrip(sc, req)
+		if err == nil {
+			return resp, nil
+		}
+		sc.conn.Close()
+		// A reused stream that ended before answering was closed by the
+		// far side while it sat idle: the request never reached a
+		// backend that would answer it, so it goes again on a new one.
+		if !reused || sc.read > 0 || req.Context().Err() != nil || isTimeout(err) {
+			return nil, err
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// roundTrip sends req on sc and reads the response headers. The body, when
+// there is one, reads from sc until it ends, and then gives sc back to the
+// pool.
+func (t *streamTransport) roundTrip(sc *streamConn, req *http.Request) (*http.Response, error) {
+	sc.read = 0
+	// A client that goes away abandons the request: closing the stream
+	// ends any wait on it.
+	stop := context.AfterFunc(req.Context(), func() { sc.conn.Close() })
+	bw := writers.Get().(*bufio.Writer)
+	bw.Reset(sc.conn)
+	err := req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	bw.Reset(nil)
+	writers.Put(bw)
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(sc)
+	fail := func(err error) (*http.Response, error) {
+		stop()
+		br.Reset(nil)
+		readers.Put(br)
+		return nil, err
+	}
+	sc.conn.SetReadDeadline(time.Now().Add(t.headerTimeout))
+	var resp *http.Response
+	for {
+		resp, err = http.ReadResponse(br, req)
+		if err != nil {
+			return fail(err)
+		}
+		// Informational answers (103 Early Hints) go to the client as the
+		// reverse proxy asks, and the final one follows.
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+		if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.Got1xxResponse != nil {
+			if err := trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	sc.conn.SetReadDeadline(time.Time{})
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// Not asked for: nothing on this path requests an upgrade.
+		return fail(errors.New("backend switched protocols unasked"))
+	}
+	body := &streamBody{t: t, sc: sc, br: br, body: resp.Body, stop: stop,
+		reusable: !resp.Close && !req.Close}
+	if resp.Body == http.NoBody {
+		body.finish(true) // nothing to read: the stream is free now
+	} else {
+		resp.Body = body
+	}
+	return resp, nil
+}
+
+// streamBody is a response body that returns its stream to the pool once
+// read to its end, and closes it if abandoned before that.
+type streamBody struct {
+	t        *streamTransport
+	sc       *streamConn
+	br       *bufio.Reader
+	body     io.ReadCloser
+	stop     func() bool
+	reusable bool
+	done     atomic.Bool
+}
+
+func (b *streamBody) Read(p []byte) (int, error) {
+	if b.done.Load() {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	n, err := b.body.Read(p)
+	if err == io.EOF {
+		b.finish(true)
+	}
+	return n, err
+}
+
+// Close abandons the rest of the body, if any, with its stream.
+func (b *streamBody) Close() error {
+	b.finish(false)
+	return nil
+}
+
+// finish ends the request once: the stream goes back to the pool if the
+// whole response was read and nothing follows it, and is closed
+// otherwise. Only a complete read, which happens in Read, can be sure no
+// Read still uses the buffer; an abandoned one leaves it to the collector.
+func (b *streamBody) finish(complete bool) {
+	if !b.done.CompareAndSwap(false, true) {
+		return
+	}
+	stopped := b.stop() // false: the client left and the stream is closing
+	if complete {
+		keep := stopped && b.reusable && b.br.Buffered() == 0
+		b.br.Reset(nil)
+		readers.Put(b.br)
+		if keep {
+			b.t.put(b.sc)
+			return
+		}
+	}
+	b.sc.conn.Close()
+}
+
+// get takes the most recently idle stream to addr, if there is one young
+// enough.
+func (t *streamTransport) get(addr string) (sc *streamConn, reused bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for {
+		list := t.idle[addr]
+		if len(list) == 0 {
+			return nil, false
+		}
+		sc = list[len(list)-1]
+		list[len(list)-1] = nil
+		t.idle[addr] = list[:len(list)-1]
+		if time.Since(sc.idleSince) < t.idleTimeout {
+			return sc, true
+		}
+		sc.conn.Close()
+	}
+}
+
+func (t *streamTransport) put(sc *streamConn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.idle == nil {
+		t.idle = make(map[string][]*streamConn)
+	}
+	list := t.idle[sc.addr]
+	if len(list) >= t.maxIdle {
+		sc.conn.Close()
+		return
+	}
+	sc.idleSince = time.Now()
+	t.idle[sc.addr] = append(list, sc)
+	if t.sweep == nil {
+		t.sweep = time.AfterFunc(t.idleTimeout, t.closeExpired)
+	}
+}
+
+// closeExpired closes the streams idle for longer than idleTimeout, and
+// comes back while any remain.
+func (t *streamTransport) closeExpired() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.sweep = nil
+	remain := false
+	for addr, list := range t.idle {
+		kept := list[:0]
+		for _, sc := range list {
+			if time.Since(sc.idleSince) >= t.idleTimeout {
+				sc.conn.Close()
+			} else {
+				kept = append(kept, sc)
+			}
+		}
+		clear(list[len(kept):])
+		if len(kept) == 0 {
+			delete(t.idle, addr)
+		} else {
+			t.idle[addr] = kept
+			remain = true
+		}
+	}
+	if remain {
+		t.sweep = time.AfterFunc(t.idleTimeout/2, t.closeExpired)
+	}
+}
+
+// CloseIdleConnections closes every idle stream, its own and fallback's.
+func (t *streamTransport) CloseIdleConnections() {
+	t.mu.Lock()
+	for _, list := range t.idle {
+		for _, sc := range list {
+			sc.conn.Close()
+		}
+	}
+	t.idle = nil
+	if t.sweep != nil {
+		t.sweep.Stop()
+		t.sweep = nil
+	}
+	t.mu.Unlock()
+	if ci, ok := t.fallback.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
+	}
+}
+
+// canonicalAddr is the host:port a URL's requests go to.
+func canonicalAddr(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = "80"
+	}
+	return net.JoinHostPort(u.Hostname(), port)
+}

@@ -1,0 +1,281 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// listenerTo starts an HTTP listener whose one route sends everything
+// through a real tunnel (tunnelPair) to backend, and returns its URL.
+func listenerTo(t *testing.T, backend string, timeout time.Duration) string {
+	t.Helper()
+	h := NewHTTP(HTTPOptions{
+		Routes:  []Route{{Path: "/", Target: mustURL(t, "http://"+backend+"/")}},
+		Dialer:  tunnelPair(t),
+		Timeout: timeout,
+	})
+	srv := httptest.NewServer(h)
+	t.Cleanup(func() { srv.Close(); h.CloseIdleConnections() })
+	return srv.URL
+}
+
+// countingBackend is an HTTP server that counts the connections it accepts.
+func countingBackend(t *testing.T, h http.Handler) (srv *httptest.Server, addr string, conns *atomic.Int64) {
+	t.Helper()
+	conns = new(atomic.Int64)
+	srv = httptest.NewUnstartedServer(h)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv, strings.TrimPrefix(srv.URL, "http://"), conns
+}
+
+func fetch(t *testing.T, c *http.Client, method, url string, body io.Reader) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading the body: %v", method, url, err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// TestStreamTransportReuse: plain requests of every body shape share one
+// stream, and so one backend connection, one after another.
+func TestStreamTransportReuse(t *testing.T) {
+	_, backend, conns := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/empty":
+			w.WriteHeader(http.StatusNoContent)
+		case "/chunked":
+			w.Write([]byte("chunk one, "))
+			w.(http.Flusher).Flush()
+			w.Write([]byte("chunk two"))
+		default:
+			w.Write([]byte("hello " + r.Method))
+		}
+	}))
+	url := listenerTo(t, backend, 0)
+	c := &http.Client{Transport: &http.Transport{}}
+	defer c.CloseIdleConnections()
+	for i := range 30 {
+		var code int
+		var body, want string
+		switch i % 4 {
+		case 0:
+			code, body = fetch(t, c, "GET", url+"/x", nil)
+			want = "hello GET"
+		case 1:
+			code, body = fetch(t, c, "HEAD", url+"/x", nil)
+		case 2:
+			code, body = fetch(t, c, "GET", url+"/empty", nil)
+		case 3:
+			code, body = fetch(t, c, "GET", url+"/chunked", nil)
+			want = "chunk one, chunk two"
+		}
+		if code >= 300 || body != want {
+			t.Fatalf("request %d: %d %q, want %q", i, code, body, want)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("the backend saw %d connections for 30 sequential requests, want 1", n)
+	}
+}
+
+// TestStreamTransportStaleStream: a backend that closes idle keep-alive
+// connections leaves a closed stream in the listener's pool; the next GET
+// must go again on a new stream, not fail.
+func TestStreamTransportStaleStream(t *testing.T) {
+	srv, backend, conns := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok"))
+	}))
+	url := listenerTo(t, backend, 0)
+	c := &http.Client{Transport: &http.Transport{}}
+	defer c.CloseIdleConnections()
+	if code, body := fetch(t, c, "GET", url+"/a", nil); code != 200 || body != "ok" {
+		t.Fatalf("first GET: %d %q", code, body)
+	}
+	// Close the backend's side of its idle connection, as its idle
+	// timeout would.
+	srv.CloseClientConnections()
+	time.Sleep(100 * time.Millisecond) // let the end of stream cross the tunnel
+	for i := range 3 {
+		if code, body := fetch(t, c, "GET", url+"/b", nil); code != 200 || body != "ok" {
+			t.Fatalf("GET %d after the backend closed its idle connection: %d %q", i, code, body)
+		}
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("the backend saw %d connections, want 2 (the closed one and its replacement)", n)
+	}
+}
+
+// TestStreamTransportTrailingBytes: bytes after a complete response mean
+// the stream is out of step; it must not carry the next request.
+func TestStreamTransportTrailingBytes(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokSURPLUS")
+				}
+			}()
+		}
+	}()
+	url := listenerTo(t, ln.Addr().String(), 0)
+	c := &http.Client{Transport: &http.Transport{}}
+	defer c.CloseIdleConnections()
+	for i := range 3 {
+		if code, body := fetch(t, c, "GET", url+"/", nil); code != 200 || body != "ok" {
+			t.Fatalf("GET %d: %d %q, want 200 \"ok\"", i, code, body)
+		}
+	}
+	if n := conns.Load(); n != 3 {
+		t.Errorf("the backend saw %d connections for 3 requests with surplus bytes, want 3", n)
+	}
+}
+
+// TestStreamTransportOtherRequests: requests off the fast path (a body, an
+// upgrade) still work, through the fallback transport.
+func TestStreamTransportOtherRequests(t *testing.T) {
+	_, backend, _ := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") == "echo" {
+			w.Header().Set("Connection", "Upgrade")
+			w.Header().Set("Upgrade", "echo")
+			w.WriteHeader(http.StatusSwitchingProtocols)
+			conn, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			line, _ := brw.ReadString('\n')
+			conn.Write([]byte("echo: " + line))
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		w.Write([]byte(r.Method + " " + string(b)))
+	}))
+	url := listenerTo(t, backend, 0)
+	c := &http.Client{Transport: &http.Transport{}}
+	defer c.CloseIdleConnections()
+	for _, m := range []string{"POST", "PUT", "DELETE"} {
+		if code, body := fetch(t, c, m, url+"/", strings.NewReader("payload")); code != 200 || body != m+" payload" {
+			t.Errorf("%s: %d %q", m, code, body)
+		}
+	}
+
+	req, _ := http.NewRequest("GET", url+"/", nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "echo")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	rw, ok := resp.Body.(io.ReadWriter)
+	if resp.StatusCode != http.StatusSwitchingProtocols || !ok {
+		t.Fatalf("upgrade: %s, body writable %v", resp.Status, ok)
+	}
+	io.WriteString(rw, "ping\n")
+	line, _ := bufio.NewReader(rw).ReadString('\n')
+	if line != "echo: ping\n" {
+		t.Errorf("upgraded connection answered %q", line)
+	}
+}
+
+// TestStreamTransportTimeouts: a backend slower than the listener's timeout
+// gets 504; a client that leaves mid-wait ends the request at once.
+func TestStreamTransportTimeouts(t *testing.T) {
+	release := make(chan struct{})
+	_, backend, _ := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		w.Write([]byte("late"))
+	}))
+	defer close(release)
+	url := listenerTo(t, backend, 300*time.Millisecond)
+	c := &http.Client{Transport: &http.Transport{}}
+	defer c.CloseIdleConnections()
+	if code, body := fetch(t, c, "GET", url+"/slow", nil); code != http.StatusGatewayTimeout {
+		t.Errorf("a backend slower than the timeout: %d %q, want 504", code, body)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", url+"/slow", nil)
+	start := time.Now()
+	_, err := c.Do(req)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a client that gave up: %v", err)
+	}
+	if d := time.Since(start); d > 250*time.Millisecond {
+		t.Errorf("the client's request ended after %v", d)
+	}
+}
+
+// TestStreamTransportEarlyHints: a 103 before the answer reaches the client.
+func TestStreamTransportEarlyHints(t *testing.T) {
+	_, backend, _ := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Write([]byte("page"))
+	}))
+	url := listenerTo(t, backend, 0)
+	var hints []string
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+		hints = append(hints, h.Get("Link"))
+		return nil
+	}}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", url+"/", nil)
+	c := &http.Client{Transport: &http.Transport{}}
+	defer c.CloseIdleConnections()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "page" || len(hints) != 1 || hints[0] != "</style.css>; rel=preload" {
+		t.Errorf("got %s %q with hints %q", resp.Status, body, hints)
+	}
+}
