@@ -208,21 +208,18 @@ func (b *bufferPool) Put(buf []byte) {
 	}
 }
 
-type errorKey struct{}
-
 // ServeHTTP proxies one request.
 func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w}
-	var proxyErr error
 	rt := h.match(r.URL.EscapedPath())
 	switch {
 	case rt == nil:
-		proxyErr = fmt.Errorf("no route for %s", r.URL.Path)
-		writeError(rec, http.StatusNotFound, proxyErr)
+		rec.err = fmt.Errorf("no route for %s", r.URL.Path)
+		writeError(rec, http.StatusNotFound, rec.err)
 	case rt.Allow != nil && !rt.Allow(acl.PeerAddr(r.RemoteAddr)):
-		proxyErr = fmt.Errorf("client %s not in the access list of %s", r.RemoteAddr, rt.Path)
-		writeError(rec, http.StatusForbidden, proxyErr)
+		rec.err = fmt.Errorf("client %s not in the access list of %s", r.RemoteAddr, rt.Path)
+		writeError(rec, http.StatusForbidden, rec.err)
 	default:
 		// Let the request body keep streaming after the response starts
 		// (an echo, a bidirectional stream); Go's HTTP/1 server otherwise
@@ -232,19 +229,18 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// after a failed round trip; be done with it before returning
 		// (golang/go#68560), or net/http panics on the next request.
 		defer r.Body.Close()
-		r = r.WithContext(context.WithValue(r.Context(), errorKey{}, &proxyErr))
 		rt.proxy.ServeHTTP(rec, r)
 	}
 	status := rec.status
 	if status == 0 {
 		status = http.StatusOK
 	}
-	if r.Context().Err() != nil && proxyErr != nil {
+	if r.Context().Err() != nil && rec.err != nil {
 		status = statusClientGone
 	}
 	record := Record{
 		Listener: h.opts.Name, Method: r.Method, Path: r.URL.Path,
-		Status: status, BytesOut: rec.bytes, Duration: time.Since(start), Err: proxyErr,
+		Status: status, BytesOut: rec.bytes, Duration: time.Since(start), Err: rec.err,
 	}
 	if rt != nil {
 		record.Route = rt.Path
@@ -287,8 +283,9 @@ const statusClientGone = 499
 
 // serveError is the reverse proxy's ErrorHandler.
 func (h *HTTP) serveError(w http.ResponseWriter, r *http.Request, err error) {
-	if p, ok := r.Context().Value(errorKey{}).(*error); ok {
-		*p = err
+	// w is the recorder ServeHTTP gave the reverse proxy.
+	if rec, ok := w.(*recorder); ok {
+		rec.err = err
 	}
 	if r.Context().Err() != nil {
 		return // nobody is listening
@@ -334,12 +331,14 @@ func writeError(w http.ResponseWriter, status int, err error) {
 // CloseIdleConnections closes the idle tunnel streams kept for reuse.
 func (h *HTTP) CloseIdleConnections() { h.transport.CloseIdleConnections() }
 
-// recorder notes the status and body size of a response. It unwraps for
+// recorder notes the status and body size of a response, and why the
+// proxy answered an error, if it did. It unwraps for
 // http.ResponseController, so flushing and upgrades reach the real writer.
 type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	err    error
 }
 
 func (r *recorder) WriteHeader(code int) {
