@@ -58,6 +58,9 @@ func copyConn(dst io.Writer, src net.Conn) (int64, error) {
 				werr = io.ErrShortWrite
 			}
 			if werr != nil {
+				// A tunnel stream's multiplexer may still be sending from
+				// the buffer after a failed write: it is not reused.
+				bp = nil
 				return total, werr
 			}
 		}

@@ -124,12 +124,14 @@ func (t *streamTransport) roundTrip(sc *streamConn, req *http.Request) (*http.Re
 	if err == nil {
 		err = bw.Flush()
 	}
-	bw.Reset(nil)
-	writers.Put(bw)
 	if err != nil {
+		// A write the multiplexer gave up on may still be read from this
+		// buffer by its send loop: leave it to the collector.
 		stop()
 		return nil, err
 	}
+	bw.Reset(nil)
+	writers.Put(bw)
 	br := readers.Get().(*bufio.Reader)
 	br.Reset(sc)
 	fail := func(err error) (*http.Response, error) {

@@ -245,7 +245,6 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 // own 32 KiB buffer would send every frame half full.
 func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
 	bp := frameBufs.Get().(*[]byte)
-	defer frameBufs.Put(bp)
 	buf := *bp
 	var total int64
 	for {
@@ -254,13 +253,17 @@ func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
 			nw, werr := s.Write(buf[:n])
 			total += int64(nw)
 			if werr != nil {
+				// smux may still be sending from buf after a failed
+				// write (its send loop holds the frame), so buf is not
+				// given back.
 				return total, werr
 			}
 		}
-		if rerr == io.EOF {
-			return total, nil
-		}
 		if rerr != nil {
+			frameBufs.Put(bp)
+			if rerr == io.EOF {
+				return total, nil
+			}
 			return total, rerr
 		}
 	}
