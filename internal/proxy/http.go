@@ -194,17 +194,23 @@ func (h *HTTP) match(path string) *route {
 	return nil
 }
 
+// bodyBufSize is the reverse proxy's body copy buffer: a whole
+// multiplexer frame, so that a response body leaves for the client in one
+// write per frame it arrived in (32 KiB, the reverse proxy's own size,
+// took two).
+const bodyBufSize = 64 << 10
+
 // bodyBufs lends the reverse proxy its body copy buffers, which it would
-// otherwise allocate, 32 KiB each, for every request.
-var bodyBufs = &bufferPool{sync.Pool{New: func() any { return new([32 << 10]byte) }}}
+// otherwise allocate for every request.
+var bodyBufs = &bufferPool{sync.Pool{New: func() any { return new([bodyBufSize]byte) }}}
 
 type bufferPool struct{ p sync.Pool }
 
-func (b *bufferPool) Get() []byte { return b.p.Get().(*[32 << 10]byte)[:] }
+func (b *bufferPool) Get() []byte { return b.p.Get().(*[bodyBufSize]byte)[:] }
 
 func (b *bufferPool) Put(buf []byte) {
-	if cap(buf) == 32<<10 {
-		b.p.Put((*[32 << 10]byte)(buf[:32<<10]))
+	if cap(buf) == bodyBufSize {
+		b.p.Put((*[bodyBufSize]byte)(buf[:bodyBufSize]))
 	}
 }
 
