@@ -111,9 +111,10 @@ func NewHTTP(opts HTTPOptions) *HTTP {
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			return dial(ctx, addr)
 		},
-		TLSClientConfig:       opts.TLSConfig,
-		ResponseHeaderTimeout: opts.Timeout,
-		ExpectContinueTimeout: time.Second,
+		TLSClientConfig:        opts.TLSConfig,
+		ResponseHeaderTimeout:  opts.Timeout,
+		MaxResponseHeaderBytes: maxResponseHeader,
+		ExpectContinueTimeout:  time.Second,
 		// Streams are cheap to keep; reusing them saves a tunnel round trip
 		// per request.
 		MaxIdleConns:        1024,

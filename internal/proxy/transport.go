@@ -44,15 +44,29 @@ type streamTransport struct {
 	sweep *time.Timer              // armed while the pool holds streams
 }
 
+// maxResponseHeader bounds a response's header block, as http.Transport's
+// MaxResponseHeaderBytes does, so that a backend cannot grow the
+// listener's memory with endless header lines.
+const maxResponseHeader = 1 << 20
+
+var errHeaderTooLarge = errors.New("response headers exceed 1 MiB")
+
 // streamConn is one stream carrying requests to one target in turn.
 type streamConn struct {
 	conn      net.Conn
 	addr      string
 	read      int64     // bytes read from conn since the request began
+	limit     int64     // while positive, reads beyond it fail
 	idleSince time.Time // when it last went back to the pool
 }
 
 func (c *streamConn) Read(b []byte) (int, error) {
+	if c.limit > 0 {
+		if c.read >= c.limit {
+			return 0, errHeaderTooLarge
+		}
+		b = b[:min(int64(len(b)), c.limit-c.read)]
+	}
 	n, err := c.conn.Read(b)
 	c.read += int64(n)
 	return n, err
@@ -141,6 +155,7 @@ func (t *streamTransport) roundTrip(sc *streamConn, req *http.Request) (*http.Re
 		return nil, err
 	}
 	sc.conn.SetReadDeadline(time.Now().Add(t.headerTimeout))
+	sc.limit = maxResponseHeader
 	var resp *http.Response
 	for {
 		resp, err = http.ReadResponse(br, req)
@@ -159,6 +174,7 @@ func (t *streamTransport) roundTrip(sc *streamConn, req *http.Request) (*http.Re
 		}
 	}
 	sc.conn.SetReadDeadline(time.Time{})
+	sc.limit = 0
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		// Not asked for: nothing on this path requests an upgrade.
 		return fail(errors.New("backend switched protocols unasked"))

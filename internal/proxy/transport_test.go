@@ -279,3 +279,47 @@ func TestStreamTransportEarlyHints(t *testing.T) {
 		t.Errorf("got %s %q with hints %q", resp.Status, body, hints)
 	}
 }
+
+// TestStreamTransportEndlessHeaders: a backend that never ends its header
+// block gets the client a 502 once the headers pass their limit, rather
+// than growing the listener's memory.
+func TestStreamTransportEndlessHeaders(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var sent atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
+				line := []byte("X-Filler: " + strings.Repeat("a", 1000) + "\r\n")
+				io.WriteString(c, "HTTP/1.1 200 OK\r\n")
+				for sent.Load() < 64<<20 {
+					if _, err := c.Write(line); err != nil {
+						return
+					}
+					sent.Add(int64(len(line)))
+				}
+			}()
+		}
+	}()
+	url := listenerTo(t, ln.Addr().String(), 0)
+	c := &http.Client{Transport: &http.Transport{}}
+	defer c.CloseIdleConnections()
+	code, body := fetch(t, c, "GET", url+"/", nil)
+	if code != http.StatusBadGateway || !strings.Contains(body, "1 MiB") {
+		t.Errorf("endless headers: %d %q, want 502 naming the limit", code, body)
+	}
+	if n := sent.Load(); n >= 64<<20 {
+		t.Errorf("the listener read all %d bytes of headers", n)
+	}
+}
