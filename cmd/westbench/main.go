@@ -44,6 +44,7 @@ type options struct {
 	rttWindow   int64
 	rttDownload int64
 	idleStreams int
+	idleTunnels int
 	westBin     string
 	profileDir  string
 	keep        bool
@@ -52,7 +53,7 @@ type options struct {
 }
 
 func main() {
-	if len(os.Args) > 1 && (os.Args[1] == nodeMode || os.Args[1] == sinkMode || os.Args[1] == relayMode) {
+	if len(os.Args) > 1 && (os.Args[1] == nodeMode || os.Args[1] == sinkMode || os.Args[1] == relayMode || os.Args[1] == tunnelsMode) {
 		os.Exit(runChild(os.Args[1], os.Args[2:]))
 	}
 	opts, err := parseFlags(os.Args[1:])
@@ -83,6 +84,8 @@ func runChild(mode string, args []string) int {
 		err = runNode(args)
 	case relayMode:
 		err = runRelay(args)
+	case tunnelsMode:
+		err = runTunnels(args)
 	default:
 		err = runSink()
 	}
@@ -109,6 +112,7 @@ func parseFlags(args []string) (*options, error) {
 	rttWindow := fs.String("rtt-window", "", "bytes in flight the delayed path allows each way (default: the kernel's tcp_wmem maximum)")
 	rttDownload := fs.String("rtt-download", "256MiB", "size of the delayed-path download")
 	fs.IntVar(&o.idleStreams, "idle-streams", 10000, "idle TCP streams for the memory test; 0 skips it")
+	fs.IntVar(&o.idleTunnels, "idle-tunnels", 200, "idle tunnels to one server for the memory test; 0 skips it")
 	fs.StringVar(&o.westBin, "west", "", "west `binary` to run (default: go build ./cmd/west into a temporary directory)")
 	fs.StringVar(&o.profileDir, "profile", "", "run each west as a westbench child that writes CPU and allocation profiles into `dir`")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory with configs and west logs")
@@ -122,7 +126,7 @@ func parseFlags(args []string) (*options, error) {
 	if *quick {
 		for name, v := range map[string]string{
 			"rounds": "1", "duration": "1s", "warmup": "200ms", "download": "64MiB", "upload": "32MiB",
-			"rtt-download": "16MiB", "idle-streams": "1000",
+			"rtt-download": "16MiB", "idle-streams": "1000", "idle-tunnels": "50",
 		} {
 			if !set[name] {
 				fs.Set(name, v)
@@ -166,8 +170,8 @@ func parseFlags(args []string) (*options, error) {
 			o.only[m] = true
 		}
 	}
-	if o.rounds < 1 || o.conns < 1 || o.duration <= 0 || o.idleStreams < 0 {
-		err = errors.New("-rounds, -conns and -duration must be positive, -idle-streams not negative")
+	if o.rounds < 1 || o.conns < 1 || o.duration <= 0 || o.idleStreams < 0 || o.idleTunnels < 0 {
+		err = errors.New("-rounds, -conns and -duration must be positive, -idle-streams and -idle-tunnels not negative")
 		fmt.Fprintf(os.Stderr, "westbench: %v\n", err)
 		return nil, err
 	}
@@ -233,6 +237,7 @@ type bench struct {
 	work    map[*west]map[string]float64    // requests or bytes a west carried in those rounds
 	start   map[*west]usage                 // usage once ready, before any load
 	idle    []idleResult
+	tunnels *tunnelsResult
 	notes   []string
 }
 
@@ -284,6 +289,11 @@ func run(ctx context.Context, opts *options) (err error) {
 	}
 	if opts.idleStreams > 0 {
 		if err := b.measureIdle(ctx); err != nil {
+			return err
+		}
+	}
+	if opts.idleTunnels > 0 {
+		if err := b.measureTunnels(ctx); err != nil {
 			return err
 		}
 	}

@@ -133,6 +133,19 @@ func (b *bench) report(w io.Writer) {
 		}
 		tw.Flush()
 	}
+	if r := b.tunnels; r != nil {
+		fmt.Fprintf(w, "\nidle tunnels: %d tunnel clients in one westbench process to a fresh tunnel server west, no streams:\n\n", r.n)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintf(tw, "side\tRSS before\tRSS with %d tunnels\tper tunnel\t\n", r.n)
+		for _, side := range []struct {
+			name         string
+			before, with usage
+		}{{"server (west)", r.server, r.serverWith}, {"clients", r.clients, r.clientsWith}} {
+			per := float64(side.with.RSS-side.before.RSS) / float64(r.n) / 1024
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f KiB\t\n", side.name, mib(side.before.RSS), mib(side.with.RSS), per)
+		}
+		tw.Flush()
+	}
 	if len(b.notes) > 0 {
 		fmt.Fprintf(w, "\nnotes:\n  %s\n", strings.Join(b.notes, "\n  "))
 	}
