@@ -226,6 +226,7 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 		Subprotocols:    []string{wire.Subprotocol},
 		ReadBufferSize:  wsBufferSize,
 		WriteBufferSize: wsBufferSize,
+		WriteBufferPool: wsWriteBuffers,
 	}
 	ws, resp, err := dialer.DialContext(hctx, c.opts.URL, header)
 	if err != nil {

@@ -194,6 +194,7 @@ func (s *Server) Close() error {
 var upgrader = websocket.Upgrader{
 	ReadBufferSize:  wsBufferSize,
 	WriteBufferSize: wsBufferSize,
+	WriteBufferPool: wsWriteBuffers,
 	Subprotocols:    []string{wire.Subprotocol},
 	// The Origin header carries the peer's name, not a web origin.
 	CheckOrigin: func(*http.Request) bool { return true },

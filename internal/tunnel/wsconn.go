@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -13,6 +14,11 @@ import (
 // multiplexer frame and its WebSocket header fit, so each frame leaves in
 // one message, one (masked, on the client) buffer and one write.
 const wsBufferSize = maxFrame + 64
+
+// wsWriteBuffers lends tunnels their WebSocket write buffers for one
+// message at a time: an idle tunnel, or one that only receives, then holds
+// none, where each would otherwise keep its own 64 KiB for life.
+var wsWriteBuffers = &sync.Pool{}
 
 // wsConn is a net.Conn over a WebSocket for the multiplexer: each Write is
 // one binary message and Read runs the messages together. It sets no
