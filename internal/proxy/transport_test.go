@@ -45,6 +45,32 @@ func countingBackend(t *testing.T, h http.Handler) (srv *httptest.Server, addr s
 	return srv, strings.TrimPrefix(srv.URL, "http://"), conns
 }
 
+// rawBackend serves each TCP connection with serve, for backends that
+// misbehave in ways net/http would not, and counts the connections.
+func rawBackend(t *testing.T, serve func(net.Conn)) (addr string, conns *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	conns = new(atomic.Int64)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer c.Close()
+				serve(c)
+			}()
+		}
+	}()
+	return ln.Addr().String(), conns
+}
+
 func fetch(t *testing.T, c *http.Client, method, url string, body io.Reader) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, body)
@@ -135,32 +161,16 @@ func TestStreamTransportStaleStream(t *testing.T) {
 // TestStreamTransportTrailingBytes: bytes after a complete response mean
 // the stream is out of step; it must not carry the next request.
 func TestStreamTransportTrailingBytes(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var conns atomic.Int64
-	go func() {
+	backend, conns := rawBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			if _, err := http.ReadRequest(br); err != nil {
 				return
 			}
-			conns.Add(1)
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					if _, err := http.ReadRequest(br); err != nil {
-						return
-					}
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokSURPLUS")
-				}
-			}()
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokSURPLUS")
 		}
-	}()
-	url := listenerTo(t, ln.Addr().String(), 0)
+	})
+	url := listenerTo(t, backend, 0)
 	c := &http.Client{Transport: &http.Transport{}}
 	defer c.CloseIdleConnections()
 	for i := range 3 {
@@ -284,35 +294,21 @@ func TestStreamTransportEarlyHints(t *testing.T) {
 // block gets the client a 502 once the headers pass their limit, rather
 // than growing the listener's memory.
 func TestStreamTransportEndlessHeaders(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	var sent atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	backend, _ := rawBackend(t, func(c net.Conn) {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		line := []byte("X-Filler: " + strings.Repeat("a", 1000) + "\r\n")
+		io.WriteString(c, "HTTP/1.1 200 OK\r\n")
+		for sent.Load() < 64<<20 {
+			if _, err := c.Write(line); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
-					return
-				}
-				line := []byte("X-Filler: " + strings.Repeat("a", 1000) + "\r\n")
-				io.WriteString(c, "HTTP/1.1 200 OK\r\n")
-				for sent.Load() < 64<<20 {
-					if _, err := c.Write(line); err != nil {
-						return
-					}
-					sent.Add(int64(len(line)))
-				}
-			}()
+			sent.Add(int64(len(line)))
 		}
-	}()
-	url := listenerTo(t, ln.Addr().String(), 0)
+	})
+	url := listenerTo(t, backend, 0)
 	c := &http.Client{Transport: &http.Transport{}}
 	defer c.CloseIdleConnections()
 	code, body := fetch(t, c, "GET", url+"/", nil)

@@ -162,18 +162,7 @@ func mustDial(t *testing.T, c *Client) net.Conn {
 // with an answer, none reset or lost on the way.
 func TestOverloadBurst(t *testing.T) {
 	release := make(chan struct{})
-	hold := StreamHandlerFunc(func(ctx context.Context, req *Request) {
-		c, err := req.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		select {
-		case <-release:
-		case <-ctx.Done():
-		}
-	})
-	h := newHarness(t, ServerOptions{Handler: hold, Mux: MuxOptions{MaxStreams: 2}})
+	h := newHarness(t, ServerOptions{Handler: holdUntil(release), Mux: MuxOptions{MaxStreams: 2}})
 	c := h.startClient(ClientOptions{Name: "n"})
 	defer close(release)
 	for range 2 {

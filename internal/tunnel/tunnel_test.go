@@ -422,9 +422,9 @@ func TestGarbageAfterUpgrade(t *testing.T) {
 	roundTrip(t, conn, []byte("undisturbed"))
 }
 
-func TestMaxStreams(t *testing.T) {
-	release := make(chan struct{})
-	hold := StreamHandlerFunc(func(ctx context.Context, req *Request) {
+// holdUntil accepts every stream and holds it open until release closes.
+func holdUntil(release <-chan struct{}) StreamHandlerFunc {
+	return func(ctx context.Context, req *Request) {
 		c, err := req.Accept()
 		if err != nil {
 			return
@@ -434,8 +434,12 @@ func TestMaxStreams(t *testing.T) {
 		case <-release:
 		case <-ctx.Done():
 		}
-	})
-	h := newHarness(t, ServerOptions{Handler: hold, Mux: MuxOptions{MaxStreams: 2}})
+	}
+}
+
+func TestMaxStreams(t *testing.T) {
+	release := make(chan struct{})
+	h := newHarness(t, ServerOptions{Handler: holdUntil(release), Mux: MuxOptions{MaxStreams: 2}})
 	c := h.startClient(ClientOptions{Name: "n"})
 	waitFor(t, "session", func() bool { return c.Status().State == StateUp })
 	ctx := context.Background()
