@@ -3,11 +3,14 @@
 // httputil.ReverseProxy, and the far side's StreamHandler that dials the
 // requested target and pipes bytes with half-close.
 //
-// HTTP crosses the tunnel as plain HTTP/1.1 bytes: the near side's
-// http.Transport dials a tunnel stream instead of a TCP connection, and the
-// far side connects that stream to the backend. So bodies stream as they
-// come, upgrades and trailers work, and keep-alive connections are reused
-// across requests without the far side parsing HTTP at all.
+// HTTP crosses the tunnel as plain HTTP/1.1 bytes: the near side writes
+// each request on a tunnel stream instead of a TCP connection, and the far
+// side connects that stream to the backend. So bodies stream as they come,
+// upgrades and trailers work, and kept-alive streams are reused across
+// requests without the far side parsing HTTP at all. Plain bodiless
+// requests go through streamTransport, which answers them in the
+// handler's goroutine; the rest through an http.Transport that dials
+// tunnel streams.
 //
 // Errors become HTTP statuses in one place (statusFor): 503 when the peer
 // is not connected, 502 when the target refuses or the far side rejects
