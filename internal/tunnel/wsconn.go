@@ -22,7 +22,8 @@ var wsWriteBuffers = &sync.Pool{}
 
 // wsConn is a net.Conn over a WebSocket for the multiplexer: each Write is
 // one binary message and Read runs the messages together. It sets no
-// per-call timers and allocates nothing per frame. smux reads from one
+// per-call timers; per frame, the only allocation is the small handle
+// gorilla puts in wsWriteBuffers with the buffer. smux reads from one
 // goroutine and writes from one, as gorilla/websocket requires.
 type wsConn struct {
 	ws *websocket.Conn
