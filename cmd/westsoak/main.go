@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -236,30 +237,6 @@ func startNode(js string, opts node.Options) (*node.Node, func(), error) {
 	return n, func() { once.Do(func() { cancel(); <-done }) }, nil
 }
 
-// pattern is an endless deterministic byte stream.
-type pattern struct{ off int64 }
-
-func (p *pattern) Read(b []byte) (int, error) {
-	for i := range b {
-		b[i] = byte((p.off + int64(i)) % 251)
-	}
-	p.off += int64(len(b))
-	return len(b), nil
-}
-
-var sums sync.Map // size -> SHA-256 of the pattern's first size bytes
-
-func patternSum(size int64) string {
-	if s, ok := sums.Load(size); ok {
-		return s.(string)
-	}
-	h := sha256.New()
-	io.CopyN(h, &pattern{}, size)
-	s := string(h.Sum(nil))
-	sums.Store(size, s)
-	return s
-}
-
 // startBackend serves /x/big?n= (n pattern bytes with a Content-Length),
 // /x/echo (the body back, full duplex) and /x/stream?n= (n pattern bytes in
 // flushed 16 KiB chunks, no Content-Length).
@@ -269,7 +246,7 @@ func startBackend() (string, func(), error) {
 		var n int64
 		fmt.Sscan(r.URL.Query().Get("n"), &n)
 		w.Header().Set("Content-Length", fmt.Sprint(n))
-		io.CopyN(w, &pattern{}, n)
+		io.CopyN(w, &testutil.Pattern{}, n)
 	})
 	mux.HandleFunc("/x/echo", func(w http.ResponseWriter, r *http.Request) {
 		http.NewResponseController(w).EnableFullDuplex()
@@ -278,7 +255,7 @@ func startBackend() (string, func(), error) {
 	mux.HandleFunc("/x/stream", func(w http.ResponseWriter, r *http.Request) {
 		var n int64
 		fmt.Sscan(r.URL.Query().Get("n"), &n)
-		p := &pattern{}
+		p := &testutil.Pattern{}
 		f := w.(http.Flusher)
 		for n > 0 && r.Context().Err() == nil {
 			c, _ := io.CopyN(w, p, min(n, 16<<10))
@@ -330,7 +307,7 @@ func doOne(hc *http.Client, base, kind string, size int64, deadline time.Duratio
 	case "get":
 		req, _ = http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/s/big?n=%d", base, size), nil)
 	case "post":
-		req, _ = http.NewRequestWithContext(ctx, "POST", base+"/s/echo", io.LimitReader(&pattern{}, size))
+		req, _ = http.NewRequestWithContext(ctx, "POST", base+"/s/echo", io.LimitReader(&testutil.Pattern{}, size))
 		req.ContentLength = size
 	case "stream":
 		req, _ = http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/s/stream?n=%d", base, size), nil)
@@ -359,7 +336,7 @@ func doOne(hc *http.Client, base, kind string, size int64, deadline time.Duratio
 		return o("truncated", fmt.Sprintf("%d of %d bytes: %v", n, size, err))
 	case n != size:
 		return o("corrupt", fmt.Sprintf("%d of %d bytes without an error", n, size))
-	case string(h.Sum(nil)) != patternSum(size):
+	case string(h.Sum(nil)) != testutil.PatternSum(size):
 		return o("corrupt", fmt.Sprintf("%d bytes, wrong digest", n))
 	}
 	return outcome{cause: "ok", elapsed: time.Since(start)}
@@ -434,17 +411,18 @@ func (s snapshot) failed() int {
 }
 
 func (s snapshot) causes() string {
-	keys := make([]string, 0, len(s.byCause))
-	for k := range s.byCause {
-		keys = append(keys, k)
+	if len(s.byCause) == 0 {
+		return "no failures"
 	}
-	slices.Sort(keys)
+	return formatCounts(s.byCause)
+}
+
+// formatCounts writes counts as "key:n key:n", keys sorted.
+func formatCounts(counts map[string]int) string {
+	keys := slices.Sorted(maps.Keys(counts))
 	parts := make([]string, 0, len(keys))
 	for _, k := range keys {
-		parts = append(parts, fmt.Sprintf("%s:%d", k, s.byCause[k]))
-	}
-	if len(parts) == 0 {
-		return "no failures"
+		parts = append(parts, fmt.Sprintf("%s:%d", k, counts[k]))
 	}
 	return strings.Join(parts, " ")
 }
@@ -464,16 +442,7 @@ func (f *faultLog) add(kind string) {
 func (f *faultLog) String() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	keys := make([]string, 0, len(f.counts))
-	for k := range f.counts {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	parts := make([]string, 0, len(keys))
-	for _, k := range keys {
-		parts = append(parts, fmt.Sprintf("%s:%d", k, f.counts[k]))
-	}
-	return "{" + strings.Join(parts, " ") + "}"
+	return "{" + formatCounts(f.counts) + "}"
 }
 
 // injectFaults hits the relay with a random fault about every o.faultEvery

@@ -92,7 +92,7 @@ func TestTCPEchoHalfClose(t *testing.T) {
 		c.SetDeadline(time.Now().Add(2 * time.Minute))
 		sent := sha256.New()
 		go func() {
-			io.Copy(c, io.TeeReader(io.LimitReader(&pattern{}, size), sent))
+			io.Copy(c, io.TeeReader(io.LimitReader(&testutil.Pattern{}, size), sent))
 			// Half-close: the reply must still come back in full.
 			c.(*net.TCPConn).CloseWrite()
 		}()

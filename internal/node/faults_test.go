@@ -93,7 +93,7 @@ func fetchBig(c *http.Client, base string, size int64) result {
 	h := sha256.New()
 	n, err := io.Copy(h, resp.Body)
 	r := result{status: resp.StatusCode, err: err, n: n, elapsed: time.Since(start)}
-	r.intact = err == nil && resp.StatusCode == http.StatusOK && n == size && string(h.Sum(nil)) == patternSum(size)
+	r.intact = err == nil && resp.StatusCode == http.StatusOK && n == size && string(h.Sum(nil)) == testutil.PatternSum(size)
 	return r
 }
 
@@ -101,7 +101,7 @@ func fetchBig(c *http.Client, base string, size int64) result {
 // checks what comes back.
 func postEcho(c *http.Client, base string, size int64) result {
 	start := time.Now()
-	resp, err := c.Post(base+"/px/echo", "application/octet-stream", io.LimitReader(&pattern{}, size))
+	resp, err := c.Post(base+"/px/echo", "application/octet-stream", io.LimitReader(&testutil.Pattern{}, size))
 	if err != nil {
 		return result{err: err, elapsed: time.Since(start)}
 	}
@@ -109,21 +109,8 @@ func postEcho(c *http.Client, base string, size int64) result {
 	h := sha256.New()
 	n, err := io.Copy(h, resp.Body)
 	r := result{status: resp.StatusCode, err: err, n: n, elapsed: time.Since(start)}
-	r.intact = err == nil && resp.StatusCode == http.StatusOK && n == size && string(h.Sum(nil)) == patternSum(size)
+	r.intact = err == nil && resp.StatusCode == http.StatusOK && n == size && string(h.Sum(nil)) == testutil.PatternSum(size)
 	return r
-}
-
-var patternSums sync.Map // size -> digest of the pattern's first size bytes
-
-func patternSum(size int64) string {
-	if s, ok := patternSums.Load(size); ok {
-		return s.(string)
-	}
-	h := sha256.New()
-	io.CopyN(h, &pattern{}, size)
-	s := string(h.Sum(nil))
-	patternSums.Store(size, s)
-	return s
 }
 
 // waitOK polls GETs of a small body until one succeeds, and returns how
@@ -256,7 +243,7 @@ func TestFaultServerRestartMidTransfer(t *testing.T) {
 	t.Logf("in-flight download after the server stopped: %d of %d bytes, %v, ended %s after the stop",
 		n, size, err, time.Since(stopped).Round(time.Millisecond))
 	switch {
-	case n == size && err == nil && string(h.Sum(nil)) != patternSum(size):
+	case n == size && err == nil && string(h.Sum(nil)) != testutil.PatternSum(size):
 		t.Fatalf("in-flight download completed with corrupt bytes")
 	case n == size && err == nil:
 		t.Logf("the download completed before the server stopped; nothing to check")
@@ -305,7 +292,7 @@ func resettingBackend(t *testing.T) string {
 			return
 		}
 		w.Header().Set("Content-Length", fmt.Sprint(1<<20))
-		io.CopyN(w, &pattern{}, 100<<10)
+		io.CopyN(w, &testutil.Pattern{}, 100<<10)
 		w.(http.Flusher).Flush()
 		conn, _, err := http.NewResponseController(w).Hijack()
 		if err != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/west-tunnel/west/internal/config"
+	"github.com/west-tunnel/west/internal/testutil"
 )
 
 // prebound hands nodes listeners the test opened itself, so that configs
@@ -143,22 +144,11 @@ func backend(t *testing.T) *httptest.Server {
 		var n int64
 		fmt.Sscan(r.URL.Query().Get("n"), &n)
 		w.Header().Set("Content-Length", fmt.Sprint(n))
-		io.CopyN(w, &pattern{}, n)
+		io.CopyN(w, &testutil.Pattern{}, n)
 	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv
-}
-
-// pattern is an endless deterministic byte stream.
-type pattern struct{ off int64 }
-
-func (p *pattern) Read(b []byte) (int, error) {
-	for i := range b {
-		b[i] = byte((p.off + int64(i)) % 251)
-	}
-	p.off += int64(len(b))
-	return len(b), nil
 }
 
 // pair starts use case 1 (L's listener sends through L's tunnel client to
@@ -269,8 +259,8 @@ func TestLargeBodiesBothWays(t *testing.T) {
 	// Upload 100 MiB; the backend echoes it and reports its digest in a
 	// trailer, so both directions are checked without holding it in memory.
 	want := sha256.New()
-	io.CopyN(want, &pattern{}, size)
-	req, _ := http.NewRequest("POST", base+"/px/upload", io.LimitReader(&pattern{}, size))
+	io.CopyN(want, &testutil.Pattern{}, size)
+	req, _ := http.NewRequest("POST", base+"/px/upload", io.LimitReader(&testutil.Pattern{}, size))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

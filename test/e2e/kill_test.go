@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/west-tunnel/west/internal/testutil"
 )
 
 // startKillable starts the binary like west does, but returns the process
@@ -44,23 +46,6 @@ func startKillable(t *testing.T, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// pattern is an endless deterministic byte stream.
-type pattern struct{ off int64 }
-
-func (p *pattern) Read(b []byte) (int, error) {
-	for i := range b {
-		b[i] = byte((p.off + int64(i)) % 251)
-	}
-	p.off += int64(len(b))
-	return len(b), nil
-}
-
-func patternSum(n int64) string {
-	h := sha256.New()
-	io.CopyN(h, &pattern{}, n)
-	return string(h.Sum(nil))
-}
-
 // bigBackend serves /x/big?n=N: N pattern bytes with a Content-Length.
 func bigBackend(t *testing.T, addr string) {
 	t.Helper()
@@ -72,7 +57,7 @@ func bigBackend(t *testing.T, addr string) {
 		var n int64
 		fmt.Sscan(r.URL.Query().Get("n"), &n)
 		w.Header().Set("Content-Length", fmt.Sprint(n))
-		io.CopyN(w, &pattern{}, n)
+		io.CopyN(w, &testutil.Pattern{}, n)
 	})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
@@ -118,7 +103,7 @@ func TestKill9TunnelServerMidTransfer(t *testing.T) {
 	n += 1 << 20
 	t.Logf("download in flight at kill -9: %d of %d bytes, %v, ended %s after the kill", n, size, err, time.Since(killed).Round(time.Millisecond))
 	switch {
-	case err == nil && n == size && string(h.Sum(nil)) != patternSum(size):
+	case err == nil && n == size && string(h.Sum(nil)) != testutil.PatternSum(size):
 		t.Fatalf("download completed with corrupt bytes")
 	case err == nil && n != size:
 		t.Fatalf("short body (%d of %d) without an error", n, size)
@@ -150,7 +135,7 @@ func TestKill9TunnelServerMidTransfer(t *testing.T) {
 		h := sha256.New()
 		n, err := io.Copy(h, resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != 200 || err != nil || n != size || string(h.Sum(nil)) != patternSum(size) {
+		if resp.StatusCode != 200 || err != nil || n != size || string(h.Sum(nil)) != testutil.PatternSum(size) {
 			t.Fatalf("request %d after the restart: status %d, %d of %d bytes, %v", i, resp.StatusCode, n, size, err)
 		}
 	}
