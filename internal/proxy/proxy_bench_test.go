@@ -8,11 +8,8 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strconv"
-	"strings"
 	"testing"
-	"time"
 
-	"github.com/west-tunnel/west/internal/tunnel"
 	"github.com/west-tunnel/west/internal/wire"
 )
 
@@ -43,34 +40,6 @@ func benchBackend(b *testing.B) *url.URL {
 	return u
 }
 
-// benchTunnelClient starts a tunnel server and client on loopback, both
-// serving streams with Far, and returns the client once it is up.
-func benchTunnelClient(b *testing.B, far tunnel.StreamHandler) *tunnel.Client {
-	b.Helper()
-	srv := tunnel.NewServer(tunnel.ServerOptions{Handler: far})
-	hs := httptest.NewServer(srv)
-	c := tunnel.NewClient(tunnel.ClientOptions{
-		URL: "ws" + strings.TrimPrefix(hs.URL, "http"), Name: "bench", Handler: far,
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { c.Run(ctx); close(done) }()
-	b.Cleanup(func() {
-		cancel()
-		<-done
-		srv.Close()
-		hs.Close()
-	})
-	deadline := time.Now().Add(5 * time.Second)
-	for c.Status().State != tunnel.StateUp {
-		if time.Now().After(deadline) {
-			b.Fatal("tunnel did not come up")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return c
-}
-
 // directDialer opens plain TCP connections, to measure the reverse proxy
 // without a tunnel.
 var directDialer = DialerFunc(func(ctx context.Context, h wire.Header) (net.Conn, error) {
@@ -93,9 +62,9 @@ func benchPath(b *testing.B, name string) string {
 	case "proxy":
 		h = NewHTTP(HTTPOptions{Routes: []Route{{Path: "/", Target: be}}, Dialer: directDialer})
 	case "tunnel":
-		h = NewHTTP(HTTPOptions{Routes: []Route{{Path: "/", Target: be}}, Dialer: benchTunnelClient(b, &Far{})})
+		h = NewHTTP(HTTPOptions{Routes: []Route{{Path: "/", Target: be}}, Dialer: tunnelPair(b)})
 	case "tunnel-tuned":
-		h = NewHTTP(HTTPOptions{Routes: []Route{{Path: "/", Target: be}}, Dialer: benchTunnelClient(b, &Far{})})
+		h = NewHTTP(HTTPOptions{Routes: []Route{{Path: "/", Target: be}}, Dialer: tunnelPair(b)})
 		tune(h)
 	}
 	srv := httptest.NewServer(h)

@@ -17,10 +17,10 @@ import (
 	"github.com/west-tunnel/west/internal/tunnel"
 )
 
-// tunnelPair starts a tunnel server whose far side is a Far, and a client
-// of it; it returns the client, which dials through the tunnel.
-func tunnelPair(t *testing.T) *tunnel.Client {
-	t.Helper()
+// tunnelPair starts a tunnel server and a client of it, both serving
+// streams with a Far, and returns the client once its tunnel is up.
+func tunnelPair(tb testing.TB) *tunnel.Client {
+	tb.Helper()
 	srv := tunnel.NewServer(tunnel.ServerOptions{Handler: &Far{}})
 	hs := httptest.NewServer(srv)
 	c := tunnel.NewClient(tunnel.ClientOptions{
@@ -29,12 +29,19 @@ func tunnelPair(t *testing.T) *tunnel.Client {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		cancel()
 		<-done
 		srv.Close()
 		hs.Close()
 	})
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Status().State != tunnel.StateUp {
+		if time.Now().After(deadline) {
+			tb.Fatal("tunnel did not come up")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	return c
 }
 
