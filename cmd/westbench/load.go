@@ -35,7 +35,7 @@ func newTransport(conns int) *http.Transport {
 type rpsResult struct {
 	requests int64
 	elapsed  time.Duration
-	lat      []time.Duration // per request, when recorded
+	p50, p99 time.Duration // latency percentiles, when recorded
 	errors   int64
 	firstErr error
 }
@@ -107,11 +107,13 @@ func runRPS(ctx context.Context, url string, conns int, warmup, d time.Duration,
 		return rpsResult{}, err
 	}
 	r := rpsResult{elapsed: elapsed, errors: errCount.Load(), firstErr: firstErr}
+	var all []time.Duration
 	for i := range conns {
 		r.requests += counts[i]
-		r.lat = append(r.lat, lats[i]...)
+		all = append(all, lats[i]...)
 	}
-	slices.Sort(r.lat)
+	slices.Sort(all)
+	r.p50, r.p99 = percentile(all, 50), percentile(all, 99)
 	if r.requests == 0 {
 		return r, fmt.Errorf("GET %s: no request succeeded: %v", url, firstErr)
 	}

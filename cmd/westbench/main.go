@@ -1,9 +1,9 @@
 //go:build linux
 
 // Command westbench measures west against a direct connection on
-// loopback: it builds west, starts a backend HTTP server in-process, starts
-// wests in the seed's one-hop shape and in the case 3 chain (two hops),
-// and alternates direct and tunnelled rounds of each measurement in the
+// loopback: it builds west, starts a backend HTTP server in a process of
+// its own, starts wests in the seed's one-hop shape and in the case 3 chain
+// (two hops), and alternates direct and tunnelled rounds of each measurement in the
 // same run, printing medians and their ratio to direct.
 //
 // Usage:
@@ -50,10 +50,11 @@ type options struct {
 	keep        bool
 	only        map[string]bool // metrics to run; nil runs all
 	westEnv     []string        // extra environment of the wests
+	wrk         string          // wrk's path when it generates the requests/s load
 }
 
 func main() {
-	if len(os.Args) > 1 && (os.Args[1] == nodeMode || os.Args[1] == sinkMode || os.Args[1] == relayMode || os.Args[1] == tunnelsMode) {
+	if len(os.Args) > 1 && slices.Contains([]string{nodeMode, sinkMode, relayMode, tunnelsMode, backendMode}, os.Args[1]) {
 		os.Exit(runChild(os.Args[1], os.Args[2:]))
 	}
 	opts, err := parseFlags(os.Args[1:])
@@ -84,6 +85,8 @@ func runChild(mode string, args []string) int {
 		err = runNode(args)
 	case relayMode:
 		err = runRelay(args)
+	case backendMode:
+		err = runBackend()
 	case tunnelsMode:
 		err = runTunnels(args)
 	default:
@@ -117,6 +120,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.profileDir, "profile", "", "run each west as a westbench child that writes CPU and allocation profiles into `dir`")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory with configs and west logs")
 	westEnv := fs.String("west-env", "", "comma-separated `KEY=VALUE`s added to the wests' environment, such as GOMAXPROCS=1")
+	load := fs.String("load", "go", "load generator of the requests/s and latency rounds: go (built in) or wrk (wrk -t1 from PATH, as the issue's peers were measured)")
 	only := fs.String("only", "", "comma-separated measurements to run, of rps1, rpsN, download, upload (default: all)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -160,6 +164,15 @@ func parseFlags(args []string) (*options, error) {
 			}
 			o.westEnv = append(o.westEnv, kv)
 		}
+	}
+	switch *load {
+	case "go":
+	case "wrk":
+		if o.wrk, err = exec.LookPath("wrk"); err != nil {
+			return nil, bad("load", err)
+		}
+	default:
+		return nil, bad("load", fmt.Errorf("want go or wrk, got %q", *load))
 	}
 	if *only != "" {
 		o.only = map[string]bool{}
@@ -261,13 +274,8 @@ func run(ctx context.Context, opts *options) (err error) {
 		}
 		fmt.Fprintf(os.Stderr, "%s\n", bin)
 	}
-	srv, backend, err := startBackend()
-	if err != nil {
-		return err
-	}
-	defer srv.Close()
 	b := &bench{
-		opts: opts, backend: backend,
+		opts:    opts,
 		l:       &launcher{bin: bin, dir: dir, profileDir: opts.profileDir, env: opts.westEnv},
 		results: map[string]map[string][]float64{},
 		cpu:     map[*west]map[string]float64{},
@@ -309,6 +317,11 @@ func run(ctx context.Context, opts *options) (err error) {
 // setUp starts the one-hop pair and the chain, and waits until each path
 // answers.
 func (b *bench) setUp(ctx context.Context) error {
+	backend, err := b.l.startBackend(ctx)
+	if err != nil {
+		return err
+	}
+	b.backend = backend.addrs["backend"]
 	b.paths = append(b.paths, &path{name: "direct", url: "http://" + b.backend})
 
 	// One hop: G has the tunnel server and the listener whose "en" names
@@ -414,17 +427,17 @@ func (b *bench) measure(ctx context.Context) error {
 	}
 	steps := []step{
 		{mRPS1, func(p *path) (float64, float64, error) {
-			r, err := runRPS(ctx, p.url+"/small", 1, o.warmup, o.duration, true)
+			r, err := b.requests(ctx, p.url+"/small", 1, true)
 			if err != nil {
 				return 0, 0, err
 			}
-			b.record(mP50, p.name, float64(percentile(r.lat, 50)))
-			b.record(mP99, p.name, float64(percentile(r.lat, 99)))
+			b.record(mP50, p.name, float64(r.p50))
+			b.record(mP99, p.name, float64(r.p99))
 			b.noteErrors(p, mRPS1, r)
 			return r.rate(), float64(r.requests), nil
 		}},
 		{mRPSN, func(p *path) (float64, float64, error) {
-			r, err := runRPS(ctx, p.url+"/small", o.conns, o.warmup, o.duration, false)
+			r, err := b.requests(ctx, p.url+"/small", o.conns, false)
 			if err != nil {
 				return 0, 0, err
 			}
@@ -464,6 +477,16 @@ func (b *bench) measure(ctx context.Context) error {
 		fmt.Fprintln(os.Stderr)
 	}
 	return nil
+}
+
+// requests runs a timed round of small GETs with the chosen load
+// generator; with latency, the Go one also records percentiles.
+func (b *bench) requests(ctx context.Context, url string, conns int, latency bool) (rpsResult, error) {
+	o := b.opts
+	if o.wrk != "" {
+		return runWrk(ctx, o.wrk, url, conns, o.warmup, o.duration)
+	}
+	return runRPS(ctx, url, conns, o.warmup, o.duration, latency)
 }
 
 func (b *bench) noteErrors(p *path, metric string, r rpsResult) {

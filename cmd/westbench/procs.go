@@ -95,10 +95,23 @@ func (l *launcher) startRelay(ctx context.Context, name, target string) (*west, 
 	return l.run(ctx, name, exec.Command(self, relayMode, target), []string{"proxy"})
 }
 
+// startBackend starts the backend (see runBackend) and waits for its
+// address, logged under the role "backend". The wests' extra environment
+// is not its own.
+func (l *launcher) startBackend(ctx context.Context) (*west, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, backendMode)
+	cmd.Env = os.Environ()
+	return l.run(ctx, "backend", cmd, []string{"backend"})
+}
+
 // run starts cmd, a west or a relay that logs JSON lines on its standard
 // output, and waits until it has logged a bound address for each role.
 func (l *launcher) run(ctx context.Context, name string, cmd *exec.Cmd, roles []string) (*west, error) {
-	if len(l.env) > 0 {
+	if len(l.env) > 0 && cmd.Env == nil {
 		cmd.Env = append(os.Environ(), l.env...)
 	}
 	logPath := filepath.Join(l.dir, name+".log")

@@ -45,8 +45,12 @@ func micros(v float64) string {
 func (b *bench) report(w io.Writer) {
 	o := b.opts
 	fmt.Fprintf(w, "\nwestbench: %s\n", machine())
-	fmt.Fprintf(w, "medians of %d rounds, direct and tunnelled alternating; requests/s rounds %s after %s warm-up\n\n",
-		o.rounds, o.duration, o.warmup)
+	load := "the built-in Go client"
+	if o.wrk != "" {
+		load = "wrk -t1 (whole seconds)"
+	}
+	fmt.Fprintf(w, "medians of %d rounds, direct and tunnelled alternating; requests/s rounds %s after %s warm-up, load from %s\n\n",
+		o.rounds, o.duration, o.warmup, load)
 
 	rows := []row{
 		{"small GET, 1 conn", mRPS1, perSec, "", nil},
