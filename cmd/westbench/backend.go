@@ -42,6 +42,16 @@ var chunk = func() []byte {
 // load generator's process the direct path skipped a wake-up of another
 // process on each request, and was faster than any real backend could be.
 func runBackend() error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("{\"msg\":\"listening\",\"role\":\"backend\",\"addr\":%q}\n", ln.Addr().String())
+	srv := &http.Server{Handler: backendHandler(), ReadHeaderTimeout: 10 * time.Second}
+	return srv.Serve(ln)
+}
+
+func backendHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /small", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
@@ -71,13 +81,7 @@ func runBackend() error {
 		}
 		io.WriteString(w, strconv.FormatInt(n, 10))
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	fmt.Printf("{\"msg\":\"listening\",\"role\":\"backend\",\"addr\":%q}\n", ln.Addr().String())
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	return srv.Serve(ln)
+	return mux
 }
 
 // discard reads r to EOF with buf and returns how much it read.

@@ -60,3 +60,16 @@ func TestParseWrkRejects(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadFlag(t *testing.T) {
+	if o, err := parseFlags([]string{"-load", "go"}); err != nil || o.wrk != "" {
+		t.Fatalf("-load go: %+v, %v", o, err)
+	}
+	if _, err := parseFlags([]string{"-load", "ab"}); err == nil || !strings.Contains(err.Error(), "want go or wrk") {
+		t.Fatalf("-load ab: %v, want a complaint naming go and wrk", err)
+	}
+	t.Setenv("PATH", t.TempDir())
+	if _, err := parseFlags([]string{"-load", "wrk"}); err == nil || !strings.Contains(err.Error(), "wrk") {
+		t.Fatalf("-load wrk with no wrk on PATH: %v, want an error", err)
+	}
+}
