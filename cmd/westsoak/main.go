@@ -36,7 +36,6 @@ import (
 	"github.com/west-tunnel/west/internal/config"
 	"github.com/west-tunnel/west/internal/node"
 	"github.com/west-tunnel/west/internal/testutil"
-	"github.com/west-tunnel/west/internal/tunnel"
 )
 
 type options struct {
@@ -80,7 +79,10 @@ func main() {
 func run(ctx context.Context, o options, out io.Writer) (bool, error) {
 	logs := &logCounter{verbose: o.verbose}
 	logger := slog.New(logs)
-	mux := tunnel.MuxOptions{KeepAliveInterval: o.keepalive, KeepAliveTimeout: 5 * o.keepalive}
+	// The keepalive goes in through the config keys an operator would use.
+	west := func(name string) string {
+		return fmt.Sprintf(`"west": {"nm": %q, "keepalive": %q, "dead_after": %q}`, name, o.keepalive, 5*o.keepalive)
+	}
 
 	backendURL, stopBackend, err := startBackend()
 	if err != nil {
@@ -88,8 +90,8 @@ func run(ctx context.Context, o options, out io.Writer) (bool, error) {
 	}
 	defer stopBackend()
 
-	g, stopG, err := startNode(`{"west": {"nm": "soak.G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`,
-		node.Options{Logger: logger.With("west", "G"), Mux: mux})
+	g, stopG, err := startNode(`{`+west("soak.G")+`, "wsts": {"sp": "ws://127.0.0.1:0"}}`,
+		node.Options{Logger: logger.With("west", "G")})
 	if err != nil {
 		return false, err
 	}
@@ -101,9 +103,9 @@ func run(ctx context.Context, o options, out io.Writer) (bool, error) {
 	defer relay.Close()
 	tunnelURL := "ws://" + relay.Addr()
 	l, stopL, err := startNode(fmt.Sprintf(`{
-		"west": {"nm": "soak.L"},
+		%s,
 		"proxy": {"http://127.0.0.1:0": {"ea": %q, "timeout": %q, "/s": {"ou": "%s/x"}}}
-	}`, tunnelURL, o.timeout, backendURL), node.Options{Logger: logger.With("west", "L"), Mux: mux})
+	}`, west("soak.L"), tunnelURL, o.timeout, backendURL), node.Options{Logger: logger.With("west", "L")})
 	if err != nil {
 		return false, err
 	}
@@ -115,7 +117,7 @@ func run(ctx context.Context, o options, out io.Writer) (bool, error) {
 	client := l.Client(tunnelURL)
 
 	fmt.Fprintf(out, "westsoak: %s, %d in flight, a fault every ~%s, keepalive %s/%s, listener timeout %s, hung after %s\n",
-		o.duration, o.concurrency, o.faultEvery, mux.KeepAliveInterval, mux.KeepAliveTimeout, o.timeout, o.deadline)
+		o.duration, o.concurrency, o.faultEvery, o.keepalive, 5*o.keepalive, o.timeout, o.deadline)
 	fmt.Fprintf(out, "G tunnel %s <- relay %s <- L listener %s -> backend %s\n", g.Addrs().Tunnel, relay.Addr(), base, backendURL)
 
 	st := &stats{}
