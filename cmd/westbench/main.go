@@ -3,13 +3,14 @@
 // Command westbench measures west against a direct connection on
 // loopback: it builds west, starts a backend HTTP server in a process of
 // its own, starts wests in the seed's one-hop shape and in the case 3 chain
-// (two hops), and alternates direct and tunnelled rounds of each measurement in the
-// same run, printing medians and their ratio to direct.
+// (two hops), and alternates direct and tunnelled rounds of each
+// measurement in the same run, printing medians and their ratio to direct.
 //
 // Usage:
 //
 //	go run ./cmd/westbench [-quick] [-rounds 5] [-duration 5s] [-download 1GiB]
-//	    [-upload 256MiB] [-rtt 20ms] [-idle-streams 10000] [-profile DIR]
+//	    [-upload 256MiB] [-rtt 20ms] [-idle-streams 10000] [-load go|wrk]
+//	    [-profile DIR]
 //
 // See docs/BENCHMARKS.md.
 package main
