@@ -46,9 +46,15 @@ func runBackend() error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("{\"msg\":\"listening\",\"role\":\"backend\",\"addr\":%q}\n", ln.Addr().String())
+	announce("backend", ln.Addr())
 	srv := &http.Server{Handler: backendHandler(), ReadHeaderTimeout: 10 * time.Second}
 	return srv.Serve(ln)
+}
+
+// announce logs a bound address as a west's JSON "listening" line, which
+// the launcher waits for.
+func announce(role string, addr net.Addr) {
+	fmt.Printf("{\"msg\":\"listening\",\"role\":%q,\"addr\":%q}\n", role, addr.String())
 }
 
 func backendHandler() http.Handler {
@@ -122,7 +128,7 @@ func runRelay(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("{\"msg\":\"listening\",\"role\":\"proxy\",\"addr\":%q}\n", ln.Addr().String())
+	announce("proxy", ln.Addr())
 	for {
 		c, err := ln.Accept()
 		if err != nil {

@@ -80,8 +80,9 @@ func run(ctx context.Context, o options, out io.Writer) (bool, error) {
 	logs := &logCounter{verbose: o.verbose}
 	logger := slog.New(logs)
 	// The keepalive goes in through the config keys an operator would use.
+	deadAfter := 5 * o.keepalive
 	west := func(name string) string {
-		return fmt.Sprintf(`"west": {"nm": %q, "keepalive": %q, "dead_after": %q}`, name, o.keepalive, 5*o.keepalive)
+		return fmt.Sprintf(`"west": {"nm": %q, "keepalive": %q, "dead_after": %q}`, name, o.keepalive, deadAfter)
 	}
 
 	backendURL, stopBackend, err := startBackend()
@@ -117,7 +118,7 @@ func run(ctx context.Context, o options, out io.Writer) (bool, error) {
 	client := l.Client(tunnelURL)
 
 	fmt.Fprintf(out, "westsoak: %s, %d in flight, a fault every ~%s, keepalive %s/%s, listener timeout %s, hung after %s\n",
-		o.duration, o.concurrency, o.faultEvery, o.keepalive, 5*o.keepalive, o.timeout, o.deadline)
+		o.duration, o.concurrency, o.faultEvery, o.keepalive, deadAfter, o.timeout, o.deadline)
 	fmt.Fprintf(out, "G tunnel %s <- relay %s <- L listener %s -> backend %s\n", g.Addrs().Tunnel, relay.Addr(), base, backendURL)
 
 	st := &stats{}
