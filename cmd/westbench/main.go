@@ -2,15 +2,17 @@
 
 // Command westbench measures west against a direct connection on
 // loopback: it builds west, starts a backend HTTP server in a process of
-// its own, starts wests in the seed's one-hop shape and in the case 3 chain
-// (two hops), and alternates direct and tunnelled rounds of each
-// measurement in the same run, printing medians and their ratio to direct.
+// its own, starts wests in the seed's one-hop shape, the same pair with a
+// tcp:// listener instead of an http:// one, the case 3 chain (two hops)
+// and two plain relays (the floor), and alternates direct and tunnelled
+// rounds of each measurement in the same run, printing medians and their
+// ratio to direct.
 //
 // Usage:
 //
 //	go run ./cmd/westbench [-quick] [-rounds 5] [-duration 5s] [-download 1GiB]
 //	    [-upload 256MiB] [-rtt 20ms] [-idle-streams 10000] [-load go|wrk]
-//	    [-profile DIR]
+//	    [-chain=false] [-tcp=false] [-floor=false] [-profile DIR]
 //
 // See docs/BENCHMARKS.md.
 package main
@@ -40,6 +42,7 @@ type options struct {
 	download    int64
 	upload      int64
 	chain       bool
+	tcp         bool
 	floor       bool
 	rtt         time.Duration
 	rttWindow   int64
@@ -111,6 +114,7 @@ func parseFlags(args []string) (*options, error) {
 	download := fs.String("download", "1GiB", "size of the download")
 	upload := fs.String("upload", "256MiB", "size of the upload")
 	fs.BoolVar(&o.chain, "chain", true, "also measure the case 3 chain (two hops)")
+	fs.BoolVar(&o.tcp, "tcp", true, "also measure one hop through a tcp:// listener, which carries the HTTP bytes without proxying them, as the issue's TCP tunnel peers do")
 	fs.BoolVar(&o.floor, "floor", true, "also measure two plain TCP relay processes in a chain, the floor of a one-hop tunnel")
 	fs.DurationVar(&o.rtt, "rtt", 20*time.Millisecond, "round-trip time of the delayed-path download test; 0 skips it")
 	rttWindow := fs.String("rtt-window", "", "bytes in flight the delayed path allows each way (default: the kernel's tcp_wmem maximum)")
@@ -233,7 +237,7 @@ func kernelWmemMax() int64 {
 
 // path is one way from the load generator to the backend.
 type path struct {
-	name  string  // "direct", "1 hop", "2 hops"
+	name  string  // "direct", "1 hop", "1 hop, tcp", "2 hops", "2 relays"
 	url   string  // base URL
 	wests []*west // the wests on the way
 }
@@ -344,6 +348,28 @@ func (b *bench) setUp(ctx context.Context) error {
 	}
 	b.paths = append(b.paths, &path{name: "1 hop", url: "http://" + g.addrs["proxy"], wests: []*west{g, l}})
 
+	if b.opts.tcp {
+		// The same pair with a tcp:// listener: the tunnel carries the
+		// HTTP bytes as they are, with no HTTP server or reverse proxy
+		// in either west.
+		tg, err := b.l.start(ctx, "1hop-tcp.G", fmt.Sprintf(`{
+			"west": {"nm": "tcp.G"},
+			"wsts": {"sp": "ws://127.0.0.1:0"},
+			"proxy": {"tcp://127.0.0.1:0": {"en": "tcp.L", "ou": "tcp://%s"}}
+		}`, b.backend), "tunnel", "proxy")
+		if err != nil {
+			return err
+		}
+		tl, err := b.l.start(ctx, "1hop-tcp.L", fmt.Sprintf(`{
+			"west": {"nm": "tcp.L"},
+			"wstc": {"ws://%s": {"ee": "yes"}}
+		}`, tg.addrs["tunnel"]))
+		if err != nil {
+			return err
+		}
+		b.paths = append(b.paths, &path{name: "1 hop, tcp", url: "http://" + tg.addrs["proxy"], wests: []*west{tg, tl}})
+	}
+
 	if b.opts.chain {
 		// Case 3: L's listener sends to G ("ea"); G's far side dials G's own
 		// listener, whose "en" sends down L2's tunnel; L2 dials the backend.
@@ -382,7 +408,7 @@ func (b *bench) setUp(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		b.paths = append(b.paths, &path{name: "relays", url: "http://" + ra.addrs["proxy"], wests: []*west{ra, rb}})
+		b.paths = append(b.paths, &path{name: "2 relays", url: "http://" + ra.addrs["proxy"], wests: []*west{ra, rb}})
 	}
 	for _, p := range b.paths {
 		if err := waitHTTP(ctx, p.url+"/small", p.wests...); err != nil {

@@ -65,12 +65,9 @@ func (b *bench) report(w io.Writer) {
 			func(r float64) bool { return r >= 0.80 }})
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	header := "metric\tdirect\t1 hop\t1 hop/direct\t"
-	if o.chain {
-		header += "2 hops\t2 hops/direct\t"
-	}
-	if o.floor {
-		header += "2 relays\trelays/direct\t"
+	header := "metric\tdirect\t"
+	for _, p := range b.paths[1:] {
+		header += fmt.Sprintf("%s\t%s/direct\t", p.name, p.name)
 	}
 	fmt.Fprintln(tw, header+"target (1 hop)\t")
 	for _, r := range rows {
@@ -80,11 +77,8 @@ func (b *bench) report(w io.Writer) {
 		}
 		direct := median(res["direct"])
 		line := fmt.Sprintf("%s\t%s\t", r.label, r.format(direct))
-		for _, name := range []string{"1 hop", "2 hops", "relays"} {
-			if name == "2 hops" && !o.chain || name == "relays" && !o.floor {
-				continue
-			}
-			vs, ok := res[name]
+		for _, p := range b.paths[1:] {
+			vs, ok := res[p.name]
 			if !ok || direct == 0 {
 				line += "-\t-\t"
 				continue
