@@ -331,43 +331,18 @@ func (b *bench) setUp(ctx context.Context) error {
 
 	// One hop: G has the tunnel server and the listener whose "en" names
 	// L; L dials G, and dials the backend for each stream.
-	g, err := b.l.start(ctx, "1hop.G", fmt.Sprintf(`{
-		"west": {"nm": "bench.G"},
-		"wsts": {"sp": "ws://127.0.0.1:0"},
-		"proxy": {"http://127.0.0.1:0": {"en": "bench.L", "/": {"ou": "http://%s/"}}}
-	}`, b.backend), "tunnel", "proxy")
-	if err != nil {
+	if err := b.startPair(ctx, "1 hop", "1hop", "bench",
+		`"http://127.0.0.1:0": {"en": "bench.L", "/": {"ou": "http://`+b.backend+`/"}}`); err != nil {
 		return err
 	}
-	l, err := b.l.start(ctx, "1hop.L", fmt.Sprintf(`{
-		"west": {"nm": "bench.L"},
-		"wstc": {"ws://%s": {"ee": "yes"}}
-	}`, g.addrs["tunnel"]))
-	if err != nil {
-		return err
-	}
-	b.paths = append(b.paths, &path{name: "1 hop", url: "http://" + g.addrs["proxy"], wests: []*west{g, l}})
-
 	if b.opts.tcp {
 		// The same pair with a tcp:// listener: the tunnel carries the
 		// HTTP bytes as they are, with no HTTP server or reverse proxy
 		// in either west.
-		tg, err := b.l.start(ctx, "1hop-tcp.G", fmt.Sprintf(`{
-			"west": {"nm": "tcp.G"},
-			"wsts": {"sp": "ws://127.0.0.1:0"},
-			"proxy": {"tcp://127.0.0.1:0": {"en": "tcp.L", "ou": "tcp://%s"}}
-		}`, b.backend), "tunnel", "proxy")
-		if err != nil {
+		if err := b.startPair(ctx, "1 hop, tcp", "1hop-tcp", "tcp",
+			`"tcp://127.0.0.1:0": {"en": "tcp.L", "ou": "tcp://`+b.backend+`"}`); err != nil {
 			return err
 		}
-		tl, err := b.l.start(ctx, "1hop-tcp.L", fmt.Sprintf(`{
-			"west": {"nm": "tcp.L"},
-			"wstc": {"ws://%s": {"ee": "yes"}}
-		}`, tg.addrs["tunnel"]))
-		if err != nil {
-			return err
-		}
-		b.paths = append(b.paths, &path{name: "1 hop, tcp", url: "http://" + tg.addrs["proxy"], wests: []*west{tg, tl}})
 	}
 
 	if b.opts.chain {
@@ -424,6 +399,30 @@ func (b *bench) setUp(ctx context.Context) error {
 		}
 		b.start[w] = u
 	}
+	return nil
+}
+
+// startPair starts a one-hop pair and adds it to the paths: G (NODE.G),
+// with the tunnel server and the given listener, and L (NODE.L), a tunnel
+// client of G that dials the backend. The processes are named PROC.G and
+// PROC.L.
+func (b *bench) startPair(ctx context.Context, pathName, proc, node, listener string) error {
+	g, err := b.l.start(ctx, proc+".G", fmt.Sprintf(`{
+		"west": {"nm": "%s.G"},
+		"wsts": {"sp": "ws://127.0.0.1:0"},
+		"proxy": {%s}
+	}`, node, listener), "tunnel", "proxy")
+	if err != nil {
+		return err
+	}
+	l, err := b.l.start(ctx, proc+".L", fmt.Sprintf(`{
+		"west": {"nm": "%s.L"},
+		"wstc": {"ws://%s": {"ee": "yes"}}
+	}`, node, g.addrs["tunnel"]))
+	if err != nil {
+		return err
+	}
+	b.paths = append(b.paths, &path{name: pathName, url: "http://" + g.addrs["proxy"], wests: []*west{g, l}})
 	return nil
 }
 
