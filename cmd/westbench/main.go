@@ -54,6 +54,7 @@ type options struct {
 	keep        bool
 	only        map[string]bool // metrics to run; nil runs all
 	westEnv     []string        // extra environment of the wests
+	pairEnv     []string        // environment of an extra one-hop pair, when set
 	wrk         string          // wrk's path when it generates the requests/s load
 }
 
@@ -125,6 +126,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.profileDir, "profile", "", "run each west as a westbench child that writes CPU and allocation profiles into `dir`")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory with configs and west logs")
 	westEnv := fs.String("west-env", "", "comma-separated `KEY=VALUE`s added to the wests' environment, such as GOMAXPROCS=1")
+	pairEnv := fs.String("pair-env", "", "also measure a second one-hop http:// pair whose wests have these comma-separated `KEY=VALUE`s added to their environment, in the same rounds")
 	load := fs.String("load", "go", "load generator of the requests/s and latency rounds: go (built in) or wrk (wrk -t1 from PATH, as the issue's peers were measured)")
 	only := fs.String("only", "", "comma-separated measurements to run, of rps1, rpsN, download, upload (default: all)")
 	if err := fs.Parse(args); err != nil {
@@ -162,13 +164,11 @@ func parseFlags(args []string) (*options, error) {
 	} else if o.rttWindow, err = parseSize(*rttWindow); err != nil {
 		return nil, bad("rtt-window", err)
 	}
-	if *westEnv != "" {
-		for kv := range strings.SplitSeq(*westEnv, ",") {
-			if !strings.Contains(kv, "=") {
-				return nil, bad("west-env", fmt.Errorf("want KEY=VALUE, got %q", kv))
-			}
-			o.westEnv = append(o.westEnv, kv)
-		}
+	if o.westEnv, err = parseEnv(*westEnv); err != nil {
+		return nil, bad("west-env", err)
+	}
+	if o.pairEnv, err = parseEnv(*pairEnv); err != nil {
+		return nil, bad("pair-env", err)
 	}
 	switch *load {
 	case "go":
@@ -199,6 +199,21 @@ func parseFlags(args []string) (*options, error) {
 		}
 	}
 	return o, nil
+}
+
+// parseEnv reads comma-separated KEY=VALUEs; "" is none.
+func parseEnv(list string) ([]string, error) {
+	if list == "" {
+		return nil, nil
+	}
+	var env []string
+	for kv := range strings.SplitSeq(list, ",") {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return nil, fmt.Errorf("want KEY=VALUE, got %q", kv)
+		}
+		env = append(env, kv)
+	}
+	return env, nil
 }
 
 // parseSize reads a byte count such as 1GiB, 256MiB, 64KiB, 1GB or 1000.
@@ -331,15 +346,23 @@ func (b *bench) setUp(ctx context.Context) error {
 
 	// One hop: G has the tunnel server and the listener whose "en" names
 	// L; L dials G, and dials the backend for each stream.
-	if err := b.startPair(ctx, "1 hop", "1hop", "bench",
+	if err := b.startPair(ctx, "1 hop", "1hop", "bench", nil,
 		`"http://127.0.0.1:0": {"en": "bench.L", "/": {"ou": "http://`+b.backend+`/"}}`); err != nil {
 		return err
+	}
+	if len(b.opts.pairEnv) > 0 {
+		// The same pair again, its wests in another environment (such as
+		// GOMAXPROCS=1), measured in the same rounds as the first.
+		if err := b.startPair(ctx, "1 hop, "+strings.Join(b.opts.pairEnv, " "), "1hop-env", "env", b.opts.pairEnv,
+			`"http://127.0.0.1:0": {"en": "env.L", "/": {"ou": "http://`+b.backend+`/"}}`); err != nil {
+			return err
+		}
 	}
 	if b.opts.tcp {
 		// The same pair with a tcp:// listener: the tunnel carries the
 		// HTTP bytes as they are, with no HTTP server or reverse proxy
 		// in either west.
-		if err := b.startPair(ctx, "1 hop, tcp", "1hop-tcp", "tcp",
+		if err := b.startPair(ctx, "1 hop, tcp", "1hop-tcp", "tcp", nil,
 			`"tcp://127.0.0.1:0": {"en": "tcp.L", "ou": "tcp://`+b.backend+`"}`); err != nil {
 			return err
 		}
@@ -405,9 +428,9 @@ func (b *bench) setUp(ctx context.Context) error {
 // startPair starts a one-hop pair and adds it to the paths: G (NODE.G),
 // with the tunnel server and the given listener, and L (NODE.L), a tunnel
 // client of G that dials the backend. The processes are named PROC.G and
-// PROC.L.
-func (b *bench) startPair(ctx context.Context, pathName, proc, node, listener string) error {
-	g, err := b.l.start(ctx, proc+".G", fmt.Sprintf(`{
+// PROC.L; env is added to their environment.
+func (b *bench) startPair(ctx context.Context, pathName, proc, node string, env []string, listener string) error {
+	g, err := b.l.startEnv(ctx, proc+".G", env, fmt.Sprintf(`{
 		"west": {"nm": "%s.G"},
 		"wsts": {"sp": "ws://127.0.0.1:0"},
 		"proxy": {%s}
@@ -415,7 +438,7 @@ func (b *bench) startPair(ctx context.Context, pathName, proc, node, listener st
 	if err != nil {
 		return err
 	}
-	l, err := b.l.start(ctx, proc+".L", fmt.Sprintf(`{
+	l, err := b.l.startEnv(ctx, proc+".L", env, fmt.Sprintf(`{
 		"west": {"nm": "%s.L"},
 		"wstc": {"ws://%s": {"ee": "yes"}}
 	}`, node, g.addrs["tunnel"]))

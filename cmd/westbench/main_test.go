@@ -4,6 +4,8 @@ package main
 
 import (
 	"os"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -72,5 +74,23 @@ func TestWindow(t *testing.T) {
 	w.close()
 	if n := <-got; n != 0 {
 		t.Fatalf("acquire on a closed window got %d, want 0", n)
+	}
+}
+
+func TestEnvFlags(t *testing.T) {
+	o, err := parseFlags([]string{"-west-env", "GODEBUG=x=1", "-pair-env", "GOMAXPROCS=1,GOGC=200"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(o.westEnv, []string{"GODEBUG=x=1"}) || !slices.Equal(o.pairEnv, []string{"GOMAXPROCS=1", "GOGC=200"}) {
+		t.Fatalf("west-env %q, pair-env %q", o.westEnv, o.pairEnv)
+	}
+	if o, err := parseFlags(nil); err != nil || o.westEnv != nil || o.pairEnv != nil {
+		t.Fatalf("no env flags: %+v, %v", o, err)
+	}
+	for _, bad := range []string{"GOMAXPROCS", "=1", "GOMAXPROCS=1,"} {
+		if _, err := parseFlags([]string{"-pair-env", bad}); err == nil || !strings.Contains(err.Error(), "-pair-env: want KEY=VALUE") {
+			t.Errorf("-pair-env %q: %v, want a complaint", bad, err)
+		}
 	}
 }

@@ -66,6 +66,12 @@ type west struct {
 // start writes config under name, starts a west on it, and waits until it
 // has logged a bound address for each role in roles.
 func (l *launcher) start(ctx context.Context, name, config string, roles ...string) (*west, error) {
+	return l.startEnv(ctx, name, nil, config, roles...)
+}
+
+// startEnv is start with env added to the west's environment, after the
+// launcher's own.
+func (l *launcher) startEnv(ctx context.Context, name string, env []string, config string, roles ...string) (*west, error) {
 	cfgPath := filepath.Join(l.dir, name+".json")
 	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
 		return nil, err
@@ -81,6 +87,9 @@ func (l *launcher) start(ctx context.Context, name, config string, roles ...stri
 			"-memprofile", filepath.Join(l.profileDir, name+".allocs.pprof"))
 	} else {
 		cmd = exec.Command(l.bin, "-c", cfgPath, "-log-format", "json")
+	}
+	if len(env) > 0 {
+		cmd.Env = append(append(os.Environ(), l.env...), env...)
 	}
 	return l.run(ctx, name, cmd, roles)
 }
