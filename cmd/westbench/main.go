@@ -12,7 +12,8 @@
 //
 //	go run ./cmd/westbench [-quick] [-rounds 5] [-duration 5s] [-download 1GiB]
 //	    [-upload 256MiB] [-rtt 20ms] [-idle-streams 10000] [-load go|wrk]
-//	    [-chain=false] [-tcp=false] [-floor=false] [-profile DIR]
+//	    [-chain=false] [-tcp=false] [-floor=false] [-west-env K=V,...]
+//	    [-pair-env K=V,...] [-profile DIR]
 //
 // See docs/BENCHMARKS.md.
 package main
@@ -252,7 +253,7 @@ func kernelWmemMax() int64 {
 
 // path is one way from the load generator to the backend.
 type path struct {
-	name  string  // "direct", "1 hop", "1 hop, tcp", "2 hops", "2 relays"
+	name  string  // "direct", "1 hop", "1 hop, K=V", "1 hop, tcp", "2 hops", "2 relays"
 	url   string  // base URL
 	wests []*west // the wests on the way
 }
