@@ -347,15 +347,13 @@ func (b *bench) setUp(ctx context.Context) error {
 
 	// One hop: G has the tunnel server and the listener whose "en" names
 	// L; L dials G, and dials the backend for each stream.
-	if err := b.startPair(ctx, "1 hop", "1hop", "bench", nil,
-		`"http://127.0.0.1:0": {"en": "bench.L", "/": {"ou": "http://`+b.backend+`/"}}`); err != nil {
+	if err := b.startPair(ctx, "1 hop", "1hop", "bench", nil, "http"); err != nil {
 		return err
 	}
 	if len(b.opts.pairEnv) > 0 {
 		// The same pair again, its wests in another environment (such as
 		// GOMAXPROCS=1), measured in the same rounds as the first.
-		if err := b.startPair(ctx, "1 hop, "+strings.Join(b.opts.pairEnv, " "), "1hop-env", "env", b.opts.pairEnv,
-			`"http://127.0.0.1:0": {"en": "env.L", "/": {"ou": "http://`+b.backend+`/"}}`); err != nil {
+		if err := b.startPair(ctx, "1 hop, "+strings.Join(b.opts.pairEnv, " "), "1hop-env", "env", b.opts.pairEnv, "http"); err != nil {
 			return err
 		}
 	}
@@ -363,8 +361,7 @@ func (b *bench) setUp(ctx context.Context) error {
 		// The same pair with a tcp:// listener: the tunnel carries the
 		// HTTP bytes as they are, with no HTTP server or reverse proxy
 		// in either west.
-		if err := b.startPair(ctx, "1 hop, tcp", "1hop-tcp", "tcp", nil,
-			`"tcp://127.0.0.1:0": {"en": "tcp.L", "ou": "tcp://`+b.backend+`"}`); err != nil {
+		if err := b.startPair(ctx, "1 hop, tcp", "1hop-tcp", "tcp", nil, "tcp"); err != nil {
 			return err
 		}
 	}
@@ -427,10 +424,15 @@ func (b *bench) setUp(ctx context.Context) error {
 }
 
 // startPair starts a one-hop pair and adds it to the paths: G (NODE.G),
-// with the tunnel server and the given listener, and L (NODE.L), a tunnel
-// client of G that dials the backend. The processes are named PROC.G and
-// PROC.L; env is added to their environment.
-func (b *bench) startPair(ctx context.Context, pathName, proc, node string, env []string, listener string) error {
+// with the tunnel server and a listener of kind "http" or "tcp" whose "en"
+// names L, and L (NODE.L), a tunnel client of G that dials the backend.
+// The processes are named PROC.G and PROC.L; env is added to their
+// environment.
+func (b *bench) startPair(ctx context.Context, pathName, proc, node string, env []string, kind string) error {
+	listener := fmt.Sprintf(`"http://127.0.0.1:0": {"en": "%s.L", "/": {"ou": "http://%s/"}}`, node, b.backend)
+	if kind == "tcp" {
+		listener = fmt.Sprintf(`"tcp://127.0.0.1:0": {"en": "%s.L", "ou": "tcp://%s"}`, node, b.backend)
+	}
 	g, err := b.l.startEnv(ctx, proc+".G", env, fmt.Sprintf(`{
 		"west": {"nm": "%s.G"},
 		"wsts": {"sp": "ws://127.0.0.1:0"},

@@ -89,7 +89,7 @@ func (l *launcher) startEnv(ctx context.Context, name string, env []string, conf
 		cmd = exec.Command(l.bin, "-c", cfgPath, "-log-format", "json")
 	}
 	if len(env) > 0 {
-		cmd.Env = append(append(os.Environ(), l.env...), env...)
+		cmd.Env = l.environ(env...)
 	}
 	return l.run(ctx, name, cmd, roles)
 }
@@ -117,11 +117,17 @@ func (l *launcher) startBackend(ctx context.Context) (*west, error) {
 	return l.run(ctx, "backend", cmd, []string{"backend"})
 }
 
+// environ is the environment of a west: this process's, then the
+// launcher's additions, then extra.
+func (l *launcher) environ(extra ...string) []string {
+	return append(append(os.Environ(), l.env...), extra...)
+}
+
 // run starts cmd, a west or a relay that logs JSON lines on its standard
 // output, and waits until it has logged a bound address for each role.
 func (l *launcher) run(ctx context.Context, name string, cmd *exec.Cmd, roles []string) (*west, error) {
 	if len(l.env) > 0 && cmd.Env == nil {
-		cmd.Env = append(os.Environ(), l.env...)
+		cmd.Env = l.environ()
 	}
 	logPath := filepath.Join(l.dir, name+".log")
 	logFile, err := os.Create(logPath)
