@@ -1,7 +1,11 @@
 package tunnel
 
-import "github.com/xtaci/smux"
+import (
+	"context"
+
+	"github.com/libp2p/go-yamux/v5"
+)
 
 // OpenRaw opens a stream without sending a header, so tests can send
 // whatever bytes they like.
-func (s *Session) OpenRaw() (*smux.Stream, error) { return s.mux.OpenStream() }
+func (s *Session) OpenRaw() (*yamux.Stream, error) { return s.mux.OpenStream(context.Background()) }

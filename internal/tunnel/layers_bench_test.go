@@ -1,7 +1,9 @@
 package tunnel
 
 import (
+	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -9,14 +11,14 @@ import (
 	"testing"
 
 	"github.com/gorilla/websocket"
-	"github.com/xtaci/smux"
+	"github.com/libp2p/go-yamux/v5"
 )
 
 // BenchmarkLayers moves bytes one way through each layer a tunnel stacks,
 // alone and combined, to show where bulk throughput goes: loopback TCP,
 // the tunnel's WebSocket (wsConn over gorilla/websocket with one-frame
-// buffers) written by its client (masked frames) or its server, smux over
-// TCP, and smux over the WebSocket in each direction, as a tunnel uses it.
+// buffers) written by its client (masked frames) or its server, yamux over
+// TCP, and yamux over the WebSocket in each direction, as a tunnel uses it.
 func BenchmarkLayers(b *testing.B) {
 	for _, l := range []struct {
 		name  string
@@ -25,17 +27,17 @@ func BenchmarkLayers(b *testing.B) {
 		{"tcp", func(b *testing.B) (io.WriteCloser, io.Reader) { return loopbackPair(b) }},
 		{"ws/client-writes", func(b *testing.B) (io.WriteCloser, io.Reader) { c, s := wsPair(b); return c, s }},
 		{"ws/server-writes", func(b *testing.B) (io.WriteCloser, io.Reader) { c, s := wsPair(b); return s, c }},
-		{"smux-tcp", func(b *testing.B) (io.WriteCloser, io.Reader) {
+		{"yamux-tcp", func(b *testing.B) (io.WriteCloser, io.Reader) {
 			c, s := loopbackPair(b)
-			return smuxStreams(b, c, s)
+			return yamuxStreams(b, c, s)
 		}},
-		{"smux-ws/client-writes", func(b *testing.B) (io.WriteCloser, io.Reader) {
+		{"yamux-ws/client-writes", func(b *testing.B) (io.WriteCloser, io.Reader) {
 			c, s := wsPair(b)
-			return smuxStreams(b, c, s)
+			return yamuxStreams(b, c, s)
 		}},
-		{"smux-ws/server-writes", func(b *testing.B) (io.WriteCloser, io.Reader) {
+		{"yamux-ws/server-writes", func(b *testing.B) (io.WriteCloser, io.Reader) {
 			c, s := wsPair(b)
-			cs, ss := smuxStreams(b, c, s)
+			cs, ss := yamuxStreams(b, c, s)
 			return ss.(io.WriteCloser), cs.(io.Reader)
 		}},
 	} {
@@ -91,29 +93,27 @@ func wsPair(b *testing.B) (client, server net.Conn) {
 	return client, server
 }
 
-// smuxStreams runs smux, configured as the tunnel configures it, over c
+// yamuxStreams runs yamux, configured as the tunnel configures it, over c
 // (client) and s (server) and returns a stream's two ends.
-func smuxStreams(b *testing.B, c, s net.Conn) (io.WriteCloser, io.Reader) {
-	cfg := MuxOptions{}.smuxConfig()
-	cs, err := smux.Client(c, cfg)
+func yamuxStreams(b *testing.B, c, s net.Conn) (io.WriteCloser, io.Reader) {
+	mo := MuxOptions{}
+	cfg := mo.yamuxConfig(slog.New(slog.DiscardHandler))
+	cs, err := yamux.Client(c, cfg, windowBudget(mo.withDefaults().SessionWindow))
 	if err != nil {
 		b.Fatal(err)
 	}
-	ss, err := smux.Server(s, cfg)
+	ss, err := yamux.Server(s, cfg, windowBudget(mo.withDefaults().SessionWindow))
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { cs.Close(); ss.Close() })
-	out, err := cs.OpenStream()
+	// yamux announces a stream as it opens it.
+	out, err := cs.OpenStream(context.Background())
 	if err != nil {
 		b.Fatal(err)
 	}
-	out.Write([]byte{0}) // smux announces a stream with its first frame
 	in, err := ss.AcceptStream()
 	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := io.ReadFull(in, make([]byte, 1)); err != nil {
 		b.Fatal(err)
 	}
 	return out, in

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/xtaci/smux"
+	"github.com/libp2p/go-yamux/v5"
 
 	"github.com/west-tunnel/west/internal/wire"
 )
@@ -206,12 +206,14 @@ func startSession(c *websocket.Conn, client bool, peer, remote string, mo MuxOpt
 	// A frame is one message; allow a little beyond the largest frame.
 	c.SetReadLimit(maxFrame + 1024)
 	conn := &wsConn{ws: c}
-	var mux *smux.Session
+	cfg := mo.yamuxConfig(log)
+	budget := windowBudget(mo.withDefaults().SessionWindow)
+	var mux *yamux.Session
 	var err error
 	if client {
-		mux, err = smux.Client(conn, mo.smuxConfig())
+		mux, err = yamux.Client(conn, cfg, budget)
 	} else {
-		mux, err = smux.Server(conn, mo.smuxConfig())
+		mux, err = yamux.Server(conn, cfg, budget)
 	}
 	if err != nil {
 		c.Close()

@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/xtaci/smux"
+	"github.com/libp2p/go-yamux/v5"
 
 	"github.com/west-tunnel/west/internal/wire"
 )
@@ -44,7 +44,7 @@ type Session struct {
 	peer   string // the peer's name (server side) or the server URL (client side)
 	remote string // the peer's network address
 	since  time.Time
-	mux    *smux.Session
+	mux    *yamux.Session
 	log    *slog.Logger
 	stats  Stats
 
@@ -53,7 +53,7 @@ type Session struct {
 	maxStreams int64          // limit on serving; 0 means none
 }
 
-func newSession(mux *smux.Session, peer, remote string, maxStreams int, log *slog.Logger) *Session {
+func newSession(mux *yamux.Session, peer, remote string, maxStreams int, log *slog.Logger) *Session {
 	return &Session{peer: peer, remote: remote, since: time.Now(), mux: mux, maxStreams: int64(maxStreams), log: log}
 }
 
@@ -84,8 +84,11 @@ func (s *Session) Open(ctx context.Context, h wire.Header) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := s.mux.OpenStream()
+	st, err := s.mux.OpenStream(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("open stream to %s: %w", s.peer, ctx.Err())
+		}
 		return nil, fmt.Errorf("open stream to %s: %w: %v", s.peer, ErrPeerDown, err)
 	}
 	// The reply wait is bounded by ctx and by headerTimeout beyond the far
@@ -94,15 +97,15 @@ func (s *Session) Open(ctx context.Context, h wire.Header) (net.Conn, error) {
 	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Now()) })
 	defer stop()
 	if _, err := st.Write(hdr); err != nil {
-		st.Close()
+		closeStream(st)
 		return nil, fmt.Errorf("send stream header to %s: %w", s.peer, ctxErr(ctx, err))
 	}
 	if err := wire.ReadReply(st); err != nil {
-		st.Close()
+		closeStream(st)
 		return nil, fmt.Errorf("stream to %s via %s: %w", h.Target, s.peer, ctxErr(ctx, err))
 	}
 	if !stop() {
-		st.Close()
+		closeStream(st)
 		return nil, fmt.Errorf("stream to %s via %s: %w", h.Target, s.peer, ctx.Err())
 	}
 	st.SetDeadline(time.Time{})
@@ -139,14 +142,14 @@ func (s *Session) serve(ctx context.Context, h StreamHandler) {
 
 // refuseOverloaded answers a stream beyond MaxStreams without reading its
 // header; the opener reads the reply after sending the header anyway.
-func (s *Session) refuseOverloaded(st *smux.Stream) {
+func (s *Session) refuseOverloaded(st *yamux.Stream) {
 	s.log.Warn("stream refused: too many open streams", "limit", s.maxStreams)
 	st.SetWriteDeadline(time.Now().Add(time.Second))
 	st.Write(wire.Reply{Code: wire.CodeOverloaded, Reason: fmt.Sprintf("peer has %d streams open, the limit", s.maxStreams)}.AppendBinary(nil))
-	st.Close()
+	closeStream(st)
 }
 
-func (s *Session) serveStream(ctx context.Context, st *smux.Stream, h StreamHandler) {
+func (s *Session) serveStream(ctx context.Context, st *yamux.Stream, h StreamHandler) {
 	defer s.handlers.Done()
 	// A stream counts against MaxStreams while its handler runs, which for
 	// the far side is the stream's whole life.
@@ -159,7 +162,7 @@ func (s *Session) serveStream(ctx context.Context, st *smux.Stream, h StreamHand
 			st.SetWriteDeadline(time.Now().Add(headerTimeout))
 			st.Write(wire.Reply{Code: wire.CodeBadHeader, Reason: err.Error()}.AppendBinary(nil))
 		}
-		st.Close()
+		closeStream(st)
 		return
 	}
 	st.SetReadDeadline(time.Time{})
@@ -170,7 +173,7 @@ func (s *Session) serveStream(ctx context.Context, st *smux.Stream, h StreamHand
 	}
 }
 
-func (s *Session) track(st *smux.Stream) *Stream {
+func (s *Session) track(st *yamux.Stream) *Stream {
 	s.stats.StreamsOpen.Add(1)
 	s.stats.StreamsTotal.Add(1)
 	return &Stream{st: st, stats: &s.stats}
@@ -183,7 +186,7 @@ type Request struct {
 	Header     wire.Header
 
 	session  *Session
-	stream   *smux.Stream
+	stream   *yamux.Stream
 	answered bool
 }
 
@@ -192,7 +195,7 @@ func (r *Request) Accept() (net.Conn, error) {
 	r.answered = true
 	r.stream.SetWriteDeadline(time.Now().Add(headerTimeout))
 	if _, err := r.stream.Write(wire.Reply{Code: wire.CodeOK}.AppendBinary(nil)); err != nil {
-		r.stream.Close()
+		closeStream(r.stream)
 		return nil, fmt.Errorf("send stream reply: %w", err)
 	}
 	r.stream.SetWriteDeadline(time.Time{})
@@ -204,15 +207,15 @@ func (r *Request) Reject(code wire.Code, reason string) {
 	r.answered = true
 	r.stream.SetWriteDeadline(time.Now().Add(headerTimeout))
 	r.stream.Write(wire.Reply{Code: code, Reason: reason}.AppendBinary(nil))
-	r.stream.Close()
+	closeStream(r.stream)
 }
 
 // Stream is an open stream: a net.Conn whose CloseWrite sends end-of-stream
 // to the peer while reads go on, and whose traffic is counted. It wraps the
-// smux stream rather than embedding it so that no promoted method (such as
-// WriteTo) can bypass the counting.
+// yamux stream rather than embedding it so that no promoted method can
+// bypass the counting or close only one direction.
 type Stream struct {
-	st     *smux.Stream
+	st     *yamux.Stream
 	stats  *Stats
 	closed atomic.Bool
 }
@@ -234,11 +237,45 @@ func (s *Stream) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// WriteTo copies the stream to w until the peer's end-of-stream, straight
-// from the multiplexer's buffers: an idle stream waiting in WriteTo holds
-// no copy buffer of its own.
+// WriteTo copies the stream to w until the peer's end-of-stream. It takes
+// a pooled buffer only once bytes have arrived and returns it after each
+// write, so an idle stream waiting in WriteTo holds no copy buffer.
 func (s *Stream) WriteTo(w io.Writer) (int64, error) {
-	return s.st.WriteTo(countingWriter{w, &s.stats.BytesIn})
+	var total int64
+	for {
+		// yamux's Read of an empty slice waits until bytes, end-of-stream
+		// or an error arrive, and consumes nothing.
+		if _, err := s.st.Read(nil); err != nil {
+			return total, eofIsEnd(err)
+		}
+		bp := frameBufs.Get().(*[]byte)
+		n, rerr := s.st.Read(*bp)
+		var werr error
+		if n > 0 {
+			var nw int
+			nw, werr = w.Write((*bp)[:n])
+			total += int64(nw)
+			s.stats.BytesIn.Add(int64(nw))
+			if werr == nil && nw != n {
+				werr = io.ErrShortWrite
+			}
+		}
+		frameBufs.Put(bp)
+		if werr != nil {
+			return total, werr
+		}
+		if rerr != nil {
+			return total, eofIsEnd(rerr)
+		}
+	}
+}
+
+// eofIsEnd turns the end-of-stream into a copy's success.
+func eofIsEnd(err error) error {
+	if err == io.EOF {
+		return nil
+	}
+	return err
 }
 
 // ReadFrom copies r into the stream in full multiplexer frames; io.Copy's
@@ -269,18 +306,9 @@ func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
 	}
 }
 
-var frameBufs = sync.Pool{New: func() any { b := make([]byte, maxFrame); return &b }}
-
-type countingWriter struct {
-	w io.Writer
-	n *atomic.Int64
-}
-
-func (c countingWriter) Write(b []byte) (int, error) {
-	n, err := c.w.Write(b)
-	c.n.Add(int64(n))
-	return n, err
-}
+// frameBufs hold one frame's payload: a stream's reads return at most one
+// frame's bytes, and a write of this size leaves as one frame.
+var frameBufs = sync.Pool{New: func() any { b := make([]byte, MaxPayload); return &b }}
 
 // CloseWrite sends end-of-stream; the peer's reads return io.EOF while this
 // side can still read the peer's reply.
@@ -291,7 +319,21 @@ func (s *Stream) Close() error {
 	if s.closed.CompareAndSwap(false, true) {
 		s.stats.StreamsOpen.Add(-1)
 	}
-	return s.st.Close()
+	return closeStream(s.st)
+}
+
+// closeStream closes both directions of st. The end-of-stream goes first,
+// so the peer still reads everything written before it. If the peer has
+// not ended its own direction, a reset follows: it arrives after the
+// end-of-stream, so it cannot cut the peer's reads short, but it fails the
+// peer's writes, which would otherwise fill the window of a stream nobody
+// reads and then block for good. (yamux's own Close stops our reads
+// without telling the peer.) Once both directions have ended, Reset does
+// nothing.
+func closeStream(st *yamux.Stream) error {
+	err := st.CloseWrite()
+	st.Reset()
+	return err
 }
 
 func (s *Stream) LocalAddr() net.Addr                { return s.st.LocalAddr() }

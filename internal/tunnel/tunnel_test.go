@@ -371,7 +371,7 @@ func TestGarbageAfterUpgrade(t *testing.T) {
 
 	for name, send := range map[string]func(*websocket.Conn) error{
 		"garbage frame": func(ws *websocket.Conn) error {
-			return ws.WriteMessage(websocket.BinaryMessage, []byte("GET / HTTP/1.1\r\n\r\n not smux at all"))
+			return ws.WriteMessage(websocket.BinaryMessage, []byte("GET / HTTP/1.1\r\n\r\n not yamux at all"))
 		},
 		"text message": func(ws *websocket.Conn) error {
 			return ws.WriteMessage(websocket.TextMessage, []byte("hello"))
@@ -380,16 +380,21 @@ func TestGarbageAfterUpgrade(t *testing.T) {
 			return ws.WriteMessage(websocket.BinaryMessage, make([]byte, 4<<20))
 		},
 		"replayed syn": func(ws *websocket.Conn) error {
-			// smux v2 SYN for stream 3, twice, then a PSH claiming 60000
+			// A yamux SYN (a window update) for stream 3, twice.
+			syn := []byte{0, 1, 0, 1, 0, 0, 0, 3, 0, 0, 0, 0}
+			if err := ws.WriteMessage(websocket.BinaryMessage, syn); err != nil {
+				return err
+			}
+			return ws.WriteMessage(websocket.BinaryMessage, syn)
+		},
+		"stalled frame": func(ws *websocket.Conn) error {
+			// A yamux SYN for stream 3, then a data frame claiming 60000
 			// bytes with none behind it.
-			syn := []byte{2, 0, 0, 0, 3, 0, 0, 0}
+			syn := []byte{0, 1, 0, 1, 0, 0, 0, 3, 0, 0, 0, 0}
 			if err := ws.WriteMessage(websocket.BinaryMessage, syn); err != nil {
 				return err
 			}
-			if err := ws.WriteMessage(websocket.BinaryMessage, syn); err != nil {
-				return err
-			}
-			return ws.WriteMessage(websocket.BinaryMessage, []byte{2, 2, 0x60, 0xea, 3, 0, 0, 0})
+			return ws.WriteMessage(websocket.BinaryMessage, []byte{0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0xea, 0x60})
 		},
 	} {
 		peer := "attacker-" + strings.ReplaceAll(name, " ", "-")

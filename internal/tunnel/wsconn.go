@@ -21,10 +21,12 @@ const wsBufferSize = maxFrame + 64
 var wsWriteBuffers = &sync.Pool{}
 
 // wsConn is a net.Conn over a WebSocket for the multiplexer: each Write is
-// one binary message and Read runs the messages together. It sets no
-// per-call timers; per frame, the only allocation is the small handle
-// gorilla puts in wsWriteBuffers with the buffer. smux reads from one
-// goroutine and writes from one, as gorilla/websocket requires.
+// one binary message and Read runs the messages together, so how writes
+// split the byte stream does not matter to the reader. yamux writes each
+// frame, header and payload, in one Write from its send loop, and reads
+// from its receive loop only: one goroutine each way, as gorilla/websocket
+// requires. wsConn sets no per-call timers; per frame, the only allocation
+// is the small handle gorilla puts in wsWriteBuffers with the buffer.
 type wsConn struct {
 	ws *websocket.Conn
 	r  io.Reader // the message being read, nil between messages
@@ -60,26 +62,6 @@ func (c *wsConn) Write(b []byte) (int, error) {
 		return 0, err
 	}
 	return len(b), nil
-}
-
-// WriteBuffers writes bufs as one binary message. smux hands each frame
-// over as its header and its payload, which then meet in the WebSocket's
-// own buffer instead of being copied together first.
-func (c *wsConn) WriteBuffers(bufs [][]byte) (int, error) {
-	w, err := c.ws.NextWriter(websocket.BinaryMessage)
-	if err != nil {
-		return 0, err
-	}
-	total := 0
-	for _, b := range bufs {
-		n, err := w.Write(b)
-		total += n
-		if err != nil {
-			w.Close()
-			return total, err
-		}
-	}
-	return total, w.Close()
 }
 
 // Close closes the connection without the WebSocket close handshake: the
