@@ -10,9 +10,9 @@ import (
 )
 
 // copyBufSize is the size of the buffers that carry bytes from a socket
-// into a stream: one full multiplexer frame (smux's largest is 65535
-// bytes; 64 KiB would add a one-byte frame to every full read).
-const copyBufSize = 1<<16 - 1
+// into a stream: one full multiplexer frame, so a full read leaves as one
+// frame rather than a full one and a sliver.
+const copyBufSize = tunnel.MaxPayload
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 

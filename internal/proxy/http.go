@@ -124,7 +124,7 @@ func NewHTTP(opts HTTPOptions) *HTTP {
 		// Request bodies leave through this buffer: at the default 4 KiB,
 		// an upload crossed the tunnel in 4 KiB frames. One full
 		// multiplexer frame instead.
-		WriteBufferSize: 1<<16 - 1,
+		WriteBufferSize: tunnel.MaxPayload,
 	}
 	h.transport = &streamTransport{dial: dial, fallback: fallback, headerTimeout: opts.Timeout,
 		idleTimeout: fallback.IdleConnTimeout, maxIdle: fallback.MaxIdleConnsPerHost}
