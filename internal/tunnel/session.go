@@ -97,6 +97,15 @@ func (s *Session) Open(ctx context.Context, h wire.Header) (net.Conn, error) {
 	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Now()) })
 	defer stop()
 	if _, err := st.Write(hdr); err != nil {
+		// A peer that refuses before reading the header (overloaded)
+		// resets the stream after its reply, which may come before our
+		// header goes: its reason is the better answer. The deadline
+		// above still bounds the read.
+		var re *wire.RejectError
+		if rerr := wire.ReadReply(st); errors.As(rerr, &re) {
+			closeStream(st)
+			return nil, fmt.Errorf("stream to %s via %s: %w", h.Target, s.peer, rerr)
+		}
 		closeStream(st)
 		return nil, fmt.Errorf("send stream header to %s: %w", s.peer, ctxErr(ctx, err))
 	}
