@@ -65,6 +65,49 @@ func TestCloseWriteIsHalfClose(t *testing.T) {
 	}
 }
 
+// TestCloseEndsBothWays: a far side that writes and closes without
+// reading delivers all it wrote and then end-of-stream, not a reset; the
+// opener's writes then fail instead of blocking once the window is full,
+// and neither multiplexer keeps the stream.
+func TestCloseEndsBothWays(t *testing.T) {
+	want := bytes.Repeat([]byte("bye "), 50_000) // within the first window
+	closed := make(chan struct{})
+	hs, c, st := dialWith(t, func(ctx context.Context, req *Request) {
+		conn, err := req.Accept()
+		if err != nil {
+			return
+		}
+		conn.Write(want)
+		conn.Close()
+		close(closed)
+	})
+	defer st.Close()
+	<-closed
+	// The reset that follows the end-of-stream has had time to arrive:
+	// it must not cut the read short.
+	time.Sleep(50 * time.Millisecond)
+	st.SetDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(st)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes (want %d), err %v", len(got), len(want), err)
+	}
+	buf := make([]byte, 64<<10)
+	var werr error
+	for sent := 0; sent < 4<<20 && werr == nil; sent += len(buf) {
+		_, werr = st.Write(buf)
+	}
+	var ne net.Error
+	if werr == nil || errors.As(werr, &ne) && ne.Timeout() {
+		t.Fatalf("writes to a closed stream: %v, want a reset", werr)
+	}
+	st.Close()
+	waitFor(t, "both multiplexers to drop the stream", func() bool {
+		sess := c.Status().Session
+		far := hs.server.Session("n")
+		return sess != nil && far != nil && sess.MuxStreams() == 0 && far.MuxStreams() == 0
+	})
+}
+
 // TestStatsCountStreams: bytes each way and open streams are counted on
 // both sessions, whichever of Read and WriteTo moves the bytes.
 func TestStatsCountStreams(t *testing.T) {
