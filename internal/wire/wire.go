@@ -21,8 +21,9 @@ import (
 )
 
 // Subprotocol is the WebSocket subprotocol of this version of the protocol.
-// A server refuses a tunnel that does not offer it.
-const Subprotocol = "west.v1"
+// A server refuses a tunnel that does not offer it. Version 2 multiplexes
+// with yamux; version 1 used smux, which a version 2 west cannot read.
+const Subprotocol = "west.v2"
 
 // Version is the first byte of every header and reply.
 const Version byte = 1
