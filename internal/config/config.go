@@ -41,9 +41,11 @@ type West struct {
 	// as host:port patterns and CIDR ranges (see acl.ParseTargets). Empty
 	// allows every target, as the seed did.
 	DialAllow []string
-	// KeepAlive is "keepalive", how often each tunnel is pinged, and
-	// DeadAfter is "dead_after", how long a tunnel may stay silent before it
-	// is declared dead. Zero means the tunnel package's defaults (5s, 15s).
+	// KeepAlive is "keepalive", how long a tunnel may receive nothing
+	// before it is pinged, and DeadAfter is "dead_after", how long a tunnel
+	// may stay silent before it is declared dead. Zero means the tunnel
+	// package's defaults (5s, or a third of DeadAfter; three times
+	// KeepAlive).
 	KeepAlive, DeadAfter time.Duration
 	// ShutdownGrace is "shutdown_grace": how long requests in flight may
 	// take to finish on shutdown. Zero means 5s.

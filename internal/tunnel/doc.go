@@ -1,10 +1,11 @@
 // Package tunnel carries streams between wests over WebSocket tunnels.
 //
 // One tunnel is one WebSocket connection (binary messages, no compression)
-// carrying an smux session (protocol version 2, with per-stream flow control
-// so that one slow stream does not stall the others). Either end may open
-// streams; each stream starts with a wire.Header and the far side's
-// wire.Reply, then carries raw bytes both ways with half-close.
+// carrying a yamux session (go-yamux: 12-byte frame headers, one frame per
+// message, per-stream flow control with windows that grow while a reader
+// keeps up, so that one slow stream does not stall the others). Either end
+// may open streams; each stream starts with a wire.Header and the far
+// side's wire.Reply, then carries raw bytes both ways with half-close.
 //
 // A Server is an http.Handler that upgrades tunnel clients, names each by
 // its Origin header, and keeps the newest session per name. A Client dials
