@@ -153,13 +153,24 @@ func (s *streamBudget) ReserveMemory(size int, prio uint8) error {
 func (s *streamBudget) ReleaseMemory(size int) {
 	s.b.mu.Lock()
 	defer s.b.mu.Unlock()
+	s.release(size)
+}
+
+// Done returns the stream's growth to the session when the stream ends.
+// yamux may call it twice; the second finds nothing left.
+func (s *streamBudget) Done() {
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	s.release(s.grown)
+}
+
+// release gives back up to size bytes of the stream's growth; s.b.mu is
+// held.
+func (s *streamBudget) release(size int) {
 	size = min(size, s.grown)
 	s.grown -= size
 	s.b.used -= size
 }
-
-// Done returns the stream's growth to the session when the stream ends.
-func (s *streamBudget) Done() { s.ReleaseMemory(s.grown) }
 
 // muxLog passes yamux's log lines on to the session's logger at Info: most
 // say why a session ended ("[ERR] yamux: keepalive failed: ..."), which

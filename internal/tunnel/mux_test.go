@@ -61,11 +61,15 @@ func TestWindowBudget(t *testing.T) {
 		t.Fatal("growth beyond the budget granted")
 	}
 	a.Done()
+	a.Done() // yamux may end a span twice
 	if err := b.ReserveMemory(512<<10, 128); err != nil {
 		t.Fatalf("growth after another stream ended refused: %v", err)
 	}
 	b.ReleaseMemory(256 << 10)
 	if err := b.ReserveMemory(256<<10, 128); err != nil {
 		t.Fatalf("growth after a release refused: %v", err)
+	}
+	if err := b.ReserveMemory(1, 128); err == nil {
+		t.Fatal("growth beyond the budget granted after a span ended twice")
 	}
 }
