@@ -99,7 +99,7 @@ func (o MuxOptions) yamuxConfig(log *slog.Logger) *yamux.Config {
 		// Session.serve refuses streams beyond MaxStreams with a reason;
 		// yamux's own limit would reset them without one.
 		MaxIncomingStreams:      math.MaxUint32,
-		InitialStreamWindowSize: minStreamWindow,
+		InitialStreamWindowSize: uint32(min(int64(o.StreamWindow), math.MaxUint32)),
 		MaxStreamWindowSize:     uint32(min(int64(o.StreamWindow), math.MaxUint32)),
 		LogOutput:               muxLog{log},
 		// The WebSocket reader buffers already; a second buffer would
