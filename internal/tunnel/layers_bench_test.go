@@ -98,11 +98,11 @@ func wsPair(b *testing.B) (client, server net.Conn) {
 func yamuxStreams(b *testing.B, c, s net.Conn) (io.WriteCloser, io.Reader) {
 	mo := MuxOptions{}
 	cfg := mo.yamuxConfig(slog.New(slog.DiscardHandler))
-	cs, err := yamux.Client(c, cfg, windowBudget(mo.withDefaults().SessionWindow))
+	cs, err := yamux.Client(c, cfg, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	ss, err := yamux.Server(s, cfg, windowBudget(mo.withDefaults().SessionWindow))
+	ss, err := yamux.Server(s, cfg, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

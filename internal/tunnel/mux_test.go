@@ -38,38 +38,3 @@ func TestYamuxConfig(t *testing.T) {
 		}
 	}
 }
-
-// TestWindowBudget: first windows are always granted and not counted;
-// growth is granted while the session's total stays within the limit, and
-// a stream's growth returns to the session when it ends.
-func TestWindowBudget(t *testing.T) {
-	newSpan := windowBudget(1 << 20)
-	a, _ := newSpan()
-	b, _ := newSpan()
-	for range 10 {
-		if err := a.ReserveMemory(minStreamWindow, firstWindow); err != nil {
-			t.Fatalf("first window refused: %v", err)
-		}
-	}
-	if err := a.ReserveMemory(512<<10, 128); err != nil {
-		t.Fatalf("growth within the budget refused: %v", err)
-	}
-	if err := b.ReserveMemory(512<<10, 128); err != nil {
-		t.Fatalf("growth up to the budget refused: %v", err)
-	}
-	if err := b.ReserveMemory(1, 128); err == nil {
-		t.Fatal("growth beyond the budget granted")
-	}
-	a.Done()
-	a.Done() // yamux may end a span twice
-	if err := b.ReserveMemory(512<<10, 128); err != nil {
-		t.Fatalf("growth after another stream ended refused: %v", err)
-	}
-	b.ReleaseMemory(256 << 10)
-	if err := b.ReserveMemory(256<<10, 128); err != nil {
-		t.Fatalf("growth after a release refused: %v", err)
-	}
-	if err := b.ReserveMemory(1, 128); err == nil {
-		t.Fatal("growth beyond the budget granted after a span ended twice")
-	}
-}

@@ -207,13 +207,12 @@ func startSession(c *websocket.Conn, client bool, peer, remote string, mo MuxOpt
 	c.SetReadLimit(maxFrame + 1024)
 	conn := &wsConn{ws: c}
 	cfg := mo.yamuxConfig(log)
-	budget := windowBudget(mo.withDefaults().SessionWindow)
 	var mux *yamux.Session
 	var err error
 	if client {
-		mux, err = yamux.Client(conn, cfg, budget)
+		mux, err = yamux.Client(conn, cfg, nil)
 	} else {
-		mux, err = yamux.Server(conn, cfg, budget)
+		mux, err = yamux.Server(conn, cfg, nil)
 	}
 	if err != nil {
 		c.Close()
