@@ -114,6 +114,52 @@ func TestTCPDialFailureResets(t *testing.T) {
 	}
 }
 
+// TestTCPBackendResetEndsClient: a backend that resets mid-conversation
+// gives the client end-of-stream after what it had sent; what the client
+// sends after that finds the connection closed instead of vanishing into a
+// stream nobody reads.
+func TestTCPBackendResetEndsClient(t *testing.T) {
+	client := tunnelPair(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Write([]byte("hi"))
+		io.ReadFull(c, make([]byte, 2))
+		c.(*net.TCPConn).SetLinger(0) // close with a reset
+		c.Close()
+	}()
+	addr := startTCP(t, TCPOptions{Target: ln.Addr().String(), Dialer: client})
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, 2)
+	if _, err := io.ReadFull(conn, got); err != nil || string(got) != "hi" {
+		t.Fatalf("read %q, %v; want the backend's greeting", got, err)
+	}
+	conn.Write([]byte("ok"))
+	if n, err := conn.Read(got); n != 0 || err == nil || isTimeout(err) {
+		t.Fatalf("read after the backend's reset: %d bytes, %v; want its end", n, err)
+	}
+	buf := make([]byte, 64<<10)
+	var werr error
+	for sent := 0; sent < 64<<20 && werr == nil; sent += len(buf) {
+		_, werr = conn.Write(buf)
+	}
+	if werr == nil || isTimeout(werr) {
+		t.Fatalf("writes after the backend's reset: %v, want the connection closed", werr)
+	}
+}
+
 type pattern struct{}
 
 func (pattern) Read(b []byte) (int, error) {
