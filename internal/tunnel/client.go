@@ -224,8 +224,8 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 		Proxy:           http.ProxyFromEnvironment,
 		TLSClientConfig: c.opts.TLSConfig,
 		Subprotocols:    []string{wire.Subprotocol},
-		ReadBufferSize:  wsBufferSize,
-		WriteBufferSize: wsBufferSize,
+		ReadBufferSize:  wsReadBufferSize,
+		WriteBufferSize: wsWriteBufferSize,
 		WriteBufferPool: wsWriteBuffers,
 	}
 	ws, resp, err := dialer.DialContext(hctx, c.opts.URL, header)

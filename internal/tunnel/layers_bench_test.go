@@ -78,7 +78,7 @@ func wsPair(b *testing.B) (client, server net.Conn) {
 		c.SetReadLimit(1 << 20)
 		accepted <- &wsConn{ws: c}
 	}))
-	d := websocket.Dialer{Subprotocols: upgrader.Subprotocols, ReadBufferSize: wsBufferSize, WriteBufferSize: wsBufferSize}
+	d := websocket.Dialer{Subprotocols: upgrader.Subprotocols, ReadBufferSize: wsReadBufferSize, WriteBufferSize: wsWriteBufferSize}
 	c, _, err := d.Dial("ws"+strings.TrimPrefix(hs.URL, "http"), nil)
 	if err != nil {
 		b.Fatal(err)

@@ -192,8 +192,8 @@ func (s *Server) Close() error {
 }
 
 var upgrader = websocket.Upgrader{
-	ReadBufferSize:  wsBufferSize,
-	WriteBufferSize: wsBufferSize,
+	ReadBufferSize:  wsReadBufferSize,
+	WriteBufferSize: wsWriteBufferSize,
 	WriteBufferPool: wsWriteBuffers,
 	Subprotocols:    []string{wire.Subprotocol},
 	// The Origin header carries the peer's name, not a web origin.

@@ -10,14 +10,21 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// wsBufferSize is the WebSocket read and write buffer of a tunnel: one
+// wsWriteBufferSize is the WebSocket write buffer of a tunnel: one
 // multiplexer frame and its WebSocket header fit, so each frame leaves in
 // one message, one (masked, on the client) buffer and one write.
-const wsBufferSize = maxFrame + 64
+const wsWriteBufferSize = maxFrame + 64
+
+// wsReadBufferSize is the WebSocket read buffer of a tunnel, which it
+// keeps for life. Smaller than a full frame on purpose: the multiplexer
+// reads a frame's payload in one call, and a read at least the buffer's
+// size goes straight from the socket into the caller's memory, not
+// through the buffer and a copy.
+const wsReadBufferSize = 64 << 10
 
 // wsWriteBuffers lends tunnels their WebSocket write buffers for one
 // message at a time: an idle tunnel, or one that only receives, then holds
-// none, where each would otherwise keep its own 64 KiB for life.
+// none, where each would otherwise keep its own frame-sized buffer for life.
 var wsWriteBuffers = &sync.Pool{}
 
 // wsConn is a net.Conn over a WebSocket for the multiplexer: each Write is
