@@ -299,9 +299,9 @@ func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
 			nw, werr := s.Write(buf[:n])
 			total += int64(nw)
 			if werr != nil {
-				// smux may still be sending from buf after a failed
-				// write (its send loop holds the frame), so buf is not
-				// given back.
+				// A multiplexer may still be sending from buf after a
+				// failed write (smux did; go-yamux copies each frame,
+				// but does not promise to), so buf is not given back.
 				return total, werr
 			}
 		}
