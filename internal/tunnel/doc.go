@@ -1,9 +1,9 @@
 // Package tunnel carries streams between wests over WebSocket tunnels.
 //
 // One tunnel is one WebSocket connection (binary messages, no compression)
-// carrying a yamux session (go-yamux: 12-byte frame headers, one frame per
-// message, per-stream flow control with windows that grow while a reader
-// keeps up, so that one slow stream does not stall the others). Either end
+// carrying a yamux session (go-yamux: 12-byte frame headers, one frame of
+// up to 256 KiB per message, and flow control per stream only, so that a
+// stream nobody reads stalls no other). Either end
 // may open streams; each stream starts with a wire.Header and the far
 // side's wire.Reply, then carries raw bytes both ways with half-close.
 //
