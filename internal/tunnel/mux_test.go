@@ -10,7 +10,8 @@ import (
 
 // TestYamuxConfig: every MuxOptions gives a configuration yamux accepts,
 // in which a ping after KeepAliveInterval of silence and its answer's
-// timeout add up to KeepAliveTimeout.
+// timeout add up to KeepAliveTimeout, each stream is granted its whole
+// window at once, and a frame fills a 256 KiB buffer exactly.
 func TestYamuxConfig(t *testing.T) {
 	for _, tc := range []struct {
 		in                 MuxOptions
@@ -33,8 +34,14 @@ func TestYamuxConfig(t *testing.T) {
 			t.Errorf("%+v: ping after %s, answer within %s more; want a ping after %s and death after %s",
 				tc.in, cfg.KeepAliveInterval, cfg.ConnectionWriteTimeout, tc.interval, tc.deadline)
 		}
-		if cfg.MaxStreamWindowSize != tc.window {
-			t.Errorf("%+v: stream window %d, want %d", tc.in, cfg.MaxStreamWindowSize, tc.window)
+		if cfg.MaxStreamWindowSize != tc.window || cfg.InitialStreamWindowSize != tc.window {
+			t.Errorf("%+v: stream window %d growing to %d, want all %d at once",
+				tc.in, cfg.InitialStreamWindowSize, cfg.MaxStreamWindowSize, tc.window)
+		}
+		// yamux's buffer pool rounds sizes up to a power of two: a frame
+		// a few bytes over one would take a buffer twice its size.
+		if cfg.MaxMessageSize != 256<<10 {
+			t.Errorf("%+v: frames of up to %d bytes, want 256 KiB with the header", tc.in, cfg.MaxMessageSize)
 		}
 	}
 }
