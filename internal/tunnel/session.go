@@ -101,12 +101,12 @@ func (s *Session) Open(ctx context.Context, h wire.Header) (net.Conn, error) {
 		// resets the stream after its reply, which may come before our
 		// header goes: its reason is the better answer. The deadline
 		// above still bounds the read.
+		rerr := wire.ReadReply(st)
+		closeStream(st)
 		var re *wire.RejectError
-		if rerr := wire.ReadReply(st); errors.As(rerr, &re) {
-			closeStream(st)
+		if errors.As(rerr, &re) {
 			return nil, fmt.Errorf("stream to %s via %s: %w", h.Target, s.peer, rerr)
 		}
-		closeStream(st)
 		return nil, fmt.Errorf("send stream header to %s: %w", s.peer, ctxErr(ctx, err))
 	}
 	if err := wire.ReadReply(st); err != nil {
