@@ -3,6 +3,10 @@ package tunnel
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -50,4 +54,134 @@ func TestUnreadStreamsDoNotStallOthers(t *testing.T) {
 	}
 	st.SetDeadline(time.Now().Add(5 * time.Second))
 	roundTrip(t, st, []byte("still moving"))
+}
+
+// TestBulkStreamDoesNotDelayOthers: on a slow link, a stream that writes
+// as fast as it can keeps only about a frame waiting in the session's
+// send queue, so a short reply on another stream waits behind that much,
+// not behind everything the bulk stream's window would allow. (go-yamux
+// queues up to 64 frames of 256 KiB, 16 MiB, in one line: two seconds at
+// this link's 8 MiB/s.)
+func TestBulkStreamDoesNotDelayOthers(t *testing.T) {
+	chunk := bytes.Repeat([]byte{'x'}, MaxPayload)
+	h := newHarnessOn(t, ServerOptions{Handler: StreamHandlerFunc(func(ctx context.Context, req *Request) {
+		if req.Header.Target != "flood:1" {
+			echoHandler(ctx, req)
+			return
+		}
+		c, err := req.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for {
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+		}
+	})}, func(ln net.Listener) net.Listener { return pacedListener{ln, 8 << 20} })
+	c := h.startClient(ClientOptions{Name: "n"})
+	flood, err := c.Dial(context.Background(), wire.Header{Kind: wire.KindTCP, Target: "flood:1"})
+	if err != nil {
+		t.Fatalf("dial the bulk stream: %v", err)
+	}
+	defer flood.Close()
+	go io.Copy(io.Discard, flood)
+	time.Sleep(300 * time.Millisecond) // for the bulk stream to fill what it may
+
+	start := time.Now()
+	st, err := c.Dial(context.Background(), wire.Header{Kind: wire.KindTCP, Target: "echo:1"})
+	if err != nil {
+		t.Fatalf("dial beside the bulk stream: %v", err)
+	}
+	st.SetDeadline(time.Now().Add(10 * time.Second))
+	roundTrip(t, st, []byte("not stuck behind the download"))
+	// Two replies (the dial's and the echo's), each behind at most two
+	// frames: about 130 ms at 8 MiB/s. Behind a full send queue: 4 s.
+	d := time.Since(start)
+	t.Logf("dial and round trip beside a bulk stream: %v", d.Round(time.Millisecond))
+	if d > time.Second {
+		t.Fatalf("a dial and a round trip beside a bulk stream took %v, want under 1s", d.Round(time.Millisecond))
+	}
+}
+
+// pacedListener's connections write at most rate bytes per second, as a
+// slow uplink would, without filling the kernel's buffers.
+type pacedListener struct {
+	net.Listener
+	rate int
+}
+
+func (l pacedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &pacedConn{Conn: c, rate: l.rate}, nil
+}
+
+type pacedConn struct {
+	net.Conn
+	rate int
+}
+
+func (c *pacedConn) Write(b []byte) (int, error) {
+	time.Sleep(time.Duration(len(b)) * time.Second / time.Duration(c.rate))
+	return c.Conn.Write(b)
+}
+
+// TestQueuedWriteEnds: a write waiting for its stream's share of the send
+// queue ends with its deadline, the stream's close or the session's end,
+// not when the slow link has carried the rest.
+func TestQueuedWriteEnds(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		end  func(h *harness, c net.Conn)
+		want error // nil: any error
+	}{
+		{"write deadline", func(_ *harness, c net.Conn) {
+			c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		}, os.ErrDeadlineExceeded},
+		{"stream closed", func(_ *harness, c net.Conn) {
+			time.AfterFunc(200*time.Millisecond, func() { c.Close() })
+		}, nil},
+		{"session closed", func(h *harness, _ net.Conn) {
+			time.AfterFunc(200*time.Millisecond, func() { h.server.Session("n").Close() })
+		}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			errc := make(chan error, 1)
+			var h *harness
+			h = newHarnessOn(t, ServerOptions{Handler: StreamHandlerFunc(func(ctx context.Context, req *Request) {
+				c, err := req.Accept()
+				if err != nil {
+					errc <- err
+					return
+				}
+				defer c.Close()
+				tc.end(h, c)
+				// 32 s of this link's time.
+				_, err = c.Write(make([]byte, 8<<20))
+				errc <- err
+			})}, func(ln net.Listener) net.Listener { return pacedListener{ln, 256 << 10} })
+			c := h.startClient(ClientOptions{Name: "n"})
+			st, err := c.Dial(context.Background(), wire.Header{Kind: wire.KindTCP, Target: "bulk:1"})
+			if err != nil {
+				t.Fatalf("dial: %v", err)
+			}
+			defer st.Close()
+			go io.Copy(io.Discard, st)
+			select {
+			case err := <-errc:
+				if err == nil {
+					t.Fatal("the write ended without an error")
+				}
+				if tc.want != nil && !errors.Is(err, tc.want) {
+					t.Fatalf("the write ended with %v, want %v", err, tc.want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the write still waits 5s after its end")
+			}
+		})
+	}
 }

@@ -205,7 +205,8 @@ var upgrader = websocket.Upgrader{
 func startSession(c *websocket.Conn, client bool, peer, remote string, mo MuxOptions, log *slog.Logger) (*Session, error) {
 	// A frame is one message; allow a little beyond the largest frame.
 	c.SetReadLimit(maxFrame + 1024)
-	conn := &wsConn{ws: c}
+	queue := newSendQueue()
+	conn := &wsConn{ws: c, sent: queue}
 	cfg := mo.yamuxConfig(log)
 	var mux *yamux.Session
 	var err error
@@ -218,5 +219,5 @@ func startSession(c *websocket.Conn, client bool, peer, remote string, mo MuxOpt
 		c.Close()
 		return nil, fmt.Errorf("start multiplexer: %w", err)
 	}
-	return newSession(mux, peer, remote, mo.MaxStreams, log), nil
+	return newSession(mux, queue, peer, remote, mo.MaxStreams, log), nil
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,7 @@ type Session struct {
 	remote string // the peer's network address
 	since  time.Time
 	mux    *yamux.Session
+	queue  *sendQueue // what each stream has waiting in mux's send queue
 	log    *slog.Logger
 	stats  Stats
 
@@ -53,8 +55,8 @@ type Session struct {
 	maxStreams int64          // limit on serving; 0 means none
 }
 
-func newSession(mux *yamux.Session, peer, remote string, maxStreams int, log *slog.Logger) *Session {
-	return &Session{peer: peer, remote: remote, since: time.Now(), mux: mux, maxStreams: int64(maxStreams), log: log}
+func newSession(mux *yamux.Session, queue *sendQueue, peer, remote string, maxStreams int, log *slog.Logger) *Session {
+	return &Session{peer: peer, remote: remote, since: time.Now(), mux: mux, queue: queue, maxStreams: int64(maxStreams), log: log}
 }
 
 // Peer is the peer's name on a server's session, the server URL on a
@@ -185,7 +187,8 @@ func (s *Session) serveStream(ctx context.Context, st *yamux.Stream, h StreamHan
 func (s *Session) track(st *yamux.Stream) *Stream {
 	s.stats.StreamsOpen.Add(1)
 	s.stats.StreamsTotal.Add(1)
-	return &Stream{st: st, stats: &s.stats}
+	return &Stream{st: st, stats: &s.stats, queue: s.queue, queued: s.queue.add(st.StreamID()),
+		sessionDone: s.mux.CloseChan(), closing: make(chan struct{})}
 }
 
 // Request is a stream the peer opened, waiting for an answer.
@@ -224,9 +227,17 @@ func (r *Request) Reject(code wire.Code, reason string) {
 // yamux stream rather than embedding it so that no promoted method can
 // bypass the counting or close only one direction.
 type Stream struct {
-	st     *yamux.Stream
-	stats  *Stats
-	closed atomic.Bool
+	st    *yamux.Stream
+	stats *Stats
+
+	queue       *sendQueue
+	queued      *queued         // this stream's bytes in the send queue
+	sessionDone <-chan struct{} // closed when the session ends
+	closing     chan struct{}   // closed by Close
+	closed      atomic.Bool
+	// writeDeadline is the write deadline in Unix nanoseconds, 0 for none;
+	// yamux has its own copy, this one bounds the wait for the queue.
+	writeDeadline atomic.Int64
 }
 
 var _ interface {
@@ -240,10 +251,61 @@ func (s *Stream) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// Write hands b to the multiplexer a frame at a time, each once this
+// stream has less than its limit waiting to be sent (see sendQueue).
 func (s *Stream) Write(b []byte) (int, error) {
-	n, err := s.st.Write(b)
-	s.stats.BytesOut.Add(int64(n))
-	return n, err
+	total := 0
+	for len(b) > 0 {
+		if err := s.waitQueue(); err != nil {
+			return total, err
+		}
+		chunk := b[:min(int64(len(b)), MaxPayload, s.queue.limit.Load())]
+		s.queued.bytes.Add(int64(len(chunk)))
+		n, err := s.st.Write(chunk)
+		if n < len(chunk) {
+			s.queued.bytes.Add(int64(n - len(chunk)))
+		}
+		total += n
+		s.stats.BytesOut.Add(int64(n))
+		if err != nil {
+			return total, err
+		}
+		b = b[len(chunk):]
+	}
+	return total, nil
+}
+
+// waitQueue waits until the stream has less than its limit in the send
+// queue, the write deadline passes, or the stream or session closes.
+func (s *Stream) waitQueue() error {
+	for s.queued.bytes.Load() >= s.queue.limit.Load() {
+		var timeout <-chan time.Time
+		var timer *time.Timer
+		if d := s.writeDeadline.Load(); d != 0 {
+			wait := time.Until(time.Unix(0, d))
+			if wait <= 0 {
+				return os.ErrDeadlineExceeded
+			}
+			timer = time.NewTimer(wait)
+			timeout = timer.C
+		}
+		var err error
+		select {
+		case <-s.queued.drained:
+		case <-timeout:
+		case <-s.closing:
+			err = net.ErrClosed
+		case <-s.sessionDone:
+			err = yamux.ErrSessionShutdown
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // WriteTo copies the stream to w until the peer's end-of-stream. It takes
@@ -327,6 +389,8 @@ func (s *Stream) CloseWrite() error { return s.st.CloseWrite() }
 func (s *Stream) Close() error {
 	if s.closed.CompareAndSwap(false, true) {
 		s.stats.StreamsOpen.Add(-1)
+		s.queue.remove(s.st.StreamID())
+		close(s.closing)
 	}
 	return closeStream(s.st)
 }
@@ -345,8 +409,29 @@ func closeStream(st *yamux.Stream) error {
 	return err
 }
 
-func (s *Stream) LocalAddr() net.Addr                { return s.st.LocalAddr() }
-func (s *Stream) RemoteAddr() net.Addr               { return s.st.RemoteAddr() }
-func (s *Stream) SetDeadline(t time.Time) error      { return s.st.SetDeadline(t) }
-func (s *Stream) SetReadDeadline(t time.Time) error  { return s.st.SetReadDeadline(t) }
-func (s *Stream) SetWriteDeadline(t time.Time) error { return s.st.SetWriteDeadline(t) }
+func (s *Stream) LocalAddr() net.Addr               { return s.st.LocalAddr() }
+func (s *Stream) RemoteAddr() net.Addr              { return s.st.RemoteAddr() }
+func (s *Stream) SetReadDeadline(t time.Time) error { return s.st.SetReadDeadline(t) }
+
+func (s *Stream) SetDeadline(t time.Time) error {
+	s.setWriteDeadline(t)
+	return s.st.SetDeadline(t)
+}
+
+func (s *Stream) SetWriteDeadline(t time.Time) error {
+	s.setWriteDeadline(t)
+	return s.st.SetWriteDeadline(t)
+}
+
+// setWriteDeadline keeps t for waitQueue and wakes a wait in it to see t.
+func (s *Stream) setWriteDeadline(t time.Time) {
+	var d int64
+	if !t.IsZero() {
+		d = t.UnixNano()
+	}
+	s.writeDeadline.Store(d)
+	select {
+	case s.queued.drained <- struct{}{}:
+	default:
+	}
+}

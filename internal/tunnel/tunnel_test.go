@@ -47,8 +47,22 @@ func newHarness(t *testing.T, opts ServerOptions) *harness {
 	if opts.Handler == nil {
 		opts.Handler = echoHandler
 	}
+	return newHarnessOn(t, opts, nil)
+}
+
+// newHarnessOn is newHarness with the server's listener wrapped by wrap,
+// if not nil.
+func newHarnessOn(t *testing.T, opts ServerOptions, wrap func(net.Listener) net.Listener) *harness {
+	t.Helper()
+	if opts.Handler == nil {
+		opts.Handler = echoHandler
+	}
 	h := &harness{t: t, server: NewServer(opts)}
-	h.http = httptest.NewServer(h.server)
+	h.http = httptest.NewUnstartedServer(h.server)
+	if wrap != nil {
+		h.http.Listener = wrap(h.http.Listener)
+	}
+	h.http.Start()
 	h.url = "ws" + strings.TrimPrefix(h.http.URL, "http")
 	t.Cleanup(func() {
 		h.server.Close()

@@ -35,8 +35,9 @@ var wsWriteBuffers = &sync.Pool{}
 // requires. wsConn sets no per-call timers; per frame, the only allocation
 // is the small handle gorilla puts in wsWriteBuffers with the buffer.
 type wsConn struct {
-	ws *websocket.Conn
-	r  io.Reader // the message being read, nil between messages
+	ws   *websocket.Conn
+	r    io.Reader  // the message being read, nil between messages
+	sent *sendQueue // told of each frame written, and how fast; may be nil
 }
 
 func (c *wsConn) Read(b []byte) (int, error) {
@@ -65,6 +66,17 @@ func (c *wsConn) Read(b []byte) (int, error) {
 }
 
 func (c *wsConn) Write(b []byte) (int, error) {
+	if c.sent == nil {
+		return c.write(b)
+	}
+	c.sent.sent(b)
+	start := time.Now()
+	n, err := c.write(b)
+	c.sent.wrote(n, time.Since(start))
+	return n, err
+}
+
+func (c *wsConn) write(b []byte) (int, error) {
 	if err := c.ws.WriteMessage(websocket.BinaryMessage, b); err != nil {
 		return 0, err
 	}

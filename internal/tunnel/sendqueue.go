@@ -1,0 +1,114 @@
+package tunnel
+
+import (
+	"encoding/binary"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// yamux copies each frame into one send queue shared by every stream, and
+// lets a writer go on until 64 frames wait there: a download alone could
+// queue 16 MiB, and any other stream's frames then waited behind all of
+// it (two seconds at 8 MiB/s). So each stream may have only about
+// queueDelay of the link's time waiting, measured from how fast the
+// WebSocket takes frames, and its frames are no larger than that: on a
+// slow link, small frames and a short wait behind each busy stream; on a
+// fast one, full frames and a queue deep enough that the writer and the
+// send loop seldom wait for each other (on loopback, a queue of one frame
+// cost the sending west a fifth more CPU per GiB than yamux's own 64).
+const (
+	queueDelay = 5 * time.Millisecond
+	minQueue   = 16 << 10        // the least a stream may queue, and its smallest frame
+	maxQueue   = 32 * MaxPayload // the most a stream may queue
+	// rateWindow is about how much writing time the rate is measured over.
+	rateWindow = 50 * time.Millisecond
+)
+
+// sendQueue follows, per stream, the bytes waiting in the session's send
+// queue: streams add what they hand to yamux, and the WebSocket takes off
+// each data frame as the send loop writes it, and measures how fast it
+// writes.
+type sendQueue struct {
+	mu      sync.Mutex
+	streams map[uint32]*queued
+
+	// limit is how many bytes a stream may have queued, and its largest
+	// frame when below MaxPayload.
+	limit atomic.Int64
+	// Bytes written and the time the writes took, halved as the time
+	// passes rateWindow; only the send loop touches them.
+	wroteBytes int64
+	wroteTime  time.Duration
+}
+
+func newSendQueue() *sendQueue {
+	q := &sendQueue{streams: make(map[uint32]*queued)}
+	q.limit.Store(MaxPayload)
+	return q
+}
+
+// queued is one stream's share of the send queue.
+type queued struct {
+	bytes atomic.Int64
+	// drained is signalled when bytes falls to half the limit, so that a
+	// writer at the limit wakes once per several frames, not for each. It
+	// holds at most one signal: a writer that checks and then waits misses
+	// none.
+	drained chan struct{}
+}
+
+func (q *sendQueue) add(id uint32) *queued {
+	sq := &queued{drained: make(chan struct{}, 1)}
+	q.mu.Lock()
+	q.streams[id] = sq
+	q.mu.Unlock()
+	return sq
+}
+
+func (q *sendQueue) remove(id uint32) {
+	q.mu.Lock()
+	delete(q.streams, id)
+	q.mu.Unlock()
+}
+
+// sent notes that the frame in b, header first, leaves the queue.
+func (q *sendQueue) sent(b []byte) {
+	// yamux's header: version, type, flags (2), stream ID (4), length (4);
+	// the length of a data frame (type 0) is its payload's.
+	if len(b) < frameHeader || b[1] != 0 {
+		return
+	}
+	n := int64(binary.BigEndian.Uint32(b[8:12]))
+	if n == 0 {
+		return
+	}
+	q.mu.Lock()
+	sq := q.streams[binary.BigEndian.Uint32(b[4:8])]
+	q.mu.Unlock()
+	if sq == nil {
+		return // not a tracked stream, or closed since
+	}
+	if sq.bytes.Add(-n) <= q.limit.Load()/2 {
+		select {
+		case sq.drained <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// wrote notes that writing n bytes to the WebSocket took d, and sets the
+// limit to queueDelay at the rate measured.
+func (q *sendQueue) wrote(n int, d time.Duration) {
+	q.wroteBytes += int64(n)
+	q.wroteTime += d
+	if q.wroteTime > rateWindow {
+		q.wroteBytes /= 2
+		q.wroteTime /= 2
+	}
+	if q.wroteTime <= 0 {
+		return
+	}
+	limit := q.wroteBytes * int64(queueDelay) / int64(q.wroteTime)
+	q.limit.Store(min(max(limit, minQueue), maxQueue))
+}
