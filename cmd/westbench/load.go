@@ -178,6 +178,47 @@ func download(ctx context.Context, base string, size int64) (float64, error) {
 	return float64(size) / 1e6 / elapsed.Seconds(), nil
 }
 
+// downloadBeside runs download while a second client sends small GETs
+// to the same base one after another on a connection of its own, and also
+// returns their median latency. Through a tunnel both share it, so this
+// is how long a short request waits behind a download in flight.
+func downloadBeside(ctx context.Context, base string, size int64) (mbps float64, p50 time.Duration, err error) {
+	tr := newTransport(1)
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	buf := make([]byte, 4096)
+	// The first GET opens the connection, which is not what is measured.
+	if err := getSmall(ctx, client, base+"/small", buf); err != nil {
+		return 0, 0, err
+	}
+	var done atomic.Bool
+	probed := make(chan []time.Duration, 1)
+	go func() {
+		var lats []time.Duration
+		for !done.Load() {
+			start := time.Now()
+			if err := getSmall(ctx, client, base+"/small", buf); err != nil {
+				break
+			}
+			if !done.Load() {
+				lats = append(lats, time.Since(start))
+			}
+		}
+		probed <- lats
+	}()
+	mbps, err = download(ctx, base, size)
+	done.Store(true)
+	lats := <-probed
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(lats) == 0 {
+		return 0, 0, fmt.Errorf("no small GET to %s finished during the download", base)
+	}
+	slices.Sort(lats)
+	return mbps, percentile(lats, 50), nil
+}
+
 // upload posts size bytes to base+"/upload" on a fresh connection and
 // returns the rate in MB/s.
 func upload(ctx context.Context, base string, size int64) (float64, error) {

@@ -461,6 +461,7 @@ const (
 	mDownload = "download"
 	mUpload   = "upload"
 	mRTT      = "rtt"
+	mRTTBusy  = "rtt-busy"
 )
 
 func (b *bench) record(metric, pathName string, v float64) {
@@ -628,11 +629,12 @@ func (b *bench) measureRTT(ctx context.Context) error {
 			slices.Reverse(paths)
 		}
 		for _, p := range paths {
-			v, err := download(ctx, p.url, o.rttDownload)
+			v, busy, err := downloadBeside(ctx, p.url, o.rttDownload)
 			if err != nil {
 				return fmt.Errorf("delayed download via %s: %w", p.name, b.explain(err, p.wests))
 			}
 			b.record(mRTT, p.name, v)
+			b.record(mRTTBusy, p.name, float64(busy))
 		}
 		fmt.Fprintf(os.Stderr, " %d", round+1)
 	}

@@ -3,9 +3,11 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -28,7 +30,7 @@ type relay struct {
 }
 
 func startRelay(target string, rtt time.Duration, window int) (*relay, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{Control: smallReceiveBuffer}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
@@ -65,7 +67,7 @@ func (r *relay) track(c net.Conn, add bool) {
 func (r *relay) forward(client net.Conn) {
 	defer r.wg.Done()
 	defer client.Close()
-	server, err := net.Dial("tcp", r.target)
+	server, err := (&net.Dialer{Control: smallReceiveBuffer}).Dial("tcp", r.target)
 	if err != nil {
 		return
 	}
@@ -79,6 +81,24 @@ func (r *relay) forward(client net.Conn) {
 	go func() { defer wg.Done(); r.delay(server, client) }()
 	go func() { defer wg.Done(); r.delay(client, server) }()
 	wg.Wait()
+}
+
+// relayReceiveBuffer is the receive buffer of the relay's sockets. The
+// relay stands for the network, which holds only what is in flight (the
+// window); with the kernel's own, loopback would buffer megabytes more
+// before the path's bottleneck, where no real path has room for them, and
+// hide how much the sender itself holds back.
+const relayReceiveBuffer = 64 << 10
+
+func smallReceiveBuffer(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, relayReceiveBuffer)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }
 
 // packet is a read waiting for its time to be written.

@@ -62,7 +62,8 @@ func (b *bench) report(w io.Writer) {
 	}
 	if o.rtt > 0 {
 		rows = append(rows, row{fmt.Sprintf("download %s, %s RTT", formatSize(o.rttDownload), o.rtt), mRTT, mbps, "≥ 0.80",
-			func(r float64) bool { return r >= 0.80 }})
+			func(r float64) bool { return r >= 0.80 }},
+			row{"small GET p50 beside it", mRTTBusy, micros, "", nil})
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	header := "metric\tdirect\t"
@@ -85,7 +86,7 @@ func (b *bench) report(w io.Writer) {
 			}
 			v := median(vs)
 			ratio := fmt.Sprintf("%.2f", v/direct)
-			if r.metric == mP50 || r.metric == mP99 {
+			if r.metric == mP50 || r.metric == mP99 || r.metric == mRTTBusy {
 				ratio = fmt.Sprintf("%.2f×", v/direct)
 			}
 			line += fmt.Sprintf("%s\t%s\t", r.format(v), ratio)
