@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
 	"testing"
 	"time"
 
@@ -135,19 +134,19 @@ func (c *pacedConn) Write(b []byte) (int, error) {
 // not when the slow link has carried the rest.
 func TestQueuedWriteEnds(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		end  func(h *harness, c net.Conn)
-		want error // nil: any error
+		name    string
+		end     func(h *harness, c net.Conn)
+		timeout bool // the error must be a timeout
 	}{
 		{"write deadline", func(_ *harness, c net.Conn) {
 			c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
-		}, os.ErrDeadlineExceeded},
+		}, true},
 		{"stream closed", func(_ *harness, c net.Conn) {
 			time.AfterFunc(200*time.Millisecond, func() { c.Close() })
-		}, nil},
+		}, false},
 		{"session closed", func(h *harness, _ net.Conn) {
 			time.AfterFunc(200*time.Millisecond, func() { h.server.Session("n").Close() })
-		}, nil},
+		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			errc := make(chan error, 1)
@@ -176,8 +175,9 @@ func TestQueuedWriteEnds(t *testing.T) {
 				if err == nil {
 					t.Fatal("the write ended without an error")
 				}
-				if tc.want != nil && !errors.Is(err, tc.want) {
-					t.Fatalf("the write ended with %v, want %v", err, tc.want)
+				var ne net.Error
+				if tc.timeout && !(errors.As(err, &ne) && ne.Timeout()) {
+					t.Fatalf("the write ended with %v, want a timeout", err)
 				}
 			case <-time.After(5 * time.Second):
 				t.Fatal("the write still waits 5s after its end")

@@ -205,6 +205,7 @@ var upgrader = websocket.Upgrader{
 func startSession(c *websocket.Conn, client bool, peer, remote string, mo MuxOptions, log *slog.Logger) (*Session, error) {
 	// A frame is one message; allow a little beyond the largest frame.
 	c.SetReadLimit(maxFrame + 1024)
+	limitUnsent(c.NetConn())
 	queue := newSendQueue()
 	conn := &wsConn{ws: c, sent: queue}
 	cfg := mo.yamuxConfig(log)

@@ -1,0 +1,32 @@
+package tunnel
+
+import (
+	"crypto/tls"
+	"net"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// limitUnsent caps the bytes the kernel holds unsent on the tunnel's TCP
+// connection (TCP_NOTSENT_LOWAT). Without a cap the kernel takes up to its
+// send buffer (megabytes) from the send loop, and a frame of any stream
+// waits behind all of it; with one, frames wait in the send queue, where
+// each stream's share is bounded (see sendQueue). The cap does not bound
+// what is in flight, so throughput stays the path's.
+func limitUnsent(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	raw.Control(func(fd uintptr) {
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, unsentLimit)
+	})
+}
