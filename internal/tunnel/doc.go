@@ -6,6 +6,10 @@
 // stream nobody reads stalls no other). Either end
 // may open streams; each stream starts with a wire.Header and the far
 // side's wire.Reply, then carries raw bytes both ways with half-close.
+// yamux sends every stream's frames through one queue; a Stream keeps only
+// about 5 ms of the tunnel's sending rate in it (sendQueue), and the
+// kernel holds little unsent beyond it, so one busy stream cannot make the
+// others wait long.
 //
 // A Server is an http.Handler that upgrades tunnel clients, names each by
 // its Origin header, and keeps the newest session per name. A Client dials
