@@ -404,7 +404,7 @@ func (b *bench) setUp(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		b.paths = append(b.paths, &path{name: "2 relays", url: "http://" + ra.addrs["proxy"], wests: []*west{ra, rb}})
+		b.paths = append(b.paths, &path{name: floorPath, url: "http://" + ra.addrs["proxy"], wests: []*west{ra, rb}})
 	}
 	for _, p := range b.paths {
 		if err := waitHTTP(ctx, p.url+"/small", p.wests...); err != nil {

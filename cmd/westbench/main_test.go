@@ -94,3 +94,38 @@ func TestEnvFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestReportFloor(t *testing.T) {
+	b := &bench{
+		paths: []*path{{name: "direct"}, {name: "1 hop"}, {name: "1 hop, tcp"}, {name: "2 hops"}, {name: floorPath}},
+		results: map[string]map[string][]float64{
+			mRPSN: {"direct": {100}, "1 hop": {30, 30, 40}, "1 hop, tcp": {40}, "2 hops": {10}, floorPath: {40}},
+			mP50:  {"direct": {10}, "1 hop": {60}, floorPath: {30}},
+			mRTT:  {"direct": {200}, "1 hop": {190}},
+		},
+	}
+	rows := []row{{label: "64 conns", metric: mRPSN}, {label: "p50", metric: mP50}, {label: "rtt", metric: mRTT}}
+	var out strings.Builder
+	b.reportFloor(&out, rows)
+	got := out.String()
+	for _, want := range []string{"1 hop/floor", "1 hop, tcp/floor", "0.75", "1.00", "2.00×"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("floor table lacks %q:\n%s", want, got)
+		}
+	}
+	// Two hops are not set against a one-hop floor, and the delayed path
+	// has no floor.
+	for _, unwanted := range []string{"2 hops", "rtt"} {
+		if strings.Contains(got, unwanted) {
+			t.Errorf("floor table has %q:\n%s", unwanted, got)
+		}
+	}
+	// Without a floor there is no table.
+	delete(b.results[mRPSN], floorPath)
+	delete(b.results[mP50], floorPath)
+	out.Reset()
+	b.reportFloor(&out, rows)
+	if out.Len() != 0 {
+		t.Errorf("a table without a floor:\n%s", out.String())
+	}
+}

@@ -102,6 +102,7 @@ func (b *bench) report(w io.Writer) {
 		fmt.Fprintf(tw, "%s%s\t\n", line, target)
 	}
 	tw.Flush()
+	b.reportFloor(w, rows)
 
 	fmt.Fprintf(w, "\nwest processes (RSS from /proc/PID/status, CPU = utime+stime from /proc/PID/stat):\n\n")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -148,6 +149,55 @@ func (b *bench) report(w io.Writer) {
 	if len(b.notes) > 0 {
 		fmt.Fprintf(w, "\nnotes:\n  %s\n", strings.Join(b.notes, "\n  "))
 	}
+}
+
+// floorPath names the floor: two plain relays in the places of the wests.
+const floorPath = "2 relays"
+
+// reportFloor prints each one-hop path against the floor measured in the
+// same rounds, if there is one: how much of what any two-process relay
+// reaches on this machine the tunnel reaches.
+func (b *bench) reportFloor(w io.Writer, rows []row) {
+	var hops []*path
+	for _, p := range b.paths[1:] {
+		if strings.HasPrefix(p.name, "1 hop") {
+			hops = append(hops, p)
+		}
+	}
+	var lines []string
+	for _, r := range rows {
+		floor := median(b.results[r.metric][floorPath])
+		if floor == 0 {
+			continue
+		}
+		line := r.label + "\t"
+		for _, p := range hops {
+			v := median(b.results[r.metric][p.name])
+			switch {
+			case v == 0:
+				line += "-\t"
+			case r.metric == mP50 || r.metric == mP99:
+				line += fmt.Sprintf("%.2f×\t", v/floor)
+			default:
+				line += fmt.Sprintf("%.2f\t", v/floor)
+			}
+		}
+		lines = append(lines, line)
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nagainst the floor (%s) in the same rounds:\n\n", floorPath)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	header := "metric\t"
+	for _, p := range hops {
+		header += p.name + "/floor\t"
+	}
+	fmt.Fprintln(tw, header)
+	for _, l := range lines {
+		fmt.Fprintln(tw, l)
+	}
+	tw.Flush()
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
