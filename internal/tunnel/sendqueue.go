@@ -25,13 +25,6 @@ const (
 	rateWindow = 50 * time.Millisecond
 )
 
-// unsentLimit is the most bytes the kernel may hold unsent on a tunnel's
-// connection, where the platform allows a limit (limitUnsent). With
-// 64 KiB, and with 128 KiB, one download at 20 ms RTT still ran at the
-// path's speed; with 256 KiB (a frame) it fell to two thirds of it in two
-// runs of five.
-const unsentLimit = 64 << 10
-
 // sendQueue follows, per stream, the bytes waiting in the session's send
 // queue: streams add what they hand to yamux, and the WebSocket takes off
 // each data frame as the send loop writes it, and measures how fast it
