@@ -770,3 +770,52 @@ func TestFaultSlowReaderBoundedMemory(t *testing.T) {
 		t.Fatalf("after the slow reader: %v", r)
 	}
 }
+
+// TestDownloadDoesNotDelayOtherRequests: on a slow tunnel path, a
+// download through a listener leaves the other requests to it waiting
+// milliseconds, not behind the megabytes the download's window would let
+// the far west queue (two seconds and more at this path's 8 MiB/s).
+func TestDownloadDoesNotDelayOtherRequests(t *testing.T) {
+	be := backend(t)
+	_, l, relay, _ := relayedCase1(t, be.URL, "")
+	base := proxyURL(t, l)
+	c := testClient(t, 20*time.Second)
+	waitOK(t, c, base, 5*time.Second)
+	relay.Rate(8 << 20)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	downloaded := make(chan int64, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/px/big?n="+fmt.Sprint(64<<20), nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			downloaded <- 0
+			return
+		}
+		defer resp.Body.Close()
+		n, _ := io.Copy(io.Discard, resp.Body)
+		downloaded <- n
+	}()
+	defer func() {
+		cancel()
+		<-downloaded
+	}()
+	time.Sleep(time.Second) // for the download to fill whatever it may
+
+	for i := range 3 {
+		r := fetchBig(c, base, 1000)
+		if !r.intact {
+			t.Fatalf("small request %d beside the download: %v", i, r)
+		}
+		t.Logf("small request %d beside the download: %v", i, r.elapsed.Round(time.Millisecond))
+		if r.elapsed > time.Second {
+			t.Fatalf("small request %d beside the download took %v, want well under 1s", i, r.elapsed.Round(time.Millisecond))
+		}
+	}
+	select {
+	case n := <-downloaded:
+		downloaded <- n // for the deferred wait
+		t.Fatalf("the download ended early, after %d bytes", n)
+	default:
+	}
+}

@@ -27,6 +27,7 @@ type Relay struct {
 	conns   map[*relayConn]struct{}
 	flowing chan struct{} // closed while bytes flow, open while stalled
 	delay   time.Duration
+	rate    int // bytes per second each way; 0 for no limit
 	refuse  bool
 	closed  bool
 
@@ -119,6 +120,34 @@ func (r *Relay) Delay(d time.Duration) {
 	r.mu.Unlock()
 }
 
+// Rate limits each direction of every connection to bytesPerSec, as a
+// slow link would, and shrinks the relay's receive buffers to 64 KiB so
+// that what the link cannot take yet stays with the sender, as on a real
+// path, not in megabytes of loopback buffer. Zero removes the limit (the
+// buffers stay small).
+func (r *Relay) Rate(bytesPerSec int) {
+	r.mu.Lock()
+	r.rate = bytesPerSec
+	conns := make([]*relayConn, 0, len(r.conns))
+	for c := range r.conns {
+		conns = append(conns, c)
+	}
+	r.mu.Unlock()
+	for _, c := range conns {
+		c.mu.Lock()
+		up := c.upstream
+		c.mu.Unlock()
+		for _, conn := range []net.Conn{c.client, up} {
+			if tc, ok := conn.(*net.TCPConn); ok {
+				tc.SetReadBuffer(relayReadBuffer)
+			}
+		}
+	}
+}
+
+// relayReadBuffer is a rate-limited relay's receive buffer.
+const relayReadBuffer = 64 << 10
+
 // RelayStats counts what a Relay has done.
 type RelayStats struct {
 	Accepted int64 // connections accepted, refused ones included
@@ -205,6 +234,13 @@ func (c *relayConn) run(target string) {
 	c.mu.Lock()
 	c.upstream = up
 	c.mu.Unlock()
+	c.r.mu.Lock()
+	limited := c.r.rate > 0
+	c.r.mu.Unlock()
+	if limited {
+		c.client.(*net.TCPConn).SetReadBuffer(relayReadBuffer)
+		up.(*net.TCPConn).SetReadBuffer(relayReadBuffer)
+	}
 	select {
 	case <-c.done: // dropped while dialling
 		reset(up)
@@ -239,6 +275,9 @@ func (c *relayConn) pump(dst, src net.Conn) {
 				return
 			}
 			c.r.bytes.Add(int64(n))
+			if !c.pace(n) {
+				return
+			}
 		}
 		if err == io.EOF {
 			if tc, ok := dst.(*net.TCPConn); ok && tc.CloseWrite() == nil {
@@ -275,6 +314,25 @@ func (c *relayConn) wait() bool {
 		}
 	}
 	return true
+}
+
+// pace sleeps for the time n bytes take at the relay's rate, if it has
+// one. It reports false if the connection was aborted meanwhile.
+func (c *relayConn) pace(n int) bool {
+	c.r.mu.Lock()
+	rate := c.r.rate
+	c.r.mu.Unlock()
+	if rate <= 0 {
+		return true
+	}
+	t := time.NewTimer(time.Duration(n) * time.Second / time.Duration(rate))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.done:
+		return false
+	}
 }
 
 // abort resets both sides of the connection.
