@@ -236,8 +236,9 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// after a failed round trip; be done with it before returning
 		// (golang/go#68560), or net/http panics on the next request.
 		defer r.Body.Close()
-		rt.proxy.ServeHTTP(rec, r)
+		h.proxy(rt, rec, r)
 	}
+	rec.commit() // a response without a body has its header sent now
 	status := rec.status
 	if status == 0 {
 		status = http.StatusOK
@@ -260,6 +261,38 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.opts.Observe(record)
 	}
 }
+
+// proxy runs the route's reverse proxy. When a response body breaks off,
+// the reverse proxy aborts the client's connection, and whatever of the
+// response sat in net/http's buffer was lost with it: the client saw no
+// answer at all. Now a body that broke off before its first byte is
+// answered 502 (rec held the status back), and one that broke off later
+// is flushed before the abort, so the client sees it cut short.
+func (h *HTTP) proxy(rt *route, rec *recorder, r *http.Request) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		if v != http.ErrAbortHandler {
+			panic(v)
+		}
+		if rec.committed {
+			http.NewResponseController(rec.ResponseWriter).Flush()
+			panic(v)
+		}
+		rec.discard()
+		h.serveError(rec, r, errBrokeOff)
+		if rec.status == 0 {
+			panic(v) // the client is gone: nothing to answer
+		}
+	}()
+	rt.proxy.ServeHTTP(rec, r)
+}
+
+// errBrokeOff is why a response that broke off before its body began was
+// answered 502.
+var errBrokeOff = errors.New("the response broke off before its body began")
 
 func (h *HTTP) logRecord(rec Record) {
 	level := LevelAccess
@@ -339,29 +372,65 @@ func writeError(w http.ResponseWriter, status int, err error) {
 func (h *HTTP) CloseIdleConnections() { h.transport.CloseIdleConnections() }
 
 // recorder notes the status and body size of a response, and why the
-// proxy answered an error, if it did. It unwraps for
-// http.ResponseController, so flushing and upgrades reach the real writer.
+// proxy answered an error, if it did. It holds a final status back until
+// the first byte of the body, a flush or the handler's end, so that a
+// response that breaks off before its body can still become an error. It
+// unwraps for http.ResponseController, so upgrades reach the real writer.
 type recorder struct {
 	http.ResponseWriter
-	status int
-	bytes  int64
-	err    error
+	status    int
+	pending   int  // a final status not yet passed on
+	committed bool // a final status has been passed on
+	bytes     int64
+	err       error
 }
 
 func (r *recorder) WriteHeader(code int) {
-	if r.status == 0 || r.status < 200 {
-		r.status = code
+	if code < 200 {
+		// Informational answers (103 Early Hints) go out at once.
+		if r.status == 0 {
+			r.status = code
+		}
+		r.ResponseWriter.WriteHeader(code)
+		return
 	}
-	r.ResponseWriter.WriteHeader(code)
+	if r.committed || r.pending != 0 {
+		return // net/http would ignore it too
+	}
+	r.status, r.pending = code, code
+}
+
+// commit passes a held-back status on.
+func (r *recorder) commit() {
+	if r.pending != 0 {
+		r.ResponseWriter.WriteHeader(r.pending)
+		r.pending = 0
+		r.committed = true
+	}
+}
+
+// discard forgets a held-back status and the header that came with it.
+func (r *recorder) discard() {
+	r.status, r.pending = 0, 0
+	clear(r.Header())
 }
 
 func (r *recorder) Write(b []byte) (int, error) {
-	if r.status == 0 {
+	if r.status == 0 || r.status < 200 {
 		r.status = http.StatusOK
 	}
+	r.commit()
+	r.committed = true
 	n, err := r.ResponseWriter.Write(b)
 	r.bytes += int64(n)
 	return n, err
+}
+
+// FlushError sends the held-back status, if any, and flushes.
+func (r *recorder) FlushError() error {
+	r.commit()
+	r.committed = true
+	return http.NewResponseController(r.ResponseWriter).Flush()
 }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

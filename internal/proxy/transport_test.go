@@ -319,3 +319,41 @@ func TestStreamTransportEndlessHeaders(t *testing.T) {
 		t.Errorf("the listener read all %d bytes of headers", n)
 	}
 }
+
+// TestResponseBrokenBeforeBody: a backend that sends a response's header
+// and closes before any of its body is answered 502, for requests on the
+// stream transport and on the fallback one, not with a connection closed
+// without a word. Once some of the body has gone out, the status has too:
+// the client sees the body cut short.
+func TestResponseBrokenBeforeBody(t *testing.T) {
+	backend, _ := rawBackend(t, func(c net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+		if req.URL.Path == "/some" {
+			io.WriteString(c, strings.Repeat("x", 100))
+		}
+		time.Sleep(50 * time.Millisecond) // for the header to cross first
+		c.(*net.TCPConn).SetLinger(0)
+	})
+	url := listenerTo(t, backend, 0)
+	c := &http.Client{Transport: &http.Transport{}}
+	defer c.CloseIdleConnections()
+	for _, method := range []string{"GET", "POST"} {
+		code, body := fetch(t, c, method, url+"/none", strings.NewReader("a body"))
+		if code != http.StatusBadGateway || !strings.Contains(body, "broke off") {
+			t.Errorf("%s, header and no body: %d %q, want 502 saying the response broke off", method, code, body)
+		}
+	}
+	resp, err := c.Get(url + "/some")
+	if err != nil {
+		t.Fatalf("GET, header and some body: %v", err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || err == nil || n != 100 {
+		t.Errorf("GET, header and some body: %d, %d bytes, %v; want 200 cut short after 100 bytes", resp.StatusCode, n, err)
+	}
+}
