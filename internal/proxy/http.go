@@ -238,7 +238,7 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer r.Body.Close()
 		h.proxy(rt, rec, r)
 	}
-	rec.commit() // a response without a body has its header sent now
+	rec.commit() // a response without a body has its status sent now
 	status := rec.status
 	if status == 0 {
 		status = http.StatusOK
@@ -400,13 +400,13 @@ func (r *recorder) WriteHeader(code int) {
 	r.status, r.pending = code, code
 }
 
-// commit passes a held-back status on.
+// commit passes a held-back status on, if any: the response has begun.
 func (r *recorder) commit() {
 	if r.pending != 0 {
 		r.ResponseWriter.WriteHeader(r.pending)
 		r.pending = 0
-		r.committed = true
 	}
+	r.committed = true
 }
 
 // discard forgets a held-back status and the header that came with it.
@@ -420,7 +420,6 @@ func (r *recorder) Write(b []byte) (int, error) {
 		r.status = http.StatusOK
 	}
 	r.commit()
-	r.committed = true
 	n, err := r.ResponseWriter.Write(b)
 	r.bytes += int64(n)
 	return n, err
@@ -429,7 +428,6 @@ func (r *recorder) Write(b []byte) (int, error) {
 // FlushError sends the held-back status, if any, and flushes.
 func (r *recorder) FlushError() error {
 	r.commit()
-	r.committed = true
 	return http.NewResponseController(r.ResponseWriter).Flush()
 }
 

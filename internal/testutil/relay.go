@@ -134,14 +134,7 @@ func (r *Relay) Rate(bytesPerSec int) {
 	}
 	r.mu.Unlock()
 	for _, c := range conns {
-		c.mu.Lock()
-		up := c.upstream
-		c.mu.Unlock()
-		for _, conn := range []net.Conn{c.client, up} {
-			if tc, ok := conn.(*net.TCPConn); ok {
-				tc.SetReadBuffer(relayReadBuffer)
-			}
-		}
+		c.shrinkBuffers()
 	}
 }
 
@@ -238,8 +231,7 @@ func (c *relayConn) run(target string) {
 	limited := c.r.rate > 0
 	c.r.mu.Unlock()
 	if limited {
-		c.client.(*net.TCPConn).SetReadBuffer(relayReadBuffer)
-		up.(*net.TCPConn).SetReadBuffer(relayReadBuffer)
+		c.shrinkBuffers()
 	}
 	select {
 	case <-c.done: // dropped while dialling
@@ -304,16 +296,7 @@ func (c *relayConn) wait() bool {
 	case <-c.done:
 		return false
 	}
-	if delay > 0 {
-		t := time.NewTimer(delay)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-c.done:
-			return false
-		}
-	}
-	return true
+	return c.sleep(delay)
 }
 
 // pace sleeps for the time n bytes take at the relay's rate, if it has
@@ -325,13 +308,35 @@ func (c *relayConn) pace(n int) bool {
 	if rate <= 0 {
 		return true
 	}
-	t := time.NewTimer(time.Duration(n) * time.Second / time.Duration(rate))
+	return c.sleep(time.Duration(n) * time.Second / time.Duration(rate))
+}
+
+// sleep waits for d, or less if the connection is aborted meanwhile, and
+// reports whether it was not.
+func (c *relayConn) sleep(d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 		return true
 	case <-c.done:
 		return false
+	}
+}
+
+// shrinkBuffers gives both of the connection's sockets the small receive
+// buffer of a rate-limited relay.
+func (c *relayConn) shrinkBuffers() {
+	c.mu.Lock()
+	up := c.upstream
+	c.mu.Unlock()
+	for _, conn := range []net.Conn{c.client, up} {
+		if tc, ok := conn.(*net.TCPConn); ok {
+			tc.SetReadBuffer(relayReadBuffer)
+		}
 	}
 }
 
