@@ -67,10 +67,7 @@ func (r *Relay) Addr() string { return r.ln.Addr().String() }
 // accepted as before.
 func (r *Relay) Drop() int {
 	r.mu.Lock()
-	conns := make([]*relayConn, 0, len(r.conns))
-	for c := range r.conns {
-		conns = append(conns, c)
-	}
+	conns := r.connsLocked()
 	r.mu.Unlock()
 	for _, c := range conns {
 		c.abort()
@@ -128,14 +125,20 @@ func (r *Relay) Delay(d time.Duration) {
 func (r *Relay) Rate(bytesPerSec int) {
 	r.mu.Lock()
 	r.rate = bytesPerSec
-	conns := make([]*relayConn, 0, len(r.conns))
-	for c := range r.conns {
-		conns = append(conns, c)
-	}
+	conns := r.connsLocked()
 	r.mu.Unlock()
 	for _, c := range conns {
 		c.shrinkBuffers()
 	}
+}
+
+// connsLocked lists the current connections; r.mu must be held.
+func (r *Relay) connsLocked() []*relayConn {
+	conns := make([]*relayConn, 0, len(r.conns))
+	for c := range r.conns {
+		conns = append(conns, c)
+	}
+	return conns
 }
 
 // relayReadBuffer is a rate-limited relay's receive buffer.
