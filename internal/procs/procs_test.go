@@ -1,0 +1,99 @@
+package procs
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/west-tunnel/west/internal/testutil"
+)
+
+// TestMain fails the package's tests if they leave goroutines running.
+func TestMain(m *testing.M) { testutil.VerifyTestMain(m) }
+
+// waitProcs waits until GOMAXPROCS is want, or fails after 15s.
+func waitProcs(t *testing.T, want int, what string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for runtime.GOMAXPROCS(0) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: GOMAXPROCS is %d, want %d", what, runtime.GOMAXPROCS(0), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The adapter starts the process on one thread, gives it Max threads
+// while the one is busy, takes them back once the process is quiet, and
+// puts back what it found when it stops.
+func TestAdapterFollowsLoad(t *testing.T) {
+	found := runtime.GOMAXPROCS(0)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	// Thresholds below the defaults: the test's process shares a small
+	// machine with other tests, and may get only part of a core.
+	a := &Adapter{Max: 3, Interval: 20 * time.Millisecond, RaiseAt: 0.3, LowerAt: 0.1, LowerAfter: 200 * time.Millisecond}
+	go func() {
+		defer close(done)
+		a.Run(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-done
+		if got := runtime.GOMAXPROCS(0); got != found {
+			t.Errorf("after Run: GOMAXPROCS is %d, want %d as found", got, found)
+		}
+	}()
+	waitProcs(t, 1, "at start")
+
+	var stop atomic.Bool
+	burned := make(chan struct{})
+	for range 2 {
+		go func() {
+			defer func() { burned <- struct{}{} }()
+			for !stop.Load() {
+				for i := 0; i < 1e5; i++ {
+					_ = i * i
+				}
+			}
+		}()
+	}
+	waitProcs(t, 3, "while busy")
+	stop.Store(true)
+	<-burned
+	<-burned
+	waitProcs(t, 1, "once quiet")
+}
+
+// Where the machine allows only one thread, the adapter has nothing to
+// do: it returns, leaving GOMAXPROCS alone.
+func TestAdapterWithOneThread(t *testing.T) {
+	found := runtime.GOMAXPROCS(0)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		(&Adapter{Max: 1}).Run(context.Background())
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run with Max 1 did not return")
+	}
+	if got := runtime.GOMAXPROCS(0); got != found {
+		t.Errorf("GOMAXPROCS is %d, want %d", got, found)
+	}
+}
+
+func TestEnabledRespectsGOMAXPROCS(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "2")
+	if Enabled() {
+		t.Error("Enabled with GOMAXPROCS set in the environment")
+	}
+	os.Unsetenv("GOMAXPROCS") // t.Setenv puts back what was there
+	if !Enabled() {
+		t.Error("not Enabled without GOMAXPROCS in the environment")
+	}
+}
