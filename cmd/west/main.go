@@ -175,30 +175,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	stopReloads := reloadOnHangup(ctx, n, logger)
 	defer stopReloads()
-	defer adaptProcs(logger)()
+	defer procs.Start(logger)()
 	if err := n.Run(ctx); err != nil {
 		fmt.Fprintf(stderr, "west: %v\n", err)
 		return exitRuntime
 	}
 	return exitOK
-}
-
-// adaptProcs runs a procs.Adapter, unless the operator has set GOMAXPROCS,
-// until the returned function is called.
-func adaptProcs(logger *slog.Logger) (stop func()) {
-	if !procs.Enabled() {
-		return func() {}
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		(&procs.Adapter{Logger: logger}).Run(ctx)
-	}()
-	return func() {
-		cancel()
-		<-done
-	}
 }
 
 // reloadOnHangup re-reads the config file on every SIGHUP until ctx ends or

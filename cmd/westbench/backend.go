@@ -21,6 +21,7 @@ import (
 
 	"github.com/west-tunnel/west/internal/config"
 	"github.com/west-tunnel/west/internal/node"
+	"github.com/west-tunnel/west/internal/procs"
 )
 
 // chunk is the buffer every download is written from.
@@ -223,6 +224,7 @@ func runNode(args []string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	defer procs.Start(log)()
 	if err := n.Run(ctx); err != nil {
 		return err
 	}

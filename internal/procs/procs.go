@@ -49,6 +49,24 @@ func Enabled() bool {
 	return !set && cpuTimeWorks()
 }
 
+// Start runs an Adapter with its defaults, if Enabled, until the returned
+// function is called.
+func Start(log *slog.Logger) (stop func()) {
+	if !Enabled() {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		(&Adapter{Logger: log}).Run(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
 // Run adapts GOMAXPROCS until ctx ends, then puts back the setting it
 // found.
 func (a *Adapter) Run(ctx context.Context) {

@@ -97,3 +97,13 @@ func TestEnabledRespectsGOMAXPROCS(t *testing.T) {
 		t.Error("not Enabled without GOMAXPROCS in the environment")
 	}
 }
+
+// Start's stop ends the adapter and puts GOMAXPROCS back.
+func TestStartStop(t *testing.T) {
+	found := runtime.GOMAXPROCS(0)
+	stop := Start(nil)
+	stop()
+	if got := runtime.GOMAXPROCS(0); got != found {
+		t.Errorf("after stop: GOMAXPROCS is %d, want %d", got, found)
+	}
+}
