@@ -71,11 +71,11 @@ func Start(log *slog.Logger) (stop func()) {
 // found.
 func (a *Adapter) Run(ctx context.Context) {
 	a.withDefaults()
+	if a.Max <= 1 {
+		return // nothing to adapt, and nothing to touch
+	}
 	found := runtime.GOMAXPROCS(0)
 	defer runtime.GOMAXPROCS(found)
-	if a.Max <= 1 {
-		return
-	}
 	procs := a.set(1)
 	tick := time.NewTicker(a.Interval)
 	defer tick.Stop()
