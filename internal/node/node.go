@@ -277,7 +277,7 @@ func (n *Node) buildProxy(p config.Proxy, clients map[string]*tunnel.Client) (*l
 	}
 	l.handler = &swapHandler{}
 	l.handler.h.Store(h)
-	l.srv = n.httpServer(l.handler)
+	l.srv = proxy.NewServer(l.handler.current, n.httpServer(l.handler))
 	l.after = func() { l.handler.current().CloseIdleConnections() }
 	return l, nil
 }
@@ -442,7 +442,11 @@ func (n *Node) Run(ctx context.Context) error {
 // serveLocked serves s in the run group. n.mu must be held.
 func (n *Node) serveLocked(s *listener) {
 	gctx := n.groupCtx
-	if hs, ok := s.srv.(*http.Server); ok {
+	hs, ok := s.srv.(*http.Server)
+	if ps, isProxy := s.srv.(*proxy.Server); isProxy {
+		hs, ok = ps.HTTPServer(), true
+	}
+	if ok {
 		hs.BaseContext = func(net.Listener) context.Context { return gctx }
 	}
 	n.log.Info("listening", "role", s.role, "name", s.name, "addr", s.boundAddr())

@@ -157,14 +157,7 @@ func (h *HTTP) newReverseProxy(r Route) *httputil.ReverseProxy {
 // rewriteURL points out at target, keeping the part of in's path below
 // prefix and in's query.
 func rewriteURL(out, in *url.URL, prefix string, target *url.URL) {
-	rest := strings.TrimPrefix(in.EscapedPath(), strings.TrimSuffix(prefix, "/"))
-	path := target.EscapedPath()
-	if rest != "" {
-		path = strings.TrimSuffix(path, "/") + rest
-	}
-	if path == "" {
-		path = "/"
-	}
+	path := joinPath(in.EscapedPath(), prefix, target)
 	out.Scheme, out.Host = target.Scheme, target.Host
 	out.Path, out.RawPath = path, ""
 	if p, err := url.PathUnescape(path); err == nil {
@@ -173,14 +166,32 @@ func rewriteURL(out, in *url.URL, prefix string, target *url.URL) {
 			out.RawPath = path
 		}
 	}
-	switch {
-	case target.RawQuery == "":
-		out.RawQuery = in.RawQuery
-	case in.RawQuery == "":
-		out.RawQuery = target.RawQuery
-	default:
-		out.RawQuery = target.RawQuery + "&" + in.RawQuery
+	out.RawQuery = joinQuery(in.RawQuery, target.RawQuery)
+}
+
+// joinPath is the escaped path a request for path goes to on target: the
+// part of path below prefix, appended to target's path.
+func joinPath(path, prefix string, target *url.URL) string {
+	rest := strings.TrimPrefix(path, strings.TrimSuffix(prefix, "/"))
+	out := target.EscapedPath()
+	if rest != "" {
+		out = strings.TrimSuffix(out, "/") + rest
 	}
+	if out == "" {
+		out = "/"
+	}
+	return out
+}
+
+// joinQuery is the query a request with query in goes to target with.
+func joinQuery(in, target string) string {
+	switch {
+	case target == "":
+		return in
+	case in == "":
+		return target
+	}
+	return target + "&" + in
 }
 
 // match returns the route for path: the longest Path equal to it or

@@ -95,17 +95,28 @@ func (t *streamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !takesFastPath(req) {
 		return t.fallback.RoundTrip(req)
 	}
-	addr := canonicalAddr(req.URL)
+	var on1xx func(int, textproto.MIMEHeader) error
+	if trace := httptrace.ContextClientTrace(req.Context()); trace != nil {
+		on1xx = trace.Got1xxResponse
+	}
+	return t.send(req.Context(), canonicalAddr(req.URL), req, req.Write, on1xx)
+}
+
+// send writes a request with write on a stream to addr and reads the
+// response to it; req gives the method, which tells how the response is
+// framed. Informational answers go to on1xx, if set, and the final one
+// is returned.
+func (t *streamTransport) send(ctx context.Context, addr string, req *http.Request, write func(io.Writer) error, on1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
 	for {
 		sc, reused := t.get(addr)
 		if sc == nil {
-			conn, err := t.dial(req.Context(), addr)
+			conn, err := t.dial(ctx, addr)
 			if err != nil {
 				return nil, err
 			}
 			sc = &streamConn{conn: conn, addr: addr}
 		}
-		resp, err := t.roundTrip(sc, req)
+		resp, err := t.roundTrip(ctx, sc, req, write, on1xx)
 		if err == nil {
 			return resp, nil
 		}
@@ -113,7 +124,7 @@ func (t *streamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// A reused stream that ended before answering was closed by the
 		// far side while it sat idle: the request never reached a
 		// backend that would answer it, so it goes again on a new one.
-		if !reused || sc.read > 0 || req.Context().Err() != nil || isTimeout(err) {
+		if !reused || sc.read > 0 || ctx.Err() != nil || isTimeout(err) {
 			return nil, err
 		}
 	}
@@ -127,14 +138,14 @@ func isTimeout(err error) bool {
 // roundTrip sends req on sc and reads the response headers. The body, when
 // there is one, reads from sc until it ends, and then gives sc back to the
 // pool.
-func (t *streamTransport) roundTrip(sc *streamConn, req *http.Request) (*http.Response, error) {
+func (t *streamTransport) roundTrip(ctx context.Context, sc *streamConn, req *http.Request, write func(io.Writer) error, on1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
 	sc.read = 0
 	// A client that goes away abandons the request: closing the stream
 	// ends any wait on it.
-	stop := context.AfterFunc(req.Context(), func() { sc.conn.Close() })
+	stop := context.AfterFunc(ctx, func() { sc.conn.Close() })
 	bw := writers.Get().(*bufio.Writer)
 	bw.Reset(sc.conn)
-	err := req.Write(bw)
+	err := write(bw)
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -167,8 +178,8 @@ func (t *streamTransport) roundTrip(sc *streamConn, req *http.Request) (*http.Re
 		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
 			break
 		}
-		if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.Got1xxResponse != nil {
-			if err := trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
+		if on1xx != nil {
+			if err := on1xx(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
 				return fail(err)
 			}
 		}

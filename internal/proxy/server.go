@@ -1,0 +1,285 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/west-tunnel/west/internal/acl"
+)
+
+// Server serves an http:// proxy listener. It answers the common request,
+// a GET or HEAD without a body, in one loop per connection (see fast.go),
+// and hands a connection that brings anything else, or anything it does
+// not fully understand, to an http.Server running the same handler, for
+// the rest of that connection's life.
+//
+// The loop exists for speed: per request, net/http's server allocates a
+// context, a Request with its header map and a response, starts and stops
+// a goroutine reading in the background, and the reverse proxy copies the
+// headers twice more. On the 64-connection benchmark that was half the
+// listening west's CPU time.
+type Server struct {
+	current  func() *HTTP // the handler now, which a reload may change
+	fallback *http.Server
+	handoff  *handoffListener
+
+	mu       sync.Mutex
+	ln       net.Listener
+	conns    map[*serverConn]bool // true while waiting for a request
+	closing  bool
+	fellBack bool // fallback is serving handoff
+	wg       sync.WaitGroup
+}
+
+// NewServer returns a Server that answers with current()'s routes and
+// hands connections over to fallback, whose Handler must serve the same.
+// fallback's ReadHeaderTimeout and IdleTimeout bound the loop's waits too.
+func NewServer(current func() *HTTP, fallback *http.Server) *Server {
+	return &Server{current: current, fallback: fallback, conns: make(map[*serverConn]bool)}
+}
+
+// HTTPServer returns the http.Server that serves the connections handed
+// over, to be configured before Serve.
+func (s *Server) HTTPServer() *http.Server { return s.fallback }
+
+// Serve accepts connections on ln until Shutdown or Close.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return http.ErrServerClosed
+	}
+	s.ln = ln
+	if !s.fellBack {
+		s.fellBack = true
+		s.handoff = newHandoffListener(ln.Addr())
+		go s.fallback.Serve(s.handoff)
+	}
+	s.mu.Unlock()
+	var backoff time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return http.ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Out of file descriptors and the like: wait, as net/http does.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		c := &serverConn{s: s, conn: conn}
+		if !s.track(c) {
+			conn.Close()
+			return http.ErrServerClosed
+		}
+		go c.serve()
+	}
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// track adds c to the connections served, unless the server is closing.
+func (s *Server) track(c *serverConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[c] = true
+	s.wg.Add(1)
+	return true
+}
+
+// setIdle marks c waiting for a request or busy with one. A connection
+// that becomes busy while the server closes is closed instead: false.
+func (s *Server) setIdle(c *serverConn, idle bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[c] = idle
+	return true
+}
+
+func (s *Server) untrack(c *serverConn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// Shutdown stops accepting, closes idle connections, and waits until the
+// busy ones have answered their request, or ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	for c, idle := range s.conns {
+		if idle {
+			c.conn.Close()
+		}
+	}
+	fellBack := s.fellBack
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	var fallbackErr error
+	if fellBack {
+		fallbackErr = s.fallback.Shutdown(ctx)
+	}
+	select {
+	case <-done:
+		return fallbackErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close closes the listener and every connection at once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closing = true
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	for c := range s.conns {
+		c.conn.Close()
+	}
+	fellBack := s.fellBack
+	s.mu.Unlock()
+	if fellBack {
+		s.fallback.Close()
+	}
+	return nil
+}
+
+// serverConn is one client connection served by the loop.
+type serverConn struct {
+	s    *Server
+	conn net.Conn
+	br   *bufio.Reader
+	// The client's address, for access lists and X-Forwarded-For.
+	addr netip.Addr
+	ip   string
+}
+
+// Buffers of the loop's connections: a request head that does not fit in
+// the reader goes to net/http, which allows larger ones.
+const (
+	connReadBuf  = 4 << 10
+	connWriteBuf = 4 << 10
+)
+
+func (c *serverConn) serve() {
+	defer c.s.untrack(c)
+	c.br = bufio.NewReaderSize(c.conn, connReadBuf)
+	remote := c.conn.RemoteAddr().String()
+	c.addr = acl.PeerAddr(remote)
+	if host, _, err := net.SplitHostPort(remote); err == nil {
+		c.ip = host
+	}
+	wait := c.s.fallback.ReadHeaderTimeout
+	for {
+		if wait > 0 {
+			c.conn.SetReadDeadline(time.Now().Add(wait))
+		}
+		if _, err := c.br.Peek(1); err != nil {
+			c.conn.Close()
+			return
+		}
+		if !c.s.setIdle(c, false) {
+			c.conn.Close()
+			return
+		}
+		keep, handOff := c.serveRequest()
+		switch {
+		case handOff:
+			c.conn.SetReadDeadline(time.Time{})
+			if err := c.s.handoff.give(&handedConn{Conn: c.conn, r: c.br}); err != nil {
+				c.conn.Close()
+			}
+			return
+		case !keep || !c.s.setIdle(c, true):
+			c.conn.Close()
+			return
+		}
+		wait = c.s.fallback.IdleTimeout
+	}
+}
+
+// handedConn is a connection given to net/http with the bytes the loop
+// had already read from it.
+type handedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *handedConn) Read(b []byte) (int, error) {
+	if c.r != nil {
+		if c.r.Buffered() > 0 {
+			return c.r.Read(b)
+		}
+		c.r = nil
+	}
+	return c.Conn.Read(b)
+}
+
+// handoffListener passes connections to an http.Server.
+type handoffListener struct {
+	addr   net.Addr
+	conns  chan net.Conn
+	done   chan struct{}
+	closed sync.Once
+}
+
+func newHandoffListener(addr net.Addr) *handoffListener {
+	return &handoffListener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *handoffListener) give(c net.Conn) error {
+	select {
+	case l.conns <- c:
+		return nil
+	case <-l.done:
+		return net.ErrClosed
+	}
+}
+
+func (l *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoffListener) Close() error {
+	l.closed.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *handoffListener) Addr() net.Addr { return l.addr }
