@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/west-tunnel/west/internal/acl"
@@ -35,6 +36,8 @@ type Server struct {
 	closing  bool
 	fellBack bool // fallback is serving handoff
 	wg       sync.WaitGroup
+
+	handedOff atomic.Int64 // connections given to fallback, for tests
 }
 
 // NewServer returns a Server that answers with current()'s routes and
@@ -217,6 +220,7 @@ func (c *serverConn) serve() {
 		keep, handOff := c.serveRequest()
 		switch {
 		case handOff:
+			c.s.handedOff.Add(1)
 			c.conn.SetReadDeadline(time.Time{})
 			if err := c.s.handoff.give(&handedConn{Conn: c.conn, r: c.br}); err != nil {
 				c.conn.Close()

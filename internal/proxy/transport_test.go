@@ -25,28 +25,8 @@ func listenerTo(t *testing.T, backend string, timeout time.Duration) string {
 		Dialer:  tunnelPair(t),
 		Timeout: timeout,
 	})
-	return serve(t, h)
-}
-
-// serve starts a Server for h, as a west runs an http:// listener, and
-// returns its URL.
-func serve(t *testing.T, h *HTTP) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := NewServer(func() *HTTP { return h }, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute})
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		srv.Close()
-		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("Serve returned %v", err)
-		}
-		h.CloseIdleConnections()
-	})
-	return "http://" + ln.Addr().String()
+	_, addr := startServer(t, h)
+	return "http://" + addr
 }
 
 // countingBackend is an HTTP server that counts the connections it accepts.

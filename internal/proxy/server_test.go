@@ -1,0 +1,347 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/west-tunnel/west/internal/tunnel"
+	"github.com/west-tunnel/west/internal/wire"
+)
+
+// startServer starts a Server for h on loopback, as a west runs an
+// http:// listener.
+func startServer(t *testing.T, h *HTTP) (*Server, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(func() *HTTP { return h }, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute})
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve returned %v", err)
+		}
+		h.CloseIdleConnections()
+	})
+	return srv, ln.Addr().String()
+}
+
+// exchange is what a client saw of one response.
+type exchange struct {
+	status  string
+	header  []string // sorted "Name: value", without Date
+	body    string
+	trailer []string
+	closed  bool // the response asked to close the connection
+}
+
+// rawExchanges writes raw, which may hold several requests, on one new
+// connection to addr and reads one response for each method in methods.
+func rawExchanges(t *testing.T, addr, raw string, methods ...string) []exchange {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	var out []exchange
+	for _, m := range methods {
+		resp, err := http.ReadResponse(br, &http.Request{Method: m})
+		if err != nil {
+			t.Fatalf("reading the response to %s #%d: %v", m, len(out)+1, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("reading the body of %s #%d: %v", m, len(out)+1, err)
+		}
+		resp.Header.Del("Date")
+		out = append(out, exchange{status: resp.Status, header: headerLines(resp.Header),
+			body: string(body), trailer: headerLines(resp.Trailer), closed: resp.Close})
+	}
+	return out
+}
+
+func headerLines(h http.Header) []string {
+	var lines []string
+	for name, values := range h {
+		for _, v := range values {
+			lines = append(lines, name+": "+v)
+		}
+	}
+	slices.Sort(lines)
+	return lines
+}
+
+// echoBackend answers by path: /echo describes the request it got, the
+// others answer in the shapes a listener must carry.
+func echoBackend(w http.ResponseWriter, r *http.Request) {
+	switch strings.TrimPrefix(r.URL.Path, "/base") {
+	case "/chunked":
+		w.Header().Set("Trailer", "X-Sum")
+		io.WriteString(w, "part one,")
+		w.(http.Flusher).Flush()
+		io.WriteString(w, "part two")
+		w.Header().Set("X-Sum", "42")
+	case "/nocontent":
+		w.WriteHeader(http.StatusNoContent)
+	case "/notmodified":
+		w.Header().Set("ETag", `"v1"`)
+		w.WriteHeader(http.StatusNotModified)
+	case "/big":
+		io.WriteString(w, strings.Repeat("0123456789abcdef", 20<<10))
+	case "/teapot":
+		w.Header().Set("Connection", "X-Hop")
+		w.Header().Set("X-Hop", "dropped")
+		w.Header().Set("Keep-Alive", "timeout=5")
+		w.Header().Add("X-Multi", "a")
+		w.Header().Add("X-Multi", "b")
+		w.WriteHeader(http.StatusTeapot)
+		io.WriteString(w, "short and stout")
+	default:
+		fmt.Fprintf(w, "%s %s\nHost: %s\n%s\n", r.Method, r.RequestURI, r.Host, strings.Join(headerLines(r.Header), "\n"))
+	}
+}
+
+// TestServerMatchesReverseProxy: for the requests the loop answers
+// itself, the backend and the client see the same as through net/http
+// and the reverse proxy: the same request line, Host and headers after
+// hop-by-hop removal and X-Forwarded, and the same response, framing and
+// trailers included.
+func TestServerMatchesReverseProxy(t *testing.T) {
+	_, backend, _ := countingBackend(t, http.HandlerFunc(echoBackend))
+	h := NewHTTP(HTTPOptions{
+		Routes: []Route{{Path: "/p", Target: mustURL(t, "http://"+backend+"/base?k=v")}},
+		Dialer: tunnelPair(t),
+	})
+	srv, fast := startServer(t, h)
+	ref := httptest.NewServer(h)
+	defer ref.Close()
+	reference := strings.TrimPrefix(ref.URL, "http://")
+
+	for _, tc := range []struct{ name, raw, method string }{
+		{"headers", "GET /p/echo/x%2Fy?q=1&r=%20 HTTP/1.1\r\nHost: front.example:8080\r\nUser-Agent: t/1\r\n" +
+			"Accept: */*\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: evil\r\nForwarded: for=6.6.6.6\r\n" +
+			"Te: trailers, deflate\r\nKeep-Alive: 300\r\nProxy-Authorization: Basic eA==\r\nProxy-Connection: keep-alive\r\n" +
+			"Connection: keep-alive\r\nX-Multi: 1\r\nx-multi: 2\r\nX-Spaces:   padded \t\r\n\r\n", "GET"},
+		{"no user agent", "GET /p HTTP/1.1\r\nHost: h\r\n\r\n", "GET"},
+		{"head", "HEAD /p/echo HTTP/1.1\r\nHost: h\r\n\r\n", "HEAD"},
+		{"chunked with trailers", "GET /p/chunked HTTP/1.1\r\nHost: h\r\nTE: trailers\r\n\r\n", "GET"},
+		{"204", "GET /p/nocontent HTTP/1.1\r\nHost: h\r\n\r\n", "GET"},
+		{"304", "GET /p/notmodified HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"v1\"\r\n\r\n", "GET"},
+		{"hop-by-hop response headers", "GET /p/teapot HTTP/1.1\r\nHost: h\r\n\r\n", "GET"},
+		{"large body", "GET /p/big HTTP/1.1\r\nHost: h\r\n\r\n", "GET"},
+		{"client closes", "GET /p/echo HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", "GET"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := srv.handedOff.Load()
+			got := rawExchanges(t, fast, tc.raw, tc.method)[0]
+			want := rawExchanges(t, reference, tc.raw, tc.method)[0]
+			if handed := srv.handedOff.Load() - before; handed != 0 {
+				t.Errorf("the loop handed the request to net/http")
+			}
+			if got.status != want.status || !slices.Equal(got.header, want.header) || got.body != want.body ||
+				!slices.Equal(got.trailer, want.trailer) || got.closed != want.closed {
+				t.Errorf("through the loop:\n%+v\nthrough net/http:\n%+v", got, want)
+			}
+		})
+	}
+}
+
+// TestServerHandsOff: every request the loop does not answer itself
+// reaches net/http with all its bytes, also after the loop answered
+// others on the same connection, and gets the answer net/http gives.
+func TestServerHandsOff(t *testing.T) {
+	_, backend, _ := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %s %q", r.Method, r.URL.Path, r.Proto, body)
+	}))
+	h := NewHTTP(HTTPOptions{
+		Routes: []Route{
+			{Path: "/", Target: mustURL(t, "http://"+backend+"/")},
+			{Path: "/private", Target: mustURL(t, "http://"+backend+"/"), Allow: func(netip.Addr) bool { return false }},
+		},
+		Dialer: tunnelPair(t),
+	})
+	srv, addr := startServer(t, h)
+	get := "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+	for _, tc := range []struct {
+		name, raw  string
+		want       []string // status and body of each response, in order
+		handedOver bool
+	}{
+		{"plain", get, []string{`200 GET /a HTTP/1.1 ""`}, false},
+		{"post", "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello", []string{`200 POST /a HTTP/1.1 "hello"`}, true},
+		{"http/1.0", "GET /a HTTP/1.0\r\nHost: h\r\n\r\n", []string{`200 GET /a HTTP/1.1 ""`}, true},
+		{"unrouted", "GET /a HTTP/1.1\r\nHost: h\r\n\r\n" + "GET /private/x HTTP/1.1\r\nHost: h\r\n\r\n",
+			[]string{`200 GET /a HTTP/1.1 ""`, "403 west: 403 Forbidden: client 127.0.0.1:"}, true},
+		{"pipelined post after get", get + "POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi" + get,
+			[]string{`200 GET /a HTTP/1.1 ""`, `200 POST /b HTTP/1.1 "hi"`, `200 GET /a HTTP/1.1 ""`}, true},
+		{"header named by Connection", "GET /a HTTP/1.1\r\nHost: h\r\nConnection: X-Secret\r\nX-Secret: 1\r\n\r\n",
+			[]string{`200 GET /a HTTP/1.1 ""`}, true},
+		{"large head", "GET /a HTTP/1.1\r\nHost: h\r\nX-Big: " + strings.Repeat("b", 6000) + "\r\n\r\n",
+			[]string{`200 GET /a HTTP/1.1 ""`}, true},
+		{"escaped path", "GET /a%20b HTTP/1.1\r\nHost: h\r\n\r\n", []string{`200 GET /a b HTTP/1.1 ""`}, false},
+		{"path net/url would escape", "GET /a!b HTTP/1.1\r\nHost: h\r\n\r\n", []string{`200 GET /a!b HTTP/1.1 ""`}, true},
+		{"no host", "GET /a HTTP/1.1\r\n\r\n", []string{"400 "}, true},
+		{"two hosts", "GET /a HTTP/1.1\r\nHost: h\r\nHost: i\r\n\r\n", []string{"400 "}, true},
+		{"bad header name", "GET /a HTTP/1.1\r\nHost: h\r\nBad Name: x\r\n\r\n", []string{"400 "}, true},
+		{"folded header", "GET /a HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n 2\r\n\r\n", []string{`200 GET /a HTTP/1.1 ""`}, true},
+		{"bad request line", "GET /a\r\nHost: h\r\n\r\n", []string{"400 "}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := srv.handedOff.Load()
+			methods := make([]string, len(tc.want))
+			for i := range methods {
+				methods[i] = "GET"
+			}
+			got := rawExchanges(t, addr, tc.raw, methods...)
+			for i, ex := range got {
+				if line := ex.status[:4] + ex.body; !strings.HasPrefix(line, tc.want[i]) {
+					t.Errorf("response %d: %q, want %q…", i+1, line, tc.want[i])
+				}
+			}
+			if handed := srv.handedOff.Load() - before; handed != 0 != tc.handedOver {
+				t.Errorf("connections handed to net/http: %d", handed)
+			}
+		})
+	}
+}
+
+// TestServerErrors: a request the tunnel cannot carry gets the status and
+// reason net/http's path gives, and the connection carries the next one.
+func TestServerErrors(t *testing.T) {
+	_, backend, _ := countingBackend(t, http.HandlerFunc(echoBackend))
+	peerDown := true
+	pair := tunnelPair(t)
+	h := NewHTTP(HTTPOptions{
+		Routes: []Route{
+			{Path: "/", Target: mustURL(t, "http://"+backend+"/")},
+			{Path: "/refused", Target: mustURL(t, "http://127.0.0.1:1/")},
+		},
+		Dialer: DialerFunc(func(ctx context.Context, hd wire.Header) (net.Conn, error) {
+			if peerDown {
+				return nil, fmt.Errorf("dialing: %w", tunnel.ErrPeerDown)
+			}
+			return pair.Dial(ctx, hd)
+		}),
+	})
+	srv, addr := startServer(t, h)
+	get := func(path string) string { return "GET " + path + " HTTP/1.1\r\nHost: h\r\n\r\n" }
+	got := rawExchanges(t, addr, get("/echo"), "GET")
+	if got[0].status != "503 Service Unavailable" || !strings.HasPrefix(got[0].body, "west: 503 Service Unavailable: dialing: ") {
+		t.Errorf("peer down: %s %q", got[0].status, got[0].body)
+	}
+	peerDown = false
+	got = rawExchanges(t, addr, get("/refused")+get("/echo"), "GET", "GET")
+	if got[0].status != "502 Bad Gateway" || !strings.HasPrefix(got[0].body, "west: 502 Bad Gateway: ") {
+		t.Errorf("target refused: %s %q", got[0].status, got[0].body)
+	}
+	if got[1].status != "200 OK" || !strings.HasPrefix(got[1].body, "GET /echo\n") {
+		t.Errorf("the request after an error: %s %q", got[1].status, got[1].body)
+	}
+	if n := srv.handedOff.Load(); n != 0 {
+		t.Errorf("%d connections handed to net/http", n)
+	}
+}
+
+// TestServerClientGone: a client that leaves while its response is awaited
+// ends the request: the stream closes, and the backend's request with it.
+func TestServerClientGone(t *testing.T) {
+	ended := make(chan error, 1)
+	_, backend, _ := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+			ended <- r.Context().Err()
+		case <-time.After(10 * time.Second):
+			ended <- errors.New("never ended")
+		}
+	}))
+	url := listenerTo(t, backend, time.Minute)
+	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+	time.Sleep(100 * time.Millisecond) // past clientWatchDelay
+	c.Close()
+	select {
+	case err := <-ended:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("the backend's request: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the backend's request outlived the client")
+	}
+}
+
+// TestServerShutdown: Shutdown closes idle connections at once, lets a
+// busy one finish its answer, and then returns.
+func TestServerShutdown(t *testing.T) {
+	release := make(chan struct{})
+	_, backend, _ := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		io.WriteString(w, "done")
+	}))
+	h := NewHTTP(HTTPOptions{Routes: []Route{{Path: "/", Target: mustURL(t, "http://"+backend+"/")}}, Dialer: tunnelPair(t)})
+	srv, addr := startServer(t, h)
+
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	io.WriteString(idle, "GET /fast HTTP/1.1\r\nHost: h\r\n\r\n")
+	idleBr := bufio.NewReader(idle)
+	if resp, err := http.ReadResponse(idleBr, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("first request: %v", err)
+	} else {
+		io.ReadAll(resp.Body)
+	}
+
+	busy := make(chan []exchange)
+	go func() { busy <- rawExchanges(t, addr, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n", "GET") }()
+	time.Sleep(100 * time.Millisecond) // the slow request is in flight
+	shut := make(chan error)
+	go func() { shut <- srv.Shutdown(context.Background()) }()
+
+	idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := idleBr.ReadByte(); err != io.EOF {
+		t.Errorf("idle connection after Shutdown: %v, want EOF", err)
+	}
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned %v with a request in flight", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	if got := <-busy; got[0].body != "done" {
+		t.Errorf("the request in flight got %q", got[0].body)
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if _, err := net.Dial("tcp", addr); err == nil {
+		t.Error("the listener still accepts after Shutdown")
+	}
+}
