@@ -28,12 +28,12 @@ import (
 // whether the connection may carry another, or, before reading anything
 // of the request, that it is one for net/http.
 func (c *serverConn) serveRequest() (keep, handOff bool) {
-	head, ok := c.readHead()
-	if !ok {
-		return false, true
+	head, err := c.readHead()
+	if err != nil {
+		return false, false // the client left, or stalled mid-head
 	}
 	var req fastRequest
-	if !req.parse(head) {
+	if head == nil || !req.parse(head) {
 		return false, true
 	}
 	h := c.s.current()
@@ -46,17 +46,18 @@ func (c *serverConn) serveRequest() (keep, handOff bool) {
 }
 
 // readHead returns the request head at the front of c's buffer, through
-// the blank line that ends it, without consuming it; false if it does not
-// fit in the buffer.
-func (c *serverConn) readHead() ([]byte, bool) {
+// the blank line that ends it, without consuming it. It returns nil for a
+// head that does not fit in the buffer or ends its lines in a bare LF,
+// which net/http accepts and the loop leaves to it.
+func (c *serverConn) readHead() ([]byte, error) {
 	slow := false
 	for {
 		buf, _ := c.br.Peek(c.br.Buffered())
-		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
-			return buf[:i+4], true
+		if i := bytes.Index(buf, []byte("\n\r\n")); i > 0 && buf[i-1] == '\r' && !bytes.Contains(buf[:i], []byte("\n\n")) {
+			return buf[:i+3], nil
 		}
-		if len(buf) == connReadBuf {
-			return nil, false
+		if len(buf) == connReadBuf || bytes.Contains(buf, []byte("\n\n")) || bytes.Contains(buf, []byte("\n\r\n")) {
+			return nil, nil
 		}
 		if !slow && c.s.fallback.ReadHeaderTimeout > 0 {
 			// The head came in pieces: the rest gets the header timeout,
@@ -65,8 +66,7 @@ func (c *serverConn) readHead() ([]byte, bool) {
 			c.conn.SetReadDeadline(time.Now().Add(c.s.fallback.ReadHeaderTimeout))
 		}
 		if _, err := c.br.Peek(len(buf) + 1); err != nil {
-			// net/http answers what it can of a broken head, and closes.
-			return nil, false
+			return nil, err
 		}
 	}
 }

@@ -205,6 +205,7 @@ func TestServerHandsOff(t *testing.T) {
 		{"two hosts", "GET /a HTTP/1.1\r\nHost: h\r\nHost: i\r\n\r\n", []string{"400 "}, true},
 		{"bad header name", "GET /a HTTP/1.1\r\nHost: h\r\nBad Name: x\r\n\r\n", []string{"400 "}, true},
 		{"folded header", "GET /a HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n 2\r\n\r\n", []string{`200 GET /a HTTP/1.1 ""`}, true},
+		{"bare line feeds", "GET /a HTTP/1.1\nHost: h\n\n", []string{`200 GET /a HTTP/1.1 ""`}, true},
 		{"bad request line", "GET /a\r\nHost: h\r\n\r\n", []string{"400 "}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
