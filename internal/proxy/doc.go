@@ -3,6 +3,11 @@
 // httputil.ReverseProxy, and the far side's StreamHandler that dials the
 // requested target and pipes bytes with half-close.
 //
+// An HTTP listener is a Server: a loop per connection that answers plain
+// GETs and HEADs itself (fast.go) and hands each connection that brings
+// anything else to net/http's server running the HTTP handler, which then
+// serves it to its end.
+//
 // HTTP crosses the tunnel as plain HTTP/1.1 bytes: the near side writes
 // each request on a tunnel stream instead of a TCP connection, and the far
 // side connects that stream to the backend. So bodies stream as they come,

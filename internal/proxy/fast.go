@@ -1,9 +1,9 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"cmp"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -146,6 +146,8 @@ const (
 	hdrBody              // a body or an expectation of one: net/http's
 	hdrUpgrade           // net/http's
 	hdrTE                // hop by hop, but "trailers" passes on
+	// In responses only:
+	hdrContentLength // the body's length
 )
 
 func headerKind(name []byte) int {
@@ -359,12 +361,16 @@ func (h *HTTP) serveFast(c *serverConn, rt *route, req *fastRequest) bool {
 	if req.method == http.MethodHead {
 		rreq = headRequest
 	}
-	w := &fastWriter{conn: c, keep: !req.close}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	watch := c.watchAfter(clientWatchDelay, cancel)
-	resp, err := h.transport.send(ctx, canonicalAddr(rt.Target), rreq,
-		func(w io.Writer) error { _, err := w.Write(out); return err }, w.informational)
+	hp := heads.Get().(*[]byte)
+	defer heads.Put(hp)
+	w := &fastWriter{conn: c, method: req.method, keep: !req.close, headBuf: (*hp)[:0]}
+	watch := c.watchAfter(clientWatchDelay, c.cancel)
+	resp, err := h.transport.send(c.ctx, rt.addr, &streamRequest{
+		req:      rreq,
+		write:    func(w io.Writer) error { _, err := w.Write(out); return err },
+		readHead: w.readHead,
+		on1xx:    w.informational,
+	})
 	if watch() {
 		// The client left while the response was awaited.
 		w.clientGone = true
@@ -377,9 +383,7 @@ func (h *HTTP) serveFast(c *serverConn, rt *route, req *fastRequest) bool {
 	if err == nil {
 		n, err = w.response(resp, (*bp)[:0])
 	} else {
-		// Not in out's buffer: a write the multiplexer gave up on may
-		// still read from it.
-		w.error(statusFor(err), err, nil)
+		w.error(statusFor(err), err, (*bp)[:0])
 	}
 	record := Record{
 		Listener: h.opts.Name, Route: rt.Path, Method: req.method, Path: unescapedPath(req.path),
@@ -447,6 +451,9 @@ func unescapedPath(p string) string {
 // fastWriter writes one response on a loop connection.
 type fastWriter struct {
 	conn       *serverConn
+	method     string
+	head       []byte // the response head for the client, if readHead wrote it
+	headBuf    []byte // where readHead writes it
 	status     int
 	keep       bool // the connection may carry another request
 	clientGone bool // a write to the client failed
@@ -481,41 +488,13 @@ func (w *fastWriter) response(resp *http.Response, b []byte) (int64, error) {
 		w.error(http.StatusBadGateway, errBrokeOff, b)
 		return 0, err
 	}
-	bodyless := resp.Request.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified
-	chunked := !bodyless && resp.ContentLength < 0
 	w.status = resp.StatusCode
-	b = appendStatusLine(b, resp.StatusCode)
-	b = appendHeader(b, resp.Header)
-	if len(resp.Trailer) > 0 && chunked {
-		b = append(b, "Trailer: "...)
-		i := 0
-		for name := range resp.Trailer {
-			if i > 0 {
-				b = append(b, ", "...)
-			}
-			b = append(b, name...)
-			i++
-		}
-		b = append(b, "\r\n"...)
+	chunked := false
+	if w.head != nil {
+		b = append(b, w.head...) // readHead wrote it from the backend's
+	} else {
+		b, chunked = w.appendHead(b, resp)
 	}
-	switch {
-	case bodyless:
-		if cl := resp.Header["Content-Length"]; len(cl) == 1 {
-			b = append(b, "Content-Length: "...)
-			b = append(b, cl[0]...)
-			b = append(b, "\r\n"...)
-		}
-	case chunked:
-		b = append(b, "Transfer-Encoding: chunked\r\n"...)
-	default:
-		b = append(b, "Content-Length: "...)
-		b = strconv.AppendInt(b, resp.ContentLength, 10)
-		b = append(b, "\r\n"...)
-	}
-	if !w.keep {
-		b = append(b, "Connection: close\r\n"...)
-	}
-	b = append(b, "\r\n"...)
 	var written int64
 	for {
 		if n > 0 {
@@ -564,17 +543,194 @@ func (w *fastWriter) response(resp *http.Response, b []byte) (int64, error) {
 	}
 }
 
+// appendHead appends the head of resp for the client, from its parsed
+// header, and reports whether the body goes out chunked.
+func (w *fastWriter) appendHead(b []byte, resp *http.Response) ([]byte, bool) {
+	bodyless := resp.Request.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified
+	chunked := !bodyless && resp.ContentLength < 0
+	b = appendStatusLine(b, resp.StatusCode)
+	b = appendHeader(b, resp.Header)
+	if len(resp.Trailer) > 0 && chunked {
+		b = append(b, "Trailer: "...)
+		i := 0
+		for name := range resp.Trailer {
+			if i > 0 {
+				b = append(b, ", "...)
+			}
+			b = append(b, name...)
+			i++
+		}
+		b = append(b, "\r\n"...)
+	}
+	switch {
+	case bodyless:
+		if cl := resp.Header["Content-Length"]; len(cl) == 1 {
+			b = append(b, "Content-Length: "...)
+			b = append(b, cl[0]...)
+			b = append(b, "\r\n"...)
+		}
+	case chunked:
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
+	default:
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, resp.ContentLength, 10)
+		b = append(b, "\r\n"...)
+	}
+	return w.endHead(b), chunked
+}
+
+// endHead ends a response head for the client.
+func (w *fastWriter) endHead(b []byte) []byte {
+	if !w.keep {
+		b = append(b, "Connection: close\r\n"...)
+	}
+	return append(b, "\r\n"...)
+}
+
+// readHead reads a response head the loop can pass on line by line: an
+// HTTP/1.1 final answer framed by Content-Length or without a body, whose
+// Connection names nothing but close. It writes the client's head into
+// w.head as it goes, and returns a Response without a Header. Any other
+// head, or one not whole in br's buffer, is left to http.ReadResponse.
+func (w *fastWriter) readHead(br *bufio.Reader, req *http.Request) (*http.Response, error) {
+	if _, err := br.Peek(1); err != nil {
+		return http.ReadResponse(br, req) // which words the error
+	}
+	buf, _ := br.Peek(br.Buffered())
+	end := bytes.Index(buf, []byte("\r\n\r\n"))
+	if end < 0 || bytes.Contains(buf[:end], []byte("\n\n")) {
+		return http.ReadResponse(br, req)
+	}
+	resp, ok := w.parseHead(buf[:end+2], req)
+	if !ok {
+		return http.ReadResponse(br, req)
+	}
+	br.Discard(end + 4)
+	switch {
+	case resp.ContentLength == 0 || resp.ContentLength < 0:
+		resp.Body = http.NoBody
+	default:
+		resp.Body = &fixedBody{r: br, left: resp.ContentLength}
+	}
+	return resp, nil
+}
+
+// parseHead parses head, the status line and header lines each ending in
+// CRLF, into a Response and w.head; false if it is not one for the loop.
+func (w *fastWriter) parseHead(head []byte, req *http.Request) (*http.Response, bool) {
+	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
+	if len(line) < 12 || string(line[:9]) != "HTTP/1.1 " || len(line) > 12 && line[12] != ' ' {
+		return nil, false
+	}
+	code := 0
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return nil, false
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 200 || code > 599 {
+		return nil, false
+	}
+	resp := &http.Response{StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Request: req, ContentLength: -1}
+	b := appendStatusLine(w.headBuf[:0], code)
+	for len(rest) > 0 {
+		line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok || !validName(name) || !validValue(value) {
+			return nil, false
+		}
+		switch responseHeaderKind(name) {
+		case hdrOther:
+			b = append(b, line...)
+			b = append(b, "\r\n"...)
+		case hdrContentLength:
+			n, err := strconv.ParseUint(string(bytes.Trim(value, " \t")), 10, 63)
+			if err != nil || resp.ContentLength >= 0 {
+				return nil, false
+			}
+			resp.ContentLength = int64(n)
+			b = append(b, line...)
+			b = append(b, "\r\n"...)
+		case hdrConnection:
+			for _, tok := range bytes.Split(value, []byte(",")) {
+				switch tok = bytes.TrimSpace(tok); {
+				case len(tok) == 0, bytes.EqualFold(tok, []byte("keep-alive")):
+				case bytes.EqualFold(tok, []byte("close")):
+					resp.Close = true
+				default:
+					return nil, false
+				}
+			}
+		case hdrBody:
+			return nil, false // Transfer-Encoding or Trailer
+		}
+	}
+	bodyless := req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
+	if bodyless {
+		resp.ContentLength = 0
+	} else if resp.ContentLength < 0 {
+		return nil, false // chunked or until close
+	}
+	w.head = w.endHead(b)
+	return resp, true
+}
+
+func responseHeaderKind(name []byte) int {
+	switch headerKind(name) {
+	case hdrConnection:
+		return hdrConnection
+	case hdrBody:
+		if bytes.EqualFold(name, []byte("Content-Length")) {
+			return hdrContentLength
+		}
+		return hdrBody // Transfer-Encoding
+	case hdrHop, hdrTE, hdrUpgrade:
+		if bytes.EqualFold(name, []byte("Trailer")) {
+			return hdrBody
+		}
+		return hdrHop
+	}
+	return hdrOther // Host, Forwarded and Expect mean nothing here
+}
+
+// fixedBody is a response body of a known length, read from the stream's
+// buffer.
+type fixedBody struct {
+	r    *bufio.Reader
+	left int64
+}
+
+func (b *fixedBody) Read(p []byte) (int, error) {
+	if b.left == 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	switch {
+	case b.left == 0:
+		err = io.EOF
+	case err == io.EOF:
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func (b *fixedBody) Close() error { return nil }
+
 // error answers status with err as the text, as writeError does.
 func (w *fastWriter) error(status int, err error, b []byte) {
 	w.status = status
 	text := fmt.Sprintf("west: %d %s: %v\n", status, http.StatusText(status), err)
 	b = appendStatusLine(b, status)
 	b = fmt.Appendf(b, "Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: %d\r\n", len(text))
-	if !w.keep {
-		b = append(b, "Connection: close\r\n"...)
+	b = w.endHead(b)
+	if w.method != http.MethodHead {
+		b = append(b, text...)
 	}
-	b = append(b, "\r\n"...)
-	b = append(b, text...)
 	w.write(b)
 }
 

@@ -88,6 +88,7 @@ type HTTP struct {
 type route struct {
 	Route
 	proxy *httputil.ReverseProxy
+	addr  string // the target's host:port
 }
 
 // NewHTTP returns the handler for an HTTP listener.
@@ -129,7 +130,11 @@ func NewHTTP(opts HTTPOptions) *HTTP {
 	h.transport = &streamTransport{dial: dial, fallback: fallback, headerTimeout: opts.Timeout,
 		idleTimeout: fallback.IdleConnTimeout, maxIdle: fallback.MaxIdleConnsPerHost}
 	for _, r := range opts.Routes {
-		h.routes = append(h.routes, route{Route: r, proxy: h.newReverseProxy(r)})
+		rt := route{Route: r, proxy: h.newReverseProxy(r)}
+		if r.Target != nil {
+			rt.addr = canonicalAddr(r.Target)
+		}
+		h.routes = append(h.routes, rt)
 	}
 	// Longest prefix first, so the first match is the best.
 	for i := 1; i < len(h.routes); i++ {
@@ -414,6 +419,11 @@ func (r *recorder) WriteHeader(code int) {
 // commit passes a held-back status on, if any: the response has begun.
 func (r *recorder) commit() {
 	if r.pending != 0 {
+		// A proxy passes on the backend's Content-Type, or none: without
+		// this, net/http would guess one from the body.
+		if h := r.Header(); h["Content-Type"] == nil {
+			h["Content-Type"] = nil
+		}
 		r.ResponseWriter.WriteHeader(r.pending)
 		r.pending = 0
 	}

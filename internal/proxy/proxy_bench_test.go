@@ -47,10 +47,11 @@ var directDialer = DialerFunc(func(ctx context.Context, h wire.Header) (net.Conn
 })
 
 // benchPaths lists the ways a benchmark's requests can take to the
-// backend: direct, through the HTTP proxy dialling TCP, through the HTTP
-// proxy over an in-process tunnel, and the same with the HTTP proxy tuned
-// as in tuned_bench_test.go.
-var benchPaths = []string{"direct", "proxy", "tunnel", "tunnel-tuned"}
+// backend: direct, through an HTTP listener (Server) dialling TCP,
+// through one over an in-process tunnel, the same handler under
+// net/http's server alone (as listeners ran until the Server's loop), and
+// that with the HTTP proxy tuned as in tuned_bench_test.go.
+var benchPaths = []string{"direct", "proxy", "tunnel", "tunnel-nethttp", "tunnel-tuned"}
 
 // benchPath starts what the path name needs and returns its base URL.
 func benchPath(b *testing.B, name string) string {
@@ -61,15 +62,19 @@ func benchPath(b *testing.B, name string) string {
 		return be.String()
 	case "proxy":
 		h = NewHTTP(HTTPOptions{Routes: []Route{{Path: "/", Target: be}}, Dialer: directDialer})
-	case "tunnel":
+	case "tunnel", "tunnel-nethttp":
 		h = NewHTTP(HTTPOptions{Routes: []Route{{Path: "/", Target: be}}, Dialer: tunnelPair(b)})
 	case "tunnel-tuned":
 		h = NewHTTP(HTTPOptions{Routes: []Route{{Path: "/", Target: be}}, Dialer: tunnelPair(b)})
 		tune(h)
 	}
-	srv := httptest.NewServer(h)
-	b.Cleanup(func() { srv.Close(); h.CloseIdleConnections() })
-	return srv.URL
+	if name == "tunnel-nethttp" || name == "tunnel-tuned" {
+		srv := httptest.NewServer(h)
+		b.Cleanup(func() { srv.Close(); h.CloseIdleConnections() })
+		return srv.URL
+	}
+	_, addr := startServer(b, h)
+	return "http://" + addr
 }
 
 func benchClient(b *testing.B) *http.Client {

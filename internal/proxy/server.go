@@ -184,6 +184,10 @@ type serverConn struct {
 	s    *Server
 	conn net.Conn
 	br   *bufio.Reader
+	// ctx ends with the connection, or when its client is seen to leave
+	// (watchAfter): its requests are abandoned then.
+	ctx    context.Context
+	cancel context.CancelFunc
 	// The client's address, for access lists and X-Forwarded-For.
 	addr netip.Addr
 	ip   string
@@ -198,6 +202,8 @@ const (
 
 func (c *serverConn) serve() {
 	defer c.s.untrack(c)
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	defer c.cancel()
 	c.br = bufio.NewReaderSize(c.conn, connReadBuf)
 	remote := c.conn.RemoteAddr().String()
 	c.addr = acl.PeerAddr(remote)

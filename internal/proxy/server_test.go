@@ -21,7 +21,7 @@ import (
 
 // startServer starts a Server for h on loopback, as a west runs an
 // http:// listener.
-func startServer(t *testing.T, h *HTTP) (*Server, string) {
+func startServer(t testing.TB, h *HTTP) (*Server, string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -344,5 +344,56 @@ func TestServerShutdown(t *testing.T) {
 	}
 	if _, err := net.Dial("tcp", addr); err == nil {
 		t.Error("the listener still accepts after Shutdown")
+	}
+}
+
+// TestServerResponseShapes: responses in shapes net/http's backends do not
+// send (the loop reads some of them itself and leaves the others to
+// http.ReadResponse) reach the client as net/http's path passes them on.
+func TestServerResponseShapes(t *testing.T) {
+	answers := map[string]string{
+		"/lower":    "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-lower: yes\r\n\r\nhello",
+		"/spaced":   "HTTP/1.1 200 OK\r\nContent-Length:  5 \r\nX-A:b\r\n\r\nhello",
+		"/noreason": "HTTP/1.1 201\r\nContent-Length: 2\r\n\r\nok",
+		"/odd":      "HTTP/1.1 299 Whatever\r\nContent-Length: 2\r\n\r\nok",
+		"/utf8":     "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Disposition: attachment; filename=\"\xc3\xa9.txt\"\r\n\r\nok",
+		"/close":    "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+		"/http10":   "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end",
+		"/twocl":    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+		"/badcl":    "HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\nok",
+		"/signedcl": "HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok",
+		"/empty":    "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+		"/hops":     "HTTP/1.1 200 OK\r\nKeep-Alive: timeout=1\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic\r\nContent-Length: 2\r\n\r\nok",
+	}
+	backend, _ := rawBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			answer := answers[req.URL.Path]
+			io.WriteString(c, answer)
+			if strings.Contains(answer, "close") || strings.HasPrefix(answer, "HTTP/1.0") {
+				return
+			}
+		}
+	})
+	h := NewHTTP(HTTPOptions{Routes: []Route{{Path: "/", Target: mustURL(t, "http://"+backend+"/")}}, Dialer: tunnelPair(t)})
+	_, fast := startServer(t, h)
+	ref := httptest.NewServer(h)
+	defer ref.Close()
+	reference := strings.TrimPrefix(ref.URL, "http://")
+	for path := range answers {
+		for _, method := range []string{"GET", "HEAD"} {
+			raw := method + " " + path + " HTTP/1.1\r\nHost: h\r\n\r\n"
+			got := rawExchanges(t, fast, raw+raw, method, method)
+			want := rawExchanges(t, reference, raw+raw, method, method)
+			for i := range got {
+				if got[i].status != want[i].status || !slices.Equal(got[i].header, want[i].header) || got[i].body != want[i].body {
+					t.Errorf("%s %s #%d through the loop:\n%+v\nthrough net/http:\n%+v", method, path, i+1, got[i], want[i])
+				}
+			}
+		}
 	}
 }

@@ -95,18 +95,30 @@ func (t *streamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !takesFastPath(req) {
 		return t.fallback.RoundTrip(req)
 	}
-	var on1xx func(int, textproto.MIMEHeader) error
+	r := &streamRequest{req: req, write: req.Write}
 	if trace := httptrace.ContextClientTrace(req.Context()); trace != nil {
-		on1xx = trace.Got1xxResponse
+		r.on1xx = trace.Got1xxResponse
 	}
-	return t.send(req.Context(), canonicalAddr(req.URL), req, req.Write, on1xx)
+	return t.send(req.Context(), canonicalAddr(req.URL), r)
 }
 
-// send writes a request with write on a stream to addr and reads the
-// response to it; req gives the method, which tells how the response is
-// framed. Informational answers go to on1xx, if set, and the final one
-// is returned.
-func (t *streamTransport) send(ctx context.Context, addr string, req *http.Request, write func(io.Writer) error, on1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
+// streamRequest is a request as the stream transport sends it.
+type streamRequest struct {
+	// req gives the method, which tells how the response is framed.
+	req *http.Request
+	// write writes the request on the stream.
+	write func(io.Writer) error
+	// readHead, if set, reads the response head instead of
+	// http.ReadResponse, for a caller that writes it on in its own way.
+	readHead func(*bufio.Reader, *http.Request) (*http.Response, error)
+	// on1xx, if set, is given informational answers; the final one is
+	// returned.
+	on1xx func(int, textproto.MIMEHeader) error
+}
+
+// send sends r on a stream to addr and reads the response head. The end
+// of ctx abandons the request.
+func (t *streamTransport) send(ctx context.Context, addr string, r *streamRequest) (*http.Response, error) {
 	for {
 		sc, reused := t.get(addr)
 		if sc == nil {
@@ -116,7 +128,7 @@ func (t *streamTransport) send(ctx context.Context, addr string, req *http.Reque
 			}
 			sc = &streamConn{conn: conn, addr: addr}
 		}
-		resp, err := t.roundTrip(ctx, sc, req, write, on1xx)
+		resp, err := t.roundTrip(ctx, sc, r)
 		if err == nil {
 			return resp, nil
 		}
@@ -138,14 +150,14 @@ func isTimeout(err error) bool {
 // roundTrip sends req on sc and reads the response headers. The body, when
 // there is one, reads from sc until it ends, and then gives sc back to the
 // pool.
-func (t *streamTransport) roundTrip(ctx context.Context, sc *streamConn, req *http.Request, write func(io.Writer) error, on1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
+func (t *streamTransport) roundTrip(ctx context.Context, sc *streamConn, r *streamRequest) (*http.Response, error) {
 	sc.read = 0
 	// A client that goes away abandons the request: closing the stream
 	// ends any wait on it.
 	stop := context.AfterFunc(ctx, func() { sc.conn.Close() })
 	bw := writers.Get().(*bufio.Writer)
 	bw.Reset(sc.conn)
-	err := write(bw)
+	err := r.write(bw)
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -167,9 +179,13 @@ func (t *streamTransport) roundTrip(ctx context.Context, sc *streamConn, req *ht
 	}
 	sc.conn.SetReadDeadline(time.Now().Add(t.headerTimeout))
 	sc.limit = maxResponseHeader
+	readHead := r.readHead
+	if readHead == nil {
+		readHead = http.ReadResponse
+	}
 	var resp *http.Response
 	for {
-		resp, err = http.ReadResponse(br, req)
+		resp, err = readHead(br, r.req)
 		if err != nil {
 			return fail(err)
 		}
@@ -178,8 +194,8 @@ func (t *streamTransport) roundTrip(ctx context.Context, sc *streamConn, req *ht
 		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
 			break
 		}
-		if on1xx != nil {
-			if err := on1xx(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
+		if r.on1xx != nil {
+			if err := r.on1xx(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
 				return fail(err)
 			}
 		}
@@ -191,7 +207,7 @@ func (t *streamTransport) roundTrip(ctx context.Context, sc *streamConn, req *ht
 		return fail(errors.New("backend switched protocols unasked"))
 	}
 	body := &streamBody{t: t, sc: sc, br: br, body: resp.Body, stop: stop,
-		reusable: !resp.Close && !req.Close}
+		reusable: !resp.Close && !r.req.Close}
 	if resp.Body == http.NoBody {
 		body.finish(true) // nothing to read: the stream is free now
 	} else {
