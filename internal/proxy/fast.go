@@ -619,7 +619,7 @@ func (w *fastWriter) readHead(br *bufio.Reader, req *http.Request) (*http.Respon
 // CRLF, into a Response and w.head; false if it is not one for the loop.
 func (w *fastWriter) parseHead(head []byte, req *http.Request) (*http.Response, bool) {
 	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
-	if len(line) < 12 || string(line[:9]) != "HTTP/1.1 " || len(line) > 12 && line[12] != ' ' {
+	if len(line) < 12 || string(line[:9]) != "HTTP/1.1 " || len(line) > 12 && (line[12] != ' ' || !validValue(line[13:])) {
 		return nil, false
 	}
 	code := 0
