@@ -66,8 +66,8 @@ type Node struct {
 	running     bool
 }
 
-// server is what serves a listening socket: an *http.Server or a
-// *proxy.TCP.
+// server is what serves a listening socket: an *http.Server, a
+// *proxy.Server (http:// listeners) or a *proxy.TCP.
 type server interface {
 	Shutdown(context.Context) error
 	Close() error

@@ -42,7 +42,8 @@ type Server struct {
 
 // NewServer returns a Server that answers with current()'s routes and
 // hands connections over to fallback, whose Handler must serve the same.
-// fallback's ReadHeaderTimeout and IdleTimeout bound the loop's waits too.
+// fallback's ReadHeaderTimeout, IdleTimeout and BaseContext apply to the
+// loop too.
 func NewServer(current func() *HTTP, fallback *http.Server) *Server {
 	return &Server{current: current, fallback: fallback, conns: make(map[*serverConn]bool)}
 }
@@ -66,6 +67,10 @@ func (s *Server) Serve(ln net.Listener) error {
 		go s.fallback.Serve(s.handoff)
 	}
 	s.mu.Unlock()
+	base := context.Background()
+	if f := s.fallback.BaseContext; f != nil {
+		base = f(ln)
+	}
 	var backoff time.Duration
 	for {
 		conn, err := ln.Accept()
@@ -74,7 +79,8 @@ func (s *Server) Serve(ln net.Listener) error {
 				return http.ErrServerClosed
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			//lint:ignore SA1019 as net/http's own accept loop, for EMFILE and the like
+			if errors.As(err, &ne) && ne.Temporary() {
 				// Out of file descriptors and the like: wait, as net/http does.
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				time.Sleep(backoff)
@@ -84,7 +90,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		backoff = 0
 		c := &serverConn{s: s, conn: conn}
+		c.ctx, c.cancel = context.WithCancel(base)
 		if !s.track(c) {
+			c.cancel()
 			conn.Close()
 			return http.ErrServerClosed
 		}
@@ -202,7 +210,6 @@ const (
 
 func (c *serverConn) serve() {
 	defer c.s.untrack(c)
-	c.ctx, c.cancel = context.WithCancel(context.Background())
 	defer c.cancel()
 	c.br = bufio.NewReaderSize(c.conn, connReadBuf)
 	remote := c.conn.RemoteAddr().String()

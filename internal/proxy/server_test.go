@@ -10,8 +10,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -395,5 +398,46 @@ func TestServerResponseShapes(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// flakyListener fails its first Accepts as a process out of descriptors
+// does.
+type flakyListener struct {
+	net.Listener
+	fails atomic.Int32
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if l.fails.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestServerOutOfDescriptors: running out of file descriptors pauses
+// accepting, as net/http does, rather than ending the listener.
+func TestServerOutOfDescriptors(t *testing.T) {
+	_, backend, _ := countingBackend(t, http.HandlerFunc(echoBackend))
+	h := NewHTTP(HTTPOptions{Routes: []Route{{Path: "/", Target: mustURL(t, "http://"+backend+"/")}}, Dialer: tunnelPair(t)})
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &flakyListener{Listener: inner}
+	ln.fails.Store(3)
+	srv := NewServer(func() *HTTP { return h }, &http.Server{Handler: h})
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	defer func() {
+		srv.Close()
+		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve returned %v", err)
+		}
+		h.CloseIdleConnections()
+	}()
+	got := rawExchanges(t, inner.Addr().String(), "GET /echo HTTP/1.1\r\nHost: h\r\n\r\n", "GET")
+	if got[0].status != "200 OK" || ln.fails.Load() >= 0 {
+		t.Errorf("after failed accepts: %s %q", got[0].status, got[0].body)
 	}
 }
