@@ -1,0 +1,351 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
+)
+
+// The request loop's response side: it passes a response head on line by
+// line when it can read it itself, and writes one from http.ReadResponse's
+// Header otherwise.
+
+// fastWriter writes one response on a loop connection.
+type fastWriter struct {
+	conn       *serverConn
+	method     string
+	head       []byte // the response head for the client, if readResponseHead wrote it
+	headBuf    []byte // where readHead writes it
+	status     int
+	keep       bool // the connection may carry another request
+	clientGone bool // a write to the client failed
+}
+
+// informational passes a 1xx answer on to the client at once.
+func (w *fastWriter) informational(code int, h textproto.MIMEHeader) error {
+	b := appendStatusLine(nil, code)
+	b = appendHeader(b, http.Header(h))
+	b = append(b, "\r\n"...)
+	return w.write(b)
+}
+
+func (w *fastWriter) write(b []byte) error {
+	_, err := w.conn.conn.Write(b)
+	if err != nil {
+		w.clientGone = true
+	}
+	return err
+}
+
+// response writes resp's head and body. The head waits for the body's
+// first bytes, so that both usually leave in one write, and a body that
+// breaks off before it begins becomes a 502.
+func (w *fastWriter) response(resp *http.Response, b []byte) (int64, error) {
+	buf := bodyBufs.Get()
+	defer bodyBufs.Put(buf)
+	body := resp.Body
+	defer body.Close()
+	n, err := body.Read(buf)
+	if err != nil && err != io.EOF {
+		w.error(http.StatusBadGateway, errBrokeOff, b)
+		return 0, err
+	}
+	w.status = resp.StatusCode
+	chunked := false
+	if w.head != nil {
+		b = append(b, w.head...) // readResponseHead wrote it from the backend's
+	} else {
+		b, chunked = w.appendHead(b, resp)
+	}
+	var written int64
+	for {
+		if n > 0 {
+			if chunked {
+				b = strconv.AppendInt(b, int64(n), 16)
+				b = append(b, "\r\n"...)
+			}
+			if len(b)+n <= cap(b) {
+				b = append(b, buf[:n]...)
+			} else {
+				if err := w.write(b); err != nil {
+					return written, err
+				}
+				b = b[:0]
+				if err := w.write(buf[:n]); err != nil {
+					return written, err
+				}
+			}
+			if chunked {
+				b = append(b, "\r\n"...)
+			}
+			written += int64(n)
+		}
+		if err == io.EOF {
+			if chunked {
+				b = append(b, "0\r\n"...)
+				b = appendHeader(b, resp.Trailer)
+				b = append(b, "\r\n"...)
+			}
+			return written, w.write(b)
+		}
+		if len(b) > 0 {
+			if err := w.write(b); err != nil {
+				return written, err
+			}
+			b = b[:0]
+		}
+		n, err = body.Read(buf)
+		if err != nil && err != io.EOF {
+			// Cut short: the client must see the response end early, so
+			// the connection closes.
+			w.keep = false
+			w.write(b)
+			return written, err
+		}
+	}
+}
+
+// appendHead appends the head of resp for the client, from its parsed
+// header, and reports whether the body goes out chunked.
+func (w *fastWriter) appendHead(b []byte, resp *http.Response) ([]byte, bool) {
+	bodyless := resp.Request.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified
+	chunked := !bodyless && resp.ContentLength < 0
+	b = appendStatusLine(b, resp.StatusCode)
+	b = appendHeader(b, resp.Header)
+	if len(resp.Trailer) > 0 && chunked {
+		b = append(b, "Trailer: "...)
+		i := 0
+		for name := range resp.Trailer {
+			if i > 0 {
+				b = append(b, ", "...)
+			}
+			b = append(b, name...)
+			i++
+		}
+		b = append(b, "\r\n"...)
+	}
+	switch {
+	case bodyless:
+		if cl := resp.Header["Content-Length"]; len(cl) == 1 {
+			b = append(b, "Content-Length: "...)
+			b = append(b, cl[0]...)
+			b = append(b, "\r\n"...)
+		}
+	case chunked:
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
+	default:
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, resp.ContentLength, 10)
+		b = append(b, "\r\n"...)
+	}
+	return w.endHead(b), chunked
+}
+
+// endHead ends a response head for the client.
+func (w *fastWriter) endHead(b []byte) []byte {
+	if !w.keep {
+		b = append(b, "Connection: close\r\n"...)
+	}
+	return append(b, "\r\n"...)
+}
+
+// readResponseHead reads a response head the loop can pass on line by line: an
+// HTTP/1.1 final answer framed by Content-Length or without a body, whose
+// Connection names nothing but close. It writes the client's head into
+// w.head as it goes, and returns a Response without a Header. Any other
+// head, or one not whole in br's buffer, is left to http.ReadResponse.
+func (w *fastWriter) readResponseHead(br *bufio.Reader, req *http.Request) (*http.Response, error) {
+	if _, err := br.Peek(1); err != nil {
+		return http.ReadResponse(br, req) // which words the error
+	}
+	buf, _ := br.Peek(br.Buffered())
+	end := bytes.Index(buf, []byte("\r\n\r\n"))
+	if end < 0 || bytes.Contains(buf[:end], []byte("\n\n")) {
+		return http.ReadResponse(br, req)
+	}
+	resp, ok := w.parseHead(buf[:end+2], req)
+	if !ok {
+		return http.ReadResponse(br, req)
+	}
+	br.Discard(end + 4)
+	switch {
+	case resp.ContentLength == 0 || resp.ContentLength < 0:
+		resp.Body = http.NoBody
+	default:
+		resp.Body = &fixedBody{r: br, left: resp.ContentLength}
+	}
+	return resp, nil
+}
+
+// parseHead parses head, the status line and header lines each ending in
+// CRLF, into a Response and w.head; false if it is not one for the loop.
+func (w *fastWriter) parseHead(head []byte, req *http.Request) (*http.Response, bool) {
+	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
+	if len(line) < 12 || string(line[:9]) != "HTTP/1.1 " || len(line) > 12 && (line[12] != ' ' || !validValue(line[13:])) {
+		return nil, false
+	}
+	code := 0
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return nil, false
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 200 || code > 599 {
+		return nil, false
+	}
+	resp := &http.Response{StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Request: req, ContentLength: -1}
+	b := appendStatusLine(w.headBuf[:0], code)
+	for len(rest) > 0 {
+		line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok || !validName(name) || !validValue(value) {
+			return nil, false
+		}
+		switch responseHeaderKind(name) {
+		case hdrOther:
+			b = append(b, line...)
+			b = append(b, "\r\n"...)
+		case hdrContentLength:
+			n, err := strconv.ParseUint(string(bytes.Trim(value, " \t")), 10, 63)
+			if err != nil || resp.ContentLength >= 0 {
+				return nil, false
+			}
+			resp.ContentLength = int64(n)
+			b = append(b, line...)
+			b = append(b, "\r\n"...)
+		case hdrConnection:
+			closes, ok := connectionClose(value)
+			if !ok {
+				return nil, false
+			}
+			resp.Close = resp.Close || closes
+		case hdrBody:
+			return nil, false // Transfer-Encoding or Trailer
+		}
+	}
+	bodyless := req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
+	if bodyless {
+		resp.ContentLength = 0
+	} else if resp.ContentLength < 0 {
+		return nil, false // chunked or until close
+	}
+	w.head = w.endHead(b)
+	return resp, true
+}
+
+func responseHeaderKind(name []byte) int {
+	switch headerKind(name) {
+	case hdrConnection:
+		return hdrConnection
+	case hdrBody:
+		if bytes.EqualFold(name, []byte("Content-Length")) {
+			return hdrContentLength
+		}
+		return hdrBody // Transfer-Encoding
+	case hdrHop, hdrTE, hdrUpgrade:
+		if bytes.EqualFold(name, []byte("Trailer")) {
+			return hdrBody
+		}
+		return hdrHop
+	}
+	return hdrOther // Host, Forwarded and Expect mean nothing here
+}
+
+// fixedBody is a response body of a known length, read from the stream's
+// buffer.
+type fixedBody struct {
+	r    *bufio.Reader
+	left int64
+}
+
+func (b *fixedBody) Read(p []byte) (int, error) {
+	if b.left == 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	switch {
+	case b.left == 0:
+		err = io.EOF
+	case err == io.EOF:
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func (b *fixedBody) Close() error { return nil }
+
+// error answers status with err as the text, as writeError does.
+func (w *fastWriter) error(status int, err error, b []byte) {
+	w.status = status
+	text := fmt.Sprintf("west: %d %s: %v\n", status, http.StatusText(status), err)
+	b = appendStatusLine(b, status)
+	b = fmt.Appendf(b, "Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: %d\r\n", len(text))
+	b = w.endHead(b)
+	if w.method != http.MethodHead {
+		b = append(b, text...)
+	}
+	w.write(b)
+}
+
+// appendStatusLine appends the status line net/http would write for code.
+func appendStatusLine(b []byte, code int) []byte {
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, ' ')
+	if text := http.StatusText(code); text != "" {
+		b = append(b, text...)
+	} else {
+		b = append(b, "status code "...)
+		b = strconv.AppendInt(b, int64(code), 10)
+	}
+	return append(b, "\r\n"...)
+}
+
+// appendHeader appends h's end-to-end fields: not the hop-by-hop ones,
+// not those its Connection names, and not Content-Length, which the
+// writer sets from the framing it chose.
+func appendHeader(b []byte, h http.Header) []byte {
+	conn := h["Connection"]
+	for name, values := range h {
+		if isHopHeader(name) || name == "Content-Length" || len(conn) > 0 && tokenIn(conn, name) {
+			continue
+		}
+		for _, v := range values {
+			b = append(b, name...)
+			b = append(b, ": "...)
+			b = append(b, v...)
+			b = append(b, "\r\n"...)
+		}
+	}
+	return b
+}
+
+func isHopHeader(name string) bool {
+	switch name {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	return false
+}
+
+func tokenIn(values []string, name string) bool {
+	for _, v := range values {
+		for _, tok := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), name) {
+				return true
+			}
+		}
+	}
+	return false
+}
