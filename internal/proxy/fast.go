@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -60,6 +59,7 @@ func (c *serverConn) readRequestHead() ([]byte, error) {
 			// not what is left of the idle one.
 			slow = true
 			c.conn.SetReadDeadline(time.Now().Add(c.s.fallback.ReadHeaderTimeout))
+			c.armed = time.Time{}
 		}
 		if _, err := c.br.Peek(len(buf) + 1); err != nil {
 			return nil, err
@@ -372,14 +372,14 @@ func (h *HTTP) serveFast(c *serverConn, rt *route, req *fastRequest) bool {
 	hp := heads.Get().(*[]byte)
 	defer heads.Put(hp)
 	w := &fastWriter{conn: c, method: req.method, keep: !req.close, headBuf: (*hp)[:0]}
-	watch := c.watchAfter(clientWatchDelay, c.cancel)
+	c.startWatch()
 	resp, err := h.transport.send(c.ctx, rt.addr, &streamRequest{
 		req:      rreq,
 		write:    func(w io.Writer) error { _, err := w.Write(out); return err },
 		readHead: w.readResponseHead,
 		on1xx:    w.informational,
 	})
-	if watch() {
+	if c.stopWatch() {
 		// The client left while the response was awaited.
 		w.clientGone = true
 		if err == nil {
@@ -415,32 +415,48 @@ const clientWatchDelay = 20 * time.Millisecond
 
 var errClientGone = errors.New("the client went away")
 
-// watchAfter starts, after delay, to read from c for its end, and calls
-// gone if the client closes the connection. The returned stop ends the
-// watch and reports whether the client went away; bytes the client sent
-// meanwhile (a pipelined request) stay in c's buffer.
-func (c *serverConn) watchAfter(delay time.Duration, gone func()) (stop func() bool) {
-	var left atomic.Bool
-	done := make(chan struct{})
-	t := time.AfterFunc(delay, func() {
-		defer close(done)
-		if c.br.Buffered() > 0 {
-			return // a pipelined request: the client is there
-		}
-		if _, err := c.br.Peek(1); err != nil && !isTimeout(err) {
-			left.Store(true)
-			gone()
-		}
-	})
-	return func() bool {
-		if t.Stop() {
-			return false
-		}
-		c.conn.SetReadDeadline(aLongTimeAgo)
-		<-done
-		c.conn.SetReadDeadline(time.Time{})
-		return left.Load()
+// clientWatch reads from a loop connection while a response is awaited,
+// to see its client go away. There is one per connection, armed for each
+// request.
+type clientWatch struct {
+	c     *serverConn
+	timer *time.Timer
+	done  chan struct{} // gets one value each time the watch has run
+	left  bool          // set by the watch before it sends on done
+}
+
+// startWatch arms c's watch to start after clientWatchDelay. Bytes the
+// client sends meanwhile (a pipelined request) stay in c's buffer.
+func (c *serverConn) startWatch() {
+	if c.watch == nil {
+		c.watch = &clientWatch{c: c, done: make(chan struct{}, 1)}
+		c.watch.timer = time.AfterFunc(clientWatchDelay, c.watch.run)
+		return
 	}
+	c.watch.timer.Reset(clientWatchDelay)
+}
+
+func (w *clientWatch) run() {
+	// Buffered bytes are a pipelined request: the client is there.
+	if w.c.br.Buffered() == 0 {
+		if _, err := w.c.br.Peek(1); err != nil && !isTimeout(err) {
+			w.left = true
+			w.c.cancel() // abandons the request
+		}
+	}
+	w.done <- struct{}{}
+}
+
+// stopWatch ends the watch and reports whether the client went away.
+func (c *serverConn) stopWatch() bool {
+	if c.watch.timer.Stop() {
+		return false
+	}
+	c.conn.SetReadDeadline(aLongTimeAgo)
+	<-c.watch.done
+	c.conn.SetReadDeadline(time.Time{})
+	c.armed = time.Time{}
+	return c.watch.left
 }
 
 // aLongTimeAgo is a deadline that has passed, to end a blocked read.

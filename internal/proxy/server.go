@@ -193,9 +193,13 @@ type serverConn struct {
 	conn net.Conn
 	br   *bufio.Reader
 	// ctx ends with the connection, or when its client is seen to leave
-	// (watchAfter): its requests are abandoned then.
+	// (clientWatch): its requests are abandoned then.
 	ctx    context.Context
 	cancel context.CancelFunc
+	watch  *clientWatch
+	// armed is when the read deadline was last set for the wait for a
+	// request; zero when it must be set again.
+	armed time.Time
 	// The client's address, for access lists and X-Forwarded-For.
 	addr netip.Addr
 	ip   string
@@ -219,8 +223,11 @@ func (c *serverConn) serve() {
 	}
 	wait := c.s.fallback.ReadHeaderTimeout
 	for {
-		if wait > 0 {
-			c.conn.SetReadDeadline(time.Now().Add(wait))
+		// Setting a deadline costs a timer update: while requests keep
+		// coming, it is set again once a second, not for each.
+		if now := time.Now(); wait > 0 && now.Sub(c.armed) > time.Second {
+			c.conn.SetReadDeadline(now.Add(wait))
+			c.armed = now
 		}
 		if _, err := c.br.Peek(1); err != nil {
 			c.conn.Close()
@@ -243,7 +250,9 @@ func (c *serverConn) serve() {
 			c.conn.Close()
 			return
 		}
-		wait = c.s.fallback.IdleTimeout
+		if wait != c.s.fallback.IdleTimeout {
+			wait, c.armed = c.s.fallback.IdleTimeout, time.Time{}
+		}
 	}
 }
 
