@@ -30,10 +30,11 @@ type Server struct {
 	fallback *http.Server
 	handoff  *handoffListener
 
-	mu       sync.Mutex
+	closing atomic.Bool
+
+	mu       sync.Mutex // guards the fields below
 	ln       net.Listener
-	conns    map[*serverConn]bool // true while waiting for a request
-	closing  bool
+	conns    map[*serverConn]struct{}
 	fellBack bool // fallback is serving handoff
 	wg       sync.WaitGroup
 
@@ -45,7 +46,7 @@ type Server struct {
 // fallback's ReadHeaderTimeout, IdleTimeout and BaseContext apply to the
 // loop too.
 func NewServer(current func() *HTTP, fallback *http.Server) *Server {
-	return &Server{current: current, fallback: fallback, conns: make(map[*serverConn]bool)}
+	return &Server{current: current, fallback: fallback, conns: make(map[*serverConn]struct{})}
 }
 
 // HTTPServer returns the http.Server that serves the connections handed
@@ -55,7 +56,7 @@ func (s *Server) HTTPServer() *http.Server { return s.fallback }
 // Serve accepts connections on ln until Shutdown or Close.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
-	if s.closing {
+	if s.closing.Load() {
 		s.mu.Unlock()
 		ln.Close()
 		return http.ErrServerClosed
@@ -75,7 +76,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
-			if s.isClosing() {
+			if s.closing.Load() {
 				return http.ErrServerClosed
 			}
 			var ne net.Error
@@ -100,34 +101,26 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
-func (s *Server) isClosing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closing
-}
-
 // track adds c to the connections served, unless the server is closing.
 func (s *Server) track(c *serverConn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closing {
+	if s.closing.Load() {
 		return false
 	}
-	s.conns[c] = true
+	c.idle.Store(true)
+	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	return true
 }
 
-// setIdle marks c waiting for a request or busy with one. A connection
-// that becomes busy while the server closes is closed instead: false.
+// setIdle marks c waiting for a request or busy with one, and reports
+// whether it may go on: not once the server closes. Shutdown closes the
+// connections it finds idle; one that turned busy first answers its
+// request, and then finds the server closing.
 func (s *Server) setIdle(c *serverConn, idle bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return false
-	}
-	s.conns[c] = idle
-	return true
+	c.idle.Store(idle)
+	return !s.closing.Load()
 }
 
 func (s *Server) untrack(c *serverConn) {
@@ -141,12 +134,12 @@ func (s *Server) untrack(c *serverConn) {
 // busy ones have answered their request, or ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	s.closing = true
+	s.closing.Store(true)
 	if s.ln != nil {
 		s.ln.Close()
 	}
-	for c, idle := range s.conns {
-		if idle {
+	for c := range s.conns {
+		if c.idle.Load() {
 			c.conn.Close()
 		}
 	}
@@ -172,7 +165,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close closes the listener and every connection at once.
 func (s *Server) Close() error {
 	s.mu.Lock()
-	s.closing = true
+	s.closing.Store(true)
 	if s.ln != nil {
 		s.ln.Close()
 	}
@@ -192,6 +185,7 @@ type serverConn struct {
 	s    *Server
 	conn net.Conn
 	br   *bufio.Reader
+	idle atomic.Bool // waiting for a request
 	// ctx ends with the connection, or when its client is seen to leave
 	// (clientWatch): its requests are abandoned then.
 	ctx    context.Context
@@ -205,12 +199,9 @@ type serverConn struct {
 	ip   string
 }
 
-// Buffers of the loop's connections: a request head that does not fit in
-// the reader goes to net/http, which allows larger ones.
-const (
-	connReadBuf  = 4 << 10
-	connWriteBuf = 4 << 10
-)
+// connReadBuf is the size of a loop connection's reader: a request head
+// that does not fit goes to net/http, which allows larger ones.
+const connReadBuf = 4 << 10
 
 func (c *serverConn) serve() {
 	defer c.s.untrack(c)
@@ -261,6 +252,15 @@ func (c *serverConn) serve() {
 type handedConn struct {
 	net.Conn
 	r *bufio.Reader
+}
+
+// CloseWrite lets net/http half-close before closing, so that a client
+// reads an error answer before the connection resets.
+func (c *handedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(closeWriter); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
 }
 
 func (c *handedConn) Read(b []byte) (int, error) {
