@@ -19,8 +19,8 @@ import (
 type fastWriter struct {
 	conn       *serverConn
 	method     string
-	head       []byte // the response head for the client, if readResponseHead wrote it
-	headBuf    []byte // where readHead writes it
+	head       []byte // the client's response head, if readResponseHead wrote it
+	headBuf    []byte // where readResponseHead writes it
 	status     int
 	keep       bool // the connection may carry another request
 	clientGone bool // a write to the client failed
@@ -91,6 +91,9 @@ func (w *fastWriter) response(resp *http.Response, b []byte) (int64, error) {
 				b = appendHeader(b, resp.Trailer)
 				b = append(b, "\r\n"...)
 			}
+			if len(b) == 0 {
+				return written, nil
+			}
 			return written, w.write(b)
 		}
 		if len(b) > 0 {
@@ -154,11 +157,12 @@ func (w *fastWriter) endHead(b []byte) []byte {
 	return append(b, "\r\n"...)
 }
 
-// readResponseHead reads a response head the loop can pass on line by line: an
-// HTTP/1.1 final answer framed by Content-Length or without a body, whose
-// Connection names nothing but close. It writes the client's head into
-// w.head as it goes, and returns a Response without a Header. Any other
-// head, or one not whole in br's buffer, is left to http.ReadResponse.
+// readResponseHead reads a response head the loop can pass on line by
+// line: an HTTP/1.1 final answer framed by Content-Length or without a
+// body, whose Connection names nothing but close. It writes the client's
+// head into w.head as it goes, and returns a Response without a Header.
+// Any other head, or one not whole in br's buffer, is left to
+// http.ReadResponse.
 func (w *fastWriter) readResponseHead(br *bufio.Reader, req *http.Request) (*http.Response, error) {
 	if _, err := br.Peek(1); err != nil {
 		return http.ReadResponse(br, req) // which words the error
@@ -173,10 +177,8 @@ func (w *fastWriter) readResponseHead(br *bufio.Reader, req *http.Request) (*htt
 		return http.ReadResponse(br, req)
 	}
 	br.Discard(end + 4)
-	switch {
-	case resp.ContentLength == 0 || resp.ContentLength < 0:
-		resp.Body = http.NoBody
-	default:
+	resp.Body = http.NoBody
+	if resp.ContentLength > 0 {
 		resp.Body = &fixedBody{r: br, left: resp.ContentLength}
 	}
 	return resp, nil
