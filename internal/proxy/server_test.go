@@ -26,11 +26,17 @@ import (
 // http:// listener.
 func startServer(t testing.TB, h *HTTP) (*Server, string) {
 	t.Helper()
+	return startServerWith(t, h, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute})
+}
+
+// startServerWith is startServer with the given fallback server.
+func startServerWith(t testing.TB, h *HTTP, fallback *http.Server) (*Server, string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewServer(func() *HTTP { return h }, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute})
+	srv := NewServer(func() *HTTP { return h }, fallback)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	t.Cleanup(func() {
@@ -440,4 +446,47 @@ func TestServerOutOfDescriptors(t *testing.T) {
 	if got[0].status != "200 OK" || ln.fails.Load() >= 0 {
 		t.Errorf("after failed accepts: %s %q", got[0].status, got[0].body)
 	}
+}
+
+// TestServerTimeouts: the loop closes a connection that does not finish
+// its request head within the header timeout, or sends nothing, and one
+// that stays idle after a request for the idle timeout.
+func TestServerTimeouts(t *testing.T) {
+	_, backend, _ := countingBackend(t, http.HandlerFunc(echoBackend))
+	h := NewHTTP(HTTPOptions{Routes: []Route{{Path: "/", Target: mustURL(t, "http://"+backend+"/")}}, Dialer: tunnelPair(t)})
+	_, addr := startServerWith(t, h, &http.Server{Handler: h, ReadHeaderTimeout: 200 * time.Millisecond, IdleTimeout: 400 * time.Millisecond})
+	closedWithin := func(name string, c net.Conn, br *bufio.Reader, least, most time.Duration) {
+		t.Helper()
+		start := time.Now()
+		c.SetReadDeadline(start.Add(5 * time.Second))
+		b, err := br.ReadByte()
+		if took := time.Since(start); err != io.EOF || took < least || took > most {
+			t.Errorf("%s: read %q, %v after %v; want the connection closed after %v to %v", name, b, err, took, least, most)
+		}
+	}
+	dial := func() (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c, bufio.NewReader(c)
+	}
+
+	silent, br := dial()
+	closedWithin("a client that sends nothing", silent, br, 100*time.Millisecond, 2*time.Second)
+
+	stalled, br := dial()
+	io.WriteString(stalled, "GET /echo HTTP/1.1\r\nHo")
+	closedWithin("a head that stalls", stalled, br, 100*time.Millisecond, 2*time.Second)
+
+	idle, br := dial()
+	io.WriteString(idle, "GET /echo HTTP/1.1\r\nHost: h\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	closedWithin("an idle connection", idle, br, 300*time.Millisecond, 2*time.Second)
 }
