@@ -22,7 +22,9 @@ import (
 // http.Transport runs a reader and a writer goroutine per connection and
 // hands every request and response between them and the handler; on a
 // tunnel those hand-offs cost more than the request itself. Every other
-// request goes to fallback, whose pool of streams is its own.
+// request goes to fallback, whose pool of streams is its own. The
+// listener's request loop sends through the same pool (send), with its
+// own request and response heads.
 //
 // Without a reader goroutine an idle stream cannot notice that the far
 // side has closed it (the backend ended its keep-alive connection). A
@@ -147,7 +149,7 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// roundTrip sends req on sc and reads the response headers. The body, when
+// roundTrip sends r on sc and reads the response headers. The body, when
 // there is one, reads from sc until it ends, and then gives sc back to the
 // pool.
 func (t *streamTransport) roundTrip(ctx context.Context, sc *streamConn, r *streamRequest) (*http.Response, error) {
