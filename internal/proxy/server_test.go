@@ -49,6 +49,15 @@ func startServerWith(t testing.TB, h *HTTP, fallback *http.Server) (*Server, str
 	return srv, ln.Addr().String()
 }
 
+// netHTTPServer serves h with net/http's server alone, as listeners ran
+// before the loop, and returns its address: what the loop is compared to.
+func netHTTPServer(t *testing.T, h *HTTP) string {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
 // exchange is what a client saw of one response.
 type exchange struct {
 	status  string
@@ -142,9 +151,7 @@ func TestServerMatchesReverseProxy(t *testing.T) {
 		Dialer: tunnelPair(t),
 	})
 	srv, fast := startServer(t, h)
-	ref := httptest.NewServer(h)
-	defer ref.Close()
-	reference := strings.TrimPrefix(ref.URL, "http://")
+	reference := netHTTPServer(t, h)
 
 	for _, tc := range []struct{ name, raw, method string }{
 		{"headers", "GET /p/echo/x%2Fy?q=1&r=%20 HTTP/1.1\r\nHost: front.example:8080\r\nUser-Agent: t/1\r\n" +
@@ -390,9 +397,7 @@ func TestServerResponseShapes(t *testing.T) {
 	})
 	h := NewHTTP(HTTPOptions{Routes: []Route{{Path: "/", Target: mustURL(t, "http://"+backend+"/")}}, Dialer: tunnelPair(t)})
 	_, fast := startServer(t, h)
-	ref := httptest.NewServer(h)
-	defer ref.Close()
-	reference := strings.TrimPrefix(ref.URL, "http://")
+	reference := netHTTPServer(t, h)
 	for path := range answers {
 		for _, method := range []string{"GET", "HEAD"} {
 			raw := method + " " + path + " HTTP/1.1\r\nHost: h\r\n\r\n"
