@@ -313,9 +313,10 @@ func TestServerClientGone(t *testing.T) {
 // TestServerShutdown: Shutdown closes idle connections at once, lets a
 // busy one finish its answer, and then returns.
 func TestServerShutdown(t *testing.T) {
-	release := make(chan struct{})
+	entered, release := make(chan struct{}), make(chan struct{})
 	_, backend, _ := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
+			close(entered)
 			<-release
 		}
 		io.WriteString(w, "done")
@@ -338,7 +339,7 @@ func TestServerShutdown(t *testing.T) {
 
 	busy := make(chan []exchange)
 	go func() { busy <- rawExchanges(t, addr, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n", "GET") }()
-	time.Sleep(100 * time.Millisecond) // the slow request is in flight
+	<-entered // the slow request is in flight
 	shut := make(chan error)
 	go func() { shut <- srv.Shutdown(context.Background()) }()
 
