@@ -283,8 +283,9 @@ func TestServerErrors(t *testing.T) {
 // TestServerClientGone: a client that leaves while its response is awaited
 // ends the request: the stream closes, and the backend's request with it.
 func TestServerClientGone(t *testing.T) {
-	ended := make(chan error, 1)
+	entered, ended := make(chan struct{}), make(chan error, 1)
 	_, backend, _ := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
 		select {
 		case <-r.Context().Done():
 			ended <- r.Context().Err()
@@ -298,7 +299,7 @@ func TestServerClientGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
-	time.Sleep(100 * time.Millisecond) // past clientWatchDelay
+	<-entered
 	c.Close()
 	select {
 	case err := <-ended:
