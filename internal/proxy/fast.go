@@ -371,14 +371,17 @@ func (h *HTTP) serveFast(c *serverConn, rt *route, req *fastRequest) bool {
 	}
 	hp := heads.Get().(*[]byte)
 	defer heads.Put(hp)
-	w := &fastWriter{conn: c, method: req.method, keep: !req.close, headBuf: (*hp)[:0]}
+	// The writer and the request live in c, made once per connection, so
+	// that a request does not allocate them and their method values.
+	w := &c.w
+	*w = fastWriter{conn: c, method: req.method, keep: !req.close, headBuf: (*hp)[:0]}
+	if c.sreq.write == nil {
+		c.sreq = streamRequest{write: c.writeOut, readHead: w.readResponseHead, on1xx: w.informational}
+	}
+	c.sreq.req, c.out = rreq, out
 	c.startWatch()
-	resp, err := h.transport.send(c.ctx, rt.addr, &streamRequest{
-		req:      rreq,
-		write:    func(w io.Writer) error { _, err := w.Write(out); return err },
-		readHead: w.readResponseHead,
-		on1xx:    w.informational,
-	})
+	resp, err := h.transport.send(c.ctx, rt.addr, &c.sreq)
+	c.out = nil
 	if c.stopWatch() {
 		// The client left while the response was awaited.
 		w.clientGone = true
@@ -405,6 +408,12 @@ func (h *HTTP) serveFast(c *serverConn, rt *route, req *fastRequest) bool {
 		h.opts.Observe(record)
 	}
 	return w.keep && !w.clientGone
+}
+
+// writeOut writes the request head of the request in progress.
+func (c *serverConn) writeOut(w io.Writer) error {
+	_, err := w.Write(c.out)
+	return err
 }
 
 // clientWatchDelay is how long a response may take before the loop

@@ -191,6 +191,11 @@ type serverConn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	watch  *clientWatch
+	// For the request in progress (serveFast): its writer, the request
+	// as the stream transport takes it, and the head it sends.
+	w    fastWriter
+	sreq streamRequest
+	out  []byte
 	// armed is when the read deadline was last set for the wait for a
 	// request; zero when it must be set again.
 	armed time.Time
