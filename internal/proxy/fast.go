@@ -69,7 +69,6 @@ func (c *serverConn) readRequestHead() ([]byte, error) {
 
 // fastRequest is a request head the loop understood.
 type fastRequest struct {
-	head   []byte
 	method string
 	path   string // escaped, as sent
 	query  string // raw, without "?"
@@ -81,7 +80,6 @@ type fastRequest struct {
 // parse reads an HTTP/1.1 GET or HEAD head with no body, no upgrade and
 // nothing the loop would have to judge; false for anything else.
 func (r *fastRequest) parse(head []byte) bool {
-	r.head = head
 	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
 	method, line, ok1 := bytes.Cut(line, []byte(" "))
 	target, proto, ok2 := bytes.Cut(line, []byte(" "))
@@ -403,10 +401,7 @@ func (h *HTTP) serveFast(c *serverConn, rt *route, req *fastRequest) bool {
 	if w.clientGone {
 		record.Status = statusClientGone
 	}
-	h.logRecord(record)
-	if h.opts.Observe != nil {
-		h.opts.Observe(record)
-	}
+	h.report(record)
 	return w.keep && !w.clientGone
 }
 

@@ -289,7 +289,7 @@ func (b *fixedBody) Close() error { return nil }
 // error answers status with err as the text, as writeError does.
 func (w *fastWriter) error(status int, err error, b []byte) {
 	w.status = status
-	text := fmt.Sprintf("west: %d %s: %v\n", status, http.StatusText(status), err)
+	text := errorText(status, err)
 	b = appendStatusLine(b, status)
 	b = fmt.Appendf(b, "Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: %d\r\n", len(text))
 	b = w.endHead(b)

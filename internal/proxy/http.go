@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -272,6 +273,11 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength > 0 {
 		record.BytesIn = r.ContentLength
 	}
+	h.report(record)
+}
+
+// report logs a finished request and tells Observe of it.
+func (h *HTTP) report(record Record) {
 	h.logRecord(record)
 	if h.opts.Observe != nil {
 		h.opts.Observe(record)
@@ -381,7 +387,12 @@ func writeError(w http.ResponseWriter, status int, err error) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	fmt.Fprintf(w, "west: %d %s: %v\n", status, http.StatusText(status), err)
+	io.WriteString(w, errorText(status, err))
+}
+
+// errorText is the body of an error answer: the status and why.
+func errorText(status int, err error) string {
+	return fmt.Sprintf("west: %d %s: %v\n", status, http.StatusText(status), err)
 }
 
 // CloseIdleConnections closes the idle tunnel streams kept for reuse.
