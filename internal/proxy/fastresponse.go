@@ -116,7 +116,7 @@ func (w *fastWriter) response(resp *http.Response, b []byte) (int64, error) {
 // appendHead appends the head of resp for the client, from its parsed
 // header, and reports whether the body goes out chunked.
 func (w *fastWriter) appendHead(b []byte, resp *http.Response) ([]byte, bool) {
-	bodyless := resp.Request.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified
+	bodyless := hasNoBody(resp.Request.Method, resp.StatusCode)
 	chunked := !bodyless && resp.ContentLength < 0
 	b = appendStatusLine(b, resp.StatusCode)
 	b = appendHeader(b, resp.Header)
@@ -147,6 +147,12 @@ func (w *fastWriter) appendHead(b []byte, resp *http.Response) ([]byte, bool) {
 		b = append(b, "\r\n"...)
 	}
 	return w.endHead(b), chunked
+}
+
+// hasNoBody reports whether a response with code to a method request
+// carries no body, whatever its header says.
+func hasNoBody(method string, code int) bool {
+	return method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
 }
 
 // endHead ends a response head for the client.
@@ -231,8 +237,7 @@ func (w *fastWriter) parseHead(head []byte, req *http.Request) (*http.Response, 
 			return nil, false // Transfer-Encoding or Trailer
 		}
 	}
-	bodyless := req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
-	if bodyless {
+	if hasNoBody(req.Method, code) {
 		resp.ContentLength = 0
 	} else if resp.ContentLength < 0 {
 		return nil, false // chunked or until close
