@@ -68,7 +68,7 @@ func loopbackPair(b *testing.B) (net.Conn, net.Conn) {
 // wsPair returns both ends of a loopback WebSocket as net.Conns, set up
 // as the tunnel sets up its own (upgrader and buffers as in server.go and
 // client.go).
-func wsPair(b *testing.B) (client, server net.Conn) {
+func wsPair(b testing.TB) (client, server net.Conn) {
 	accepted := make(chan net.Conn, 1)
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := upgrader.Upgrade(w, r, nil)

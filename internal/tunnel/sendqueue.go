@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/libp2p/go-yamux/v5"
 )
 
 // yamux copies each frame into one send queue shared by every stream, and
@@ -32,6 +34,14 @@ const (
 type sendQueue struct {
 	mu      sync.Mutex
 	streams map[uint32]*queued
+
+	// waiting is how many data bytes, of all streams, the multiplexer
+	// holds to send: added once its Write returns, taken off as the frame
+	// is written. Above zero, another data frame surely waits in its
+	// queue, so the WebSocket may leave the message open for it (wsConn).
+	// Below zero (a frame written before its Write returned) nothing is
+	// known, and the message ends.
+	waiting atomic.Int64
 
 	// limit is how many bytes a stream may have queued, and its largest
 	// frame when below MaxPayload.
@@ -72,22 +82,35 @@ func (q *sendQueue) remove(id uint32) {
 	q.mu.Unlock()
 }
 
-// sent notes that the frame in b, header first, leaves the queue.
-func (q *sendQueue) sent(b []byte) {
+// write hands b to the multiplexer on st, noting what it took as
+// waiting. Every data frame a session sends goes through here, or through
+// Stream.Write which does the same: a byte taken off waiting that was
+// never added only costs batching, but one added and never taken off
+// would hold messages open for frames that do not come.
+func (q *sendQueue) write(st *yamux.Stream, b []byte) (int, error) {
+	n, err := st.Write(b)
+	q.waiting.Add(int64(n))
+	return n, err
+}
+
+// sent notes that the frame in b, header first, leaves the queue, and
+// reports whether more data surely waits behind it.
+func (q *sendQueue) sent(b []byte) (more bool) {
 	// yamux's header: version, type, flags (2), stream ID (4), length (4);
 	// the length of a data frame (type 0) is its payload's.
 	if len(b) < frameHeader || b[1] != 0 {
-		return
+		return q.waiting.Load() > 0
 	}
 	n := int64(binary.BigEndian.Uint32(b[8:12]))
+	more = q.waiting.Add(-n) > 0
 	if n == 0 {
-		return
+		return more
 	}
 	q.mu.Lock()
 	sq := q.streams[binary.BigEndian.Uint32(b[4:8])]
 	q.mu.Unlock()
 	if sq == nil {
-		return // not a tracked stream, or closed since
+		return more // not a tracked stream, or closed since
 	}
 	if sq.bytes.Add(-n) <= q.limit.Load()/2 {
 		select {
@@ -95,6 +118,7 @@ func (q *sendQueue) sent(b []byte) {
 		default:
 		}
 	}
+	return more
 }
 
 // wrote notes that writing n bytes to the WebSocket took d, and sets the

@@ -98,7 +98,7 @@ func (s *Session) Open(ctx context.Context, h wire.Header) (net.Conn, error) {
 	st.SetDeadline(time.Now().Add(2 * headerTimeout))
 	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Now()) })
 	defer stop()
-	if _, err := st.Write(hdr); err != nil {
+	if _, err := s.queue.write(st, hdr); err != nil {
 		// A peer that refuses before reading the header (overloaded)
 		// resets the stream after its reply, which may come before our
 		// header goes: its reason is the better answer. The deadline
@@ -156,7 +156,7 @@ func (s *Session) serve(ctx context.Context, h StreamHandler) {
 func (s *Session) refuseOverloaded(st *yamux.Stream) {
 	s.log.Warn("stream refused: too many open streams", "limit", s.maxStreams)
 	st.SetWriteDeadline(time.Now().Add(time.Second))
-	st.Write(wire.Reply{Code: wire.CodeOverloaded, Reason: fmt.Sprintf("peer has %d streams open, the limit", s.maxStreams)}.AppendBinary(nil))
+	s.queue.write(st, wire.Reply{Code: wire.CodeOverloaded, Reason: fmt.Sprintf("peer has %d streams open, the limit", s.maxStreams)}.AppendBinary(nil))
 	closeStream(st)
 }
 
@@ -171,7 +171,7 @@ func (s *Session) serveStream(ctx context.Context, st *yamux.Stream, h StreamHan
 		s.log.Warn("bad stream header", "err", err)
 		if errors.Is(err, wire.ErrMalformed) {
 			st.SetWriteDeadline(time.Now().Add(headerTimeout))
-			st.Write(wire.Reply{Code: wire.CodeBadHeader, Reason: err.Error()}.AppendBinary(nil))
+			s.queue.write(st, wire.Reply{Code: wire.CodeBadHeader, Reason: err.Error()}.AppendBinary(nil))
 		}
 		closeStream(st)
 		return
@@ -206,7 +206,7 @@ type Request struct {
 func (r *Request) Accept() (net.Conn, error) {
 	r.answered = true
 	r.stream.SetWriteDeadline(time.Now().Add(headerTimeout))
-	if _, err := r.stream.Write(wire.Reply{Code: wire.CodeOK}.AppendBinary(nil)); err != nil {
+	if _, err := r.session.queue.write(r.stream, wire.Reply{Code: wire.CodeOK}.AppendBinary(nil)); err != nil {
 		closeStream(r.stream)
 		return nil, fmt.Errorf("send stream reply: %w", err)
 	}
@@ -218,7 +218,7 @@ func (r *Request) Accept() (net.Conn, error) {
 func (r *Request) Reject(code wire.Code, reason string) {
 	r.answered = true
 	r.stream.SetWriteDeadline(time.Now().Add(headerTimeout))
-	r.stream.Write(wire.Reply{Code: code, Reason: reason}.AppendBinary(nil))
+	r.session.queue.write(r.stream, wire.Reply{Code: code, Reason: reason}.AppendBinary(nil))
 	closeStream(r.stream)
 }
 
@@ -261,7 +261,7 @@ func (s *Stream) Write(b []byte) (int, error) {
 		}
 		chunk := b[:min(int64(len(b)), MaxPayload, s.queue.limit.Load())]
 		s.queued.bytes.Add(int64(len(chunk)))
-		n, err := s.st.Write(chunk)
+		n, err := s.queue.write(s.st, chunk)
 		if n < len(chunk) {
 			s.queued.bytes.Add(int64(n - len(chunk)))
 		}

@@ -174,7 +174,19 @@ func TestStreamsBothWays(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+	// Refusals carry data too.
+	if _, err := c.Dial(ctx, wire.Header{Kind: wire.KindTCP, Target: "refuse:1"}); err == nil {
+		t.Error("client dial to refuse:1 succeeded")
+	}
+	if _, err := h.server.Dial(ctx, "node-a", wire.Header{Kind: wire.KindTCP, Target: "refuse:1"}); err == nil {
+		t.Error("server dial to refuse:1 succeeded")
+	}
 	sess := h.server.Session("node-a")
+	// Every data byte handed to the multiplexer was written: were one
+	// left counted, the WebSocket would hold messages open for it.
+	for side, s := range map[string]*Session{"server": sess, "client": c.Status().Session} {
+		waitFor(t, side+"'s send queue to empty", func() bool { return s.queue.waiting.Load() == 0 })
+	}
 	if got := sess.Stats().StreamsTotal.Load(); got < 42 {
 		t.Errorf("server session counted %d streams, want at least 42", got)
 	}

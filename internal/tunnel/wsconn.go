@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -27,17 +28,25 @@ const wsReadBufferSize = 64 << 10
 // none, where each would otherwise keep its own frame-sized buffer for life.
 var wsWriteBuffers = &sync.Pool{}
 
-// wsConn is a net.Conn over a WebSocket for the multiplexer: each Write is
-// one binary message and Read runs the messages together, so how writes
-// split the byte stream does not matter to the reader. yamux writes each
-// frame, header and payload, in one Write from its send loop, and reads
-// from its receive loop only: one goroutine each way, as gorilla/websocket
-// requires. wsConn sets no per-call timers; per frame, the only allocation
-// is the small handle gorilla puts in wsWriteBuffers with the buffer.
+// wsConn is a net.Conn over a WebSocket for the multiplexer. yamux writes
+// each frame, header and payload, in one Write from its send loop, and
+// reads from its receive loop only: one goroutine each way, as
+// gorilla/websocket requires. Read runs the messages together, so how
+// frames are split into messages does not matter to the reader.
+//
+// A frame goes out at once, as one message in one write, unless the send
+// queue holds more data behind it: then the message stays open and the
+// next frames join it, up to maxFrame bytes, so that under many streams
+// one write to the socket carries many frames where each cost its own.
+// wsConn sets no per-call timers; per message, the only allocations are
+// gorilla's small handles.
 type wsConn struct {
 	ws   *websocket.Conn
 	r    io.Reader  // the message being read, nil between messages
 	sent *sendQueue // told of each frame written, and how fast; may be nil
+
+	w  io.WriteCloser // the message being written, nil between messages
+	wn int            // bytes in it so far
 }
 
 func (c *wsConn) Read(b []byte) (int, error) {
@@ -67,20 +76,61 @@ func (c *wsConn) Read(b []byte) (int, error) {
 
 func (c *wsConn) Write(b []byte) (int, error) {
 	if c.sent == nil {
-		return c.write(b)
+		return c.write(b, false)
 	}
-	c.sent.sent(b)
+	more := c.sent.sent(b)
+	if !more {
+		// Let ready goroutines run first: under load they are streams
+		// about to hand over frames, which then join this message and
+		// its write. With nothing ready this costs well under a
+		// microsecond.
+		runtime.Gosched()
+		more = c.sent.waiting.Load() > 0
+	}
 	start := time.Now()
-	n, err := c.write(b)
+	n, err := c.write(b, more)
 	c.sent.wrote(n, time.Since(start))
 	return n, err
 }
 
-func (c *wsConn) write(b []byte) (int, error) {
-	if err := c.ws.WriteMessage(websocket.BinaryMessage, b); err != nil {
+// write sends frame b, leaving the message open if more frames follow.
+func (c *wsConn) write(b []byte, more bool) (int, error) {
+	// A message is at most maxFrame bytes, which peers' read limits allow.
+	if c.w != nil && c.wn+len(b) > maxFrame {
+		if err := c.endMessage(); err != nil {
+			return 0, err
+		}
+	}
+	if c.w == nil && !more {
+		if err := c.ws.WriteMessage(websocket.BinaryMessage, b); err != nil {
+			return 0, err
+		}
+		return len(b), nil
+	}
+	if c.w == nil {
+		w, err := c.ws.NextWriter(websocket.BinaryMessage)
+		if err != nil {
+			return 0, err
+		}
+		c.w, c.wn = w, 0
+	}
+	if _, err := c.w.Write(b); err != nil {
 		return 0, err
 	}
+	c.wn += len(b)
+	if !more {
+		if err := c.endMessage(); err != nil {
+			return 0, err
+		}
+	}
 	return len(b), nil
+}
+
+// endMessage sends the open message.
+func (c *wsConn) endMessage() error {
+	w := c.w
+	c.w = nil
+	return w.Close()
 }
 
 // Close closes the connection without the WebSocket close handshake: the

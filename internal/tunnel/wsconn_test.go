@@ -1,0 +1,97 @@
+package tunnel
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"slices"
+	"testing"
+
+	"github.com/gorilla/websocket"
+)
+
+// muxFrame is a yamux frame of type typ on stream id carrying payload.
+func muxFrame(typ byte, id uint32, payload []byte) []byte {
+	f := make([]byte, frameHeader, frameHeader+len(payload))
+	f[1] = typ
+	binary.BigEndian.PutUint32(f[4:8], id)
+	binary.BigEndian.PutUint32(f[8:12], uint32(len(payload)))
+	return append(f, payload...)
+}
+
+// TestFramesShareMessagesWhileMoreWaits writes frames as the send loop
+// would, with the queue's account of the data behind each, and reads the
+// messages that arrive: a frame with nothing behind it is a message of
+// its own, frames with data behind them share one, which never exceeds
+// maxFrame.
+func TestFramesShareMessagesWhileMoreWaits(t *testing.T) {
+	client, server := wsPair(t)
+	q := newSendQueue()
+	w := client.(*wsConn)
+	w.sent = q
+	r := server.(*wsConn).ws
+
+	// As a Write of the multiplexer would: the payload is handed over,
+	// and waits until the send loop writes its frame.
+	hand := func(payload []byte) { q.waiting.Add(int64(len(payload))) }
+	send := func(frames ...[]byte) {
+		t.Helper()
+		for _, f := range frames {
+			if _, err := w.Write(f); err != nil {
+				t.Fatalf("write frame: %v", err)
+			}
+		}
+	}
+	expect := func(want ...[]byte) {
+		t.Helper()
+		for i, f := range want {
+			typ, m, err := r.NextReader()
+			if err != nil {
+				t.Fatalf("message %d: %v", i, err)
+			}
+			got, err := io.ReadAll(m)
+			if err != nil || typ != websocket.BinaryMessage {
+				t.Fatalf("message %d: type %d, %v", i, typ, err)
+			}
+			if len(got) > maxFrame {
+				t.Errorf("message %d is %d bytes, over maxFrame (%d)", i, len(got), maxFrame)
+			}
+			if !bytes.Equal(got, f) {
+				t.Fatalf("message %d: got %d bytes, want %d", i, len(got), len(f))
+			}
+		}
+	}
+	small := func(b byte) []byte { return bytes.Repeat([]byte{b}, 100) }
+	big := func(b byte) []byte { return bytes.Repeat([]byte{b}, 100<<10) }
+
+	// Alone: one frame, one message.
+	a := small('a')
+	hand(a)
+	send(muxFrame(0, 1, a))
+	expect(muxFrame(0, 1, a))
+
+	// Three handed over before the send loop gets to them share a
+	// message, and a window update (no data) between them joins it.
+	b, c, d := small('b'), small('c'), small('d')
+	hand(b)
+	hand(c)
+	hand(d)
+	send(muxFrame(0, 1, b), muxFrame(0, 3, c), muxFrame(1, 5, nil), muxFrame(0, 1, d))
+	expect(slices.Concat(muxFrame(0, 1, b), muxFrame(0, 3, c), muxFrame(1, 5, nil), muxFrame(0, 1, d)))
+
+	// With nothing behind it, a window update goes alone too.
+	send(muxFrame(1, 5, nil))
+	expect(muxFrame(1, 5, nil))
+
+	// Large frames share a message only as far as maxFrame allows.
+	e, f, g := big('e'), big('f'), big('g')
+	hand(e)
+	hand(f)
+	hand(g)
+	send(muxFrame(0, 1, e), muxFrame(0, 1, f), muxFrame(0, 1, g))
+	expect(slices.Concat(muxFrame(0, 1, e), muxFrame(0, 1, f)), muxFrame(0, 1, g))
+
+	if n := q.waiting.Load(); n != 0 {
+		t.Errorf("queue still counts %d bytes waiting, want 0", n)
+	}
+}
