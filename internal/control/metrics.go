@@ -2,7 +2,6 @@ package control
 
 import (
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
@@ -214,8 +213,12 @@ func codeClass(status int) string {
 	if status < 100 || status > 599 {
 		return "other"
 	}
-	return strconv.Itoa(status/100) + "xx"
+	return codeClasses[status/100-1]
 }
+
+// codeClasses are the status classes' labels, made once: codeClass runs
+// for every request.
+var codeClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
 
 var (
 	tunnelsUpDesc = prometheus.NewDesc("west_tunnels_up",

@@ -145,3 +145,14 @@ func TestMetricsForgetIdlePeers(t *testing.T) {
 		t.Errorf("disconnects of a forgotten peer still reported")
 	}
 }
+
+func TestCodeClass(t *testing.T) {
+	for status, want := range map[int]string{
+		0: "other", 99: "other", 100: "1xx", 199: "1xx", 200: "2xx", 304: "3xx",
+		404: "4xx", 499: "4xx", 502: "5xx", 599: "5xx", 600: "other", -1: "other",
+	} {
+		if got := codeClass(status); got != want {
+			t.Errorf("codeClass(%d) = %q, want %q", status, got, want)
+		}
+	}
+}
