@@ -33,7 +33,11 @@ func TestFramesShareMessagesWhileMoreWaits(t *testing.T) {
 
 	// As a Write of the multiplexer would: the payload is handed over,
 	// and waits until the send loop writes its frame.
-	hand := func(payload []byte) { q.waiting.Add(int64(len(payload))) }
+	hand := func(payloads ...[]byte) {
+		for _, p := range payloads {
+			q.waiting.Add(int64(len(p)))
+		}
+	}
 	send := func(frames ...[]byte) {
 		t.Helper()
 		for _, f := range frames {
@@ -73,9 +77,7 @@ func TestFramesShareMessagesWhileMoreWaits(t *testing.T) {
 	// Three handed over before the send loop gets to them share a
 	// message, and a window update (no data) between them joins it.
 	b, c, d := small('b'), small('c'), small('d')
-	hand(b)
-	hand(c)
-	hand(d)
+	hand(b, c, d)
 	send(muxFrame(0, 1, b), muxFrame(0, 3, c), muxFrame(1, 5, nil), muxFrame(0, 1, d))
 	expect(slices.Concat(muxFrame(0, 1, b), muxFrame(0, 3, c), muxFrame(1, 5, nil), muxFrame(0, 1, d)))
 
@@ -85,9 +87,7 @@ func TestFramesShareMessagesWhileMoreWaits(t *testing.T) {
 
 	// Large frames share a message only as far as maxFrame allows.
 	e, f, g := big('e'), big('f'), big('g')
-	hand(e)
-	hand(f)
-	hand(g)
+	hand(e, f, g)
 	send(muxFrame(0, 1, e), muxFrame(0, 1, f), muxFrame(0, 1, g))
 	expect(slices.Concat(muxFrame(0, 1, e), muxFrame(0, 1, f)), muxFrame(0, 1, g))
 
