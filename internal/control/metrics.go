@@ -37,6 +37,13 @@ type Metrics struct {
 	// Beyond it, the series whose last tunnel ended first are dropped.
 	maxIdle int
 
+	// requestSeries keeps each request series prometheus gave out, since its
+	// lookup by label values hashes and checks them on every call: 2 % of
+	// a busy listener's CPU. Listeners and routes come from the config,
+	// so it stays small.
+	requestMu     sync.RWMutex
+	requestSeries map[requestKey]requestSeries
+
 	mu     sync.Mutex            // guards the fields below
 	live   map[any]liveTunnel    // by the id given to TunnelUp
 	series map[tunnelKey]*series // every (role, peer) kept
@@ -89,9 +96,10 @@ func NewMetrics() *Metrics {
 			Name: "west_tcp_connections_total",
 			Help: "Connections finished by tcp:// proxy listeners, by listener.",
 		}, []string{"listener"}),
-		maxIdle: DefaultMaxIdlePeers,
-		live:    make(map[any]liveTunnel),
-		series:  make(map[tunnelKey]*series),
+		requestSeries: make(map[requestKey]requestSeries),
+		maxIdle:       DefaultMaxIdlePeers,
+		live:          make(map[any]liveTunnel),
+		series:        make(map[tunnelKey]*series),
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.dialFailures, m.tcpConns, m.refused,
 		tunnelCollector{m},
@@ -178,8 +186,30 @@ func (m *Metrics) ObserveRequest(listener, route string, status int, d time.Dura
 	if m == nil {
 		return
 	}
-	m.requests.WithLabelValues(listener, route, codeClass(status)).Inc()
-	m.duration.WithLabelValues(listener, route).Observe(d.Seconds())
+	key := requestKey{listener, route, codeClass(status)}
+	m.requestMu.RLock()
+	rs, ok := m.requestSeries[key]
+	m.requestMu.RUnlock()
+	if !ok {
+		rs = requestSeries{
+			count:    m.requests.WithLabelValues(listener, route, key.class),
+			duration: m.duration.WithLabelValues(listener, route),
+		}
+		m.requestMu.Lock()
+		m.requestSeries[key] = rs
+		m.requestMu.Unlock()
+	}
+	rs.count.Inc()
+	rs.duration.Observe(d.Seconds())
+}
+
+type requestKey struct{ listener, route, class string }
+
+// requestSeries are the counter of one (listener, route, class) and the
+// histogram of its (listener, route).
+type requestSeries struct {
+	count    prometheus.Counter
+	duration prometheus.Observer
 }
 
 // ObserveTCP records one finished connection of a tcp:// listener.

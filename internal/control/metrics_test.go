@@ -91,6 +91,10 @@ func TestMetrics(t *testing.T) {
 	for _, st := range []int{200, 204, 404, 499, 502, 503} {
 		m.ObserveRequest("http://127.0.0.1:9931", "/pa", st, 30*time.Millisecond)
 	}
+	// Another listener with the same route, another route on the same
+	// listener: series of their own.
+	m.ObserveRequest("http://127.0.0.1:9932", "/pa", 200, time.Millisecond)
+	m.ObserveRequest("http://127.0.0.1:9931", "/pb", 200, time.Millisecond)
 	m.ObserveTCP("tcp://127.0.0.1:7000")
 	m.DialFailed("dial_failed")
 	m.DialFailed("dial_failed")
@@ -99,7 +103,10 @@ func TestMetrics(t *testing.T) {
 	want(body, "west_requests_total", 2, lst, rt, `code_class="2xx"`)
 	want(body, "west_requests_total", 2, lst, rt, `code_class="4xx"`)
 	want(body, "west_requests_total", 2, lst, rt, `code_class="5xx"`)
+	want(body, "west_requests_total", 1, `listener="http://127.0.0.1:9932"`, rt, `code_class="2xx"`)
+	want(body, "west_requests_total", 1, lst, `route="/pb"`, `code_class="2xx"`)
 	want(body, "west_request_duration_seconds_count", 6, lst, rt)
+	want(body, "west_request_duration_seconds_count", 1, lst, `route="/pb"`)
 	want(body, "west_request_duration_seconds_bucket", 0, lst, rt, `le="0.025"`)
 	want(body, "west_request_duration_seconds_bucket", 6, lst, rt, `le="0.05"`)
 	want(body, "west_tcp_connections_total", 1, `listener="tcp://127.0.0.1:7000"`)
