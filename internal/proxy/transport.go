@@ -194,6 +194,7 @@ func (t *streamTransport) roundTrip(ctx context.Context, sc *streamConn, r *stre
 	writers.Put(bw)
 	br := readers.Get().(*bufio.Reader)
 	br.Reset(sc)
+	sc.armHeadTimer(t.headerTimeout)
 	fail := func(err error) (*http.Response, error) {
 		stop()
 		sc.headInTime()
@@ -201,7 +202,6 @@ func (t *streamTransport) roundTrip(ctx context.Context, sc *streamConn, r *stre
 		readers.Put(br)
 		return nil, err
 	}
-	sc.armHeadTimer(t.headerTimeout)
 	sc.limit = maxResponseHeader
 	readHead := r.readHead
 	if readHead == nil {
