@@ -27,6 +27,13 @@ const (
 	rateWindow = 50 * time.Millisecond
 )
 
+// maxBatch is the most bytes of frames one WebSocket message gathers
+// (wsConn). A frame in a message waits for the frames that join it after
+// it, so on a slow link a message gathers a quarter of what a stream may
+// queue, about queueDelay/4 of the link's time: batching saves system
+// calls, which matter where the link is fast.
+const maxBatch = 64 << 10
+
 // sendQueue follows, per stream, the bytes waiting in the session's send
 // queue: streams add what they hand to yamux, and the WebSocket takes off
 // each data frame as the send loop writes it, and measures how fast it
@@ -120,6 +127,9 @@ func (q *sendQueue) sent(b []byte) (more bool) {
 	}
 	return more
 }
+
+// batchLimit is how many bytes of frames a message may gather now.
+func (q *sendQueue) batchLimit() int { return int(min(q.limit.Load()/4, maxBatch)) }
 
 // wrote notes that writing n bytes to the WebSocket took d, and sets the
 // limit to queueDelay at the rate measured.

@@ -36,8 +36,9 @@ var wsWriteBuffers = &sync.Pool{}
 //
 // A frame goes out at once, as one message in one write, unless the send
 // queue holds more data behind it: then the message stays open and the
-// next frames join it, up to maxFrame bytes, so that under many streams
-// one write to the socket carries many frames where each cost its own.
+// next frames join it, up to the queue's batchLimit, so that under many
+// streams one write to the socket carries many frames where each cost
+// its own. A frame that alone reaches the limit (bulk data) goes alone.
 // wsConn sets no per-call timers; per message, the only allocations are
 // gorilla's small handles.
 type wsConn struct {
@@ -76,7 +77,7 @@ func (c *wsConn) Read(b []byte) (int, error) {
 
 func (c *wsConn) Write(b []byte) (int, error) {
 	if c.sent == nil {
-		return c.write(b, false)
+		return c.write(b, false, 0)
 	}
 	more := c.sent.sent(b)
 	if !more {
@@ -88,20 +89,20 @@ func (c *wsConn) Write(b []byte) (int, error) {
 		more = c.sent.waiting.Load() > 0
 	}
 	start := time.Now()
-	n, err := c.write(b, more)
+	n, err := c.write(b, more, c.sent.batchLimit())
 	c.sent.wrote(n, time.Since(start))
 	return n, err
 }
 
-// write sends frame b, leaving the message open if more frames follow.
-func (c *wsConn) write(b []byte, more bool) (int, error) {
-	// A message is at most maxFrame bytes, which peers' read limits allow.
-	if c.w != nil && c.wn+len(b) > maxFrame {
+// write sends frame b, leaving the message open if more frames follow
+// and the message has room for them under limit.
+func (c *wsConn) write(b []byte, more bool, limit int) (int, error) {
+	if c.w != nil && c.wn+len(b) > limit {
 		if err := c.endMessage(); err != nil {
 			return 0, err
 		}
 	}
-	if c.w == nil && !more {
+	if c.w == nil && (!more || len(b) >= limit) {
 		if err := c.ws.WriteMessage(websocket.BinaryMessage, b); err != nil {
 			return 0, err
 		}

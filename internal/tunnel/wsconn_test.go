@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -22,11 +23,15 @@ func muxFrame(typ byte, id uint32, payload []byte) []byte {
 // TestFramesShareMessagesWhileMoreWaits writes frames as the send loop
 // would, with the queue's account of the data behind each, and reads the
 // messages that arrive: a frame with nothing behind it is a message of
-// its own, frames with data behind them share one, which never exceeds
-// maxFrame.
+// its own, frames with data behind them share one, up to the queue's
+// batch limit.
 func TestFramesShareMessagesWhileMoreWaits(t *testing.T) {
 	client, server := wsPair(t)
 	q := newSendQueue()
+	// The queue's limit follows the rate it measures writing; make it
+	// that of a fast link, whatever loopback does meanwhile.
+	linkRate := func(bytes int64) { q.wroteBytes, q.wroteTime = bytes, 40*time.Millisecond }
+	linkRate(1 << 40)
 	w := client.(*wsConn)
 	w.sent = q
 	r := server.(*wsConn).ws
@@ -57,16 +62,13 @@ func TestFramesShareMessagesWhileMoreWaits(t *testing.T) {
 			if err != nil || typ != websocket.BinaryMessage {
 				t.Fatalf("message %d: type %d, %v", i, typ, err)
 			}
-			if len(got) > maxFrame {
-				t.Errorf("message %d is %d bytes, over maxFrame (%d)", i, len(got), maxFrame)
-			}
 			if !bytes.Equal(got, f) {
 				t.Fatalf("message %d: got %d bytes, want %d", i, len(got), len(f))
 			}
 		}
 	}
-	small := func(b byte) []byte { return bytes.Repeat([]byte{b}, 100) }
-	big := func(b byte) []byte { return bytes.Repeat([]byte{b}, 100<<10) }
+	sized := func(b byte, n int) []byte { return bytes.Repeat([]byte{b}, n) }
+	small := func(b byte) []byte { return sized(b, 100) }
 
 	// Alone: one frame, one message.
 	a := small('a')
@@ -85,11 +87,27 @@ func TestFramesShareMessagesWhileMoreWaits(t *testing.T) {
 	send(muxFrame(1, 5, nil))
 	expect(muxFrame(1, 5, nil))
 
-	// Large frames share a message only as far as maxFrame allows.
-	e, f, g := big('e'), big('f'), big('g')
+	// A message gathers at most maxBatch bytes.
+	e, f, g := sized('e', 30<<10), sized('f', 30<<10), sized('g', 30<<10)
 	hand(e, f, g)
 	send(muxFrame(0, 1, e), muxFrame(0, 1, f), muxFrame(0, 1, g))
 	expect(slices.Concat(muxFrame(0, 1, e), muxFrame(0, 1, f)), muxFrame(0, 1, g))
+
+	// A frame that fills a message alone (bulk data) goes alone, and the
+	// frames before it go first.
+	h, i, j := small('h'), sized('i', maxBatch), small('j')
+	hand(h, i, j)
+	send(muxFrame(0, 1, h), muxFrame(0, 3, i), muxFrame(0, 1, j))
+	expect(muxFrame(0, 1, h), muxFrame(0, 3, i), muxFrame(0, 1, j))
+
+	// On a slow link a stream may queue less, and a message gathers a
+	// quarter of that, so that a frame in it does not wait long for the
+	// frames after it.
+	linkRate(1 << 10)
+	k, l, m := sized('k', 1<<10), sized('l', 1<<10), sized('m', 3<<10)
+	hand(k, l, m)
+	send(muxFrame(0, 1, k), muxFrame(0, 3, l), muxFrame(0, 1, m))
+	expect(slices.Concat(muxFrame(0, 1, k), muxFrame(0, 3, l)), muxFrame(0, 1, m))
 
 	if n := q.waiting.Load(); n != 0 {
 		t.Errorf("queue still counts %d bytes waiting, want 0", n)
