@@ -106,7 +106,7 @@ func (q *sendQueue) sent(b []byte) (more bool) {
 	// yamux's header: version, type, flags (2), stream ID (4), length (4);
 	// the length of a data frame (type 0) is its payload's.
 	if len(b) < frameHeader || b[1] != 0 {
-		return q.waiting.Load() > 0
+		return q.more()
 	}
 	n := int64(binary.BigEndian.Uint32(b[8:12]))
 	more = q.waiting.Add(-n) > 0
@@ -127,6 +127,9 @@ func (q *sendQueue) sent(b []byte) (more bool) {
 	}
 	return more
 }
+
+// more reports whether another data frame surely waits to be written.
+func (q *sendQueue) more() bool { return q.waiting.Load() > 0 }
 
 // batchLimit is how many bytes of frames a message may gather now.
 func (q *sendQueue) batchLimit() int { return int(min(q.limit.Load()/4, maxBatch)) }

@@ -86,7 +86,7 @@ func (c *wsConn) Write(b []byte) (int, error) {
 		// its write. With nothing ready this costs well under a
 		// microsecond.
 		runtime.Gosched()
-		more = c.sent.waiting.Load() > 0
+		more = c.sent.more()
 	}
 	start := time.Now()
 	n, err := c.write(b, more, c.sent.batchLimit())
