@@ -76,6 +76,13 @@ func benchPingPong(b *testing.B, c net.Conn) {
 // benchTunnel starts a tunnel server on a loopback listener and a client
 // connected to it, and returns the client once its session is up.
 func benchTunnel(b *testing.B, h StreamHandler) *Client {
+	c, _ := benchTunnelServer(b, h)
+	return c
+}
+
+// benchTunnelServer is benchTunnel that also returns the server, whose
+// session with the client is named "bench".
+func benchTunnelServer(b *testing.B, h StreamHandler) (*Client, *Server) {
 	b.Helper()
 	srv := NewServer(ServerOptions{Handler: h})
 	hs := httptest.NewServer(srv)
@@ -96,7 +103,7 @@ func benchTunnel(b *testing.B, h StreamHandler) *Client {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return c
+	return c, srv
 }
 
 // BenchmarkStreamOpenClose opens a stream (header, then the far side's
@@ -160,6 +167,20 @@ func BenchmarkStreamBulk(b *testing.B) {
 	h := &benchHandler{read: make(chan int64, 1)}
 	c := benchTunnel(b, h)
 	st, err := c.Dial(context.Background(), wire.Header{Kind: wire.KindTCP, Target: "sink:1"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	benchBulk(b, st, func() int64 { st.(*Stream).CloseWrite(); return <-h.read })
+}
+
+// BenchmarkStreamBulkFromServer is BenchmarkStreamBulk the other way: the
+// server opens the stream and writes, unmasked, as a listener's west
+// sends an upload in the seed's first use case.
+func BenchmarkStreamBulkFromServer(b *testing.B) {
+	h := &benchHandler{read: make(chan int64, 1)}
+	_, srv := benchTunnelServer(b, h)
+	st, err := srv.Dial(context.Background(), "bench", wire.Header{Kind: wire.KindTCP, Target: "sink:1"})
 	if err != nil {
 		b.Fatal(err)
 	}
