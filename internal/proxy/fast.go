@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -374,7 +375,9 @@ func (h *HTTP) serveFast(c *serverConn, rt *route, req *fastRequest) bool {
 	w := &c.w
 	*w = fastWriter{conn: c, method: req.method, keep: !req.close, headBuf: (*hp)[:0]}
 	if c.sreq.write == nil {
-		c.sreq = streamRequest{write: c.writeOut, readHead: w.readResponseHead, on1xx: w.informational}
+		c.sreq = streamRequest{write: c.writeOut, readHead: w.readResponseHead, on1xx: w.informational,
+			abandon: &abandonHook{}}
+		context.AfterFunc(c.ctx, c.sreq.abandon.end)
 	}
 	c.sreq.req, c.out = rreq, out
 	c.startWatch()

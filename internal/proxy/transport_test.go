@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -128,6 +129,66 @@ func TestStreamTransportReuse(t *testing.T) {
 	if n := conns.Load(); n != 1 {
 		t.Errorf("the backend saw %d connections for 30 sequential requests, want 1", n)
 	}
+}
+
+// TestStreamTransportOutlivesClients: a stream goes back to the pool when
+// its request ends, whatever becomes of the client connection after: one
+// backend connection serves clients that each send one request and leave.
+func TestStreamTransportOutlivesClients(t *testing.T) {
+	_, backend, conns := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello")
+	}))
+	url := listenerTo(t, backend, 0)
+	for i := range 20 {
+		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		if code, body := fetch(t, c, "GET", url+"/x", nil); code != 200 || body != "hello" {
+			t.Fatalf("client %d: %d %q", i, code, body)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("the backend saw %d connections for 20 clients one after another, want 1", n)
+	}
+}
+
+// TestAbandonHook: when its context ends, a connection's hook closes the
+// stream it holds, and any it is given later, but not one let go before.
+func TestAbandonHook(t *testing.T) {
+	open := func(c net.Conn) bool {
+		t.Helper()
+		c.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+		_, err := c.Read(make([]byte, 1))
+		return errors.Is(err, os.ErrDeadlineExceeded)
+	}
+	h := &abandonHook{}
+	kept, far := net.Pipe()
+	defer far.Close()
+	h.hold(kept)
+	if !h.release() {
+		t.Fatal("release before the end reported the stream closed")
+	}
+	held, far2 := net.Pipe()
+	defer far2.Close()
+	h.hold(held)
+	h.end()
+	if !open(kept) {
+		t.Error("a stream let go before the end was closed")
+	}
+	if open(held) {
+		t.Error("the stream held at the end is still open")
+	}
+	if h.release() {
+		t.Error("release after the end reported the stream open")
+	}
+	late, far3 := net.Pipe()
+	defer far3.Close()
+	h.hold(late)
+	if open(late) {
+		t.Error("a stream held after the end is still open")
+	}
+	if h.release() {
+		t.Error("release of a stream held after the end reported it open")
+	}
+	kept.Close()
 }
 
 // TestStreamTransportStaleStream: a backend that closes idle keep-alive
