@@ -195,8 +195,8 @@ type abandonment struct {
 	stop func() bool // context.AfterFunc's, when there is no hook
 }
 
-// watch starts watching for the end of ctx while sc carries r.
-func watch(ctx context.Context, sc *streamConn, r *streamRequest) abandonment {
+// watchAbandonment starts watching for the end of ctx while sc carries r.
+func watchAbandonment(ctx context.Context, sc *streamConn, r *streamRequest) abandonment {
 	if r.abandon != nil {
 		r.abandon.hold(sc.conn)
 		return abandonment{hook: r.abandon}
@@ -251,7 +251,7 @@ func (t *streamTransport) roundTrip(ctx context.Context, sc *streamConn, r *stre
 	sc.read = 0
 	// A client that goes away abandons the request: closing the stream
 	// ends any wait on it.
-	abandoned := watch(ctx, sc, r)
+	abandoned := watchAbandonment(ctx, sc, r)
 	bw := writers.Get().(*bufio.Writer)
 	bw.Reset(sc.conn)
 	err := r.write(bw)
