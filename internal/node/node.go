@@ -48,6 +48,7 @@ type Node struct {
 	log  *slog.Logger
 
 	far     *proxy.Far
+	locals  proxy.Locals              // proxy listeners, which streams for them are handed to
 	gate    atomic.Pointer[gate]      // nil without wsts.sp; Reload may replace it
 	server  *tunnel.Server            // nil without wsts.sp
 	clients map[string]*tunnel.Client // by server URL
@@ -118,7 +119,7 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("west.dial_allow: %w", err)
 	}
 	n.metrics = control.NewMetrics()
-	n.far = &proxy.Far{Targets: targets, Logger: n.log.With("part", "far"), OnDialError: n.onDialError}
+	n.far = &proxy.Far{Targets: targets, Logger: n.log.With("part", "far"), OnDialError: n.onDialError, Locals: &n.locals}
 
 	if s := cfg.Server; s != nil {
 		if err := n.addTunnelServer(s); err != nil {
@@ -384,6 +385,9 @@ func (n *Node) listen(s *listener) error {
 	ln, err := n.opts.Listen("tcp", s.addr)
 	if err != nil {
 		return fmt.Errorf("listen for %s %s on %s: %w", s.role, s.name, s.addr, err)
+	}
+	if s.role == "proxy" {
+		ln = proxy.NewLocalListener(ln, &n.locals) // before its limit and TLS, which apply to streams too
 	}
 	if s.maxConns > 0 {
 		ln = proxy.LimitListener(ln, s.maxConns)

@@ -22,6 +22,9 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); retur
 // pooled buffer only once it is readable (readPooled). Ten thousand idle
 // TCP connections then cost goroutines, not ten thousand buffers.
 func copyConn(dst io.Writer, src net.Conn) (int64, error) {
+	if lc, ok := src.(*localConn); ok {
+		src = lc.Conn // a stream handed to a listener
+	}
 	if st, ok := src.(*tunnel.Stream); ok {
 		return st.WriteTo(dst)
 	}

@@ -32,6 +32,9 @@ type Far struct {
 	Logger *slog.Logger
 	// OnDialError, if set, is told of every failed dial, for metrics.
 	OnDialError func(code wire.Code)
+	// Locals are this west's own listeners: a TCP or HTTP stream for one
+	// of them is handed to it rather than dialled (see local.go).
+	Locals *Locals
 
 	mu      sync.Mutex
 	streams map[*activity]struct{} // streams being served
@@ -136,12 +139,6 @@ var _ tunnel.StreamHandler = (*Far)(nil)
 
 // ServeStream dials the stream's target and pipes until both sides close.
 func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
-	// HTTP streams may be cut by a drain between requests, UDP flows
-	// between datagrams; raw TCP only when it ends.
-	act := &activity{quietEnds: req.Header.Kind != wire.KindTCP}
-	act.last.Store(time.Now().UnixNano())
-	act.awaiting.Store(req.Header.Kind == wire.KindHTTP) // the request is on its way
-	defer f.track(act)()
 	log := f.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -151,6 +148,19 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
+	if req.Header.Kind != wire.KindUDP {
+		if l := f.Locals.Find(req.Header.Target); l != nil {
+			// The listener drains what it is handed, as its own connections.
+			f.serveLocal(ctx, req, l, timeout, log)
+			return
+		}
+	}
+	// HTTP streams may be cut by a drain between requests, UDP flows
+	// between datagrams; raw TCP only when it ends.
+	act := &activity{quietEnds: req.Header.Kind != wire.KindTCP}
+	act.last.Store(time.Now().UnixNano())
+	act.awaiting.Store(req.Header.Kind == wire.KindHTTP) // the request is on its way
+	defer f.track(act)()
 	dialer := &net.Dialer{}
 	if !f.Targets.Empty() {
 		host, portStr, err := net.SplitHostPort(req.Header.Target)
@@ -205,6 +215,37 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 		// A raw TCP stream is busy until it ends, whatever its traffic,
 		// so its bytes need no watching.
 		Pipe(ctx, stream, backend)
+	}
+}
+
+// serveLocal hands the stream to l, one of this west's listeners, under
+// the same dial policy as a dial, and waits until l is done with it.
+func (f *Far) serveLocal(ctx context.Context, req *tunnel.Request, l *LocalListener, timeout time.Duration, log *slog.Logger) {
+	ap := netip.MustParseAddrPort(req.Header.Target) // Find parsed it
+	host, _, _ := net.SplitHostPort(req.Header.Target)
+	if !f.Targets.Empty() && !f.Targets.AllowName(host, int(ap.Port())) && !f.Targets.AllowAddr(ap) {
+		log.Info("dial failed", "err", "outside the dial policy")
+		f.reject(req, wire.CodeForbidden, fmt.Sprintf("target %s is outside this west's dial policy (dial_allow)", req.Header.Target))
+		return
+	}
+	stream, err := req.Accept()
+	if err != nil {
+		log.Info("stream gone before reply", "err", err)
+		return
+	}
+	log.Debug("stream handed to this west's own listener")
+	if err := l.serve(ctx, stream, ap.Addr().Unmap(), timeout); err != nil {
+		// Accepted already: the peer sees the stream end, as a connection
+		// closed at once.
+		stream.Close()
+		log.Info("own listener did not take the stream", "err", err)
+		if f.OnDialError != nil {
+			code := wire.CodeDialFailed
+			if errors.Is(err, errLocalBusy) {
+				code = wire.CodeTimeout
+			}
+			f.OnDialError(code)
+		}
 	}
 }
 

@@ -1,0 +1,204 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// A stream whose target is one of this west's own listeners (the middle
+// west of a chain, use cases 3 and 4) is handed to that listener as if it
+// had connected, instead of leaving through a loopback connection to
+// ourselves: no second socket, no copying between the stream and it, and
+// none of the system calls a connection costs per read and write. The
+// listener serves it exactly as it serves a connection from that address:
+// its access list, its TLS, its limit on connections, its logs.
+
+// Locals is the set of this west's listeners that streams can be handed to.
+type Locals struct {
+	mu  sync.RWMutex
+	lns map[*LocalListener]struct{}
+}
+
+// Find returns the open listener a connection to target (an IP literal
+// and port) would reach, or nil: one bound to that address, or to the
+// wildcard address of its family with target a loopback address. Names
+// are left to a real dial, which resolves them.
+func (s *Locals) Find(target string) *LocalListener {
+	ap, err := netip.ParseAddrPort(target)
+	if s == nil || err != nil {
+		return nil
+	}
+	ip := ap.Addr().Unmap()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for l := range s.lns {
+		if l.bound.Port() == ap.Port() && reaches(l.bound.Addr(), ip) {
+			return l
+		}
+	}
+	return nil
+}
+
+// reaches tells whether a listener bound to bound takes a connection to ip.
+func reaches(bound, ip netip.Addr) bool {
+	switch {
+	case bound == ip:
+		return true
+	case !bound.IsUnspecified() || !ip.IsLoopback():
+		return false
+	case bound.Is6():
+		return true // "[::]" takes IPv4 too, as Go listens dual-stack
+	default:
+		return ip.Is4()
+	}
+}
+
+// LocalListener is a listener that also accepts the streams handed to it.
+type LocalListener struct {
+	net.Listener
+	bound   netip.AddrPort
+	set     *Locals
+	handed  chan net.Conn
+	sockets chan accepted // from the socket, through acceptLoop
+	done    chan struct{}
+	start   sync.Once
+	close   sync.Once
+}
+
+type accepted struct {
+	conn net.Conn
+	err  error
+}
+
+// NewLocalListener wraps ln so that streams for its address can be handed
+// to it, and adds it to set until it is closed. A listener whose address
+// is not an IP and port is returned as it is.
+func NewLocalListener(ln net.Listener, set *Locals) net.Listener {
+	bound, err := netip.ParseAddrPort(ln.Addr().String())
+	if err != nil {
+		return ln
+	}
+	l := &LocalListener{
+		Listener: ln,
+		bound:    netip.AddrPortFrom(bound.Addr().Unmap(), bound.Port()),
+		set:      set,
+		handed:   make(chan net.Conn),
+		sockets:  make(chan accepted),
+		done:     make(chan struct{}),
+	}
+	set.mu.Lock()
+	if set.lns == nil {
+		set.lns = make(map[*LocalListener]struct{})
+	}
+	set.lns[l] = struct{}{}
+	set.mu.Unlock()
+	return l
+}
+
+// Accept returns the next connection from the socket or stream handed over.
+func (l *LocalListener) Accept() (net.Conn, error) {
+	l.start.Do(func() { go l.acceptLoop() })
+	select {
+	case c := <-l.handed:
+		return c, nil
+	case a := <-l.sockets:
+		return a.conn, a.err
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// acceptLoop accepts from the socket, so that Accept can wait for a
+// socket and a handed stream at once.
+func (l *LocalListener) acceptLoop() {
+	for {
+		c, err := l.Listener.Accept()
+		select {
+		case l.sockets <- accepted{c, err}:
+		case <-l.done:
+			if c != nil {
+				c.Close()
+			}
+			return
+		}
+		//lint:ignore SA1019 as net/http's own accept loop: a temporary error is followed by more
+		if ne, ok := err.(net.Error); err != nil && (!ok || !ne.Temporary()) {
+			return
+		}
+	}
+}
+
+// Close stops the listener; streams handed to it later are refused.
+func (l *LocalListener) Close() error {
+	l.close.Do(func() {
+		close(l.done)
+		l.set.mu.Lock()
+		delete(l.set.lns, l)
+		l.set.mu.Unlock()
+	})
+	return l.Listener.Close()
+}
+
+// serve hands stream to the listener as a connection from ip and waits
+// until the listener is done with it or ctx ends. It fails, without
+// closing stream, if the listener is closed or does not accept within
+// timeout (its limit on connections is reached).
+func (l *LocalListener) serve(ctx context.Context, stream net.Conn, from netip.Addr, timeout time.Duration) error {
+	c := &localConn{Conn: stream, done: make(chan struct{}),
+		local:  net.TCPAddrFromAddrPort(l.bound),
+		remote: net.TCPAddrFromAddrPort(netip.AddrPortFrom(from, 0))}
+	wait := time.NewTimer(timeout)
+	defer wait.Stop()
+	select {
+	case l.handed <- c:
+	case <-l.done:
+		return net.ErrClosed
+	case <-wait.C:
+		return errLocalBusy
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		c.Close()
+	}
+	return nil
+}
+
+var errLocalBusy = &net.OpError{Op: "dial", Net: "tcp", Err: errTimeout{}}
+
+// errTimeout is the timeout of a listener too busy to accept.
+type errTimeout struct{}
+
+func (errTimeout) Error() string   { return "listener busy: not accepted in time" }
+func (errTimeout) Timeout() bool   { return true }
+func (errTimeout) Temporary() bool { return true }
+
+// localConn is a stream handed to a listener, with the addresses a
+// connection from the west itself would have had.
+type localConn struct {
+	net.Conn
+	local, remote net.Addr
+	once          sync.Once
+	done          chan struct{}
+}
+
+func (c *localConn) LocalAddr() net.Addr  { return c.local }
+func (c *localConn) RemoteAddr() net.Addr { return c.remote }
+
+func (c *localConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { close(c.done) })
+	return err
+}
+
+func (c *localConn) CloseWrite() error {
+	if cw, ok := c.Conn.(closeWriter); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
+}
