@@ -387,7 +387,7 @@ func (n *Node) listen(s *listener) error {
 		return fmt.Errorf("listen for %s %s on %s: %w", s.role, s.name, s.addr, err)
 	}
 	if s.role == "proxy" {
-		ln = proxy.NewLocalListener(ln, &n.locals) // before its limit and TLS, which apply to streams too
+		ln = proxy.NewLocalListener(ln, &n.locals) // inside its limit, which counts streams too
 	}
 	if s.maxConns > 0 {
 		ln = proxy.LimitListener(ln, s.maxConns)

@@ -14,7 +14,7 @@ import (
 // ourselves: no second socket, no copying between the stream and it, and
 // none of the system calls a connection costs per read and write. The
 // listener serves it exactly as it serves a connection from that address:
-// its access list, its TLS, its limit on connections, its logs.
+// its access lists, its limit on connections, its logs.
 
 // Locals is the set of this west's listeners that streams can be handed to.
 type Locals struct {
