@@ -7,7 +7,7 @@
 //
 // Usage:
 //
-//	westsoak [-duration 2m] [-concurrency 16] [-fault-every 15s] [-report-every 10s]
+//	westsoak [-duration 2m] [-concurrency 16] [-fault-every 15s] [-report-every 10s] [-chain]
 //
 // It is not a unit test; see docs/SOAK.md.
 package main
@@ -47,6 +47,7 @@ type options struct {
 	deadline    time.Duration // a request still running past it hung
 	keepalive   time.Duration
 	large       int64
+	chain       bool // case 3: through a listener of G's to L2
 	verbose     bool
 }
 
@@ -60,6 +61,7 @@ func main() {
 	flag.DurationVar(&o.deadline, "deadline", 30*time.Second, "a request running longer than this counts as hung")
 	flag.DurationVar(&o.keepalive, "keepalive", time.Second, "tunnel keepalive interval; the timeout is 5 times it")
 	flag.Int64Var(&o.large, "large", 16<<20, "size in bytes of the large requests")
+	flag.BoolVar(&o.chain, "chain", false, "case 3: L's requests go through a listener of G's to a third west, L2, a tunnel client of G, which dials the backend")
 	flag.BoolVar(&o.verbose, "v", false, "print the wests' warnings")
 	flag.Parse()
 
@@ -91,12 +93,35 @@ func run(ctx context.Context, o options, out io.Writer) (bool, error) {
 	}
 	defer stopBackend()
 
-	g, stopG, err := startNode(`{`+west("soak.G")+`, "wsts": {"sp": "ws://127.0.0.1:0"}}`,
+	gProxy := ""
+	if o.chain {
+		gProxy = fmt.Sprintf(`, "proxy": {"http://127.0.0.1:0": {"en": "soak.L2", "timeout": %q, "/s": {"ou": "%s/x"}}}`, o.timeout, backendURL)
+	}
+	g, stopG, err := startNode(`{`+west("soak.G")+`, "wsts": {"sp": "ws://127.0.0.1:0"}`+gProxy+`}`,
 		node.Options{Logger: logger.With("west", "G")})
 	if err != nil {
 		return false, err
 	}
 	defer stopG()
+	target, path := backendURL+"/x", "backend "+backendURL
+	stopL2 := func() {}
+	if o.chain {
+		_, stopL2, err = startNode(fmt.Sprintf(`{%s, "wstc": {"ws://%s": {}}}`, west("soak.L2"), g.Addrs().Tunnel),
+			node.Options{Logger: logger.With("west", "L2")})
+		if err != nil {
+			return false, err
+		}
+		defer stopL2()
+		for wait := time.Now(); g.Server().Session("soak.L2") == nil; time.Sleep(10 * time.Millisecond) {
+			if time.Since(wait) > 10*time.Second {
+				return false, fmt.Errorf("L2 did not connect to G")
+			}
+		}
+		for _, a := range g.Addrs().Proxies {
+			target = "http://" + a + "/s"
+			path = fmt.Sprintf("G listener %s -> L2 -> backend %s", a, backendURL)
+		}
+	}
 	relay, err := testutil.NewRelay(g.Addrs().Tunnel)
 	if err != nil {
 		return false, err
@@ -105,8 +130,8 @@ func run(ctx context.Context, o options, out io.Writer) (bool, error) {
 	tunnelURL := "ws://" + relay.Addr()
 	l, stopL, err := startNode(fmt.Sprintf(`{
 		%s,
-		"proxy": {"http://127.0.0.1:0": {"ea": %q, "timeout": %q, "/s": {"ou": "%s/x"}}}
-	}`, west("soak.L"), tunnelURL, o.timeout, backendURL), node.Options{Logger: logger.With("west", "L")})
+		"proxy": {"http://127.0.0.1:0": {"ea": %q, "timeout": %q, "/s": {"ou": %q}}}
+	}`, west("soak.L"), tunnelURL, o.timeout, target), node.Options{Logger: logger.With("west", "L")})
 	if err != nil {
 		return false, err
 	}
@@ -119,7 +144,7 @@ func run(ctx context.Context, o options, out io.Writer) (bool, error) {
 
 	fmt.Fprintf(out, "westsoak: %s, %d in flight, a fault every ~%s, keepalive %s/%s, listener timeout %s, hung after %s\n",
 		o.duration, o.concurrency, o.faultEvery, o.keepalive, deadAfter, o.timeout, o.deadline)
-	fmt.Fprintf(out, "G tunnel %s <- relay %s <- L listener %s -> backend %s\n", g.Addrs().Tunnel, relay.Addr(), base, backendURL)
+	fmt.Fprintf(out, "G tunnel %s <- relay %s <- L listener %s -> %s\n", g.Addrs().Tunnel, relay.Addr(), base, path)
 
 	st := &stats{}
 	tr := &http.Transport{MaxIdleConnsPerHost: o.concurrency, DisableCompression: true}
@@ -204,11 +229,12 @@ loop:
 	tr.CloseIdleConnections()
 	stopL()
 	relay.Close()
+	stopL2()
 	stopG()
 	stopBackend()
 	time.Sleep(time.Second)
 	fds, _ := testutil.CountFDs(0)
-	fmt.Fprintf(out, "after stopping both wests: goroutines=%d fds=%d\n", runtime.NumGoroutine(), fds)
+	fmt.Fprintf(out, "after stopping the wests: goroutines=%d fds=%d\n", runtime.NumGoroutine(), fds)
 
 	s := st.snapshot()
 	bad := s.hung > 0 || s.corrupt > 0
