@@ -221,7 +221,8 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 // serveLocal hands the stream to l, one of this west's listeners, under
 // the same dial policy as a dial, and waits until l is done with it.
 func (f *Far) serveLocal(ctx context.Context, req *tunnel.Request, l *LocalListener, timeout time.Duration, log *slog.Logger) {
-	ap := netip.MustParseAddrPort(req.Header.Target) // Find parsed it
+	target := netip.MustParseAddrPort(req.Header.Target)           // Find parsed it
+	ap := netip.AddrPortFrom(target.Addr().Unmap(), target.Port()) // as a dial would connect to it
 	host, _, _ := net.SplitHostPort(req.Header.Target)
 	if !f.Targets.Empty() && !f.Targets.AllowName(host, int(ap.Port())) && !f.Targets.AllowAddr(ap) {
 		log.Info("dial failed", "err", "outside the dial policy")
@@ -234,7 +235,7 @@ func (f *Far) serveLocal(ctx context.Context, req *tunnel.Request, l *LocalListe
 		return
 	}
 	log.Debug("stream handed to this west's own listener")
-	if err := l.serve(ctx, stream, ap.Addr().Unmap(), timeout); err != nil {
+	if err := l.serve(ctx, stream, ap.Addr(), timeout); err != nil {
 		// Accepted already: the peer sees the stream end, as a connection
 		// closed at once.
 		stream.Close()
