@@ -162,3 +162,34 @@ func TestChainHandOverKeepsDialPolicy(t *testing.T) {
 		t.Errorf("G's sockets accepted %d connections", n)
 	}
 }
+
+// TestChainHandOverMappedTarget: a target written as an IPv4-mapped IPv6
+// address is handed over and judged by the policy as the IPv4 address a
+// dial would reach.
+func TestChainHandOverMappedTarget(t *testing.T) {
+	be := backend(t)
+	var pre prebound
+	gHTTP := pre.addr(t)
+	accepted := new(atomic.Int64)
+	listen := func(network, addr string) (net.Listener, error) {
+		ln, err := pre.listen(network, addr)
+		if err == nil && addr == gHTTP {
+			ln = countingListener{ln, accepted}
+		}
+		return ln, err
+	}
+	g := startNode(t, fmt.Sprintf(`{"west": {"nm": "G", "dial_allow": ["127.0.0.1"]}, "wsts": {"sp": "ws://127.0.0.1:0"},
+		"proxy": {"http://%s": {"en": "L2", "/by": {"ou": "%s/b"}}}}`, gHTTP, be.URL), Options{Listen: listen})
+	startNode(t, fmt.Sprintf(`{"west": {"nm": "L2"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
+	waitUp(t, g, "L2")
+	_, port, _ := net.SplitHostPort(gHTTP)
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"},
+		"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/bx": {"ou": "http://[::ffff:127.0.0.1]:%s/by"}}}}`, g.Addrs().Tunnel, port), Options{})
+	status, body, h := get(t, proxyURL(t, l)+"/bx/m")
+	if status != 200 || h.Get("X-Backend-Path") != "/b/m" {
+		t.Fatalf("mapped target: %d %q, path %q", status, body, h.Get("X-Backend-Path"))
+	}
+	if n := accepted.Load(); n != 0 {
+		t.Errorf("G's socket accepted %d connections", n)
+	}
+}
