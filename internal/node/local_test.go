@@ -193,3 +193,54 @@ func TestChainHandOverMappedTarget(t *testing.T) {
 		t.Errorf("G's socket accepted %d connections", n)
 	}
 }
+
+// TestChainHandOverFollowsReload: a reload that removes G's listener
+// takes it out of the hand-over (a stream for its address then finds
+// nothing listening), and one that brings it back on the same address
+// hands streams to the new listener, never to the closed one.
+func TestChainHandOverFollowsReload(t *testing.T) {
+	be := backend(t)
+	var pre prebound
+	gHTTP := pre.addr(t)
+	gConf := func(listener bool) string {
+		proxy := ""
+		if listener {
+			proxy = fmt.Sprintf(`, "proxy": {"http://%s": {"en": "L2", "/by": {"ou": "%s/b"}}}`, gHTTP, be.URL)
+		}
+		return `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}` + proxy + `}`
+	}
+	g := startNode(t, gConf(true), Options{Listen: pre.listen})
+	startNode(t, fmt.Sprintf(`{"west": {"nm": "L2"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
+	waitUp(t, g, "L2")
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"},
+		"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/bx": {"ou": "http://%s/by"}}}}`, g.Addrs().Tunnel, gHTTP), Options{})
+	// A fresh client each time: a kept-alive stream would outlive the
+	// listener it was handed to only until the reload closes it.
+	fetch := func() int {
+		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 15 * time.Second}
+		resp, err := c.Get(proxyURL(t, l) + "/bx/r")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if s := fetch(); s != 200 {
+		t.Fatalf("before reload: %d", s)
+	}
+	if err := g.Reload(mustParse(t, gConf(false))); err != nil {
+		t.Fatal(err)
+	}
+	if s := fetch(); s != http.StatusBadGateway {
+		t.Errorf("listener removed: %d, want 502", s)
+	}
+	if err := g.Reload(mustParse(t, gConf(true))); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if s := fetch(); s != 200 {
+			t.Fatalf("listener back, request %d: %d", i, s)
+		}
+	}
+}
