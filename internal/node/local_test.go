@@ -244,3 +244,42 @@ func TestChainHandOverFollowsReload(t *testing.T) {
 		}
 	}
 }
+
+// TestChainMiddleDrains: G, in the middle of a chain, is stopped while a
+// slow request is handed to its listener: the request still completes,
+// and G stops once it has.
+func TestChainMiddleDrains(t *testing.T) {
+	be := backend(t) // /x/slow answers after 3s
+	var pre prebound
+	gHTTP := pre.addr(t)
+	g, stopG := runNode(t, fmt.Sprintf(`{"west": {"nm": "G", "shutdown_grace": "20s"}, "wsts": {"sp": "ws://127.0.0.1:0"},
+		"proxy": {"http://%s": {"en": "L2", "/by": {"ou": "%s/x"}}}}`, gHTTP, be.URL), Options{Listen: pre.listen})
+	startNode(t, fmt.Sprintf(`{"west": {"nm": "L2"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
+	waitUp(t, g, "L2")
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"},
+		"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/bx": {"ou": "http://%s/by"}}}}`, g.Addrs().Tunnel, gHTTP), Options{})
+	type result struct {
+		code int
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		resp, err := http.Get(proxyURL(t, l) + "/bx/slow")
+		if err != nil {
+			res <- result{0, err}
+			return
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		res <- result{resp.StatusCode, err}
+	}()
+	time.Sleep(500 * time.Millisecond) // the request is in flight
+	took := stopG()
+	r := <-res
+	if r.err != nil || r.code != 200 {
+		t.Fatalf("request in flight through the draining middle: %d, %v", r.code, r.err)
+	}
+	if took < 2*time.Second || took > 10*time.Second {
+		t.Errorf("G stopped after %v; the request had about 2.5 s to go", took)
+	}
+}

@@ -506,6 +506,10 @@ func (n *Node) shutdown() {
 	if err := n.far.Wait(ctx); err != nil {
 		n.log.Warn("drain deadline reached with streams still open; closing them")
 	}
+	// Their last bytes may still wait in a tunnel's send queue.
+	for _, sess := range n.sessions() {
+		sess.WaitSent(ctx)
+	}
 	for _, s := range servers {
 		if s.role == "tunnel" {
 			s.srv.Close()
@@ -515,6 +519,22 @@ func (n *Node) shutdown() {
 		n.server.Close()
 	}
 	n.log.Info("stopped", "drain", time.Since(start).Round(time.Millisecond))
+}
+
+// sessions returns the tunnels up now: the server's and the clients'.
+func (n *Node) sessions() []*tunnel.Session {
+	var all []*tunnel.Session
+	if n.server != nil {
+		all = n.server.Sessions()
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, c := range n.clients {
+		if sess := c.Status().Session; sess != nil {
+			all = append(all, sess)
+		}
+	}
+	return all
 }
 
 // Addrs are the addresses a started node listens on, by role and config

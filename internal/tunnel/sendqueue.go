@@ -49,6 +49,11 @@ type sendQueue struct {
 	// Below zero (a frame written before its Write returned) nothing is
 	// known, and the message ends.
 	waiting atomic.Int64
+	// writing counts frames the WebSocket is writing now: one taken off
+	// waiting may not have reached the connection yet. lastWrite is when
+	// the last frame, data or control, was written (unix nanoseconds).
+	writing   atomic.Int32
+	lastWrite atomic.Int64
 
 	// limit is how many bytes a stream may have queued, and its largest
 	// frame when below MaxPayload.
@@ -130,6 +135,14 @@ func (q *sendQueue) sent(b []byte) (more bool) {
 
 // more reports whether another data frame surely waits to be written.
 func (q *sendQueue) more() bool { return q.waiting.Load() > 0 }
+
+// settled reports whether every data frame handed to the multiplexer has
+// been written to the connection, and no frame at all for quiet: the
+// control frames that follow the data, such as a stream's end, are not
+// counted, but yamux queues them behind it and writes them at once.
+func (q *sendQueue) settled(now time.Time, quiet time.Duration) bool {
+	return !q.more() && q.writing.Load() == 0 && now.UnixNano()-q.lastWrite.Load() >= int64(quiet)
+}
 
 // batchLimit is how many bytes of frames a message may gather now.
 func (q *sendQueue) batchLimit() int { return int(min(q.limit.Load()/4, maxBatch)) }

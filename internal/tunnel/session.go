@@ -75,6 +75,31 @@ func (s *Session) Stats() *Stats { return &s.stats }
 // Done is closed when the session has ended.
 func (s *Session) Done() <-chan struct{} { return s.mux.CloseChan() }
 
+// WaitSent waits until the data this session's streams have written,
+// and the frames that end them, have gone to the connection, the session
+// ends, or ctx does. A drain calls it before closing a tunnel: yamux
+// drops what still waits in its send queue when the session closes, and
+// the peer drops what it has received on a stream whose end has not
+// arrived; so the last replies were lost.
+func (s *Session) WaitSent(ctx context.Context) error {
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !s.queue.settled(time.Now(), sentQuiet) {
+		select {
+		case <-tick.C:
+		case <-s.mux.CloseChan():
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// sentQuiet is how long WaitSent wants no frame written before it takes
+// the queue for empty.
+const sentQuiet = 5 * time.Millisecond
+
 // Close ends the session and every stream on it.
 func (s *Session) Close() error { return s.mux.Close() }
 

@@ -264,3 +264,33 @@ func TestKeepAlive(t *testing.T) {
 	}
 	roundTrip(t, mustDial(t, live), []byte("still up"))
 }
+
+// TestWaitSentBeforeClose: what a stream wrote, and its end, just before
+// its session closes reach the peer if WaitSent comes between; yamux
+// itself drops what still waits in its send queue, and the peer what it
+// received on a stream not yet ended.
+func TestWaitSentBeforeClose(t *testing.T) {
+	const size = 8 << 20
+	for range 5 {
+		_, _, st := dialWith(t, func(ctx context.Context, req *Request) {
+			c, err := req.Accept()
+			if err != nil {
+				return
+			}
+			c.Write(bytes.Repeat([]byte("w"), size))
+			c.Close() // as a drained listener does
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if err := req.session.WaitSent(wctx); err != nil {
+				t.Errorf("WaitSent: %v", err)
+			}
+			req.session.Close()
+		})
+		st.SetReadDeadline(time.Now().Add(10 * time.Second))
+		got, _ := io.Copy(io.Discard, st) // ends with the session's error
+		st.Close()
+		if got != size {
+			t.Fatalf("peer read %d bytes of the %d written before the session closed", got, size)
+		}
+	}
+}

@@ -79,6 +79,7 @@ func (c *wsConn) Write(b []byte) (int, error) {
 	if c.sent == nil {
 		return c.write(b, false, 0)
 	}
+	c.sent.writing.Add(1)
 	more := c.sent.sent(b)
 	if !more {
 		// Let ready goroutines run first: under load they are streams
@@ -90,7 +91,10 @@ func (c *wsConn) Write(b []byte) (int, error) {
 	}
 	start := time.Now()
 	n, err := c.write(b, more, c.sent.batchLimit())
-	c.sent.wrote(n, time.Since(start))
+	end := time.Now()
+	c.sent.wrote(n, end.Sub(start))
+	c.sent.lastWrite.Store(end.UnixNano())
+	c.sent.writing.Add(-1)
 	return n, err
 }
 
