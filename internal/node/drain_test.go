@@ -62,6 +62,29 @@ func runStarted(t *testing.T, n *Node) func() time.Duration {
 	return stop
 }
 
+// getResult is how a GET sent in the background ended.
+type getResult struct {
+	code int
+	err  error
+}
+
+// getLater sends a GET in the background and reports its status once its
+// body has been read.
+func getLater(url string) <-chan getResult {
+	res := make(chan getResult, 1)
+	go func() {
+		resp, err := http.Get(url)
+		if err != nil {
+			res <- getResult{0, err}
+			return
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		res <- getResult{resp.StatusCode, err}
+	}()
+	return res
+}
+
 // TestGracefulDrain stops each west of case 1 while a slow request is in
 // flight: the request still completes, the listener stops taking new
 // connections at once, and the stop waits no longer than the request.
@@ -76,21 +99,7 @@ func TestGracefulDrain(t *testing.T) {
 			if code, _ := getStatus(t, base+"/warm"); code != 200 {
 				t.Fatalf("warm-up: %d", code)
 			}
-			type result struct {
-				code int
-				err  error
-			}
-			res := make(chan result, 1)
-			go func() {
-				resp, err := http.Get(base + "/slow")
-				if err != nil {
-					res <- result{0, err}
-					return
-				}
-				_, err = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				res <- result{resp.StatusCode, err}
-			}()
+			res := getLater(base + "/slow")
 			time.Sleep(500 * time.Millisecond) // the request is in flight
 			stop := stopL
 			if which == "far" {

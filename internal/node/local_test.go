@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -28,6 +29,19 @@ func (l countingListener) Accept() (net.Conn, error) {
 	return c, err
 }
 
+// countAccepts wraps pre.listen so that the sockets of addrs count, in
+// the returned counter, the connections they accept.
+func countAccepts(pre *prebound, addrs ...string) (func(network, addr string) (net.Listener, error), *atomic.Int64) {
+	accepted := new(atomic.Int64)
+	return func(network, addr string) (net.Listener, error) {
+		ln, err := pre.listen(network, addr)
+		if err == nil && slices.Contains(addrs, addr) {
+			ln = countingListener{ln, accepted}
+		}
+		return ln, err
+	}, accepted
+}
+
 // chainThroughG starts case 3 (L → G's own listeners → L2) with G's
 // listeners counting the connections their sockets accept. G has an
 // http:// listener with an open route /by, a route /deny for 10.0.0.0/8
@@ -37,14 +51,7 @@ func chainThroughG(t *testing.T, backendURL, echo, gWest string) (gHTTP, lHTTP, 
 	t.Helper()
 	var pre prebound
 	gHTTP, gTCP := pre.addr(t), pre.addr(t)
-	accepted = new(atomic.Int64)
-	listen := func(network, addr string) (net.Listener, error) {
-		ln, err := pre.listen(network, addr)
-		if err == nil && (addr == gHTTP || addr == gTCP) {
-			ln = countingListener{ln, accepted}
-		}
-		return ln, err
-	}
+	listen, accepted := countAccepts(&pre, gHTTP, gTCP)
 	g := startNode(t, fmt.Sprintf(`{
 		"west": {"nm": "G" %s},
 		"wsts": {"sp": "ws://127.0.0.1:0"},
@@ -170,14 +177,7 @@ func TestChainHandOverMappedTarget(t *testing.T) {
 	be := backend(t)
 	var pre prebound
 	gHTTP := pre.addr(t)
-	accepted := new(atomic.Int64)
-	listen := func(network, addr string) (net.Listener, error) {
-		ln, err := pre.listen(network, addr)
-		if err == nil && addr == gHTTP {
-			ln = countingListener{ln, accepted}
-		}
-		return ln, err
-	}
+	listen, accepted := countAccepts(&pre, gHTTP)
 	g := startNode(t, fmt.Sprintf(`{"west": {"nm": "G", "dial_allow": ["127.0.0.1"]}, "wsts": {"sp": "ws://127.0.0.1:0"},
 		"proxy": {"http://%s": {"en": "L2", "/by": {"ou": "%s/b"}}}}`, gHTTP, be.URL), Options{Listen: listen})
 	startNode(t, fmt.Sprintf(`{"west": {"nm": "L2"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
@@ -258,21 +258,7 @@ func TestChainMiddleDrains(t *testing.T) {
 	waitUp(t, g, "L2")
 	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"},
 		"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/bx": {"ou": "http://%s/by"}}}}`, g.Addrs().Tunnel, gHTTP), Options{})
-	type result struct {
-		code int
-		err  error
-	}
-	res := make(chan result, 1)
-	go func() {
-		resp, err := http.Get(proxyURL(t, l) + "/bx/slow")
-		if err != nil {
-			res <- result{0, err}
-			return
-		}
-		_, err = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		res <- result{resp.StatusCode, err}
-	}()
+	res := getLater(proxyURL(t, l) + "/bx/slow")
 	time.Sleep(500 * time.Millisecond) // the request is in flight
 	took := stopG()
 	r := <-res
