@@ -42,6 +42,13 @@ func countAccepts(pre *prebound, addrs ...string) (func(network, addr string) (n
 	}, accepted
 }
 
+// startL2 starts L2, a tunnel client of g, and waits until g has it.
+func startL2(t *testing.T, g *Node) {
+	t.Helper()
+	startNode(t, fmt.Sprintf(`{"west": {"nm": "L2"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
+	waitUp(t, g, "L2")
+}
+
 // chainThroughG starts case 3 (L → G's own listeners → L2) with G's
 // listeners counting the connections their sockets accept. G has an
 // http:// listener with an open route /by, a route /deny for 10.0.0.0/8
@@ -60,8 +67,7 @@ func chainThroughG(t *testing.T, backendURL, echo, gWest string) (gHTTP, lHTTP, 
 			"tcp://%s": {"en": "L2", "ou": "tcp://%s"}
 		}
 	}`, gWest, gHTTP, backendURL, backendURL, gTCP, echo), Options{Listen: listen})
-	startNode(t, fmt.Sprintf(`{"west": {"nm": "L2"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
-	waitUp(t, g, "L2")
+	startL2(t, g)
 	l := startNode(t, fmt.Sprintf(`{
 		"west": {"nm": "L"},
 		"proxy": {
@@ -180,8 +186,7 @@ func TestChainHandOverMappedTarget(t *testing.T) {
 	listen, accepted := countAccepts(&pre, gHTTP)
 	g := startNode(t, fmt.Sprintf(`{"west": {"nm": "G", "dial_allow": ["127.0.0.1"]}, "wsts": {"sp": "ws://127.0.0.1:0"},
 		"proxy": {"http://%s": {"en": "L2", "/by": {"ou": "%s/b"}}}}`, gHTTP, be.URL), Options{Listen: listen})
-	startNode(t, fmt.Sprintf(`{"west": {"nm": "L2"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
-	waitUp(t, g, "L2")
+	startL2(t, g)
 	_, port, _ := net.SplitHostPort(gHTTP)
 	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"},
 		"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/bx": {"ou": "http://[::ffff:127.0.0.1]:%s/by"}}}}`, g.Addrs().Tunnel, port), Options{})
@@ -210,8 +215,7 @@ func TestChainHandOverFollowsReload(t *testing.T) {
 		return `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}` + proxy + `}`
 	}
 	g := startNode(t, gConf(true), Options{Listen: pre.listen})
-	startNode(t, fmt.Sprintf(`{"west": {"nm": "L2"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
-	waitUp(t, g, "L2")
+	startL2(t, g)
 	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"},
 		"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/bx": {"ou": "http://%s/by"}}}}`, g.Addrs().Tunnel, gHTTP), Options{})
 	// A fresh client each time: a kept-alive stream would outlive the
@@ -254,8 +258,7 @@ func TestChainMiddleDrains(t *testing.T) {
 	gHTTP := pre.addr(t)
 	g, stopG := runNode(t, fmt.Sprintf(`{"west": {"nm": "G", "shutdown_grace": "20s"}, "wsts": {"sp": "ws://127.0.0.1:0"},
 		"proxy": {"http://%s": {"en": "L2", "/by": {"ou": "%s/x"}}}}`, gHTTP, be.URL), Options{Listen: pre.listen})
-	startNode(t, fmt.Sprintf(`{"west": {"nm": "L2"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
-	waitUp(t, g, "L2")
+	startL2(t, g)
 	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"},
 		"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/bx": {"ou": "http://%s/by"}}}}`, g.Addrs().Tunnel, gHTTP), Options{})
 	res := getLater(proxyURL(t, l) + "/bx/slow")

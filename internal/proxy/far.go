@@ -149,9 +149,9 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 		timeout = 10 * time.Second
 	}
 	if req.Header.Kind != wire.KindUDP {
-		if l := f.Locals.Find(req.Header.Target); l != nil {
+		if l, ap := f.Locals.Find(req.Header.Target); l != nil {
 			// The listener drains what it is handed, as its own connections.
-			f.serveLocal(ctx, req, l, timeout, log)
+			f.serveLocal(ctx, req, l, ap, timeout, log)
 			return
 		}
 	}
@@ -218,11 +218,10 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 	}
 }
 
-// serveLocal hands the stream to l, one of this west's listeners, under
-// the same dial policy as a dial, and waits until l is done with it.
-func (f *Far) serveLocal(ctx context.Context, req *tunnel.Request, l *LocalListener, timeout time.Duration, log *slog.Logger) {
-	target := netip.MustParseAddrPort(req.Header.Target)           // Find parsed it
-	ap := netip.AddrPortFrom(target.Addr().Unmap(), target.Port()) // as a dial would connect to it
+// serveLocal hands the stream to l, one of this west's listeners, which
+// a dial to ap would reach, under the same dial policy as a dial, and
+// waits until l is done with it.
+func (f *Far) serveLocal(ctx context.Context, req *tunnel.Request, l *LocalListener, ap netip.AddrPort, timeout time.Duration, log *slog.Logger) {
 	host, _, _ := net.SplitHostPort(req.Header.Target)
 	if !f.Targets.Empty() && !f.Targets.AllowName(host, int(ap.Port())) && !f.Targets.AllowAddr(ap) {
 		log.Info("dial failed", "err", "outside the dial policy")

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -25,21 +26,22 @@ type Locals struct {
 // Find returns the open listener a connection to target (an IP literal
 // and port) would reach, or nil: one bound to that address, or to the
 // wildcard address of its family with target a loopback address. Names
-// are left to a real dial, which resolves them.
-func (s *Locals) Find(target string) *LocalListener {
+// are left to a real dial, which resolves them. With the listener it
+// returns the address a dial would have connected to.
+func (s *Locals) Find(target string) (*LocalListener, netip.AddrPort) {
 	ap, err := netip.ParseAddrPort(target)
 	if s == nil || err != nil {
-		return nil
+		return nil, netip.AddrPort{}
 	}
-	ip := ap.Addr().Unmap()
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for l := range s.lns {
-		if l.bound.Port() == ap.Port() && reaches(l.bound.Addr(), ip) {
-			return l
+		if l.bound.Port() == ap.Port() && reaches(l.bound.Addr(), ap.Addr()) {
+			return l, ap
 		}
 	}
-	return nil
+	return nil, netip.AddrPort{}
 }
 
 // reaches tells whether a listener bound to bound takes a connection to ip.
@@ -142,7 +144,7 @@ func (l *LocalListener) Close() error {
 	return l.Listener.Close()
 }
 
-// serve hands stream to the listener as a connection from ip and waits
+// serve hands stream to the listener as a connection from from and waits
 // until the listener is done with it or ctx ends. It fails, without
 // closing stream, if the listener is closed or does not accept within
 // timeout (its limit on connections is reached).
@@ -169,14 +171,9 @@ func (l *LocalListener) serve(ctx context.Context, stream net.Conn, from netip.A
 	return nil
 }
 
-var errLocalBusy = &net.OpError{Op: "dial", Net: "tcp", Err: errTimeout{}}
-
-// errTimeout is the timeout of a listener too busy to accept.
-type errTimeout struct{}
-
-func (errTimeout) Error() string   { return "listener busy: not accepted in time" }
-func (errTimeout) Timeout() bool   { return true }
-func (errTimeout) Temporary() bool { return true }
+// errLocalBusy is a listener at its limit of connections for the whole
+// of a dial's timeout.
+var errLocalBusy = errors.New("listener busy: not accepted within the dial timeout")
 
 // localConn is a stream handed to a listener, with the addresses a
 // connection from the west itself would have had.
