@@ -50,7 +50,19 @@ type West struct {
 	// ShutdownGrace is "shutdown_grace": how long requests in flight may
 	// take to finish on shutdown. Zero means 5s.
 	ShutdownGrace time.Duration
+	// StreamWindow is "stream_window", in bytes: how much data one stream
+	// of this west's tunnels may receive that its reader has not yet
+	// taken, which caps a stream's throughput at window/RTT. Zero means
+	// the tunnel package's default (16 MiB).
+	StreamWindow int
 }
+
+// The range of "stream_window": the multiplexer's least window, and a
+// ceiling far below its 32-bit limit.
+const (
+	MinStreamWindow = 256 << 10
+	MaxStreamWindow = 1 << 30
+)
 
 // TunnelServer is the "wsts" object.
 type TunnelServer struct {
@@ -72,7 +84,8 @@ type TunnelServer struct {
 	// presenting its own secret.
 	Tokens map[string]Secret
 	// MaxStreams is "max_streams": streams one tunnel may have open towards
-	// this west at once; more are refused as overloaded. Zero means 1024.
+	// this west at once; more are refused as overloaded. Zero means
+	// node.DefaultMaxStreams.
 	MaxStreams int
 }
 

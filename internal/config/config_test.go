@@ -63,6 +63,36 @@ func TestParseWest(t *testing.T) {
 	}
 }
 
+// TestStreamWindow: "stream_window" reads as bytes, and renders back in
+// the largest unit that holds it whole.
+func TestStreamWindow(t *testing.T) {
+	for _, tc := range []struct {
+		in       string
+		bytes    int
+		rendered string
+	}{
+		{"256KiB", 256 << 10, "256KiB"},
+		{"1024KiB", 1 << 20, "1MiB"},
+		{"1536KiB", 1536 << 10, "1536KiB"},
+		{"4MiB", 4 << 20, "4MiB"},
+		{"1024MiB", 1 << 30, "1GiB"},
+		{"1GiB", 1 << 30, "1GiB"},
+	} {
+		c := mustParse(t, `{"west": {"nm": "n", "stream_window": "`+tc.in+`"}}`)
+		if c.West.StreamWindow != tc.bytes {
+			t.Errorf("%s: %d bytes, want %d", tc.in, c.West.StreamWindow, tc.bytes)
+		}
+		west, _, _, _ := c.RenderObjects()
+		if got := west["stream_window"]; got != tc.rendered {
+			t.Errorf("%s renders as %v, want %s", tc.in, got, tc.rendered)
+		}
+	}
+	c := mustParse(t, `{"west": {"nm": "n"}}`)
+	if west, _, _, _ := c.RenderObjects(); c.West.StreamWindow != 0 || west["stream_window"] != nil {
+		t.Errorf("no stream_window: %d bytes, rendered %v; want 0 and none", c.West.StreamWindow, west["stream_window"])
+	}
+}
+
 func TestParseServer(t *testing.T) {
 	tests := []struct {
 		wsts string

@@ -114,7 +114,7 @@ func parseWest(v *value, p string) (West, error) {
 	if err := wantObject(v, p, `an object with "nm" and optional "cp"`); err != nil {
 		return w, err
 	}
-	if err := checkKeys(v, p, "nm", "cp", "control_ca", "dial_allow", "keepalive", "dead_after", "shutdown_grace"); err != nil {
+	if err := checkKeys(v, p, "nm", "cp", "control_ca", "dial_allow", "keepalive", "dead_after", "shutdown_grace", "stream_window"); err != nil {
 		return w, err
 	}
 	nm := v.get("nm")
@@ -152,6 +152,11 @@ func parseWest(v *value, p string) (West, error) {
 			if *dst, err = parseTimeout(d, field(p, key)); err != nil {
 				return w, err
 			}
+		}
+	}
+	if sw := v.get("stream_window"); sw != nil {
+		if w.StreamWindow, err = parseSize(sw, field(p, "stream_window"), MinStreamWindow, MaxStreamWindow); err != nil {
+			return w, err
 		}
 	}
 	if w.KeepAlive > 0 && w.DeadAfter > 0 && w.DeadAfter <= w.KeepAlive {
@@ -485,6 +490,48 @@ func parseTimeout(v *value, p string) (time.Duration, error) {
 		return 0, errf(p, "want a duration above zero, got %s", quote(s))
 	}
 	return d, nil
+}
+
+// sizeUnits are the units a size may be written in, largest first.
+var sizeUnits = []struct {
+	name  string
+	bytes int
+}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}}
+
+// parseSize parses a size in bytes written as a whole number and a unit,
+// such as "512KiB" or "4MiB", from lo to hi.
+func parseSize(v *value, p string, lo, hi int) (int, error) {
+	want := fmt.Sprintf(`a size from %q to %q, a whole number of KiB, MiB or GiB such as "4MiB"`, formatSize(lo), formatSize(hi))
+	s, err := wantString(v, p, want)
+	if err != nil {
+		return 0, err
+	}
+	for _, u := range sizeUnits {
+		digits, ok := strings.CutSuffix(s, u.name)
+		if !ok {
+			continue
+		}
+		n, err := strconv.Atoi(digits)
+		if err != nil || digits == "" || digits[0] < '0' || digits[0] > '9' {
+			break
+		}
+		if n < lo/u.bytes || n > hi/u.bytes || n*u.bytes < lo {
+			return 0, errf(p, "want %s, got %s", want, quote(s))
+		}
+		return n * u.bytes, nil
+	}
+	return 0, errf(p, "want %s, got %s", want, quote(s))
+}
+
+// formatSize writes n bytes in the largest unit that divides it, as
+// parseSize reads it.
+func formatSize(n int) string {
+	for _, u := range sizeUnits {
+		if n != 0 && n%u.bytes == 0 {
+			return strconv.Itoa(n/u.bytes) + u.name
+		}
+	}
+	return strconv.Itoa(n) + "B"
 }
 
 // parseYesNo parses the seed's booleans, "yes" and "no".

@@ -39,6 +39,9 @@ func (c *Config) RenderObjects() (west, wsts, wstc, proxy map[string]any) {
 	putDuration(west, "keepalive", c.West.KeepAlive)
 	putDuration(west, "dead_after", c.West.DeadAfter)
 	putDuration(west, "shutdown_grace", c.West.ShutdownGrace)
+	if c.West.StreamWindow != 0 {
+		west["stream_window"] = formatSize(c.West.StreamWindow)
+	}
 
 	wsts = map[string]any{}
 	if s := c.Server; s != nil {

@@ -113,6 +113,9 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 	if opts.Mux.KeepAliveInterval == 0 && opts.Mux.KeepAliveTimeout == 0 {
 		opts.Mux.KeepAliveInterval, opts.Mux.KeepAliveTimeout = cfg.West.KeepAlive, cfg.West.DeadAfter
 	}
+	if opts.Mux.StreamWindow == 0 {
+		opts.Mux.StreamWindow = cfg.West.StreamWindow
+	}
 	n := &Node{cfg: cfg, opts: opts, log: opts.Logger, clients: make(map[string]*tunnel.Client)}
 	targets, err := acl.ParseTargets(cfg.West.DialAllow)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"testing"
@@ -37,6 +38,43 @@ func TestUnreadStreamsDoNotStallOthers(t *testing.T) {
 	}
 	st.SetDeadline(time.Now().Add(5 * time.Second))
 	roundTrip(t, st, []byte("still moving"))
+}
+
+// TestStreamWindowBoundsUnreadData: a stream whose reader has stopped
+// receives its window of data and no more, the window being the one the
+// receiving side set; the sender's own setting does not matter.
+func TestStreamWindowBoundsUnreadData(t *testing.T) {
+	const chunk = 16 << 10
+	for _, tc := range []struct {
+		window, want int
+	}{
+		{256 << 10, 256 << 10},
+		{1 << 20, 1 << 20},
+		{0, 16 << 20}, // the default
+	} {
+		t.Run(fmt.Sprint(tc.want>>10, "KiB"), func(t *testing.T) {
+			h := newHarness(t, ServerOptions{Handler: floodHandler(chunk), Mux: MuxOptions{StreamWindow: 64 << 20}})
+			c := h.startClient(ClientOptions{Name: "n", Mux: MuxOptions{StreamWindow: tc.window}})
+			st, err := c.Dial(context.Background(), wire.Header{Kind: wire.KindTCP, Target: "flood:1"})
+			if err != nil {
+				t.Fatalf("dial the flooding stream: %v", err)
+			}
+			defer st.Close()
+			sent := &h.server.Session("n").Stats().BytesOut
+			// The flood stops when the window is full; a write in
+			// progress then holds part of a chunk, not yet counted.
+			last, since := int64(-1), time.Now()
+			for time.Since(since) < 300*time.Millisecond {
+				if n := sent.Load(); n != last {
+					last, since = n, time.Now()
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if last > int64(tc.want) || last < int64(tc.want-chunk-64) {
+				t.Fatalf("%d bytes sent to a stream that reads nothing; want its window, %d, less at most one %d-byte write", last, tc.want, chunk)
+			}
+		})
+	}
 }
 
 // floodHandler writes chunks of size bytes on streams to "flood:1" for as

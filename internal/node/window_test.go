@@ -1,0 +1,104 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/west-tunnel/west/internal/tunnel"
+)
+
+// TestStreamWindowKey: west.stream_window is the window of every stream a
+// west receives on, as a tunnel client (L, receiving a download) and as a
+// tunnel server (G, receiving an upload): with the reader stopped, what
+// crossed the tunnel and was not read stays within it.
+func TestStreamWindowKey(t *testing.T) {
+	const gWindow, lWindow = 1 << 20, 512 << 10
+	release := make(chan struct{})
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost { // take no body: the upload stalls in G
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		chunk := make([]byte, 64<<10)
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}))
+	defer be.Close()
+	defer close(release)
+
+	g := startNode(t, `{"west": {"nm": "G", "stream_window": "1MiB"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	l := startNode(t, fmt.Sprintf(`{
+		"west": {"nm": "L", "stream_window": "512KiB"},
+		"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/px": {"ou": "%s/x"}}}
+	}`, g.Addrs().Tunnel, be.URL), Options{})
+	base := proxyURL(t, l)
+	waitClient(t, l, "ws://"+g.Addrs().Tunnel, tunnel.StateUp)
+	gStats := g.Server().Session("L").Stats()
+	lStats := l.Client("ws://" + g.Addrs().Tunnel).Status().Session.Stats()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	// A download whose client reads nothing past the headers.
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/px", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("download: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	sent := settle(t, &gStats.BytesOut)
+	unread := sent - lStats.BytesIn.Load()
+	t.Logf("download: %d KiB crossed, %d KiB unread in L", sent>>10, unread>>10)
+	if unread > lWindow || unread < lWindow/2 {
+		t.Errorf("L, downloading: %d bytes crossed and %d unread, want about its window of %d", sent, unread, lWindow)
+	}
+
+	// An upload whose backend reads nothing.
+	body, w := io.Pipe()
+	defer w.Close()
+	go func() {
+		chunk := make([]byte, 64<<10)
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	req, _ = http.NewRequestWithContext(ctx, http.MethodPost, base+"/px", body)
+	go http.DefaultClient.Do(req)
+	sent = settle(t, &lStats.BytesOut)
+	unread = sent - gStats.BytesIn.Load()
+	t.Logf("upload: %d KiB crossed, %d KiB unread in G", sent>>10, unread>>10)
+	if unread > gWindow || unread < gWindow/2 {
+		t.Errorf("G, receiving an upload: %d bytes crossed and %d unread, want about its window of %d", sent, unread, gWindow)
+	}
+}
+
+// settle waits until counter has stopped moving, and returns it.
+func settle(t *testing.T, counter *atomic.Int64) int64 {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	last, since := int64(-1), time.Now()
+	for time.Since(since) < 500*time.Millisecond {
+		if time.Now().After(deadline) {
+			t.Fatalf("still moving after 20s: %d bytes", last)
+		}
+		if n := counter.Load(); n != last {
+			last, since = n, time.Now()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return last
+}
