@@ -55,6 +55,7 @@ type options struct {
 	keep        bool
 	only        map[string]bool // metrics to run; nil runs all
 	westEnv     []string        // extra environment of the wests
+	window      string          // every west's "stream_window", when set
 	pairEnv     []string        // environment of an extra one-hop pair, when set
 	wrk         string          // wrk's path when it generates the requests/s load
 }
@@ -127,6 +128,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.profileDir, "profile", "", "run each west as a westbench child that writes CPU and allocation profiles into `dir`")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory with configs and west logs")
 	westEnv := fs.String("west-env", "", "comma-separated `KEY=VALUE`s added to the wests' environment, such as GOMAXPROCS=1")
+	fs.StringVar(&o.window, "stream-window", "", "every west's `stream_window` config key, such as 1MiB (default: west's own, 16MiB)")
 	pairEnv := fs.String("pair-env", "", "also measure a second one-hop http:// pair whose wests have these comma-separated `KEY=VALUE`s added to their environment, in the same rounds")
 	load := fs.String("load", "go", "load generator of the requests/s and latency rounds: go (built in) or wrk (wrk -t1 from PATH, as the issue's peers were measured)")
 	only := fs.String("only", "", "comma-separated measurements to run, of rps1, rpsN, download, upload (default: all)")
@@ -297,7 +299,7 @@ func run(ctx context.Context, opts *options) (err error) {
 	}
 	b := &bench{
 		opts:    opts,
-		l:       &launcher{bin: bin, dir: dir, profileDir: opts.profileDir, env: opts.westEnv},
+		l:       &launcher{bin: bin, dir: dir, profileDir: opts.profileDir, env: opts.westEnv, window: opts.window},
 		results: map[string]map[string][]float64{},
 		cpu:     map[*west]map[string]float64{},
 		work:    map[*west]map[string]float64{},

@@ -95,6 +95,20 @@ func TestEnvFlags(t *testing.T) {
 	}
 }
 
+// TestWithWestKey: -stream-window reaches the west object of a config and
+// leaves the rest as it was.
+func TestWithWestKey(t *testing.T) {
+	got, err := withWestKey(`{"west": {"nm": "a"}, "wstc": {"ws://h:1": {"ee": "yes"}}}`, "stream_window", "1MiB")
+	if want := `{"west":{"nm":"a","stream_window":"1MiB"},"wstc":{"ws://h:1":{"ee":"yes"}}}`; err != nil || got != want {
+		t.Errorf("got %s, %v; want %s", got, err, want)
+	}
+	for _, bad := range []string{`{"wsts": {}}`, `{"west": `} {
+		if got, err := withWestKey(bad, "stream_window", "1MiB"); err == nil {
+			t.Errorf("%s: got %s, want an error", bad, got)
+		}
+	}
+}
+
 func TestReportFloor(t *testing.T) {
 	b := &bench{
 		paths: []*path{{name: "direct"}, {name: "1 hop"}, {name: "1 hop, tcp"}, {name: "2 hops"}, {name: floorPath}},

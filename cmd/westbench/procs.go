@@ -48,6 +48,7 @@ type launcher struct {
 	dir        string   // configs and logs
 	profileDir string   // when set, run nodes in-process with pprof
 	env        []string // added to the wests' environment
+	window     string   // when set, every west's "stream_window"
 
 	mu    sync.Mutex
 	procs []*west
@@ -73,6 +74,12 @@ func (l *launcher) start(ctx context.Context, name, config string, roles ...stri
 // launcher's own.
 func (l *launcher) startEnv(ctx context.Context, name string, env []string, config string, roles ...string) (*west, error) {
 	cfgPath := filepath.Join(l.dir, name+".json")
+	if l.window != "" {
+		var err error
+		if config, err = withWestKey(config, "stream_window", l.window); err != nil {
+			return nil, fmt.Errorf("config of %s: %w", name, err)
+		}
+	}
 	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
 		return nil, err
 	}
@@ -92,6 +99,20 @@ func (l *launcher) startEnv(ctx context.Context, name string, env []string, conf
 		cmd.Env = l.environ(env...)
 	}
 	return l.run(ctx, name, cmd, roles)
+}
+
+// withWestKey returns config with key set to value in its "west" object.
+func withWestKey(config, key, value string) (string, error) {
+	var c map[string]map[string]any
+	if err := json.Unmarshal([]byte(config), &c); err != nil {
+		return "", err
+	}
+	if c["west"] == nil {
+		return "", errors.New(`no "west" object`)
+	}
+	c["west"][key] = value
+	b, err := json.Marshal(c)
+	return string(b), err
 }
 
 // startRelay starts a plain TCP relay process (see runRelay) in front of
