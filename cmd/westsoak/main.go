@@ -47,7 +47,8 @@ type options struct {
 	deadline    time.Duration // a request still running past it hung
 	keepalive   time.Duration
 	large       int64
-	chain       bool // case 3: through a listener of G's to L2
+	chain       bool   // case 3: through a listener of G's to L2
+	window      string // every west's "stream_window", when set
 	verbose     bool
 }
 
@@ -62,6 +63,7 @@ func main() {
 	flag.DurationVar(&o.keepalive, "keepalive", time.Second, "tunnel keepalive interval; the timeout is 5 times it")
 	flag.Int64Var(&o.large, "large", 16<<20, "size in bytes of the large requests")
 	flag.BoolVar(&o.chain, "chain", false, "case 3: L's requests go through a listener of G's to a third west, L2, a tunnel client of G, which dials the backend")
+	flag.StringVar(&o.window, "stream-window", "", "every west's `stream_window` config key, such as 1MiB (default: west's own, 16MiB)")
 	flag.BoolVar(&o.verbose, "v", false, "print the wests' warnings")
 	flag.Parse()
 
@@ -84,7 +86,11 @@ func run(ctx context.Context, o options, out io.Writer) (bool, error) {
 	// The keepalive goes in through the config keys an operator would use.
 	deadAfter := 5 * o.keepalive
 	west := func(name string) string {
-		return fmt.Sprintf(`"west": {"nm": %q, "keepalive": %q, "dead_after": %q}`, name, o.keepalive, deadAfter)
+		window := ""
+		if o.window != "" {
+			window = fmt.Sprintf(`, "stream_window": %q`, o.window)
+		}
+		return fmt.Sprintf(`"west": {"nm": %q, "keepalive": %q, "dead_after": %q%s}`, name, o.keepalive, deadAfter, window)
 	}
 
 	backendURL, stopBackend, err := startBackend()
