@@ -52,8 +52,8 @@ type West struct {
 	ShutdownGrace time.Duration
 	// StreamWindow is "stream_window", in bytes: how much data one stream
 	// of this west's tunnels may receive that its reader has not yet
-	// taken, which caps a stream's throughput at window/RTT. Zero means
-	// the tunnel package's default (16 MiB).
+	// taken. It bounds memory, and one stream's throughput to about
+	// window/(2×RTT). Zero means the tunnel package's default (16 MiB).
 	StreamWindow int
 }
 

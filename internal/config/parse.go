@@ -512,10 +512,10 @@ func parseSize(v *value, p string, lo, hi int) (int, error) {
 			continue
 		}
 		n, err := strconv.Atoi(digits)
-		if err != nil || digits == "" || digits[0] < '0' || digits[0] > '9' {
+		if err != nil || digits[0] == '+' || digits[0] == '-' {
 			break
 		}
-		if n < lo/u.bytes || n > hi/u.bytes || n*u.bytes < lo {
+		if n > hi/u.bytes || n*u.bytes < lo { // the first test keeps n*u.bytes from overflowing
 			return 0, errf(p, "want %s, got %s", want, quote(s))
 		}
 		return n * u.bytes, nil

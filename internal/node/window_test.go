@@ -19,6 +19,10 @@ import (
 // crossed the tunnel and was not read stays within it.
 func TestStreamWindowKey(t *testing.T) {
 	const gWindow, lWindow = 1 << 20, 512 << 10
+	// A sender's write stuck halfway, for the window, is not counted
+	// yet: what crossed shows up to one frame (and the stream's reply)
+	// less than the window.
+	const least = tunnel.MaxPayload + 64
 	release := make(chan struct{})
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost { // take no body: the upload stalls in G
@@ -48,12 +52,13 @@ func TestStreamWindowKey(t *testing.T) {
 	gStats := g.Server().Session("L").Stats()
 	lStats := l.Client("ws://" + g.Addrs().Tunnel).Status().Session.Stats()
 
+	c := testClient(t, 0)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
 	// A download whose client reads nothing past the headers.
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/px", nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("download: %v %v", resp, err)
 	}
@@ -61,7 +66,7 @@ func TestStreamWindowKey(t *testing.T) {
 	sent := settle(t, &gStats.BytesOut)
 	unread := sent - lStats.BytesIn.Load()
 	t.Logf("download: %d KiB crossed, %d KiB unread in L", sent>>10, unread>>10)
-	if unread > lWindow || unread < lWindow/2 {
+	if unread > lWindow || unread < lWindow-least {
 		t.Errorf("L, downloading: %d bytes crossed and %d unread, want about its window of %d", sent, unread, lWindow)
 	}
 
@@ -77,11 +82,15 @@ func TestStreamWindowKey(t *testing.T) {
 		}
 	}()
 	req, _ = http.NewRequestWithContext(ctx, http.MethodPost, base+"/px", body)
-	go http.DefaultClient.Do(req)
+	go func() {
+		if resp, err := c.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
 	sent = settle(t, &lStats.BytesOut)
 	unread = sent - gStats.BytesIn.Load()
 	t.Logf("upload: %d KiB crossed, %d KiB unread in G", sent>>10, unread>>10)
-	if unread > gWindow || unread < gWindow/2 {
+	if unread > gWindow || unread < gWindow-least {
 		t.Errorf("G, receiving an upload: %d bytes crossed and %d unread, want about its window of %d", sent, unread, gWindow)
 	}
 }
