@@ -93,6 +93,9 @@ func checkConfig(c *Config) error {
 	if _, err := acl.Parse(c.West.ControlACL, false); err != nil {
 		return err
 	}
+	if w := c.West.StreamWindow; w != 0 && (w < MinStreamWindow || w > MaxStreamWindow) {
+		return fmt.Errorf("stream window %d out of range", w)
+	}
 	if s := c.Server; s != nil {
 		if s.URL.Scheme != "ws" && s.URL.Scheme != "wss" {
 			return fmt.Errorf("server scheme %q", s.URL.Scheme)
