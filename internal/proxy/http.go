@@ -212,10 +212,11 @@ func (h *HTTP) match(path string) *route {
 	return nil
 }
 
-// bodyBufSize is the reverse proxy's body copy buffer: a whole
-// multiplexer frame, so that a response body leaves for the client in one
-// write per frame it arrived in (32 KiB, the reverse proxy's own size,
-// took two).
+// bodyBufSize is the body copy buffer of the reverse proxy and of the
+// request loop's responses. It was one multiplexer frame when frames
+// were 64 KiB (32 KiB, the reverse proxy's own size, took two writes per
+// frame); with 256 KiB frames, a 256 KiB buffer made downloads no faster
+// (BENCHMARKS.md, stop 21) and would hold four times the memory per copy.
 const bodyBufSize = 64 << 10
 
 // bodyBufs lends the reverse proxy its body copy buffers, which it would
