@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/textproto"
 	"strconv"
@@ -42,6 +43,21 @@ func (w *fastWriter) write(b []byte) error {
 	return err
 }
 
+// writeBoth writes head, which may be empty, then body, in one system
+// call where the connection takes a vector: an empty write would still
+// cost one.
+func (w *fastWriter) writeBoth(head, body []byte) error {
+	if len(head) == 0 {
+		return w.write(body)
+	}
+	bufs := net.Buffers{head, body}
+	_, err := bufs.WriteTo(w.conn.conn)
+	if err != nil {
+		w.clientGone = true
+	}
+	return err
+}
+
 // response writes resp's head and body. The head waits for the body's
 // first bytes, so that both usually leave in one write, and a body that
 // breaks off before it begins becomes a 502.
@@ -72,13 +88,10 @@ func (w *fastWriter) response(resp *http.Response, b []byte) (int64, error) {
 			if len(b)+n <= cap(b) {
 				b = append(b, buf[:n]...)
 			} else {
-				if err := w.write(b); err != nil {
+				if err := w.writeBoth(b, buf[:n]); err != nil {
 					return written, err
 				}
 				b = b[:0]
-				if err := w.write(buf[:n]); err != nil {
-					return written, err
-				}
 			}
 			if chunked {
 				b = append(b, "\r\n"...)

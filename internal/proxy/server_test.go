@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -36,6 +38,12 @@ func startServerWith(t testing.TB, h *HTTP, fallback *http.Server) (*Server, str
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveOn(t, h, fallback, ln), ln.Addr().String()
+}
+
+// serveOn serves h on ln until the test ends.
+func serveOn(t testing.TB, h *HTTP, fallback *http.Server, ln net.Listener) *Server {
+	t.Helper()
 	srv := NewServer(func() *HTTP { return h }, fallback)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
@@ -46,7 +54,7 @@ func startServerWith(t testing.TB, h *HTTP, fallback *http.Server) (*Server, str
 		}
 		h.CloseIdleConnections()
 	})
-	return srv, ln.Addr().String()
+	return srv
 }
 
 // netHTTPServer serves h with net/http's server alone, as listeners ran
@@ -439,19 +447,60 @@ func TestServerOutOfDescriptors(t *testing.T) {
 	}
 	ln := &flakyListener{Listener: inner}
 	ln.fails.Store(3)
-	srv := NewServer(func() *HTTP { return h }, &http.Server{Handler: h})
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	defer func() {
-		srv.Close()
-		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("Serve returned %v", err)
-		}
-		h.CloseIdleConnections()
-	}()
+	serveOn(t, h, &http.Server{Handler: h}, ln)
 	got := rawExchanges(t, inner.Addr().String(), "GET /echo HTTP/1.1\r\nHost: h\r\n\r\n", "GET")
 	if got[0].status != "200 OK" || ln.fails.Load() >= 0 {
 		t.Errorf("after failed accepts: %s %q", got[0].status, got[0].body)
+	}
+}
+
+// writesListener's connections count their writes, and the empty ones.
+type writesListener struct {
+	net.Listener
+	writes, empty atomic.Int64
+}
+
+func (l *writesListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	return &writesConn{Conn: c, l: l}, err
+}
+
+type writesConn struct {
+	net.Conn
+	l *writesListener
+}
+
+func (c *writesConn) Write(b []byte) (int, error) {
+	c.l.writes.Add(1)
+	if len(b) == 0 {
+		c.l.empty.Add(1)
+	}
+	return c.Conn.Write(b)
+}
+
+// TestServerLargeBodyWrites: the loop passes a large body on in writes of
+// its copy buffer, each with bytes in it; an empty write is still a
+// system call.
+func TestServerLargeBodyWrites(t *testing.T) {
+	const size = 1 << 20
+	_, backend, _ := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		w.Write(bytes.Repeat([]byte{'w'}, size))
+	}))
+	h := NewHTTP(HTTPOptions{Routes: []Route{{Path: "/", Target: mustURL(t, "http://"+backend+"/")}}, Dialer: tunnelPair(t)})
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &writesListener{Listener: inner}
+	serveOn(t, h, &http.Server{Handler: h}, ln)
+	got := rawExchanges(t, inner.Addr().String(), "GET /big HTTP/1.1\r\nHost: h\r\n\r\n", "GET")
+	if got[0].status != "200 OK" || len(got[0].body) != size {
+		t.Fatalf("GET /big: %s, %d bytes of %d", got[0].status, len(got[0].body), size)
+	}
+	// 1 MiB in 64 KiB copies: 16 writes, and the head with the first.
+	if w, e := ln.writes.Load(), ln.empty.Load(); e != 0 || w > size/bodyBufSize+2 {
+		t.Errorf("%d writes for a %d-byte body, %d of them empty; want at most %d, none empty", w, size, e, size/bodyBufSize+2)
 	}
 }
 
