@@ -462,7 +462,10 @@ type writesListener struct {
 
 func (l *writesListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
-	return &writesConn{Conn: c, l: l}, err
+	if err != nil {
+		return nil, err
+	}
+	return &writesConn{Conn: c, l: l}, nil
 }
 
 type writesConn struct {
