@@ -6,10 +6,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/west-tunnel/west/internal/testutil"
 	"github.com/west-tunnel/west/internal/tunnel"
 )
 
@@ -63,7 +63,7 @@ func TestStreamWindowKey(t *testing.T) {
 		t.Fatalf("download: %v %v", resp, err)
 	}
 	defer resp.Body.Close()
-	sent := settle(t, &gStats.BytesOut)
+	sent := testutil.Settle(t, &gStats.BytesOut, 500*time.Millisecond)
 	unread := sent - lStats.BytesIn.Load()
 	t.Logf("download: %d KiB crossed, %d KiB unread in L", sent>>10, unread>>10)
 	if unread > lWindow || unread < lWindow-least {
@@ -87,27 +87,10 @@ func TestStreamWindowKey(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	sent = settle(t, &lStats.BytesOut)
+	sent = testutil.Settle(t, &lStats.BytesOut, 500*time.Millisecond)
 	unread = sent - gStats.BytesIn.Load()
 	t.Logf("upload: %d KiB crossed, %d KiB unread in G", sent>>10, unread>>10)
 	if unread > gWindow || unread < gWindow-least {
 		t.Errorf("G, receiving an upload: %d bytes crossed and %d unread, want about its window of %d", sent, unread, gWindow)
 	}
-}
-
-// settle waits until counter has stopped moving, and returns it.
-func settle(t *testing.T, counter *atomic.Int64) int64 {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	last, since := int64(-1), time.Now()
-	for time.Since(since) < 500*time.Millisecond {
-		if time.Now().After(deadline) {
-			t.Fatalf("still moving after 20s: %d bytes", last)
-		}
-		if n := counter.Load(); n != last {
-			last, since = n, time.Now()
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return last
 }

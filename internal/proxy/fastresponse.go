@@ -35,23 +35,19 @@ func (w *fastWriter) informational(code int, h textproto.MIMEHeader) error {
 	return w.write(b)
 }
 
-func (w *fastWriter) write(b []byte) error {
-	_, err := w.conn.conn.Write(b)
-	if err != nil {
-		w.clientGone = true
-	}
-	return err
-}
+func (w *fastWriter) write(b []byte) error { return w.writeBoth(nil, b) }
 
 // writeBoth writes head, which may be empty, then body, in one system
 // call where the connection takes a vector: an empty write would still
 // cost one.
 func (w *fastWriter) writeBoth(head, body []byte) error {
+	var err error
 	if len(head) == 0 {
-		return w.write(body)
+		_, err = w.conn.conn.Write(body)
+	} else {
+		bufs := net.Buffers{head, body}
+		_, err = bufs.WriteTo(w.conn.conn)
 	}
-	bufs := net.Buffers{head, body}
-	_, err := bufs.WriteTo(w.conn.conn)
 	if err != nil {
 		w.clientGone = true
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/west-tunnel/west/internal/testutil"
 	"github.com/west-tunnel/west/internal/wire"
 )
 
@@ -60,16 +61,9 @@ func TestStreamWindowBoundsUnreadData(t *testing.T) {
 				t.Fatalf("dial the flooding stream: %v", err)
 			}
 			defer st.Close()
-			sent := &h.server.Session("n").Stats().BytesOut
 			// The flood stops when the window is full; a write in
 			// progress then holds part of a chunk, not yet counted.
-			last, since := int64(-1), time.Now()
-			for time.Since(since) < 300*time.Millisecond {
-				if n := sent.Load(); n != last {
-					last, since = n, time.Now()
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			last := testutil.Settle(t, &h.server.Session("n").Stats().BytesOut, 300*time.Millisecond)
 			if last > int64(tc.want) || last < int64(tc.want-chunk-64) {
 				t.Fatalf("%d bytes sent to a stream that reads nothing; want its window, %d, less at most one %d-byte write", last, tc.want, chunk)
 			}
