@@ -19,6 +19,7 @@ import (
 	"github.com/west-tunnel/west/internal/config"
 	"github.com/west-tunnel/west/internal/control"
 	"github.com/west-tunnel/west/internal/proxy"
+	"github.com/west-tunnel/west/internal/sockio"
 	"github.com/west-tunnel/west/internal/tunnel"
 	"github.com/west-tunnel/west/internal/wire"
 	"golang.org/x/sync/errgroup"
@@ -389,6 +390,7 @@ func (n *Node) listen(s *listener) error {
 	if err != nil {
 		return fmt.Errorf("listen for %s %s on %s: %w", s.role, s.name, s.addr, err)
 	}
+	ln = sockio.WrapListener(ln) // first, so that the wrappers below keep its connections
 	if s.role == "proxy" {
 		ln = proxy.NewLocalListener(ln, &n.locals) // inside its limit, which counts streams too
 	}

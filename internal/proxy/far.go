@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/west-tunnel/west/internal/acl"
+	"github.com/west-tunnel/west/internal/sockio"
 	"github.com/west-tunnel/west/internal/tunnel"
 	"github.com/west-tunnel/west/internal/wire"
 )
@@ -186,6 +187,9 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 	}
 	backend, err := dialer.DialContext(dctx, network, req.Header.Target)
 	cancel()
+	if err == nil {
+		backend = sockio.Wrap(backend)
+	}
 	if err != nil {
 		code := wire.CodeDialFailed
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {

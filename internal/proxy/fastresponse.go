@@ -23,8 +23,9 @@ type fastWriter struct {
 	head       []byte // the client's response head, if readResponseHead wrote it
 	headBuf    []byte // where readResponseHead writes it
 	status     int
-	keep       bool // the connection may carry another request
-	clientGone bool // a write to the client failed
+	keep       bool      // the connection may carry another request
+	clientGone bool      // a write to the client failed
+	vec        [2][]byte // writeBoth's buffers, kept here so that a write allocates nothing
 }
 
 // informational passes a 1xx answer on to the client at once.
@@ -33,6 +34,11 @@ func (w *fastWriter) informational(code int, h textproto.MIMEHeader) error {
 	b = appendHeader(b, http.Header(h))
 	b = append(b, "\r\n"...)
 	return w.write(b)
+}
+
+// vectorWriter writes several buffers in one system call (sockio.Conn).
+type vectorWriter interface {
+	WriteVec(bufs [][]byte) (int64, error)
 }
 
 func (w *fastWriter) write(b []byte) error { return w.writeBoth(nil, b) }
@@ -44,6 +50,10 @@ func (w *fastWriter) writeBoth(head, body []byte) error {
 	var err error
 	if len(head) == 0 {
 		_, err = w.conn.conn.Write(body)
+	} else if vw, ok := w.conn.conn.(vectorWriter); ok {
+		w.vec = [2][]byte{head, body}
+		_, err = vw.WriteVec(w.vec[:])
+		w.vec = [2][]byte{}
 	} else {
 		bufs := net.Buffers{head, body}
 		_, err = bufs.WriteTo(w.conn.conn)

@@ -20,7 +20,7 @@ func readPooled(rc syscall.RawConn, bp **[]byte) (int, error) {
 			*bp = copyBufs.Get().(*[]byte)
 		}
 		for {
-			n, rerr = syscall.Read(int(fd), **bp)
+			n, rerr = readFD(fd, **bp)
 			if rerr != syscall.EINTR {
 				break
 			}

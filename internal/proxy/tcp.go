@@ -114,8 +114,8 @@ func (t *TCP) serveConn(conn net.Conn) {
 	if err != nil {
 		rec.Err, rec.Status = err, statusFor(err)
 		// A reset tells the client at once that nothing is behind us.
-		if tc, ok := conn.(*net.TCPConn); ok {
-			tc.SetLinger(0)
+		if l, ok := conn.(interface{ SetLinger(int) error }); ok {
+			l.SetLinger(0)
 		}
 		conn.Close()
 		return

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/west-tunnel/west/internal/sockio"
 	"github.com/west-tunnel/west/internal/wire"
 )
 
@@ -227,6 +228,14 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 		ReadBufferSize:  wsReadBufferSize,
 		WriteBufferSize: wsWriteBufferSize,
 		WriteBufferPool: wsWriteBuffers,
+		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return sockio.Wrap(c), nil
+		},
 	}
 	ws, resp, err := dialer.DialContext(hctx, c.opts.URL, header)
 	if err != nil {
