@@ -230,3 +230,43 @@ func TestNoAllocations(t *testing.T) {
 		t.Fatalf("%.1f allocations per round trip, want 0", allocs)
 	}
 }
+
+// TestSwitchedOff checks WEST_SOCKIO=off's effect: connections as the net
+// package makes them, and reads that still work.
+func TestSwitchedOff(t *testing.T) {
+	enabled = false
+	defer func() { enabled = true }()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := Wrap(c); got != c {
+		t.Fatalf("Wrap with WEST_SOCKIO=off gave %T, want its argument", got)
+	}
+	s, err := WrapListener(ln).Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, ok := s.(*net.TCPConn); !ok {
+		t.Fatalf("WrapListener with WEST_SOCKIO=off accepted a %T, want a *net.TCPConn", s)
+	}
+	c.Write([]byte("hi"))
+	rc, _ := s.(*net.TCPConn).SyscallConn()
+	buf := make([]byte, 8)
+	var n int
+	var errno syscall.Errno
+	rc.Read(func(fd uintptr) bool {
+		n, errno = Read(fd, buf)
+		return errno != syscall.EAGAIN
+	})
+	if string(buf[:n]) != "hi" || errno != 0 {
+		t.Fatalf("Read: %q, %v", buf[:n], errno)
+	}
+}
