@@ -100,6 +100,7 @@ func (op *writeOp) write(fd uintptr) bool {
 	for len(op.bufs) > 0 {
 		var n int
 		var errno syscall.Errno
+		raceBeforeWrite()
 		if len(op.bufs) == 1 {
 			n, errno = write(fd, op.bufs[0])
 		} else {
@@ -116,9 +117,11 @@ func (op *writeOp) write(fd uintptr) bool {
 		op.n += int64(n)
 		for n > 0 {
 			if n < len(op.bufs[0]) {
+				raceWritten(op.bufs[0][:n])
 				op.bufs[0] = op.bufs[0][n:]
 				break
 			}
+			raceWritten(op.bufs[0])
 			n -= len(op.bufs[0])
 			op.bufs = op.bufs[1:]
 		}
@@ -222,9 +225,10 @@ func Read(fd uintptr, p []byte) (int, syscall.Errno) {
 		n, _, errno := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 		if errno != unix.EINTR {
 			if errno != 0 {
-				n = 0
+				return 0, errno
 			}
-			return int(n), errno
+			raceRead(p, int(n))
+			return int(n), 0
 		}
 	}
 }

@@ -270,3 +270,31 @@ func TestSwitchedOff(t *testing.T) {
 		t.Fatalf("Read: %q, %v", buf[:n], errno)
 	}
 }
+
+// TestHappensBefore passes a value beside a byte sent over loopback, as
+// tests through the net package do: under -race it fails unless reads
+// and writes tell the race detector that the kernel orders them.
+func TestHappensBefore(t *testing.T) {
+	a, b := pair(t)
+	var value int
+	go func() {
+		value = 42
+		a.Write([]byte{1})
+	}()
+	if _, err := io.ReadFull(b, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if value != 42 {
+		t.Fatalf("value %d, want 42", value)
+	}
+	go func() {
+		value = 43
+		b.WriteVec([][]byte{{1}, {2}})
+	}()
+	if _, err := io.ReadFull(a, make([]byte, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if value != 43 {
+		t.Fatalf("value %d, want 43", value)
+	}
+}
