@@ -26,5 +26,6 @@
 // is not. WEST_SOCKIO=off in the environment turns this package off, to
 // measure both ways on one machine.
 //
-// Outside Linux, Wrap and WrapListener return what they are given.
+// Outside Linux, Wrap and WrapListener return what they are given. Under
+// the race detector the calls are ordinary ones (see race_linux.go).
 package sockio

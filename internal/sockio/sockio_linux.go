@@ -100,8 +100,7 @@ func (op *writeOp) write(fd uintptr) bool {
 	for len(op.bufs) > 0 {
 		var n int
 		var errno syscall.Errno
-		raceBeforeWrite()
-		if len(op.bufs) == 1 {
+		if len(op.bufs) == 1 || raceEnabled {
 			n, errno = write(fd, op.bufs[0])
 		} else {
 			n, errno = op.writev(fd)
@@ -117,11 +116,9 @@ func (op *writeOp) write(fd uintptr) bool {
 		op.n += int64(n)
 		for n > 0 {
 			if n < len(op.bufs[0]) {
-				raceWritten(op.bufs[0][:n])
 				op.bufs[0] = op.bufs[0][n:]
 				break
 			}
-			raceWritten(op.bufs[0])
 			n -= len(op.bufs[0])
 			op.bufs = op.bufs[1:]
 		}
@@ -214,28 +211,14 @@ func Read(fd uintptr, p []byte) (int, syscall.Errno) {
 	if len(p) == 0 {
 		return 0, 0
 	}
-	if !enabled {
-		n, err := unix.Read(int(fd), p)
-		if err != nil {
-			return 0, err.(syscall.Errno)
-		}
-		return n, 0
-	}
 	for {
-		n, _, errno := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		if errno != unix.EINTR {
-			if errno != 0 {
-				return 0, errno
-			}
-			raceRead(p, int(n))
-			return int(n), 0
+		var n uintptr
+		var errno syscall.Errno
+		if enabled && !raceEnabled {
+			n, _, errno = unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		} else {
+			n, errno = errnoOf(syscall.Read(int(fd), p))
 		}
-	}
-}
-
-func write(fd uintptr, p []byte) (int, syscall.Errno) {
-	for {
-		n, _, errno := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 		if errno != unix.EINTR {
 			if errno != 0 {
 				n = 0
@@ -243,4 +226,34 @@ func write(fd uintptr, p []byte) (int, syscall.Errno) {
 			return int(n), errno
 		}
 	}
+}
+
+func write(fd uintptr, p []byte) (int, syscall.Errno) {
+	for {
+		var n uintptr
+		var errno syscall.Errno
+		if raceEnabled {
+			n, errno = errnoOf(syscall.Write(int(fd), p))
+		} else {
+			n, _, errno = unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		}
+		if errno != unix.EINTR {
+			if errno != 0 {
+				n = 0
+			}
+			return int(n), errno
+		}
+	}
+}
+
+// errnoOf splits an ordinary system call's result as RawSyscall's.
+func errnoOf(n int, err error) (uintptr, syscall.Errno) {
+	if err == nil {
+		return uintptr(n), 0
+	}
+	errno, ok := err.(syscall.Errno)
+	if !ok {
+		errno = syscall.EIO
+	}
+	return 0, errno
 }
