@@ -187,9 +187,6 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 	}
 	backend, err := dialer.DialContext(dctx, network, req.Header.Target)
 	cancel()
-	if err == nil {
-		backend = sockio.Wrap(backend)
-	}
 	if err != nil {
 		code := wire.CodeDialFailed
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {
@@ -203,6 +200,7 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 		f.reject(req, code, err.Error())
 		return
 	}
+	backend = sockio.Wrap(backend) // a UDP socket stays as it is
 	stream, err := req.Accept()
 	if err != nil {
 		backend.Close()
