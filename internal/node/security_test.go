@@ -142,6 +142,7 @@ func TestTLSAndTokens(t *testing.T) {
 		"wstc": {%q: {"ca_file": %q, "server_name": "tunnel.test", "token": "env:WEST_TEST_TOKEN_L"}},
 		"proxy": {"http://127.0.0.1:0": {"ea": %q, "/px": {"ou": "%s/x"}}}}`, srv, ca.file, srv, be.URL), Options{})
 	waitClient(t, l, srv, tunnel.StateUp)
+	waitUp(t, g, "case1.L") // the client is up once it has the server's answer, a moment before the server registers it
 	real := g.Server().Session("case1.L")
 	if code, body := getStatus(t, proxyURL(t, l)+"/px/ok"); code != 200 {
 		t.Fatalf("request over TLS tunnel: %d %s", code, body)

@@ -49,6 +49,7 @@ func TestStreamWindowKey(t *testing.T) {
 	}`, g.Addrs().Tunnel, be.URL), Options{})
 	base := proxyURL(t, l)
 	waitClient(t, l, "ws://"+g.Addrs().Tunnel, tunnel.StateUp)
+	waitUp(t, g, "L")
 	gStats := g.Server().Session("L").Stats()
 	lStats := l.Client("ws://" + g.Addrs().Tunnel).Status().Session.Stats()
 
