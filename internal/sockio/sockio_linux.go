@@ -141,15 +141,7 @@ func (op *writeOp) writev(fd uintptr) (int, syscall.Errno) {
 			op.iov = append(op.iov, v)
 		}
 	}
-	for {
-		n, _, errno := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&op.iov[0])), uintptr(len(op.iov)))
-		if errno != unix.EINTR {
-			if errno != 0 {
-				n = 0
-			}
-			return int(n), errno
-		}
-	}
+	return raw(unix.SYS_WRITEV, fd, unsafe.Pointer(&op.iov[0]), len(op.iov))
 }
 
 // maxIovecs is the most buffers one writev takes (the kernel's IOV_MAX).
@@ -211,45 +203,48 @@ func Read(fd uintptr, p []byte) (int, syscall.Errno) {
 	if len(p) == 0 {
 		return 0, 0
 	}
+	if enabled && !raceEnabled {
+		return raw(unix.SYS_READ, fd, unsafe.Pointer(&p[0]), len(p))
+	}
 	for {
-		var n uintptr
-		var errno syscall.Errno
-		if enabled && !raceEnabled {
-			n, _, errno = unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		} else {
-			n, errno = errnoOf(syscall.Read(int(fd), p))
-		}
+		n, errno := ordinary(syscall.Read(int(fd), p))
 		if errno != unix.EINTR {
-			if errno != 0 {
-				n = 0
-			}
-			return int(n), errno
+			return n, errno
 		}
 	}
 }
 
 func write(fd uintptr, p []byte) (int, syscall.Errno) {
+	if !raceEnabled {
+		return raw(unix.SYS_WRITE, fd, unsafe.Pointer(&p[0]), len(p))
+	}
 	for {
-		var n uintptr
-		var errno syscall.Errno
-		if raceEnabled {
-			n, errno = errnoOf(syscall.Write(int(fd), p))
-		} else {
-			n, _, errno = unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		}
+		n, errno := ordinary(syscall.Write(int(fd), p))
 		if errno != unix.EINTR {
-			if errno != 0 {
-				n = 0
-			}
-			return int(n), errno
+			return n, errno
 		}
 	}
 }
 
-// errnoOf splits an ordinary system call's result as RawSyscall's.
-func errnoOf(n int, err error) (uintptr, syscall.Errno) {
+// raw makes the system call trap(fd, buf, n) without telling the runtime,
+// again when a signal interrupts it; an error comes with 0 bytes.
+func raw(trap, fd uintptr, buf unsafe.Pointer, n int) (int, syscall.Errno) {
+	for {
+		r, _, errno := unix.RawSyscall(trap, fd, uintptr(buf), uintptr(n))
+		switch errno {
+		case 0:
+			return int(r), 0
+		case unix.EINTR:
+		default:
+			return 0, errno
+		}
+	}
+}
+
+// ordinary puts an ordinary system call's result in raw's terms.
+func ordinary(n int, err error) (int, syscall.Errno) {
 	if err == nil {
-		return uintptr(n), 0
+		return n, 0
 	}
 	errno, ok := err.(syscall.Errno)
 	if !ok {
