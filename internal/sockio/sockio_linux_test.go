@@ -168,7 +168,7 @@ func TestDeadlines(t *testing.T) {
 
 	// Nobody reads b: a write fills the socket and stops at its deadline,
 	// saying how much went.
-	a.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+	a.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
 	n, err := a.Write(make([]byte, 64<<20))
 	if !errors.Is(err, os.ErrDeadlineExceeded) || n <= 0 || n >= 64<<20 {
 		t.Fatalf("write past its deadline: %d bytes, %v; want some bytes and a timeout", n, err)
