@@ -23,9 +23,11 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/metrics"
 	"slices"
 	"strings"
 	"sync"
@@ -49,6 +51,7 @@ type options struct {
 	large       int64
 	chain       bool   // case 3: through a listener of G's to L2
 	window      string // every west's "stream_window", when set
+	pprofAddr   string // serve net/http/pprof here, when set
 	verbose     bool
 }
 
@@ -64,6 +67,7 @@ func main() {
 	flag.Int64Var(&o.large, "large", 16<<20, "size in bytes of the large requests")
 	flag.BoolVar(&o.chain, "chain", false, "case 3: L's requests go through a listener of G's to a third west, L2, a tunnel client of G, which dials the backend")
 	flag.StringVar(&o.window, "stream-window", "", "every west's `stream_window` config key, such as 1MiB (default: west's own, 16MiB)")
+	flag.StringVar(&o.pprofAddr, "pprof", "", "serve net/http/pprof on this `address`, such as 127.0.0.1:6060, to take heap profiles during a run")
 	flag.BoolVar(&o.verbose, "v", false, "print the wests' warnings")
 	flag.Parse()
 
@@ -91,6 +95,15 @@ func run(ctx context.Context, o options, out io.Writer) (bool, error) {
 			window = fmt.Sprintf(`, "stream_window": %q`, o.window)
 		}
 		return fmt.Sprintf(`"west": {"nm": %q, "keepalive": %q, "dead_after": %q%s}`, name, o.keepalive, deadAfter, window)
+	}
+
+	stopPprof := func() {}
+	if o.pprofAddr != "" {
+		var err error
+		if stopPprof, err = servePprof(o.pprofAddr, out); err != nil {
+			return false, err
+		}
+		defer stopPprof()
 	}
 
 	backendURL, stopBackend, err := startBackend()
@@ -190,9 +203,9 @@ func run(ctx context.Context, o options, out io.Writer) (bool, error) {
 		if final {
 			label = "final "
 		}
-		fmt.Fprintf(out, "%s ok=%d fail=%d hung=%d corrupt=%d longest-outage=%s | %s | tunnel %s connects=%d faults=%s | goroutines=%d fds=%d rss=%dMiB heap=%dMiB | west logs %s\n",
+		fmt.Fprintf(out, "%s ok=%d fail=%d hung=%d corrupt=%d longest-outage=%s | %s | tunnel %s connects=%d faults=%s | goroutines=%d fds=%d rss=%dMiB heap=%dMiB live=%dMiB | west logs %s\n",
 			label, s.ok, s.failed(), s.hung, s.corrupt, s.maxGap.Round(100*time.Millisecond), s.causes(), cs.State, cs.Connects, faults,
-			runtime.NumGoroutine(), fds, rss>>20, ms.HeapInuse>>20, logs)
+			runtime.NumGoroutine(), fds, rss>>20, ms.HeapInuse>>20, liveHeap()>>20, logs)
 	}
 	tick := time.NewTicker(o.reportEvery)
 	done := make(chan struct{})
@@ -238,6 +251,7 @@ loop:
 	stopL2()
 	stopG()
 	stopBackend()
+	stopPprof()
 	time.Sleep(time.Second)
 	fds, _ := testutil.CountFDs(0)
 	fmt.Fprintf(out, "after stopping the wests: goroutines=%d fds=%d\n", runtime.NumGoroutine(), fds)
@@ -250,6 +264,34 @@ loop:
 		fmt.Fprintf(out, "PASS: no request hung or came back corrupt\n")
 	}
 	return bad || !recovered, nil
+}
+
+// liveHeap returns the heap the last garbage collection found reachable.
+// Unlike HeapInuse it leaves out garbage not yet collected, so a leak shows
+// as a rise in it across report lines.
+func liveHeap() uint64 {
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(sample)
+	if sample[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return sample[0].Value.Uint64()
+}
+
+// servePprof serves the runtime's profiles on addr, so that heap profiles
+// taken minutes apart can be compared with go tool pprof -diff_base.
+func servePprof(addr string, out io.Writer) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening for pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	fmt.Fprintf(out, "pprof: http://%s/debug/pprof/\n", ln.Addr())
+	return func() { srv.Close() }, nil
 }
 
 // startNode starts a west on js and returns it with its stop function.
