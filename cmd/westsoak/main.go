@@ -289,9 +289,10 @@ func servePprof(addr string, out io.Writer) (func(), error) {
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
+	served := make(chan struct{})
+	go func() { srv.Serve(ln); close(served) }()
 	fmt.Fprintf(out, "pprof: http://%s/debug/pprof/\n", ln.Addr())
-	return func() { srv.Close() }, nil
+	return func() { srv.Close(); <-served }, nil
 }
 
 // startNode starts a west on js and returns it with its stop function.

@@ -6,7 +6,11 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/west-tunnel/west/internal/testutil"
 )
+
+func TestMain(m *testing.M) { testutil.VerifyTestMain(m) }
 
 // TestLiveHeapCountsReachable checks that the live figure grows by what a
 // collection finds reachable and leaves out what it does not.
@@ -39,7 +43,9 @@ func TestServePprof(t *testing.T) {
 	}
 	defer stop()
 	url := strings.TrimSpace(strings.TrimPrefix(out.String(), "pprof: "))
-	resp, err := http.Get(url + "heap?debug=1")
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get(url + "heap?debug=1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +58,7 @@ func TestServePprof(t *testing.T) {
 		t.Fatalf("heap profile missing its header: %.200q", body)
 	}
 	stop()
-	if _, err := http.Get(url); err == nil {
+	if _, err := client.Get(url); err == nil {
 		t.Fatal("pprof still served after stop")
 	}
 }
