@@ -16,7 +16,7 @@ import (
 // TestStreamWindowKey: west.stream_window is the window of every stream a
 // west receives on, as a tunnel client (L, receiving a download) and as a
 // tunnel server (G, receiving an upload): with the reader stopped, what
-// crossed the tunnel and was not read stays within it.
+// crossed the tunnel and was not read stays within it, give or take a frame.
 func TestStreamWindowKey(t *testing.T) {
 	const gWindow, lWindow = 2 << 20, 1 << 20
 	// Where the reader stops, go-yamux holds more than half the window
