@@ -43,6 +43,10 @@ type TCP struct {
 
 	mu  sync.Mutex
 	lns []net.Listener
+	// closed is set once Shutdown or Close begins. Connections are
+	// counted in conns only before it, under mu, so that no count is
+	// added while Shutdown or Close waits for it to reach zero.
+	closed bool
 }
 
 // NewTCP returns a TCP listener's server.
@@ -59,11 +63,19 @@ func NewTCP(opts TCPOptions) *TCP {
 }
 
 // Serve accepts connections on ln until it is closed. Like http.Server's,
-// it returns net.ErrClosed once Shutdown or Close closed the listener.
+// it returns net.ErrClosed once Shutdown or Close closed the listener, and
+// at once, closing ln, when called after them.
 func (t *TCP) Serve(ln net.Listener) error {
 	t.mu.Lock()
-	t.lns = append(t.lns, ln)
+	closed := t.closed
+	if !closed {
+		t.lns = append(t.lns, ln)
+	}
 	t.mu.Unlock()
+	if closed {
+		ln.Close()
+		return net.ErrClosed
+	}
 	var delay time.Duration
 	for {
 		conn, err := ln.Accept()
@@ -79,9 +91,26 @@ func (t *TCP) Serve(ln net.Listener) error {
 			continue
 		}
 		delay = 0
-		t.conns.Add(1)
+		if !t.track() {
+			// Accepted as the listener closed: shutting down, we
+			// serve it no more than one still in the backlog.
+			conn.Close()
+			return net.ErrClosed
+		}
 		go t.serveConn(conn)
 	}
+}
+
+// track counts a connection about to be served, unless the server is
+// closing.
+func (t *TCP) track() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.conns.Add(1)
+	return true
 }
 
 func (t *TCP) serveConn(conn net.Conn) {
@@ -127,6 +156,7 @@ func (t *TCP) serveConn(conn net.Conn) {
 func (t *TCP) closeListeners() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.closed = true
 	for _, ln := range t.lns {
 		ln.Close()
 	}
