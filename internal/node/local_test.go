@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -162,14 +164,19 @@ func TestChainHandOverKeepsDialPolicy(t *testing.T) {
 		t.Errorf("outside the policy: %d %q, want 403 naming dial_allow", status, body)
 	}
 	c, err := net.Dial("tcp", lTCP)
-	if err != nil {
+	switch {
+	case errors.Is(err, syscall.ECONNRESET):
+		// L reset the connection, its stream refused, before the
+		// connect call returned (a loaded machine): closed, as wanted.
+	case err != nil:
 		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(c, "hello")
-	if n, err := io.ReadAll(c); len(n) != 0 {
-		t.Errorf("tcp outside the policy: read %q, %v; want the connection closed", n, err)
+	default:
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "hello")
+		if n, err := io.ReadAll(c); len(n) != 0 {
+			t.Errorf("tcp outside the policy: read %q, %v; want the connection closed", n, err)
+		}
 	}
 	if n := accepted.Load(); n != 0 {
 		t.Errorf("G's sockets accepted %d connections", n)
