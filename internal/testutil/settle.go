@@ -24,3 +24,17 @@ func Settle(t testing.TB, counter *atomic.Int64, quiet time.Duration) int64 {
 	}
 	return last
 }
+
+// Reach waits until counter is at least n, and fails the test if it is
+// not after 20 s. Before a Settle, it keeps a pause of a flow on a busy
+// machine from passing for the flow's end.
+func Reach(t testing.TB, counter *atomic.Int64, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for counter.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("reached %d after 20s, not %d", counter.Load(), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -63,7 +63,9 @@ func TestStreamWindowBoundsUnreadData(t *testing.T) {
 			defer st.Close()
 			// The flood stops when the window is full; a write in
 			// progress then holds part of a chunk, not yet counted.
-			last := testutil.Settle(t, &h.server.Session("n").Stats().BytesOut, 300*time.Millisecond)
+			sent := &h.server.Session("n").Stats().BytesOut
+			testutil.Reach(t, sent, int64(tc.want-chunk-64))
+			last := testutil.Settle(t, sent, 300*time.Millisecond)
 			if last > int64(tc.want) || last < int64(tc.want-chunk-64) {
 				t.Fatalf("%d bytes sent to a stream that reads nothing; want its window, %d, less at most one %d-byte write", last, tc.want, chunk)
 			}

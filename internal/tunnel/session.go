@@ -158,6 +158,19 @@ func ctxErr(ctx context.Context, err error) error {
 
 // serve accepts the peer's streams until the session ends.
 func (s *Session) serve(ctx context.Context, h StreamHandler) {
+	// Handlers end with the session, not only with ctx: one waiting on a
+	// quiet backend (its stream half-closed by the opener) would hold
+	// serve past the session's end, and with it the client's redial and
+	// the server's Close.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.mux.CloseChan():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	defer s.handlers.Wait()
 	stop := context.AfterFunc(ctx, func() { s.mux.Close() })
 	defer stop()
@@ -275,6 +288,23 @@ func (s *Stream) Read(b []byte) (int, error) {
 	s.stats.BytesIn.Add(int64(n))
 	return n, err
 }
+
+// Quiet reports, without waiting or consuming anything, whether nothing
+// waits to be read: no bytes, no end-of-stream, no reset. A stream kept
+// idle between HTTP requests that is not quiet has been sent something
+// unasked for, which the next request would take for its answer. It
+// clears any read deadline.
+func (s *Stream) Quiet() bool {
+	s.st.SetReadDeadline(aLongTimeAgo)
+	// yamux's Read of an empty slice returns at once when bytes or the
+	// end are waiting, and consumes nothing.
+	_, err := s.st.Read(nil)
+	s.st.SetReadDeadline(time.Time{})
+	return errors.Is(err, yamux.ErrTimeout)
+}
+
+// aLongTimeAgo is a deadline that has passed.
+var aLongTimeAgo = time.Unix(1, 0)
 
 // Write hands b to the multiplexer a frame at a time, each once this
 // stream has less than its limit waiting to be sent (see sendQueue).

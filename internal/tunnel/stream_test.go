@@ -294,3 +294,43 @@ func TestWaitSentBeforeClose(t *testing.T) {
 		}
 	}
 }
+
+// TestQuiet: a stream is quiet while nothing waits to be read, and not
+// once bytes or the far side's end-of-stream have arrived. Asking consumes
+// nothing and leaves no read deadline behind.
+func TestQuiet(t *testing.T) {
+	send := make(chan string)
+	_, _, st := dialWith(t, func(ctx context.Context, req *Request) {
+		c, err := req.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for s := range send {
+			c.Write([]byte(s))
+		}
+	})
+	defer st.Close()
+	if !st.Quiet() {
+		t.Fatal("a new stream is not quiet")
+	}
+	send <- "hi"
+	waitFor(t, "bytes to arrive", func() bool { return !st.Quiet() })
+	buf := make([]byte, 2)
+	if _, err := io.ReadFull(st, buf); err != nil || string(buf) != "hi" {
+		t.Fatalf("read after Quiet: %q, %v", buf, err)
+	}
+	if !st.Quiet() {
+		t.Fatal("not quiet once read")
+	}
+	// A read now waits for bytes, as it would with no deadline ever set.
+	go func() { time.Sleep(50 * time.Millisecond); send <- "!" }()
+	if _, err := io.ReadFull(st, buf[:1]); err != nil || buf[0] != '!' {
+		t.Fatalf("blocking read after Quiet: %q, %v", buf[:1], err)
+	}
+	close(send)
+	waitFor(t, "end-of-stream to arrive", func() bool { return !st.Quiet() })
+	if n, err := st.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("read at the end: %d, %v; want EOF", n, err)
+	}
+}
