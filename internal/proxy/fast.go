@@ -55,11 +55,11 @@ func (c *serverConn) readRequestHead() ([]byte, error) {
 		if len(buf) == connReadBuf || bytes.Contains(buf, []byte("\n\n")) || bytes.Contains(buf, []byte("\n\r\n")) {
 			return nil, nil
 		}
-		if !slow && c.s.fallback.ReadHeaderTimeout > 0 {
+		if wait := c.s.headerTimeout(); !slow && wait > 0 {
 			// The head came in pieces: the rest gets the header timeout,
 			// not what is left of the idle one.
 			slow = true
-			c.conn.SetReadDeadline(time.Now().Add(c.s.fallback.ReadHeaderTimeout))
+			c.conn.SetReadDeadline(time.Now().Add(wait))
 			c.armed = time.Time{}
 		}
 		if _, err := c.br.Peek(len(buf) + 1); err != nil {
@@ -430,6 +430,10 @@ type clientWatch struct {
 	timer *time.Timer
 	done  chan struct{} // gets one value each time the watch has run
 	left  bool          // set by the watch before it sends on done
+	// stopping is set by stopWatch, under mu, as it ends the watch's
+	// read; the watch lifts any other deadline under mu.
+	mu       sync.Mutex
+	stopping bool
 }
 
 // startWatch arms c's watch to start after clientWatchDelay. Bytes the
@@ -445,10 +449,27 @@ func (c *serverConn) startWatch() {
 
 func (w *clientWatch) run() {
 	// Buffered bytes are a pipelined request: the client is there.
-	if w.c.br.Buffered() == 0 {
-		if _, err := w.c.br.Peek(1); err != nil && !isTimeout(err) {
+	for w.c.br.Buffered() == 0 {
+		_, err := w.c.br.Peek(1)
+		if err == nil {
+			break
+		}
+		if !isTimeout(err) {
 			w.left = true
 			w.c.cancel() // abandons the request
+			break
+		}
+		// The wait for the request head ran out, not the watch: the
+		// client is still there, and the response may be long in
+		// coming (a long poll). Watch on with no deadline.
+		w.mu.Lock()
+		stopping := w.stopping
+		if !stopping {
+			w.c.conn.SetReadDeadline(time.Time{})
+		}
+		w.mu.Unlock()
+		if stopping {
+			break
 		}
 	}
 	w.done <- struct{}{}
@@ -459,8 +480,12 @@ func (c *serverConn) stopWatch() bool {
 	if c.watch.timer.Stop() {
 		return false
 	}
+	c.watch.mu.Lock()
+	c.watch.stopping = true
 	c.conn.SetReadDeadline(aLongTimeAgo)
+	c.watch.mu.Unlock()
 	<-c.watch.done
+	c.watch.stopping = false
 	c.conn.SetReadDeadline(time.Time{})
 	c.armed = time.Time{}
 	return c.watch.left

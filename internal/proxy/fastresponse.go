@@ -153,7 +153,9 @@ func (w *fastWriter) appendHead(b []byte, resp *http.Response) ([]byte, bool) {
 	}
 	switch {
 	case bodyless:
-		if cl := resp.Header["Content-Length"]; len(cl) == 1 {
+		// A HEAD's answer and a 304 may give the length a GET's would
+		// have; a 204 must not give one.
+		if cl := resp.Header["Content-Length"]; len(cl) == 1 && resp.StatusCode != http.StatusNoContent {
 			b = append(b, "Content-Length: "...)
 			b = append(b, cl[0]...)
 			b = append(b, "\r\n"...)
@@ -244,8 +246,10 @@ func (w *fastWriter) parseHead(head []byte, req *http.Request) (*http.Response, 
 				return nil, false
 			}
 			resp.ContentLength = int64(n)
-			b = append(b, line...)
-			b = append(b, "\r\n"...)
+			if code != http.StatusNoContent { // which must not send one
+				b = append(b, line...)
+				b = append(b, "\r\n"...)
+			}
 		case hdrConnection:
 			closes, ok := connectionClose(value)
 			if !ok {

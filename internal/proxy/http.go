@@ -256,7 +256,14 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer r.Body.Close()
 		h.proxy(rt, rec, r)
 	}
-	rec.commit() // a response without a body has its status sent now
+	// A client that went away (or only half-closed its connection, which
+	// net/http takes for the same) before any answer gets none: net/http
+	// would otherwise send an empty 200 for the handler that wrote
+	// nothing.
+	abort := rec.status < 200 && rec.err != nil && r.Context().Err() != nil
+	if !abort {
+		rec.commit() // a response without a body has its status sent now
+	}
 	status := rec.status
 	if status == 0 {
 		status = http.StatusOK
@@ -275,6 +282,9 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		record.BytesIn = r.ContentLength
 	}
 	h.report(record)
+	if abort {
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // report logs a finished request and tells Observe of it.

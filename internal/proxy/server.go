@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"net"
@@ -217,11 +218,12 @@ func (c *serverConn) serve() {
 	if host, _, err := net.SplitHostPort(remote); err == nil {
 		c.ip = host
 	}
-	wait := c.s.fallback.ReadHeaderTimeout
+	wait := c.s.headerTimeout()
 	for {
 		// Setting a deadline costs a timer update: while requests keep
-		// coming, it is set again once a second, not for each.
-		if now := time.Now(); wait > 0 && now.Sub(c.armed) > time.Second {
+		// coming, it is set again once a second (or a quarter of a short
+		// wait), not for each.
+		if now := time.Now(); wait > 0 && now.Sub(c.armed) > min(time.Second, wait/4) {
 			c.conn.SetReadDeadline(now.Add(wait))
 			c.armed = now
 		}
@@ -246,10 +248,25 @@ func (c *serverConn) serve() {
 			c.conn.Close()
 			return
 		}
-		if wait != c.s.fallback.IdleTimeout {
-			wait, c.armed = c.s.fallback.IdleTimeout, time.Time{}
+		if idle := c.s.idleTimeout(); wait != idle {
+			wait, c.armed = idle, time.Time{}
+			if wait == 0 {
+				// No limit on the wait: lift the first request's.
+				c.conn.SetReadDeadline(time.Time{})
+			}
 		}
 	}
+}
+
+// headerTimeout bounds the wait for a connection's first request head,
+// and idleTimeout the wait for each later one, as net/http reads them
+// from the same fields: ReadTimeout stands in for either when unset.
+func (s *Server) headerTimeout() time.Duration {
+	return cmp.Or(s.fallback.ReadHeaderTimeout, s.fallback.ReadTimeout)
+}
+
+func (s *Server) idleTimeout() time.Duration {
+	return cmp.Or(s.fallback.IdleTimeout, s.fallback.ReadTimeout)
 }
 
 // handedConn is a connection given to net/http with the bytes the loop

@@ -368,23 +368,50 @@ func (b *streamBody) finish(complete bool) {
 }
 
 // get takes the most recently idle stream to addr, if there is one young
-// enough.
+// enough and quiet.
 func (t *streamTransport) get(addr string) (sc *streamConn, reused bool) {
+	for {
+		sc = t.pop(addr)
+		if sc == nil {
+			return nil, false
+		}
+		if quiet(sc.conn) {
+			return sc, true
+		}
+		sc.conn.Close()
+	}
+}
+
+// pop takes the most recently idle stream to addr, if there is one young
+// enough.
+func (t *streamTransport) pop(addr string) *streamConn {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for {
 		list := t.idle[addr]
 		if len(list) == 0 {
-			return nil, false
+			return nil
 		}
-		sc = list[len(list)-1]
+		sc := list[len(list)-1]
 		list[len(list)-1] = nil
 		t.idle[addr] = list[:len(list)-1]
 		if time.Since(sc.idleSince) < t.idleTimeout {
-			return sc, true
+			return sc
 		}
 		sc.conn.Close()
 	}
+}
+
+// quiet reports whether an idle stream has nothing waiting to be read.
+// Bytes there came after the last response ended (a body on a 204, or on
+// the answer to a HEAD): the next request would read them as its own
+// response, perhaps another client's. An end there means the backend
+// closed the connection while idle, and a new stream saves a retry. A
+// conn that cannot tell (a plain TCP connection, in tests) counts as
+// quiet.
+func quiet(c net.Conn) bool {
+	q, ok := c.(interface{ Quiet() bool })
+	return !ok || q.Quiet()
 }
 
 func (t *streamTransport) put(sc *streamConn) {
