@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"time"
 
 	"github.com/west-tunnel/west/internal/config"
 	"github.com/west-tunnel/west/internal/proxy"
@@ -42,8 +43,9 @@ func (n *Node) ReloadFile() error {
 
 // Reload applies cfg to the running node without dropping what it leaves
 // unchanged: tunnel clients and proxy listeners that are the same keep
-// running, connections and all; removed ones drain and stop; added ones
-// start; an HTTP listener whose routes or options changed keeps its socket
+// running, connections and all; removed ones drain and stop (a removed
+// tunnel client once what it carries has ended); added ones start; a
+// changed tunnel client is replaced at once; an HTTP listener whose routes or options changed keeps its socket
 // and its connections and serves new requests by the new routes. wsts.ca
 // and wsts.tokens, whose secrets are read anew, apply to new handshakes. The west object and the rest of
 // wsts need a restart: a cfg that changes them is refused, as is one that
@@ -138,8 +140,9 @@ func (n *Node) Reload(cfg *config.Config) error {
 
 	// Apply. Stop first, so that a changed listener can bind its address
 	// again.
+	var drained []<-chan struct{}
 	for _, l := range stops {
-		n.stopListener(l)
+		drained = append(drained, n.stopListener(l))
 	}
 	var errs []error
 	servers := append(others, kept...)
@@ -158,10 +161,18 @@ func (n *Node) Reload(cfg *config.Config) error {
 		servers = append(servers, sw.l)
 	}
 	for url, stop := range n.clientStops {
-		if clients[url] != n.clients[url] {
+		switch {
+		case clients[url] == nil:
+			n.retireClient(n.clients[url], stop, drained)
+		case clients[url] != n.clients[url]:
+			// Changed: the server hands the client's name to the new
+			// session as soon as it connects, closing the old one
+			// whatever it carries, so there is nothing to wait for.
 			stop()
-			delete(n.clientStops, url)
+		default:
+			continue
 		}
+		delete(n.clientStops, url)
 	}
 	for _, url := range added {
 		n.startClientLocked(url, clients[url])
@@ -179,11 +190,14 @@ func (n *Node) Reload(cfg *config.Config) error {
 }
 
 // stopListener stops accepting on l at once and lets its requests in
-// flight finish within the shutdown grace, in the background.
-func (n *Node) stopListener(l *listener) {
+// flight finish within the shutdown grace, in the background. The channel
+// it returns closes when they have.
+func (n *Node) stopListener(l *listener) <-chan struct{} {
 	n.log.Info("stopping listener", "role", l.role, "name", l.name)
 	l.closeSocket()
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		ctx, cancel := context.WithTimeout(context.Background(), n.opts.ShutdownGrace)
 		defer cancel()
 		if err := l.srv.Shutdown(ctx); errors.Is(err, context.DeadlineExceeded) {
@@ -193,7 +207,48 @@ func (n *Node) stopListener(l *listener) {
 			l.after()
 		}
 	}()
+	return done
 }
+
+// retireClient stops c, a tunnel client the configuration no longer names,
+// by stop, once what it carries has ended: the requests of the listeners
+// stopped with it (drained), then the streams still open on its session,
+// such as a rerouted listener's requests by its old routes. The shutdown
+// grace bounds the wait, as it bounds theirs.
+func (n *Node) retireClient(c *tunnel.Client, stop context.CancelFunc, drained []<-chan struct{}) {
+	n.group.Go(func() error {
+		defer stop()
+		grace := time.NewTimer(n.opts.ShutdownGrace)
+		defer grace.Stop()
+		for _, d := range drained {
+			select {
+			case <-d:
+			case <-grace.C:
+				return nil
+			case <-n.groupCtx.Done():
+				return nil
+			}
+		}
+		poll := time.NewTicker(retirePoll)
+		defer poll.Stop()
+		for {
+			sess := c.Status().Session
+			if sess == nil || sess.Stats().StreamsOpen.Load() == 0 {
+				return nil
+			}
+			select {
+			case <-poll.C:
+			case <-grace.C:
+				return nil
+			case <-n.groupCtx.Done():
+				return nil
+			}
+		}
+	})
+}
+
+// retirePoll is how often a retiring client's open streams are counted.
+const retirePoll = 50 * time.Millisecond
 
 // sameClient reports whether two wstc entries dial alike; whether an
 // entry was written or implied by an "ea" does not matter.
