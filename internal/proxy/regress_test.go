@@ -48,7 +48,7 @@ func TestPooledStreamWithUnaskedBytesIsNotReused(t *testing.T) {
 					io.WriteString(c, tc.late)
 				}
 			})
-			h := NewHTTP(HTTPOptions{Routes: []Route{{Path: "/", Target: mustURL(t, "http://"+backend+"/")}}, Dialer: tunnelPair(t)})
+			h := tunnelledTo(t, backend)
 			_, addr := startServer(t, h)
 			rawExchanges(t, addr, tc.method+" "+tc.first+" HTTP/1.1\r\nHost: h\r\n\r\n", tc.method)
 			time.Sleep(400 * time.Millisecond)
@@ -77,12 +77,9 @@ func TestLoopWatchesClientPastHeaderTimeout(t *testing.T) {
 			ended <- errors.New("never ended")
 		}
 	}))
-	h := NewHTTP(HTTPOptions{Routes: []Route{{Path: "/", Target: mustURL(t, "http://"+backend+"/")}}, Dialer: tunnelPair(t)})
+	h := tunnelledTo(t, backend)
 	_, addr := startServerWith(t, h, &http.Server{Handler: h, ReadHeaderTimeout: 200 * time.Millisecond, IdleTimeout: time.Minute})
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dialClient(t, addr)
 	io.WriteString(c, "GET /poll HTTP/1.1\r\nHost: h\r\n\r\n")
 	<-entered
 	time.Sleep(500 * time.Millisecond) // past ReadHeaderTimeout
@@ -118,14 +115,9 @@ func TestLoopIdleTimeouts(t *testing.T) {
 		}, []time.Duration{250 * time.Millisecond, 250 * time.Millisecond}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := NewHTTP(HTTPOptions{Routes: []Route{{Path: "/", Target: mustURL(t, "http://"+backend+"/")}}, Dialer: tunnelPair(t)})
+			h := tunnelledTo(t, backend)
 			_, addr := startServerWith(t, h, tc.srv(h))
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(10 * time.Second))
+			c := dialClient(t, addr)
 			br := bufio.NewReader(c)
 			for i := 0; i <= len(tc.pauses); i++ {
 				if i > 0 {
@@ -154,16 +146,11 @@ func TestHalfClosedClientIsNotToldSuccess(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 		io.WriteString(w, "done")
 	}))
-	h := NewHTTP(HTTPOptions{Routes: []Route{{Path: "/", Target: mustURL(t, "http://"+backend+"/")}}, Dialer: tunnelPair(t)})
+	h := tunnelledTo(t, backend)
 	_, addr := startServer(t, h)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := dialClient(t, addr)
 	io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi")
-	c.(*net.TCPConn).CloseWrite()
+	c.CloseWrite()
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
 		return // closed without an answer: acceptable
@@ -187,14 +174,9 @@ func TestLoopDropsContentLengthOn204(t *testing.T) {
 			io.WriteString(c, "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")
 		}
 	})
-	h := NewHTTP(HTTPOptions{Routes: []Route{{Path: "/", Target: mustURL(t, "http://"+backend+"/")}}, Dialer: tunnelPair(t)})
+	h := tunnelledTo(t, backend)
 	_, addr := startServer(t, h)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := dialClient(t, addr)
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
 	br := bufio.NewReader(c)
 	head, err := br.ReadString('\n')
