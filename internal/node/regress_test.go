@@ -177,3 +177,33 @@ func TestReloadDrainsRemovedListenerAndItsClient(t *testing.T) {
 		t.Fatal("request in flight never ended")
 	}
 }
+
+// TestReloadReAddingARetiringClient: a reload that names again the server
+// of a client still retiring (its removed listener draining) starts a new
+// client, which takes the name on the server. The old one then stops: it
+// does not redial and take the name back for the rest of the grace.
+func TestReloadReAddingARetiringClient(t *testing.T) {
+	be := backend(t)
+	g, _ := runNode(t, `{"west": {"nm": "rv4.G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	srv := "ws://" + g.Addrs().Tunnel
+	var pre prebound
+	listener := pre.addr(t)
+	with := fmt.Sprintf(`{"west": {"nm": "rv4.L"}, "proxy": {
+		"http://%s": {"ea": %q, "/": {"ou": "%s/x"}}}}`, listener, srv, be.URL)
+	l, _ := runNode(t, with, Options{Listen: pre.listen, ShutdownGrace: 10 * time.Second})
+	waitClient(t, l, srv, tunnel.StateUp)
+
+	getLater("http://" + listener + "/slow") // keeps the old client retiring
+	time.Sleep(300 * time.Millisecond)
+	if err := l.Reload(mustParse(t, `{"west": {"nm": "rv4.L"}}`)); err != nil {
+		t.Fatalf("reload without the client: %v", err)
+	}
+	if err := l.Reload(mustParse(t, with)); err != nil {
+		t.Fatalf("reload with it again: %v", err)
+	}
+	waitClient(t, l, srv, tunnel.StateUp)
+	time.Sleep(1500 * time.Millisecond) // several of the old client's backoffs
+	if st := l.Client(srv).Status(); st.State != tunnel.StateUp || st.Connects != 1 {
+		t.Errorf("the new client: state %s after %d connects; want up after 1 (the old one took its name back)", st.State, st.Connects)
+	}
+}

@@ -45,9 +45,10 @@ func (n *Node) ReloadFile() error {
 // unchanged: tunnel clients and proxy listeners that are the same keep
 // running, connections and all; removed ones drain and stop (a removed
 // tunnel client once what it carries has ended); added ones start; a
-// changed tunnel client is replaced at once; an HTTP listener whose routes or options changed keeps its socket
-// and its connections and serves new requests by the new routes. wsts.ca
-// and wsts.tokens, whose secrets are read anew, apply to new handshakes. The west object and the rest of
+// changed tunnel client is replaced at once; an HTTP listener whose routes
+// or options changed keeps its socket and its connections and serves new
+// requests by the new routes. wsts.ca and wsts.tokens, whose secrets are
+// read anew, apply to new handshakes. The west object and the rest of
 // wsts need a restart: a cfg that changes them is refused, as is one that
 // cannot be built, and then nothing changes. An error from a listener that
 // cannot bind is returned after the rest has been applied.
@@ -212,28 +213,21 @@ func (n *Node) stopListener(l *listener) <-chan struct{} {
 
 // retireClient stops c, a tunnel client the configuration no longer names,
 // by stop, once what it carries has ended: the requests of the listeners
-// stopped with it (drained), then the streams still open on its session,
+// stopped with it (drained), and the streams still open on its session,
 // such as a rerouted listener's requests by its old routes. The shutdown
-// grace bounds the wait, as it bounds theirs.
+// grace bounds the wait, as it bounds theirs. A client whose session has
+// ended stops at once rather than redial: a reload that named its server
+// again has a new client, which took its name on the server.
 func (n *Node) retireClient(c *tunnel.Client, stop context.CancelFunc, drained []<-chan struct{}) {
 	n.group.Go(func() error {
 		defer stop()
 		grace := time.NewTimer(n.opts.ShutdownGrace)
 		defer grace.Stop()
-		for _, d := range drained {
-			select {
-			case <-d:
-			case <-grace.C:
-				return nil
-			case <-n.groupCtx.Done():
-				return nil
-			}
-		}
 		poll := time.NewTicker(retirePoll)
 		defer poll.Stop()
 		for {
 			sess := c.Status().Session
-			if sess == nil || sess.Stats().StreamsOpen.Load() == 0 {
+			if sess == nil || allClosed(drained) && sess.Stats().StreamsOpen.Load() == 0 {
 				return nil
 			}
 			select {
@@ -245,6 +239,18 @@ func (n *Node) retireClient(c *tunnel.Client, stop context.CancelFunc, drained [
 			}
 		}
 	})
+}
+
+// allClosed reports whether every channel in chans is closed.
+func allClosed(chans []<-chan struct{}) bool {
+	for _, ch := range chans {
+		select {
+		case <-ch:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // retirePoll is how often a retiring client's open streams are counted.

@@ -260,7 +260,8 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// net/http takes for the same) before any answer gets none: net/http
 	// would otherwise send an empty 200 for the handler that wrote
 	// nothing.
-	abort := rec.status < 200 && rec.err != nil && r.Context().Err() != nil
+	abort := rec.status < 200 && rec.status != http.StatusSwitchingProtocols &&
+		rec.err != nil && r.Context().Err() != nil
 	if !abort {
 		rec.commit() // a response without a body has its status sent now
 	}
