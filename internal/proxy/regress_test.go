@@ -51,7 +51,7 @@ func TestPooledStreamWithUnaskedBytesIsNotReused(t *testing.T) {
 			h := tunnelledTo(t, backend)
 			_, addr := startServer(t, h)
 			rawExchanges(t, addr, tc.method+" "+tc.first+" HTTP/1.1\r\nHost: h\r\n\r\n", tc.method)
-			time.Sleep(400 * time.Millisecond)
+			time.Sleep(time.Second) // the late bytes have arrived
 			// Another client, on another connection.
 			got := rawExchanges(t, addr, "GET /other HTTP/1.1\r\nHost: h\r\n\r\n", "GET")[0]
 			if got.status != "200 OK" || got.body != "genuine" {
@@ -98,7 +98,7 @@ func TestLoopWatchesClientPastHeaderTimeout(t *testing.T) {
 // TestLoopIdleTimeouts: a kept-alive connection stays open as long as
 // net/http would keep it. With IdleTimeout zero (and no ReadTimeout) there
 // is no idle limit, where the loop kept the first request's
-// ReadHeaderTimeout; with an IdleTimeout under a second, re-arming the
+// ReadHeaderTimeout; with an IdleTimeout of a second, re-arming the
 // deadline at most once a second closed connections idle for less.
 func TestLoopIdleTimeouts(t *testing.T) {
 	_, backend, _ := countingBackend(t, http.HandlerFunc(echoBackend))
@@ -110,9 +110,9 @@ func TestLoopIdleTimeouts(t *testing.T) {
 		{"IdleTimeout zero", func(h *HTTP) *http.Server {
 			return &http.Server{Handler: h, ReadHeaderTimeout: 200 * time.Millisecond}
 		}, []time.Duration{500 * time.Millisecond}},
-		{"IdleTimeout 400ms, pauses of 250ms", func(h *HTTP) *http.Server {
-			return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 400 * time.Millisecond}
-		}, []time.Duration{250 * time.Millisecond, 250 * time.Millisecond}},
+		{"IdleTimeout 1s, pauses of 600ms", func(h *HTTP) *http.Server {
+			return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Second}
+		}, []time.Duration{600 * time.Millisecond, 600 * time.Millisecond}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := tunnelledTo(t, backend)
