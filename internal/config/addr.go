@@ -211,7 +211,13 @@ func (ls listeners) add(addr, p string) error {
 	if err != nil || port == "0" {
 		return nil // port 0 picks a free port each time, so never collides
 	}
-	k := net.JoinHostPort(strings.ToLower(host), port)
+	host = strings.ToLower(host)
+	switch host {
+	case "", "0.0.0.0", "::":
+		// Each binds every address; Go's "" and "::" take IPv4 too.
+		host = "*"
+	}
+	k := net.JoinHostPort(host, port)
 	if prev, ok := ls[k]; ok {
 		return errf(p, "want a listen address of its own, got %s, which %s listens on too", addr, prev)
 	}

@@ -64,6 +64,10 @@ const (
 	MaxStreamWindow = 1 << 30
 )
 
+// MinKeepAlive is the shortest "keepalive", and a third of the shortest
+// "dead_after": pings more often than this would be traffic, not a check.
+const MinKeepAlive = 100 * time.Millisecond
+
 // TunnelServer is the "wsts" object.
 type TunnelServer struct {
 	URL  *url.URL // "sp", scheme ws or wss

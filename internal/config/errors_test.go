@@ -136,6 +136,8 @@ var badTests = []struct {
 	{"udp max_conns", wrap(`"proxy": {"udp://h:1": {"ea": "ws://h", "ou": "udp://h:2", "max_conns": 5}}`), `proxy["udp://h:1"].max_conns`, `unknown key for a udp:// listener, which has flows, not connections; want "en", "ea", "ou" or "ca"`},
 	// security, reliability and limit keys
 	{"keepalive bad", `{"west": {"nm": "a", "keepalive": "5"}}`, "west.keepalive", `want a duration such as "90s" or "2m", got "5"`},
+	{"keepalive tiny", `{"west": {"nm": "a", "keepalive": "1ns"}}`, "west.keepalive", `want at least 100ms, got 1ns`},
+	{"dead_after tiny", `{"west": {"nm": "a", "dead_after": "2ns"}}`, "west.dead_after", `want at least 300ms, got 2ns`},
 	{"dead_after not above keepalive", `{"west": {"nm": "a", "keepalive": "5s", "dead_after": "5s"}}`, "west.dead_after", `want a duration longer than keepalive (5s), got 5s`},
 	{"stream_window number", `{"west": {"nm": "a", "stream_window": 1048576}}`, "west.stream_window", `want a size from "256KiB" to "1GiB", a whole number of KiB, MiB or GiB such as "4MiB", got number 1048576`},
 	{"stream_window MB", `{"west": {"nm": "a", "stream_window": "4MB"}}`, "west.stream_window", `want a size from "256KiB" to "1GiB", a whole number of KiB, MiB or GiB such as "4MiB", got "4MB"`},
@@ -178,6 +180,9 @@ var badTests = []struct {
 	{"proxy on cp", `{"west": {"nm": "a", "cp": "127.0.0.1:9911"}, "proxy": {"http://127.0.0.1:9911": {"ea": "ws://h", "/": {"ou": "http://h"}}}}`,
 		`proxy["http://127.0.0.1:9911"]`, "which west.cp listens on too"},
 	{"sp on cp", `{"west": {"nm": "a", "cp": ":9801"}, "wsts": {"sp": "ws://:9801"}}`, "wsts.sp", "got :9801, which west.cp listens on too"},
+	{"wildcards alike", `{"west": {"nm": "a", "cp": "0.0.0.0:9802"}, "wsts": {"sp": "ws://:9802"}}`, "wsts.sp", "got :9802, which west.cp listens on too"},
+	{"v6 wildcard on v4 wildcard", `{"west": {"nm": "a", "cp": ":9803"}, "proxy": {"http://[::]:9803": {"ea": "ws://h", "/": {"ou": "http://h"}}}}`,
+		`proxy["http://[::]:9803"]`, "got [::]:9803, which west.cp listens on too"},
 	{"same url port 0", wrap(`"proxy": {
 		"http://127.0.0.1:0": {"ea": "ws://h", "/": {"ou": "http://h"}},
 		"HTTP://127.0.0.1:0": {"ea": "ws://h", "/": {"ou": "http://h"}}}`),

@@ -159,6 +159,14 @@ func parseWest(v *value, p string) (West, error) {
 			return w, err
 		}
 	}
+	// A keepalive that rounds to nothing is refused by the multiplexer
+	// at every connect; dead_after alone sets it to a third of itself.
+	if w.KeepAlive > 0 && w.KeepAlive < MinKeepAlive {
+		return w, errf(field(p, "keepalive"), "want at least %s, got %s", MinKeepAlive, w.KeepAlive)
+	}
+	if w.DeadAfter > 0 && w.DeadAfter < 3*MinKeepAlive {
+		return w, errf(field(p, "dead_after"), "want at least %s, got %s", 3*MinKeepAlive, w.DeadAfter)
+	}
 	if w.KeepAlive > 0 && w.DeadAfter > 0 && w.DeadAfter <= w.KeepAlive {
 		return w, errf(field(p, "dead_after"), "want a duration longer than keepalive (%s), got %s", w.KeepAlive, w.DeadAfter)
 	}

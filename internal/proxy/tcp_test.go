@@ -109,3 +109,28 @@ func TestTCPServeAfterClose(t *testing.T) {
 		t.Fatal("the listener handed to Serve after Close still accepts")
 	}
 }
+
+// TestUDPServePacketAfterClose: ServePacket called after Close returns at
+// once and closes pc, as TCP.Serve does. It read on forever, and a node
+// stopped just after it started (its listeners served from goroutines)
+// never returned from Run.
+func TestUDPServePacketAfterClose(t *testing.T) {
+	srv := NewUDP(UDPOptions{Target: "127.0.0.1:1", Dialer: &refusingDialer{}})
+	srv.Close()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.ServePacket(pc) }()
+	select {
+	case err := <-served:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("ServePacket after Close returned %v, want net.ErrClosed", err)
+		}
+	case <-time.After(2 * time.Second):
+		pc.Close()
+		<-served
+		t.Fatal("ServePacket after Close still reading datagrams 2s later (pc never closed)")
+	}
+}

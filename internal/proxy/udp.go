@@ -70,9 +70,15 @@ func NewUDP(opts UDPOptions) *UDP {
 }
 
 // ServePacket reads datagrams from pc until it is closed, and returns
-// net.ErrClosed then.
+// net.ErrClosed then. After Close it closes pc and returns at once.
 func (u *UDP) ServePacket(pc net.PacketConn) error {
 	u.mu.Lock()
+	if u.ctx.Err() != nil {
+		// Closed before it began: Close could not close pc.
+		u.mu.Unlock()
+		pc.Close()
+		return net.ErrClosed
+	}
 	u.pcs = append(u.pcs, pc)
 	u.mu.Unlock()
 	buf := make([]byte, wire.MaxDatagram)
