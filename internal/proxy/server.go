@@ -218,7 +218,7 @@ func (c *serverConn) serve() {
 	if host, _, err := net.SplitHostPort(remote); err == nil {
 		c.ip = host
 	}
-	wait := c.s.headerTimeout()
+	wait, idle := c.s.headerTimeout(), c.s.idleTimeout()
 	for {
 		// Setting a deadline costs a timer update: while requests keep
 		// coming, it is set again once a second (or a quarter of a short
@@ -248,7 +248,7 @@ func (c *serverConn) serve() {
 			c.conn.Close()
 			return
 		}
-		if idle := c.s.idleTimeout(); wait != idle {
+		if wait != idle {
 			wait, c.armed = idle, time.Time{}
 			if wait == 0 {
 				// No limit on the wait: lift the first request's.
