@@ -22,6 +22,11 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); retur
 // pooled buffer only once it is readable (readPooled). Ten thousand idle
 // TCP connections then cost goroutines, not ten thousand buffers.
 func copyConn(dst io.Writer, src net.Conn) (int64, error) {
+	if lc, ok := src.(*limitConn); ok {
+		// Reads pass the limit untouched; beneath it may be a handed
+		// stream, which must not be read through a buffer.
+		src = lc.Conn
+	}
 	if lc, ok := src.(*localConn); ok {
 		src = lc.Conn // a stream handed to a listener
 	}

@@ -1,0 +1,136 @@
+package proxy
+
+// Regression tests for bugs a review found (stop 31); each failed before
+// its fix.
+
+import (
+	"context"
+	"net"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/west-tunnel/west/internal/tunnel"
+	"github.com/west-tunnel/west/internal/wire"
+)
+
+// localPair starts a tunnel whose server side hands streams for the
+// listeners in set to them, and returns its client once it is up.
+func localPair(t *testing.T, set *Locals) *tunnel.Client {
+	t.Helper()
+	srv := tunnel.NewServer(tunnel.ServerOptions{Handler: &Far{Locals: set}})
+	hs := httptest.NewServer(srv)
+	c := tunnel.NewClient(tunnel.ClientOptions{
+		URL: "ws" + strings.TrimPrefix(hs.URL, "http"), Name: "test", Handler: &Far{},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		srv.Close()
+		hs.Close()
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Status().State != tunnel.StateUp {
+		if time.Now().After(deadline) {
+			t.Fatal("tunnel did not come up")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return c
+}
+
+// holdingBackend accepts connections and keeps them, idle, until the test
+// ends.
+func holdingBackend(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := make(chan net.Conn, 1024)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns <- c
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		for {
+			select {
+			case c := <-conns:
+				c.Close()
+			default:
+				return
+			}
+		}
+	})
+	return ln.Addr().String()
+}
+
+// TestIdleHandedStreamsUnderLimitHoldNoBuffer: a stream handed to one of
+// this west's own TCP listeners (the middle west of a chain) that has
+// max_conns waits for bytes without holding a copy buffer, as a socket
+// does. The limit's wrapper hid the stream from copyConn, which read it
+// through a pooled frame-sized buffer held for the connection's life:
+// 256 KiB per idle connection.
+func TestIdleHandedStreamsUnderLimitHoldNoBuffer(t *testing.T) {
+	const conns = 64
+	var set Locals
+	client := localPair(t, &set)
+	backend := holdingBackend(t)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mid := LimitListener(NewLocalListener(ln, &set), 2*conns)
+	srv := NewTCP(TCPOptions{Target: backend, Dialer: client})
+	served := make(chan struct{})
+	go func() { srv.Serve(mid); close(served) }()
+	t.Cleanup(func() { srv.Close(); <-served })
+
+	heap := func() uint64 {
+		// Twice, so that pooled buffers are gone too.
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapInuse
+	}
+	open := func() net.Conn {
+		t.Helper()
+		st, err := client.Dial(context.Background(), wire.Header{Kind: wire.KindTCP, Target: ln.Addr().String()})
+		if err != nil {
+			t.Fatalf("dial through the tunnel to the local listener: %v", err)
+		}
+		return st
+	}
+	// Warm the pools and the session up first.
+	warm := open()
+	warm.Write(make([]byte, 1<<20))
+	warm.Close()
+	time.Sleep(50 * time.Millisecond)
+	before := heap()
+	var streams []net.Conn
+	for range conns {
+		streams = append(streams, open())
+	}
+	time.Sleep(200 * time.Millisecond) // let every copy start waiting
+	per := (int64(heap()) - int64(before)) / conns
+	for _, st := range streams {
+		st.Close()
+	}
+	t.Logf("heap per idle handed connection: %d bytes", per)
+	if per > 64<<10 {
+		t.Errorf("each idle handed connection holds %d bytes of heap; want < 64 KiB", per)
+	}
+}
