@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"net"
 	"sync"
 )
@@ -56,4 +57,13 @@ func (c *limitConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return c.Close()
+}
+
+// SetLinger keeps a TCP listener's reset for a client it cannot serve
+// working through the limit (see TCP.serveConn).
+func (c *limitConn) SetLinger(sec int) error {
+	if l, ok := c.Conn.(interface{ SetLinger(int) error }); ok {
+		return l.SetLinger(sec)
+	}
+	return errors.ErrUnsupported
 }

@@ -5,13 +5,16 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http/httptest"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/west-tunnel/west/internal/sockio"
 	"github.com/west-tunnel/west/internal/tunnel"
 	"github.com/west-tunnel/west/internal/wire"
 )
@@ -132,5 +135,40 @@ func TestIdleHandedStreamsUnderLimitHoldNoBuffer(t *testing.T) {
 	t.Logf("heap per idle handed connection: %d bytes", per)
 	if per > 64<<10 {
 		t.Errorf("each idle handed connection holds %d bytes of heap; want < 64 KiB", per)
+	}
+}
+
+// TestTCPDialFailureResetsUnderLimit: a raw TCP listener with max_conns
+// answers a client whose target cannot be reached with a reset, as one
+// without does, not with an end-of-stream a client could take for an
+// empty answer. The limit's wrapper hid the socket's SetLinger.
+func TestTCPDialFailureResetsUnderLimit(t *testing.T) {
+	client := tunnelPair(t)
+	gone, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := gone.Addr().String()
+	gone.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewTCP(TCPOptions{Target: refused, Dialer: client})
+	served := make(chan struct{})
+	go func() { srv.Serve(LimitListener(sockio.WrapListener(ln), 4)); close(served) }()
+	t.Cleanup(func() { srv.Close(); <-served })
+
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		if errors.Is(err, syscall.ECONNRESET) {
+			return // reset before connect returned
+		}
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read from a connection whose target refused: %v, want a reset", err)
 	}
 }
