@@ -2,6 +2,7 @@ package control
 
 import (
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -120,7 +121,10 @@ func (m *Metrics) TunnelUp(id any, role, peer string, stats func() TunnelStats) 
 	if m == nil {
 		return
 	}
-	k := tunnelKey{role, peer}
+	// A peer's name is its Origin header, which may hold bytes that are
+	// not UTF-8: Prometheus refuses such a label value, failing the whole
+	// scrape for as long as the series is kept.
+	k := tunnelKey{role, strings.ToValidUTF8(peer, "\uFFFD")}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.live[id] = liveTunnel{key: k, stats: stats}
