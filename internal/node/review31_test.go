@@ -1,7 +1,10 @@
 package node
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -43,5 +46,59 @@ func TestMetricsPeerNameNotUTF8(t *testing.T) {
 	}
 	if !strings.Contains(body, "peer=\"L\ufffd\"") {
 		t.Errorf("no series names the peer as L\ufffd")
+	}
+}
+
+// rawRequest sends method and target, exactly as given, to addr and
+// returns the status and the path the backend saw.
+func rawRequest(t *testing.T, addr, method, target string) (int, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	body := ""
+	if method == http.MethodPost {
+		body = "Content-Length: 2\r\n\r\nhi"
+	} else {
+		body = "\r\n"
+	}
+	fmt.Fprintf(c, "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s", method, target, body)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, target, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header.Get("X-Backend-Path")
+}
+
+// A route's ca must hold whatever spelling of the path reaches it: a
+// backend decodes and cleans the path it is sent, so "/%61dmin/x",
+// "/x/../admin/x" and "//admin/x" sent through a wider open route are
+// requests for its /admin/x.
+func TestRouteACLPathSpellings(t *testing.T) {
+	be := backend(t)
+	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {"http://127.0.0.1:0": {"ea": "ws://%s",
+		"/": {"ou": "%s/"},
+		"/admin": {"ou": "%s/admin", "ca": ["10.0.0.0/8"]}}}}`, g.Addrs().Tunnel, be.URL, be.URL), Options{})
+	var addr string
+	for _, a := range l.Addrs().Proxies {
+		addr = a
+	}
+	if code, _ := rawRequest(t, addr, "GET", "/admin/x"); code != 403 {
+		t.Fatalf("GET /admin/x: %d, want 403", code)
+	}
+	if code, _ := rawRequest(t, addr, "GET", "/pub/x"); code != 200 {
+		t.Fatalf("GET /pub/x: %d, want 200", code)
+	}
+	for _, method := range []string{"GET", "POST"} {
+		for _, target := range []string{"/%61dmin/x", "/%61dmin", "/pub/../admin/x", "/pub/%2e%2e/admin/x", "//admin/x", "/./admin/x"} {
+			if code, seen := rawRequest(t, addr, method, target); code != 403 {
+				t.Errorf("%s %s: %d (backend saw %q), want 403", method, target, code, seen)
+			}
+		}
 	}
 }

@@ -34,7 +34,7 @@ func (c *serverConn) serveRequest() (keep, handOff bool) {
 	}
 	h := c.s.current()
 	rt := h.match(req.path)
-	if rt == nil || rt.Allow != nil && !rt.Allow(c.addr) || rt.Target.Scheme != "http" {
+	if rt == nil || !h.allows(rt, req.path, c.addr) || rt.Target.Scheme != "http" {
 		return false, true
 	}
 	c.br.Discard(len(head))

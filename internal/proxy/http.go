@@ -12,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"path"
 	"strings"
 	"sync"
 	"time"
@@ -212,6 +213,42 @@ func (h *HTTP) match(path string) *route {
 	return nil
 }
 
+// allows reports whether a client at addr may have rt serve a request
+// for escaped, the path as sent. A backend decodes and cleans the path it
+// gets ("/%61dmin", "/x/../admin" and "//admin" all reach its /admin), so
+// the client must also pass the list of the route the cleaned path
+// matches; otherwise a route's ca could be passed through a wider route
+// to the same backend.
+func (h *HTTP) allows(rt *route, escaped string, addr netip.Addr) bool {
+	if rt.Allow != nil && !rt.Allow(addr) {
+		return false
+	}
+	if clean := cleanPath(escaped); clean != escaped {
+		if ct := h.match(clean); ct != nil && ct.Allow != nil && !ct.Allow(addr) {
+			return false
+		}
+	}
+	return true
+}
+
+// cleanPath is escaped decoded, with its dot segments and repeated
+// slashes gone, keeping a trailing slash; escaped itself when it has
+// nothing to decode or clean.
+func cleanPath(escaped string) string {
+	if !strings.Contains(escaped, "%") && !strings.Contains(escaped, "//") && !strings.Contains(escaped, "/.") {
+		return escaped
+	}
+	p, err := url.PathUnescape(escaped)
+	if err != nil {
+		return escaped
+	}
+	clean := path.Clean("/" + p)
+	if strings.HasSuffix(p, "/") && clean != "/" {
+		clean += "/"
+	}
+	return clean
+}
+
 // bodyBufSize is the body copy buffer of the reverse proxy and of the
 // request loop's responses. It was one multiplexer frame when frames
 // were 64 KiB (32 KiB, the reverse proxy's own size, took two writes per
@@ -242,7 +279,7 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case rt == nil:
 		rec.err = fmt.Errorf("no route for %s", r.URL.Path)
 		writeError(rec, http.StatusNotFound, rec.err)
-	case rt.Allow != nil && !rt.Allow(acl.PeerAddr(r.RemoteAddr)):
+	case !h.allows(rt, r.URL.EscapedPath(), acl.PeerAddr(r.RemoteAddr)):
 		rec.err = fmt.Errorf("client %s not in the access list of %s", r.RemoteAddr, rt.Path)
 		writeError(rec, http.StatusForbidden, rec.err)
 	default:
