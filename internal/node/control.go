@@ -144,7 +144,8 @@ func (n *Node) observeTCP(rec proxy.Record) {
 }
 
 // countPeerDown counts, as dial failures for reason "peer_down", the
-// requests a listener could not send because no tunnel to its peer was up.
+// requests, connections and UDP flows a listener could not send because
+// no tunnel to its peer was up.
 // The far side's refusals are counted by the far west.
 func (n *Node) countPeerDown(err error) {
 	if errors.Is(err, tunnel.ErrPeerDown) {

@@ -266,6 +266,7 @@ func (n *Node) buildProxy(p config.Proxy, clients map[string]*tunnel.Client) (*l
 			l.srv = proxy.NewUDP(proxy.UDPOptions{
 				Name: p.URL.String(), Peer: peer, Target: p.Target.Host,
 				Dialer: dialer, Allow: allow, Logger: n.log.With("part", "proxy"),
+				OnDialError: n.countPeerDown, // metrics; see control.go
 			})
 			return l, nil
 		}

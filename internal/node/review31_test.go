@@ -102,3 +102,41 @@ func TestRouteACLPathSpellings(t *testing.T) {
 		}
 	}
 }
+
+// west_dial_failures_total{reason="peer_down"} counts what a listener
+// here could not send for want of a tunnel: a udp:// listener's flows as
+// well as HTTP requests and TCP connections.
+func TestPeerDownCountsUDPFlows(t *testing.T) {
+	// A tunnel server that is not there: the client stays down.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	echo := udpEcho(t)
+	l, _ := runNode(t, fmt.Sprintf(`{"west": {"nm": "L", "cp": "127.0.0.1:0"},
+		"proxy": {"udp://%s": {"ea": "ws://%s", "ou": "udp://%s"}}}`, freeUDPAddr(t), dead, echo), Options{})
+	var entry string
+	for _, a := range l.Addrs().Proxies {
+		entry = a
+	}
+	conn, err := net.Dial("udp", entry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cp := "http://" + l.Addrs().Control + "/metrics"
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		conn.Write([]byte("anyone there?"))
+		_, body := fetch(t, http.DefaultClient, cp)
+		if n, _ := metric(body, "west_dial_failures_total", `reason="peer_down"`); n >= 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no peer_down dial failure counted for a udp flow with the tunnel down")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

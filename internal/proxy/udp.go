@@ -26,6 +26,9 @@ type UDPOptions struct {
 	IdleTimeout time.Duration
 	// Logger receives logs; nil discards them.
 	Logger *slog.Logger
+	// OnDialError, if set, is told why a flow's tunnel stream could not
+	// be opened, for metrics.
+	OnDialError func(err error)
 }
 
 // UDP serves a udp:// listener. Each client address is a flow carried by
@@ -145,6 +148,9 @@ func (u *UDP) runFlow(pc net.PacketConn, from netip.AddrPort, f *udpFlow) {
 	cancel()
 	if err != nil {
 		log.Info("udp flow: tunnel stream failed; its datagrams are dropped", "err", err)
+		if u.opts.OnDialError != nil {
+			u.opts.OnDialError(err)
+		}
 		return
 	}
 	log.Debug("udp flow started")
