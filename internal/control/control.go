@@ -67,9 +67,19 @@ func New(opts Options) *Handler {
 	return h
 }
 
+// crossOrigin refuses browser requests sent from another site.
+var crossOrigin = http.NewCrossOriginProtection()
+
 // serveReload applies the configuration file anew. A rejected one leaves
 // the running configuration in force; the answer says why.
 func (h *Handler) serveReload(w http.ResponseWriter, r *http.Request) {
+	// A web page in a browser on a host inside control_ca could otherwise
+	// post here; curl and scripts send neither Sec-Fetch-Site nor Origin.
+	if err := crossOrigin.Check(r); err != nil {
+		h.log.Warn("reload through the control port refused", "remote", r.RemoteAddr, "err", err)
+		http.Error(w, "west: "+err.Error(), http.StatusForbidden)
+		return
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if err := h.opts.Reload(); err != nil {
 		h.log.Warn("reload through the control port rejected", "err", err)

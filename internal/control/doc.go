@@ -6,5 +6,6 @@
 //
 // It imports internal/config (for the seed-format rendering), the standard
 // library and the Prometheus client; only internal/node imports it. The
-// handler only reads: every endpoint is GET (or HEAD).
+// handler only reads, but for POST /api/reload, which it refuses to a
+// browser page of another site.
 package control

@@ -174,8 +174,15 @@ func TestReloadFileThroughControlPort(t *testing.T) {
 	runNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
 	waitUp(t, g, "L")
 
-	post := func() (int, string) {
-		resp, err := http.Post("http://"+cp+"/api/reload", "text/plain", nil)
+	post := func(header ...string) (int, string) {
+		req, err := http.NewRequest("POST", "http://"+cp+"/api/reload", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -203,5 +210,23 @@ func TestReloadFileThroughControlPort(t *testing.T) {
 	}
 	if code, _ := getStatus(t, "http://"+cp+"/api/reload"); code != 405 {
 		t.Errorf("GET /api/reload: %d, want 405", code)
+	}
+
+	// A page of another site, open in a browser on a host the control
+	// port trusts, cannot make the node reload.
+	write(conf("/three"))
+	for _, h := range [][]string{
+		{"Sec-Fetch-Site", "cross-site"},
+		{"Origin", "http://evil.example"},
+	} {
+		if code, body := post(h...); code != 403 {
+			t.Errorf("POST /api/reload with %s: %s: %d %q, want 403", h[0], h[1], code, body)
+		}
+	}
+	if code, _ := getStatus(t, "http://"+listen+"/three"); code != 404 {
+		t.Errorf("a cross-site POST reloaded the node: /three answers %d", code)
+	}
+	if code, body := post("Sec-Fetch-Site", "same-origin"); code != 200 {
+		t.Errorf("POST /api/reload from the same origin: %d %q, want 200", code, body)
 	}
 }
