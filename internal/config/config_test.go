@@ -363,8 +363,15 @@ func mustURL(s string) *url.URL {
 func TestSecretResolve(t *testing.T) {
 	t.Setenv("WEST_TEST_SECRET", "s3cret")
 	t.Setenv("WEST_TEST_EMPTY", "")
+	t.Setenv("WEST_TEST_SPACED", " spaced\t")
+	t.Setenv("WEST_TEST_BLANK", " \n")
+	t.Setenv("WEST_TEST_CONTROL", "two\nlines")
 	file := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(file, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	crlf := filepath.Join(t.TempDir(), "token-crlf")
+	if err := os.WriteFile(crlf, []byte("\ta b\r\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
@@ -376,6 +383,10 @@ func TestSecretResolve(t *testing.T) {
 		{"file:" + Secret(file), "from-file", ""},
 		{"env:WEST_TEST_UNSET_X", "", "environment variable WEST_TEST_UNSET_X is not set"},
 		{"env:WEST_TEST_EMPTY", "", "is empty"},
+		{"env:WEST_TEST_SPACED", "spaced", ""},
+		{"env:WEST_TEST_BLANK", "", "is empty"},
+		{"env:WEST_TEST_CONTROL", "", "holds a control character"},
+		{"file:" + Secret(crlf), "a b", ""},
 		{"file:/nonexistent/west/token", "", "no such file"},
 	} {
 		got, err := c.sec.Resolve()

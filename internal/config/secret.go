@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"unicode"
 )
 
 // Resolve reads the secret from where s says it is kept. An empty secret
@@ -23,12 +24,19 @@ func (s Secret) Resolve() (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("read secret: %w", err)
 		}
-		val = strings.TrimRight(string(b), " \t\r\n")
+		val = string(b)
 	default:
 		return "", fmt.Errorf("want env:NAME or file:PATH, got a reference of kind %q", kind)
 	}
+	// The secret travels in an HTTP header, which loses white space at
+	// its ends and cannot carry control characters: trimmed, both ends
+	// agree; with a control character inside, neither could.
+	val = strings.TrimSpace(val)
 	if val == "" {
 		return "", fmt.Errorf("secret from %s is empty", s)
+	}
+	if strings.ContainsFunc(val, unicode.IsControl) {
+		return "", fmt.Errorf("secret from %s holds a control character, which an HTTP header cannot carry", s)
 	}
 	return val, nil
 }

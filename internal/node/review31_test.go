@@ -140,3 +140,16 @@ func TestPeerDownCountsUDPFlows(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// A secret kept with white space at its ends (an env file's "TOKEN= x",
+// a file saved with a leading tab) reaches the server through an HTTP
+// header, which loses that space. Both ends read the same secret, so the
+// client must be admitted.
+func TestTokenWithSurroundingSpace(t *testing.T) {
+	t.Setenv("WEST_TEST_TOKEN_SPACED", "  token-of-L-0123456789abcdef \t")
+	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0",
+		"tokens": {"L": "env:WEST_TEST_TOKEN_SPACED"}}}`, Options{})
+	srv := "ws://" + g.Addrs().Tunnel
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {%q: {"token": "env:WEST_TEST_TOKEN_SPACED"}}}`, srv), Options{})
+	waitClient(t, l, srv, tunnel.StateUp)
+}
