@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// runMainEnv makes the test binary run main() instead of the tests, so
+// that a test can start west as a real process and signal it.
+const runMainEnv = "WEST_TEST_RUN_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(runMainEnv) == "1" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// startWest runs west with args as a child process and returns it with a
+// reader of its log (stdout).
+func startWest(t *testing.T, args ...string) (*exec.Cmd, *bufio.Reader) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), runMainEnv+"=1")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() }) // the test waits for it
+	return cmd, bufio.NewReader(out)
+}
+
+// waitLog reads log lines until one matches re, and returns its groups.
+func waitLog(t *testing.T, r *bufio.Reader, re string) []string {
+	t.Helper()
+	rx := regexp.MustCompile(re)
+	var seen strings.Builder
+	for {
+		line, err := r.ReadString('\n')
+		seen.WriteString(line)
+		if m := rx.FindStringSubmatch(line); m != nil {
+			return m
+		}
+		if err != nil {
+			t.Fatalf("no log line matching %q:\n%s", re, seen.String())
+		}
+	}
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestSecondSignalStopsAtOnce: a first SIGINT drains for up to
+// shutdown_grace; a second one must end west at once, as an operator who
+// presses Ctrl-C again expects, rather than be swallowed for the rest of
+// the grace.
+func TestSecondSignalStopsAtOnce(t *testing.T) {
+	// A backend that accepts and holds its connections, so that a TCP
+	// stream through west stays in flight.
+	backend, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer backend.Close()
+	go func() {
+		for {
+			c, err := backend.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	// The node dials its own tunnel server, so one process carries the stream.
+	tunnel := freePort(t)
+	cfg := writeFile(t, "c.json", fmt.Sprintf(`{"west": {"nm": "n", "shutdown_grace": "10m"},
+		"wsts": {"sp": "ws://%[1]s"},
+		"proxy": {"tcp://127.0.0.1:0": {"ea": "ws://%[1]s", "ou": "tcp://%[2]s"}}}`, tunnel, backend.Addr()))
+	cmd, log := startWest(t, "-c", cfg)
+	addr := waitLog(t, log, `msg=listening role=proxy .* addr=(\S+)`)[1]
+	waitLog(t, log, `msg="tunnel up"`)
+	go io.Copy(io.Discard, log)
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("held")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // let the stream reach the backend
+
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		t.Fatalf("west exited on the first SIGINT with a connection in flight (%v); want it to drain", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("west still draining 20s after a second SIGINT; want it to stop at once")
+	}
+}
