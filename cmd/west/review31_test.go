@@ -132,3 +132,29 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 		t.Fatal("west still draining 20s after a second SIGINT; want it to stop at once")
 	}
 }
+
+// TestREADMEErrorExamples: the error lines the README shows are the ones
+// west prints for such files.
+func TestREADMEErrorExamples(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ config, want string }{
+		{`{"west": {"nm": "n"}, "wsts": {"sp": "ws://127.0.0.1:0"},
+			"proxy": {"http://127.0.0.1:9931": {"en": "x", "ea": "ws://127.0.0.1:9801", "/": {"ou": "http://127.0.0.1:1/"}}}}`,
+			`west: config: proxy["http://127.0.0.1:9931"]: want exactly one of "en" or "ea", got both`},
+		{`{"west": {"nm": "n"}, "wstc": {"ws://127.0.0.1:9801": {"early": "yes"}}}`,
+			`west: config: wstc["ws://127.0.0.1:9801"].early: unknown key; want "nm", "ee", `},
+		{"{\n    \"west\": {\n        \"nm\": \"n\",\n        \"cp\": \":9701\",\n    }\n}",
+			`west: config: line 5, column 5: invalid JSON: invalid character '}' looking for beginning of object key string`},
+	} {
+		code, _, stderr := runArgs(t, t.Context(), "-c", writeFile(t, "bad.json", tc.config))
+		if code != exitConfig || !strings.Contains(stderr, tc.want) {
+			t.Errorf("exit %d, stderr %q; want %d and %q", code, stderr, exitConfig, tc.want)
+		}
+		if !strings.Contains(string(readme), tc.want) {
+			t.Errorf("README does not show %q", tc.want)
+		}
+	}
+}
