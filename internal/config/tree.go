@@ -84,6 +84,12 @@ func quote(s string) string {
 // column; a key repeated within one object is an error at its path.
 func readTree(data []byte) (*value, error) {
 	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")) // editors on Windows add a BOM
+	// The decoder would silently turn bytes that are not UTF-8 (a file
+	// saved as Latin-1, say) into U+FFFD, mangling names peers must match.
+	if off := invalidUTF8(data); off >= 0 {
+		line, col := position(data, off)
+		return nil, &Error{Line: line, Column: col, Msg: "invalid JSON: not UTF-8 text; save the file as UTF-8"}
+	}
 	r := &reader{data: data, dec: json.NewDecoder(bytes.NewReader(data))}
 	r.dec.UseNumber()
 	tok, err := r.dec.Token()
@@ -108,6 +114,19 @@ func readTree(data []byte) (*value, error) {
 		return nil, &Error{Line: line, Column: col, Msg: "invalid JSON: unexpected data after the top-level value"}
 	}
 	return v, nil
+}
+
+// invalidUTF8 returns the offset of the first byte of data that is not
+// part of a UTF-8 character, or -1.
+func invalidUTF8(data []byte) int {
+	for off := 0; off < len(data); {
+		r, size := utf8.DecodeRune(data[off:])
+		if r == utf8.RuneError && size == 1 {
+			return off
+		}
+		off += size
+	}
+	return -1
 }
 
 type reader struct {
