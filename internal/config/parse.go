@@ -605,6 +605,10 @@ func parseTokens(v *value, p string) (map[string]Secret, error) {
 	}
 	tokens := make(map[string]Secret, len(v.members))
 	for _, m := range v.members {
+		// A key no "nm" can equal would refuse its peer for a wrong token.
+		if err := checkName(m.key, field(p, m.key)); err != nil {
+			return nil, err
+		}
 		sec, err := parseSecret(m.val, field(p, m.key))
 		if err != nil {
 			return nil, err
@@ -659,15 +663,20 @@ func parseName(v *value, p string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return s, checkName(s, p)
+}
+
+// checkName says why s cannot be a node name, or returns nil.
+func checkName(s, p string) error {
 	switch {
 	case s == "":
-		return "", errf(p, "want a non-empty name, got an empty string")
+		return errf(p, "want a non-empty name, got an empty string")
 	case strings.TrimSpace(s) != s:
-		return "", errf(p, "want a name without surrounding white space, got %s", quote(s))
+		return errf(p, "want a name without surrounding white space, got %s", quote(s))
 	case strings.ContainsFunc(s, unicode.IsControl):
-		return "", errf(p, "want a name without control characters, got %s", quote(s))
+		return errf(p, "want a name without control characters, got %s", quote(s))
 	}
-	return s, nil
+	return nil
 }
 
 // parseACL checks an access list with acl.Parse and returns its entries.
