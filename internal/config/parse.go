@@ -13,6 +13,7 @@ import (
 	"unicode"
 
 	"github.com/west-tunnel/west/internal/acl"
+	"github.com/west-tunnel/west/internal/wire"
 )
 
 // Load reads and parses the configuration file at name.
@@ -675,6 +676,8 @@ func checkName(s, p string) error {
 		return errf(p, "want a name without surrounding white space, got %s", quote(s))
 	case strings.ContainsFunc(s, unicode.IsControl):
 		return errf(p, "want a name without control characters, got %s", quote(s))
+	case len(s) > wire.MaxNameLen:
+		return errf(p, "want a name of at most %d bytes, got %d", wire.MaxNameLen, len(s))
 	}
 	return nil
 }

@@ -32,3 +32,22 @@ func TestTokenNamesAreNames(t *testing.T) {
 		}
 	}
 }
+
+// TestLongNamesRefused: a name longer than a tunnel server accepts as an
+// Origin is refused at load, where it is named, not at every handshake.
+func TestLongNamesRefused(t *testing.T) {
+	long := strings.Repeat("n", 257)
+	for _, c := range []struct{ js, path string }{
+		{`{"west": {"nm": "` + long + `"}}`, "west.nm"},
+		{`{"west": {"nm": "n"}, "wstc": {"ws://127.0.0.1:1": {"nm": "` + long + `"}}}`, `wstc["ws://127.0.0.1:1"].nm`},
+		{`{"west": {"nm": "n"}, "wsts": {"sp": "ws://127.0.0.1:0", "tokens": {"` + long + `": "env:T"}}}`, "wsts.tokens"},
+	} {
+		_, err := Parse([]byte(c.js))
+		if err == nil || !strings.Contains(err.Error(), c.path) || !strings.Contains(err.Error(), "at most 256 bytes, got 257") {
+			t.Errorf("a name of 257 bytes at %s: %v; want an error there saying at most 256", c.path, err)
+		}
+	}
+	if _, err := Parse([]byte(`{"west": {"nm": "` + long[:256] + `"}}`)); err != nil {
+		t.Errorf("a name of 256 bytes: %v", err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"github.com/libp2p/go-yamux/v5"
@@ -99,8 +100,13 @@ func (s *Server) checkHandshake(r *http.Request, name string) error {
 	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 		return fmt.Errorf("%w: not a WebSocket upgrade", errHandshake)
 	}
-	if name == "" {
+	switch {
+	case name == "":
 		return fmt.Errorf("%w: no Origin header naming the peer", errHandshake)
+	case len(name) > wire.MaxNameLen:
+		return fmt.Errorf("%w: a peer name (Origin) of %d bytes; at most %d", errHandshake, len(name), wire.MaxNameLen)
+	case !utf8.ValidString(name):
+		return fmt.Errorf("%w: a peer name (Origin) that is not UTF-8", errHandshake)
 	}
 	var offered []string
 	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {

@@ -312,6 +312,8 @@ func TestHandshakeRefusals(t *testing.T) {
 		{"plain GET", nil, 400, "not a WebSocket upgrade"},
 		{"no origin", map[string]string{"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Protocol": wire.Subprotocol}, 400, "no Origin"},
 		{"wrong subprotocol", map[string]string{"Upgrade": "websocket", "Connection": "Upgrade", "Origin": "a", "Sec-WebSocket-Protocol": "west.v9"}, 400, wire.Subprotocol},
+		{"long name", map[string]string{"Upgrade": "websocket", "Connection": "Upgrade", "Origin": strings.Repeat("n", wire.MaxNameLen+1), "Sec-WebSocket-Protocol": wire.Subprotocol}, 400, "of 257 bytes; at most 256"},
+		{"name not UTF-8", map[string]string{"Upgrade": "websocket", "Connection": "Upgrade", "Origin": "L\xff", "Sec-WebSocket-Protocol": wire.Subprotocol}, 400, "not UTF-8"},
 		{"not admitted", map[string]string{"Upgrade": "websocket", "Connection": "Upgrade", "Origin": "banned", "Sec-WebSocket-Protocol": wire.Subprotocol, "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}, 403, "not allowed"},
 	} {
 		req, _ := http.NewRequest("GET", h.http.URL, nil)

@@ -34,6 +34,11 @@ const (
 	MaxReasonLen = 1024
 )
 
+// MaxNameLen bounds a node's name, which a tunnel client sends as its
+// Origin: names label logs, state and metrics, so a stranger must not
+// make them large.
+const MaxNameLen = 256
+
 // Kind says what a stream carries. For TCP and HTTP the far side dials the
 // target and pipes bytes; for UDP the stream carries datagrams, each
 // framed by AppendDatagram, to and from a UDP socket.
