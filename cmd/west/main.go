@@ -18,7 +18,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/west-tunnel/west/internal/config"
@@ -54,8 +56,19 @@ func main() {
 // counter is a flag that counts its occurrences, for the seed's "-d -d".
 type counter int
 
-func (c *counter) String() string   { return strconv.Itoa(int(*c)) }
-func (c *counter) Set(string) error { *c++; return nil }
+func (c *counter) String() string { return strconv.Itoa(int(*c)) }
+func (c *counter) Set(s string) error {
+	on, err := strconv.ParseBool(s) // "-d" alone sets "true"
+	if err != nil {
+		return fmt.Errorf("want -d alone, or -d=true or -d=false, got %q", s)
+	}
+	if on {
+		*c++
+	} else {
+		*c = 0
+	}
+	return nil
+}
 func (c *counter) IsBoolFlag() bool { return true }
 
 type flags struct {
@@ -68,6 +81,26 @@ type flags struct {
 	logFormat string
 	version   bool
 	quiet     bool // warnings and errors only
+}
+
+// spreadDebug spells the seed's "-dd" (its argument parser groups short
+// flags) as "-d -d", which the flag package reads.
+func spreadDebug(args []string) []string {
+	var out []string
+	for i, a := range args {
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		value := i > 0 && slices.Contains([]string{"c", "O", "output", "debug", "input", "log-format"}, strings.TrimLeft(args[i-1], "-"))
+		if !value && len(a) > 2 && strings.Trim(a, "d") == "-" {
+			for range len(a) - 1 {
+				out = append(out, "-d")
+			}
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
 }
 
 func parseFlags(name string, args []string, stderr io.Writer) (*flags, *flag.FlagSet, error) {
@@ -88,7 +121,7 @@ func parseFlags(name string, args []string, stderr io.Writer) (*flags, *flag.Fla
 		fmt.Fprintf(stderr, "usage: west -c CONFIG [flags]\n       west check -c CONFIG\n       west demo\n\nflags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(spreadDebug(args)); err != nil {
 		return nil, fs, err
 	}
 	// The flag package has printed its own errors; print ours alike.

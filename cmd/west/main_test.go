@@ -40,10 +40,34 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--log-format", "xml", "-c", "a.json"}, exitConfig, "neither text nor json"},
 		{[]string{"-c", "/nonexistent/west.json"}, exitConfig, "no such file"},
 		{[]string{"-h"}, exitOK, "usage: west"},
+		{[]string{"-d=maybe", "-c", "a.json"}, exitConfig, "want -d alone"},
 	} {
 		code, _, stderr := runArgs(t, context.Background(), tc.args...)
 		if code != tc.code || !strings.Contains(stderr, tc.says) {
 			t.Errorf("west %v: exit %d, stderr %q; want %d saying %q", tc.args, code, stderr, tc.code, tc.says)
+		}
+	}
+}
+
+// TestDebugFlag: -d counts, and -d=false turns debug logging off, as a
+// boolean flag's "=false" does.
+func TestDebugFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want counter
+	}{
+		{[]string{"-d"}, 1},
+		{[]string{"-d", "-d"}, 2},
+		{[]string{"-d=false"}, 0},
+		{[]string{"-d", "-d=false"}, 0},
+		{[]string{"-d=true"}, 1},
+		{[]string{"-dd"}, 2},
+		{[]string{"-ddd", "-d"}, 4},
+		{[]string{"-c", "-dd"}, 0}, // a file named -dd
+	} {
+		f, _, err := parseFlags("west", tc.args, &bytes.Buffer{})
+		if err != nil || f.debug != tc.want {
+			t.Errorf("west %v: debug %d, err %v; want %d", tc.args, f.debug, err, tc.want)
 		}
 	}
 }
