@@ -34,6 +34,7 @@ func FuzzParse(f *testing.F) {
 		`{"west": {"nm": "n", "cp": "[::1]:0"}, "wsts": {"sp": "ws://[::1]:0/t/", "ca": ["::1", "peer"]}}`,
 		`{"west": {"nm": "n"}, "wstc": {"WS://H:80": {"ee": "no"}}, "proxy": {"http://:0": {"ea": "ws://h/", "/a%2F": {"ou": "https://h:1/?q"}}}}`,
 		`{"west": {"nm": "n"}, "proxy": {"tcp://127.0.0.1:0": {"ea": "wss://h", "ou": "tcp://h:1", "ca": ["10.0.0.0/8"]}}}`,
+		`{"west": {"nm": "n"}, "proxy": {"udp://127.0.0.1:0": {"ea": "wss://h", "ou": "udp://h:53", "ca": ["10.0.0.0/8"]}}}`,
 	} {
 		f.Add([]byte(js))
 	}
@@ -159,9 +160,10 @@ func checkConfig(c *Config) error {
 					return err
 				}
 			}
-		case KindTCP:
-			if p.Routes != nil || p.Target == nil || p.Target.Scheme != "tcp" || p.Target.Port() == "" || p.Timeout != 0 {
-				return fmt.Errorf("tcp proxy %+v", p)
+		case KindTCP, KindUDP:
+			scheme := map[Kind]string{KindTCP: "tcp", KindUDP: "udp"}[p.Kind]
+			if p.Routes != nil || p.Target == nil || p.Target.Scheme != scheme || p.Target.Port() == "" || p.Timeout != 0 {
+				return fmt.Errorf("%s proxy %+v", scheme, p)
 			}
 			if _, err := acl.Parse(p.ACL, false); err != nil {
 				return err
