@@ -163,3 +163,18 @@ func TestCodeClass(t *testing.T) {
 		}
 	}
 }
+
+// A peer name that is not UTF-8 must not fail every scrape: Prometheus
+// refuses such a label value. (Tunnel servers refuse such names at the
+// handshake too; this holds whatever names reach the metrics.)
+func TestMetricsPeerNameNotUTF8(t *testing.T) {
+	m := NewMetrics()
+	m.TunnelUp(1, RoleServer, "L\xff", func() TunnelStats { return TunnelStats{} })
+	body := scrape(t, m)
+	if v, ok := sample(body, "west_tunnels_up", `role="server"`); !ok || v != 1 {
+		t.Errorf("west_tunnels_up{role=server} = %v (present %v), want 1", v, ok)
+	}
+	if !strings.Contains(body, "peer=\"L\ufffd\"") {
+		t.Errorf("no series names the peer as L\ufffd")
+	}
+}
