@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 
@@ -512,13 +513,16 @@ func FuzzHandshake(f *testing.F) {
 	f.Add("WebSocket", "ws://case1.L.fiap.org", "x, "+wire.Subprotocol)
 	f.Add("", "", "")
 	f.Add("websocket", "p", "west.v1") // the smux version, before yamux
+	f.Add("websocket", "\xa2", wire.Subprotocol)
+	f.Add("websocket", strings.Repeat("n", wire.MaxNameLen+1), wire.Subprotocol)
 	s := NewServer(ServerOptions{Handler: echoHandler})
 	f.Fuzz(func(t *testing.T, upgrade, origin, protocols string) {
 		r := httptest.NewRequest("GET", "/", nil)
 		r.Header["Upgrade"] = []string{upgrade}
 		r.Header["Sec-Websocket-Protocol"] = []string{protocols}
 		err := s.checkHandshake(r, origin)
-		valid := strings.EqualFold(upgrade, "websocket") && origin != ""
+		valid := strings.EqualFold(upgrade, "websocket") && origin != "" &&
+			len(origin) <= wire.MaxNameLen && utf8.ValidString(origin)
 		if valid {
 			offered := false
 			for p := range strings.SplitSeq(protocols, ",") {
