@@ -66,16 +66,22 @@ func (w *fastWriter) writeBoth(head, body []byte) error {
 
 // response writes resp's head and body. The head waits for the body's
 // first bytes, so that both usually leave in one write, and a body that
-// breaks off before it begins becomes a 502.
+// breaks off before it begins becomes a 502; but not for a body of unknown
+// length that has not begun (server-sent events, a long poll), whose head
+// goes at once, as the reverse proxy flushes it.
 func (w *fastWriter) response(resp *http.Response, b []byte) (int64, error) {
 	buf := bodyBufs.Get()
 	defer bodyBufs.Put(buf)
 	body := resp.Body
 	defer body.Close()
-	n, err := body.Read(buf)
-	if err != nil && err != io.EOF {
-		w.error(http.StatusBadGateway, errBrokeOff, b)
-		return 0, err
+	var n int
+	var err error
+	if w.head != nil || resp.ContentLength >= 0 || bodyBegun(body) {
+		n, err = body.Read(buf)
+		if err != nil && err != io.EOF {
+			w.error(http.StatusBadGateway, errBrokeOff, b)
+			return 0, err
+		}
 	}
 	w.status = resp.StatusCode
 	chunked := false
@@ -130,6 +136,13 @@ func (w *fastWriter) response(resp *http.Response, b []byte) (int64, error) {
 			return written, err
 		}
 	}
+}
+
+// bodyBegun reports whether some of a response body from the stream
+// transport has come, so that reading it will not wait for the backend.
+func bodyBegun(body io.Reader) bool {
+	sb, ok := body.(*streamBody)
+	return !ok || sb.br.Buffered() > 0
 }
 
 // appendHead appends the head of resp for the client, from its parsed
