@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 )
@@ -60,5 +61,64 @@ func TestReview31StreamHeadBeforeFirstEvent(t *testing.T) {
 		if err != nil || event != "data: first\n" {
 			t.Fatalf("the first event: %q, %v", event, err)
 		}
+	})
+}
+
+// A client that sends "Expect: 100-continue" waits for 100 before its
+// body. A backend that answers at once without reading the body (417, or
+// a 401 or 413) must have its answer reach the client, which is not going
+// to send the body it was never asked for; and a backend that reads the
+// body has the 100 reach the client, then the answer.
+func TestReview31ExpectContinue(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/refuse" {
+			w.WriteHeader(http.StatusExpectationFailed)
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		io.WriteString(w, "got "+string(b))
+	}))
+	defer be.Close()
+	forHops(t, func(t *testing.T, hops int) {
+		entry := through(t, hops, "http", be.URL+"/", "")
+		t.Run("answered early", func(t *testing.T) {
+			c := dialEntry(t, entry)
+			io.WriteString(c, "POST /refuse HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			for err == nil && resp.StatusCode < 200 {
+				// A proxy tired of waiting may say 100 itself; the
+				// client still sends nothing, and the 417 must come.
+				resp, err = http.ReadResponse(br, nil)
+			}
+			if err != nil {
+				t.Fatalf("a client waiting for 100 got no answer: %v", err)
+			}
+			if resp.StatusCode != http.StatusExpectationFailed {
+				t.Fatalf("got %s, want the backend's 417", resp.Status)
+			}
+		})
+		t.Run("continued", func(t *testing.T) {
+			c := dialEntry(t, entry)
+			io.WriteString(c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+			br := bufio.NewReader(c)
+			line, err := br.ReadString('\n')
+			if err != nil || !strings.HasPrefix(line, "HTTP/1.1 100 ") {
+				t.Fatalf("waiting for 100: %q, %v", line, err)
+			}
+			if blank, _ := br.ReadString('\n'); blank != "\r\n" {
+				t.Fatalf("the 100's head goes on: %q", blank)
+			}
+			io.WriteString(c, "hello")
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 200 || string(body) != "got hello" {
+				t.Fatalf("got %s %q", resp.Status, body)
+			}
+		})
 	})
 }

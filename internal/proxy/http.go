@@ -289,8 +289,16 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NewResponseController(w).EnableFullDuplex()
 		// With full duplex, the Transport may still read or close the body
 		// after a failed round trip; be done with it before returning
-		// (golang/go#68560), or net/http panics on the next request.
-		defer r.Body.Close()
+		// (golang/go#68560), or net/http panics on the next request. Not
+		// with the body's own Close, which reads what is left of it
+		// before the answer goes out: a client that sent "Expect:
+		// 100-continue" to a backend that answered without asking for the
+		// body waited for an answer that waited for the body.
+		if r.Body != http.NoBody {
+			rec.body.r = r.Body
+			r.Body = &rec.body
+			defer rec.body.done(r)
+		}
 		h.proxy(rt, rec, r)
 	}
 	// A client that went away (or only half-closed its connection, which
@@ -459,6 +467,41 @@ type recorder struct {
 	committed bool // a final status has been passed on
 	bytes     int64
 	err       error
+	body      handlerBody // the request's body, as the reverse proxy reads it
+}
+
+// handlerBody is a request body that the handler can be done with: once
+// closed, it reads no more, after any read in progress has returned. It
+// leaves the body itself to net/http, which closes it once the answer has
+// gone out.
+type handlerBody struct {
+	mu     sync.Mutex
+	r      io.ReadCloser
+	closed bool
+}
+
+func (b *handlerBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return b.r.Read(p)
+}
+
+func (b *handlerBody) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	return nil
+}
+
+// done closes b and gives r its own body back: net/http judges by it
+// whether the connection may carry another request (not after an
+// "Expect: 100-continue" whose body was never asked for).
+func (b *handlerBody) done(r *http.Request) {
+	b.Close()
+	r.Body = b.r
 }
 
 func (r *recorder) WriteHeader(code int) {
