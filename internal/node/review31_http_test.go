@@ -122,3 +122,42 @@ func TestReview31ExpectContinue(t *testing.T) {
 		})
 	})
 }
+
+// HTTP/1.0 has no 1xx answers, and a server must not send one to an
+// HTTP/1.0 client (RFC 9110, 15.2): such a client reads a 103 Early Hints
+// or a 100 Continue as the whole answer, with the real one as its body.
+func TestReview31HTTP10ClientGetsNo1xx(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hints" {
+			w.Header().Set("Link", "</style.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+		}
+		b, _ := io.ReadAll(r.Body) // a Go backend sends 100 when an Expect is read
+		io.WriteString(w, "page"+string(b))
+	}))
+	defer be.Close()
+	forHops(t, func(t *testing.T, hops int) {
+		entry := through(t, hops, "http", be.URL+"/", "")
+		for _, tc := range []struct{ name, raw, want string }{
+			{"early hints", "GET /hints HTTP/1.0\r\nHost: x\r\n\r\n", "page"},
+			{"expect", "POST /echo HTTP/1.0\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n!!", "page!!"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				c := dialEntry(t, entry)
+				io.WriteString(c, tc.raw)
+				all, err := io.ReadAll(c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(string(all))), nil)
+				if err != nil {
+					t.Fatalf("%v: %q", err, all)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != 200 || string(body) != tc.want {
+					t.Errorf("an HTTP/1.0 client read %s with body %q; all it got: %q", resp.Status, body, all)
+				}
+			})
+		}
+	})
+}

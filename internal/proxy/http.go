@@ -273,7 +273,7 @@ func (b *bufferPool) Put(buf []byte) {
 // ServeHTTP proxies one request.
 func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rec := &recorder{ResponseWriter: w}
+	rec := &recorder{ResponseWriter: w, http10: !r.ProtoAtLeast(1, 1)}
 	rt := h.match(r.URL.EscapedPath())
 	switch {
 	case rt == nil:
@@ -468,6 +468,7 @@ type recorder struct {
 	bytes     int64
 	err       error
 	body      handlerBody // the request's body, as the reverse proxy reads it
+	http10    bool        // the client speaks HTTP/1.0, and must get no 1xx answer
 }
 
 // handlerBody is a request body that the handler can be done with: once
@@ -506,6 +507,11 @@ func (b *handlerBody) done(r *http.Request) {
 
 func (r *recorder) WriteHeader(code int) {
 	if code < 200 {
+		if r.http10 && code != http.StatusSwitchingProtocols {
+			// HTTP/1.0 has none: its client would take one for the
+			// answer (RFC 9110, 15.2).
+			return
+		}
 		// Informational answers (103 Early Hints) go out at once.
 		if r.status == 0 {
 			r.status = code
