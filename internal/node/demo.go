@@ -68,6 +68,9 @@ func Demo(ctx context.Context, out io.Writer, log *slog.Logger) error {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	fmt.Fprintf(out, "GET %s\n  -> %s\n  -> %s\n", url, resp.Status, strings.TrimSpace(string(body)))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("demo request: %s, where the backend answers 200", resp.Status)
+	}
 	fmt.Fprintf(out, "The request crossed the tunnel from L to G and came back.\n\n")
 	fmt.Fprintf(out, "Try it yourself:\n  curl -v '%s'\nPress Ctrl-C to stop.\n", url)
 	<-ctx.Done()
