@@ -10,6 +10,7 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // The request loop's response side: it passes a response head on line by
@@ -152,6 +153,9 @@ func (w *fastWriter) appendHead(b []byte, resp *http.Response) ([]byte, bool) {
 	chunked := !bodyless && resp.ContentLength < 0
 	b = appendStatusLine(b, resp.StatusCode)
 	b = appendHeader(b, resp.Header)
+	if _, ok := resp.Header["Date"]; !ok {
+		b = appendDate(b)
+	}
 	if len(resp.Trailer) > 0 && chunked {
 		b = append(b, "Trailer: "...)
 		i := 0
@@ -243,6 +247,7 @@ func (w *fastWriter) parseHead(head []byte, req *http.Request) (*http.Response, 
 	}
 	resp := &http.Response{StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Request: req, ContentLength: -1}
 	b := appendStatusLine(w.headBuf[:0], code)
+	dated := false
 	for len(rest) > 0 {
 		line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
 		name, value, ok := bytes.Cut(line, []byte(":"))
@@ -251,6 +256,7 @@ func (w *fastWriter) parseHead(head []byte, req *http.Request) (*http.Response, 
 		}
 		switch responseHeaderKind(name) {
 		case hdrOther:
+			dated = dated || len(name) == 4 && bytes.EqualFold(name, []byte("Date"))
 			b = append(b, line...)
 			b = append(b, "\r\n"...)
 		case hdrContentLength:
@@ -277,6 +283,9 @@ func (w *fastWriter) parseHead(head []byte, req *http.Request) (*http.Response, 
 		resp.ContentLength = 0
 	} else if resp.ContentLength < 0 {
 		return nil, false // chunked or until close
+	}
+	if !dated {
+		b = appendDate(b)
 	}
 	w.head = w.endHead(b)
 	return resp, true
@@ -338,6 +347,15 @@ func (w *fastWriter) error(status int, err error, b []byte) {
 		b = append(b, text...)
 	}
 	w.write(b)
+}
+
+// appendDate appends a Date field of now, for a response the backend left
+// undated: a proxy with a clock dates what it forwards (RFC 9110, 6.6.1),
+// as net/http's server does.
+func appendDate(b []byte) []byte {
+	b = append(b, "Date: "...)
+	b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
+	return append(b, "\r\n"...)
 }
 
 // appendStatusLine appends the status line net/http would write for code.

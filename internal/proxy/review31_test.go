@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"strings"
@@ -170,5 +171,35 @@ func TestTCPDialFailureResetsUnderLimit(t *testing.T) {
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := conn.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("read from a connection whose target refused: %v, want a reset", err)
+	}
+}
+
+// TestUndatedResponseIsDated: a response the backend sent without a Date
+// reaches the client with one, from the loop as from net/http's server
+// (RFC 9110, 6.6.1: a proxy with a clock dates what it forwards).
+func TestUndatedResponseIsDated(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Date"] = nil // net/http's way to send none
+		w.Write([]byte("undated"))
+		if r.URL.Path == "/chunked" {
+			w.(http.Flusher).Flush() // no length: a head the loop parses in full
+			w.Write([]byte(", in chunks"))
+		}
+	}))
+	defer be.Close()
+	h := tunnelledTo(t, be.Listener.Addr().String())
+	_, loop := startServer(t, h)
+	for _, c := range []struct{ server, addr string }{{"loop", loop}, {"net/http", netHTTPServer(t, h)}} {
+		for _, path := range []string{"/sized", "/chunked"} {
+			resp, err := http.Get("http://" + c.addr + path)
+			if err != nil {
+				t.Fatalf("%s %s: %v", c.server, path, err)
+			}
+			resp.Body.Close()
+			date, err := http.ParseTime(resp.Header.Get("Date"))
+			if err != nil || time.Since(date).Abs() > time.Minute {
+				t.Errorf("%s %s: Date %q (%v), want the time it was forwarded", c.server, path, resp.Header.Get("Date"), err)
+			}
+		}
 	}
 }
