@@ -236,7 +236,7 @@ func (f *Far) serveLocal(ctx context.Context, req *tunnel.Request, l *LocalListe
 		return
 	}
 	log.Debug("stream handed to this west's own listener")
-	if err := l.serve(ctx, stream, ap.Addr(), timeout); err != nil {
+	if err := l.serve(ctx, stream, ap.Addr(), timeout, req.Header.Kind == wire.KindHTTP); err != nil {
 		// Accepted already: the peer sees the stream end, as a connection
 		// closed at once.
 		stream.Close()

@@ -284,8 +284,9 @@ func validHost(h string) bool {
 // outgoingHead writes the request head that goes through the tunnel: the
 // request line and Host of the route's target, the client's end-to-end
 // headers in their order, and the listener's X-Forwarded headers, as the
-// reverse proxy's Rewrite with SetXForwarded would.
-func (r *fastRequest) outgoingHead(b []byte, rt *route, clientIP string) []byte {
+// reverse proxy's Rewrite with SetXForwarded would; or, for a client
+// that is a west's listener (fromWest), that listener's.
+func (r *fastRequest) outgoingHead(b []byte, rt *route, clientIP string, fromWest bool) []byte {
 	b = append(b, r.method...)
 	b = append(b, ' ')
 	b = append(b, joinPath(r.path, rt.Path, rt.Target)...)
@@ -309,7 +310,15 @@ func (r *fastRequest) outgoingHead(b []byte, rt *route, clientIP string) []byte 
 			if containsToken(value, "trailers") {
 				b = append(b, "Te: trailers\r\n"...)
 			}
+		case hdrForwarded:
+			if fromWest {
+				b = append(b, line...)
+				b = append(b, "\r\n"...)
+			}
 		}
+	}
+	if fromWest {
+		return append(b, "\r\n"...)
 	}
 	if clientIP != "" {
 		b = append(b, "X-Forwarded-For: "...)
@@ -362,7 +371,7 @@ func (h *HTTP) serveFast(c *serverConn, rt *route, req *fastRequest) bool {
 	start := time.Now()
 	bp := heads.Get().(*[]byte)
 	defer heads.Put(bp)
-	out := req.outgoingHead((*bp)[:0], rt, c.ip)
+	out := req.outgoingHead((*bp)[:0], rt, c.ip, c.fromWest)
 	*bp = out
 	rreq := getRequest
 	if req.method == http.MethodHead {

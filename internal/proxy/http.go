@@ -152,6 +152,16 @@ func (h *HTTP) newReverseProxy(r Route) *httputil.ReverseProxy {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			rewriteURL(pr.Out.URL, pr.In.URL, r.Path, r.Target)
 			pr.Out.Host = r.Target.Host
+			if pr.In.Context().Value(fromWestKey{}) != nil {
+				// The client is a west's listener: its X-Forwarded
+				// headers name the client that reached it.
+				for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded"} {
+					if v := pr.In.Header[k]; v != nil {
+						pr.Out.Header[k] = v
+					}
+				}
+				return
+			}
 			pr.SetXForwarded()
 		},
 		Transport:    h.transport,

@@ -145,11 +145,12 @@ func (l *LocalListener) Close() error {
 }
 
 // serve hands stream to the listener as a connection from from and waits
-// until the listener is done with it or ctx ends. It fails, without
-// closing stream, if the listener is closed or does not accept within
-// timeout (its limit on connections is reached).
-func (l *LocalListener) serve(ctx context.Context, stream net.Conn, from netip.Addr, timeout time.Duration) error {
-	c := &localConn{Conn: stream, done: make(chan struct{}),
+// until the listener is done with it or ctx ends. fromWest says the
+// stream carries HTTP from a west's listener (see fromWest). It fails,
+// without closing stream, if the listener is closed or does not accept
+// within timeout (its limit on connections is reached).
+func (l *LocalListener) serve(ctx context.Context, stream net.Conn, from netip.Addr, timeout time.Duration, fromWest bool) error {
+	c := &localConn{Conn: stream, done: make(chan struct{}), fromWest: fromWest,
 		local:  net.TCPAddrFromAddrPort(l.bound),
 		remote: net.TCPAddrFromAddrPort(netip.AddrPortFrom(from, 0))}
 	wait := time.NewTimer(timeout)
@@ -180,8 +181,25 @@ var errLocalBusy = errors.New("listener busy: not accepted within the dial timeo
 type localConn struct {
 	net.Conn
 	local, remote net.Addr
+	fromWest      bool // HTTP from a west's listener (see fromWest)
 	once          sync.Once
 	done          chan struct{}
+}
+
+// fromWest reports whether c is a stream of HTTP that a west's listener
+// sent through a tunnel to this west's own listener: the middle of a
+// chain. Its X-Forwarded headers are that listener's, naming the client
+// that reached it, so they pass on rather than name a west.
+func fromWest(c net.Conn) bool {
+	switch cc := c.(type) {
+	case *handedConn:
+		return fromWest(cc.Conn)
+	case *limitConn:
+		return fromWest(cc.Conn)
+	case *localConn:
+		return cc.fromWest
+	}
+	return false
 }
 
 func (c *localConn) LocalAddr() net.Addr  { return c.local }

@@ -66,6 +66,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	if !s.fellBack {
 		s.fellBack = true
 		s.handoff = newHandoffListener(ln.Addr())
+		markFromWest(s.fallback)
 		go s.fallback.Serve(s.handoff)
 	}
 	s.mu.Unlock()
@@ -200,9 +201,11 @@ type serverConn struct {
 	// armed is when the read deadline was last set for the wait for a
 	// request; zero when it must be set again.
 	armed time.Time
-	// The client's address, for access lists and X-Forwarded-For.
-	addr netip.Addr
-	ip   string
+	// The client's address, for access lists and X-Forwarded-For, and
+	// whether the client is a west's listener (see fromWest).
+	addr     netip.Addr
+	ip       string
+	fromWest bool
 }
 
 // connReadBuf is the size of a loop connection's reader: a request head
@@ -218,6 +221,7 @@ func (c *serverConn) serve() {
 	if host, _, err := net.SplitHostPort(remote); err == nil {
 		c.ip = host
 	}
+	c.fromWest = fromWest(c.conn)
 	wait, idle := c.s.headerTimeout(), c.s.idleTimeout()
 	for {
 		// Setting a deadline costs a timer update: while requests keep
@@ -267,6 +271,25 @@ func (s *Server) headerTimeout() time.Duration {
 
 func (s *Server) idleTimeout() time.Duration {
 	return cmp.Or(s.fallback.IdleTimeout, s.fallback.ReadTimeout)
+}
+
+// fromWestKey marks, in a request's context, a connection from a west's
+// listener (see fromWest).
+type fromWestKey struct{}
+
+// markFromWest has hs mark the contexts of connections from a west's
+// listener, for the reverse proxy's Rewrite.
+func markFromWest(hs *http.Server) {
+	prev := hs.ConnContext
+	hs.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if prev != nil {
+			ctx = prev(ctx, c)
+		}
+		if fromWest(c) {
+			ctx = context.WithValue(ctx, fromWestKey{}, true)
+		}
+		return ctx
+	}
 }
 
 // handedConn is a connection given to net/http with the bytes the loop
