@@ -21,7 +21,13 @@ import (
 // streams with a Far, and returns the client once its tunnel is up.
 func tunnelPair(tb testing.TB) *tunnel.Client {
 	tb.Helper()
-	srv := tunnel.NewServer(tunnel.ServerOptions{Handler: &Far{}})
+	return tunnelPairTo(tb, &Far{})
+}
+
+// tunnelPairTo is tunnelPair with far serving the server's streams.
+func tunnelPairTo(tb testing.TB, far *Far) *tunnel.Client {
+	tb.Helper()
+	srv := tunnel.NewServer(tunnel.ServerOptions{Handler: far})
 	hs := httptest.NewServer(srv)
 	c := tunnel.NewClient(tunnel.ClientOptions{
 		URL: "ws" + strings.TrimPrefix(hs.URL, "http"), Name: "test", Handler: &Far{},

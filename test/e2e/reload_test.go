@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,23 +9,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+	"github.com/west-tunnel/west/internal/testutil"
+)
 
 // TestReloadOnSIGHUP: a west re-reads its file on SIGHUP; a new route
 // works without a restart, and a broken file is refused while the running
 // configuration keeps serving.
 func TestReloadOnSIGHUP(t *testing.T) {
-	beAddr, listen, tunnel := freeAddr(t), freeAddr(t), freeAddr(t)
+	beAddr, listen, tunnel := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
 	backend(t, beAddr)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "west.json")

@@ -10,43 +10,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/west-tunnel/west/internal/sockio"
-	"github.com/west-tunnel/west/internal/tunnel"
 	"github.com/west-tunnel/west/internal/wire"
 )
-
-// localPair starts a tunnel whose server side hands streams for the
-// listeners in set to them, and returns its client once it is up.
-func localPair(t *testing.T, set *Locals) *tunnel.Client {
-	t.Helper()
-	srv := tunnel.NewServer(tunnel.ServerOptions{Handler: &Far{Locals: set}})
-	hs := httptest.NewServer(srv)
-	c := tunnel.NewClient(tunnel.ClientOptions{
-		URL: "ws" + strings.TrimPrefix(hs.URL, "http"), Name: "test", Handler: &Far{},
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { c.Run(ctx); close(done) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		srv.Close()
-		hs.Close()
-	})
-	deadline := time.Now().Add(5 * time.Second)
-	for c.Status().State != tunnel.StateUp {
-		if time.Now().After(deadline) {
-			t.Fatal("tunnel did not come up")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return c
-}
 
 // holdingBackend accepts connections and keeps them, idle, until the test
 // ends.
@@ -89,7 +59,7 @@ func holdingBackend(t *testing.T) string {
 func TestIdleHandedStreamsUnderLimitHoldNoBuffer(t *testing.T) {
 	const conns = 64
 	var set Locals
-	client := localPair(t, &set)
+	client := tunnelPairTo(t, &Far{Locals: &set})
 	backend := holdingBackend(t)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

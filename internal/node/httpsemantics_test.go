@@ -29,7 +29,7 @@ func dialEntry(t *testing.T, addr string) net.Conn {
 // once, as through net/http and the reverse proxy (which flush the head
 // of a body of unknown length), not only with the first event. A browser's
 // EventSource opens on the head; a client with a header timeout gives up.
-func TestReview31StreamHeadBeforeFirstEvent(t *testing.T) {
+func TestStreamHeadBeforeFirstEvent(t *testing.T) {
 	release := make(chan struct{})
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -69,7 +69,7 @@ func TestReview31StreamHeadBeforeFirstEvent(t *testing.T) {
 // a 401 or 413) must have its answer reach the client, which is not going
 // to send the body it was never asked for; and a backend that reads the
 // body has the 100 reach the client, then the answer.
-func TestReview31ExpectContinue(t *testing.T) {
+func TestExpectContinue(t *testing.T) {
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/refuse" {
 			w.WriteHeader(http.StatusExpectationFailed)
@@ -126,7 +126,7 @@ func TestReview31ExpectContinue(t *testing.T) {
 // HTTP/1.0 has no 1xx answers, and a server must not send one to an
 // HTTP/1.0 client (RFC 9110, 15.2): such a client reads a 103 Early Hints
 // or a 100 Continue as the whole answer, with the real one as its body.
-func TestReview31HTTP10ClientGetsNo1xx(t *testing.T) {
+func TestHTTP10ClientGetsNo1xx(t *testing.T) {
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/hints" {
 			w.Header().Set("Link", "</style.css>; rel=preload")

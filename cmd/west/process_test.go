@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/west-tunnel/west/internal/testutil"
 )
 
 // runMainEnv makes the test binary run main() instead of the tests, so
@@ -61,17 +63,6 @@ func waitLog(t *testing.T, r *bufio.Reader, re string) []string {
 	}
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestSecondSignalStopsAtOnce: a first SIGINT drains for up to
 // shutdown_grace; a second one must end west at once, as an operator who
 // presses Ctrl-C again expects, rather than be swallowed for the rest of
@@ -94,7 +85,7 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 		}
 	}()
 	// The node dials its own tunnel server, so one process carries the stream.
-	tunnel := freePort(t)
+	tunnel := testutil.FreeAddr(t)
 	cfg := writeFile(t, "c.json", fmt.Sprintf(`{"west": {"nm": "n", "shutdown_grace": "10m"},
 		"wsts": {"sp": "ws://%[1]s"},
 		"proxy": {"tcp://127.0.0.1:0": {"ea": "ws://%[1]s", "ou": "tcp://%[2]s"}}}`, tunnel, backend.Addr()))

@@ -33,7 +33,7 @@ func (s *syncBuf) String() string {
 
 // The demo gets its request across the tunnel and stops when its context
 // ends, leaving nothing running (TestMain checks).
-func TestReview31DemoRunsAndStops(t *testing.T) {
+func TestDemoRunsAndStops(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var out syncBuf
@@ -62,7 +62,7 @@ func TestReview31DemoRunsAndStops(t *testing.T) {
 
 // A start that fails on its last listener closes every socket it opened
 // before, so that a corrected config can start on the same ports.
-func TestReview31PartialStartClosesAll(t *testing.T) {
+func TestPartialStartClosesAll(t *testing.T) {
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
