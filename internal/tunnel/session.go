@@ -90,7 +90,14 @@ func (s *Session) WaitSent(ctx context.Context) error {
 		case <-s.mux.CloseChan():
 			return nil
 		case <-ctx.Done():
-			return ctx.Err()
+			// A handler's ctx ends with its session: that is the
+			// session's end, not ctx's.
+			select {
+			case <-s.mux.CloseChan():
+				return nil
+			default:
+				return ctx.Err()
+			}
 		}
 	}
 	return nil

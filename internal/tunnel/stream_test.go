@@ -295,6 +295,35 @@ func TestWaitSentBeforeClose(t *testing.T) {
 	}
 }
 
+// TestWaitSentAfterSessionEnd: WaitSent in a handler whose session has
+// ended returns nil, as it says, though the handler's ctx has ended with
+// the session too; it chose between the two at random.
+func TestWaitSentAfterSessionEnd(t *testing.T) {
+	errs := make(chan error, 1)
+	for range 20 {
+		proceed := make(chan struct{})
+		_, _, st := dialWith(t, func(ctx context.Context, req *Request) {
+			c, err := req.Accept()
+			if err != nil {
+				errs <- err
+				return
+			}
+			<-proceed
+			// Data queued and cut off by the session's end: the queue
+			// never settles.
+			c.Write(make([]byte, 1<<20))
+			req.session.Close()
+			<-ctx.Done() // both the session's end and ctx's are ready now
+			errs <- req.session.WaitSent(ctx)
+		})
+		close(proceed)
+		if err := <-errs; err != nil {
+			t.Fatalf("WaitSent after the session ended: %v", err)
+		}
+		st.Close()
+	}
+}
+
 // TestQuiet: a stream is quiet while nothing waits to be read, and not
 // once bytes or the far side's end-of-stream have arrived. Asking consumes
 // nothing and leaves no read deadline behind.
