@@ -9,6 +9,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/west-tunnel/west/internal/testutil"
 )
 
 // Through a chain, the backend sees the X-Forwarded headers of the
@@ -16,48 +18,62 @@ import (
 // whose client is a west: on the fast loop and on net/http's path alike.
 // A client's own X-Forwarded headers are replaced at the entry.
 func TestForwardedHeadersCrossAChain(t *testing.T) {
-	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "%s|%s|%s", r.Header.Values("X-Forwarded-For"), r.Header.Values("X-Forwarded-Host"), r.Header.Values("X-Forwarded-Proto"))
-	}))
-	defer be.Close()
+	be := forwardedEcho(t)
 	forHops(t, func(t *testing.T, hops int) {
-		entry := through(t, hops, "http", be.URL+"/", "")
-		for _, c := range []struct{ path, extra string }{
-			{"loop", ""},
-			// A head over 4 KiB goes to net/http.
-			{"net/http", "X-Big: " + strings.Repeat("b", 5000) + "\r\n"},
-		} {
+		entry := through(t, hops, "http", be+"/", "")
+		for _, c := range headSizes {
 			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
 			conn, err := d.Dial("tcp", entry)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			fmt.Fprintf(conn, "GET /x HTTP/1.1\r\nHost: front.example\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: forged\r\n%s\r\n", c.extra)
-			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-			if err != nil {
-				t.Fatalf("%s: %v", c.path, err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if want := "[127.0.0.2]|[front.example]|[http]"; string(body) != want {
-				t.Errorf("%s: the backend saw %s, want %s", c.path, body, want)
+			if got, want := askForged(t, conn, c.extra), "[127.0.0.2]|[front.example]|[http]"; got != want {
+				t.Errorf("%s: the backend saw %s, want %s", c.path, got, want)
 			}
 		}
 	})
 }
 
+// headSizes are request heads the loop serves and one it leaves to
+// net/http (over 4 KiB).
+var headSizes = []struct{ path, extra string }{
+	{"loop", ""},
+	{"net/http", "X-Big: " + strings.Repeat("b", 5000) + "\r\n"},
+}
+
+// forwardedEcho is a backend that answers with the X-Forwarded headers it
+// got, and returns its URL.
+func forwardedEcho(t *testing.T) string {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s|%s|%s", r.Header.Values("X-Forwarded-For"), r.Header.Values("X-Forwarded-Host"), r.Header.Values("X-Forwarded-Proto"))
+	}))
+	t.Cleanup(be.Close)
+	return be.URL
+}
+
+// askForged sends, on conn, a request with forged X-Forwarded headers and
+// the extra header lines, and returns the body of the answer.
+func askForged(t *testing.T, conn net.Conn, extra string) string {
+	t.Helper()
+	fmt.Fprintf(conn, "GET /x HTTP/1.1\r\nHost: front.example\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: forged\r\n%s\r\n", extra)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
+}
+
 // A raw tcp:// stream into a west's HTTP listener carries whatever its
 // client wrote: its X-Forwarded headers are replaced, as any client's.
 func TestForwardedHeadersFromRawTCPAreReplaced(t *testing.T) {
-	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "%s|%s", r.Header.Values("X-Forwarded-For"), r.Header.Values("X-Forwarded-Host"))
-	}))
-	defer be.Close()
+	be := forwardedEcho(t)
 	var pre prebound
 	gListen := pre.addr(t)
 	g := startNode(t, fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"},
-		"proxy": {"http://%s": {"en": "L2", "/": {"ou": "%s/"}}}}`, gListen, be.URL), Options{Listen: pre.listen})
+		"proxy": {"http://%s": {"en": "L2", "/": {"ou": "%s/"}}}}`, gListen, be), Options{Listen: pre.listen})
 	startNode(t, fmt.Sprintf(`{"west": {"nm": "L2"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
 	waitUp(t, g, "L2")
 	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {"tcp://127.0.0.1:0": {"ea": "ws://%s", "ou": "tcp://%s"}}}`,
@@ -66,17 +82,10 @@ func TestForwardedHeadersFromRawTCPAreReplaced(t *testing.T) {
 	for _, a := range l.Addrs().Proxies {
 		entry = a
 	}
-	for _, extra := range []string{"", "X-Big: " + strings.Repeat("b", 5000) + "\r\n"} {
-		conn := dialEntry(t, entry)
-		fmt.Fprintf(conn, "GET /x HTTP/1.1\r\nHost: front.example\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: forged\r\n%s\r\n", extra)
-		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if strings.Contains(string(body), "6.6.6.6") || strings.Contains(string(body), "forged") {
-			t.Errorf("head of %d bytes: the backend saw the client's own X-Forwarded headers: %s", len(extra), body)
+	for _, c := range headSizes {
+		got := askForged(t, testutil.DialClient(t, entry), c.extra)
+		if strings.Contains(got, "6.6.6.6") || strings.Contains(got, "forged") {
+			t.Errorf("%s: the backend saw the client's own X-Forwarded headers: %s", c.path, got)
 		}
 	}
 }

@@ -3,26 +3,14 @@ package node
 import (
 	"bufio"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
-)
 
-// dialEntry connects to a listener as a raw HTTP client whose reads and
-// writes give up after 10 s.
-func dialEntry(t *testing.T, addr string) net.Conn {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	return c
-}
+	"github.com/west-tunnel/west/internal/testutil"
+)
 
 // A stream of server-sent events, or a long poll, whose backend sends its
 // head at once and its first event later: the client gets the head at
@@ -44,7 +32,7 @@ func TestStreamHeadBeforeFirstEvent(t *testing.T) {
 	defer be.Close()
 	forHops(t, func(t *testing.T, hops int) {
 		entry := through(t, hops, "http", be.URL+"/", "")
-		c := dialEntry(t, entry)
+		c := testutil.DialClient(t, entry)
 		io.WriteString(c, "GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
 		// The backend holds its first event until the head has come:
 		// the head must come without it.
@@ -82,7 +70,7 @@ func TestExpectContinue(t *testing.T) {
 	forHops(t, func(t *testing.T, hops int) {
 		entry := through(t, hops, "http", be.URL+"/", "")
 		t.Run("answered early", func(t *testing.T) {
-			c := dialEntry(t, entry)
+			c := testutil.DialClient(t, entry)
 			io.WriteString(c, "POST /refuse HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
 			c.SetReadDeadline(time.Now().Add(5 * time.Second))
 			br := bufio.NewReader(c)
@@ -100,7 +88,7 @@ func TestExpectContinue(t *testing.T) {
 			}
 		})
 		t.Run("continued", func(t *testing.T) {
-			c := dialEntry(t, entry)
+			c := testutil.DialClient(t, entry)
 			io.WriteString(c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
 			br := bufio.NewReader(c)
 			line, err := br.ReadString('\n')
@@ -143,7 +131,7 @@ func TestHTTP10ClientGetsNo1xx(t *testing.T) {
 			{"expect", "POST /echo HTTP/1.0\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n!!", "page!!"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				c := dialEntry(t, entry)
+				c := testutil.DialClient(t, entry)
 				io.WriteString(c, tc.raw)
 				all, err := io.ReadAll(c)
 				if err != nil {

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/west-tunnel/west/internal/testutil"
 )
 
 // TestPooledStreamWithUnaskedBytesIsNotReused: bytes a backend sends after
@@ -79,7 +81,7 @@ func TestLoopWatchesClientPastHeaderTimeout(t *testing.T) {
 	}))
 	h := tunnelledTo(t, backend)
 	_, addr := startServerWith(t, h, &http.Server{Handler: h, ReadHeaderTimeout: 200 * time.Millisecond, IdleTimeout: time.Minute})
-	c := dialClient(t, addr)
+	c := testutil.DialClient(t, addr)
 	io.WriteString(c, "GET /poll HTTP/1.1\r\nHost: h\r\n\r\n")
 	<-entered
 	time.Sleep(500 * time.Millisecond) // past ReadHeaderTimeout
@@ -117,7 +119,7 @@ func TestLoopIdleTimeouts(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := tunnelledTo(t, backend)
 			_, addr := startServerWith(t, h, tc.srv(h))
-			c := dialClient(t, addr)
+			c := testutil.DialClient(t, addr)
 			br := bufio.NewReader(c)
 			for i := 0; i <= len(tc.pauses); i++ {
 				if i > 0 {
@@ -148,7 +150,7 @@ func TestHalfClosedClientIsNotToldSuccess(t *testing.T) {
 	}))
 	h := tunnelledTo(t, backend)
 	_, addr := startServer(t, h)
-	c := dialClient(t, addr)
+	c := testutil.DialClient(t, addr)
 	io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi")
 	c.CloseWrite()
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -165,18 +167,10 @@ func TestHalfClosedClientIsNotToldSuccess(t *testing.T) {
 // section 8.6), even when the backend sends one; net/http's path drops it,
 // and the loop passed it on.
 func TestLoopDropsContentLengthOn204(t *testing.T) {
-	backend, _ := rawBackend(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			if _, err := http.ReadRequest(br); err != nil {
-				return
-			}
-			io.WriteString(c, "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")
-		}
-	})
+	backend, _ := cannedBackend(t, "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")
 	h := tunnelledTo(t, backend)
 	_, addr := startServer(t, h)
-	c := dialClient(t, addr)
+	c := testutil.DialClient(t, addr)
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
 	br := bufio.NewReader(c)
 	head, err := br.ReadString('\n')

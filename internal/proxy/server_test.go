@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/west-tunnel/west/internal/testutil"
 	"github.com/west-tunnel/west/internal/tunnel"
 	"github.com/west-tunnel/west/internal/wire"
 )
@@ -75,19 +76,6 @@ type exchange struct {
 	closed  bool // the response asked to close the connection
 }
 
-// dialClient connects to addr as a client whose reads and writes give up
-// after 10 s, closed when the test ends if not before.
-func dialClient(t *testing.T, addr string) *net.TCPConn {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	return c.(*net.TCPConn)
-}
-
 // tunnelledTo is an HTTP listener's handler that sends every path through
 // an in-process tunnel to the backend at addr.
 func tunnelledTo(t *testing.T, addr string) *HTTP {
@@ -98,7 +86,7 @@ func tunnelledTo(t *testing.T, addr string) *HTTP {
 // connection to addr and reads one response for each method in methods.
 func rawExchanges(t *testing.T, addr, raw string, methods ...string) []exchange {
 	t.Helper()
-	c := dialClient(t, addr)
+	c := testutil.DialClient(t, addr)
 	defer c.Close()
 	if _, err := io.WriteString(c, raw); err != nil {
 		t.Fatal(err)

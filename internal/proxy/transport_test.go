@@ -71,6 +71,21 @@ func rawBackend(t *testing.T, serve func(net.Conn)) (addr string, conns *atomic.
 	return ln.Addr().String(), conns
 }
 
+// cannedBackend is a rawBackend that writes answer, as it is, for every
+// request on a connection.
+func cannedBackend(t *testing.T, answer string) (addr string, conns *atomic.Int64) {
+	t.Helper()
+	return rawBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			io.WriteString(c, answer)
+		}
+	})
+}
+
 func fetch(t *testing.T, c *http.Client, method, url string, body io.Reader) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, body)
@@ -221,15 +236,7 @@ func TestStreamTransportStaleStream(t *testing.T) {
 // TestStreamTransportTrailingBytes: bytes after a complete response mean
 // the stream is out of step; it must not carry the next request.
 func TestStreamTransportTrailingBytes(t *testing.T) {
-	backend, conns := rawBackend(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			if _, err := http.ReadRequest(br); err != nil {
-				return
-			}
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokSURPLUS")
-		}
-	})
+	backend, conns := cannedBackend(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokSURPLUS")
 	url := listenerTo(t, backend, 0)
 	c := &http.Client{Transport: &http.Transport{}}
 	defer c.CloseIdleConnections()
