@@ -172,15 +172,31 @@ func (c *Client) Run(ctx context.Context) error {
 				c.opts.OnSession(sess, false)
 			}
 			lasted := time.Since(sess.since)
+			code, reason := sess.peerClosed()
 			err = fmt.Errorf("tunnel closed after %s", lasted.Round(time.Millisecond))
+			if reason != "" {
+				err = fmt.Errorf("%w by the server: %s", err, reason)
+			}
 			// Leave StateUp in the same step that drops the session, so that
 			// no Dial sees an up state without a session.
 			c.setStatus(func(s *Status) { s.State, s.Session, s.LastError = StateConnecting, nil, err })
 			if ctx.Err() != nil {
 				return nil
 			}
-			c.log.Warn("tunnel down", "after", lasted.Round(time.Millisecond))
-			if lasted >= c.opts.StableAfter {
+			switch {
+			case code == closeReplaced:
+				// Another live client holds this name: coming straight
+				// back would only take it from that one in turn.
+				c.log.Warn("tunnel taken over: another tunnel client connected to this server under the same name; "+
+					"give each west its own name, or spell each tunnel server one way (not both 127.0.0.1 and localhost)",
+					"name", c.opts.Name, "reason", reason, "retry_in", c.opts.MaxBackoff)
+				backoff = c.opts.MaxBackoff
+			case reason != "":
+				c.log.Warn("tunnel down", "after", lasted.Round(time.Millisecond), "reason", reason)
+			default:
+				c.log.Warn("tunnel down", "after", lasted.Round(time.Millisecond))
+			}
+			if lasted >= c.opts.StableAfter && code != closeReplaced {
 				backoff = c.opts.MinBackoff
 			}
 		} else {

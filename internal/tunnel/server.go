@@ -93,6 +93,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.unregister(sess)
 	log.Info("tunnel client connected")
 	sess.serve(ctx, s.opts.Handler)
+	if _, reason := sess.peerClosed(); reason != "" {
+		log = log.With("reason", reason)
+	}
 	log.Info("tunnel client disconnected", "after", time.Since(sess.since).Round(time.Millisecond))
 }
 
@@ -125,21 +128,39 @@ func (s *Server) checkHandshake(r *http.Request, name string) error {
 // is never locked out by its own dead session.
 func (s *Server) register(sess *Session) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return false
 	}
-	if old := s.peers[sess.peer]; old != nil {
-		s.log.Info("tunnel client replaces its older session", "peer", sess.peer, "old_remote", old.remote)
-		old.Close()
+	old := s.peers[sess.peer]
+	if old != nil {
+		sess.tookOver = time.Now()
 	}
 	s.peers[sess.peer] = sess
 	s.sessions.Add(1)
 	if s.opts.OnSession != nil {
 		s.opts.OnSession(sess, true)
 	}
+	s.mu.Unlock()
+	if old == nil {
+		return true
+	}
+	// A client that reconnects replaces its own dead session now and then;
+	// a name that changes hands again and again has two live owners.
+	if !old.tookOver.IsZero() && sess.tookOver.Sub(old.tookOver) < tradeWindow {
+		s.log.Warn("tunnel name changes hands again: two tunnel clients use it, and each replaces the other; "+
+			"give each west its own name, or spell each tunnel server one way (not both 127.0.0.1 and localhost)",
+			"peer", sess.peer, "remote", sess.remote, "old_remote", old.remote)
+	} else {
+		s.log.Info("tunnel client replaces its older session", "peer", sess.peer, "remote", sess.remote, "old_remote", old.remote)
+	}
+	old.closeFor(closeReplaced, "replaced by a newer tunnel under this name, from "+sess.remote)
 	return true
 }
+
+// tradeWindow is how soon a name taken over is taken over again before
+// the server warns that two clients share it.
+const tradeWindow = time.Minute
 
 func (s *Server) unregister(sess *Session) {
 	s.mu.Lock()
@@ -189,10 +210,13 @@ func (s *Server) Sessions() []*Session {
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
+	var closing sync.WaitGroup
 	for _, sess := range s.peers {
-		sess.Close()
+		// Each waits a moment for a frame being written, so at once.
+		closing.Go(func() { sess.closeFor(closeStopping, "the tunnel server is stopping") })
 	}
 	s.mu.Unlock()
+	closing.Wait()
 	s.sessions.Wait()
 	return nil
 }
@@ -226,5 +250,5 @@ func startSession(c *websocket.Conn, client bool, peer, remote string, mo MuxOpt
 		c.Close()
 		return nil, fmt.Errorf("start multiplexer: %w", err)
 	}
-	return newSession(mux, queue, peer, remote, mo.MaxStreams, log), nil
+	return newSession(mux, conn, peer, remote, mo.MaxStreams, log), nil
 }

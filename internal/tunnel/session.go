@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/libp2p/go-yamux/v5"
 
 	"github.com/west-tunnel/west/internal/wire"
@@ -46,17 +47,22 @@ type Session struct {
 	remote string // the peer's network address
 	since  time.Time
 	mux    *yamux.Session
+	conn   *wsConn    // under mux: the peer's close reason, and ours
 	queue  *sendQueue // what each stream has waiting in mux's send queue
 	log    *slog.Logger
 	stats  Stats
+
+	// tookOver is when this session took its name from an older one
+	// (server side), zero if it did not.
+	tookOver time.Time
 
 	handlers   sync.WaitGroup // ServeStream calls in flight
 	serving    atomic.Int64   // streams the peer opened whose handler still runs
 	maxStreams int64          // limit on serving; 0 means none
 }
 
-func newSession(mux *yamux.Session, queue *sendQueue, peer, remote string, maxStreams int, log *slog.Logger) *Session {
-	return &Session{peer: peer, remote: remote, since: time.Now(), mux: mux, queue: queue, maxStreams: int64(maxStreams), log: log}
+func newSession(mux *yamux.Session, conn *wsConn, peer, remote string, maxStreams int, log *slog.Logger) *Session {
+	return &Session{peer: peer, remote: remote, since: time.Now(), mux: mux, conn: conn, queue: conn.sent, maxStreams: int64(maxStreams), log: log}
 }
 
 // Peer is the peer's name on a server's session, the server URL on a
@@ -109,6 +115,29 @@ const sentQuiet = 5 * time.Millisecond
 
 // Close ends the session and every stream on it.
 func (s *Session) Close() error { return s.mux.Close() }
+
+// closeFor ends the session and first tells the peer why, in a WebSocket
+// close message, so that its log says what happened rather than only
+// that the tunnel went down.
+func (s *Session) closeFor(code int, reason string) error {
+	s.conn.sendClose(code, reason)
+	return s.mux.Close()
+}
+
+// Close codes a west sends in the close message of a tunnel it ends.
+const (
+	closeStopping = websocket.CloseGoingAway // its west stops, or no longer has the tunnel in its config
+	closeReplaced = 4000                     // a newer tunnel took the peer's name
+)
+
+// peerClosed returns the code and reason of the peer's close message, or
+// 0 and "" if none came.
+func (s *Session) peerClosed() (code int, reason string) {
+	if ce := s.conn.peerClosed(); ce != nil {
+		return ce.Code, ce.Text
+	}
+	return 0, ""
+}
 
 // Open opens a stream to the peer, asks it to connect to h.Target, and
 // returns the stream once the peer has connected. A refusal is a
@@ -179,7 +208,11 @@ func (s *Session) serve(ctx context.Context, h StreamHandler) {
 		}
 	}()
 	defer s.handlers.Wait()
-	stop := context.AfterFunc(ctx, func() { s.mux.Close() })
+	stop := context.AfterFunc(ctx, func() {
+		if !s.mux.IsClosed() {
+			s.closeFor(closeStopping, "stopped by its west (shutdown, or reload)")
+		}
+	})
 	defer stop()
 	for {
 		st, err := s.mux.AcceptStream()

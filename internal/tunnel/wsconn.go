@@ -5,7 +5,9 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -48,6 +50,8 @@ type wsConn struct {
 
 	w  io.WriteCloser // the message being written, nil between messages
 	wn int            // bytes in it so far
+
+	peerClose atomic.Pointer[websocket.CloseError] // once the peer's close message came
 }
 
 func (c *wsConn) Read(b []byte) (int, error) {
@@ -55,6 +59,11 @@ func (c *wsConn) Read(b []byte) (int, error) {
 		if c.r == nil {
 			typ, r, err := c.ws.NextReader()
 			if err != nil {
+				// gorilla reports a connection lost without a close
+				// message as code 1006, which no peer may send.
+				if ce, ok := err.(*websocket.CloseError); ok && ce.Code != websocket.CloseAbnormalClosure {
+					c.peerClose.Store(ce)
+				}
 				return 0, err
 			}
 			if typ != websocket.BinaryMessage {
@@ -137,6 +146,22 @@ func (c *wsConn) endMessage() error {
 	c.w = nil
 	return w.Close()
 }
+
+// maxCloseReason is what a close message holds after its 2-byte code.
+const maxCloseReason = 123
+
+// sendClose tells the peer why the tunnel ends, in a close message. It
+// waits briefly for a frame being written to finish, and not at all for an
+// answer: the caller closes the connection next.
+func (c *wsConn) sendClose(code int, reason string) {
+	if len(reason) > maxCloseReason {
+		reason = strings.ToValidUTF8(reason[:maxCloseReason], "")
+	}
+	c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(250*time.Millisecond))
+}
+
+// peerClosed returns the peer's close message, or nil if none came.
+func (c *wsConn) peerClosed() *websocket.CloseError { return c.peerClose.Load() }
 
 // Close closes the connection without the WebSocket close handshake: the
 // peer may be dead, and a live one learns of the close from the socket.

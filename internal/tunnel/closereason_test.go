@@ -1,0 +1,134 @@
+package tunnel
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// logBuffer collects a logger's lines for a test to read.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func (b *logBuffer) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+// A live client whose name another client takes is told so, and waits its
+// longest backoff before it takes the name back: two wests sharing a name
+// then trade the tunnel slowly, with a log line that says why, rather
+// than every quarter second in silence.
+func TestReplacedClientIsToldWhy(t *testing.T) {
+	h := newHarness(t, ServerOptions{})
+	var firstLog logBuffer
+	first := h.startClient(ClientOptions{Name: "same", MinBackoff: 10 * time.Millisecond, MaxBackoff: time.Hour, Logger: firstLog.logger()})
+	waitFor(t, "first session", func() bool { return first.Status().State == StateUp })
+	firstSess := h.server.Session("same")
+
+	h.startClient(ClientOptions{Name: "same", MinBackoff: time.Hour})
+	waitFor(t, "the first client to back off", func() bool { return first.Status().State == StateBackoff })
+	st := first.Status()
+	if st.LastError == nil || !strings.Contains(st.LastError.Error(), "by the server: replaced by a newer tunnel under this name, from 127.0.0.1:") {
+		t.Errorf("replaced client's last error %v, want the server's reason", st.LastError)
+	}
+	if until := time.Until(st.RetryAt); until < 30*time.Minute {
+		t.Errorf("replaced client redials in %s, want its longest backoff (an hour ±20%%)", until)
+	}
+	if got := firstLog.String(); !strings.Contains(got, "level=WARN") || !strings.Contains(got, "tunnel taken over") {
+		t.Errorf("replaced client logged:\n%s\nwant a warning saying its tunnel was taken over", got)
+	}
+	if s := h.server.Session("same"); s == nil || s == firstSess {
+		t.Errorf("the second client does not hold the name")
+	}
+}
+
+// The replaced connection gets a close message with code 4000 and the
+// newcomer's address; a name that changes hands twice within a minute
+// makes the server warn.
+func TestNameTradeWarns(t *testing.T) {
+	var srvLog logBuffer
+	h := newHarness(t, ServerOptions{Logger: srvLog.logger()})
+	a := rawTunnel(t, h, "twin")
+	waitFor(t, "first session", func() bool { return h.server.Session("twin") != nil })
+	sa := h.server.Session("twin")
+	b := rawTunnel(t, h, "twin")
+	waitFor(t, "second session", func() bool { s := h.server.Session("twin"); return s != nil && s != sa })
+
+	err := readToClose(a)
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != closeReplaced || !strings.HasPrefix(ce.Text, "replaced by a newer tunnel under this name, from 127.0.0.1:") {
+		t.Fatalf("replaced connection read %v, want a close message with code %d and the reason", err, closeReplaced)
+	}
+	if strings.Contains(srvLog.String(), "changes hands again") {
+		t.Fatalf("server warned after one takeover, which a reconnecting client causes:\n%s", srvLog.String())
+	}
+
+	sb := h.server.Session("twin")
+	rawTunnel(t, h, "twin")
+	waitFor(t, "third session", func() bool { s := h.server.Session("twin"); return s != nil && s != sb })
+	if err := readToClose(b); !errors.As(err, &ce) || ce.Code != closeReplaced {
+		t.Fatalf("second replaced connection read %v, want code %d", err, closeReplaced)
+	}
+	waitFor(t, "the server's warning", func() bool { return strings.Contains(srvLog.String(), "changes hands again") })
+	if got := srvLog.String(); !strings.Contains(got, "level=WARN") || !strings.Contains(got, "old_remote=") {
+		t.Errorf("server log:\n%s\nwant a warning naming both remotes", got)
+	}
+}
+
+// readToClose reads ws past the multiplexer's frames to its end.
+func readToClose(ws *websocket.Conn) error {
+	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		if _, _, err := ws.ReadMessage(); err != nil {
+			return err
+		}
+	}
+}
+
+// Each side says why it ends a tunnel: a stopping server tells its
+// clients, and a stopping client tells its server.
+func TestStoppingSidesSayWhy(t *testing.T) {
+	var srvLog logBuffer
+	h := newHarness(t, ServerOptions{Logger: srvLog.logger()})
+	c := h.startClient(ClientOptions{Name: "going", MinBackoff: time.Hour})
+	waitFor(t, "session", func() bool { return c.Status().State == StateUp })
+	h.server.Close()
+	waitFor(t, "the client to back off", func() bool { return c.Status().State == StateBackoff })
+	if err := c.Status().LastError; err == nil || !strings.Contains(err.Error(), "the tunnel server is stopping") {
+		t.Errorf("client's last error %v, want the server's reason", err)
+	}
+
+	h2 := newHarness(t, ServerOptions{Logger: srvLog.logger()})
+	c2 := NewClient(ClientOptions{URL: h2.url, Name: "leaving", Handler: echoHandler})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c2.Run(ctx); close(done) }()
+	waitFor(t, "second session", func() bool { return h2.server.Session("leaving") != nil })
+	cancel()
+	<-done
+	waitFor(t, "the server to log the client's reason", func() bool {
+		return strings.Contains(srvLog.String(), `msg="tunnel client disconnected" peer=leaving`) &&
+			strings.Contains(srvLog.String(), `reason="stopped by its west (shutdown, or reload)"`)
+	})
+}
