@@ -44,6 +44,7 @@ func Demo(ctx context.Context, out io.Writer, log *slog.Logger) error {
 		"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/px": {"ou": "http://%s/x"}}}
 	}`, g.Addrs().Tunnel, backendLn.Addr()), log.With("node", "L"))
 	if err != nil {
+		g.closeListeners() // G has its socket but will never run
 		return err
 	}
 	done := make(chan error, 2)
