@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -11,32 +10,15 @@ import (
 	"time"
 
 	"github.com/west-tunnel/west/internal/config"
+	"github.com/west-tunnel/west/internal/testutil"
 )
-
-// syncBuf is a bytes.Buffer that Demo writes and the test reads at once.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // The demo gets its request across the tunnel and stops when its context
 // ends, leaving nothing running (TestMain checks).
 func TestDemoRunsAndStops(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out syncBuf
+	var out testutil.Buffer
 	done := make(chan error, 1)
 	go func() { done <- Demo(ctx, &out, testLogger(t)) }()
 	deadline := time.Now().Add(15 * time.Second)

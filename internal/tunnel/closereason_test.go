@@ -1,37 +1,20 @@
 package tunnel
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/west-tunnel/west/internal/testutil"
 )
 
-// logBuffer collects a logger's lines for a test to read.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *logBuffer) logger() *slog.Logger {
+// logTo returns a logger writing its lines, at info and above, to b.
+func logTo(b *testutil.Buffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
@@ -41,8 +24,8 @@ func (b *logBuffer) logger() *slog.Logger {
 // than every quarter second in silence.
 func TestReplacedClientIsToldWhy(t *testing.T) {
 	h := newHarness(t, ServerOptions{})
-	var firstLog logBuffer
-	first := h.startClient(ClientOptions{Name: "same", MinBackoff: 10 * time.Millisecond, MaxBackoff: time.Hour, Logger: firstLog.logger()})
+	var firstLog testutil.Buffer
+	first := h.startClient(ClientOptions{Name: "same", MinBackoff: 10 * time.Millisecond, MaxBackoff: time.Hour, Logger: logTo(&firstLog)})
 	waitFor(t, "first session", func() bool { return first.Status().State == StateUp })
 	firstSess := h.server.Session("same")
 
@@ -67,8 +50,8 @@ func TestReplacedClientIsToldWhy(t *testing.T) {
 // newcomer's address; a name that changes hands twice within a minute
 // makes the server warn.
 func TestNameTradeWarns(t *testing.T) {
-	var srvLog logBuffer
-	h := newHarness(t, ServerOptions{Logger: srvLog.logger()})
+	var srvLog testutil.Buffer
+	h := newHarness(t, ServerOptions{Logger: logTo(&srvLog)})
 	a := rawTunnel(t, h, "twin")
 	waitFor(t, "first session", func() bool { return h.server.Session("twin") != nil })
 	sa := h.server.Session("twin")
@@ -109,8 +92,8 @@ func readToClose(ws *websocket.Conn) error {
 // Each side says why it ends a tunnel: a stopping server tells its
 // clients, and a stopping client tells its server.
 func TestStoppingSidesSayWhy(t *testing.T) {
-	var srvLog logBuffer
-	h := newHarness(t, ServerOptions{Logger: srvLog.logger()})
+	var srvLog testutil.Buffer
+	h := newHarness(t, ServerOptions{Logger: logTo(&srvLog)})
 	c := h.startClient(ClientOptions{Name: "going", MinBackoff: time.Hour})
 	waitFor(t, "session", func() bool { return c.Status().State == StateUp })
 	h.server.Close()
@@ -119,7 +102,7 @@ func TestStoppingSidesSayWhy(t *testing.T) {
 		t.Errorf("client's last error %v, want the server's reason", err)
 	}
 
-	h2 := newHarness(t, ServerOptions{Logger: srvLog.logger()})
+	h2 := newHarness(t, ServerOptions{Logger: logTo(&srvLog)})
 	c2 := NewClient(ClientOptions{URL: h2.url, Name: "leaving", Handler: echoHandler})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
