@@ -33,8 +33,9 @@ func newTransport(conns int) *http.Transport {
 
 // rpsResult is one timed run of small GETs.
 type rpsResult struct {
-	requests int64
+	requests int64 // in the timed part
 	elapsed  time.Duration
+	all      int64         // every request that succeeded, warm-up included: the work the CPU read around the round did
 	p50, p99 time.Duration // latency percentiles, when recorded
 	errors   int64
 	firstErr error
@@ -66,6 +67,7 @@ func runRPS(ctx context.Context, url string, conns int, warmup, d time.Duration,
 		wg              sync.WaitGroup
 	)
 	counts := make([]int64, conns)
+	all := make([]int64, conns)
 	lats := make([][]time.Duration, conns)
 	for i := range conns {
 		wg.Add(1)
@@ -85,6 +87,7 @@ func runRPS(ctx context.Context, url string, conns int, warmup, d time.Duration,
 					time.Sleep(10 * time.Millisecond)
 					continue
 				}
+				all[i]++
 				if measuring.Load() && !stop.Load() {
 					counts[i]++
 					if record {
@@ -107,13 +110,14 @@ func runRPS(ctx context.Context, url string, conns int, warmup, d time.Duration,
 		return rpsResult{}, err
 	}
 	r := rpsResult{elapsed: elapsed, errors: errCount.Load(), firstErr: firstErr}
-	var all []time.Duration
+	var sorted []time.Duration
 	for i := range conns {
 		r.requests += counts[i]
-		all = append(all, lats[i]...)
+		r.all += all[i]
+		sorted = append(sorted, lats[i]...)
 	}
-	slices.Sort(all)
-	r.p50, r.p99 = percentile(all, 50), percentile(all, 99)
+	slices.Sort(sorted)
+	r.p50, r.p99 = percentile(sorted, 50), percentile(sorted, 99)
 	if r.requests == 0 {
 		return r, fmt.Errorf("GET %s: no request succeeded: %v", url, firstErr)
 	}

@@ -489,7 +489,7 @@ func (b *bench) measure(ctx context.Context) error {
 			b.record(mP50, p.name, float64(r.p50))
 			b.record(mP99, p.name, float64(r.p99))
 			b.noteErrors(p, mRPS1, r)
-			return r.rate(), float64(r.requests), nil
+			return r.rate(), float64(r.all), nil
 		}},
 		{mRPSN, func(p *path) (float64, float64, error) {
 			r, err := b.requests(ctx, p.url+"/small", o.conns, false)
@@ -497,7 +497,7 @@ func (b *bench) measure(ctx context.Context) error {
 				return 0, 0, err
 			}
 			b.noteErrors(p, mRPSN, r)
-			return r.rate(), float64(r.requests), nil
+			return r.rate(), float64(r.all), nil
 		}},
 		{mDownload, func(p *path) (float64, float64, error) {
 			v, err := download(ctx, p.url, o.download)

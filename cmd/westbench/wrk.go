@@ -19,12 +19,16 @@ import (
 // warmup, then a timed one of d. wrk counts whole seconds, so both are
 // rounded up to one.
 func runWrk(ctx context.Context, bin, url string, conns int, warmup, d time.Duration) (rpsResult, error) {
+	var warm rpsResult
 	if warmup > 0 {
-		if _, err := wrkOnce(ctx, bin, url, conns, warmup); err != nil {
+		var err error
+		if warm, err = wrkOnce(ctx, bin, url, conns, warmup); err != nil {
 			return rpsResult{}, err
 		}
 	}
-	return wrkOnce(ctx, bin, url, conns, d)
+	r, err := wrkOnce(ctx, bin, url, conns, d)
+	r.all = warm.requests + r.requests
+	return r, err
 }
 
 func wrkOnce(ctx context.Context, bin, url string, conns int, d time.Duration) (rpsResult, error) {
