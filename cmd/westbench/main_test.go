@@ -143,3 +143,21 @@ func TestReportFloor(t *testing.T) {
 		t.Errorf("a table without a floor:\n%s", out.String())
 	}
 }
+
+// TestParseProc reads RSS in kB and CPU in clock ticks from known lines,
+// with a command name holding spaces and parentheses.
+func TestParseProc(t *testing.T) {
+	status := "Name:\twest\nVmPeak:\t  999999 kB\nVmHWM:\t   20480 kB\nVmRSS:\t   12345 kB\nThreads:\t7\n"
+	if u := parseStatus([]byte(status)); u.RSS != 12345<<10 || u.HWM != 20480<<10 {
+		t.Errorf("status: RSS %d, HWM %d; want %d and %d bytes", u.RSS, u.HWM, 12345<<10, 20480<<10)
+	}
+	// pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt
+	// majflt cmajflt utime stime cutime cstime ...
+	stat := "4242 (we st) (x)) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 75 9 9 20 0 7 0 100 0 0\n"
+	if cpu, err := parseStatCPU([]byte(stat)); err != nil || cpu != 3.25 {
+		t.Errorf("stat: CPU %v, %v; want 3.25 s (325 ticks of utime+stime, not the children's)", cpu, err)
+	}
+	if _, err := parseStatCPU([]byte("4242 (west) S 1 2 3")); err == nil {
+		t.Error("a short stat line parsed")
+	}
+}

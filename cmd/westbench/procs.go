@@ -286,11 +286,24 @@ type usage struct {
 const clockTick = 100
 
 func procUsage(pid int) (usage, error) {
-	var u usage
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return u, err
+		return usage{}, err
 	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return usage{}, err
+	}
+	u := parseStatus(status)
+	if u.CPU, err = parseStatCPU(stat); err != nil {
+		return u, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return u, nil
+}
+
+// parseStatus reads VmRSS and VmHWM, in kB, of a /proc/PID/status.
+func parseStatus(status []byte) usage {
+	var u usage
 	for line := range strings.Lines(string(status)) {
 		f := strings.Fields(line)
 		if len(f) < 2 {
@@ -304,20 +317,20 @@ func procUsage(pid int) (usage, error) {
 			u.HWM = kb << 10
 		}
 	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return u, err
-	}
+	return u
+}
+
+// parseStatCPU returns utime+stime of a /proc/PID/stat line, in seconds.
+func parseStatCPU(stat []byte) (float64, error) {
 	// Fields after the command name, which may hold spaces, in parentheses.
 	rest := stat[bytes.LastIndexByte(stat, ')')+1:]
 	f := strings.Fields(string(rest))
 	if len(f) < 13 {
-		return u, fmt.Errorf("/proc/%d/stat: too few fields", pid)
+		return 0, errors.New("too few fields")
 	}
 	utime, _ := strconv.ParseInt(f[11], 10, 64) // field 14 of the whole line
 	stime, _ := strconv.ParseInt(f[12], 10, 64) // field 15
-	u.CPU = float64(utime+stime) / clockTick
-	return u, nil
+	return float64(utime+stime) / clockTick, nil
 }
 
 // waitHTTP polls url until it answers 200, as a proxy does once its
