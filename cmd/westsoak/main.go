@@ -3,7 +3,8 @@
 // requests through it for minutes while faults hit the tunnel. Every few
 // seconds it prints successes, failures by cause, requests that hung past
 // their deadline, and the process's goroutines, descriptors and memory.
-// It exits 1 if any request hung or came back corrupt.
+// It exits 1 if any request hung or came back corrupt, the pair did not
+// recover after the faults, or goroutines outlived the wests.
 //
 // Usage:
 //
@@ -83,8 +84,11 @@ func main() {
 	}
 }
 
-// run soaks and reports whether any request hung or came back corrupt.
+// run soaks and reports whether it failed (see verdict).
 func run(ctx context.Context, o options, out io.Writer) (bool, error) {
+	// What runs now is not the soak's; whatever else still runs once the
+	// soak has stopped everything has leaked.
+	running := testutil.Baseline()
 	logs := &logCounter{verbose: o.verbose}
 	logger := slog.New(logs)
 	// The keepalive goes in through the config keys an operator would use.
@@ -252,18 +256,36 @@ loop:
 	stopG()
 	stopBackend()
 	stopPprof()
-	time.Sleep(time.Second)
+	left := testutil.Leaked(running)
 	fds, _ := testutil.CountFDs(0)
 	fmt.Fprintf(out, "after stopping the wests: goroutines=%d fds=%d\n", runtime.NumGoroutine(), fds)
-
-	s := st.snapshot()
-	bad := s.hung > 0 || s.corrupt > 0
-	if bad {
-		fmt.Fprintf(out, "FAIL: %d hung, %d corrupt\n", s.hung, s.corrupt)
-	} else {
-		fmt.Fprintf(out, "PASS: no request hung or came back corrupt\n")
+	if len(left) > 0 {
+		fmt.Fprint(out, testutil.FormatLeaks(left))
 	}
-	return bad || !recovered, nil
+
+	line, bad := verdict(st.snapshot(), recovered, len(left))
+	fmt.Fprintln(out, line)
+	return bad, nil
+}
+
+// verdict is the soak's last line, and whether it failed: a request hung
+// or came back corrupt, the pair did not recover once the faults stopped,
+// or goroutines were left running after everything had stopped.
+func verdict(s snapshot, recovered bool, leaked int) (string, bool) {
+	var why []string
+	if s.hung > 0 || s.corrupt > 0 {
+		why = append(why, fmt.Sprintf("%d hung, %d corrupt", s.hung, s.corrupt))
+	}
+	if !recovered {
+		why = append(why, "no success after healing")
+	}
+	if leaked > 0 {
+		why = append(why, fmt.Sprintf("%d goroutines left after stopping", leaked))
+	}
+	if len(why) > 0 {
+		return "FAIL: " + strings.Join(why, "; "), true
+	}
+	return "PASS: no request hung or came back corrupt, the pair recovered, nothing was left running", false
 }
 
 // liveHeap returns the heap the last garbage collection found reachable.

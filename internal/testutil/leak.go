@@ -187,6 +187,15 @@ func trimStack(stack string, frames int) string {
 	return stack
 }
 
+// Baseline returns the goroutines running now, for Leaked.
+func Baseline() map[int]bool { return ids(Goroutines()) }
+
+// Leaked waits up to LeakWait for the goroutines started since base to
+// end, and returns those still running (not counting the ones the runtime,
+// the testing package and the standard library keep for the whole
+// process).
+func Leaked(base map[int]bool) []Goroutine { return waitLeaks(base) }
+
 // VerifyNoLeaks records the goroutines running now and, when t ends (after
 // the cleanups registered after it, so call it first), fails t if others
 // are still running after LeakWait, printing their stacks.
