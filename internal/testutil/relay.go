@@ -187,18 +187,20 @@ func (r *Relay) acceptLoop() {
 			return
 		}
 		r.accepted.Add(1)
+		rc := &relayConn{r: r, client: c, done: make(chan struct{})}
+		// Checked and registered in one step, so that a Close between
+		// them cannot miss the connection and wait for its ends.
 		r.mu.Lock()
 		refuse, closed, target := r.refuse, r.closed, r.target
+		if !refuse && !closed {
+			r.conns[rc] = struct{}{}
+		}
 		r.mu.Unlock()
 		if refuse || closed {
 			r.refused.Add(1)
 			reset(c)
 			continue
 		}
-		rc := &relayConn{r: r, client: c, done: make(chan struct{})}
-		r.mu.Lock()
-		r.conns[rc] = struct{}{}
-		r.mu.Unlock()
 		r.wg.Add(1)
 		go rc.run(target)
 	}
