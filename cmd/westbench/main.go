@@ -627,10 +627,11 @@ func (b *bench) measureRTT(ctx context.Context) error {
 	}
 	fmt.Fprintf(os.Stderr, "delayed path, %s RTT, %s window:", o.rtt, formatSize(o.rttWindow))
 	for round := range o.rounds {
+		order := slices.Clone(paths)
 		if round%2 == 1 {
-			slices.Reverse(paths)
+			slices.Reverse(order)
 		}
-		for _, p := range paths {
+		for _, p := range order {
 			v, busy, err := downloadBeside(ctx, p.url, o.rttDownload)
 			if err != nil {
 				return fmt.Errorf("delayed download via %s: %w", p.name, b.explain(err, p.wests))
