@@ -56,6 +56,10 @@ type Node struct {
 	servers []*listener               // tunnel server, proxy listeners, control port
 	metrics *control.Metrics          // fed by the engines' hooks; see control.go
 
+	// tunnelTLS is the tunnel server's TLS configuration in force, nil
+	// for ws://; Reload replaces it with the files read anew.
+	tunnelTLS atomic.Pointer[tls.Config]
+
 	startOnce sync.Once
 	startErr  error
 
@@ -204,7 +208,14 @@ func (n *Node) addTunnelServer(s *config.TunnelServer) error {
 	mux := http.NewServeMux()
 	mux.Handle(s.Path, n.server)
 	n.addServer("tunnel", s.URL.String(), s.Addr, mux, nil)
-	n.servers[len(n.servers)-1].tls = tc
+	if tc != nil {
+		n.tunnelTLS.Store(tc)
+		// Each handshake takes the configuration in force, so that a
+		// certificate renewed on disk is served from the next reload on.
+		n.servers[len(n.servers)-1].tls = &tls.Config{
+			GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return n.tunnelTLS.Load(), nil },
+		}
+	}
 	return nil
 }
 

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"reflect"
@@ -48,8 +49,9 @@ func (n *Node) ReloadFile() error {
 // changed tunnel client is replaced at once; an HTTP listener whose routes
 // or options changed keeps its socket and its connections and serves new
 // requests by the new routes. wsts.ca and wsts.tokens, whose secrets are
-// read anew, apply to new handshakes. The west object and the rest of
-// wsts need a restart: a cfg that changes them is refused, as is one that
+// read anew, apply to new handshakes, as do the server's certificate, key
+// and client CAs, read anew too. The west object and the rest of wsts
+// need a restart: a cfg that changes them is refused, as is one that
 // cannot be built, and then nothing changes. An error from a listener that
 // cannot bind is returned after the rest has been applied.
 func (n *Node) Reload(cfg *config.Config) error {
@@ -61,15 +63,20 @@ func (n *Node) Reload(cfg *config.Config) error {
 	if err := fixedParts(n.cfg, cfg); err != nil {
 		return err
 	}
-	// The gate is built anew every time, so that a token file or variable
-	// that changed takes effect even when the config names it alike.
+	// The gate and the server's TLS are built anew every time, so that a
+	// token, certificate or key file (or variable) that changed takes
+	// effect even when the config names it alike.
 	var admission *gate
+	var serverTC *tls.Config
 	if cfg.Server != nil {
 		g, err := newGate(cfg.Server, n.log.With("part", "tunnel-server"))
 		if err != nil {
 			return err
 		}
 		admission = g
+		if serverTC, err = serverTLS(cfg.Server); err != nil {
+			return err
+		}
 	}
 
 	// Build everything first, so that a config that fails to build
@@ -183,6 +190,9 @@ func (n *Node) Reload(cfg *config.Config) error {
 		admission.onRefuse = n.metrics.TunnelRefused
 		n.gate.Store(admission)
 	}
+	if serverTC != nil {
+		n.tunnelTLS.Store(serverTC)
+	}
 	n.clients, n.servers, n.cfg = clients, servers, cfg
 	n.log.Info("configuration reloaded",
 		"listeners_started", len(starts), "listeners_stopped", len(stops), "listeners_rerouted", len(swaps),
@@ -276,8 +286,11 @@ func fixedParts(old, cfg *config.Config) error {
 		a, b := *old.Server, *cfg.Server
 		a.ACL, b.ACL = nil, nil
 		a.Tokens, b.Tokens = nil, nil
+		a.TLSCertFile, b.TLSCertFile = "", ""
+		a.TLSKeyFile, b.TLSKeyFile = "", ""
+		a.ClientCAFile, b.ClientCAFile = "", ""
 		if !reflect.DeepEqual(a, b) {
-			changed = append(changed, "wsts (but for ca and tokens)")
+			changed = append(changed, "wsts (but for ca, tokens and the TLS files)")
 		}
 	}
 	if len(changed) > 0 {

@@ -1,0 +1,97 @@
+package node
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/west-tunnel/west/internal/tunnel"
+)
+
+// servedSerial is the serial number of the certificate that the wss://
+// tunnel server at addr presents to a new client.
+func servedSerial(t *testing.T, addr string, ca *testCA) *big.Int {
+	t.Helper()
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "tunnel.test"})
+	if err != nil {
+		t.Fatalf("TLS to %s: %v", addr, err)
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0].SerialNumber
+}
+
+// fileSerial is the serial number of the PEM certificate in file.
+func fileSerial(t *testing.T, file string) *big.Int {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.SerialNumber
+}
+
+// TestReloadRotatesServerCertificate: a certificate renewed on disk under
+// the same paths (as certbot does) is served to new tunnel clients after a
+// reload, tunnels up stay up, a reload with a broken key file is refused
+// and keeps the certificate in force, and files named anew are taken.
+func TestReloadRotatesServerCertificate(t *testing.T) {
+	ca := newTestCA(t, "west-rotate")
+	cert, key := ca.issue(t, "tunnel.test", "tunnel.test")
+	gconf := fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "wss://127.0.0.1:0",
+		"tls_cert_file": %q, "tls_key_file": %q}}`, cert, key)
+	g := startNode(t, gconf, Options{})
+	srv := "wss://" + g.Addrs().Tunnel
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {%q: {"ca_file": %q, "server_name": "tunnel.test"}}}`,
+		srv, ca.file), Options{})
+	waitClient(t, l, srv, tunnel.StateUp)
+	old := servedSerial(t, g.Addrs().Tunnel, ca)
+
+	// Renew: the same file names, a new certificate and key.
+	if c2, k2 := ca.issue(t, "tunnel.test", "tunnel.test"); c2 != cert || k2 != key {
+		t.Fatalf("renewal wrote %s, %s, not %s, %s", c2, k2, cert, key)
+	}
+	renewed := fileSerial(t, cert)
+	if err := g.Reload(mustParse(t, gconf)); err != nil {
+		t.Fatalf("reload after renewal: %v", err)
+	}
+	if got := servedSerial(t, g.Addrs().Tunnel, ca); got.Cmp(renewed) != 0 {
+		t.Errorf("after the reload the server presents serial %v, want the renewed %v (the old one was %v)", got, renewed, old)
+	}
+	if st := l.Client(srv).Status(); st.State != tunnel.StateUp || st.Connects != 1 {
+		t.Errorf("the tunnel up during the reload: %s after %d connects, want up after 1", st.State, st.Connects)
+	}
+
+	// A key file broken on disk refuses the reload, naming the key, and
+	// the renewed certificate stays in force.
+	if err := os.WriteFile(key, []byte("not a key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := g.Reload(mustParse(t, gconf))
+	if err == nil || !strings.Contains(err.Error(), "tls_key_file") {
+		t.Errorf("reload with a broken key file: %v, want a refusal naming tls_key_file", err)
+	}
+	if got := servedSerial(t, g.Addrs().Tunnel, ca); got.Cmp(renewed) != 0 {
+		t.Errorf("after a refused reload the server presents serial %v, want %v", got, renewed)
+	}
+
+	// Files named anew take a reload too.
+	cert2, key2 := ca.issue(t, "tunnel2.test", "tunnel.test")
+	if err := g.Reload(mustParse(t, strings.NewReplacer(cert, cert2, key, key2).Replace(gconf))); err != nil {
+		t.Fatalf("reload naming new files: %v", err)
+	}
+	if got, want := servedSerial(t, g.Addrs().Tunnel, ca), fileSerial(t, cert2); got.Cmp(want) != 0 {
+		t.Errorf("after naming new files the server presents serial %v, want %v", got, want)
+	}
+}
