@@ -50,9 +50,10 @@ func (n *Node) ReloadFile() error {
 // or options changed keeps its socket and its connections and serves new
 // requests by the new routes. wsts.ca and wsts.tokens, whose secrets are
 // read anew, apply to new handshakes, as do the server's certificate, key
-// and client CAs, read anew too. The west object and the rest of wsts
-// need a restart: a cfg that changes them is refused, as is one that
-// cannot be built, and then nothing changes. An error from a listener that
+// and client CAs, read anew too; an unchanged tunnel client reads its
+// certificate, CAs and token anew for its next connection. The west
+// object and the rest of wsts need a restart: a cfg that changes them is
+// refused, as is one that cannot be built, and then nothing changes. An error from a listener that
 // cannot bind is returned after the rest has been applied.
 func (n *Node) Reload(cfg *config.Config) error {
 	n.mu.Lock()
@@ -87,10 +88,21 @@ func (n *Node) Reload(cfg *config.Config) error {
 	}
 	clients := make(map[string]*tunnel.Client, len(cfg.Clients))
 	var added []string
+	var renew []func() // kept clients' credentials, read anew
 	for _, c := range cfg.Clients {
 		url := c.URL.String()
 		if old, ok := oldClients[url]; ok && sameClient(old, c) {
-			clients[url] = n.clients[url]
+			kept := n.clients[url]
+			clients[url] = kept
+			tc, err := clientTLS(c)
+			if err != nil {
+				return err
+			}
+			header, err := tokenHeader(c)
+			if err != nil {
+				return err
+			}
+			renew = append(renew, func() { kept.SetCredentials(tc, header) })
 			continue
 		}
 		cl, err := n.buildClient(c)
@@ -184,6 +196,9 @@ func (n *Node) Reload(cfg *config.Config) error {
 	}
 	for _, url := range added {
 		n.startClientLocked(url, clients[url])
+	}
+	for _, f := range renew {
+		f()
 	}
 	if admission != nil {
 		admission.failDelay = n.gate.Load().failDelay

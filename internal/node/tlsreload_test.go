@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"math/big"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/west-tunnel/west/internal/tunnel"
 )
@@ -93,5 +95,110 @@ func TestReloadRotatesServerCertificate(t *testing.T) {
 	}
 	if got, want := servedSerial(t, g.Addrs().Tunnel, ca), fileSerial(t, cert2); got.Cmp(want) != 0 {
 		t.Errorf("after naming new files the server presents serial %v, want %v", got, want)
+	}
+}
+
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// redialled drops the tunnel of peer on g and waits until client url of
+// n is up again on a new session.
+func redialled(t *testing.T, g, n *Node, peer, url string) {
+	t.Helper()
+	old := g.Server().Session(peer)
+	if old == nil {
+		t.Fatalf("%s is not connected", peer)
+	}
+	old.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := n.Client(url).Status()
+		if st.State == tunnel.StateUp && g.Server().Session(peer) != nil && g.Server().Session(peer) != old {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not come back after its tunnel was dropped: %s, last error %v", peer, st.State, st.LastError)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestReloadRenewsTunnelClientCredentials: a tunnel client whose config is
+// unchanged presents, from its next connection on, the client certificate
+// and token renewed on disk before a reload; the tunnel up stays up, and a
+// broken key file refuses the reload.
+func TestReloadRenewsTunnelClientCredentials(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t, "west-server")
+	cert, key := ca.issue(t, "tunnel.test", "tunnel.test")
+	oldClients := newTestCA(t, "clients-2025")
+	newClients := newTestCA(t, "clients-2026")
+	clientCA := filepath.Join(dir, "clients-ca.pem")
+	copyFile(t, oldClients.file, clientCA)
+	tokenG, tokenL := filepath.Join(dir, "g.token"), filepath.Join(dir, "l.token")
+	for _, f := range []string{tokenG, tokenL} {
+		if err := os.WriteFile(f, []byte("old-token-0123456789abcdef\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gconf := fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "wss://127.0.0.1:0",
+		"tls_cert_file": %q, "tls_key_file": %q, "client_ca_file": %q, "tokens": {"L": "file:%s"}}}`, cert, key, clientCA, tokenG)
+	g := startNode(t, gconf, Options{})
+	g.gate.Load().failDelay = 10 * time.Millisecond
+	srv := "wss://" + g.Addrs().Tunnel
+	lCert, lKey := filepath.Join(dir, "l.pem"), filepath.Join(dir, "l.key")
+	c, k := oldClients.issue(t, "L")
+	copyFile(t, c, lCert)
+	copyFile(t, k, lKey)
+	lconf := fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {%q: {"ca_file": %q, "server_name": "tunnel.test",
+		"cert_file": %q, "key_file": %q, "token": "file:%s"}}}`, srv, ca.file, lCert, lKey, tokenL)
+	l := startNode(t, lconf, Options{})
+	waitClient(t, l, srv, tunnel.StateUp)
+	waitUp(t, g, "L")
+
+	// The clients' CA changes: both ends renew their files and reload.
+	copyFile(t, newClients.file, clientCA)
+	if err := g.Reload(mustParse(t, gconf)); err != nil {
+		t.Fatalf("reload of G: %v", err)
+	}
+	c, k = newClients.issue(t, "L")
+	copyFile(t, c, lCert)
+	copyFile(t, k, lKey)
+	if err := l.Reload(mustParse(t, lconf)); err != nil {
+		t.Fatalf("reload of L: %v", err)
+	}
+	if st := l.Client(srv).Status(); st.State != tunnel.StateUp || st.Connects != 1 {
+		t.Errorf("the tunnel up during the reload: %s after %d connects, want up after 1", st.State, st.Connects)
+	}
+	redialled(t, g, l, "L", srv)
+
+	// So does the token.
+	for _, f := range []string{tokenG, tokenL} {
+		if err := os.WriteFile(f, []byte("new-token-0123456789abcdef\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := g.Reload(mustParse(t, gconf)); err != nil {
+		t.Fatalf("reload of G: %v", err)
+	}
+	if err := l.Reload(mustParse(t, lconf)); err != nil {
+		t.Fatalf("reload of L: %v", err)
+	}
+	redialled(t, g, l, "L", srv)
+
+	// A key file broken on disk refuses the reload, naming it.
+	if err := os.WriteFile(lKey, []byte("not a key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Reload(mustParse(t, lconf)); err == nil || !strings.Contains(err.Error(), "key_file") {
+		t.Errorf("reload with a broken key file: %v, want a refusal naming key_file", err)
 	}
 }

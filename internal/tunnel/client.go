@@ -228,18 +228,30 @@ func jitter(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
+// SetCredentials replaces the TLS configuration and the extra handshake
+// headers (ClientOptions.TLSConfig and Header) of the connection attempts
+// from the next one on, so that renewed certificates and tokens need no
+// new client; the session up, if any, stays.
+func (c *Client) SetCredentials(tc *tls.Config, header http.Header) {
+	c.mu.Lock()
+	c.opts.TLSConfig, c.opts.Header = tc, header
+	c.mu.Unlock()
+}
+
 // connect dials the server and starts a session.
 func (c *Client) connect(ctx context.Context) (*Session, error) {
 	hctx, cancel := context.WithTimeout(ctx, c.opts.HandshakeTimeout)
 	defer cancel()
-	header := c.opts.Header.Clone()
+	c.mu.Lock()
+	tc, header := c.opts.TLSConfig, c.opts.Header.Clone()
+	c.mu.Unlock()
 	if header == nil {
 		header = http.Header{}
 	}
 	header.Set("Origin", c.opts.Name)
 	dialer := websocket.Dialer{
 		Proxy:           http.ProxyFromEnvironment,
-		TLSClientConfig: c.opts.TLSConfig,
+		TLSClientConfig: tc,
 		Subprotocols:    []string{wire.Subprotocol},
 		ReadBufferSize:  wsReadBufferSize,
 		WriteBufferSize: wsWriteBufferSize,
