@@ -177,7 +177,10 @@ func clientTLS(c config.TunnelClient) (*tls.Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s.cert_file, key_file: %w", path, err)
 		}
-		tc.Certificates = []tls.Certificate{cert}
+		// Present it whatever CAs the server names: crypto/tls would send
+		// none when they do not match, and the server's "certificate
+		// required" would hide that the certificate's CA is the problem.
+		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }
 	}
 	return tc, nil
 }

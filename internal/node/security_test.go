@@ -208,6 +208,25 @@ func TestClientCertificateNames(t *testing.T) {
 	}
 }
 
+// TestClientCertificateOfAnotherCA: a tunnel client presents the
+// certificate it was given even when the server asks for another CA's, so
+// that the server's refusal names the CA rather than a missing
+// certificate, which would send the operator looking at cert_file.
+func TestClientCertificateOfAnotherCA(t *testing.T) {
+	ca := newTestCA(t, "west-mtls")
+	cert, key := ca.issue(t, "tunnel.test", "tunnel.test")
+	g := startNode(t, fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "wss://127.0.0.1:0",
+		"tls_cert_file": %q, "tls_key_file": %q, "client_ca_file": %q}}`, cert, key, ca.file), Options{})
+	srv := "wss://" + g.Addrs().Tunnel
+	oc, ok := newTestCA(t, "other").issue(t, "L")
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {%q: {"ca_file": %q, "cert_file": %q, "key_file": %q}}}`,
+		srv, ca.file, oc, ok), Options{})
+	st := waitClient(t, l, srv, tunnel.StateBackoff)
+	if !strings.Contains(st.LastError.Error(), "unknown certificate authority") {
+		t.Errorf("client certificate of another CA: %v, want the server's refusal of its CA", st.LastError)
+	}
+}
+
 func TestTunnelServerACL(t *testing.T) {
 	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0", "ca": ["127.0.0.1", "::1", "allowed"]}}`, Options{})
 	g.gate.Load().failDelay = 50 * time.Millisecond
