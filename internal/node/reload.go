@@ -51,10 +51,11 @@ func (n *Node) ReloadFile() error {
 // requests by the new routes. wsts.ca and wsts.tokens, whose secrets are
 // read anew, apply to new handshakes, as do the server's certificate, key
 // and client CAs, read anew too; an unchanged tunnel client reads its
-// certificate, CAs and token anew for its next connection. The west
-// object and the rest of wsts need a restart: a cfg that changes them is
-// refused, as is one that cannot be built, and then nothing changes. An error from a listener that
-// cannot bind is returned after the rest has been applied.
+// certificate, CAs and token anew for its next connection, and an HTTP
+// listener its tls_ca_file for its next requests. The west object and
+// the rest of wsts need a restart: a cfg that changes them is refused, as
+// is one that cannot be built, and then nothing changes. An error from a
+// listener that cannot bind is returned after the rest has been applied.
 func (n *Node) Reload(cfg *config.Config) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -135,7 +136,9 @@ func (n *Node) Reload(cfg *config.Config) error {
 		delete(current, name)
 		sameDialer := p.ServerURL == nil || clients[p.ServerURL.String()] == n.clients[p.ServerURL.String()]
 		switch {
-		case old != nil && sameDialer && reflect.DeepEqual(old.proxy, p):
+		// One with tls_ca_file gets a new handler even when unchanged, so
+		// that the file is read anew.
+		case old != nil && sameDialer && reflect.DeepEqual(old.proxy, p) && p.TLSCAFile == "":
 			kept = append(kept, old)
 		case old != nil && old.handler != nil && p.Kind == config.KindHTTP && old.proxy.Addr == p.Addr && old.proxy.MaxConns == p.MaxConns:
 			h, err := n.buildHTTP(p, clients)

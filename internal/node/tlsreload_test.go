@@ -5,7 +5,11 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
+	"log"
 	"math/big"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -200,5 +204,36 @@ func TestReloadRenewsTunnelClientCredentials(t *testing.T) {
 	}
 	if err := l.Reload(mustParse(t, lconf)); err == nil || !strings.Contains(err.Error(), "key_file") {
 		t.Errorf("reload with a broken key file: %v, want a refusal naming key_file", err)
+	}
+}
+
+// TestReloadRereadsBackendCA: an HTTP listener's tls_ca_file, renewed on
+// disk under the same path, verifies https:// backends from the next
+// reload on.
+func TestReloadRereadsBackendCA(t *testing.T) {
+	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "secure")
+	}))
+	be.Config.ErrorLog = log.New(io.Discard, "", 0) // the first request fails its handshake on purpose
+	be.StartTLS()
+	defer be.Close()
+	caFile := filepath.Join(t.TempDir(), "backend-ca.pem")
+	copyFile(t, newTestCA(t, "retired").file, caFile)
+	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	lconf := fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "tls_ca_file": %q,
+		"/": {"ou": %q}}}}`, g.Addrs().Tunnel, caFile, be.URL)
+	l := startNode(t, lconf, Options{})
+	if code, body := getStatus(t, proxyURL(t, l)+"/"); code != 502 {
+		t.Fatalf("backend outside tls_ca_file: %d %q, want 502", code, body)
+	}
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: be.Certificate().Raw})
+	if err := os.WriteFile(caFile, pemBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Reload(mustParse(t, lconf)); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if code, body := getStatus(t, proxyURL(t, l)+"/"); code != 200 || body != "secure" {
+		t.Errorf("after renewing tls_ca_file and reloading: %d %q, want 200", code, body)
 	}
 }
