@@ -200,6 +200,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	logger.Debug("configuration loaded", "file", f.config, "listeners", len(cfg.Proxies), "tunnel_clients", len(cfg.Clients), "tunnel_server", cfg.Server != nil)
 	if cmd == "check" {
+		// The files a config names are part of it: a renewed certificate
+		// is checked before the reload or restart that would load it.
+		if err := node.CheckTLS(cfg); err != nil {
+			fmt.Fprintf(stderr, "west: %v\n", err)
+			return exitCheckFailed
+		}
 		fmt.Fprint(stdout, cfg.Render())
 		return exitOK
 	}

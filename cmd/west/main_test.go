@@ -96,6 +96,27 @@ func TestCheckInvalid(t *testing.T) {
 	}
 }
 
+// TestCheckLoadsTLSFiles: check reads the certificates, keys and CAs the
+// config names, as starting would, so that a renewal checked before a
+// reload or restart is checked for real.
+func TestCheckLoadsTLSFiles(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := writeFile(t, "not.pem", "not a certificate\n")
+	for _, tc := range []struct{ conf, says string }{
+		{fmt.Sprintf(`{"west": {"nm": "n"}, "wsts": {"sp": "wss://127.0.0.1:0",
+			"tls_cert_file": "%[1]s/tls.pem", "tls_key_file": "%[1]s/tls.key"}}`, dir), dir + "/tls.pem"},
+		{fmt.Sprintf(`{"west": {"nm": "n"}, "wstc": {"wss://127.0.0.1:9": {"ca_file": %q}}}`, notPEM), notPEM},
+		{fmt.Sprintf(`{"west": {"nm": "n"}, "proxy": {"http://127.0.0.1:0": {"ea": "ws://127.0.0.1:9",
+			"tls_ca_file": "%s/ca.pem", "/": {"ou": "https://127.0.0.1:1/"}}}}`, dir), dir + "/ca.pem"},
+	} {
+		p := writeFile(t, "tls.json", tc.conf)
+		code, _, stderr := runArgs(t, context.Background(), "check", "-c", p)
+		if code != exitCheckFailed || !strings.Contains(stderr, tc.says) {
+			t.Errorf("check of %s: exit %d, stderr %q; want %d naming %s", tc.conf, code, stderr, exitCheckFailed, tc.says)
+		}
+	}
+}
+
 // TestRunLogsToFileAndStops: -O sends logs to a file, --input is noted and
 // ignored, -d enables debug, and cancelling the context stops the node.
 func TestRunLogsToFileAndStops(t *testing.T) {

@@ -185,6 +185,27 @@ func clientTLS(c config.TunnelClient) (*tls.Config, error) {
 	return tc, nil
 }
 
+// CheckTLS loads every certificate, key and CA file that cfg names, as
+// New does, without building anything else: what `west check` runs.
+func CheckTLS(cfg *config.Config) error {
+	if cfg.Server != nil {
+		if _, err := serverTLS(cfg.Server); err != nil {
+			return err
+		}
+	}
+	for _, c := range cfg.Clients {
+		if _, err := clientTLS(c); err != nil {
+			return err
+		}
+	}
+	for _, p := range cfg.Proxies {
+		if _, err := backendTLS(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // backendTLS is how an HTTP listener verifies https:// outgoing URLs.
 func backendTLS(p config.Proxy) (*tls.Config, error) {
 	if p.TLSCAFile == "" {
