@@ -344,6 +344,36 @@ func TestHTTPSBackend(t *testing.T) {
 	})
 }
 
+// TestHTTPSBackendSilentHandshake: an https:// backend that accepts the
+// connection and never answers the TLS handshake gets the listener's
+// timeout (504), as one that never answers a request does, rather than
+// holding the client for as long as it waits.
+func TestHTTPSBackendSilentHandshake(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	entry := through(t, 1, "http", "https://"+ln.Addr().String()+"/", `"timeout": "300ms"`)
+	resp, err := testClient(t, 10*time.Second).Get("http://" + entry + "/x")
+	if err != nil {
+		t.Fatalf("https backend that never answers the handshake: %v, want 504 after the listener's timeout", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGatewayTimeout {
+		t.Errorf("https backend that never answers the handshake: %d, want 504", resp.StatusCode)
+	}
+}
+
 // freeUDPAddr returns a loopback UDP address that was free a moment ago.
 func freeUDPAddr(t *testing.T) string {
 	t.Helper()

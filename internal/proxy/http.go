@@ -114,7 +114,11 @@ func NewHTTP(opts HTTPOptions) *HTTP {
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			return dial(ctx, addr)
 		},
-		TLSClientConfig:        opts.TLSConfig,
+		TLSClientConfig: opts.TLSConfig,
+		// An https:// backend's handshake is part of waiting for its
+		// answer: without a bound, one that never completes it held the
+		// request for as long as the client waited.
+		TLSHandshakeTimeout:    opts.Timeout,
 		ResponseHeaderTimeout:  opts.Timeout,
 		MaxResponseHeaderBytes: maxResponseHeader,
 		ExpectContinueTimeout:  time.Second,
