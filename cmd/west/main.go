@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/west-tunnel/west/internal/config"
 	"github.com/west-tunnel/west/internal/node"
@@ -205,6 +206,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if err := node.CheckTLS(cfg); err != nil {
 			fmt.Fprintf(stderr, "west: %v\n", err)
 			return exitCheckFailed
+		}
+		for _, w := range node.CertWarnings(cfg, time.Now()) {
+			fmt.Fprintf(stderr, "west: warning: %s\n", w)
 		}
 		fmt.Fprint(stdout, cfg.Render())
 		return exitOK

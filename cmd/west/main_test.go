@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/west-tunnel/west/internal/testutil"
 )
 
 func runArgs(t *testing.T, ctx context.Context, args ...string) (int, string, string) {
@@ -114,6 +116,19 @@ func TestCheckLoadsTLSFiles(t *testing.T) {
 		if code != exitCheckFailed || !strings.Contains(stderr, tc.says) {
 			t.Errorf("check of %s: exit %d, stderr %q; want %d naming %s", tc.conf, code, stderr, exitCheckFailed, tc.says)
 		}
+	}
+}
+
+// A certificate about to expire passes the check, with a warning that
+// names it; one that loads is not the check's to refuse.
+func TestCheckWarnsOfExpiringCertificate(t *testing.T) {
+	cert, key := testutil.SelfSigned(t, "tunnel.test", time.Now().Add(-80*24*time.Hour), time.Now().Add(5*24*time.Hour+time.Hour))
+	p := writeFile(t, "soon.json", fmt.Sprintf(`{"west": {"nm": "n"}, "wsts": {"sp": "wss://127.0.0.1:0",
+		"tls_cert_file": %q, "tls_key_file": %q}}`, cert, key))
+	code, _, stderr := runArgs(t, context.Background(), "check", "-c", p)
+	want := "west: warning: wsts.tls_cert_file " + cert + `: the certificate for "tunnel.test" expires in 5 days`
+	if code != exitOK || !strings.Contains(stderr, want) {
+		t.Errorf("check: exit %d, stderr %q; want %d and %q", code, stderr, exitOK, want)
 	}
 }
 

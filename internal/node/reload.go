@@ -212,6 +212,7 @@ func (n *Node) Reload(cfg *config.Config) error {
 		n.tunnelTLS.Store(serverTC)
 	}
 	n.clients, n.servers, n.cfg = clients, servers, cfg
+	n.warnCerts(cfg)
 	n.log.Info("configuration reloaded",
 		"listeners_started", len(starts), "listeners_stopped", len(stops), "listeners_rerouted", len(swaps),
 		"listeners_kept", len(kept), "tunnel_clients_started", len(added))
