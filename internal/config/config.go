@@ -41,9 +41,9 @@ type West struct {
 	// as host:port patterns and CIDR ranges (see acl.ParseTargets). Empty
 	// allows every target, as the seed did.
 	DialAllow []string
-	// KeepAlive is "keepalive", how long a tunnel may receive nothing
-	// before it is pinged, and DeadAfter is "dead_after", how long a tunnel
-	// may stay silent before it is declared dead. Zero means the tunnel
+	// KeepAlive is "keepalive", how long a tunnel may receive or send
+	// nothing before it pings, and DeadAfter is "dead_after", how long a
+	// tunnel may receive nothing before it is declared dead. Zero means the tunnel
 	// package's defaults (5s, or a third of DeadAfter; three times
 	// KeepAlive).
 	KeepAlive, DeadAfter time.Duration

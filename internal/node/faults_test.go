@@ -819,3 +819,35 @@ func TestDownloadDoesNotDelayOtherRequests(t *testing.T) {
 	default:
 	}
 }
+
+// TestFaultSlowLinkBusyTunnelStaysUp: a transfer that saturates a slow
+// tunnel path keeps bytes arriving, so the tunnel is not silent and must
+// not be declared dead, however long a ping waits behind the data. Scaled
+// down: keepalive and dead_after at their least (100 and 300 ms) over a
+// 512 KiB/s path behave as the defaults (5 and 15 s) do over a link of
+// tens of KiB/s, where one 256 KiB frame takes seconds.
+func TestFaultSlowLinkBusyTunnelStaysUp(t *testing.T) {
+	be := backend(t)
+	opts := Options{Logger: testutil.Logger(t, slog.LevelWarn), ShutdownGrace: 2 * time.Second}
+	g := startNode(t, `{"west": {"nm": "slow.G", "keepalive": "100ms", "dead_after": "300ms"},
+		"wsts": {"sp": "ws://127.0.0.1:0"}}`, opts)
+	relay := testutil.StartRelay(t, g.Addrs().Tunnel)
+	url := "ws://" + relay.Addr()
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "slow.L", "keepalive": "100ms", "dead_after": "300ms"},
+		"proxy": {"http://127.0.0.1:0": {"ea": %q, "/px": {"ou": "%s/x"}}}}`, url, be.URL), opts)
+	base := proxyURL(t, l)
+	c := testClient(t, 30*time.Second)
+	waitOK(t, c, base, 5*time.Second)
+	relay.Rate(512 << 10)
+	before := l.Client(url).Status().Connects
+
+	if r := fetchBig(c, base, 2<<20); !r.intact {
+		t.Errorf("download over the slow path: %v", r)
+	}
+	if r := postEcho(c, base, 1<<20); !r.intact {
+		t.Errorf("upload over the slow path: %v", r)
+	}
+	if after := l.Client(url).Status().Connects; after != before {
+		t.Errorf("the busy tunnel was redialled %d times, want none", after-before)
+	}
+}

@@ -83,14 +83,16 @@ func (o MuxOptions) yamuxConfig(log *slog.Logger) *yamux.Config {
 		// backlog keeps a burst of opens from being reset unannounced.
 		AcceptBacklog: 1024,
 		PingBacklog:   32,
-		// yamux pings after KeepAliveInterval without receiving anything
-		// and closes the session if the answer takes longer than
-		// ConnectionWriteTimeout, so silence for KeepAliveTimeout in all
-		// is fatal. The same timeout bounds one write to the WebSocket,
-		// which only a dead or unreading peer makes that slow.
-		EnableKeepAlive:        true,
+		// Session.watch keeps the tunnel alive instead: yamux's keepalive
+		// closed a session whose one ping went unanswered, even while
+		// data kept arriving, and on a slow link the answer waits behind
+		// the peer's frames (seconds each). Here the timeout bounds only
+		// how long a Ping waits for its answer before the next may go;
+		// wsConn ignores the write deadlines yamux derives from it, which
+		// cut a frame that a slow link takes long to send.
+		EnableKeepAlive:        false,
 		KeepAliveInterval:      o.KeepAliveInterval,
-		ConnectionWriteTimeout: o.KeepAliveTimeout - o.KeepAliveInterval,
+		ConnectionWriteTimeout: o.KeepAliveInterval,
 		// yamux requires a positive interval; with every window granted
 		// whole (below), nothing depends on the round trip it measures.
 		MeasureRTTInterval: 30 * time.Second,

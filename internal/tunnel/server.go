@@ -238,6 +238,7 @@ func startSession(c *websocket.Conn, client bool, peer, remote string, mo MuxOpt
 	limitUnsent(c.NetConn())
 	queue := newSendQueue()
 	conn := &wsConn{ws: c, sent: queue}
+	conn.heard.Store(time.Now().UnixNano())
 	cfg := mo.yamuxConfig(log)
 	var mux *yamux.Session
 	var err error
@@ -250,5 +251,8 @@ func startSession(c *websocket.Conn, client bool, peer, remote string, mo MuxOpt
 		c.Close()
 		return nil, fmt.Errorf("start multiplexer: %w", err)
 	}
-	return newSession(mux, conn, peer, remote, mo.MaxStreams, log), nil
+	sess := newSession(mux, conn, peer, remote, mo.MaxStreams, log)
+	mo = mo.withDefaults()
+	go sess.watch(&conn.heard, &queue.lastWrite, mo.KeepAliveInterval, mo.KeepAliveTimeout)
+	return sess, nil
 }

@@ -139,6 +139,54 @@ func (s *Session) peerClosed() (code int, reason string) {
 	return 0, ""
 }
 
+// watch keeps the session alive until it ends. A side that has heard
+// nothing for interval, or sent nothing, pings the peer; a session that
+// has heard nothing at all for timeout is closed as dead. Any bytes
+// count, not only a ping's answer: on a busy slow link the answer waits
+// behind the data, for longer than a frame takes, while the side that
+// only receives the data pings on the idle direction, so the sender
+// hears it. A ping gives up on its answer after interval (yamux's
+// ConnectionWriteTimeout), so the next one goes out on time.
+func (s *Session) watch(heard, sent *atomic.Int64, interval, timeout time.Duration) {
+	t := time.NewTimer(interval)
+	defer t.Stop()
+	pinging := make(chan struct{}, 1) // holds a token while a ping waits
+	var pinged time.Time              // when the last ping started
+	for {
+		select {
+		case <-t.C:
+		case <-s.mux.CloseChan():
+			return
+		}
+		now := time.Now()
+		last := time.Unix(0, heard.Load())
+		if quiet := now.Sub(last); quiet >= timeout {
+			s.log.Warn("tunnel silent; closed as dead", "silent", quiet.Round(time.Millisecond))
+			s.mux.Close()
+			return
+		}
+		// A ping is due an interval after the last thing heard or the
+		// last thing sent, whichever is older, and after the last ping.
+		due := time.Unix(0, min(last.UnixNano(), sent.Load())).Add(interval)
+		if next := pinged.Add(interval); next.After(due) {
+			due = next
+		}
+		if !now.Before(due) {
+			select {
+			case pinging <- struct{}{}:
+				pinged = now
+				go func() {
+					s.mux.Ping()
+					<-pinging
+				}()
+			default:
+			}
+			due = now.Add(interval)
+		}
+		t.Reset(min(last.Add(timeout).Sub(now), due.Sub(now)))
+	}
+}
+
 // Open opens a stream to the peer, asks it to connect to h.Target, and
 // returns the stream once the peer has connected. A refusal is a
 // *wire.RejectError. ctx bounds the open and the wait for the reply only.

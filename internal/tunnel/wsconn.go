@@ -52,6 +52,10 @@ type wsConn struct {
 	wn int            // bytes in it so far
 
 	peerClose atomic.Pointer[websocket.CloseError] // once the peer's close message came
+
+	// heard is when bytes last arrived (unix nanoseconds), for
+	// Session.watch.
+	heard atomic.Int64
 }
 
 func (c *wsConn) Read(b []byte) (int, error) {
@@ -73,6 +77,9 @@ func (c *wsConn) Read(b []byte) (int, error) {
 			c.r = r
 		}
 		n, err := c.r.Read(b)
+		if n > 0 {
+			c.heard.Store(time.Now().UnixNano())
+		}
 		if err == io.EOF {
 			c.r = nil
 			if n == 0 {
@@ -165,15 +172,15 @@ func (c *wsConn) peerClosed() *websocket.CloseError { return c.peerClose.Load() 
 
 // Close closes the connection without the WebSocket close handshake: the
 // peer may be dead, and a live one learns of the close from the socket.
-func (c *wsConn) Close() error                       { return c.ws.Close() }
-func (c *wsConn) LocalAddr() net.Addr                { return c.ws.LocalAddr() }
-func (c *wsConn) RemoteAddr() net.Addr               { return c.ws.RemoteAddr() }
-func (c *wsConn) SetReadDeadline(t time.Time) error  { return c.ws.SetReadDeadline(t) }
-func (c *wsConn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
+func (c *wsConn) Close() error                      { return c.ws.Close() }
+func (c *wsConn) LocalAddr() net.Addr               { return c.ws.LocalAddr() }
+func (c *wsConn) RemoteAddr() net.Addr              { return c.ws.RemoteAddr() }
+func (c *wsConn) SetReadDeadline(t time.Time) error { return c.ws.SetReadDeadline(t) }
 
-func (c *wsConn) SetDeadline(t time.Time) error {
-	if err := c.ws.SetReadDeadline(t); err != nil {
-		return err
-	}
-	return c.ws.SetWriteDeadline(t)
-}
+// SetWriteDeadline does nothing: its only caller, yamux, bounds every
+// frame's write by a fixed time, which a live but slow link can exceed.
+// A dead peer is found by Session.watch, whose Close ends a write stuck
+// on it.
+func (c *wsConn) SetWriteDeadline(time.Time) error { return nil }
+
+func (c *wsConn) SetDeadline(t time.Time) error { return c.ws.SetReadDeadline(t) }

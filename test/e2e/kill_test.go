@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -138,5 +139,70 @@ func TestKill9TunnelServerMidTransfer(t *testing.T) {
 		if resp.StatusCode != 200 || err != nil || n != size || string(h.Sum(nil)) != testutil.PatternSum(size) {
 			t.Fatalf("request %d after the restart: status %d, %d of %d bytes, %v", i, resp.StatusCode, n, size, err)
 		}
+	}
+}
+
+// TestFrozenTunnelServer stops the tunnel server's process (SIGSTOP): its
+// kernel still acknowledges what is sent to it, but it answers nothing.
+// The client must find the tunnel dead within dead_after, end the
+// connection carried on it rather than leave it hanging, and be back up
+// once the server runs again.
+func TestFrozenTunnelServer(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, js string) string {
+		p := filepath.Join(dir, name+".json")
+		if err := os.WriteFile(p, []byte(js), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tun, entry, cp := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
+	echo := testutil.EchoServer(t)
+	g := write("G", fmt.Sprintf(`{"west": {"nm": "frozen.G", "keepalive": "200ms", "dead_after": "1s"}, "wsts": {"sp": "ws://%s"}}`, tun))
+	l := write("L", fmt.Sprintf(`{"west": {"nm": "frozen.L", "cp": %q, "keepalive": "200ms", "dead_after": "1s"},
+		"proxy": {"tcp://%s": {"ea": "ws://%s", "ou": "tcp://%s"}}}`, cp, entry, tun, echo))
+	gProc := startKillable(t, "-c", g)
+	defer gProc.Process.Signal(syscall.SIGCONT) // before the cleanup's SIGTERM
+	west(t, "-c", l)
+	health := "http://" + cp + "/healthz"
+	eventually(t, "GET", health, "")
+
+	c := testutil.DialClient(t, entry)
+	buf := make([]byte, 5)
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatalf("echo before the freeze: %v", err)
+	}
+
+	if err := gProc.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	frozen := time.Now()
+	c.Write([]byte("frozen?"))
+	_, err := c.Read(buf)
+	ended := time.Since(frozen)
+	t.Logf("connection through the frozen tunnel ended after %s: %v", ended.Round(time.Millisecond), err)
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) || ended > 3*time.Second {
+		t.Errorf("connection through the frozen tunnel: %v after %s, want its end within about dead_after (1s)", err, ended.Round(time.Millisecond))
+	}
+	resp, err := http.Get(health)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Errorf("healthz with the server frozen: %d, want 503", resp.StatusCode)
+	}
+
+	gProc.Process.Signal(syscall.SIGCONT)
+	thawed := time.Now()
+	eventually(t, "GET", health, "")
+	t.Logf("tunnel up again %s after the server resumed", time.Since(thawed).Round(time.Millisecond))
+	c2 := testutil.DialClient(t, entry)
+	c2.Write([]byte("again"))
+	if _, err := io.ReadFull(c2, buf); err != nil || string(buf) != "again" {
+		t.Fatalf("echo after the thaw: %q %v", buf, err)
 	}
 }
