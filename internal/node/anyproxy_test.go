@@ -453,3 +453,38 @@ func TestUDPAccessList(t *testing.T) {
 		t.Fatalf("a client outside the udp listener's ca got %d bytes back", n)
 	}
 }
+
+// A udp:// listener on every address answers each client from the
+// address the client sent to: a client's connected socket (most DNS
+// resolvers, WireGuard's) drops a reply from any other, and on a host
+// with several addresses the kernel would pick the source by its routes.
+// On loopback, a datagram to 127.0.0.2 comes from 127.0.0.1, where a
+// reply would leave from by default.
+func TestUDPWildcardListenerAnswersFromAddressAsked(t *testing.T) {
+	echo := udpEcho(t)
+	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	for i, host := range []string{"0.0.0.0", ""} { // IPv4 only, and dual-stack
+		_, port, _ := net.SplitHostPort(freeUDPAddr(t))
+		startNode(t, fmt.Sprintf(`{"west": {"nm": "L%d"}, "proxy": {"udp://%s": {"ea": "ws://%s", "ou": "udp://%s"}}}`,
+			i, net.JoinHostPort(host, port), g.Addrs().Tunnel, echo), Options{})
+		for _, to := range []string{"127.0.0.1", "127.0.0.2"} {
+			conn, err := net.Dial("udp", net.JoinHostPort(to, port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			buf := make([]byte, 100)
+			var got string
+			for try := 0; try < 10 && got == ""; try++ {
+				conn.Write([]byte("where from"))
+				conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+				if n, err := conn.Read(buf); err == nil {
+					got = string(buf[:n])
+				}
+			}
+			if got != "echo where from" {
+				t.Errorf("listener on %q, client sending to %s: got %q, want the echo from the address it sent to", host, to, got)
+			}
+		}
+	}
+}

@@ -51,6 +51,10 @@ type UDP struct {
 type udpFlow struct {
 	out  chan []byte  // datagrams from the client, waiting for the stream
 	last atomic.Int64 // unix nanoseconds of the last datagram either way
+	// from, for a listener on every address, is the control message
+	// that sends replies from the address the client sent to; a client
+	// drops replies from any other. Nil: the socket's own address.
+	from []byte
 }
 
 // flowQueue is how many datagrams of one flow may wait for its stream.
@@ -84,9 +88,25 @@ func (u *UDP) ServePacket(pc net.PacketConn) error {
 	}
 	u.pcs = append(u.pcs, pc)
 	u.mu.Unlock()
+	uc, _ := pc.(*net.UDPConn)
+	var oob []byte
+	if uc != nil && askDestination(uc) {
+		oob = make([]byte, destinationBufSize)
+	}
 	buf := make([]byte, wire.MaxDatagram)
 	for {
-		n, addr, err := pc.ReadFrom(buf)
+		var n, oobn int
+		var from netip.AddrPort
+		var err error
+		if oob != nil {
+			n, oobn, _, from, err = uc.ReadMsgUDPAddrPort(buf, oob)
+		} else {
+			var addr net.Addr
+			n, addr, err = pc.ReadFrom(buf)
+			if ua, ok := addr.(*net.UDPAddr); ok {
+				from = ua.AddrPort()
+			}
+		}
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || u.ctx.Err() != nil {
 				return net.ErrClosed
@@ -94,16 +114,14 @@ func (u *UDP) ServePacket(pc net.PacketConn) error {
 			u.log.Warn("udp read failed", "err", err)
 			continue
 		}
-		ua, ok := addr.(*net.UDPAddr)
-		if !ok {
+		if !from.IsValid() {
 			continue
 		}
-		from := ua.AddrPort()
 		if u.opts.Allow != nil && !u.opts.Allow(from.Addr().Unmap()) {
 			u.log.Debug("datagram from a client outside the access list dropped", "client", from)
 			continue
 		}
-		f := u.flow(pc, from)
+		f := u.flow(pc, from, oob[:oobn])
 		if f == nil {
 			continue // closing
 		}
@@ -115,8 +133,9 @@ func (u *UDP) ServePacket(pc net.PacketConn) error {
 	}
 }
 
-// flow returns the flow of client from, starting it when new.
-func (u *UDP) flow(pc net.PacketConn, from netip.AddrPort) *udpFlow {
+// flow returns the flow of client from, starting it when new; oob came
+// with the datagram, from a listener on every address.
+func (u *UDP) flow(pc net.PacketConn, from netip.AddrPort, oob []byte) *udpFlow {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.ctx.Err() != nil {
@@ -126,6 +145,9 @@ func (u *UDP) flow(pc net.PacketConn, from netip.AddrPort) *udpFlow {
 		return f
 	}
 	f := &udpFlow{out: make(chan []byte, flowQueue)}
+	if len(oob) > 0 {
+		f.from = replyFrom(oob)
+	}
 	f.last.Store(time.Now().UnixNano())
 	u.flows[from] = f
 	u.flowWG.Add(1)
@@ -165,13 +187,18 @@ func (u *UDP) runFlow(pc net.PacketConn, from netip.AddrPort, f *udpFlow) {
 		defer close(done)
 		buf := make([]byte, wire.MaxDatagram)
 		to := net.UDPAddrFromAddrPort(from)
+		uc, _ := pc.(*net.UDPConn)
 		for {
 			d, err := wire.ReadDatagram(stream, buf)
 			if err != nil {
 				return
 			}
 			f.last.Store(time.Now().UnixNano())
-			pc.WriteTo(d, to)
+			if f.from != nil && uc != nil {
+				uc.WriteMsgUDPAddrPort(d, f.from, from)
+			} else {
+				pc.WriteTo(d, to)
+			}
 		}
 	}()
 
