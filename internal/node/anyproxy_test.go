@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -486,5 +487,48 @@ func TestUDPWildcardListenerAnswersFromAddressAsked(t *testing.T) {
 				t.Errorf("listener on %q, client sending to %s: got %q, want the echo from the address it sent to", host, to, got)
 			}
 		}
+	}
+}
+
+// A flow waiting out its idle time holds no datagram buffers, on either
+// west: DNS clients send each query from a new port, so a forwarder
+// keeps a minute's worth of one-shot flows, thousands, at once.
+func TestUDPIdleFlowsHoldNoBuffers(t *testing.T) {
+	const flows = 500
+	echo := udpEcho(t)
+	entry := through(t, 1, "udp", "udp://"+echo, "")
+	query := func() bool {
+		c, err := net.Dial("udp", entry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		buf := make([]byte, 100)
+		for try := 0; try < 10; try++ {
+			c.Write([]byte("query"))
+			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			if _, err := c.Read(buf); err == nil {
+				return true
+			}
+		}
+		return false
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapInuse
+	}
+	query() // warm the pools and the tunnel up
+	before := heap()
+	for i := range flows {
+		if !query() {
+			t.Fatalf("query %d: no answer", i)
+		}
+	}
+	per := (int64(heap()) - int64(before)) / flows
+	t.Logf("heap per idle udp flow, both wests: %d bytes", per)
+	if per > 48<<10 {
+		t.Errorf("each idle udp flow holds %d bytes of heap, both wests together; want < 48 KiB", per)
 	}
 }

@@ -14,4 +14,8 @@ func readPooled(syscall.RawConn, **[]byte) (int, error) {
 	return 0, errors.ErrUnsupported
 }
 
+func readSocket(syscall.RawConn, **[]byte, int) (int, error) {
+	return 0, errors.ErrUnsupported
+}
+
 const canReadPooled = false

@@ -13,6 +13,16 @@ import (
 // nothing, the buffer goes back to the pool and the runtime's poller
 // waits, so an idle connection holds no buffer.
 func readPooled(rc syscall.RawConn, bp **[]byte) (int, error) {
+	n, err := readSocket(rc, bp, 0)
+	if err == nil && n == 0 {
+		return 0, io.EOF
+	}
+	return n, err
+}
+
+// readSocket is readPooled reading into (**bp)[off:], and taking a read
+// of nothing for what it is: from a datagram socket, an empty datagram.
+func readSocket(rc syscall.RawConn, bp **[]byte, off int) (int, error) {
 	var n int
 	var rerr error
 	err := rc.Read(func(fd uintptr) bool {
@@ -20,7 +30,7 @@ func readPooled(rc syscall.RawConn, bp **[]byte) (int, error) {
 			*bp = copyBufs.Get().(*[]byte)
 		}
 		for {
-			n, rerr = readFD(fd, **bp)
+			n, rerr = readFD(fd, (**bp)[off:])
 			if rerr != syscall.EINTR {
 				break
 			}
@@ -32,15 +42,10 @@ func readPooled(rc syscall.RawConn, bp **[]byte) (int, error) {
 		}
 		return true
 	})
-	switch {
-	case err != nil:
+	if err != nil {
 		return 0, err
-	case rerr != nil:
-		return 0, rerr
-	case n == 0:
-		return 0, io.EOF
 	}
-	return n, nil
+	return n, rerr
 }
 
 const canReadPooled = true

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/west-tunnel/west/internal/wire"
@@ -185,11 +186,10 @@ func (u *UDP) runFlow(pc net.PacketConn, from netip.AddrPort, f *udpFlow) {
 	}()
 	go func() {
 		defer close(done)
-		buf := make([]byte, wire.MaxDatagram)
 		to := net.UDPAddrFromAddrPort(from)
 		uc, _ := pc.(*net.UDPConn)
 		for {
-			d, err := wire.ReadDatagram(stream, buf)
+			d, bp, err := readDatagram(stream)
 			if err != nil {
 				return
 			}
@@ -199,18 +199,17 @@ func (u *UDP) runFlow(pc net.PacketConn, from netip.AddrPort, f *udpFlow) {
 			} else {
 				pc.WriteTo(d, to)
 			}
+			copyBufs.Put(bp)
 		}
 	}()
 
 	idle := time.NewTimer(u.opts.IdleTimeout)
 	defer idle.Stop()
-	frame := make([]byte, 0, 2+wire.MaxDatagram)
 	for {
 		select {
 		case d := <-f.out:
 			f.last.Store(time.Now().UnixNano())
-			frame = wire.AppendDatagram(frame[:0], d)
-			if _, err := stream.Write(frame); err != nil {
+			if err := writeDatagram(stream, d); err != nil {
 				log.Info("udp flow ended", "err", err)
 				return
 			}
@@ -245,8 +244,38 @@ func (u *UDP) Close() error {
 	return nil
 }
 
+// readDatagram reads the next datagram of a UDP stream into a buffer from
+// copyBufs, taken once its frame has begun to arrive, so that a flow idle
+// between datagrams holds none. The caller puts bp back.
+func readDatagram(stream net.Conn) (d []byte, bp *[]byte, err error) {
+	size, err := wire.ReadDatagramSize(stream)
+	if err != nil {
+		return nil, nil, err
+	}
+	bp = copyBufs.Get().(*[]byte)
+	if d, err = wire.ReadDatagramBody(stream, (*bp)[:size]); err != nil {
+		copyBufs.Put(bp)
+		return nil, nil, err
+	}
+	return d, bp, nil
+}
+
+// writeDatagram writes d to a UDP stream as one frame, built in a buffer
+// from copyBufs for the time of the write.
+func writeDatagram(stream net.Conn, d []byte) error {
+	bp := copyBufs.Get().(*[]byte)
+	if _, err := stream.Write(wire.AppendDatagram((*bp)[:0], d)); err != nil {
+		// The multiplexer may still send from it: it is not reused.
+		return err
+	}
+	copyBufs.Put(bp)
+	return nil
+}
+
 // pipeDatagrams carries a UDP stream's datagrams to and from conn, a
-// connected UDP socket, until either ends or ctx does.
+// connected UDP socket, until either ends or ctx does. A flow holds no
+// buffer between datagrams: with a one-shot query per client port, as
+// DNS clients make, thousands of flows wait out their idle time at once.
 func pipeDatagrams(ctx context.Context, stream, conn net.Conn, act *activity) {
 	stop := context.AfterFunc(ctx, func() { stream.Close(); conn.Close() })
 	defer stop()
@@ -254,28 +283,49 @@ func pipeDatagrams(ctx context.Context, stream, conn net.Conn, act *activity) {
 	go func() {
 		defer close(done)
 		defer stream.Close()
-		buf := make([]byte, wire.MaxDatagram)
-		frame := make([]byte, 0, 2+wire.MaxDatagram)
+		var rc syscall.RawConn
+		if canReadPooled {
+			rc = rawConn(conn)
+		}
+		var bp *[]byte
 		for {
-			n, err := conn.Read(buf)
+			// The datagram is read two bytes into the buffer, where its
+			// frame's length then goes in front of it.
+			var n int
+			var err error
+			if rc != nil {
+				n, err = readSocket(rc, &bp, 2)
+			} else {
+				if bp == nil {
+					bp = copyBufs.Get().(*[]byte)
+				}
+				n, err = conn.Read((*bp)[2 : 2+wire.MaxDatagram])
+			}
 			if err != nil {
+				if bp != nil {
+					copyBufs.Put(bp)
+				}
 				return
 			}
 			act.last.Store(time.Now().UnixNano())
-			frame = wire.AppendDatagram(frame[:0], buf[:n])
+			frame := wire.AppendDatagram((*bp)[:0], (*bp)[2:2+n]) // moves the datagram onto itself
 			if _, err := stream.Write(frame); err != nil {
-				return
+				return // the multiplexer may still send from bp
+			}
+			if rc != nil {
+				copyBufs.Put(bp)
+				bp = nil
 			}
 		}
 	}()
-	buf := make([]byte, wire.MaxDatagram)
 	for {
-		d, err := wire.ReadDatagram(stream, buf)
+		d, bp, err := readDatagram(stream)
 		if err != nil {
 			break
 		}
 		act.last.Store(time.Now().UnixNano())
 		conn.Write(d) // a refused or lost datagram is UDP's way
+		copyBufs.Put(bp)
 	}
 	conn.Close()
 	<-done

@@ -243,16 +243,32 @@ func AppendDatagram(b, d []byte) []byte {
 // ReadDatagram reads one frame written by AppendDatagram into buf, which
 // must hold MaxDatagram bytes, and returns the datagram.
 func ReadDatagram(r io.Reader, buf []byte) ([]byte, error) {
-	var n [2]byte
-	if _, err := io.ReadFull(r, n[:]); err != nil {
+	size, err := ReadDatagramSize(r)
+	if err != nil {
 		return nil, err
 	}
-	size := int(binary.BigEndian.Uint16(n[:]))
-	if _, err := io.ReadFull(r, buf[:size]); err != nil {
+	return ReadDatagramBody(r, buf[:size])
+}
+
+// ReadDatagramSize reads the length that begins a frame written by
+// AppendDatagram, so that the caller may take a buffer for the datagram
+// only once it is coming.
+func ReadDatagramSize(r io.Reader) (int, error) {
+	var n [2]byte
+	if _, err := io.ReadFull(r, n[:]); err != nil {
+		return 0, err
+	}
+	return int(binary.BigEndian.Uint16(n[:])), nil
+}
+
+// ReadDatagramBody reads the datagram that follows ReadDatagramSize into
+// buf, whose length is that size.
+func ReadDatagramBody(r io.Reader, buf []byte) ([]byte, error) {
+	if _, err := io.ReadFull(r, buf); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
 		return nil, err
 	}
-	return buf[:size], nil
+	return buf, nil
 }
