@@ -135,8 +135,10 @@ type Proxy struct {
 	// TLSCAFile is "tls_ca_file" (KindHTTP): PEM CAs to verify https://
 	// outgoing URLs by, instead of the system roots.
 	TLSCAFile string
-	// MaxConns is "max_conns": connections the listener serves at once;
-	// more wait in the kernel's backlog. Zero means no limit.
+	// MaxConns is "max_conns": connections the listener serves at once,
+	// more waiting in the kernel's backlog; for udp, flows at once, a new
+	// client's ending the flow idle longest. Zero means no limit (udp:
+	// the listener's default).
 	MaxConns int
 }
 

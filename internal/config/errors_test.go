@@ -133,7 +133,7 @@ var badTests = []struct {
 	{"udp no port", wrap(`"proxy": {"udp://h": {"ea": "ws://h", "ou": "udp://h:2"}}`), `proxy["udp://h"]`, `a udp:// listener needs a port`},
 	{"udp ou tcp", wrap(`"proxy": {"udp://h:1": {"ea": "ws://h", "ou": "tcp://h:2"}}`), `proxy["udp://h:1"].ou`, `want a udp://host:port URL to connect to, got "tcp://h:2": scheme "tcp" is not allowed here`},
 	{"udp no ou", wrap(`"proxy": {"udp://h:1": {"ea": "ws://h"}}`), `proxy["udp://h:1"].ou`, `missing; want a udp://host:port URL to connect to`},
-	{"udp max_conns", wrap(`"proxy": {"udp://h:1": {"ea": "ws://h", "ou": "udp://h:2", "max_conns": 5}}`), `proxy["udp://h:1"].max_conns`, `unknown key for a udp:// listener, which has flows, not connections; want "en", "ea", "ou" or "ca"`},
+	{"udp max_conns zero", wrap(`"proxy": {"udp://h:1": {"ea": "ws://h", "ou": "udp://h:2", "max_conns": 0}}`), `proxy["udp://h:1"].max_conns`, `want a whole number above zero, got 0`},
 	// security, reliability and limit keys
 	{"keepalive bad", `{"west": {"nm": "a", "keepalive": "5"}}`, "west.keepalive", `want a duration such as "90s" or "2m", got "5"`},
 	{"keepalive tiny", `{"west": {"nm": "a", "keepalive": "1ns"}}`, "west.keepalive", `want at least 100ms, got 1ns`},

@@ -34,7 +34,7 @@ func FuzzParse(f *testing.F) {
 		`{"west": {"nm": "n", "cp": "[::1]:0"}, "wsts": {"sp": "ws://[::1]:0/t/", "ca": ["::1", "peer"]}}`,
 		`{"west": {"nm": "n"}, "wstc": {"WS://H:80": {"ee": "no"}}, "proxy": {"http://:0": {"ea": "ws://h/", "/a%2F": {"ou": "https://h:1/?q"}}}}`,
 		`{"west": {"nm": "n"}, "proxy": {"tcp://127.0.0.1:0": {"ea": "wss://h", "ou": "tcp://h:1", "ca": ["10.0.0.0/8"]}}}`,
-		`{"west": {"nm": "n"}, "proxy": {"udp://127.0.0.1:0": {"ea": "wss://h", "ou": "udp://h:53", "ca": ["10.0.0.0/8"]}}}`,
+		`{"west": {"nm": "n"}, "proxy": {"udp://127.0.0.1:0": {"ea": "wss://h", "ou": "udp://h:53", "ca": ["10.0.0.0/8"], "max_conns": 64}}}`,
 	} {
 		f.Add([]byte(js))
 	}

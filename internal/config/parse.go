@@ -406,7 +406,7 @@ func parseProxy(key string, v *value, p string, haveServer bool) (Proxy, error) 
 			}
 		case m.key == "ea":
 			px.ServerURL, err = parseURLValue(m.val, mp, `a ws:// or wss:// URL of a tunnel server, such as "ws://127.0.0.1:9801"`, dialURL, "ws", "wss")
-		case m.key == "max_conns" && px.Kind != KindUDP:
+		case m.key == "max_conns":
 			px.MaxConns, err = parseCount(m.val, mp)
 		case px.Kind == KindHTTP && m.key == "timeout":
 			px.Timeout, err = parseTimeout(m.val, mp)
@@ -423,8 +423,6 @@ func parseProxy(key string, v *value, p string, haveServer bool) (Proxy, error) 
 			err = errf(mp, "unknown key; want %s", keyList(httpKeys))
 		case m.key == "ou":
 			px.Target, err = parseURLValue(m.val, mp, fmt.Sprintf(`a %s://host:port URL to connect to`, raw), tcpTargetURL, raw)
-		case px.Kind == KindUDP && m.key == "max_conns":
-			err = errf(mp, "unknown key for a udp:// listener, which has flows, not connections; want %s", keyList(tcpKeys[:4]))
 		case m.key == "ca":
 			px.ACL, err = parseACL(m.val, mp, false)
 		case strings.HasPrefix(m.key, "/"):

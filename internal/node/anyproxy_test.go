@@ -532,3 +532,54 @@ func TestUDPIdleFlowsHoldNoBuffers(t *testing.T) {
 		t.Errorf("each idle udp flow holds %d bytes of heap, both wests together; want < 48 KiB", per)
 	}
 }
+
+// A udp:// listener keeps at most max_conns flows, each a tunnel stream
+// held for a minute: one-shot clients, as DNS resolvers are, take the
+// place of the flow idle longest rather than every stream of the tunnel.
+// Here the tunnel carries 6 streams at most; 20 one-shot clients through
+// a listener of 3 flows are each answered, and a tcp:// listener on the
+// same tunnel still gets its stream.
+func TestUDPFlowsBoundedByMaxConns(t *testing.T) {
+	echo := udpEcho(t)
+	tcpEcho := testutil.EchoServer(t)
+	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0", "max_streams": 6}}`, Options{})
+	udpAddr := freeUDPAddr(t)
+	var pre prebound
+	tcpAddr := pre.addr(t)
+	startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {
+		"udp://%s": {"ea": "ws://%s", "ou": "udp://%s", "max_conns": 3},
+		"tcp://%s": {"ea": "ws://%s", "ou": "tcp://%s"}}}`,
+		udpAddr, g.Addrs().Tunnel, echo, tcpAddr, g.Addrs().Tunnel, tcpEcho), Options{Listen: pre.listen})
+	for i := range 20 {
+		c, err := net.Dial("udp", udpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 100)
+		var got string
+		for try := 0; try < 10 && got == ""; try++ {
+			c.Write([]byte("query"))
+			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			if n, err := c.Read(buf); err == nil {
+				got = string(buf[:n])
+			}
+		}
+		c.Close()
+		if got != "echo query" {
+			t.Fatalf("one-shot client %d: got %q, want its echo", i, got)
+		}
+	}
+	conn, err := net.DialTimeout("tcp", tcpAddr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write([]byte("still room\n")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 11)
+	if _, err := io.ReadFull(conn, buf); err != nil || string(buf) != "still room\n" {
+		t.Fatalf("tcp through the tunnel beside 20 udp clients: %q, %v; want the echo", buf, err)
+	}
+}

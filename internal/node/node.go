@@ -279,6 +279,7 @@ func (n *Node) buildProxy(p config.Proxy, clients map[string]*tunnel.Client) (*l
 				Name: p.URL.String(), Peer: peer, Target: p.Target.Host,
 				Dialer: dialer, Allow: allow, Logger: n.log.With("part", "proxy"),
 				OnDialError: n.countPeerDown, // metrics; see control.go
+				MaxFlows:    p.MaxConns,
 			})
 			return l, nil
 		}

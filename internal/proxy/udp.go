@@ -25,6 +25,9 @@ type UDPOptions struct {
 	// IdleTimeout ends a flow that carried no datagram either way for
 	// this long. Zero means 60s.
 	IdleTimeout time.Duration
+	// MaxFlows is how many flows may be open at once; a new client's
+	// flow then ends the one idle longest. Zero means DefaultMaxFlows.
+	MaxFlows int
 	// Logger receives logs; nil discards them.
 	Logger *slog.Logger
 	// OnDialError, if set, is told why a flow's tunnel stream could not
@@ -52,6 +55,8 @@ type UDP struct {
 type udpFlow struct {
 	out  chan []byte  // datagrams from the client, waiting for the stream
 	last atomic.Int64 // unix nanoseconds of the last datagram either way
+	ctx  context.Context
+	end  context.CancelFunc // ends the flow early, to make room for another
 	// from, for a listener on every address, is the control message
 	// that sends replies from the address the client sent to; a client
 	// drops replies from any other. Nil: the socket's own address.
@@ -61,10 +66,19 @@ type udpFlow struct {
 // flowQueue is how many datagrams of one flow may wait for its stream.
 const flowQueue = 256
 
+// DefaultMaxFlows bounds a UDP listener's flows, each a tunnel stream for
+// at least IdleTimeout: clients that send one datagram from each of many
+// ports, as DNS resolvers do, would otherwise take a tunnel's streams from
+// every other listener on it.
+const DefaultMaxFlows = 1024
+
 // NewUDP returns a UDP listener's server.
 func NewUDP(opts UDPOptions) *UDP {
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = 60 * time.Second
+	}
+	if opts.MaxFlows <= 0 {
+		opts.MaxFlows = DefaultMaxFlows
 	}
 	log := opts.Logger
 	if log == nil {
@@ -145,7 +159,11 @@ func (u *UDP) flow(pc net.PacketConn, from netip.AddrPort, oob []byte) *udpFlow 
 	if f := u.flows[from]; f != nil {
 		return f
 	}
+	if len(u.flows) >= u.opts.MaxFlows {
+		u.evictLocked()
+	}
 	f := &udpFlow{out: make(chan []byte, flowQueue)}
+	f.ctx, f.end = context.WithCancel(u.ctx)
 	if len(oob) > 0 {
 		f.from = replyFrom(oob)
 	}
@@ -156,19 +174,45 @@ func (u *UDP) flow(pc net.PacketConn, from netip.AddrPort, oob []byte) *udpFlow 
 	return f
 }
 
+// evictLocked ends the flow idle longest, to make room for a new one.
+// u.mu must be held.
+func (u *UDP) evictLocked() {
+	var oldest *udpFlow
+	var client netip.AddrPort
+	for from, f := range u.flows {
+		if oldest == nil || f.last.Load() < oldest.last.Load() {
+			oldest, client = f, from
+		}
+	}
+	if oldest == nil {
+		return
+	}
+	// Out of the map at once: the client's next datagram starts a flow.
+	delete(u.flows, client)
+	oldest.end()
+	u.log.Debug("udp flow ended to make room for a new client", "client", client,
+		"idle", time.Since(time.Unix(0, oldest.last.Load())).Round(time.Millisecond), "max_flows", u.opts.MaxFlows)
+}
+
 // runFlow opens the flow's stream and carries datagrams both ways until
 // the flow idles out, the stream ends, or the listener closes.
 func (u *UDP) runFlow(pc net.PacketConn, from netip.AddrPort, f *udpFlow) {
 	defer u.flowWG.Done()
+	defer f.end()
 	defer func() {
 		u.mu.Lock()
-		delete(u.flows, from)
+		if u.flows[from] == f { // not a newer flow of the client's
+			delete(u.flows, from)
+		}
 		u.mu.Unlock()
 	}()
 	log := u.log.With("client", from)
-	dctx, cancel := context.WithTimeout(u.ctx, 15*time.Second)
+	dctx, cancel := context.WithTimeout(f.ctx, 15*time.Second)
 	stream, err := u.opts.Dialer.Dial(dctx, wire.Header{Kind: wire.KindUDP, Target: u.opts.Target})
 	cancel()
+	if err != nil && f.ctx.Err() != nil {
+		return // evicted, or the listener closed, while the stream opened
+	}
 	if err != nil {
 		log.Info("udp flow: tunnel stream failed; its datagrams are dropped", "err", err)
 		if u.opts.OnDialError != nil {
@@ -222,7 +266,7 @@ func (u *UDP) runFlow(pc net.PacketConn, from netip.AddrPort, f *udpFlow) {
 			return
 		case <-done:
 			return
-		case <-u.ctx.Done():
+		case <-f.ctx.Done():
 			return
 		}
 	}
