@@ -49,7 +49,8 @@ func (n *Node) ReloadFile() error {
 // changed tunnel client is replaced at once; an HTTP listener whose routes
 // or options changed keeps its socket and its connections and serves new
 // requests by the new routes. wsts.ca and wsts.tokens, whose secrets are
-// read anew, apply to new handshakes, as do the server's certificate, key
+// read anew, apply to new handshakes and to the tunnels already up (a
+// peer they no longer admit is disconnected), as do the server's certificate, key
 // and client CAs, read anew too; an unchanged tunnel client reads its
 // certificate, CAs and token anew for its next connection, and an HTTP
 // listener its tls_ca_file for its next requests. The west object and
@@ -207,6 +208,9 @@ func (n *Node) Reload(cfg *config.Config) error {
 		admission.failDelay = n.gate.Load().failDelay
 		admission.onRefuse = n.metrics.TunnelRefused
 		n.gate.Store(admission)
+		// Peers admitted before are judged again: a revoked token or
+		// address loses its tunnel now, not at its next handshake.
+		n.server.Recheck(admission.check)
 	}
 	if serverTC != nil {
 		n.tunnelTLS.Store(serverTC)

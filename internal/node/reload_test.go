@@ -230,3 +230,54 @@ func TestReloadFileThroughControlPort(t *testing.T) {
 		t.Errorf("POST /api/reload from the same origin: %d %q, want 200", code, body)
 	}
 }
+
+// TestReloadRevokesConnectedPeers: a reload that takes a peer's token
+// away, or leaves its address or name out of wsts.ca, ends the tunnel the
+// peer already has, not only its next handshake: a revoked peer loses its
+// access at once. Peers still admitted keep their tunnels.
+func TestReloadRevokesConnectedPeers(t *testing.T) {
+	t.Setenv("WEST_TEST_TOKEN_A", "token-a-0123456789abcdef")
+	t.Setenv("WEST_TEST_TOKEN_B", "token-b-0123456789abcdef")
+	var pre prebound
+	addr := pre.addr(t)
+	gconf := `{"west": {"nm": "G"}, "wsts": {"sp": "ws://%s", %s"tokens": {"A": "env:WEST_TEST_TOKEN_A"%s}}}`
+	g, _ := runNode(t, fmt.Sprintf(gconf, addr, "", `, "B": "env:WEST_TEST_TOKEN_B"`), Options{Listen: pre.listen})
+	g.gate.Load().failDelay = 10 * time.Millisecond
+	srv := "ws://" + addr
+	peer := func(name string) *Node {
+		n, _ := runNode(t, fmt.Sprintf(`{"west": {"nm": %q}, "wstc": {%q: {"token": "env:WEST_TEST_TOKEN_%s"}}}`, name, srv, name), Options{})
+		waitClient(t, n, srv, tunnel.StateUp)
+		return n
+	}
+	a, b := peer("A"), peer("B")
+
+	gone := func(name string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for g.Server().Session(name) != nil {
+			if time.Now().After(deadline) {
+				t.Fatalf("peer %s is still connected after the reload revoked it", name)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// B's token is taken away.
+	if err := g.Reload(mustParse(t, fmt.Sprintf(gconf, addr, "", ""))); err != nil {
+		t.Fatalf("reload without B's token: %v", err)
+	}
+	gone("B")
+	// B is told why, before it redials (a quarter second later at least).
+	if st := waitClient(t, b, srv, tunnel.StateBackoff); st.LastError == nil || !strings.Contains(st.LastError.Error(), `no longer admitted: peer name "B": missing or wrong token`) {
+		t.Errorf("B's last error %v, want the server's reason", st.LastError)
+	}
+	if st := a.Client(srv).Status(); st.State != tunnel.StateUp || st.Connects != 1 {
+		t.Errorf("A, still admitted, lost its tunnel: %s after %d connects", st.State, st.Connects)
+	}
+
+	// wsts.ca no longer holds A's address.
+	if err := g.Reload(mustParse(t, fmt.Sprintf(gconf, addr, `"ca": ["192.0.2.1"], `, ""))); err != nil {
+		t.Fatalf("reload with a ca leaving A out: %v", err)
+	}
+	gone("A")
+	waitClient(t, a, srv, tunnel.StateBackoff)
+}

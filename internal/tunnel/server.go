@@ -42,10 +42,13 @@ type Server struct {
 	opts ServerOptions
 	log  *slog.Logger
 
-	mu       sync.Mutex
-	peers    map[string]*Session // the newest session under each name
-	closed   bool
-	sessions sync.WaitGroup // ServeHTTP calls past the upgrade
+	mu    sync.Mutex
+	peers map[string]*Session // the newest session under each name
+	// handshakes keeps what each session in peers was admitted by, so
+	// that Recheck can judge it again.
+	handshakes map[*Session]*http.Request
+	closed     bool
+	sessions   sync.WaitGroup // ServeHTTP calls past the upgrade
 }
 
 // NewServer returns a Server.
@@ -54,7 +57,7 @@ func NewServer(opts ServerOptions) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{opts: opts, log: log, peers: make(map[string]*Session)}
+	return &Server{opts: opts, log: log, peers: make(map[string]*Session), handshakes: make(map[*Session]*http.Request)}
 }
 
 // ServeHTTP upgrades a tunnel client and serves its session until it ends.
@@ -86,7 +89,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		log.Error("start tunnel session", "err", err)
 		return
 	}
-	if !s.register(sess) {
+	// What Admit reads of the request, without its body or context.
+	hs := &http.Request{Method: r.Method, URL: r.URL, Host: r.Host, Header: r.Header.Clone(), RemoteAddr: r.RemoteAddr, TLS: r.TLS}
+	if !s.register(sess, hs) {
 		sess.Close()
 		return
 	}
@@ -126,7 +131,7 @@ func (s *Server) checkHandshake(r *http.Request, name string) error {
 // register makes sess the session for its name, closing an older one: the
 // newest connection under a name wins at once, so a client that reconnects
 // is never locked out by its own dead session.
-func (s *Server) register(sess *Session) bool {
+func (s *Server) register(sess *Session, handshake *http.Request) bool {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -137,6 +142,7 @@ func (s *Server) register(sess *Session) bool {
 		sess.tookOver = time.Now()
 	}
 	s.peers[sess.peer] = sess
+	s.handshakes[sess] = handshake
 	s.sessions.Add(1)
 	if s.opts.OnSession != nil {
 		s.opts.OnSession(sess, true)
@@ -167,12 +173,36 @@ func (s *Server) unregister(sess *Session) {
 	if s.peers[sess.peer] == sess {
 		delete(s.peers, sess.peer)
 	}
+	delete(s.handshakes, sess)
 	s.mu.Unlock()
 	sess.Close()
 	if s.opts.OnSession != nil {
 		s.opts.OnSession(sess, false)
 	}
 	s.sessions.Done()
+}
+
+// Recheck judges every session up by admit, as if its client had just
+// sent its handshake again, and closes those admit refuses: a reload that
+// revokes a peer's token or address ends the tunnel it already has, not
+// only its next one. It returns the names of the peers it disconnected.
+func (s *Server) Recheck(admit func(r *http.Request, name string) error) []string {
+	s.mu.Lock()
+	handshakes := make(map[*Session]*http.Request, len(s.handshakes))
+	for sess, r := range s.handshakes {
+		handshakes[sess] = r
+	}
+	s.mu.Unlock()
+	var closed []string
+	for sess, r := range handshakes {
+		if err := admit(r, sess.peer); err != nil {
+			s.log.Warn("tunnel client no longer admitted; closing its tunnel", "peer", sess.peer, "remote", sess.remote, "err", err)
+			sess.closeFor(closeRevoked, "no longer admitted: "+err.Error())
+			closed = append(closed, sess.peer)
+		}
+	}
+	slices.Sort(closed)
+	return closed
 }
 
 // Dial opens a stream to the tunnel client named peer.

@@ -128,6 +128,7 @@ func (s *Session) closeFor(code int, reason string) error {
 const (
 	closeStopping = websocket.CloseGoingAway // its west stops, or no longer has the tunnel in its config
 	closeReplaced = 4000                     // a newer tunnel took the peer's name
+	closeRevoked  = 4001                     // a reload's wsts.ca or wsts.tokens no longer admit the peer
 )
 
 // peerClosed returns the code and reason of the peer's close message, or
