@@ -281,3 +281,54 @@ func TestReloadRevokesConnectedPeers(t *testing.T) {
 	gone("A")
 	waitClient(t, a, srv, tunnel.StateBackoff)
 }
+
+// TestReloadRotatesClientToken: a tunnel client's token is read anew on a
+// reload even when its wstc entry is unchanged, so that a token rotated
+// in its file (on both sides, each then reloaded) is the one presented
+// at the next handshake, and the tunnel comes back.
+func TestReloadRotatesClientToken(t *testing.T) {
+	dir := t.TempDir()
+	gTok, lTok := filepath.Join(dir, "g-l.token"), filepath.Join(dir, "l.token")
+	write := func(file, tok string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(tok+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(gTok, "old-token-0123456789abcdef")
+	write(lTok, "old-token-0123456789abcdef")
+	var pre prebound
+	addr := pre.addr(t)
+	gconf := fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "ws://%s", "tokens": {"L": "file:%s"}}}`, addr, gTok)
+	g, _ := runNode(t, gconf, Options{Listen: pre.listen})
+	g.gate.Load().failDelay = 10 * time.Millisecond
+	srv := "ws://" + addr
+	lconf := fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {%q: {"token": "file:%s"}}}`, srv, lTok)
+	l, _ := runNode(t, lconf, Options{})
+	waitClient(t, l, srv, tunnel.StateUp)
+
+	write(gTok, "new-token-0123456789abcdef")
+	write(lTok, "new-token-0123456789abcdef")
+	if err := l.Reload(mustParse(t, lconf)); err != nil {
+		t.Fatalf("reload of L: %v", err)
+	}
+	if st := l.Client(srv).Status(); st.State != tunnel.StateUp || st.Connects != 1 {
+		t.Errorf("reading L's token anew disturbed its tunnel: %s after %d connects", st.State, st.Connects)
+	}
+	if err := g.Reload(mustParse(t, gconf)); err != nil {
+		t.Fatalf("reload of G: %v", err)
+	}
+	// G disconnects L, whose tunnel was admitted by the old token; L
+	// must come back with the new one.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := l.Client(srv).Status()
+		if st.State == tunnel.StateUp && st.Connects >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("L did not come back with its rotated token: %s after %d connects, last error %v", st.State, st.Connects, st.LastError)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
