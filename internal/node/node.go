@@ -297,7 +297,7 @@ func (n *Node) buildProxy(p config.Proxy, clients map[string]*tunnel.Client) (*l
 	l.handler = &swapHandler{}
 	l.handler.h.Store(h)
 	l.srv = proxy.NewServer(l.handler.current, n.httpServer(l.handler))
-	l.after = func() { l.handler.current().CloseIdleConnections() }
+	l.after = func() { l.handler.current().Retire() }
 	return l, nil
 }
 

@@ -180,7 +180,7 @@ func (n *Node) Reload(cfg *config.Config) error {
 	}
 	for _, sw := range swaps {
 		old := sw.l.handler.h.Swap(sw.h)
-		old.CloseIdleConnections()
+		old.Retire()
 		sw.l.proxy = sw.p
 		servers = append(servers, sw.l)
 	}

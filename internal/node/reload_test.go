@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -328,6 +329,61 @@ func TestReloadRotatesClientToken(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("L did not come back with its rotated token: %s after %d connects, last error %v", st.State, st.Connects, st.LastError)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestReloadRerouteFreesOldStreams: requests in flight when a reload
+// reroutes their HTTP listener finish by the old routes, and the tunnel
+// streams they used are closed then, not kept in the old handler's pool,
+// which nothing will draw from again: each reload under load would
+// otherwise hold a stream, a far-side goroutine and a backend connection
+// per request in flight, for the pool's 90 s idle timeout.
+func TestReloadRerouteFreesOldStreams(t *testing.T) {
+	const inFlight = 8
+	arrived := make(chan struct{}, inFlight)
+	release := make(chan struct{})
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-release
+		io.WriteString(w, "ok")
+	}))
+	defer be.Close()
+	defer close(release)
+	g, _ := runNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	srv := "ws://" + g.Addrs().Tunnel
+	var pre prebound
+	listen := pre.addr(t)
+	conf := func(path string) string {
+		return fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {"http://%s": {"ea": %q, %q: {"ou": "%s/x"}}}}`, listen, srv, path, be.URL)
+	}
+	l, _ := runNode(t, conf("/a"), Options{Listen: pre.listen})
+	waitClient(t, l, srv, tunnel.StateUp)
+
+	done := make(chan getResult, inFlight)
+	for range inFlight {
+		go func() { done <- <-getLater("http://" + listen + "/a") }()
+	}
+	for range inFlight {
+		<-arrived
+	}
+	if err := l.Reload(mustParse(t, conf("/b"))); err != nil {
+		t.Fatal(err)
+	}
+	for range inFlight {
+		release <- struct{}{}
+	}
+	for range inFlight {
+		if r := <-done; r.err != nil || r.code != 200 {
+			t.Fatalf("a request in flight across the reload: %d %v", r.code, r.err)
+		}
+	}
+	sess := l.Client(srv).Status().Session
+	deadline := time.Now().Add(5 * time.Second)
+	for sess.Stats().StreamsOpen.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d tunnel streams still open after the old routes' requests ended", sess.Stats().StreamsOpen.Load())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -469,6 +469,11 @@ func errorText(status int, err error) string {
 // CloseIdleConnections closes the idle tunnel streams kept for reuse.
 func (h *HTTP) CloseIdleConnections() { h.transport.CloseIdleConnections() }
 
+// Retire closes the idle tunnel streams of a handler that takes no new
+// requests (a reload replaced it, or its listener stopped), and each
+// stream its requests in flight give back as they end.
+func (h *HTTP) Retire() { h.transport.retire() }
+
 // recorder notes the status and body size of a response, and why the
 // proxy answered an error, if it did. It holds a final status back until
 // the first byte of the body, a flush or the handler's end, so that a

@@ -42,9 +42,10 @@ type streamTransport struct {
 	// maxIdle is how many idle streams are kept for each target.
 	maxIdle int
 
-	mu    sync.Mutex
-	idle  map[string][]*streamConn // by target host:port, most recent last
-	sweep *time.Timer              // armed while the pool holds streams
+	mu      sync.Mutex
+	idle    map[string][]*streamConn // by target host:port, most recent last
+	sweep   *time.Timer              // armed while the pool holds streams
+	retired bool                     // pool no more: see retire
 }
 
 // maxResponseHeader bounds a response's header block, as http.Transport's
@@ -421,7 +422,7 @@ func (t *streamTransport) put(sc *streamConn) {
 		t.idle = make(map[string][]*streamConn)
 	}
 	list := t.idle[sc.addr]
-	if len(list) >= t.maxIdle {
+	if len(list) >= t.maxIdle || t.retired {
 		sc.conn.Close()
 		return
 	}
@@ -478,6 +479,16 @@ func (t *streamTransport) CloseIdleConnections() {
 	if ci, ok := t.fallback.(interface{ CloseIdleConnections() }); ok {
 		ci.CloseIdleConnections()
 	}
+}
+
+// retire closes the idle streams, and from now on each stream that a
+// request in flight gives back, for a transport that takes no new
+// requests: nothing would draw from its pool again.
+func (t *streamTransport) retire() {
+	t.mu.Lock()
+	t.retired = true
+	t.mu.Unlock()
+	t.CloseIdleConnections()
 }
 
 // canonicalAddr is the host:port a URL's requests go to.
