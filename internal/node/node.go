@@ -70,6 +70,9 @@ type Node struct {
 	groupCtx    context.Context
 	clientStops map[string]context.CancelFunc // by server URL
 	running     bool
+	// drains counts the listeners Reload stopped that are still
+	// draining; a shutdown waits for them as for its own.
+	drains sync.WaitGroup
 }
 
 // server is what serves a listening socket: an *http.Server, a
@@ -521,6 +524,17 @@ func (n *Node) shutdown() {
 		}()
 	}
 	wg.Wait()
+	// So do the listeners a reload removed, whose requests the tunnels
+	// carry as well.
+	drained := make(chan struct{})
+	go func() {
+		n.drains.Wait()
+		close(drained)
+	}()
+	select {
+	case <-drained:
+	case <-ctx.Done():
+	}
 	// Streams our peers opened through us finish too, within the grace.
 	if err := n.far.Wait(ctx); err != nil {
 		n.log.Warn("drain deadline reached with streams still open; closing them")

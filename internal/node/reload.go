@@ -230,7 +230,9 @@ func (n *Node) stopListener(l *listener) <-chan struct{} {
 	n.log.Info("stopping listener", "role", l.role, "name", l.name)
 	l.closeSocket()
 	done := make(chan struct{})
+	n.drains.Add(1)
 	go func() {
+		defer n.drains.Done()
 		defer close(done)
 		ctx, cancel := context.WithTimeout(context.Background(), n.opts.ShutdownGrace)
 		defer cancel()

@@ -388,3 +388,41 @@ func TestReloadRerouteFreesOldStreams(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestShutdownWaitsForRemovedListener: a request in flight on a listener
+// that a reload removed is still drained by a shutdown that follows
+// within shutdown_grace, as it would be had the listener stayed: the
+// shutdown does not close the tunnel under it.
+func TestShutdownWaitsForRemovedListener(t *testing.T) {
+	arrived, release := make(chan struct{}), make(chan struct{})
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-release
+		io.WriteString(w, "ok")
+	}))
+	defer be.Close()
+	g, _ := runNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	srv := "ws://" + g.Addrs().Tunnel
+	var pre prebound
+	listen := pre.addr(t)
+	l, stop := runNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {"http://%s": {"ea": %q, "/": {"ou": "%s/x"}}}}`, listen, srv, be.URL),
+		Options{Listen: pre.listen})
+	waitClient(t, l, srv, tunnel.StateUp)
+	res := getLater("http://" + listen + "/slow")
+	<-arrived
+	if err := l.Reload(mustParse(t, fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {%q: {}}}`, srv))); err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan struct{})
+	go func() { stop(); close(stopped) }()
+	select {
+	case <-stopped:
+		t.Error("the shutdown ended while a request on the removed listener was in flight")
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	if r := <-res; r.err != nil || r.code != 200 {
+		t.Errorf("request in flight on the removed listener across a shutdown: %d %v", r.code, r.err)
+	}
+	<-stopped
+}
