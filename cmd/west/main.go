@@ -234,7 +234,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // reloadOnHangup re-reads the config file on every SIGHUP until ctx ends or
 // the returned function is called. A bad file is logged and the running
-// configuration stays.
+// configuration stays; a listener that cannot be opened is logged too.
 func reloadOnHangup(ctx context.Context, n *node.Node, logger *slog.Logger) func() {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -243,7 +243,11 @@ func reloadOnHangup(ctx context.Context, n *node.Node, logger *slog.Logger) func
 		for {
 			select {
 			case <-hup:
-				if err := n.ReloadFile(); err != nil {
+				var partial *node.PartialError
+				switch err := n.ReloadFile(); {
+				case errors.As(err, &partial):
+					logger.Error("reload applied in part", "err", err)
+				case err != nil:
 					logger.Error("reload rejected; the running configuration stays", "err", err)
 				}
 			case <-ctx.Done():

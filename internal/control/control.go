@@ -2,6 +2,7 @@ package control
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -30,7 +31,8 @@ type Options struct {
 	// (West.ControlACL); others get 403. Nil allows everyone.
 	Allow func(addr netip.Addr) bool
 	// Reload, if set, is called by POST /api/reload: it re-reads the
-	// configuration and applies it, or returns why it did not.
+	// configuration and applies it, or returns why it did not. An error
+	// with an Applied() bool method that says true was applied in part.
 	Reload func() error
 	// Logger receives refusals at debug level; nil discards them.
 	Logger *slog.Logger
@@ -82,6 +84,14 @@ func (h *Handler) serveReload(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if err := h.opts.Reload(); err != nil {
+		var partial interface{ Applied() bool }
+		if errors.As(err, &partial) && partial.Applied() {
+			// Applied but for some part: not a refusal.
+			h.log.Error("reload through the control port applied in part", "err", err)
+			w.WriteHeader(http.StatusInternalServerError)
+			fmt.Fprintf(w, "west: %v\n", err)
+			return
+		}
 		h.log.Warn("reload through the control port rejected", "err", err)
 		w.WriteHeader(http.StatusUnprocessableEntity)
 		fmt.Fprintf(w, "west: reload rejected, the running configuration stays: %v\n", err)

@@ -55,8 +55,9 @@ func (n *Node) ReloadFile() error {
 // certificate, CAs and token anew for its next connection, and an HTTP
 // listener its tls_ca_file for its next requests. The west object and
 // the rest of wsts need a restart: a cfg that changes them is refused, as
-// is one that cannot be built, and then nothing changes. An error from a
-// listener that cannot bind is returned after the rest has been applied.
+// is one that cannot be built, and then nothing changes. Listeners that
+// cannot bind are reported, after the rest has been applied, as a
+// *PartialError.
 func (n *Node) Reload(cfg *config.Config) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -220,8 +221,25 @@ func (n *Node) Reload(cfg *config.Config) error {
 	n.log.Info("configuration reloaded",
 		"listeners_started", len(starts), "listeners_stopped", len(stops), "listeners_rerouted", len(swaps),
 		"listeners_kept", len(kept), "tunnel_clients_started", len(added))
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		return &PartialError{Err: errors.Join(errs...)}
+	}
+	return nil
 }
+
+// PartialError is a reload that was applied but for the listeners that
+// could not be opened: the configuration in force is the new one, less
+// those. It is not a refusal, and must not be reported as one.
+type PartialError struct{ Err error }
+
+func (e *PartialError) Error() string {
+	return "reload applied, but for listeners that could not be opened: " + e.Err.Error()
+}
+
+func (e *PartialError) Unwrap() error { return e.Err }
+
+// Applied tells the control port that the reload took effect.
+func (e *PartialError) Applied() bool { return true }
 
 // stopListener stops accepting on l at once and lets its requests in
 // flight finish within the shutdown grace, in the background. The channel

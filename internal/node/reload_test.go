@@ -426,3 +426,56 @@ func TestShutdownWaitsForRemovedListener(t *testing.T) {
 	}
 	<-stopped
 }
+
+// TestReloadBindFailureIsNotARefusal: a reload whose new listener cannot
+// bind its port still applies the rest, and says so: the control port
+// must not answer that the running configuration stays, when the routes
+// it changed are already in force.
+func TestReloadBindFailureIsNotARefusal(t *testing.T) {
+	be := backend(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	file := filepath.Join(t.TempDir(), "west.json")
+	var pre prebound
+	cp, listen := pre.addr(t), pre.addr(t)
+	conf := func(path, extra string) string {
+		return fmt.Sprintf(`{"west": {"nm": "G", "cp": %q}, "wsts": {"sp": "ws://127.0.0.1:0"},
+			"proxy": {"http://%s": {"en": "L", %q: {"ou": "%s/x"}}%s}}`, cp, listen, path, be.URL, extra)
+	}
+	if err := os.WriteFile(file, []byte(conf("/one", "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(cfg, Options{Logger: testLogger(t), Listen: pre.listen, ConfigPath: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runStarted(t, g)
+	runNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
+	waitUp(t, g, "L")
+
+	next := conf("/two", fmt.Sprintf(`, "http://%s": {"en": "L", "/": {"ou": "%s/x"}}`, busy.Addr(), be.URL))
+	if err := os.WriteFile(file, []byte(next), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post("http://"+cp+"/api/reload", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if code, _ := getStatus(t, "http://"+listen+"/two"); code != 200 {
+		t.Fatalf("the new route is not in force: %d", code)
+	}
+	if resp.StatusCode == 200 || resp.StatusCode == 422 || strings.Contains(string(body), "configuration stays") ||
+		!strings.Contains(string(body), busy.Addr().String()) {
+		t.Errorf("POST /api/reload with a port in use: %d %q; want an error naming %s that does not call the reload refused",
+			resp.StatusCode, body, busy.Addr())
+	}
+}
