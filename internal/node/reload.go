@@ -46,7 +46,9 @@ func (n *Node) ReloadFile() error {
 // unchanged: tunnel clients and proxy listeners that are the same keep
 // running, connections and all; removed ones drain and stop (a removed
 // tunnel client once what it carries has ended); added ones start; a
-// changed tunnel client is replaced at once; an HTTP listener whose routes
+// changed tunnel client is replaced at once (a renamed one retires as a
+// removed one does, since the server keeps the names apart); an HTTP
+// listener whose routes
 // or options changed keeps its socket and its connections and serves new
 // requests by the new routes. wsts.ca and wsts.tokens, whose secrets are
 // read anew, apply to new handshakes and to the tunnels already up (a
@@ -185,9 +187,17 @@ func (n *Node) Reload(cfg *config.Config) error {
 		sw.l.proxy = sw.p
 		servers = append(servers, sw.l)
 	}
+	newNames := make(map[string]string, len(cfg.Clients))
+	for _, c := range cfg.Clients {
+		newNames[c.URL.String()] = c.Name
+	}
 	for url, stop := range n.clientStops {
 		switch {
 		case clients[url] == nil:
+			n.retireClient(n.clients[url], stop, drained)
+		case clients[url] != n.clients[url] && newNames[url] != oldClients[url].Name:
+			// Renamed: the server keeps the new session apart from the
+			// old, which can finish what it carries, as a removed one.
 			n.retireClient(n.clients[url], stop, drained)
 		case clients[url] != n.clients[url]:
 			// Changed: the server hands the client's name to the new
@@ -264,8 +274,8 @@ func (n *Node) stopListener(l *listener) <-chan struct{} {
 	return done
 }
 
-// retireClient stops c, a tunnel client the configuration no longer names,
-// by stop, once what it carries has ended: the requests of the listeners
+// retireClient stops c, a tunnel client the configuration no longer names
+// (or names under another nm), by stop, once what it carries has ended: the requests of the listeners
 // stopped with it (drained), and the streams still open on its session,
 // such as a rerouted listener's requests by its old routes. The shutdown
 // grace bounds the wait, as it bounds theirs. A client whose session has

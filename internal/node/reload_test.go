@@ -479,3 +479,49 @@ func TestReloadBindFailureIsNotARefusal(t *testing.T) {
 			resp.StatusCode, body, busy.Addr())
 	}
 }
+
+// TestReloadRenamedClientRetires: a tunnel client whose name a reload
+// changes comes up under the new name beside the old tunnel, which
+// retires once the request it carries has ended, rather than cutting
+// that request: the server keeps the two names apart.
+func TestReloadRenamedClientRetires(t *testing.T) {
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/x/slow" {
+			arrived <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, "ok")
+	}))
+	defer be.Close()
+	g, _ := runNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	srv := "ws://" + g.Addrs().Tunnel
+	var pre prebound
+	listen := pre.addr(t)
+	conf := func(name string) string {
+		return fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {%q: {"nm": %q}}, "proxy": {"http://%s": {"ea": %q, "/": {"ou": "%s/x"}}}}`,
+			srv, name, listen, srv, be.URL)
+	}
+	l, _ := runNode(t, conf("L-old"), Options{Listen: pre.listen})
+	waitUp(t, g, "L-old")
+	res := getLater("http://" + listen + "/slow")
+	<-arrived
+	if err := l.Reload(mustParse(t, conf("L-new"))); err != nil {
+		t.Fatal(err)
+	}
+	waitUp(t, g, "L-new")
+	if code, body := getStatus(t, "http://"+listen+"/fast"); code != 200 {
+		t.Errorf("a request through the renamed tunnel: %d %q", code, body)
+	}
+	close(release)
+	if r := <-res; r.err != nil || r.code != 200 {
+		t.Errorf("the request in flight on the old tunnel: %d %v", r.code, r.err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for g.Server().Session("L-old") != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the old tunnel did not retire once its request had ended")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
