@@ -32,6 +32,7 @@ type Metrics struct {
 	dialFailures *prometheus.CounterVec
 	tcpConns     *prometheus.CounterVec
 	refused      prometheus.Counter
+	tlsFailed    prometheus.Counter
 
 	// maxIdle bounds how many (role, peer) series without a live tunnel are
 	// kept: a tunnel server may see any number of peer names over time.
@@ -93,6 +94,10 @@ func NewMetrics() *Metrics {
 			Name: "west_tunnel_handshakes_refused_total",
 			Help: "Tunnel clients refused by the tunnel server's access list, tokens or certificate names.",
 		}),
+		tlsFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "west_tunnel_tls_handshake_failures_total",
+			Help: "Connections to a wss:// tunnel server whose TLS handshake failed: a client certificate refused, a client refusing the server's, or anything else (scanners, plain HTTP).",
+		}),
 		tcpConns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "west_tcp_connections_total",
 			Help: "Connections finished by tcp:// proxy listeners, by listener.",
@@ -102,7 +107,7 @@ func NewMetrics() *Metrics {
 		live:          make(map[any]liveTunnel),
 		series:        make(map[tunnelKey]*series),
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.dialFailures, m.tcpConns, m.refused,
+	m.reg.MustRegister(m.requests, m.duration, m.dialFailures, m.tcpConns, m.refused, m.tlsFailed,
 		tunnelCollector{m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -222,6 +227,15 @@ func (m *Metrics) ObserveTCP(listener string) {
 		return
 	}
 	m.tcpConns.WithLabelValues(listener).Inc()
+}
+
+// TunnelTLSFailed records a connection to the tunnel server whose TLS
+// handshake failed.
+func (m *Metrics) TunnelTLSFailed() {
+	if m == nil {
+		return
+	}
+	m.tlsFailed.Inc()
 }
 
 // TunnelRefused records a tunnel handshake the server refused.

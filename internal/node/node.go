@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -213,6 +214,8 @@ func (n *Node) addTunnelServer(s *config.TunnelServer) error {
 	mux.Handle(s.Path, n.server)
 	n.addServer("tunnel", s.URL.String(), s.Addr, mux, nil)
 	if tc != nil {
+		srv := n.servers[len(n.servers)-1].srv.(*http.Server)
+		srv.ErrorLog = log.New(&tlsErrorLog{log: n.log.With("part", "tunnel-server"), onFail: n.metrics.TunnelTLSFailed}, "", 0)
 		n.tunnelTLS.Store(tc)
 		// Each handshake takes the configuration in force, so that a
 		// certificate renewed on disk is served from the next reload on.

@@ -254,3 +254,34 @@ func tokenHeader(c config.TunnelClient) (http.Header, error) {
 	}
 	return http.Header{"Authorization": {"Bearer " + tok}}, nil
 }
+
+// tlsErrorLog is a wss:// tunnel server's error log, where net/http
+// reports a failed TLS handshake, and only there, as a line
+// "http: TLS handshake error from ADDR: ERR". It counts them; it logs the
+// ones about certificates as warnings, since a tunnel client that is
+// misconfigured (its certificate, or its CA for the server's) causes
+// them, and the rest (scanners, plain HTTP, a client that hangs up) at
+// debug, as every other line.
+type tlsErrorLog struct {
+	log    *slog.Logger
+	onFail func()
+}
+
+const tlsHandshakeError = "http: TLS handshake error from "
+
+func (w *tlsErrorLog) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	rest, ok := strings.CutPrefix(line, tlsHandshakeError)
+	if !ok {
+		w.log.Debug(line)
+		return len(p), nil
+	}
+	w.onFail()
+	remote, reason, _ := strings.Cut(rest, ": ")
+	if strings.Contains(reason, "certificate") {
+		w.log.Warn("tunnel client's TLS handshake failed", "remote", remote, "err", reason)
+	} else {
+		w.log.Debug("TLS handshake failed", "remote", remote, "err", reason)
+	}
+	return len(p), nil
+}

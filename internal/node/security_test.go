@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/west-tunnel/west/internal/config"
+	"github.com/west-tunnel/west/internal/testutil"
 	"github.com/west-tunnel/west/internal/tunnel"
 )
 
@@ -425,5 +426,47 @@ func TestWarnsWhenUnauthenticated(t *testing.T) {
 		if got := strings.Contains(logs.String(), "UNAUTHENTICATED TUNNEL SERVER"); got != tc.warn {
 			t.Errorf("wsts %s: warned %v, want %v; logs:\n%s", tc.wsts, got, tc.warn, logs.String())
 		}
+	}
+}
+
+// A wss:// tunnel server says, at the default level, when a tunnel
+// client's certificate is refused in the TLS handshake (net/http reports
+// it only to the server's error log), and counts every failed handshake;
+// a client that hangs up mid-handshake is counted but not logged above
+// debug.
+func TestTLSHandshakeFailuresSeenByServer(t *testing.T) {
+	ca := newTestCA(t, "west-mtls")
+	cert, key := ca.issue(t, "tunnel.test", "tunnel.test")
+	var gLog testutil.Buffer
+	g := startNode(t, fmt.Sprintf(`{"west": {"nm": "G", "cp": "127.0.0.1:0"}, "wsts": {"sp": "wss://127.0.0.1:0",
+		"tls_cert_file": %q, "tls_key_file": %q, "client_ca_file": %q}}`, cert, key, ca.file),
+		Options{Logger: slog.New(slog.NewTextHandler(&gLog, nil))})
+	srv := "wss://" + g.Addrs().Tunnel
+	oc, ok := newTestCA(t, "other").issue(t, "L")
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {%q: {"ca_file": %q, "cert_file": %q, "key_file": %q}}}`,
+		srv, ca.file, oc, ok), Options{})
+	waitClient(t, l, srv, tunnel.StateBackoff)
+	// And one that connects and hangs up before its ClientHello.
+	if c, err := net.Dial("tcp", g.Addrs().Tunnel); err == nil {
+		c.Close()
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, body := fetch(t, client, "http://"+g.Addrs().Control+"/metrics")
+		if got, _ := metric(body, "west_tunnel_tls_handshake_failures_total"); got >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("west_tunnel_tls_handshake_failures_total never reached 2:\n%s", body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	logs := gLog.String()
+	if !strings.Contains(logs, `level=WARN msg="tunnel client's TLS handshake failed"`) || !strings.Contains(logs, "certificate signed by unknown authority") {
+		t.Errorf("G's log:\n%s\nwant a warning naming the refused certificate", logs)
+	}
+	if n := strings.Count(logs, "TLS handshake failed"); n != 1 {
+		t.Errorf("G logged %d handshake failures at info or above, want only the certificate's", n)
 	}
 }
