@@ -190,13 +190,26 @@ func TestReloadRenewsTunnelClientCredentials(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := g.Reload(mustParse(t, gconf)); err != nil {
-		t.Fatalf("reload of G: %v", err)
-	}
+	// L first: G's reload drops the tunnel its old token admitted, and L
+	// comes back with the new one.
+	before := l.Client(srv).Status().Connects
 	if err := l.Reload(mustParse(t, lconf)); err != nil {
 		t.Fatalf("reload of L: %v", err)
 	}
-	redialled(t, g, l, "L", srv)
+	if err := g.Reload(mustParse(t, gconf)); err != nil {
+		t.Fatalf("reload of G: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := l.Client(srv).Status()
+		if st.State == tunnel.StateUp && st.Connects > before && g.Server().Session("L") != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("L did not come back with its renewed token: %s after %d connects, last error %v", st.State, st.Connects, st.LastError)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 
 	// A key file broken on disk refuses the reload, naming it.
 	if err := os.WriteFile(lKey, []byte("not a key\n"), 0o600); err != nil {
