@@ -26,14 +26,24 @@ func (n *Node) controlHandler() http.Handler {
 		n.log.Error("control port access list", "err", err)
 		allow = func(netip.Addr) bool { return false }
 	}
+	n.controlAllow.Store(&allow)
 	return control.New(control.Options{
 		Config:  n.config,
 		Reload:  n.reloadFunc(),
 		Source:  n,
 		Metrics: n.metrics,
-		Allow:   allow,
+		Allow:   n.allowControl,
 		Logger:  n.log.With("part", "control"),
 	})
+}
+
+// allowControl applies west.control_ca in force, which Reload replaces;
+// an empty list allows everyone.
+func (n *Node) allowControl(a netip.Addr) bool {
+	if allow := *n.controlAllow.Load(); allow != nil {
+		return allow(a)
+	}
+	return true
 }
 
 // State returns a snapshot of the node for the control port. Call it after

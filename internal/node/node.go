@@ -60,6 +60,8 @@ type Node struct {
 	// tunnelTLS is the tunnel server's TLS configuration in force, nil
 	// for ws://; Reload replaces it with the files read anew.
 	tunnelTLS atomic.Pointer[tls.Config]
+	// controlAllow is west.control_ca in force; Reload replaces it.
+	controlAllow atomic.Pointer[func(netip.Addr) bool]
 
 	startOnce sync.Once
 	startErr  error

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/west-tunnel/west/internal/acl"
 	"github.com/west-tunnel/west/internal/config"
 	"github.com/west-tunnel/west/internal/proxy"
 	"github.com/west-tunnel/west/internal/tunnel"
@@ -67,6 +68,16 @@ func (n *Node) Reload(cfg *config.Config) error {
 		return errors.New("reload: the node is not running")
 	}
 	if err := fixedParts(n.cfg, cfg); err != nil {
+		return err
+	}
+	// west.dial_allow and west.control_ca apply to what comes after: new
+	// streams, new requests to the control port.
+	targets, err := acl.ParseTargets(cfg.West.DialAllow)
+	if err != nil {
+		return fmt.Errorf("west.dial_allow: %w", err)
+	}
+	controlAllow, err := allowFunc(cfg.West.ControlACL, "west.control_ca")
+	if err != nil {
 		return err
 	}
 	// The gate and the server's TLS are built anew every time, so that a
@@ -226,6 +237,10 @@ func (n *Node) Reload(cfg *config.Config) error {
 	if serverTC != nil {
 		n.tunnelTLS.Store(serverTC)
 	}
+	n.far.SetTargets(targets)
+	if n.controlAllow.Load() != nil {
+		n.controlAllow.Store(&controlAllow)
+	}
 	n.clients, n.servers, n.cfg = clients, servers, cfg
 	n.warnCerts(cfg)
 	n.log.Info("configuration reloaded",
@@ -329,8 +344,11 @@ func sameClient(a, b config.TunnelClient) bool {
 // fixedParts refuses changes that Reload cannot apply in place.
 func fixedParts(old, cfg *config.Config) error {
 	var changed []string
-	if !reflect.DeepEqual(old.West, cfg.West) {
-		changed = append(changed, "west")
+	ow, nw := old.West, cfg.West
+	ow.DialAllow, nw.DialAllow = nil, nil
+	ow.ControlACL, nw.ControlACL = nil, nil
+	if !reflect.DeepEqual(ow, nw) {
+		changed = append(changed, "west (but for dial_allow and control_ca)")
 	}
 	switch {
 	case (old.Server == nil) != (cfg.Server == nil):

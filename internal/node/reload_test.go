@@ -525,3 +525,48 @@ func TestReloadRenamedClientRetires(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestReloadDialAllowAndControlCA: west.dial_allow and west.control_ca,
+// unlike the rest of the west object, take a reload: a target taken out
+// of dial_allow is refused to the next stream, and an address taken out
+// of control_ca to the next request to the control port.
+func TestReloadDialAllowAndControlCA(t *testing.T) {
+	echo := testutil.EchoServer(t)
+	gconf := `{"west": {"nm": "G", "cp": "127.0.0.1:0", "dial_allow": [%q], "control_ca": [%q]}, "wsts": {"sp": "ws://127.0.0.1:0"}}`
+	g, _ := runNode(t, fmt.Sprintf(gconf, echo, "127.0.0.0/8"), Options{})
+	var pre prebound
+	entry := pre.addr(t)
+	runNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {"tcp://%s": {"ea": "ws://%s", "ou": "tcp://%s"}}}`,
+		entry, g.Addrs().Tunnel, echo), Options{Listen: pre.listen})
+	waitUp(t, g, "L")
+	echoes := func() bool {
+		c, err := net.DialTimeout("tcp", entry, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte("ping\n"))
+		buf := make([]byte, 5)
+		_, err = io.ReadFull(c, buf)
+		return err == nil && string(buf) == "ping\n"
+	}
+	control := "http://" + g.Addrs().Control + "/healthz"
+	client := &http.Client{Timeout: 5 * time.Second}
+	if !echoes() {
+		t.Fatal("no echo through a target dial_allow admits")
+	}
+	if code, _ := fetch(t, client, control); code != http.StatusOK {
+		t.Fatalf("control port from inside control_ca: %d", code)
+	}
+
+	if err := g.Reload(mustParse(t, fmt.Sprintf(gconf, "192.0.2.1:7", "192.0.2.0/24"))); err != nil {
+		t.Fatalf("reload narrowing dial_allow and control_ca: %v", err)
+	}
+	if echoes() {
+		t.Error("a target taken out of dial_allow by a reload is still dialled")
+	}
+	if code, _ := fetch(t, client, control); code != http.StatusForbidden {
+		t.Errorf("control port from an address taken out of control_ca: %d, want 403", code)
+	}
+}

@@ -28,7 +28,9 @@ type Far struct {
 	// it as asked for, or an address rule admits the address actually
 	// dialled (so a name cannot resolve its way past the policy). Nil
 	// allows every target.
+	// SetTargets replaces it for the streams that come after.
 	Targets *acl.Targets
+	policy  atomic.Pointer[acl.Targets] // set by SetTargets
 	// Logger receives logs; nil discards them.
 	Logger *slog.Logger
 	// OnDialError, if set, is told of every failed dial, for metrics.
@@ -39,6 +41,19 @@ type Far struct {
 
 	mu      sync.Mutex
 	streams map[*activity]struct{} // streams being served
+}
+
+// SetTargets replaces the dial policy for the streams that come after;
+// those connected already stay, as a TCP connection does when a firewall
+// rule changes.
+func (f *Far) SetTargets(t *acl.Targets) { f.policy.Store(t) }
+
+// targets is the dial policy in force.
+func (f *Far) targets() *acl.Targets {
+	if t := f.policy.Load(); t != nil {
+		return t
+	}
+	return f.Targets
 }
 
 // activity follows one served stream, so that a drain can tell a request
@@ -163,7 +178,7 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 	act.awaiting.Store(req.Header.Kind == wire.KindHTTP) // the request is on its way
 	defer f.track(act)()
 	dialer := &net.Dialer{}
-	if !f.Targets.Empty() {
+	if targets := f.targets(); !targets.Empty() {
 		host, portStr, err := net.SplitHostPort(req.Header.Target)
 		port, perr := strconv.Atoi(portStr)
 		if err != nil || perr != nil {
@@ -171,9 +186,9 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 			f.reject(req, wire.CodeForbidden, fmt.Sprintf("target %q is not host:port", req.Header.Target))
 			return
 		}
-		if !f.Targets.AllowName(host, port) {
+		if !targets.AllowName(host, port) {
 			dialer.Control = func(_, address string, _ syscall.RawConn) error {
-				if ap, err := netip.ParseAddrPort(address); err == nil && f.Targets.AllowAddr(ap) {
+				if ap, err := netip.ParseAddrPort(address); err == nil && targets.AllowAddr(ap) {
 					return nil
 				}
 				return fmt.Errorf("%w: %s", errPolicy, address)
@@ -225,7 +240,7 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 // waits until l is done with it.
 func (f *Far) serveLocal(ctx context.Context, req *tunnel.Request, l *LocalListener, ap netip.AddrPort, timeout time.Duration, log *slog.Logger) {
 	host, _, _ := net.SplitHostPort(req.Header.Target)
-	if !f.Targets.Empty() && !f.Targets.AllowName(host, int(ap.Port())) && !f.Targets.AllowAddr(ap) {
+	if t := f.targets(); !t.Empty() && !t.AllowName(host, int(ap.Port())) && !t.AllowAddr(ap) {
 		log.Info("dial failed", "err", "outside the dial policy")
 		f.reject(req, wire.CodeForbidden, fmt.Sprintf("target %s is outside this west's dial policy (dial_allow)", req.Header.Target))
 		return
