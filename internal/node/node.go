@@ -242,6 +242,37 @@ func (n *Node) httpServer(h http.Handler) *http.Server {
 	}
 }
 
+// tcpOptions are the options of tcp:// listener p.
+func (n *Node) tcpOptions(p config.Proxy, clients map[string]*tunnel.Client) (proxy.TCPOptions, error) {
+	dialer, peer, allow, err := n.rawProxyParts(p, clients)
+	return proxy.TCPOptions{
+		Name: p.URL.String(), Peer: peer, Target: p.Target.Host,
+		Dialer: dialer, Allow: allow, Logger: n.log.With("part", "proxy"),
+		Observe: n.observeTCP, // metrics; see control.go
+	}, err
+}
+
+// udpOptions are the options of udp:// listener p.
+func (n *Node) udpOptions(p config.Proxy, clients map[string]*tunnel.Client) (proxy.UDPOptions, error) {
+	dialer, peer, allow, err := n.rawProxyParts(p, clients)
+	return proxy.UDPOptions{
+		Name: p.URL.String(), Peer: peer, Target: p.Target.Host,
+		Dialer: dialer, Allow: allow, Logger: n.log.With("part", "proxy"),
+		OnDialError: n.countPeerDown, // metrics; see control.go
+		MaxFlows:    p.MaxConns,
+	}, err
+}
+
+// rawProxyParts are what a tcp:// or udp:// listener's options share.
+func (n *Node) rawProxyParts(p config.Proxy, clients map[string]*tunnel.Client) (proxy.Dialer, string, func(netip.Addr) bool, error) {
+	dialer, peer, err := n.dialerFor(p, clients)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	allow, err := allowFunc(p.ACL, fmt.Sprintf("proxy[%q].ca", p.URL.String()))
+	return dialer, peer, allow, err
+}
+
 // dialerFor returns how proxy p reaches its peer.
 func (n *Node) dialerFor(p config.Proxy, clients map[string]*tunnel.Client) (proxy.Dialer, string, error) {
 	if p.ServerURL != nil {
@@ -273,29 +304,20 @@ func (n *Node) addProxy(p config.Proxy) error {
 // clients, without opening its socket.
 func (n *Node) buildProxy(p config.Proxy, clients map[string]*tunnel.Client) (*listener, error) {
 	l := &listener{role: "proxy", name: p.URL.String(), addr: p.Addr, maxConns: p.MaxConns, proxy: p}
-	if p.Kind != config.KindHTTP {
-		dialer, peer, err := n.dialerFor(p, clients)
+	switch p.Kind {
+	case config.KindUDP:
+		o, err := n.udpOptions(p, clients)
 		if err != nil {
 			return nil, err
 		}
-		allow, err := allowFunc(p.ACL, fmt.Sprintf("proxy[%q].ca", p.URL.String()))
+		l.srv = proxy.NewUDP(o)
+		return l, nil
+	case config.KindTCP:
+		o, err := n.tcpOptions(p, clients)
 		if err != nil {
 			return nil, err
 		}
-		if p.Kind == config.KindUDP {
-			l.srv = proxy.NewUDP(proxy.UDPOptions{
-				Name: p.URL.String(), Peer: peer, Target: p.Target.Host,
-				Dialer: dialer, Allow: allow, Logger: n.log.With("part", "proxy"),
-				OnDialError: n.countPeerDown, // metrics; see control.go
-				MaxFlows:    p.MaxConns,
-			})
-			return l, nil
-		}
-		l.srv = proxy.NewTCP(proxy.TCPOptions{
-			Name: p.URL.String(), Peer: peer, Target: p.Target.Host,
-			Dialer: dialer, Allow: allow, Logger: n.log.With("part", "proxy"),
-			Observe: n.observeTCP, // metrics; see control.go
-		})
+		l.srv = proxy.NewTCP(o)
 		return l, nil
 	}
 	h, err := n.buildHTTP(p, clients)

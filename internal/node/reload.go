@@ -129,10 +129,12 @@ func (n *Node) Reload(cfg *config.Config) error {
 		added = append(added, url)
 	}
 
+	// A swap serves a listener's new requests, connections or flows by
+	// its new options on the same socket; apply does it.
 	type swap struct {
-		l *listener
-		h *proxy.HTTP
-		p config.Proxy
+		l     *listener
+		p     config.Proxy
+		apply func()
 	}
 	var swaps []swap
 	var stops, starts, kept []*listener
@@ -160,7 +162,21 @@ func (n *Node) Reload(cfg *config.Config) error {
 			if err != nil {
 				return err
 			}
-			swaps = append(swaps, swap{old, h, p})
+			swaps = append(swaps, swap{old, p, func() { old.handler.h.Swap(h).Retire() }})
+		case old != nil && p.Kind == config.KindTCP && old.proxy.Kind == p.Kind && old.proxy.Addr == p.Addr && old.proxy.MaxConns == p.MaxConns:
+			o, err := n.tcpOptions(p, clients)
+			if err != nil {
+				return err
+			}
+			srv := old.srv.(*proxy.TCP)
+			swaps = append(swaps, swap{old, p, func() { srv.Reroute(o) }})
+		case old != nil && p.Kind == config.KindUDP && old.proxy.Kind == p.Kind && old.proxy.Addr == p.Addr:
+			o, err := n.udpOptions(p, clients)
+			if err != nil {
+				return err
+			}
+			srv := old.srv.(*proxy.UDP)
+			swaps = append(swaps, swap{old, p, func() { srv.Reroute(o) }})
 		default:
 			l, err := n.buildProxy(p, clients)
 			if err != nil {
@@ -193,8 +209,7 @@ func (n *Node) Reload(cfg *config.Config) error {
 		servers = append(servers, l)
 	}
 	for _, sw := range swaps {
-		old := sw.l.handler.h.Swap(sw.h)
-		old.Retire()
+		sw.apply()
 		sw.l.proxy = sw.p
 		servers = append(servers, sw.l)
 	}

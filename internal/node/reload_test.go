@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -568,5 +569,149 @@ func TestReloadDialAllowAndControlCA(t *testing.T) {
 	}
 	if code, _ := fetch(t, client, control); code != http.StatusForbidden {
 		t.Errorf("control port from an address taken out of control_ca: %d, want 403", code)
+	}
+}
+
+// prefixServer answers each line on each TCP connection with prefix and
+// the line.
+func prefixServer(t *testing.T, prefix string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				sc := bufio.NewScanner(c)
+				for sc.Scan() {
+					io.WriteString(c, prefix+sc.Text()+"\n")
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// udpPrefixServer answers each datagram with prefix and the datagram.
+func udpPrefixServer(t *testing.T, prefix string) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, addr, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(append([]byte(prefix), buf[:n]...), addr)
+		}
+	}()
+	return pc.LocalAddr().String()
+}
+
+// TestReloadReroutesTCPAndUDPInPlace: a reload that changes a tcp:// or
+// udp:// listener's ou serves new connections and flows by it on the same
+// socket, while those open stay with the old target past shutdown_grace;
+// one that narrows its ca closes the open ones it now refuses.
+func TestReloadReroutesTCPAndUDPInPlace(t *testing.T) {
+	tcpA, tcpB := prefixServer(t, "A "), prefixServer(t, "B ")
+	udpA, udpB := udpPrefixServer(t, "A "), udpPrefixServer(t, "B ")
+	g, _ := runNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	var pre prebound
+	tcpAddr, udpAddr := pre.addr(t), freeUDPAddr(t)
+	lconf := func(tcpOU, udpOU, ca string) string {
+		return fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {
+			"tcp://%s": {"ea": "ws://%s", "ou": "tcp://%s"%s},
+			"udp://%s": {"ea": "ws://%s", "ou": "udp://%s"%s}}}`,
+			tcpAddr, g.Addrs().Tunnel, tcpOU, ca, udpAddr, g.Addrs().Tunnel, udpOU, ca)
+	}
+	l, _ := runNode(t, lconf(tcpA, udpA, ""), Options{Listen: pre.listen, ShutdownGrace: 200 * time.Millisecond})
+	waitUp(t, g, "L")
+
+	dialTCP := func() (net.Conn, *bufio.Reader) {
+		c, err := net.DialTimeout("tcp", tcpAddr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c, bufio.NewReader(c)
+	}
+	ask := func(c net.Conn, r *bufio.Reader) string {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "hi\n"); err != nil {
+			return "write: " + err.Error()
+		}
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return "read: " + err.Error()
+		}
+		return line
+	}
+	dialUDP := func() net.Conn {
+		c, err := net.Dial("udp", udpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	askUDP := func(c net.Conn) string {
+		buf := make([]byte, 100)
+		for try := 0; try < 10; try++ {
+			c.Write([]byte("hi"))
+			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			if n, err := c.Read(buf); err == nil {
+				return string(buf[:n])
+			}
+		}
+		return "no answer"
+	}
+
+	c1, r1 := dialTCP()
+	u1 := dialUDP()
+	if got := ask(c1, r1); got != "A hi\n" {
+		t.Fatalf("before the reload, tcp: %q", got)
+	}
+	if got := askUDP(u1); got != "A hi" {
+		t.Fatalf("before the reload, udp: %q", got)
+	}
+
+	if err := l.Reload(mustParse(t, lconf(tcpB, udpB, ""))); err != nil {
+		t.Fatalf("reload to the B targets: %v", err)
+	}
+	time.Sleep(400 * time.Millisecond) // twice shutdown_grace
+	if got := ask(c1, r1); got != "A hi\n" {
+		t.Errorf("the tcp connection open at the reload: %q, want it still with A", got)
+	}
+	if got := askUDP(u1); got != "A hi" {
+		t.Errorf("the udp flow open at the reload: %q, want it still with A", got)
+	}
+	c2, r2 := dialTCP()
+	if got := ask(c2, r2); got != "B hi\n" {
+		t.Errorf("a tcp connection after the reload: %q, want B", got)
+	}
+	if got := askUDP(dialUDP()); got != "B hi" {
+		t.Errorf("a udp flow after the reload: %q, want B", got)
+	}
+
+	if err := l.Reload(mustParse(t, lconf(tcpB, udpB, `, "ca": ["192.0.2.0/24"]`))); err != nil {
+		t.Fatalf("reload narrowing ca: %v", err)
+	}
+	if got := ask(c2, r2); !strings.HasPrefix(got, "read: ") && !strings.HasPrefix(got, "write: ") {
+		t.Errorf("a tcp connection from outside the narrowed ca: %q, want it closed", got)
+	}
+	if got := askUDP(u1); got != "no answer" {
+		t.Errorf("a udp flow from outside the narrowed ca: %q, want no answer", got)
 	}
 }

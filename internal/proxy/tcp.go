@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/west-tunnel/west/internal/acl"
@@ -34,23 +35,28 @@ type TCPOptions struct {
 // tunnel stream, piped with half-close until both sides end. It has the
 // Serve/Shutdown/Close shape of http.Server.
 type TCP struct {
-	opts TCPOptions
-	log  *slog.Logger
+	route atomic.Pointer[tcpRoute] // Reroute replaces it
 
 	ctx    context.Context // ends every connection on Close
 	cancel context.CancelFunc
 	conns  sync.WaitGroup
 
-	mu  sync.Mutex
-	lns []net.Listener
+	mu   sync.Mutex
+	lns  []net.Listener
+	open map[net.Conn]struct{} // the clients' connections being served
 	// closed is set once Shutdown or Close begins. Connections are
 	// counted in conns only before it, under mu, so that no count is
 	// added while Shutdown or Close waits for it to reach zero.
 	closed bool
 }
 
-// NewTCP returns a TCP listener's server.
-func NewTCP(opts TCPOptions) *TCP {
+// tcpRoute is what a TCP listener's new connections are served by.
+type tcpRoute struct {
+	opts TCPOptions
+	log  *slog.Logger
+}
+
+func newTCPRoute(opts TCPOptions) *tcpRoute {
 	if opts.DialTimeout <= 0 {
 		opts.DialTimeout = 15 * time.Second
 	}
@@ -58,8 +64,33 @@ func NewTCP(opts TCPOptions) *TCP {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	return &tcpRoute{opts: opts, log: log.With("listener", opts.Name, "peer", opts.Peer)}
+}
+
+// NewTCP returns a TCP listener's server.
+func NewTCP(opts TCPOptions) *TCP {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &TCP{opts: opts, log: log.With("listener", opts.Name, "peer", opts.Peer), ctx: ctx, cancel: cancel}
+	t := &TCP{ctx: ctx, cancel: cancel, open: make(map[net.Conn]struct{})}
+	t.route.Store(newTCPRoute(opts))
+	return t
+}
+
+// Reroute serves the connections that come after by opts (a reload
+// changed the listener's target, peer or access list) on the same socket.
+// Connections open stay on their streams, but for those whose client
+// opts.Allow now refuses: they are closed.
+func (t *TCP) Reroute(opts TCPOptions) {
+	t.route.Store(newTCPRoute(opts))
+	if opts.Allow == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c := range t.open {
+		if !opts.Allow(acl.PeerAddr(c.RemoteAddr().String())) {
+			c.Close()
+		}
+	}
 }
 
 // Serve accepts connections on ln until it is closed. Like http.Server's,
@@ -86,12 +117,12 @@ func (t *TCP) Serve(ln net.Listener) error {
 			// Out of descriptors and the like: wait a little, as
 			// http.Server does, rather than spin.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			t.log.Warn("accept failed", "err", err, "retry_in", delay)
+			t.route.Load().log.Warn("accept failed", "err", err, "retry_in", delay)
 			time.Sleep(delay)
 			continue
 		}
 		delay = 0
-		if !t.track() {
+		if !t.track(conn) {
 			// Accepted as the listener closed: shutting down, we
 			// serve it no more than one still in the backlog.
 			conn.Close()
@@ -103,42 +134,50 @@ func (t *TCP) Serve(ln net.Listener) error {
 
 // track counts a connection about to be served, unless the server is
 // closing.
-func (t *TCP) track() bool {
+func (t *TCP) track(conn net.Conn) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return false
 	}
 	t.conns.Add(1)
+	t.open[conn] = struct{}{}
 	return true
 }
 
 func (t *TCP) serveConn(conn net.Conn) {
 	defer t.conns.Done()
+	defer func() {
+		t.mu.Lock()
+		delete(t.open, conn)
+		t.mu.Unlock()
+	}()
+	r := t.route.Load()
+	o := &r.opts
 	start := time.Now()
-	rec := Record{Listener: t.opts.Name, Method: "TCP", Path: t.opts.Target}
+	rec := Record{Listener: o.Name, Method: "TCP", Path: o.Target}
 	defer func() {
 		rec.Duration = time.Since(start)
 		level := LevelAccess
 		if rec.Err != nil {
 			level = slog.LevelWarn
 		}
-		t.log.Log(context.Background(), level, "connection", "client", conn.RemoteAddr().String(),
+		r.log.Log(context.Background(), level, "connection", "client", conn.RemoteAddr().String(),
 			"bytes_in", rec.BytesIn, "bytes_out", rec.BytesOut, "duration", rec.Duration, "err", rec.Err)
-		if t.opts.Observe != nil {
-			t.opts.Observe(rec)
+		if o.Observe != nil {
+			o.Observe(rec)
 		}
 	}()
-	if t.opts.Allow != nil {
-		if !t.opts.Allow(acl.PeerAddr(conn.RemoteAddr().String())) {
+	if o.Allow != nil {
+		if !o.Allow(acl.PeerAddr(conn.RemoteAddr().String())) {
 			rec.Err = fmt.Errorf("client %s not in the access list", conn.RemoteAddr())
 			rec.Status = 403
 			conn.Close()
 			return
 		}
 	}
-	ctx, cancel := context.WithTimeout(t.ctx, t.opts.DialTimeout)
-	stream, err := t.opts.Dialer.Dial(ctx, wire.Header{Kind: wire.KindTCP, Target: t.opts.Target})
+	ctx, cancel := context.WithTimeout(t.ctx, o.DialTimeout)
+	stream, err := o.Dialer.Dial(ctx, wire.Header{Kind: wire.KindTCP, Target: o.Target})
 	cancel()
 	if err != nil {
 		rec.Err, rec.Status = err, statusFor(err)

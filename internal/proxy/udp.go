@@ -40,8 +40,7 @@ type UDPOptions struct {
 // sits idle for IdleTimeout. As UDP does, it drops datagrams it cannot
 // pass on at once rather than queue them without bound.
 type UDP struct {
-	opts UDPOptions
-	log  *slog.Logger
+	route atomic.Pointer[udpRoute] // Reroute replaces it
 
 	ctx    context.Context // ends every flow on Close
 	cancel context.CancelFunc
@@ -72,8 +71,13 @@ const flowQueue = 256
 // every other listener on it.
 const DefaultMaxFlows = 1024
 
-// NewUDP returns a UDP listener's server.
-func NewUDP(opts UDPOptions) *UDP {
+// udpRoute is what a UDP listener's new flows are served by.
+type udpRoute struct {
+	opts UDPOptions
+	log  *slog.Logger
+}
+
+func newUDPRoute(opts UDPOptions) *udpRoute {
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = 60 * time.Second
 	}
@@ -84,10 +88,34 @@ func NewUDP(opts UDPOptions) *UDP {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	return &udpRoute{opts: opts, log: log.With("listener", opts.Name, "peer", opts.Peer)}
+}
+
+// NewUDP returns a UDP listener's server.
+func NewUDP(opts UDPOptions) *UDP {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &UDP{
-		opts: opts, log: log.With("listener", opts.Name, "peer", opts.Peer),
-		ctx: ctx, cancel: cancel, flows: make(map[netip.AddrPort]*udpFlow),
+	u := &UDP{ctx: ctx, cancel: cancel, flows: make(map[netip.AddrPort]*udpFlow)}
+	u.route.Store(newUDPRoute(opts))
+	return u
+}
+
+// Reroute serves the flows that start after by opts (a reload changed the
+// listener's target, peer, access list or bound) on the same socket.
+// Flows open stay on their streams, but for those whose client opts.Allow
+// now refuses, and those over the new bound: they end.
+func (u *UDP) Reroute(opts UDPOptions) {
+	r := newUDPRoute(opts)
+	u.route.Store(r)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for from, f := range u.flows {
+		if opts.Allow != nil && !opts.Allow(from.Addr().Unmap()) {
+			delete(u.flows, from)
+			f.end()
+		}
+	}
+	for len(u.flows) > r.opts.MaxFlows {
+		u.evictLocked(r)
 	}
 }
 
@@ -126,14 +154,15 @@ func (u *UDP) ServePacket(pc net.PacketConn) error {
 			if errors.Is(err, net.ErrClosed) || u.ctx.Err() != nil {
 				return net.ErrClosed
 			}
-			u.log.Warn("udp read failed", "err", err)
+			u.route.Load().log.Warn("udp read failed", "err", err)
 			continue
 		}
 		if !from.IsValid() {
 			continue
 		}
-		if u.opts.Allow != nil && !u.opts.Allow(from.Addr().Unmap()) {
-			u.log.Debug("datagram from a client outside the access list dropped", "client", from)
+		r := u.route.Load()
+		if r.opts.Allow != nil && !r.opts.Allow(from.Addr().Unmap()) {
+			r.log.Debug("datagram from a client outside the access list dropped", "client", from)
 			continue
 		}
 		f := u.flow(pc, from, oob[:oobn])
@@ -143,7 +172,7 @@ func (u *UDP) ServePacket(pc net.PacketConn) error {
 		select {
 		case f.out <- append([]byte(nil), buf[:n]...):
 		default:
-			u.log.Debug("datagram dropped: its flow's queue is full", "client", from)
+			r.log.Debug("datagram dropped: its flow's queue is full", "client", from)
 		}
 	}
 }
@@ -159,8 +188,9 @@ func (u *UDP) flow(pc net.PacketConn, from netip.AddrPort, oob []byte) *udpFlow 
 	if f := u.flows[from]; f != nil {
 		return f
 	}
-	if len(u.flows) >= u.opts.MaxFlows {
-		u.evictLocked()
+	r := u.route.Load()
+	for len(u.flows) >= r.opts.MaxFlows {
+		u.evictLocked(r)
 	}
 	f := &udpFlow{out: make(chan []byte, flowQueue)}
 	f.ctx, f.end = context.WithCancel(u.ctx)
@@ -170,13 +200,13 @@ func (u *UDP) flow(pc net.PacketConn, from netip.AddrPort, oob []byte) *udpFlow 
 	f.last.Store(time.Now().UnixNano())
 	u.flows[from] = f
 	u.flowWG.Add(1)
-	go u.runFlow(pc, from, f)
+	go u.runFlow(pc, from, f, r)
 	return f
 }
 
 // evictLocked ends the flow idle longest, to make room for a new one.
 // u.mu must be held.
-func (u *UDP) evictLocked() {
+func (u *UDP) evictLocked(r *udpRoute) {
 	var oldest *udpFlow
 	var client netip.AddrPort
 	for from, f := range u.flows {
@@ -190,13 +220,13 @@ func (u *UDP) evictLocked() {
 	// Out of the map at once: the client's next datagram starts a flow.
 	delete(u.flows, client)
 	oldest.end()
-	u.log.Debug("udp flow ended to make room for a new client", "client", client,
-		"idle", time.Since(time.Unix(0, oldest.last.Load())).Round(time.Millisecond), "max_flows", u.opts.MaxFlows)
+	r.log.Debug("udp flow ended to make room for a new client", "client", client,
+		"idle", time.Since(time.Unix(0, oldest.last.Load())).Round(time.Millisecond), "max_flows", r.opts.MaxFlows)
 }
 
 // runFlow opens the flow's stream and carries datagrams both ways until
 // the flow idles out, the stream ends, or the listener closes.
-func (u *UDP) runFlow(pc net.PacketConn, from netip.AddrPort, f *udpFlow) {
+func (u *UDP) runFlow(pc net.PacketConn, from netip.AddrPort, f *udpFlow, r *udpRoute) {
 	defer u.flowWG.Done()
 	defer f.end()
 	defer func() {
@@ -206,17 +236,17 @@ func (u *UDP) runFlow(pc net.PacketConn, from netip.AddrPort, f *udpFlow) {
 		}
 		u.mu.Unlock()
 	}()
-	log := u.log.With("client", from)
+	log := r.log.With("client", from)
 	dctx, cancel := context.WithTimeout(f.ctx, 15*time.Second)
-	stream, err := u.opts.Dialer.Dial(dctx, wire.Header{Kind: wire.KindUDP, Target: u.opts.Target})
+	stream, err := r.opts.Dialer.Dial(dctx, wire.Header{Kind: wire.KindUDP, Target: r.opts.Target})
 	cancel()
 	if err != nil && f.ctx.Err() != nil {
 		return // evicted, or the listener closed, while the stream opened
 	}
 	if err != nil {
 		log.Info("udp flow: tunnel stream failed; its datagrams are dropped", "err", err)
-		if u.opts.OnDialError != nil {
-			u.opts.OnDialError(err)
+		if r.opts.OnDialError != nil {
+			r.opts.OnDialError(err)
 		}
 		return
 	}
@@ -247,7 +277,7 @@ func (u *UDP) runFlow(pc net.PacketConn, from netip.AddrPort, f *udpFlow) {
 		}
 	}()
 
-	idle := time.NewTimer(u.opts.IdleTimeout)
+	idle := time.NewTimer(r.opts.IdleTimeout)
 	defer idle.Stop()
 	for {
 		select {
@@ -258,8 +288,8 @@ func (u *UDP) runFlow(pc net.PacketConn, from netip.AddrPort, f *udpFlow) {
 				return
 			}
 		case <-idle.C:
-			if quiet := time.Since(time.Unix(0, f.last.Load())); quiet < u.opts.IdleTimeout {
-				idle.Reset(u.opts.IdleTimeout - quiet)
+			if quiet := time.Since(time.Unix(0, f.last.Load())); quiet < r.opts.IdleTimeout {
+				idle.Reset(r.opts.IdleTimeout - quiet)
 				continue
 			}
 			log.Debug("udp flow idle; ended")
