@@ -387,25 +387,7 @@ func freeUDPAddr(t *testing.T) string {
 }
 
 // udpEcho answers every datagram with "echo " and the datagram.
-func udpEcho(t *testing.T) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			n, addr, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(append([]byte("echo "), buf[:n]...), addr)
-		}
-	}()
-	return pc.LocalAddr().String()
-}
+func udpEcho(t *testing.T) string { return udpPrefixServer(t, "echo ") }
 
 func TestUDPFlows(t *testing.T) {
 	echo := udpEcho(t)

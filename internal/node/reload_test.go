@@ -163,18 +163,7 @@ func TestReloadFileThroughControlPort(t *testing.T) {
 		return fmt.Sprintf(`{"west": {"nm": "G", "cp": %q}, "wsts": {"sp": "ws://127.0.0.1:0"},
 			"proxy": {"http://%s": {"en": "L", %q: {"ou": "%s/x"}}}}`, cp, listen, path, be.URL)
 	}
-	write(conf("/one"))
-	cfg, err := config.Load(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := New(cfg, Options{Logger: testLogger(t), Listen: pre.listen, ConfigPath: file})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runStarted(t, g)
-	runNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
-	waitUp(t, g, "L")
+	runFromFile(t, file, conf("/one"), &pre)
 
 	post := func(header ...string) (int, string) {
 		req, err := http.NewRequest("POST", "http://"+cp+"/api/reload", nil)
@@ -446,20 +435,7 @@ func TestReloadBindFailureIsNotARefusal(t *testing.T) {
 		return fmt.Sprintf(`{"west": {"nm": "G", "cp": %q}, "wsts": {"sp": "ws://127.0.0.1:0"},
 			"proxy": {"http://%s": {"en": "L", %q: {"ou": "%s/x"}}%s}}`, cp, listen, path, be.URL, extra)
 	}
-	if err := os.WriteFile(file, []byte(conf("/one", "")), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := New(cfg, Options{Logger: testLogger(t), Listen: pre.listen, ConfigPath: file})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runStarted(t, g)
-	runNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
-	waitUp(t, g, "L")
+	runFromFile(t, file, conf("/one", ""), &pre)
 
 	next := conf("/two", fmt.Sprintf(`, "http://%s": {"en": "L", "/": {"ou": "%s/x"}}`, busy.Addr(), be.URL))
 	if err := os.WriteFile(file, []byte(next), 0o600); err != nil {
@@ -608,7 +584,7 @@ func udpPrefixServer(t *testing.T, prefix string) string {
 	}
 	t.Cleanup(func() { pc.Close() })
 	go func() {
-		buf := make([]byte, 2048)
+		buf := make([]byte, 65535)
 		for {
 			n, addr, err := pc.ReadFrom(buf)
 			if err != nil {
@@ -714,4 +690,25 @@ func TestReloadReroutesTCPAndUDPInPlace(t *testing.T) {
 	if got := askUDP(u1); got != "no answer" {
 		t.Errorf("a udp flow from outside the narrowed ca: %q, want no answer", got)
 	}
+}
+
+// runFromFile writes js to file and runs G from it, as west -c file does,
+// so that a reload reads the file; then L, a tunnel client of G's.
+func runFromFile(t *testing.T, file, js string, pre *prebound) *Node {
+	t.Helper()
+	if err := os.WriteFile(file, []byte(js), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(cfg, Options{Logger: testLogger(t), Listen: pre.listen, ConfigPath: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runStarted(t, g)
+	runNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
+	waitUp(t, g, "L")
+	return g
 }
