@@ -221,6 +221,25 @@ type requestSeries struct {
 	duration prometheus.Observer
 }
 
+// ForgetListener drops the series of a listener that a reload removed,
+// once its last request has ended, so that /metrics does not keep every
+// listener a west ever had.
+func (m *Metrics) ForgetListener(listener string) {
+	if m == nil {
+		return
+	}
+	m.requestMu.Lock()
+	for key := range m.requestSeries {
+		if key.listener == listener {
+			delete(m.requestSeries, key)
+		}
+	}
+	m.requestMu.Unlock()
+	m.requests.DeletePartialMatch(prometheus.Labels{"listener": listener})
+	m.duration.DeletePartialMatch(prometheus.Labels{"listener": listener})
+	m.tcpConns.DeleteLabelValues(listener)
+}
+
 // ObserveTCP records one finished connection of a tcp:// listener.
 func (m *Metrics) ObserveTCP(listener string) {
 	if m == nil {

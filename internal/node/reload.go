@@ -300,6 +300,14 @@ func (n *Node) stopListener(l *listener) <-chan struct{} {
 		if l.after != nil {
 			l.after()
 		}
+		// Its metrics go with it, unless a reload since has a listener
+		// of the same name (restarted, or added back).
+		n.mu.Lock()
+		named := slices.ContainsFunc(n.cfg.Proxies, func(p config.Proxy) bool { return p.URL.String() == l.name })
+		n.mu.Unlock()
+		if !named {
+			n.metrics.ForgetListener(l.name)
+		}
 	}()
 	return done
 }

@@ -712,3 +712,63 @@ func runFromFile(t *testing.T, file, js string, pre *prebound) *Node {
 	waitUp(t, g, "L")
 	return g
 }
+
+// TestReloadForgetsRemovedListenersMetrics: the series of a listener a
+// reload removed leave /metrics once its drain is over; those of a
+// listener kept stay.
+func TestReloadForgetsRemovedListenersMetrics(t *testing.T) {
+	be := backend(t)
+	echo := testutil.EchoServer(t)
+	var pre prebound
+	cp, keep, gone, tcpGone := pre.addr(t), pre.addr(t), pre.addr(t), pre.addr(t)
+	conf := func(extra string) string {
+		return fmt.Sprintf(`{"west": {"nm": "G", "cp": %q}, "wsts": {"sp": "ws://127.0.0.1:0"}, "proxy": {
+			"http://%s": {"en": "L", "/": {"ou": "%s/x"}}%s}}`, cp, keep, be.URL, extra)
+	}
+	g, _ := runNode(t, conf(fmt.Sprintf(`,
+			"http://%s": {"en": "L", "/": {"ou": "%s/x"}},
+			"tcp://%s": {"en": "L", "ou": "tcp://%s"}`, gone, be.URL, tcpGone, echo)), Options{Listen: pre.listen})
+	runNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
+	waitUp(t, g, "L")
+	for _, addr := range []string{keep, gone} {
+		if code, _ := getStatus(t, "http://"+addr+"/"); code != 200 {
+			t.Fatalf("GET through %s: %d", addr, code)
+		}
+	}
+	c, err := net.Dial("tcp", tcpGone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("x"))
+	io.ReadFull(c, make([]byte, 1))
+	c.Close()
+	client := &http.Client{Timeout: 5 * time.Second}
+	series := func(listener string) int {
+		_, body := fetch(t, client, "http://"+cp+"/metrics")
+		return strings.Count(body, `listener="`+listener+`"`)
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("the tcp connection's series", func() bool { return series("tcp://"+tcpGone) > 0 })
+	if series("http://"+gone) == 0 || series("http://"+keep) == 0 {
+		t.Fatal("no series for the http listeners before the reload")
+	}
+
+	if err := g.Reload(mustParse(t, conf(""))); err != nil {
+		t.Fatalf("reload removing two listeners: %v", err)
+	}
+	waitFor("the removed listeners' series to go", func() bool {
+		return series("http://"+gone) == 0 && series("tcp://"+tcpGone) == 0
+	})
+	if series("http://"+keep) == 0 {
+		t.Error("the kept listener's series went too")
+	}
+}
