@@ -104,6 +104,7 @@ type listener struct {
 	// connections it serves at once.
 	tls      *tls.Config
 	maxConns int
+	limit    *proxy.Limited // the bound on its socket, when maxConns > 0
 	// For proxy listeners: the config they were built from, and for HTTP
 	// ones the handler Reload can swap without closing the socket.
 	proxy   config.Proxy
@@ -439,7 +440,8 @@ func (n *Node) listen(s *listener) error {
 		ln = proxy.NewLocalListener(ln, &n.locals) // inside its limit, which counts streams too
 	}
 	if s.maxConns > 0 {
-		ln = proxy.LimitListener(ln, s.maxConns)
+		s.limit = proxy.LimitListener(ln, s.maxConns)
+		ln = s.limit
 	}
 	if s.tls != nil {
 		ln = tls.NewListener(ln, s.tls)

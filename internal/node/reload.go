@@ -157,19 +157,19 @@ func (n *Node) Reload(cfg *config.Config) error {
 		// that the file is read anew.
 		case old != nil && sameDialer && reflect.DeepEqual(old.proxy, p) && p.TLSCAFile == "":
 			kept = append(kept, old)
-		case old != nil && old.handler != nil && p.Kind == config.KindHTTP && old.proxy.Addr == p.Addr && old.proxy.MaxConns == p.MaxConns:
+		case old != nil && old.handler != nil && p.Kind == config.KindHTTP && old.proxy.Addr == p.Addr && old.limitFits(p):
 			h, err := n.buildHTTP(p, clients)
 			if err != nil {
 				return err
 			}
-			swaps = append(swaps, swap{old, p, func() { old.handler.h.Swap(h).Retire() }})
-		case old != nil && p.Kind == config.KindTCP && old.proxy.Kind == p.Kind && old.proxy.Addr == p.Addr && old.proxy.MaxConns == p.MaxConns:
+			swaps = append(swaps, swap{old, p, func() { old.handler.h.Swap(h).Retire(); old.setLimit(p.MaxConns) }})
+		case old != nil && p.Kind == config.KindTCP && old.proxy.Kind == p.Kind && old.proxy.Addr == p.Addr && old.limitFits(p):
 			o, err := n.tcpOptions(p, clients)
 			if err != nil {
 				return err
 			}
 			srv := old.srv.(*proxy.TCP)
-			swaps = append(swaps, swap{old, p, func() { srv.Reroute(o) }})
+			swaps = append(swaps, swap{old, p, func() { srv.Reroute(o); old.setLimit(p.MaxConns) }})
 		case old != nil && p.Kind == config.KindUDP && old.proxy.Kind == p.Kind && old.proxy.Addr == p.Addr:
 			o, err := n.udpOptions(p, clients)
 			if err != nil {
@@ -280,6 +280,21 @@ func (e *PartialError) Unwrap() error { return e.Err }
 
 // Applied tells the control port that the reload took effect.
 func (e *PartialError) Applied() bool { return true }
+
+// limitFits reports whether l's socket can take p's max_conns in place:
+// the same, or another bound on a socket that has one. Adding or taking
+// away the bound restarts the listener.
+func (l *listener) limitFits(p config.Proxy) bool {
+	return l.proxy.MaxConns == p.MaxConns || l.limit != nil && p.MaxConns > 0
+}
+
+// setLimit applies max_conns n to l's socket, where limitFits allowed it.
+func (l *listener) setLimit(n int) {
+	if l.limit != nil && n > 0 {
+		l.limit.SetLimit(n)
+	}
+	l.maxConns = n
+}
 
 // stopListener stops accepting on l at once and lets its requests in
 // flight finish within the shutdown grace, in the background. The channel

@@ -772,3 +772,59 @@ func TestReloadForgetsRemovedListenersMetrics(t *testing.T) {
 		t.Error("the kept listener's series went too")
 	}
 }
+
+// TestReloadRaisesMaxConnsInPlace: a reload that changes a tcp://
+// listener's max_conns applies it to the socket it has: a client waiting
+// in the backlog for the single slot is served once the bound is raised,
+// and the connection open stays, past shutdown_grace.
+func TestReloadRaisesMaxConnsInPlace(t *testing.T) {
+	echo := prefixServer(t, "")
+	g, _ := runNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	var pre prebound
+	entry := pre.addr(t)
+	conf := func(max int) string {
+		return fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {"tcp://%s": {"ea": "ws://%s", "ou": "tcp://%s", "max_conns": %d}}}`,
+			entry, g.Addrs().Tunnel, echo, max)
+	}
+	l, _ := runNode(t, conf(1), Options{Listen: pre.listen, ShutdownGrace: 200 * time.Millisecond})
+	waitUp(t, g, "L")
+	ask := func(c net.Conn, r *bufio.Reader, wait time.Duration) string {
+		c.SetDeadline(time.Now().Add(wait))
+		if _, err := io.WriteString(c, "hi\n"); err != nil {
+			return "write: " + err.Error()
+		}
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return "read: " + err.Error()
+		}
+		return line
+	}
+	dial := func() (net.Conn, *bufio.Reader) {
+		c, err := net.DialTimeout("tcp", entry, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c, bufio.NewReader(c)
+	}
+	c1, r1 := dial()
+	if got := ask(c1, r1, 5*time.Second); got != "hi\n" {
+		t.Fatalf("first connection: %q", got)
+	}
+	c2, r2 := dial()
+	if got := ask(c2, r2, 300*time.Millisecond); got == "hi\n" {
+		t.Fatal("a second connection was served beyond max_conns 1")
+	}
+
+	if err := l.Reload(mustParse(t, conf(2))); err != nil {
+		t.Fatalf("reload raising max_conns: %v", err)
+	}
+	c2.SetDeadline(time.Now().Add(5 * time.Second))
+	if line, err := r2.ReadString('\n'); err != nil || line != "hi\n" {
+		t.Errorf("the waiting connection after max_conns was raised: %q, %v; want its echo", line, err)
+	}
+	time.Sleep(400 * time.Millisecond) // twice shutdown_grace
+	if got := ask(c1, r1, 5*time.Second); got != "hi\n" {
+		t.Errorf("the connection open at the reload: %q, want it kept", got)
+	}
+}

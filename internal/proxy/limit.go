@@ -9,32 +9,66 @@ import (
 // LimitListener returns a listener that has at most n accepted connections
 // open at once. Beyond that it stops accepting, so further clients wait in
 // the kernel's backlog instead of costing this process memory.
-func LimitListener(ln net.Listener, n int) net.Listener {
-	return &limitListener{Listener: ln, slots: make(chan struct{}, n), done: make(chan struct{})}
+func LimitListener(ln net.Listener, n int) *Limited {
+	return &Limited{Listener: ln, max: n, wake: make(chan struct{}), done: make(chan struct{})}
 }
 
-type limitListener struct {
+// Limited is a listener made by LimitListener.
+type Limited struct {
 	net.Listener
-	slots     chan struct{}
+	mu        sync.Mutex
+	max, open int
+	wake      chan struct{} // closed, and replaced, when a slot frees or max grows
 	done      chan struct{}
 	closeOnce sync.Once
 }
 
-func (l *limitListener) Accept() (net.Conn, error) {
-	select {
-	case l.slots <- struct{}{}:
-	case <-l.done:
-		return nil, net.ErrClosed
+// SetLimit changes the bound for the connections accepted from now on;
+// those open above a lowered bound stay.
+func (l *Limited) SetLimit(n int) {
+	l.mu.Lock()
+	l.max = n
+	l.wakeLocked()
+	l.mu.Unlock()
+}
+
+func (l *Limited) wakeLocked() {
+	close(l.wake)
+	l.wake = make(chan struct{})
+}
+
+func (l *Limited) Accept() (net.Conn, error) {
+	for {
+		l.mu.Lock()
+		if l.open < l.max {
+			l.open++
+			l.mu.Unlock()
+			break
+		}
+		wake := l.wake
+		l.mu.Unlock()
+		select {
+		case <-wake:
+		case <-l.done:
+			return nil, net.ErrClosed
+		}
 	}
 	c, err := l.Listener.Accept()
 	if err != nil {
-		<-l.slots
+		l.release()
 		return nil, err
 	}
-	return &limitConn{Conn: c, release: func() { <-l.slots }}, nil
+	return &limitConn{Conn: c, release: l.release}, nil
 }
 
-func (l *limitListener) Close() error {
+func (l *Limited) release() {
+	l.mu.Lock()
+	l.open--
+	l.wakeLocked()
+	l.mu.Unlock()
+}
+
+func (l *Limited) Close() error {
 	l.closeOnce.Do(func() { close(l.done) })
 	return l.Listener.Close()
 }
