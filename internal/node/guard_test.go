@@ -3,11 +3,14 @@ package node
 import (
 	"bufio"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/west-tunnel/west/internal/testutil"
 	"github.com/west-tunnel/west/internal/tunnel"
 )
 
@@ -114,4 +117,48 @@ func TestTokenWithSurroundingSpace(t *testing.T) {
 	srv := "ws://" + g.Addrs().Tunnel
 	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {%q: {"token": "env:WEST_TEST_TOKEN_SPACED"}}}`, srv), Options{})
 	waitClient(t, l, srv, tunnel.StateUp)
+}
+
+// With the peer down, clients that each send from a new port (as DNS
+// resolvers do) are each counted as peer_down, but logged at most once a
+// second per listener.
+func TestPeerDownUDPFlowsLoggedSparingly(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	var log testutil.Buffer
+	l, _ := runNode(t, fmt.Sprintf(`{"west": {"nm": "L", "cp": "127.0.0.1:0"},
+		"proxy": {"udp://%s": {"ea": "ws://%s", "ou": "udp://%s"}}}`, freeUDPAddr(t), dead, udpEcho(t)),
+		Options{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	var entry string
+	for _, a := range l.Addrs().Proxies {
+		entry = a
+	}
+	const clients = 40
+	for range clients {
+		c, err := net.Dial("udp", entry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte("anyone there?"))
+		c.Close()
+	}
+	cp := "http://" + l.Addrs().Control + "/metrics"
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, body := fetch(t, http.DefaultClient, cp)
+		if n, _ := metric(body, "west_dial_failures_total", `reason="peer_down"`); n >= clients {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("peer_down counted fewer than the %d clients:\n%s", clients, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := strings.Count(log.String(), "udp flow: tunnel stream failed"); n < 1 || n > 12 {
+		t.Errorf("%d log lines for %d failed flows, want one a second at most:\n%s", n, clients, log.String())
+	}
 }

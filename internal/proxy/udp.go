@@ -46,6 +46,11 @@ type UDP struct {
 	cancel context.CancelFunc
 	flowWG sync.WaitGroup
 
+	// failMu guards the log of failed flows (see logDialFailure).
+	failMu      sync.Mutex
+	failLogged  time.Time
+	failSkipped int
+
 	mu    sync.Mutex
 	flows map[netip.AddrPort]*udpFlow
 	pcs   []net.PacketConn
@@ -204,6 +209,24 @@ func (u *UDP) flow(pc net.PacketConn, from netip.AddrPort, oob []byte) *udpFlow 
 	return f
 }
 
+// logDialFailure logs a flow whose stream could not be opened, at most
+// once a second per listener, with how many it left out since: while the
+// peer is down each new client starts a flow, and clients that send from
+// a new port each time (DNS) would fill the log. The metrics count each.
+func (u *UDP) logDialFailure(log *slog.Logger, err error) {
+	u.failMu.Lock()
+	now := time.Now()
+	if now.Sub(u.failLogged) < time.Second {
+		u.failSkipped++
+		u.failMu.Unlock()
+		return
+	}
+	skipped := u.failSkipped
+	u.failLogged, u.failSkipped = now, 0
+	u.failMu.Unlock()
+	log.Info("udp flow: tunnel stream failed; its datagrams are dropped", "err", err, "not_logged_since", skipped)
+}
+
 // evictLocked ends the flow idle longest, to make room for a new one.
 // u.mu must be held.
 func (u *UDP) evictLocked(r *udpRoute) {
@@ -244,7 +267,7 @@ func (u *UDP) runFlow(pc net.PacketConn, from netip.AddrPort, f *udpFlow, r *udp
 		return // evicted, or the listener closed, while the stream opened
 	}
 	if err != nil {
-		log.Info("udp flow: tunnel stream failed; its datagrams are dropped", "err", err)
+		u.logDialFailure(log, err)
 		if r.opts.OnDialError != nil {
 			r.opts.OnDialError(err)
 		}
