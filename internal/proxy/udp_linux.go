@@ -11,7 +11,8 @@ import (
 // askDestination makes pc, a socket bound to every address, tell with
 // each datagram the address it was sent to (IP_PKTINFO, IPV6_PKTINFO),
 // and reports whether it will. A dual-stack socket tells IPv4 ones as
-// IPv4-mapped IPv6 addresses.
+// IPv4-mapped IPv6 addresses, and, asked for IP_PKTINFO too, the local
+// address they came in by: for a broadcast, the only one to reply from.
 func askDestination(pc *net.UDPConn) bool {
 	la, ok := pc.LocalAddr().(*net.UDPAddr)
 	if !ok || !la.IP.IsUnspecified() {
@@ -27,23 +28,28 @@ func askDestination(pc *net.UDPConn) bool {
 			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
 		} else {
 			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+			// Best effort: without it, a broadcast goes unanswered.
+			unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
 		}
 	})
 	return err == nil && serr == nil
 }
 
-// destinationBufSize holds the control message askDestination asks for.
-var destinationBufSize = unix.CmsgSpace(unix.SizeofInet6Pktinfo)
+// destinationBufSize holds the control messages askDestination asks for.
+var destinationBufSize = unix.CmsgSpace(unix.SizeofInet6Pktinfo) + unix.CmsgSpace(unix.SizeofInet4Pktinfo)
 
 // replyFrom returns the control message that sends a reply from the
 // address a datagram that came with oob was sent to (for IPv4, the
 // local address it came in by, which a broadcast has too), or nil when
-// oob does not say or the address was a multicast group.
+// oob does not say or the address was a multicast group. An IPv4
+// datagram to a dual-stack socket comes with both messages; the IPv4
+// one wins, since a broadcast address cannot be replied from.
 func replyFrom(oob []byte) []byte {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
 		return nil
 	}
+	var from6 []byte
 	for _, m := range msgs {
 		switch {
 		case m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_PKTINFO && len(m.Data) >= unix.SizeofInet4Pktinfo:
@@ -61,14 +67,14 @@ func replyFrom(oob []byte) []byte {
 			copy(info.Addr[:], m.Data[:16])
 			dst := netip.AddrFrom16(info.Addr)
 			if dst.IsMulticast() || dst.Unmap().IsMulticast() {
-				return nil
+				continue
 			}
 			if dst.IsLinkLocalUnicast() {
 				// Only the interface it came in by names the address.
 				info.Ifindex = binary.NativeEndian.Uint32(m.Data[16:20])
 			}
-			return unix.PktInfo6(&info)
+			from6 = unix.PktInfo6(&info)
 		}
 	}
-	return nil
+	return from6
 }

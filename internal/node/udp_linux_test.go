@@ -1,0 +1,59 @@
+//go:build linux
+
+package node
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A udp:// listener on every address answers a client that broadcast its
+// datagram, as discovery protocols do, from its own address on the
+// network the broadcast came in by: the kernel refuses to send from a
+// broadcast address, so a reply from "the address asked" is lost. On
+// loopback, 127.255.255.255 is the broadcast address of 127.0.0.0/8.
+func TestUDPWildcardListenerAnswersBroadcast(t *testing.T) {
+	echo := udpEcho(t)
+	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	for i, host := range []string{"0.0.0.0", ""} {
+		_, port, _ := net.SplitHostPort(freeUDPAddr(t))
+		startNode(t, fmt.Sprintf(`{"west": {"nm": "L%d"}, "proxy": {"udp://%s": {"ea": "ws://%s", "ou": "udp://%s"}}}`,
+			i, net.JoinHostPort(host, port), g.Addrs().Tunnel, echo), Options{})
+		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		rc, err := c.(*net.UDPConn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var serr error
+		rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_BROADCAST, 1)
+		})
+		if serr != nil {
+			t.Fatal(serr)
+		}
+		p, _ := strconv.Atoi(port)
+		to := &net.UDPAddr{IP: net.IPv4(127, 255, 255, 255), Port: p}
+		buf := make([]byte, 100)
+		var got string
+		for try := 0; try < 10 && got == ""; try++ {
+			if _, err := c.WriteTo([]byte("anyone there"), to); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			if n, _, err := c.ReadFrom(buf); err == nil {
+				got = string(buf[:n])
+			}
+		}
+		if got != "echo anyone there" {
+			t.Errorf("listener on %q, client broadcasting to %s: got %q, want the echo", host, to, got)
+		}
+	}
+}
