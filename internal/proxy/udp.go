@@ -61,6 +61,8 @@ type udpFlow struct {
 	last atomic.Int64 // unix nanoseconds of the last datagram either way
 	ctx  context.Context
 	end  context.CancelFunc // ends the flow early, to make room for another
+	// route is what the flow was started by: its target and peer.
+	route *udpRoute
 	// from, for a listener on every address, is the control message
 	// that sends replies from the address the client sent to; a client
 	// drops replies from any other. Nil: the socket's own address.
@@ -107,14 +109,18 @@ func NewUDP(opts UDPOptions) *UDP {
 // Reroute serves the flows that start after by opts (a reload changed the
 // listener's target, peer, access list or bound) on the same socket.
 // Flows open stay on their streams, but for those whose client opts.Allow
-// now refuses, and those over the new bound: they end.
+// now refuses, those over the new bound, and, when the target or the peer
+// changed, all: they end, and a client's next datagram starts a flow by
+// opts. A UDP client that keeps sending would otherwise never leave the
+// old target, as a TCP connection does when it closes.
 func (u *UDP) Reroute(opts UDPOptions) {
 	r := newUDPRoute(opts)
 	u.route.Store(r)
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	for from, f := range u.flows {
-		if opts.Allow != nil && !opts.Allow(from.Addr().Unmap()) {
+		moved := f.route.opts.Target != opts.Target || f.route.opts.Peer != opts.Peer
+		if moved || opts.Allow != nil && !opts.Allow(from.Addr().Unmap()) {
 			delete(u.flows, from)
 			f.end()
 		}
@@ -197,7 +203,7 @@ func (u *UDP) flow(pc net.PacketConn, from netip.AddrPort, oob []byte) *udpFlow 
 	for len(u.flows) >= r.opts.MaxFlows {
 		u.evictLocked(r)
 	}
-	f := &udpFlow{out: make(chan []byte, flowQueue)}
+	f := &udpFlow{out: make(chan []byte, flowQueue), route: r}
 	f.ctx, f.end = context.WithCancel(u.ctx)
 	if len(oob) > 0 {
 		f.from = replyFrom(oob)
