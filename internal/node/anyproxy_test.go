@@ -446,7 +446,7 @@ func TestUDPAccessList(t *testing.T) {
 func TestUDPWildcardListenerAnswersFromAddressAsked(t *testing.T) {
 	echo := udpEcho(t)
 	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
-	for i, host := range []string{"0.0.0.0", ""} { // IPv4 only, and dual-stack
+	for i, host := range []string{"0.0.0.0", ""} { // both give a dual-stack socket in Go, where IPv6 is on
 		_, port, _ := net.SplitHostPort(freeUDPAddr(t))
 		startNode(t, fmt.Sprintf(`{"west": {"nm": "L%d"}, "proxy": {"udp://%s": {"ea": "ws://%s", "ou": "udp://%s"}}}`,
 			i, net.JoinHostPort(host, port), g.Addrs().Tunnel, echo), Options{})
