@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -113,5 +116,42 @@ func TestStoppingSidesSayWhy(t *testing.T) {
 	waitFor(t, "the server to log the client's reason", func() bool {
 		return strings.Contains(srvLog.String(), `msg="tunnel client disconnected" peer=leaving`) &&
 			strings.Contains(srvLog.String(), `reason="stopped by its west (shutdown, or reload)"`)
+	})
+}
+
+// A handshake admitted just before a reload revokes its peer, whose
+// session starts only after the reload's Recheck has looked, is judged
+// again too: otherwise the revoked peer keeps a tunnel until it next
+// reconnects.
+func TestRecheckCatchesHandshakeInFlight(t *testing.T) {
+	var revoked atomic.Bool
+	judge := func(r *http.Request, name string) error {
+		if revoked.Load() {
+			return errors.New("revoked")
+		}
+		return nil
+	}
+	admitted, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	h := newHarness(t, ServerOptions{Admit: func(r *http.Request, name string) error {
+		err := judge(r, name)
+		// The first handshake is admitted under the old rules, then
+		// waits while the reload changes them.
+		once.Do(func() { close(admitted); <-release })
+		return err
+	}})
+	var released sync.Once
+	letGo := func() { released.Do(func() { close(release) }) }
+	t.Cleanup(letGo) // before the server's, which waits for the handshake
+	c := h.startClient(ClientOptions{Name: "late", MinBackoff: time.Hour})
+	<-admitted
+	revoked.Store(true)
+	if closed := h.server.Recheck(judge); len(closed) != 0 {
+		t.Fatalf("Recheck closed %v before any session was up", closed)
+	}
+	letGo()
+	waitFor(t, "the late session to be closed as revoked", func() bool {
+		err := c.Status().LastError
+		return c.Status().State == StateBackoff && err != nil && strings.Contains(err.Error(), "no longer admitted: revoked")
 	})
 }

@@ -47,8 +47,13 @@ type Server struct {
 	// handshakes keeps what each session in peers was admitted by, so
 	// that Recheck can judge it again.
 	handshakes map[*Session]*http.Request
-	closed     bool
-	sessions   sync.WaitGroup // ServeHTTP calls past the upgrade
+	// rechecks counts Recheck calls, and judge is the last one's rule: a
+	// handshake admitted before a Recheck whose session registers after
+	// it is judged again by that rule.
+	rechecks int
+	judge    func(r *http.Request, name string) error
+	closed   bool
+	sessions sync.WaitGroup // ServeHTTP calls past the upgrade
 }
 
 // NewServer returns a Server.
@@ -69,6 +74,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	s.mu.Lock()
+	rechecks := s.rechecks
+	s.mu.Unlock()
 	if s.opts.Admit != nil {
 		if err := s.opts.Admit(r, name); err != nil {
 			log.Warn("tunnel client not admitted", "err", err)
@@ -91,7 +99,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// What Admit reads of the request, without its body or context.
 	hs := &http.Request{Method: r.Method, URL: r.URL, Host: r.Host, Header: r.Header.Clone(), RemoteAddr: r.RemoteAddr, TLS: r.TLS}
-	if !s.register(sess, hs) {
+	if !s.register(sess, hs, rechecks) {
 		sess.Close()
 		return
 	}
@@ -131,11 +139,15 @@ func (s *Server) checkHandshake(r *http.Request, name string) error {
 // register makes sess the session for its name, closing an older one: the
 // newest connection under a name wins at once, so a client that reconnects
 // is never locked out by its own dead session.
-func (s *Server) register(sess *Session, handshake *http.Request) bool {
+func (s *Server) register(sess *Session, handshake *http.Request, rechecks int) bool {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return false
+	}
+	var judge func(r *http.Request, name string) error
+	if s.rechecks != rechecks {
+		judge = s.judge
 	}
 	old := s.peers[sess.peer]
 	if old != nil {
@@ -148,6 +160,14 @@ func (s *Server) register(sess *Session, handshake *http.Request) bool {
 		s.opts.OnSession(sess, true)
 	}
 	s.mu.Unlock()
+	if judge != nil {
+		// Admitted by the rules a Recheck has replaced since, and
+		// missed by it.
+		if err := judge(handshake, sess.peer); err != nil {
+			s.log.Warn("tunnel client no longer admitted; closing its tunnel", "peer", sess.peer, "remote", sess.remote, "err", err)
+			sess.closeFor(closeRevoked, "no longer admitted: "+err.Error())
+		}
+	}
 	if old == nil {
 		return true
 	}
@@ -188,6 +208,8 @@ func (s *Server) unregister(sess *Session) {
 // only its next one. It returns the names of the peers it disconnected.
 func (s *Server) Recheck(admit func(r *http.Request, name string) error) []string {
 	s.mu.Lock()
+	s.rechecks++
+	s.judge = admit
 	handshakes := make(map[*Session]*http.Request, len(s.handshakes))
 	for sess, r := range s.handshakes {
 		handshakes[sess] = r
