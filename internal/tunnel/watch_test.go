@@ -1,0 +1,164 @@
+package tunnel
+
+import (
+	"context"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/west-tunnel/west/internal/wire"
+)
+
+// stallRelay forwards TCP between tunnel clients and their server until
+// stall, which makes it stop reading the connections it has, one way or
+// both, while it goes on forwarding new ones; it closes nothing: a
+// middlebox gone wrong, or a path that went dark.
+type stallRelay struct {
+	ln   net.Listener
+	stop chan struct{}
+
+	mu    sync.Mutex
+	conns []net.Conn
+	pairs []*relayPair
+}
+
+type relayPair struct {
+	stalled  chan struct{} // closed by stall
+	bothWays bool          // set before stalled is closed
+}
+
+func newStallRelay(t *testing.T, target string) *stallRelay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &stallRelay{ln: ln, stop: make(chan struct{})}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		close(r.stop)
+		ln.Close()
+		r.mu.Lock()
+		for _, c := range r.conns {
+			c.Close()
+		}
+		r.mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p := &relayPair{stalled: make(chan struct{})}
+			r.mu.Lock()
+			r.conns = append(r.conns, c, s)
+			r.pairs = append(r.pairs, p)
+			r.mu.Unlock()
+			wg.Go(func() { r.pipe(p, s, c, true) })
+			wg.Go(func() { r.pipe(p, c, s, false) })
+		}
+	})
+	return r
+}
+
+// pipe copies src to dst until its pair stalls this way; what it has
+// read by then it keeps. It closes nothing when its source ends.
+func (r *stallRelay) pipe(p *relayPair, dst, src net.Conn, fromClient bool) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		select {
+		case <-p.stalled:
+			if fromClient || p.bothWays {
+				<-r.stop
+				return
+			}
+		default:
+		}
+		if n > 0 {
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// stall stops the connections relayed so far from client to server, and
+// from server to client too if bothWays.
+func (r *stallRelay) stall(bothWays bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.pairs {
+		select {
+		case <-p.stalled:
+		default:
+			p.bothWays = bothWays
+			close(p.stalled)
+		}
+	}
+}
+
+// A peer that stops reading while it still sends (here a relay that
+// stops forwarding one way and closes nothing) does not hang the tunnel:
+// the side that hears nothing closes it as dead, its peer then hears
+// nothing either, and a stream whose writes block on the stalled
+// direction gets an error within a couple of dead_afters.
+func TestHalfStalledPathEnds(t *testing.T) {
+	mo := MuxOptions{KeepAliveInterval: 100 * time.Millisecond, KeepAliveTimeout: 500 * time.Millisecond, StreamWindow: minStreamWindow}
+	h := newHarness(t, ServerOptions{Mux: mo})
+	relay := newStallRelay(t, h.http.Listener.Addr().String())
+	c := h.startClient(ClientOptions{URL: "ws://" + relay.ln.Addr().String(), Name: "half", Mux: mo, MinBackoff: time.Hour})
+	waitFor(t, "session", func() bool { return c.Status().State == StateUp && h.server.Session("half") != nil })
+	sess, srv := c.Status().Session, h.server.Session("half")
+
+	conn, err := c.Dial(context.Background(), wire.Header{Kind: wire.KindTCP, Target: "x:1"})
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer conn.Close()
+	go io.Copy(io.Discard, conn)
+	wrote := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := conn.Write(buf); err != nil {
+				wrote <- err
+				return
+			}
+		}
+	}()
+	roundTrip(t, mustDial(t, c), []byte("through the relay"))
+
+	relay.stall(false)
+	start := time.Now()
+	limit := 3*mo.KeepAliveTimeout + time.Second
+	for _, s := range []struct {
+		side string
+		done <-chan struct{}
+	}{{"server", srv.Done()}, {"client", sess.Done()}} {
+		select {
+		case <-s.done:
+			t.Logf("%s session ended %s after the stall", s.side, time.Since(start).Round(time.Millisecond))
+		case <-time.After(limit - time.Since(start)):
+			t.Fatalf("%s session still up %s after the relay stalled one way (dead_after %s)", s.side, limit, mo.KeepAliveTimeout)
+		}
+	}
+	select {
+	case err := <-wrote:
+		t.Logf("stream write ended: %v", err)
+	case <-time.After(time.Second):
+		t.Fatal("a stream write still blocks after its session ended")
+	}
+}
