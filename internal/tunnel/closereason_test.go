@@ -3,6 +3,7 @@ package tunnel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -154,4 +155,31 @@ func TestRecheckCatchesHandshakeInFlight(t *testing.T) {
 		err := c.Status().LastError
 		return c.Status().State == StateBackoff && err != nil && strings.Contains(err.Error(), "no longer admitted: revoked")
 	})
+}
+
+// One client whose path goes dark twice within a minute, and which finds
+// out before its server does (its dead_after is shorter), takes its name
+// back from its own dead session each time: the server must not warn of
+// two clients sharing the name, which would send the operator hunting
+// for a second west that does not exist.
+func TestReconnectingClientIsNoTwin(t *testing.T) {
+	var srvLog testutil.Buffer
+	h := newHarness(t, ServerOptions{Logger: logTo(&srvLog), Mux: MuxOptions{KeepAliveInterval: 100 * time.Millisecond, KeepAliveTimeout: time.Minute}})
+	relay := newStallRelay(t, h.http.Listener.Addr().String())
+	c := h.startClient(ClientOptions{URL: "ws://" + relay.ln.Addr().String(), Name: "flaky", MinBackoff: 10 * time.Millisecond,
+		Mux: MuxOptions{KeepAliveInterval: 100 * time.Millisecond, KeepAliveTimeout: 500 * time.Millisecond}})
+	var prev *Session
+	for i := 1; i <= 3; i++ {
+		waitFor(t, fmt.Sprintf("session %d", i), func() bool {
+			st, s := c.Status(), h.server.Session("flaky")
+			return st.State == StateUp && st.Connects == i && s != nil && s != prev
+		})
+		prev = h.server.Session("flaky")
+		if i < 3 {
+			relay.stall(true)
+		}
+	}
+	if got := srvLog.String(); strings.Count(got, "tunnel client replaces its older session") != 2 || strings.Contains(got, "changes hands again") {
+		t.Fatalf("server log:\n%s\nwant two replacements and no warning of two clients", got)
+	}
 }

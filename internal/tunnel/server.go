@@ -171,14 +171,18 @@ func (s *Server) register(sess *Session, handshake *http.Request, rechecks int) 
 	if old == nil {
 		return true
 	}
-	// A client that reconnects replaces its own dead session now and then;
-	// a name that changes hands again and again has two live owners.
-	if !old.tookOver.IsZero() && sess.tookOver.Sub(old.tookOver) < tradeWindow {
+	// A client that reconnects replaces its own dead session now and then,
+	// one that has heard nothing since the client lost it; a name that
+	// changes hands again and again from sessions still heard, which a
+	// live peer pings every keepalive, has two live owners.
+	live := old.silent(sess.tookOver) < 2*s.opts.Mux.withDefaults().KeepAliveInterval
+	if live && !old.tookOver.IsZero() && sess.tookOver.Sub(old.tookOver) < tradeWindow {
 		s.log.Warn("tunnel name changes hands again: two tunnel clients use it, and each replaces the other; "+
 			"give each west its own name, or spell each tunnel server one way (not both 127.0.0.1 and localhost)",
 			"peer", sess.peer, "remote", sess.remote, "old_remote", old.remote)
 	} else {
-		s.log.Info("tunnel client replaces its older session", "peer", sess.peer, "remote", sess.remote, "old_remote", old.remote)
+		s.log.Info("tunnel client replaces its older session", "peer", sess.peer, "remote", sess.remote, "old_remote", old.remote,
+			"old_silent", old.silent(sess.tookOver).Round(time.Millisecond))
 	}
 	old.closeFor(closeReplaced, "replaced by a newer tunnel under this name, from "+sess.remote)
 	return true

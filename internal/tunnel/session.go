@@ -124,6 +124,11 @@ func (s *Session) closeFor(code int, reason string) error {
 	return s.mux.Close()
 }
 
+// silent is how long the session had heard nothing from its peer at now.
+func (s *Session) silent(now time.Time) time.Duration {
+	return now.Sub(time.Unix(0, s.conn.heard.Load()))
+}
+
 // Close codes a west sends in the close message of a tunnel it ends.
 const (
 	closeStopping = websocket.CloseGoingAway // its west stops, or no longer has the tunnel in its config
