@@ -220,13 +220,16 @@ func (s *Server) Recheck(admit func(r *http.Request, name string) error) []strin
 	}
 	s.mu.Unlock()
 	var closed []string
+	var closing sync.WaitGroup
 	for sess, r := range handshakes {
 		if err := admit(r, sess.peer); err != nil {
 			s.log.Warn("tunnel client no longer admitted; closing its tunnel", "peer", sess.peer, "remote", sess.remote, "err", err)
-			sess.closeFor(closeRevoked, "no longer admitted: "+err.Error())
+			// Each may wait a moment for a frame being written: at once.
+			closing.Go(func() { sess.closeFor(closeRevoked, "no longer admitted: "+err.Error()) })
 			closed = append(closed, sess.peer)
 		}
 	}
+	closing.Wait()
 	slices.Sort(closed)
 	return closed
 }
@@ -294,7 +297,7 @@ func startSession(c *websocket.Conn, client bool, peer, remote string, mo MuxOpt
 	limitUnsent(c.NetConn())
 	queue := newSendQueue()
 	conn := &wsConn{ws: c, sent: queue}
-	conn.heard.Store(time.Now().UnixNano())
+	conn.heard.Store(monoNow())
 	cfg := mo.yamuxConfig(log)
 	var mux *yamux.Session
 	var err error

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"sync"
@@ -126,7 +127,7 @@ func (s *Session) closeFor(code int, reason string) error {
 
 // silent is how long the session had heard nothing from its peer at now.
 func (s *Session) silent(now time.Time) time.Duration {
-	return now.Sub(time.Unix(0, s.conn.heard.Load()))
+	return time.Duration(monoAt(now) - s.conn.heard.Load())
 }
 
 // Close codes a west sends in the close message of a tunnel it ends.
@@ -153,31 +154,29 @@ func (s *Session) peerClosed() (code int, reason string) {
 // only receives the data pings on the idle direction, so the sender
 // hears it. A ping gives up on its answer after interval (yamux's
 // ConnectionWriteTimeout), so the next one goes out on time.
+// heard and sent are monoNow readings.
 func (s *Session) watch(heard, sent *atomic.Int64, interval, timeout time.Duration) {
 	t := time.NewTimer(interval)
 	defer t.Stop()
-	pinging := make(chan struct{}, 1) // holds a token while a ping waits
-	var pinged time.Time              // when the last ping started
+	pinging := make(chan struct{}, 1)  // holds a token while a ping waits
+	pinged := int64(math.MinInt64 / 2) // when the last ping started: never
 	for {
 		select {
 		case <-t.C:
 		case <-s.mux.CloseChan():
 			return
 		}
-		now := time.Now()
-		last := time.Unix(0, heard.Load())
-		if quiet := now.Sub(last); quiet >= timeout {
+		now := monoNow()
+		last := heard.Load()
+		if quiet := time.Duration(now - last); quiet >= timeout {
 			s.log.Warn("tunnel silent; closed as dead", "silent", quiet.Round(time.Millisecond))
 			s.mux.Close()
 			return
 		}
 		// A ping is due an interval after the last thing heard or the
 		// last thing sent, whichever is older, and after the last ping.
-		due := time.Unix(0, min(last.UnixNano(), sent.Load())).Add(interval)
-		if next := pinged.Add(interval); next.After(due) {
-			due = next
-		}
-		if !now.Before(due) {
+		due := max(min(last, sent.Load()), pinged) + int64(interval)
+		if now >= due {
 			select {
 			case pinging <- struct{}{}:
 				pinged = now
@@ -187,11 +186,24 @@ func (s *Session) watch(heard, sent *atomic.Int64, interval, timeout time.Durati
 				}()
 			default:
 			}
-			due = now.Add(interval)
+			due = now + int64(interval)
 		}
-		t.Reset(min(last.Add(timeout).Sub(now), due.Sub(now)))
+		t.Reset(time.Duration(min(last+int64(timeout), due) - now))
 	}
 }
+
+// clockStart is the origin of monoNow.
+var clockStart = time.Now()
+
+// monoNow is a reading of the monotonic clock, in nanoseconds, for times
+// kept in atomics: time.Time's UnixNano would drop the monotonic reading,
+// and a step of the wall clock would then stop the watch from pinging, or
+// close every tunnel at once.
+func monoNow() int64 { return int64(time.Since(clockStart)) }
+
+// monoAt is t as a monoNow reading; t must carry a monotonic reading
+// (come from time.Now).
+func monoAt(t time.Time) int64 { return int64(t.Sub(clockStart)) }
 
 // Open opens a stream to the peer, asks it to connect to h.Target, and
 // returns the stream once the peer has connected. A refusal is a

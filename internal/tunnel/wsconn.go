@@ -53,7 +53,7 @@ type wsConn struct {
 
 	peerClose atomic.Pointer[websocket.CloseError] // once the peer's close message came
 
-	// heard is when bytes last arrived (unix nanoseconds), for
+	// heard is when bytes last arrived (a monoNow reading), for
 	// Session.watch.
 	heard atomic.Int64
 }
@@ -78,7 +78,7 @@ func (c *wsConn) Read(b []byte) (int, error) {
 		}
 		n, err := c.r.Read(b)
 		if n > 0 {
-			c.heard.Store(time.Now().UnixNano())
+			c.heard.Store(monoNow())
 		}
 		if err == io.EOF {
 			c.r = nil
@@ -109,7 +109,7 @@ func (c *wsConn) Write(b []byte) (int, error) {
 	n, err := c.write(b, more, c.sent.batchLimit())
 	end := time.Now()
 	c.sent.wrote(n, end.Sub(start))
-	c.sent.lastWrite.Store(end.UnixNano())
+	c.sent.lastWrite.Store(monoAt(end))
 	c.sent.writing.Add(-1)
 	return n, err
 }
