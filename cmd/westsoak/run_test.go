@@ -3,28 +3,11 @@ package main
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/west-tunnel/west/internal/testutil"
 )
-
-// syncBuffer is a strings.Builder that run may write while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // shortSoak is a soak of about two seconds with a fault every half second.
 var shortSoak = options{duration: 2 * time.Second, concurrency: 4, faultEvery: 500 * time.Millisecond,
@@ -35,13 +18,13 @@ var shortSoak = options{duration: 2 * time.Second, concurrency: 4, faultEvery: 5
 // still runs once the soak has stopped everything, as one a west leaked
 // would, makes the soak fail; without it, a short soak with faults passes.
 func TestSoakFailsOnLeftGoroutines(t *testing.T) {
-	var out syncBuffer
+	var out testutil.Buffer
 	bad, err := run(context.Background(), shortSoak, &out)
 	if err != nil || bad {
 		t.Fatalf("a short soak failed (%v):\n%s", err, out.String())
 	}
 
-	out = syncBuffer{}
+	out = testutil.Buffer{}
 	release := make(chan struct{})
 	defer close(release)
 	ran := make(chan bool, 1)

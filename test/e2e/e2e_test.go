@@ -146,13 +146,7 @@ func TestSeedCase3(t *testing.T) {
 // writes one in its shape: G <- L <- L2, started last to first.
 func TestCase4AnyOrder(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, js string) string {
-		p := filepath.Join(dir, name+".json")
-		if err := os.WriteFile(p, []byte(js), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, js string) string { return writeConfig(t, dir, name, js) }
 	g := write("G", `{"west": {"nm": "ws://case4.G", "cp": ":9701"}, "wsts": {"sp": "ws://127.0.0.1:9801"},
 		"proxy": {"http://127.0.0.1:9981": {"en": "ws://case4.L", "/baz": {"ou": "http://127.0.0.1:9982/ba"}}}}`)
 	l := write("L", `{"west": {"nm": "ws://case4.L", "cp": ":9702"}, "wsts": {"sp": "ws://127.0.0.1:9802"},
@@ -198,4 +192,14 @@ func TestVersion(t *testing.T) {
 	if err != nil || !strings.HasPrefix(string(out), "west ") {
 		t.Fatalf("--version: %v %q", err, out)
 	}
+}
+
+// writeConfig writes js to dir/name.json and returns its path.
+func writeConfig(t *testing.T, dir, name, js string) string {
+	t.Helper()
+	p := filepath.Join(dir, name+".json")
+	if err := os.WriteFile(p, []byte(js), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -70,13 +69,7 @@ func bigBackend(t *testing.T, addr string) {
 // 503, and requests succeed again once the client has reconnected.
 func TestKill9TunnelServerMidTransfer(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, js string) string {
-		p := filepath.Join(dir, name+".json")
-		if err := os.WriteFile(p, []byte(js), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, js string) string { return writeConfig(t, dir, name, js) }
 	g := write("G", `{"west": {"nm": "kill.G"}, "wsts": {"sp": "ws://127.0.0.1:9861"}}`)
 	l := write("L", `{"west": {"nm": "kill.L"},
 		"proxy": {"http://127.0.0.1:9862": {"ea": "ws://127.0.0.1:9861", "/px": {"ou": "http://127.0.0.1:9863/x"}}}}`)
@@ -149,13 +142,7 @@ func TestKill9TunnelServerMidTransfer(t *testing.T) {
 // once the server runs again.
 func TestFrozenTunnelServer(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, js string) string {
-		p := filepath.Join(dir, name+".json")
-		if err := os.WriteFile(p, []byte(js), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, js string) string { return writeConfig(t, dir, name, js) }
 	tun, entry, cp := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
 	echo := testutil.EchoServer(t)
 	g := write("G", fmt.Sprintf(`{"west": {"nm": "frozen.G", "keepalive": "200ms", "dead_after": "1s"}, "wsts": {"sp": "ws://%s"}}`, tun))
