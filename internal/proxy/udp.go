@@ -178,7 +178,7 @@ func (u *UDP) ServePacket(pc net.PacketConn) error {
 		}
 		f := u.flow(pc, from, oob[:oobn])
 		if f == nil {
-			continue // closing
+			continue // closing, or refused by a Reroute since r
 		}
 		select {
 		case f.out <- append([]byte(nil), buf[:n]...):
@@ -199,7 +199,12 @@ func (u *UDP) flow(pc net.PacketConn, from netip.AddrPort, oob []byte) *udpFlow 
 	if f := u.flows[from]; f != nil {
 		return f
 	}
+	// The route is read under mu, so that a Reroute either sees this
+	// flow in its sweep or has its Allow judge it here.
 	r := u.route.Load()
+	if r.opts.Allow != nil && !r.opts.Allow(from.Addr().Unmap()) {
+		return nil
+	}
 	for len(u.flows) >= r.opts.MaxFlows {
 		u.evictLocked(r)
 	}
