@@ -139,12 +139,13 @@ func TestPeerDownUDPFlowsLoggedSparingly(t *testing.T) {
 	}
 	const clients = 40
 	for range clients {
+		// Each open to the end, so that no two share a port, and a flow.
 		c, err := net.Dial("udp", entry)
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer c.Close()
 		c.Write([]byte("anyone there?"))
-		c.Close()
 	}
 	cp := "http://" + l.Addrs().Control + "/metrics"
 	deadline := time.Now().Add(10 * time.Second)
