@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -44,9 +45,6 @@ type Server struct {
 
 	mu    sync.Mutex
 	peers map[string]*Session // the newest session under each name
-	// handshakes keeps what each session in peers was admitted by, so
-	// that Recheck can judge it again.
-	handshakes map[*Session]*http.Request
 	// rechecks counts Recheck calls, and judge is the last one's rule: a
 	// handshake admitted before a Recheck whose session registers after
 	// it is judged again by that rule.
@@ -62,7 +60,7 @@ func NewServer(opts ServerOptions) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{opts: opts, log: log, peers: make(map[string]*Session), handshakes: make(map[*Session]*http.Request)}
+	return &Server{opts: opts, log: log, peers: make(map[string]*Session)}
 }
 
 // ServeHTTP upgrades a tunnel client and serves its session until it ends.
@@ -153,8 +151,8 @@ func (s *Server) register(sess *Session, handshake *http.Request, rechecks int) 
 	if old != nil {
 		sess.tookOver = time.Now()
 	}
+	sess.admitted = handshake
 	s.peers[sess.peer] = sess
-	s.handshakes[sess] = handshake
 	s.sessions.Add(1)
 	if s.opts.OnSession != nil {
 		s.opts.OnSession(sess, true)
@@ -197,7 +195,6 @@ func (s *Server) unregister(sess *Session) {
 	if s.peers[sess.peer] == sess {
 		delete(s.peers, sess.peer)
 	}
-	delete(s.handshakes, sess)
 	s.mu.Unlock()
 	sess.Close()
 	if s.opts.OnSession != nil {
@@ -214,15 +211,12 @@ func (s *Server) Recheck(admit func(r *http.Request, name string) error) []strin
 	s.mu.Lock()
 	s.rechecks++
 	s.judge = admit
-	handshakes := make(map[*Session]*http.Request, len(s.handshakes))
-	for sess, r := range s.handshakes {
-		handshakes[sess] = r
-	}
+	sessions := slices.Collect(maps.Values(s.peers))
 	s.mu.Unlock()
 	var closed []string
 	var closing sync.WaitGroup
-	for sess, r := range handshakes {
-		if err := admit(r, sess.peer); err != nil {
+	for _, sess := range sessions {
+		if err := admit(sess.admitted, sess.peer); err != nil {
 			s.log.Warn("tunnel client no longer admitted; closing its tunnel", "peer", sess.peer, "remote", sess.remote, "err", err)
 			// Each may wait a moment for a frame being written: at once.
 			closing.Go(func() { sess.closeFor(closeRevoked, "no longer admitted: "+err.Error()) })

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -56,6 +57,10 @@ type Session struct {
 	// tookOver is when this session took its name from an older one
 	// (server side), zero if it did not.
 	tookOver time.Time
+	// admitted is the handshake the server admitted the session by
+	// (server side), for Recheck to judge again; set once, before the
+	// session is registered.
+	admitted *http.Request
 
 	handlers   sync.WaitGroup // ServeStream calls in flight
 	serving    atomic.Int64   // streams the peer opened whose handler still runs
