@@ -548,33 +548,6 @@ func TestReloadDialAllowAndControlCA(t *testing.T) {
 	}
 }
 
-// prefixServer answers each line on each TCP connection with prefix and
-// the line.
-func prefixServer(t *testing.T, prefix string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					io.WriteString(c, prefix+sc.Text()+"\n")
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // udpPrefixServer answers each datagram with prefix and the datagram.
 func udpPrefixServer(t *testing.T, prefix string) string {
 	t.Helper()
@@ -603,7 +576,7 @@ func udpPrefixServer(t *testing.T, prefix string) string {
 // client goes to the new target. One that narrows ca closes the open ones
 // it now refuses.
 func TestReloadReroutesTCPAndUDPInPlace(t *testing.T) {
-	tcpA, tcpB := prefixServer(t, "A "), prefixServer(t, "B ")
+	tcpA, tcpB := testutil.LineServer(t, "A "), testutil.LineServer(t, "B ")
 	udpA, udpB := udpPrefixServer(t, "A "), udpPrefixServer(t, "B ")
 	g, _ := runNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
 	var pre prebound
@@ -780,7 +753,7 @@ func TestReloadForgetsRemovedListenersMetrics(t *testing.T) {
 // in the backlog for the single slot is served once the bound is raised,
 // and the connection open stays, past shutdown_grace.
 func TestReloadRaisesMaxConnsInPlace(t *testing.T) {
-	echo := prefixServer(t, "")
+	echo := testutil.LineServer(t, "")
 	g, _ := runNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
 	var pre prebound
 	entry := pre.addr(t)

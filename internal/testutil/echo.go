@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"bufio"
 	"io"
 	"net"
 	"testing"
@@ -10,6 +11,26 @@ import (
 // its address. It honours half-close: it echoes until the client's
 // end-of-stream, then ends its own side.
 func EchoServer(t testing.TB) string {
+	return serveTCP(t, func(c net.Conn) {
+		io.Copy(c, c)
+		c.(*net.TCPConn).CloseWrite()
+	})
+}
+
+// LineServer serves TCP on loopback until the test ends and returns its
+// address: it answers each line a client sends with prefix and the line.
+func LineServer(t testing.TB, prefix string) string {
+	return serveTCP(t, func(c net.Conn) {
+		sc := bufio.NewScanner(c)
+		for sc.Scan() {
+			io.WriteString(c, prefix+sc.Text()+"\n")
+		}
+	})
+}
+
+// serveTCP runs serve on each connection to a loopback listener, closing
+// it after, until the test ends, and returns the listener's address.
+func serveTCP(t testing.TB, serve func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -24,8 +45,7 @@ func EchoServer(t testing.TB) string {
 			}
 			go func() {
 				defer c.Close()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
+				serve(c)
 			}()
 		}
 	}()
