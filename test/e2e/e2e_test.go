@@ -42,7 +42,13 @@ func TestMain(m *testing.M) {
 // ends, checking that it exits cleanly.
 func west(t *testing.T, args ...string) {
 	t.Helper()
-	cmd := exec.Command(westBin, args...)
+	startWest(t, exec.Command(westBin, args...))
+}
+
+// startWest starts cmd, a west, and stops it as west does.
+func startWest(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	args := cmd.Args[1:]
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

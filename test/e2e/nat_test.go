@@ -1,0 +1,416 @@
+//go:build linux
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The NAT tests put a west behind a real NAT rather than beside its peer on
+// loopback: three network namespaces joined by veth pairs, the internet
+// (G's host), a router that masquerades with nftables and drops what comes
+// in unasked, as a home router does, and a LAN behind it (L's host):
+//
+//	pub 198.51.100.10 ── 198.51.100.1 router 10.77.0.1 ── 10.77.0.2 lan
+//
+// pub has a route to the LAN through the router, so that nothing but the
+// router's rules keeps it out. They need root, ip(8) and nft(8); without
+// them they skip, unless WEST_REQUIRE_NETNS is set (CI sets it where it can
+// make namespaces), and then they fail.
+
+const (
+	gAddr      = "198.51.100.10"
+	routerWAN  = "198.51.100.1"
+	routerWAN2 = "198.51.100.2" // the router's address once its ISP changes it
+	lanAddr    = "10.77.0.2"
+)
+
+// natLab is the three namespaces, named for this process.
+type natLab struct{ pub, router, lan string }
+
+func newNATLab(t *testing.T) *natLab {
+	t.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root")
+	}
+	for _, tool := range []string{"ip", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+		}
+	}
+	if len(missing) > 0 {
+		if os.Getenv("WEST_REQUIRE_NETNS") != "" {
+			t.Fatalf("WEST_REQUIRE_NETNS is set, but the NAT tests lack %s", strings.Join(missing, ", "))
+		}
+		t.Skipf("the NAT tests need %s (set WEST_REQUIRE_NETNS to fail instead)", strings.Join(missing, ", "))
+	}
+	id := fmt.Sprintf("west-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
+	lab := &natLab{pub: id + "-pub", router: id + "-router", lan: id + "-lan"}
+	for _, ns := range []string{lab.pub, lab.router, lab.lan} {
+		sh(t, "ip", "netns", "add", ns)
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+		sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	// Each veth is made inside the router and its far end moved into pub
+	// or lan as eth0, so no name can clash with the host's interfaces.
+	sh(t, "ip", "-n", lab.router, "link", "add", "wan", "type", "veth", "peer", "name", "eth0", "netns", lab.pub)
+	sh(t, "ip", "-n", lab.router, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", lab.lan)
+	for _, a := range []struct{ ns, dev, cidr string }{
+		{lab.pub, "eth0", gAddr + "/24"},
+		{lab.router, "wan", routerWAN + "/24"},
+		{lab.router, "lan", "10.77.0.1/24"},
+		{lab.lan, "eth0", lanAddr + "/24"},
+	} {
+		sh(t, "ip", "-n", a.ns, "addr", "add", a.cidr, "dev", a.dev)
+		sh(t, "ip", "-n", a.ns, "link", "set", a.dev, "up")
+	}
+	sh(t, "ip", "-n", lab.lan, "route", "add", "default", "via", "10.77.0.1")
+	sh(t, "ip", "-n", lab.pub, "route", "add", "10.77.0.0/24", "via", routerWAN)
+	sh(t, "ip", "netns", "exec", lab.router, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
+	lab.nft(t, `
+		table ip nat {
+			chain post { type nat hook postrouting priority srcnat; oifname "wan" masquerade; }
+		}
+		table inet fw {
+			chain forward {
+				type filter hook forward priority filter; policy accept;
+				iifname "wan" ct state new drop
+			}
+		}`)
+	return lab
+}
+
+// nft loads rules into the router.
+func (lab *natLab) nft(t *testing.T, rules string) {
+	t.Helper()
+	cmd := exec.Command("ip", "netns", "exec", lab.router, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft %s: %v\n%s", rules, err, out)
+	}
+}
+
+func sh(t *testing.T, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+// inNetns runs fn on a thread moved into namespace ns. A socket belongs to
+// the namespace it was made in, so what fn opens stays there. The thread
+// goes back afterwards; should that fail, it stays locked and so ends with
+// the goroutine rather than serve others from the wrong namespace.
+func inNetns(ns string, fn func()) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		self, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open own namespace: %w", err)
+			return
+		}
+		defer self.Close()
+		target, err := os.Open(filepath.Join("/run/netns", ns))
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open namespace %s: %w", ns, err)
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter namespace %s: %w", ns, err)
+			return
+		}
+		fn()
+		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("leave namespace %s: %w", ns, err)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- nil
+	}()
+	return <-errc
+}
+
+// listen opens a TCP listener on addr inside ns.
+func (lab *natLab) listen(t *testing.T, ns, addr string) net.Listener {
+	t.Helper()
+	var ln net.Listener
+	var lerr error
+	if err := inNetns(ns, func() { ln, lerr = net.Listen("tcp", addr) }); err != nil {
+		t.Fatal(err)
+	}
+	if lerr != nil {
+		t.Fatalf("listen on %s in %s: %v", addr, ns, lerr)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// dial connects to addr from inside ns.
+func (lab *natLab) dial(ctx context.Context, ns, addr string) (net.Conn, error) {
+	var c net.Conn
+	var derr error
+	if err := inNetns(ns, func() { c, derr = (&net.Dialer{}).DialContext(ctx, "tcp", addr) }); err != nil {
+		return nil, err
+	}
+	return c, derr
+}
+
+// client is an HTTP client whose connections start inside ns. It keeps no
+// idle connections, so each request tests the path afresh.
+func (lab *natLab) client(ns string) *http.Client {
+	return &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{
+			DisableKeepAlives: true,
+			DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+				return lab.dial(ctx, ns, addr)
+			},
+		},
+	}
+}
+
+// westIn runs the binary inside ns, as west does on loopback.
+func westIn(t *testing.T, ns string, args ...string) {
+	t.Helper()
+	startWest(t, exec.Command("ip", append([]string{"netns", "exec", ns, westBin}, args...)...))
+}
+
+// whoBackend answers every request with its method, path and the address
+// it came from.
+func whoBackend(t *testing.T, ln net.Listener) {
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s from %s", r.Method, r.URL.RequestURI(), r.RemoteAddr)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// lineEcho echoes each line back on every connection.
+func lineEcho(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			io.Copy(c, c)
+		}()
+	}
+}
+
+// getFrom fetches url from inside ns and returns the status and body, or
+// an error.
+func (lab *natLab) getFrom(ns, url string) (int, string, error) {
+	resp, err := lab.client(ns).Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// until retries f every 50 ms until it returns nil or within has passed,
+// and returns how long it took.
+func until(t *testing.T, within time.Duration, what string, f func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var err error
+	for time.Since(start) < within {
+		if err = f(); err == nil {
+			return time.Since(start)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within %v; last: %v", what, within, err)
+	return 0
+}
+
+// tunnelPeerAddr reads G's control port, from inside pub, for the address
+// the tunnel client named name connected from.
+func (lab *natLab) tunnelPeerAddr(name string) (string, error) {
+	code, body, err := lab.getFrom(lab.pub, "http://127.0.0.1:9701/api/state")
+	if err != nil {
+		return "", err
+	}
+	if code != 200 {
+		return "", fmt.Errorf("control port: %d %s", code, body)
+	}
+	var st struct {
+		Server struct {
+			Peers []struct {
+				Name       string `json:"name"`
+				RemoteAddr string `json:"remote_addr"`
+			} `json:"peers"`
+		} `json:"server"`
+	}
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		return "", fmt.Errorf("control port JSON: %w", err)
+	}
+	for _, p := range st.Server.Peers {
+		if p.Name == name {
+			host, _, err := net.SplitHostPort(p.RemoteAddr)
+			return host, err
+		}
+	}
+	return "", fmt.Errorf("no peer %q connected: %s", name, body)
+}
+
+// natWests starts the backends and the two wests of the NAT tests: G on
+// pub, with a tunnel server, an http:// and a tcp:// listener towards L;
+// L on the LAN, dialling G, with an http:// listener towards G's loopback.
+func natWests(t *testing.T, lab *natLab) {
+	t.Helper()
+	whoBackend(t, lab.listen(t, lab.lan, lanAddr+":8081"))
+	go lineEcho(lab.listen(t, lab.lan, lanAddr+":2222"))
+	whoBackend(t, lab.listen(t, lab.pub, "127.0.0.1:8091"))
+
+	dir := t.TempDir()
+	// Short liveness times, so that a tunnel the NAT lost is noticed in
+	// about a second rather than the default 15.
+	g := writeConfig(t, dir, "G", `{
+		"west": {"nm": "nat.G", "cp": "127.0.0.1:9701", "keepalive": "300ms", "dead_after": "1s"},
+		"wsts": {"sp": "ws://`+gAddr+`:9801"},
+		"proxy": {
+			"http://`+gAddr+`:8080": {"en": "nat.L", "/": {"ou": "http://`+lanAddr+`:8081/"}},
+			"tcp://`+gAddr+`:2222": {"en": "nat.L", "ou": "tcp://`+lanAddr+`:2222"}}}`)
+	l := writeConfig(t, dir, "L", `{
+		"west": {"nm": "nat.L", "keepalive": "300ms", "dead_after": "1s"},
+		"wstc": {"ws://`+gAddr+`:9801": {}},
+		"proxy": {"http://`+lanAddr+`:8090": {"ea": "ws://`+gAddr+`:9801", "/": {"ou": "http://127.0.0.1:8091/"}}}}`)
+	westIn(t, lab.pub, "-c", g)
+	westIn(t, lab.lan, "-c", l)
+}
+
+// TestNATReachesServerBehindIt is the mission on a real NAT: a client on
+// the internet reaches an HTTP server and a TCP service that it cannot
+// reach itself, through the tunnel L dialled out; and a client on the LAN
+// reaches a server on G's loopback.
+func TestNATReachesServerBehindIt(t *testing.T) {
+	lab := newNATLab(t)
+	natWests(t, lab)
+
+	// The NAT is real: pub has a route to the LAN, and is still kept out.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	c, err := lab.dial(ctx, lab.pub, lanAddr+":8081")
+	cancel()
+	if err == nil {
+		c.Close()
+		t.Fatal("the LAN's backend is reachable from pub without the tunnel: the lab's NAT does not hold")
+	}
+
+	want := "GET /through?q=1 from " + lanAddr + ":"
+	until(t, 10*time.Second, "a request from pub reaches the LAN's backend", func() error {
+		code, body, err := lab.getFrom(lab.pub, "http://"+gAddr+":8080/through?q=1")
+		if err != nil {
+			return err
+		}
+		if code != 200 || !strings.HasPrefix(body, want) {
+			return fmt.Errorf("%d %q, want 200 %q…", code, body, want)
+		}
+		return nil
+	})
+
+	// G saw the tunnel come from the router's public address.
+	if host, err := lab.tunnelPeerAddr("nat.L"); err != nil || host != routerWAN {
+		t.Errorf("G's control port: tunnel from %q (%v), want the router's %s", host, err, routerWAN)
+	}
+
+	// Raw TCP crosses it too, both ways.
+	conn, err := lab.dial(context.Background(), lab.pub, gAddr+":2222")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(conn, "across the NAT\n")
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || line != "across the NAT\n" {
+		t.Errorf("tcp:// echo across the NAT: %q, %v", line, err)
+	}
+
+	// And the other way: a LAN client reaches what only G's host can.
+	code, body, err := lab.getFrom(lab.lan, "http://"+lanAddr+":8090/back")
+	if err != nil || code != 200 || !strings.HasPrefix(body, "GET /back from 127.0.0.1:") {
+		t.Errorf("a LAN request to G's loopback: %d %q %v", code, body, err)
+	}
+}
+
+// TestNATTunnelOutlivesRouter: the router loses the tunnel's NAT mapping
+// twice, once by getting a new public address and once by dropping
+// everything for longer than dead_after. Each time requests fail promptly
+// rather than hang, and the tunnel comes back by itself.
+func TestNATTunnelOutlivesRouter(t *testing.T) {
+	lab := newNATLab(t)
+	natWests(t, lab)
+	url := "http://" + gAddr + ":8080/x"
+	ok := func() error {
+		code, body, err := lab.getFrom(lab.pub, url)
+		if err != nil {
+			return err
+		}
+		if code != 200 {
+			return fmt.Errorf("%d %s", code, body)
+		}
+		return nil
+	}
+	until(t, 10*time.Second, "the tunnel comes up", ok)
+
+	// The ISP gives the router a new address: masquerading drops the
+	// mappings made with the old one, so the tunnel's packets now leave
+	// from an address G has never seen, and G's answers go to one that
+	// is gone.
+	// (Removed first: the kernel takes a subnet's other addresses away
+	// with its first one.)
+	sh(t, "ip", "-n", lab.router, "addr", "del", routerWAN+"/24", "dev", "wan")
+	sh(t, "ip", "-n", lab.router, "addr", "add", routerWAN2+"/24", "dev", "wan")
+	sh(t, "ip", "-n", lab.pub, "route", "replace", "10.77.0.0/24", "via", routerWAN2)
+	took := until(t, 20*time.Second, "the tunnel comes back from the router's new address", func() error {
+		host, err := lab.tunnelPeerAddr("nat.L")
+		if err != nil {
+			return err
+		}
+		if host != routerWAN2 {
+			return fmt.Errorf("tunnel still from %s", host)
+		}
+		return ok()
+	})
+	t.Logf("new router address: requests through the tunnel again after %v", took.Round(time.Millisecond))
+
+	// The router drops all it forwards, silently, for three dead_afters.
+	lab.nft(t, `table inet outage { chain forward { type filter hook forward priority -10; policy drop; }; }`)
+	time.Sleep(1500 * time.Millisecond) // past dead_after: both sides have given the tunnel up
+	start := time.Now()
+	code, body, err := lab.getFrom(lab.pub, url)
+	if err != nil || code != http.StatusServiceUnavailable {
+		t.Errorf("during the outage: %d %q %v, want a prompt 503", code, body, err)
+	} else if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("during the outage the 503 took %v", d)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	lab.nft(t, `delete table inet outage`)
+	took = until(t, 25*time.Second, "the tunnel comes back after the outage", ok)
+	t.Logf("outage of 3 s: requests through the tunnel again %v after it ended", took.Round(time.Millisecond))
+}
