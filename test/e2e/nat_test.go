@@ -21,29 +21,40 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The NAT tests put a west behind a real NAT rather than beside its peer on
-// loopback: three network namespaces joined by veth pairs, the internet
-// (G's host), a router that masquerades with nftables and drops what comes
-// in unasked, as a home router does, and a LAN behind it (L's host):
+// The NAT tests put wests behind real NATs rather than beside their peer
+// on loopback: network namespaces joined by veth pairs. One is the
+// internet, where G runs; each site behind it is a router that masquerades
+// with nftables and drops what comes in unasked, as a home router does, and
+// a LAN behind that router:
 //
-//	pub 198.51.100.10 ── 198.51.100.1 router 10.77.0.1 ── 10.77.0.2 lan
+//	                      ┌ 198.51.100.1  router 0  10.77.0.1 ── 10.77.0.2 LAN 0
+//	internet 198.51.100.10┤
+//	   (a bridge)         └ 198.51.100.11 router 1  10.78.0.1 ── 10.78.0.2 LAN 1
 //
-// pub has a route to the LAN through the router, so that nothing but the
-// router's rules keeps it out. They need root, ip(8) and nft(8); without
-// them they skip, unless WEST_REQUIRE_NETNS is set (CI sets it where it can
-// make namespaces), and then they fail.
+// The internet routes to every LAN through its router, and the routers
+// route to the internet, so that nothing but a router's rules keeps a
+// connection out. They need root, ip(8) and nft(8); without them they skip,
+// unless WEST_REQUIRE_NETNS is set (CI sets it where it can make
+// namespaces), and then they fail.
 
 const (
 	gAddr      = "198.51.100.10"
-	routerWAN  = "198.51.100.1"
-	routerWAN2 = "198.51.100.2" // the router's address once its ISP changes it
-	lanAddr    = "10.77.0.2"
+	routerWAN  = "198.51.100.1" // site 0's router
+	routerWAN2 = "198.51.100.2" // site 0's router once its ISP changes its address
+	lanAddr    = "10.77.0.2"    // the host on LAN 0
+	lan1Addr   = "10.78.0.2"    // the host on LAN 1
 )
 
-// natLab is the three namespaces, named for this process.
-type natLab struct{ pub, router, lan string }
+// natLab is the namespaces, named for this process and test.
+type natLab struct {
+	pub   string
+	sites []natSite
+}
 
-func newNATLab(t *testing.T) *natLab {
+// natSite is one router and the LAN behind it.
+type natSite struct{ router, lan string }
+
+func newNATLab(t *testing.T, sites int) *natLab {
 	t.Helper()
 	var missing []string
 	if os.Geteuid() != 0 {
@@ -61,45 +72,64 @@ func newNATLab(t *testing.T) *natLab {
 		t.Skipf("the NAT tests need %s (set WEST_REQUIRE_NETNS to fail instead)", strings.Join(missing, ", "))
 	}
 	id := fmt.Sprintf("west-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
-	lab := &natLab{pub: id + "-pub", router: id + "-router", lan: id + "-lan"}
-	for _, ns := range []string{lab.pub, lab.router, lab.lan} {
+	lab := &natLab{pub: id + "-pub"}
+	addNS := func(ns string) {
 		sh(t, "ip", "netns", "add", ns)
 		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
 		sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
 	}
-	// Each veth is made inside the router and its far end moved into pub
-	// or lan as eth0, so no name can clash with the host's interfaces.
-	sh(t, "ip", "-n", lab.router, "link", "add", "wan", "type", "veth", "peer", "name", "eth0", "netns", lab.pub)
-	sh(t, "ip", "-n", lab.router, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", lab.lan)
-	for _, a := range []struct{ ns, dev, cidr string }{
-		{lab.pub, "eth0", gAddr + "/24"},
-		{lab.router, "wan", routerWAN + "/24"},
-		{lab.router, "lan", "10.77.0.1/24"},
-		{lab.lan, "eth0", lanAddr + "/24"},
-	} {
-		sh(t, "ip", "-n", a.ns, "addr", "add", a.cidr, "dev", a.dev)
-		sh(t, "ip", "-n", a.ns, "link", "set", a.dev, "up")
+	forward := func(ns string) {
+		sh(t, "ip", "netns", "exec", ns, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
 	}
-	sh(t, "ip", "-n", lab.lan, "route", "add", "default", "via", "10.77.0.1")
-	sh(t, "ip", "-n", lab.pub, "route", "add", "10.77.0.0/24", "via", routerWAN)
-	sh(t, "ip", "netns", "exec", lab.router, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
-	lab.nft(t, `
-		table ip nat {
-			chain post { type nat hook postrouting priority srcnat; oifname "wan" masquerade; }
+	addNS(lab.pub)
+	sh(t, "ip", "-n", lab.pub, "link", "add", "br0", "type", "bridge")
+	sh(t, "ip", "-n", lab.pub, "addr", "add", gAddr+"/24", "dev", "br0")
+	sh(t, "ip", "-n", lab.pub, "link", "set", "br0", "up")
+	forward(lab.pub)
+	for i := range sites {
+		site := natSite{router: fmt.Sprintf("%s-router%d", id, i), lan: fmt.Sprintf("%s-lan%d", id, i)}
+		lab.sites = append(lab.sites, site)
+		addNS(site.router)
+		addNS(site.lan)
+		wan := fmt.Sprintf("198.51.100.%d", 1+10*i)
+		lanNet := fmt.Sprintf("10.%d.0", 77+i)
+		// Each veth is made inside the router and its far end moved into
+		// the internet or the LAN, so no name can clash with the host's.
+		port := fmt.Sprintf("site%d", i)
+		sh(t, "ip", "-n", site.router, "link", "add", "wan", "type", "veth", "peer", "name", port, "netns", lab.pub)
+		sh(t, "ip", "-n", lab.pub, "link", "set", port, "master", "br0")
+		sh(t, "ip", "-n", lab.pub, "link", "set", port, "up")
+		sh(t, "ip", "-n", site.router, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", site.lan)
+		for _, a := range []struct{ ns, dev, cidr string }{
+			{site.router, "wan", wan + "/24"},
+			{site.router, "lan", lanNet + ".1/24"},
+			{site.lan, "eth0", lanNet + ".2/24"},
+		} {
+			sh(t, "ip", "-n", a.ns, "addr", "add", a.cidr, "dev", a.dev)
+			sh(t, "ip", "-n", a.ns, "link", "set", a.dev, "up")
 		}
-		table inet fw {
-			chain forward {
-				type filter hook forward priority filter; policy accept;
-				iifname "wan" ct state new drop
+		sh(t, "ip", "-n", site.lan, "route", "add", "default", "via", lanNet+".1")
+		sh(t, "ip", "-n", site.router, "route", "add", "default", "via", gAddr)
+		sh(t, "ip", "-n", lab.pub, "route", "add", lanNet+".0/24", "via", wan)
+		forward(site.router)
+		lab.nft(t, site, `
+			table ip nat {
+				chain post { type nat hook postrouting priority srcnat; oifname "wan" masquerade; }
 			}
-		}`)
+			table inet fw {
+				chain forward {
+					type filter hook forward priority filter; policy accept;
+					iifname "wan" ct state new drop
+				}
+			}`)
+	}
 	return lab
 }
 
-// nft loads rules into the router.
-func (lab *natLab) nft(t *testing.T, rules string) {
+// nft loads rules into a site's router.
+func (lab *natLab) nft(t *testing.T, site natSite, rules string) {
 	t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", lab.router, "nft", "-f", "-")
+	cmd := exec.Command("ip", "netns", "exec", site.router, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(rules)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("nft %s: %v\n%s", rules, err, out)
@@ -283,8 +313,8 @@ func (lab *natLab) tunnelPeerAddr(name string) (string, error) {
 // L on the LAN, dialling G, with an http:// listener towards G's loopback.
 func natWests(t *testing.T, lab *natLab) {
 	t.Helper()
-	whoBackend(t, lab.listen(t, lab.lan, lanAddr+":8081"))
-	go lineEcho(lab.listen(t, lab.lan, lanAddr+":2222"))
+	whoBackend(t, lab.listen(t, lab.sites[0].lan, lanAddr+":8081"))
+	go lineEcho(lab.listen(t, lab.sites[0].lan, lanAddr+":2222"))
 	whoBackend(t, lab.listen(t, lab.pub, "127.0.0.1:8091"))
 
 	dir := t.TempDir()
@@ -301,7 +331,7 @@ func natWests(t *testing.T, lab *natLab) {
 		"wstc": {"ws://`+gAddr+`:9801": {}},
 		"proxy": {"http://`+lanAddr+`:8090": {"ea": "ws://`+gAddr+`:9801", "/": {"ou": "http://127.0.0.1:8091/"}}}}`)
 	westIn(t, lab.pub, "-c", g)
-	westIn(t, lab.lan, "-c", l)
+	westIn(t, lab.sites[0].lan, "-c", l)
 }
 
 // TestNATReachesServerBehindIt is the mission on a real NAT: a client on
@@ -309,7 +339,7 @@ func natWests(t *testing.T, lab *natLab) {
 // reach itself, through the tunnel L dialled out; and a client on the LAN
 // reaches a server on G's loopback.
 func TestNATReachesServerBehindIt(t *testing.T) {
-	lab := newNATLab(t)
+	lab := newNATLab(t, 1)
 	natWests(t, lab)
 
 	// The NAT is real: pub has a route to the LAN, and is still kept out.
@@ -352,7 +382,7 @@ func TestNATReachesServerBehindIt(t *testing.T) {
 	}
 
 	// And the other way: a LAN client reaches what only G's host can.
-	code, body, err := lab.getFrom(lab.lan, "http://"+lanAddr+":8090/back")
+	code, body, err := lab.getFrom(lab.sites[0].lan, "http://"+lanAddr+":8090/back")
 	if err != nil || code != 200 || !strings.HasPrefix(body, "GET /back from 127.0.0.1:") {
 		t.Errorf("a LAN request to G's loopback: %d %q %v", code, body, err)
 	}
@@ -363,7 +393,7 @@ func TestNATReachesServerBehindIt(t *testing.T) {
 // everything for longer than dead_after. Each time requests fail promptly
 // rather than hang, and the tunnel comes back by itself.
 func TestNATTunnelOutlivesRouter(t *testing.T) {
-	lab := newNATLab(t)
+	lab := newNATLab(t, 1)
 	natWests(t, lab)
 	url := "http://" + gAddr + ":8080/x"
 	ok := func() error {
@@ -384,8 +414,9 @@ func TestNATTunnelOutlivesRouter(t *testing.T) {
 	// is gone.
 	// (Removed first: the kernel takes a subnet's other addresses away
 	// with its first one.)
-	sh(t, "ip", "-n", lab.router, "addr", "del", routerWAN+"/24", "dev", "wan")
-	sh(t, "ip", "-n", lab.router, "addr", "add", routerWAN2+"/24", "dev", "wan")
+	sh(t, "ip", "-n", lab.sites[0].router, "addr", "del", routerWAN+"/24", "dev", "wan")
+	sh(t, "ip", "-n", lab.sites[0].router, "addr", "add", routerWAN2+"/24", "dev", "wan")
+	sh(t, "ip", "-n", lab.sites[0].router, "route", "replace", "default", "via", gAddr)
 	sh(t, "ip", "-n", lab.pub, "route", "replace", "10.77.0.0/24", "via", routerWAN2)
 	took := until(t, 20*time.Second, "the tunnel comes back from the router's new address", func() error {
 		host, err := lab.tunnelPeerAddr("nat.L")
@@ -400,7 +431,7 @@ func TestNATTunnelOutlivesRouter(t *testing.T) {
 	t.Logf("new router address: requests through the tunnel again after %v", took.Round(time.Millisecond))
 
 	// The router drops all it forwards, silently, for three dead_afters.
-	lab.nft(t, `table inet outage { chain forward { type filter hook forward priority -10; policy drop; }; }`)
+	lab.nft(t, lab.sites[0], `table inet outage { chain forward { type filter hook forward priority -10; policy drop; }; }`)
 	time.Sleep(1500 * time.Millisecond) // past dead_after: both sides have given the tunnel up
 	start := time.Now()
 	code, body, err := lab.getFrom(lab.pub, url)
@@ -410,7 +441,55 @@ func TestNATTunnelOutlivesRouter(t *testing.T) {
 		t.Errorf("during the outage the 503 took %v", d)
 	}
 	time.Sleep(1500 * time.Millisecond)
-	lab.nft(t, `delete table inet outage`)
+	lab.nft(t, lab.sites[0], `delete table inet outage`)
 	took = until(t, 25*time.Second, "the tunnel comes back after the outage", ok)
 	t.Logf("outage of 3 s: requests through the tunnel again %v after it ended", took.Round(time.Millisecond))
+}
+
+// TestNATCase3AcrossTwoNATs is use case 3 with each end behind its own NAT:
+// a client on LAN 0 reaches a server on LAN 1's loopback, through L's
+// tunnel to G and G's tunnel to L2, neither LAN able to reach the other.
+func TestNATCase3AcrossTwoNATs(t *testing.T) {
+	lab := newNATLab(t, 2)
+	site0, site1 := lab.sites[0], lab.sites[1]
+	whoBackend(t, lab.listen(t, site1.lan, "127.0.0.1:9971"))
+	// Something on LAN 1 that LAN 0 could reach were there no NAT.
+	whoBackend(t, lab.listen(t, site1.lan, lan1Addr+":9972"))
+
+	dir := t.TempDir()
+	// The seed's case 3 samples, with the addresses of the sites.
+	g := writeConfig(t, dir, "G", `{"west": {"nm": "ws://case3.G", "cp": "127.0.0.1:9701"},
+		"wsts": {"sp": "ws://`+gAddr+`:9801"},
+		"proxy": {"http://127.0.0.1:9961": {"en": "ws://case3.L2", "/by": {"ou": "http://127.0.0.1:9971/b"}}}}`)
+	l := writeConfig(t, dir, "L", `{"west": {"nm": "ws://case3.L"},
+		"proxy": {"http://`+lanAddr+`:9951": {"ea": "ws://`+gAddr+`:9801", "/bx": {"ou": "http://127.0.0.1:9961/by"}}}}`)
+	l2 := writeConfig(t, dir, "L2", `{"west": {"nm": "ws://case3.L2"}, "wstc": {"ws://`+gAddr+`:9801": {}}}`)
+	westIn(t, lab.pub, "-c", g)
+	westIn(t, site0.lan, "-c", l)
+	westIn(t, site1.lan, "-c", l2)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	c, err := lab.dial(ctx, site0.lan, lan1Addr+":9972")
+	cancel()
+	if err == nil {
+		c.Close()
+		t.Fatal("LAN 1 is reachable from LAN 0 without the tunnels: the lab's NATs do not hold")
+	}
+
+	until(t, 10*time.Second, "a request from LAN 0 reaches LAN 1's loopback", func() error {
+		code, body, err := lab.getFrom(site0.lan, "http://"+lanAddr+":9951/bx/q?n=3")
+		if err != nil {
+			return err
+		}
+		if want := "GET /b/q?n=3 from 127.0.0.1:"; code != 200 || !strings.HasPrefix(body, want) {
+			return fmt.Errorf("%d %q, want 200 %q…", code, body, want)
+		}
+		return nil
+	})
+	// Both tunnels came through their routers.
+	for name, wan := range map[string]string{"ws://case3.L": routerWAN, "ws://case3.L2": "198.51.100.11"} {
+		if host, err := lab.tunnelPeerAddr(name); err != nil || host != wan {
+			t.Errorf("G's control port: %s's tunnel from %q (%v), want its router's %s", name, host, err, wan)
+		}
+	}
 }
