@@ -119,6 +119,7 @@ func newNATLab(t *testing.T, sites int) *natLab {
 			table inet fw {
 				chain forward {
 					type filter hook forward priority filter; policy accept;
+					ct state invalid drop
 					iifname "wan" ct state new drop
 				}
 			}`)
@@ -281,31 +282,44 @@ func until(t *testing.T, within time.Duration, what string, f func() error) time
 // tunnelPeerAddr reads G's control port, from inside pub, for the address
 // the tunnel client named name connected from.
 func (lab *natLab) tunnelPeerAddr(name string) (string, error) {
-	code, body, err := lab.getFrom(lab.pub, "http://127.0.0.1:9701/api/state")
+	p, err := lab.tunnelPeer(name)
 	if err != nil {
 		return "", err
 	}
+	host, _, err := net.SplitHostPort(p.RemoteAddr)
+	return host, err
+}
+
+// tunnelPeer is G's control port's account of the tunnel client named
+// name, read from inside pub.
+type tunnelPeer struct {
+	Name       string `json:"name"`
+	RemoteAddr string `json:"remote_addr"`
+	Since      string `json:"since"`
+}
+
+func (lab *natLab) tunnelPeer(name string) (tunnelPeer, error) {
+	code, body, err := lab.getFrom(lab.pub, "http://127.0.0.1:9701/api/state")
+	if err != nil {
+		return tunnelPeer{}, err
+	}
 	if code != 200 {
-		return "", fmt.Errorf("control port: %d %s", code, body)
+		return tunnelPeer{}, fmt.Errorf("control port: %d %s", code, body)
 	}
 	var st struct {
 		Server struct {
-			Peers []struct {
-				Name       string `json:"name"`
-				RemoteAddr string `json:"remote_addr"`
-			} `json:"peers"`
+			Peers []tunnelPeer `json:"peers"`
 		} `json:"server"`
 	}
 	if err := json.Unmarshal([]byte(body), &st); err != nil {
-		return "", fmt.Errorf("control port JSON: %w", err)
+		return tunnelPeer{}, fmt.Errorf("control port JSON: %w", err)
 	}
 	for _, p := range st.Server.Peers {
 		if p.Name == name {
-			host, _, err := net.SplitHostPort(p.RemoteAddr)
-			return host, err
+			return p, nil
 		}
 	}
-	return "", fmt.Errorf("no peer %q connected: %s", name, body)
+	return tunnelPeer{}, fmt.Errorf("no peer %q connected: %s", name, body)
 }
 
 // natWests starts the backends and the two wests of the NAT tests: G on
@@ -444,6 +458,39 @@ func TestNATTunnelOutlivesRouter(t *testing.T) {
 	lab.nft(t, lab.sites[0], `delete table inet outage`)
 	took = until(t, 25*time.Second, "the tunnel comes back after the outage", ok)
 	t.Logf("outage of 3 s: requests through the tunnel again %v after it ended", took.Round(time.Millisecond))
+}
+
+// TestNATIdleTunnelKeptOpenByKeepalive: a router that forgets a
+// connection after 2 s without packets, as carrier-grade NATs forget idle
+// ones after minutes, and that lets no packet of a forgotten connection
+// through either way. An idle tunnel pinging every 300 ms keeps its
+// mapping: after 5 s idle it is the same session, and a request crosses it
+// at once.
+func TestNATIdleTunnelKeptOpenByKeepalive(t *testing.T) {
+	lab := newNATLab(t, 1)
+	sh(t, "ip", "netns", "exec", lab.sites[0].router, "sh", "-c",
+		"echo 2 > /proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established && echo 0 > /proc/sys/net/netfilter/nf_conntrack_tcp_loose")
+	natWests(t, lab)
+	url := "http://" + gAddr + ":8080/idle"
+	until(t, 10*time.Second, "the tunnel comes up", func() error {
+		code, body, err := lab.getFrom(lab.pub, url)
+		if err == nil && code != 200 {
+			err = fmt.Errorf("%d %s", code, body)
+		}
+		return err
+	})
+	before, err := lab.tunnelPeer("nat.L")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Second)
+	after, err := lab.tunnelPeer("nat.L")
+	if err != nil || after != before {
+		t.Fatalf("after 5 s idle the tunnel is %+v (%v), was %+v: the NAT dropped it", after, err, before)
+	}
+	if code, body, err := lab.getFrom(lab.pub, url); err != nil || code != 200 {
+		t.Fatalf("a request after 5 s idle: %d %q %v", code, body, err)
+	}
 }
 
 // TestNATCase3AcrossTwoNATs is use case 3 with each end behind its own NAT:
