@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -249,8 +250,12 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 		header = http.Header{}
 	}
 	header.Set("Origin", c.opts.Name)
+	proxy, err := proxyFor(c.opts.URL)
+	if err != nil {
+		return nil, fmt.Errorf("dial tunnel server %s: %w", c.opts.URL, err)
+	}
 	dialer := websocket.Dialer{
-		Proxy:           http.ProxyFromEnvironment,
+		Proxy:           http.ProxyURL(proxy),
 		TLSClientConfig: tc,
 		Subprotocols:    []string{wire.Subprotocol},
 		ReadBufferSize:  wsReadBufferSize,
@@ -267,13 +272,43 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 	}
 	ws, resp, err := dialer.DialContext(hctx, c.opts.URL, header)
 	if err != nil {
+		if resp == nil && proxy != nil {
+			// No answer from the server: the proxy refused or failed, or
+			// could not be reached. Say which proxy, without its password.
+			err = fmt.Errorf("through proxy %s: %w", proxy.Redacted(), err)
+		}
 		return nil, fmt.Errorf("dial tunnel server %s: %w", c.opts.URL, describeRefusal(resp, err))
+	}
+	if proxy != nil {
+		c.log.Info("tunnel dialled through a proxy", "proxy", proxy.Redacted())
 	}
 	if ws.Subprotocol() != wire.Subprotocol {
 		ws.Close()
 		return nil, fmt.Errorf("dial tunnel server %s: %w: server chose subprotocol %q, want %q", c.opts.URL, errHandshake, ws.Subprotocol(), wire.Subprotocol)
 	}
 	return startSession(ws, true, c.opts.URL, ws.RemoteAddr().String(), c.opts.Mux, c.log)
+}
+
+// proxyFor is the HTTP proxy the environment names for a tunnel server,
+// as for any Go program: HTTP_PROXY for ws://, HTTPS_PROXY for wss://,
+// neither for hosts in NO_PROXY or on loopback. Nil means none.
+func proxyFor(server string) (*url.URL, error) {
+	u, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+	target := *u
+	switch u.Scheme {
+	case "ws":
+		target.Scheme = "http"
+	case "wss":
+		target.Scheme = "https"
+	}
+	proxy, err := http.ProxyFromEnvironment(&http.Request{URL: &target})
+	if err != nil {
+		return nil, fmt.Errorf("proxy from the environment: %w", err)
+	}
+	return proxy, nil
 }
 
 // describeRefusal adds the server's own reason, when it gave one.

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,8 +46,9 @@ func west(t *testing.T, args ...string) {
 	startWest(t, exec.Command(westBin, args...))
 }
 
-// startWest starts cmd, a west, and stops it as west does.
-func startWest(t *testing.T, cmd *exec.Cmd) {
+// startWest starts cmd, a west, and returns a function that stops it with
+// SIGTERM and checks that it exits cleanly; the test's end calls it too.
+func startWest(t *testing.T, cmd *exec.Cmd) (stop func()) {
 	t.Helper()
 	args := cmd.Args[1:]
 	var out bytes.Buffer
@@ -56,21 +58,29 @@ func startWest(t *testing.T, cmd *exec.Cmd) {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("west %s exited with %v; output:\n%s", strings.Join(args, " "), err, out.String())
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case err := <-exited:
+				if err != nil {
+					t.Errorf("west %s exited with %v", strings.Join(args, " "), err)
+				}
+			case <-time.After(15 * time.Second):
+				cmd.Process.Kill()
+				<-exited
+				t.Errorf("west %s did not stop on SIGTERM", strings.Join(args, " "))
 			}
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			t.Errorf("west %s did not stop on SIGTERM; output:\n%s", strings.Join(args, " "), out.String())
-		}
+		})
+	}
+	t.Cleanup(func() {
+		stop()
 		if t.Failed() {
 			t.Logf("west %s output:\n%s", strings.Join(args, " "), out.String())
 		}
 	})
+	return stop
 }
 
 // backend serves HTTP on a fixed address and reports what it received.

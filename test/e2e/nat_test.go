@@ -5,6 +5,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,7 +15,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -538,5 +541,127 @@ func TestNATCase3AcrossTwoNATs(t *testing.T) {
 		if host, err := lab.tunnelPeerAddr(name); err != nil || host != wan {
 			t.Errorf("G's control port: %s's tunnel from %q (%v), want its router's %s", name, host, err, wan)
 		}
+	}
+}
+
+// connectProxy is an HTTP proxy that serves CONNECT only, as the egress
+// proxies of locked-down networks do. It dials from inside ns, wants
+// Proxy-Authorization for user "west" and password secret, and records the
+// targets it connected.
+type connectProxy struct {
+	lab     *natLab
+	ns      string
+	auth    string
+	mu      sync.Mutex
+	targets []string
+}
+
+func (p *connectProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodConnect {
+		http.Error(w, "CONNECT only", http.StatusMethodNotAllowed)
+		return
+	}
+	if r.Header.Get("Proxy-Authorization") != p.auth {
+		w.Header().Set("Proxy-Authenticate", `Basic realm="egress"`)
+		http.Error(w, "who are you?", http.StatusProxyAuthRequired)
+		return
+	}
+	up, err := p.lab.dial(r.Context(), p.ns, r.Host)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer up.Close()
+	p.mu.Lock()
+	p.targets = append(p.targets, r.Host)
+	p.mu.Unlock()
+	down, buf, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer down.Close()
+	io.WriteString(down, "HTTP/1.1 200 Connection established\r\n\r\n")
+	done := make(chan struct{})
+	go func() {
+		io.Copy(up, buf)
+		up.(*net.TCPConn).CloseWrite()
+		close(done)
+	}()
+	io.Copy(down, up)
+	<-done
+}
+
+func (p *connectProxy) connected() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.targets)
+}
+
+// TestNATTunnelThroughHTTPProxy: a LAN whose router forwards nothing, so
+// that the only way out is the HTTP proxy on the router. L, given the proxy
+// in HTTP_PROXY as an operator would, dials G through it; a wrong password
+// is reported as the proxy's refusal.
+func TestNATTunnelThroughHTTPProxy(t *testing.T) {
+	lab := newNATLab(t, 1)
+	site := lab.sites[0]
+	lab.nft(t, site, `table inet corp { chain forward { type filter hook forward priority -10; iifname "lan" drop; }; }`)
+	proxy := &connectProxy{lab: lab, ns: site.router, auth: "Basic " + base64.StdEncoding.EncodeToString([]byte("west:s3cret"))}
+	srv := &http.Server{Handler: proxy}
+	go srv.Serve(lab.listen(t, site.router, "10.77.0.1:3128"))
+	t.Cleanup(func() { srv.Close() })
+	whoBackend(t, lab.listen(t, site.lan, lanAddr+":8081"))
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	c, err := lab.dial(ctx, site.lan, gAddr+":9801")
+	cancel()
+	if err == nil {
+		c.Close()
+		t.Fatal("G is reachable from the LAN without the proxy: the lab's firewall does not hold")
+	}
+
+	dir := t.TempDir()
+	g := writeConfig(t, dir, "G", `{"west": {"nm": "nat.G", "cp": "127.0.0.1:9701"},
+		"wsts": {"sp": "ws://`+gAddr+`:9801"},
+		"proxy": {"http://`+gAddr+`:8080": {"en": "nat.L", "/": {"ou": "http://`+lanAddr+`:8081/"}}}}`)
+	l := writeConfig(t, dir, "L", `{"west": {"nm": "nat.L", "cp": "127.0.0.1:9702"}, "wstc": {"ws://`+gAddr+`:9801": {}}}`)
+	westIn(t, lab.pub, "-c", g)
+
+	// A wrong password first: the proxy's refusal is what L reports.
+	bad := exec.Command("ip", "netns", "exec", site.lan, westBin, "-c", l)
+	bad.Env = append(os.Environ(), "HTTP_PROXY=http://west:wrong@10.77.0.1:3128")
+	stopBad := startWest(t, bad)
+	until(t, 10*time.Second, "L reports the proxy's refusal", func() error {
+		code, body, err := lab.getFrom(site.lan, "http://127.0.0.1:9702/api/state")
+		if err != nil {
+			return err
+		}
+		var st struct {
+			Clients []struct {
+				LastError string `json:"last_error"`
+			} `json:"clients"`
+		}
+		if err := json.Unmarshal([]byte(body), &st); err != nil || code != 200 || len(st.Clients) != 1 {
+			return fmt.Errorf("%d %s", code, body)
+		}
+		const want = "through proxy http://west:xxxxx@10.77.0.1:3128: Proxy Authentication Required"
+		if got := st.Clients[0].LastError; !strings.Contains(got, want) || strings.Contains(got, "wrong") {
+			return fmt.Errorf("last error %q, want it to hold %q, and no password", got, want)
+		}
+		return nil
+	})
+	stopBad()
+
+	good := exec.Command("ip", "netns", "exec", site.lan, westBin, "-c", l)
+	good.Env = append(os.Environ(), "HTTP_PROXY=http://west:s3cret@10.77.0.1:3128")
+	startWest(t, good)
+	until(t, 10*time.Second, "a request from pub reaches the LAN through the proxied tunnel", func() error {
+		code, body, err := lab.getFrom(lab.pub, "http://"+gAddr+":8080/via-proxy")
+		if err == nil && (code != 200 || !strings.HasPrefix(body, "GET /via-proxy from ")) {
+			err = fmt.Errorf("%d %q", code, body)
+		}
+		return err
+	})
+	if got := proxy.connected(); len(got) != 1 || got[0] != gAddr+":9801" {
+		t.Errorf("the proxy connected %q, want G's tunnel server once", got)
 	}
 }
