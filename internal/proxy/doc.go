@@ -6,7 +6,10 @@
 // An HTTP listener is a Server: a loop per connection that answers plain
 // GETs and HEADs itself (fast.go) and hands each connection that brings
 // anything else to net/http's server running the HTTP handler, which then
-// serves it to its end.
+// serves it to its end. The Server tracks each connection, the loop's
+// and those handed over (hijacked ones too) until they close, with the
+// path of its request in progress, so that Recheck can end the exchanges
+// a reload's new access lists refuse.
 //
 // HTTP crosses the tunnel as plain HTTP/1.1 bytes: the near side writes
 // each request on a tunnel stream instead of a TCP connection, and the far

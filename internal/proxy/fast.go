@@ -32,6 +32,9 @@ func (c *serverConn) serveRequest() (keep, handOff bool) {
 	if head == nil || !req.parse(head) {
 		return false, true
 	}
+	// Noted before the routes are read: see followHandedOver.
+	c.setRequest(req.path)
+	defer c.setRequest("")
 	h := c.s.current()
 	rt := h.match(req.path)
 	if rt == nil || !h.allows(rt, req.path, c.addr) || rt.Target.Scheme != "http" {

@@ -35,8 +35,8 @@ type Server struct {
 
 	mu       sync.Mutex // guards the fields below
 	ln       net.Listener
-	conns    map[*serverConn]struct{}
-	fellBack bool // fallback is serving handoff
+	conns    map[*serverConn]struct{} // the loop's, and those handed to fallback until they close
+	fellBack bool                     // fallback is serving handoff
 	wg       sync.WaitGroup
 
 	handedOff atomic.Int64 // connections given to fallback, for tests
@@ -67,6 +67,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.fellBack = true
 		s.handoff = newHandoffListener(ln.Addr())
 		markFromWest(s.fallback)
+		s.followHandedOver()
 		go s.fallback.Serve(s.handoff)
 	}
 	s.mu.Unlock()
@@ -125,11 +126,62 @@ func (s *Server) setIdle(c *serverConn, idle bool) bool {
 	return !s.closing.Load()
 }
 
+// untrack ends the loop's service of c. One handed to fallback stays in
+// conns, for Recheck, until it closes (forget); Shutdown waits for it
+// through fallback, as before.
 func (s *Server) untrack(c *serverConn) {
+	s.mu.Lock()
+	if !c.handedOver {
+		delete(s.conns, c)
+	}
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// handOver marks c as fallback's from now on.
+func (s *Server) handOver(c *serverConn) {
+	s.mu.Lock()
+	c.handedOver = true
+	s.mu.Unlock()
+}
+
+// forget drops c, a connection handed to fallback, which has closed.
+func (s *Server) forget(c *serverConn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
-	s.wg.Done()
+	c.cancel()
+}
+
+// Recheck judges the exchanges in progress (a request awaiting or
+// streaming its response, a connection upgraded to another protocol) by
+// the routes current() has now: one whose client the access list of the
+// route for its path refuses is ended, its connection closed. A path no
+// route matches now is no reason: only access is. It reports how many it
+// ended. A reload calls it once it has changed the handler; idle
+// connections need none, as their next request is judged anew.
+func (s *Server) Recheck() int {
+	h := s.current()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ended := 0
+	for c := range s.conns {
+		path, addr := c.request()
+		if path == "" {
+			continue
+		}
+		if rt := h.match(path); rt == nil || h.allows(rt, path, addr) {
+			continue
+		}
+		// Cancelling abandons the request's tunnel stream (the loop's
+		// hook, or the reverse proxy's on the request's context, which
+		// also ends an upgrade's copy); closing ends what the client
+		// side was waiting on.
+		c.cancel()
+		c.conn.Close()
+		ended++
+	}
+	return ended
 }
 
 // Shutdown stops accepting, closes idle connections, and waits until the
@@ -172,7 +224,11 @@ func (s *Server) Close() error {
 		s.ln.Close()
 	}
 	for c := range s.conns {
-		c.conn.Close()
+		// fallback closes those handed to it, but for hijacked ones,
+		// which it leaves to their hijacker, as before.
+		if !c.handedOver {
+			c.conn.Close()
+		}
 	}
 	fellBack := s.fellBack
 	s.mu.Unlock()
@@ -189,10 +245,18 @@ type serverConn struct {
 	br   *bufio.Reader
 	idle atomic.Bool // waiting for a request
 	// ctx ends with the connection, or when its client is seen to leave
-	// (clientWatch): its requests are abandoned then.
+	// (clientWatch) or Recheck refuses it: its requests are abandoned
+	// then. A connection handed to fallback keeps it until it closes, as
+	// the parent of its requests' contexts.
 	ctx    context.Context
 	cancel context.CancelFunc
-	watch  *clientWatch
+	// handedOver is set under s.mu once fallback serves the connection.
+	handedOver bool
+	// reqMu guards path, the escaped path of the request in progress ("",
+	// between requests), which Recheck reads.
+	reqMu sync.Mutex
+	path  string
+	watch *clientWatch
 	// For the request in progress (serveFast): its writer, the request
 	// as the stream transport takes it, and the head it sends.
 	w    fastWriter
@@ -214,7 +278,11 @@ const connReadBuf = 4 << 10
 
 func (c *serverConn) serve() {
 	defer c.s.untrack(c)
-	defer c.cancel()
+	defer func() {
+		if !c.handedOver { // written by this goroutine only
+			c.cancel()
+		}
+	}()
 	c.br = bufio.NewReaderSize(c.conn, connReadBuf)
 	remote := c.conn.RemoteAddr().String()
 	c.addr = acl.PeerAddr(remote)
@@ -244,8 +312,10 @@ func (c *serverConn) serve() {
 		case handOff:
 			c.s.handedOff.Add(1)
 			c.conn.SetReadDeadline(time.Time{})
-			if err := c.s.handoff.give(&handedConn{Conn: c.conn, r: c.br}); err != nil {
-				c.conn.Close()
+			c.s.handOver(c)
+			hc := &handedConn{Conn: c.conn, r: c.br, c: c}
+			if err := c.s.handoff.give(hc); err != nil {
+				hc.Close()
 			}
 			return
 		case !keep || !c.s.setIdle(c, true):
@@ -273,6 +343,55 @@ func (s *Server) idleTimeout() time.Duration {
 	return cmp.Or(s.fallback.IdleTimeout, s.fallback.ReadTimeout)
 }
 
+// setRequest notes the path of the request c is serving, "" once done.
+func (c *serverConn) setRequest(path string) {
+	c.reqMu.Lock()
+	c.path = path
+	c.reqMu.Unlock()
+}
+
+// request returns the path of the request c is serving, if any, and the
+// client's address.
+func (c *serverConn) request() (path string, addr netip.Addr) {
+	c.reqMu.Lock()
+	defer c.reqMu.Unlock()
+	// addr was set before any path, by the goroutine that sets them.
+	return c.path, c.addr
+}
+
+// servedConnKey holds, in the context of a connection handed to
+// fallback, its *serverConn.
+type servedConnKey struct{}
+
+// followHandedOver has fallback's requests on handed connections end with
+// their serverConn's context and note their path in it, for Recheck.
+func (s *Server) followHandedOver() {
+	prev := s.fallback.ConnContext
+	s.fallback.ConnContext = func(ctx context.Context, nc net.Conn) context.Context {
+		if prev != nil {
+			ctx = prev(ctx, nc)
+		}
+		hc, ok := nc.(*handedConn)
+		if !ok {
+			return ctx
+		}
+		ctx, cancel := context.WithCancel(ctx)
+		context.AfterFunc(hc.c.ctx, cancel) // released as the connection closes
+		return context.WithValue(ctx, servedConnKey{}, hc.c)
+	}
+	h := s.fallback.Handler
+	s.fallback.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Noted before the handler reads the routes, so that Recheck,
+		// which runs after they change, misses no request judged by the
+		// old ones.
+		if c, ok := r.Context().Value(servedConnKey{}).(*serverConn); ok {
+			c.setRequest(r.URL.EscapedPath())
+			defer c.setRequest("")
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 // fromWestKey marks, in a request's context, a connection from a west's
 // listener (see fromWest).
 type fromWestKey struct{}
@@ -293,10 +412,19 @@ func markFromWest(hs *http.Server) {
 }
 
 // handedConn is a connection given to net/http with the bytes the loop
-// had already read from it.
+// had already read from it. Closing it, as net/http or a hijacker does,
+// ends its serverConn.
 type handedConn struct {
 	net.Conn
-	r *bufio.Reader
+	r      *bufio.Reader
+	c      *serverConn
+	closed sync.Once
+}
+
+func (c *handedConn) Close() error {
+	err := c.Conn.Close()
+	c.closed.Do(func() { c.c.s.forget(c.c) })
+	return err
 }
 
 // CloseWrite lets net/http half-close before closing, so that a client
