@@ -51,8 +51,9 @@ func (n *Node) ReloadFile() error {
 // removed one does, since the server keeps the names apart); an HTTP
 // listener whose routes
 // or options changed keeps its socket and its connections and serves new
-// requests by the new routes. wsts.ca and wsts.tokens, whose secrets are
-// read anew, apply to new handshakes and to the tunnels already up (a
+// requests by the new routes, ending the exchanges still running whose
+// client the new ca of their route refuses. wsts.ca and wsts.tokens,
+// whose secrets are read anew, apply to new handshakes and to the tunnels already up (a
 // peer they no longer admit is disconnected), as do the server's certificate, key
 // and client CAs, read anew too; an unchanged tunnel client reads its
 // certificate, CAs and token anew for its next connection, and an HTTP
@@ -162,7 +163,18 @@ func (n *Node) Reload(cfg *config.Config) error {
 			if err != nil {
 				return err
 			}
-			swaps = append(swaps, swap{old, p, func() { old.handler.h.Swap(h).Retire(); old.setLimit(p.MaxConns) }})
+			srv := old.srv.(*proxy.Server)
+			swaps = append(swaps, swap{old, p, func() {
+				old.handler.h.Swap(h).Retire()
+				old.setLimit(p.MaxConns)
+				// As a tcp:// listener's connections, the exchanges still
+				// running (upgrades, streamed responses) of the clients a
+				// narrowed ca refuses end now.
+				if ended := srv.Recheck(); ended > 0 {
+					n.log.Info("ended http exchanges whose route's new ca refuses their client",
+						"listener", old.name, "exchanges", ended)
+				}
+			}})
 		case old != nil && p.Kind == config.KindTCP && old.proxy.Kind == p.Kind && old.proxy.Addr == p.Addr && old.limitFits(p):
 			o, err := n.tcpOptions(p, clients)
 			if err != nil {
