@@ -118,6 +118,10 @@ func TestStoppingSidesSayWhy(t *testing.T) {
 		return strings.Contains(srvLog.String(), `msg="tunnel client disconnected" peer=leaving`) &&
 			strings.Contains(srvLog.String(), `reason="stopped by its west (shutdown, or reload)"`)
 	})
+	// The multiplexer's own account of the close would only repeat it.
+	if strings.Contains(srvLog.String(), "websocket: close") {
+		t.Errorf("the close is logged twice at info:\n%s", srvLog.String())
+	}
 }
 
 // A handshake admitted just before a reload revokes its peer, whose

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"context"
 	"log/slog"
 	"math"
 	"strings"
@@ -115,7 +116,8 @@ func (o MuxOptions) yamuxConfig(log *slog.Logger) *yamux.Config {
 
 // muxLog passes yamux's log lines on to the session's logger at Info: most
 // say why a session ended ("[ERR] yamux: keepalive failed: ..."), which
-// the session's own "down" line does not.
+// the session's own "down" line does not. Those that only repeat the close
+// message the peer sent go at Debug: the down line gives its reason.
 type muxLog struct{ log *slog.Logger }
 
 func (m muxLog) Write(p []byte) (int, error) {
@@ -124,6 +126,10 @@ func (m muxLog) Write(p []byte) (int, error) {
 	if i := strings.Index(msg, "["); i >= 0 {
 		msg = msg[i:]
 	}
-	m.log.Info("multiplexer: " + msg)
+	level := slog.LevelInfo
+	if strings.Contains(msg, "websocket: close ") {
+		level = slog.LevelDebug
+	}
+	m.log.Log(context.Background(), level, "multiplexer: "+msg)
 	return len(p), nil
 }
