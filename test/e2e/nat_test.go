@@ -200,6 +200,33 @@ func (lab *natLab) listen(t *testing.T, ns, addr string) net.Listener {
 	return ln
 }
 
+// listenUDP opens a UDP socket on addr inside ns.
+func (lab *natLab) listenUDP(t *testing.T, ns, addr string) net.PacketConn {
+	t.Helper()
+	var pc net.PacketConn
+	var lerr error
+	if err := inNetns(ns, func() { pc, lerr = net.ListenPacket("udp", addr) }); err != nil {
+		t.Fatal(err)
+	}
+	if lerr != nil {
+		t.Fatalf("listen on udp %s in %s: %v", addr, ns, lerr)
+	}
+	t.Cleanup(func() { pc.Close() })
+	return pc
+}
+
+// udpEcho answers each datagram with "echo: " and the datagram.
+func udpEcho(pc net.PacketConn) {
+	buf := make([]byte, 64<<10)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		pc.WriteTo(append([]byte("echo: "), buf[:n]...), from)
+	}
+}
+
 // dial connects to addr from inside ns.
 func (lab *natLab) dial(ctx context.Context, ns, addr string) (net.Conn, error) {
 	var c net.Conn
@@ -332,6 +359,7 @@ func natWests(t *testing.T, lab *natLab) {
 	t.Helper()
 	whoBackend(t, lab.listen(t, lab.sites[0].lan, lanAddr+":8081"))
 	go lineEcho(lab.listen(t, lab.sites[0].lan, lanAddr+":2222"))
+	go udpEcho(lab.listenUDP(t, lab.sites[0].lan, lanAddr+":5353"))
 	whoBackend(t, lab.listen(t, lab.pub, "127.0.0.1:8091"))
 
 	dir := t.TempDir()
@@ -342,7 +370,8 @@ func natWests(t *testing.T, lab *natLab) {
 		"wsts": {"sp": "ws://`+gAddr+`:9801"},
 		"proxy": {
 			"http://`+gAddr+`:8080": {"en": "nat.L", "/": {"ou": "http://`+lanAddr+`:8081/"}},
-			"tcp://`+gAddr+`:2222": {"en": "nat.L", "ou": "tcp://`+lanAddr+`:2222"}}}`)
+			"tcp://`+gAddr+`:2222": {"en": "nat.L", "ou": "tcp://`+lanAddr+`:2222"},
+			"udp://`+gAddr+`:5353": {"en": "nat.L", "ou": "udp://`+lanAddr+`:5353"}}}`)
 	l := writeConfig(t, dir, "L", `{
 		"west": {"nm": "nat.L", "keepalive": "300ms", "dead_after": "1s"},
 		"wstc": {"ws://`+gAddr+`:9801": {}},
@@ -352,8 +381,8 @@ func natWests(t *testing.T, lab *natLab) {
 }
 
 // TestNATReachesServerBehindIt is the mission on a real NAT: a client on
-// the internet reaches an HTTP server and a TCP service that it cannot
-// reach itself, through the tunnel L dialled out; and a client on the LAN
+// the internet reaches an HTTP server, a TCP service and a UDP one that it
+// cannot reach itself, through the tunnel L dialled out; and a client on the LAN
 // reaches a server on G's loopback.
 func TestNATReachesServerBehindIt(t *testing.T) {
 	lab := newNATLab(t, 1)
@@ -396,6 +425,17 @@ func TestNATReachesServerBehindIt(t *testing.T) {
 	line, err := bufio.NewReader(conn).ReadString('\n')
 	if err != nil || line != "across the NAT\n" {
 		t.Errorf("tcp:// echo across the NAT: %q, %v", line, err)
+	}
+
+	// And UDP: a datagram from the internet, and its answer.
+	client := lab.listenUDP(t, lab.pub, gAddr+":0")
+	dst, _ := net.ResolveUDPAddr("udp", gAddr+":5353")
+	client.WriteTo([]byte("datagram"), dst)
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 100)
+	n, _, err := client.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != "echo: datagram" {
+		t.Errorf("udp:// across the NAT: %q, %v", buf[:n], err)
 	}
 
 	// And the other way: a LAN client reaches what only G's host can.
