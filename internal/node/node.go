@@ -104,7 +104,7 @@ type listener struct {
 	// connections it serves at once.
 	tls      *tls.Config
 	maxConns int
-	limit    *proxy.Limited // the bound on its socket, when maxConns > 0
+	limit    *proxy.Limited // the bound on a proxy listener's socket, unbounded when maxConns is 0
 	// For proxy listeners: the config they were built from, and for HTTP
 	// ones the handler Reload can swap without closing the socket.
 	proxy   config.Proxy
@@ -438,8 +438,8 @@ func (n *Node) listen(s *listener) error {
 	ln = sockio.WrapListener(ln) // first, so that the wrappers below keep its connections
 	if s.role == "proxy" {
 		ln = proxy.NewLocalListener(ln, &n.locals) // inside its limit, which counts streams too
-	}
-	if s.maxConns > 0 {
+		// Every http:// and tcp:// listener has a limit, unbounded without
+		// max_conns, so that a reload can add or take away the bound in place.
 		s.limit = proxy.LimitListener(ln, s.maxConns)
 		ln = s.limit
 	}

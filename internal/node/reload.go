@@ -48,14 +48,15 @@ func (n *Node) ReloadFile() error {
 // running, connections and all; removed ones drain and stop (a removed
 // tunnel client once what it carries has ended); added ones start; a
 // changed tunnel client is replaced at once (a renamed one retires as a
-// removed one does, since the server keeps the names apart); an HTTP
-// listener whose routes
-// or options changed keeps its socket and its connections and serves new
-// requests by the new routes, ending the exchanges still running whose
-// client the new ca of their route refuses. wsts.ca and wsts.tokens,
-// whose secrets are read anew, apply to new handshakes and to the tunnels already up (a
-// peer they no longer admit is disconnected), as do the server's certificate, key
-// and client CAs, read anew too; an unchanged tunnel client reads its
+// removed one does, since the server keeps the names apart); a listener
+// whose routes or options changed (max_conns included, added or taken
+// away) but not its address keeps its socket and its connections and
+// serves new requests, connections or flows by the new ones, ending
+// those still running whose client the new ca refuses. wsts.ca and
+// wsts.tokens, whose secrets are read anew, apply to new handshakes and
+// to the tunnels already up (a peer they no longer admit is
+// disconnected), as do the server's certificate, key and client CAs,
+// read anew too; an unchanged tunnel client reads its
 // certificate, CAs and token anew for its next connection, and an HTTP
 // listener its tls_ca_file for its next requests. The west object and
 // the rest of wsts need a restart: a cfg that changes them is refused, as
@@ -158,7 +159,7 @@ func (n *Node) Reload(cfg *config.Config) error {
 		// that the file is read anew.
 		case old != nil && sameDialer && reflect.DeepEqual(old.proxy, p) && p.TLSCAFile == "":
 			kept = append(kept, old)
-		case old != nil && old.handler != nil && p.Kind == config.KindHTTP && old.proxy.Addr == p.Addr && old.limitFits(p):
+		case old != nil && old.handler != nil && p.Kind == config.KindHTTP && old.proxy.Addr == p.Addr:
 			h, err := n.buildHTTP(p, clients)
 			if err != nil {
 				return err
@@ -175,7 +176,7 @@ func (n *Node) Reload(cfg *config.Config) error {
 						"listener", old.name, "exchanges", ended)
 				}
 			}})
-		case old != nil && p.Kind == config.KindTCP && old.proxy.Kind == p.Kind && old.proxy.Addr == p.Addr && old.limitFits(p):
+		case old != nil && p.Kind == config.KindTCP && old.proxy.Kind == p.Kind && old.proxy.Addr == p.Addr:
 			o, err := n.tcpOptions(p, clients)
 			if err != nil {
 				return err
@@ -293,16 +294,11 @@ func (e *PartialError) Unwrap() error { return e.Err }
 // Applied tells the control port that the reload took effect.
 func (e *PartialError) Applied() bool { return true }
 
-// limitFits reports whether l's socket can take p's max_conns in place:
-// the same, or another bound on a socket that has one. Adding or taking
-// away the bound restarts the listener.
-func (l *listener) limitFits(p config.Proxy) bool {
-	return l.proxy.MaxConns == p.MaxConns || l.limit != nil && p.MaxConns > 0
-}
-
-// setLimit applies max_conns n to l's socket, where limitFits allowed it.
+// setLimit applies max_conns n (0: none) to the socket of l, an http://
+// or tcp:// listener, whose limit counts its connections with a bound or
+// without, so that one added later counts those already open.
 func (l *listener) setLimit(n int) {
-	if l.limit != nil && n > 0 {
+	if l.limit != nil {
 		l.limit.SetLimit(n)
 	}
 	l.maxConns = n

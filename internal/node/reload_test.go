@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -801,5 +802,93 @@ func TestReloadRaisesMaxConnsInPlace(t *testing.T) {
 	time.Sleep(400 * time.Millisecond) // twice shutdown_grace
 	if got := ask(c1, r1, 5*time.Second); got != "hi\n" {
 		t.Errorf("the connection open at the reload: %q, want it kept", got)
+	}
+}
+
+// proxyListener returns n's proxy listener named name, nil if none.
+func proxyListener(n *Node, name string) *listener {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, l := range n.servers {
+		if l.role == "proxy" && l.name == name {
+			return l
+		}
+	}
+	return nil
+}
+
+// TestReloadAddsAndRemovesMaxConnsInPlace: a reload that gives a tcp://
+// listener a max_conns it had not keeps its socket and the connection
+// open, which counts against the new bound, so that a new client waits;
+// a reload that takes the bound away lets that client in.
+func TestReloadAddsAndRemovesMaxConnsInPlace(t *testing.T) {
+	echo := testutil.LineServer(t, "")
+	g, _ := runNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	var pre prebound
+	entry := pre.addr(t)
+	name := "tcp://" + entry
+	conf := func(limit string) string {
+		return fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {%q: {"ea": "ws://%s", "ou": "tcp://%s"%s}}}`,
+			name, g.Addrs().Tunnel, echo, limit)
+	}
+	var logs testutil.Buffer
+	l, _ := runNode(t, conf(""), Options{Listen: pre.listen, ShutdownGrace: 200 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	waitUp(t, g, "L")
+	ask := func(c net.Conn, r *bufio.Reader, wait time.Duration) string {
+		c.SetDeadline(time.Now().Add(wait))
+		if _, err := io.WriteString(c, "hi\n"); err != nil {
+			return "write: " + err.Error()
+		}
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return "read: " + err.Error()
+		}
+		return line
+	}
+	dial := func() (net.Conn, *bufio.Reader) {
+		c, err := net.DialTimeout("tcp", entry, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c, bufio.NewReader(c)
+	}
+	lst := proxyListener(l, name)
+	c1, r1 := dial()
+	if got := ask(c1, r1, 5*time.Second); got != "hi\n" {
+		t.Fatalf("first connection: %q", got)
+	}
+
+	if err := l.Reload(mustParse(t, conf(`, "max_conns": 1`))); err != nil {
+		t.Fatalf("reload adding max_conns: %v", err)
+	}
+	if proxyListener(l, name) != lst || l.Addrs().Proxies[name] != entry {
+		t.Fatal("adding max_conns replaced the listener")
+	}
+	c2, r2 := dial()
+	if got := ask(c2, r2, 300*time.Millisecond); got == "hi\n" {
+		t.Fatal("a second connection was served beside the one open, beyond the added max_conns 1")
+	}
+	time.Sleep(400 * time.Millisecond) // twice shutdown_grace
+	if got := ask(c1, r1, 5*time.Second); got != "hi\n" {
+		t.Errorf("the connection open when max_conns was added: %q, want it kept", got)
+	}
+
+	if err := l.Reload(mustParse(t, conf(""))); err != nil {
+		t.Fatalf("reload removing max_conns: %v", err)
+	}
+	if proxyListener(l, name) != lst || l.Addrs().Proxies[name] != entry {
+		t.Fatal("removing max_conns replaced the listener")
+	}
+	c2.SetDeadline(time.Now().Add(5 * time.Second))
+	if line, err := r2.ReadString('\n'); err != nil || line != "hi\n" {
+		t.Errorf("the waiting connection after max_conns was removed: %q, %v; want its echo", line, err)
+	}
+	if got := ask(c1, r1, 5*time.Second); got != "hi\n" {
+		t.Errorf("the first connection after max_conns was removed: %q, want it kept", got)
+	}
+	if strings.Contains(logs.String(), "stopping listener") {
+		t.Errorf("a reload stopped the listener:\n%s", logs.String())
 	}
 }
