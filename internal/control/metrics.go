@@ -228,16 +228,34 @@ func (m *Metrics) ForgetListener(listener string) {
 	if m == nil {
 		return
 	}
+	m.forgetRequests(prometheus.Labels{"listener": listener}, func(k requestKey) bool { return k.listener == listener })
+	m.tcpConns.DeleteLabelValues(listener)
+}
+
+// ForgetRoute drops the request series of one route of a listener, once
+// a reload has taken the route away and the requests it was serving have
+// ended.
+func (m *Metrics) ForgetRoute(listener, route string) {
+	if m == nil {
+		return
+	}
+	m.forgetRequests(prometheus.Labels{"listener": listener, "route": route},
+		func(k requestKey) bool { return k.listener == listener && k.route == route })
+}
+
+// forgetRequests drops the request series that labels match, and those
+// that match kept in requestSeries, which would otherwise keep counting
+// into series no longer registered.
+func (m *Metrics) forgetRequests(labels prometheus.Labels, match func(requestKey) bool) {
 	m.requestMu.Lock()
 	for key := range m.requestSeries {
-		if key.listener == listener {
+		if match(key) {
 			delete(m.requestSeries, key)
 		}
 	}
 	m.requestMu.Unlock()
-	m.requests.DeletePartialMatch(prometheus.Labels{"listener": listener})
-	m.duration.DeletePartialMatch(prometheus.Labels{"listener": listener})
-	m.tcpConns.DeleteLabelValues(listener)
+	m.requests.DeletePartialMatch(labels)
+	m.duration.DeletePartialMatch(labels)
 }
 
 // ObserveTCP records one finished connection of a tcp:// listener.

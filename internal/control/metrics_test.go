@@ -129,6 +129,35 @@ func TestNilMetricsIgnoresCalls(t *testing.T) {
 	}
 }
 
+// TestMetricsForgetRoute: forgetting one route of a listener drops its
+// request series and keeps the listener's other routes; a route counted
+// again afterwards starts a series anew rather than counting into the
+// dropped one.
+func TestMetricsForgetRoute(t *testing.T) {
+	m := NewMetrics()
+	m.ObserveRequest("http://l", "/a", 200, time.Millisecond)
+	m.ObserveRequest("http://l", "/a", 502, time.Millisecond)
+	m.ObserveRequest("http://l", "/b", 200, time.Millisecond)
+	m.ObserveRequest("http://other", "/a", 200, time.Millisecond)
+	m.ForgetRoute("http://l", "/a")
+	body := scrape(t, m)
+	for _, name := range []string{"west_requests_total", "west_request_duration_seconds_count"} {
+		if _, ok := sample(body, name, `listener="http://l"`, `route="/a"`); ok {
+			t.Errorf("%s of the forgotten route is still there", name)
+		}
+		if _, ok := sample(body, name, `listener="http://l"`, `route="/b"`); !ok {
+			t.Errorf("%s of the other route went too", name)
+		}
+		if _, ok := sample(body, name, `listener="http://other"`, `route="/a"`); !ok {
+			t.Errorf("%s of another listener's route of that path went too", name)
+		}
+	}
+	m.ObserveRequest("http://l", "/a", 200, time.Millisecond)
+	if v, ok := sample(scrape(t, m), "west_requests_total", `listener="http://l"`, `route="/a"`, `code_class="2xx"`); !ok || v != 1 {
+		t.Errorf("the route counted again: %v (present %v), want 1", v, ok)
+	}
+}
+
 // TestMetricsForgetIdlePeers: a tunnel server may see endless peer names;
 // only the most recent idle ones keep their series.
 func TestMetricsForgetIdlePeers(t *testing.T) {

@@ -52,13 +52,14 @@ func (n *Node) ReloadFile() error {
 // whose routes or options changed (max_conns included, added or taken
 // away) but not its address keeps its socket and its connections and
 // serves new requests, connections or flows by the new ones, ending
-// those still running whose client the new ca refuses. wsts.ca and
-// wsts.tokens, whose secrets are read anew, apply to new handshakes and
-// to the tunnels already up (a peer they no longer admit is
-// disconnected), as do the server's certificate, key and client CAs,
-// read anew too; an unchanged tunnel client reads its
-// certificate, CAs and token anew for its next connection, and an HTTP
-// listener its tls_ca_file for its next requests. The west object and
+// those still running whose client the new ca refuses; the metric series
+// of an HTTP route it lost go once the requests the old routes were
+// serving have ended. wsts.ca and wsts.tokens, whose secrets are read
+// anew, apply to new handshakes and to the tunnels already up (a peer
+// they no longer admit is disconnected), as do the server's certificate,
+// key and client CAs, read anew too; an unchanged tunnel client reads
+// its certificate, CAs and token anew for its next connection, and an
+// HTTP listener its tls_ca_file for its next requests. The west object and
 // the rest of wsts need a restart: a cfg that changes them is refused, as
 // is one that cannot be built, and then nothing changes. Listeners that
 // cannot bind are reported, after the rest has been applied, as a
@@ -165,9 +166,12 @@ func (n *Node) Reload(cfg *config.Config) error {
 				return err
 			}
 			srv := old.srv.(*proxy.Server)
+			gone := droppedRoutes(old.proxy, p)
 			swaps = append(swaps, swap{old, p, func() {
-				old.handler.h.Swap(h).Retire()
+				prev := old.handler.h.Swap(h)
+				prev.Retire()
 				old.setLimit(p.MaxConns)
+				n.forgetRoutesLocked(old.name, prev, gone)
 				// As a tcp:// listener's connections, the exchanges still
 				// running (upgrades, streamed responses) of the clients a
 				// narrowed ca refuses end now.
@@ -302,6 +306,50 @@ func (l *listener) setLimit(n int) {
 		l.limit.SetLimit(n)
 	}
 	l.maxConns = n
+}
+
+// droppedRoutes are the paths of old's routes that p has no more.
+func droppedRoutes(old, p config.Proxy) []string {
+	var gone []string
+	for _, r := range old.Routes {
+		if !slices.ContainsFunc(p.Routes, func(nr config.Route) bool { return nr.Path == r.Path }) {
+			gone = append(gone, r.Path)
+		}
+	}
+	return gone
+}
+
+// forgetRoutesLocked drops the metric series of the routes paths that a
+// reload took from listener name, once prev, the handler that served
+// them, has finished its requests (or the shutdown grace has passed), as
+// stopListener does for a listener: unless a reload since has given the
+// listener a route of that path again. n.mu must be held.
+func (n *Node) forgetRoutesLocked(name string, prev *proxy.HTTP, paths []string) {
+	if len(paths) == 0 {
+		return
+	}
+	n.group.Go(func() error {
+		grace := time.NewTimer(n.opts.ShutdownGrace)
+		defer grace.Stop()
+		select {
+		case <-prev.Finished():
+		case <-grace.C:
+		case <-n.groupCtx.Done():
+			return nil // the node is stopping, and its metrics with it
+		}
+		// Under n.mu, so that a reload adding a route back comes wholly
+		// before this or after it.
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		i := slices.IndexFunc(n.cfg.Proxies, func(p config.Proxy) bool { return p.URL.String() == name })
+		for _, path := range paths {
+			if i >= 0 && slices.ContainsFunc(n.cfg.Proxies[i].Routes, func(r config.Route) bool { return r.Path == path }) {
+				continue
+			}
+			n.metrics.ForgetRoute(name, path)
+		}
+		return nil
+	})
 }
 
 // stopListener stops accepting on l at once and lets its requests in

@@ -892,3 +892,109 @@ func TestReloadAddsAndRemovesMaxConnsInPlace(t *testing.T) {
 		t.Errorf("a reload stopped the listener:\n%s", logs.String())
 	}
 }
+
+// TestReloadForgetsRemovedRoutesMetrics: the series of a route that a
+// reload took from a kept http:// listener leave /metrics once the
+// requests its old handler was serving have ended, while the other
+// routes' stay; a route added back counts anew, and one added back while
+// the old handler still served it keeps its series.
+func TestReloadForgetsRemovedRoutesMetrics(t *testing.T) {
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("hold") != "" {
+			arrived <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(be.Close)
+	var pre prebound
+	cp, entry := pre.addr(t), pre.addr(t)
+	name := "http://" + entry
+	conf := func(paths ...string) string {
+		var routes []string
+		for _, p := range paths {
+			routes = append(routes, fmt.Sprintf(`%q: {"ou": "%s/x"}`, p, be.URL))
+		}
+		return fmt.Sprintf(`{"west": {"nm": "G", "cp": %q}, "wsts": {"sp": "ws://127.0.0.1:0"}, "proxy": {
+			%q: {"en": "L", %s}}}`, cp, name, strings.Join(routes, ", "))
+	}
+	// A grace far longer than the waits below: the series must go when
+	// the old handler is done, not when the grace is.
+	g, _ := runNode(t, conf("/a", "/b"), Options{Listen: pre.listen, ShutdownGrace: 20 * time.Second})
+	runNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
+	waitUp(t, g, "L")
+	client := &http.Client{Timeout: 5 * time.Second}
+	get := func(path string) {
+		t.Helper()
+		if code, body := fetch(t, client, "http://"+entry+path); code != 200 {
+			t.Fatalf("GET %s: %d %q", path, code, body)
+		}
+	}
+	requests := func(route string) (float64, int) {
+		_, body := fetch(t, client, "http://"+cp+"/metrics")
+		return metric(body, "west_requests_total", `listener="`+name+`"`, `route="`+route+`"`)
+	}
+	series := func(route string) int {
+		_, body := fetch(t, client, "http://"+cp+"/metrics")
+		return strings.Count(body, `route="`+route+`"`)
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	reload := func(paths ...string) {
+		t.Helper()
+		if err := g.Reload(mustParse(t, conf(paths...))); err != nil {
+			t.Fatalf("reload to routes %v: %v", paths, err)
+		}
+	}
+
+	// A request is counted just after its answer has gone: wait for it.
+	get("/a")
+	get("/b")
+	waitFor("the routes' series", func() bool { return series("/a") > 0 && series("/b") > 0 })
+	reload("/b")
+	waitFor("the removed route's series to go", func() bool { return series("/a") == 0 })
+	if _, n := requests("/b"); n == 0 {
+		t.Error("the kept route's series went too")
+	}
+
+	// Added back, the route counts anew.
+	reload("/a", "/b", "/c")
+	get("/a")
+	get("/c")
+	waitFor("the route added back to count one request", func() bool { v, _ := requests("/a"); return v == 1 })
+	waitFor("the series of /c", func() bool { return series("/c") > 0 })
+	// Taken away with /c while a request of the old handler is in flight,
+	// and added back before that request ends: /c goes once it ends, /a
+	// stays and goes on counting.
+	held := make(chan error, 1)
+	go func() {
+		resp, err := client.Get("http://" + entry + "/a?hold=1")
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		held <- err
+	}()
+	<-arrived
+	reload("/b")
+	reload("/a", "/b")
+	get("/a")
+	close(release)
+	if err := <-held; err != nil {
+		t.Fatalf("the request in flight across the reloads: %v", err)
+	}
+	// /c goes in the same step that judges /a: once it has gone, /a's
+	// series stays or has gone for good.
+	waitFor("the series of /c, removed with /a, to go", func() bool { return series("/c") == 0 })
+	waitFor("the route added back while its old handler served it to count 3 requests",
+		func() bool { v, _ := requests("/a"); return v == 3 })
+}

@@ -371,6 +371,8 @@ var heads = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }
 // serveFast sends req through the route's tunnel and writes the response
 // on c. It reports whether the connection may carry another request.
 func (h *HTTP) serveFast(c *serverConn, rt *route, req *fastRequest) bool {
+	h.active.Add(1)
+	defer h.leave()
 	start := time.Now()
 	bp := heads.Get().(*[]byte)
 	defer heads.Put(bp)

@@ -15,6 +15,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/west-tunnel/west/internal/acl"
@@ -85,6 +86,13 @@ type HTTP struct {
 	log       *slog.Logger
 	routes    []route // longest Path first
 	transport *streamTransport
+
+	// active counts the requests being served, so that a retired handler
+	// can tell when it has finished them (Finished).
+	active   atomic.Int64
+	retired  atomic.Bool
+	finished chan struct{}
+	finish   sync.Once
 }
 
 type route struct {
@@ -102,7 +110,7 @@ func NewHTTP(opts HTTPOptions) *HTTP {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &HTTP{opts: opts, log: log.With("listener", opts.Name, "peer", opts.Peer)}
+	h := &HTTP{opts: opts, log: log.With("listener", opts.Name, "peer", opts.Peer), finished: make(chan struct{})}
 	dial := func(ctx context.Context, addr string) (net.Conn, error) {
 		// The listener's timeout bounds the far side's answer to the
 		// stream too, not only the backend's response headers.
@@ -286,6 +294,8 @@ func (b *bufferPool) Put(buf []byte) {
 
 // ServeHTTP proxies one request.
 func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.active.Add(1)
+	defer h.leave()
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w, http10: !r.ProtoAtLeast(1, 1)}
 	rt := h.match(r.URL.EscapedPath())
@@ -472,7 +482,27 @@ func (h *HTTP) CloseIdleConnections() { h.transport.CloseIdleConnections() }
 // Retire closes the idle tunnel streams of a handler that takes no new
 // requests (a reload replaced it, or its listener stopped), and each
 // stream its requests in flight give back as they end.
-func (h *HTTP) Retire() { h.transport.retire() }
+func (h *HTTP) Retire() {
+	h.transport.retire()
+	h.retired.Store(true)
+	if h.active.Load() == 0 {
+		h.finish.Do(func() { close(h.finished) })
+	}
+}
+
+// leave ends a request begun with h.active.Add(1). Between it and Retire,
+// one sees the other's write (Go's atomics are sequentially consistent),
+// so that the last request of a retired handler closes Finished.
+func (h *HTTP) leave() {
+	if h.active.Add(-1) == 0 && h.retired.Load() {
+		h.finish.Do(func() { close(h.finished) })
+	}
+}
+
+// Finished returns a channel that closes once Retire has been called and
+// the requests h was serving have ended: a reload waits on it to forget
+// the metrics of the routes it removed.
+func (h *HTTP) Finished() <-chan struct{} { return h.finished }
 
 // recorder notes the status and body size of a response, and why the
 // proxy answered an error, if it did. It holds a final status back until
