@@ -487,9 +487,18 @@ func TestNATTunnelOutlivesRouter(t *testing.T) {
 	})
 	t.Logf("new router address: requests through the tunnel again after %v", took.Round(time.Millisecond))
 
-	// The router drops all it forwards, silently, for three dead_afters.
+	// The router drops all it forwards, silently. G must find the tunnel
+	// dead by its silence (dead_after 1 s) and then answer 503 at once,
+	// rather than let requests wait on a tunnel that is gone.
 	lab.nft(t, lab.sites[0], `table inet outage { chain forward { type filter hook forward priority -10; policy drop; }; }`)
-	time.Sleep(1500 * time.Millisecond) // past dead_after: both sides have given the tunnel up
+	outage := time.Now()
+	gaveUp := until(t, 4*time.Second, "G gives the silent tunnel up within a few dead_afters", func() error {
+		if p, err := lab.tunnelPeer("nat.L"); err == nil {
+			return fmt.Errorf("still connected: %+v", p)
+		}
+		return nil
+	})
+	t.Logf("outage: G gave the tunnel up after %v", gaveUp.Round(time.Millisecond))
 	start := time.Now()
 	code, body, err := lab.getFrom(lab.pub, url)
 	if err != nil || code != http.StatusServiceUnavailable {
@@ -497,7 +506,7 @@ func TestNATTunnelOutlivesRouter(t *testing.T) {
 	} else if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("during the outage the 503 took %v", d)
 	}
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(3*time.Second - time.Since(outage))
 	lab.nft(t, lab.sites[0], `delete table inet outage`)
 	took = until(t, 25*time.Second, "the tunnel comes back after the outage", ok)
 	t.Logf("outage of 3 s: requests through the tunnel again %v after it ended", took.Round(time.Millisecond))
