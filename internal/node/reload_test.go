@@ -591,25 +591,6 @@ func TestReloadReroutesTCPAndUDPInPlace(t *testing.T) {
 	l, _ := runNode(t, lconf(tcpA, udpA, ""), Options{Listen: pre.listen, ShutdownGrace: 200 * time.Millisecond})
 	waitUp(t, g, "L")
 
-	dialTCP := func() (net.Conn, *bufio.Reader) {
-		c, err := net.DialTimeout("tcp", tcpAddr, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c, bufio.NewReader(c)
-	}
-	ask := func(c net.Conn, r *bufio.Reader) string {
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.WriteString(c, "hi\n"); err != nil {
-			return "write: " + err.Error()
-		}
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return "read: " + err.Error()
-		}
-		return line
-	}
 	dialUDP := func() net.Conn {
 		c, err := net.Dial("udp", udpAddr)
 		if err != nil {
@@ -630,9 +611,9 @@ func TestReloadReroutesTCPAndUDPInPlace(t *testing.T) {
 		return "no answer"
 	}
 
-	c1, r1 := dialTCP()
+	c1, r1 := dialLine(t, tcpAddr)
 	u1 := dialUDP()
-	if got := ask(c1, r1); got != "A hi\n" {
+	if got := askLine(c1, r1, 5*time.Second); got != "A hi\n" {
 		t.Fatalf("before the reload, tcp: %q", got)
 	}
 	if got := askUDP(u1); got != "A hi" {
@@ -643,14 +624,14 @@ func TestReloadReroutesTCPAndUDPInPlace(t *testing.T) {
 		t.Fatalf("reload to the B targets: %v", err)
 	}
 	time.Sleep(400 * time.Millisecond) // twice shutdown_grace
-	if got := ask(c1, r1); got != "A hi\n" {
+	if got := askLine(c1, r1, 5*time.Second); got != "A hi\n" {
 		t.Errorf("the tcp connection open at the reload: %q, want it still with A", got)
 	}
 	if got := askUDP(u1); got != "B hi" {
 		t.Errorf("the udp client whose flow was open at the reload: %q, want B (a client that keeps sending would never leave A)", got)
 	}
-	c2, r2 := dialTCP()
-	if got := ask(c2, r2); got != "B hi\n" {
+	c2, r2 := dialLine(t, tcpAddr)
+	if got := askLine(c2, r2, 5*time.Second); got != "B hi\n" {
 		t.Errorf("a tcp connection after the reload: %q, want B", got)
 	}
 	if got := askUDP(dialUDP()); got != "B hi" {
@@ -660,7 +641,7 @@ func TestReloadReroutesTCPAndUDPInPlace(t *testing.T) {
 	if err := l.Reload(mustParse(t, lconf(tcpB, udpB, `, "ca": ["192.0.2.0/24"]`))); err != nil {
 		t.Fatalf("reload narrowing ca: %v", err)
 	}
-	if got := ask(c2, r2); !strings.HasPrefix(got, "read: ") && !strings.HasPrefix(got, "write: ") {
+	if got := askLine(c2, r2, 5*time.Second); !strings.HasPrefix(got, "read: ") && !strings.HasPrefix(got, "write: ") {
 		t.Errorf("a tcp connection from outside the narrowed ca: %q, want it closed", got)
 	}
 	if got := askUDP(u1); got != "no answer" {
@@ -723,17 +704,7 @@ func TestReloadForgetsRemovedListenersMetrics(t *testing.T) {
 		_, body := fetch(t, client, "http://"+cp+"/metrics")
 		return strings.Count(body, `listener="`+listener+`"`)
 	}
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	waitFor("the tcp connection's series", func() bool { return series("tcp://"+tcpGone) > 0 })
+	waitFor(t, "the tcp connection's series", func() bool { return series("tcp://"+tcpGone) > 0 })
 	if series("http://"+gone) == 0 || series("http://"+keep) == 0 {
 		t.Fatal("no series for the http listeners before the reload")
 	}
@@ -741,7 +712,7 @@ func TestReloadForgetsRemovedListenersMetrics(t *testing.T) {
 	if err := g.Reload(mustParse(t, conf(""))); err != nil {
 		t.Fatalf("reload removing two listeners: %v", err)
 	}
-	waitFor("the removed listeners' series to go", func() bool {
+	waitFor(t, "the removed listeners' series to go", func() bool {
 		return series("http://"+gone) == 0 && series("tcp://"+tcpGone) == 0
 	})
 	if series("http://"+keep) == 0 {
@@ -764,31 +735,12 @@ func TestReloadRaisesMaxConnsInPlace(t *testing.T) {
 	}
 	l, _ := runNode(t, conf(1), Options{Listen: pre.listen, ShutdownGrace: 200 * time.Millisecond})
 	waitUp(t, g, "L")
-	ask := func(c net.Conn, r *bufio.Reader, wait time.Duration) string {
-		c.SetDeadline(time.Now().Add(wait))
-		if _, err := io.WriteString(c, "hi\n"); err != nil {
-			return "write: " + err.Error()
-		}
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return "read: " + err.Error()
-		}
-		return line
-	}
-	dial := func() (net.Conn, *bufio.Reader) {
-		c, err := net.DialTimeout("tcp", entry, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c, bufio.NewReader(c)
-	}
-	c1, r1 := dial()
-	if got := ask(c1, r1, 5*time.Second); got != "hi\n" {
+	c1, r1 := dialLine(t, entry)
+	if got := askLine(c1, r1, 5*time.Second); got != "hi\n" {
 		t.Fatalf("first connection: %q", got)
 	}
-	c2, r2 := dial()
-	if got := ask(c2, r2, 300*time.Millisecond); got == "hi\n" {
+	c2, r2 := dialLine(t, entry)
+	if got := askLine(c2, r2, 300*time.Millisecond); got == "hi\n" {
 		t.Fatal("a second connection was served beyond max_conns 1")
 	}
 
@@ -800,7 +752,7 @@ func TestReloadRaisesMaxConnsInPlace(t *testing.T) {
 		t.Errorf("the waiting connection after max_conns was raised: %q, %v; want its echo", line, err)
 	}
 	time.Sleep(400 * time.Millisecond) // twice shutdown_grace
-	if got := ask(c1, r1, 5*time.Second); got != "hi\n" {
+	if got := askLine(c1, r1, 5*time.Second); got != "hi\n" {
 		t.Errorf("the connection open at the reload: %q, want it kept", got)
 	}
 }
@@ -835,28 +787,9 @@ func TestReloadAddsAndRemovesMaxConnsInPlace(t *testing.T) {
 	l, _ := runNode(t, conf(""), Options{Listen: pre.listen, ShutdownGrace: 200 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	waitUp(t, g, "L")
-	ask := func(c net.Conn, r *bufio.Reader, wait time.Duration) string {
-		c.SetDeadline(time.Now().Add(wait))
-		if _, err := io.WriteString(c, "hi\n"); err != nil {
-			return "write: " + err.Error()
-		}
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return "read: " + err.Error()
-		}
-		return line
-	}
-	dial := func() (net.Conn, *bufio.Reader) {
-		c, err := net.DialTimeout("tcp", entry, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c, bufio.NewReader(c)
-	}
 	lst := proxyListener(l, name)
-	c1, r1 := dial()
-	if got := ask(c1, r1, 5*time.Second); got != "hi\n" {
+	c1, r1 := dialLine(t, entry)
+	if got := askLine(c1, r1, 5*time.Second); got != "hi\n" {
 		t.Fatalf("first connection: %q", got)
 	}
 
@@ -866,12 +799,12 @@ func TestReloadAddsAndRemovesMaxConnsInPlace(t *testing.T) {
 	if proxyListener(l, name) != lst || l.Addrs().Proxies[name] != entry {
 		t.Fatal("adding max_conns replaced the listener")
 	}
-	c2, r2 := dial()
-	if got := ask(c2, r2, 300*time.Millisecond); got == "hi\n" {
+	c2, r2 := dialLine(t, entry)
+	if got := askLine(c2, r2, 300*time.Millisecond); got == "hi\n" {
 		t.Fatal("a second connection was served beside the one open, beyond the added max_conns 1")
 	}
 	time.Sleep(400 * time.Millisecond) // twice shutdown_grace
-	if got := ask(c1, r1, 5*time.Second); got != "hi\n" {
+	if got := askLine(c1, r1, 5*time.Second); got != "hi\n" {
 		t.Errorf("the connection open when max_conns was added: %q, want it kept", got)
 	}
 
@@ -885,7 +818,7 @@ func TestReloadAddsAndRemovesMaxConnsInPlace(t *testing.T) {
 	if line, err := r2.ReadString('\n'); err != nil || line != "hi\n" {
 		t.Errorf("the waiting connection after max_conns was removed: %q, %v; want its echo", line, err)
 	}
-	if got := ask(c1, r1, 5*time.Second); got != "hi\n" {
+	if got := askLine(c1, r1, 5*time.Second); got != "hi\n" {
 		t.Errorf("the first connection after max_conns was removed: %q, want it kept", got)
 	}
 	if strings.Contains(logs.String(), "stopping listener") {
@@ -939,16 +872,6 @@ func TestReloadForgetsRemovedRoutesMetrics(t *testing.T) {
 		_, body := fetch(t, client, "http://"+cp+"/metrics")
 		return strings.Count(body, `route="`+route+`"`)
 	}
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
 	reload := func(paths ...string) {
 		t.Helper()
 		if err := g.Reload(mustParse(t, conf(paths...))); err != nil {
@@ -959,9 +882,9 @@ func TestReloadForgetsRemovedRoutesMetrics(t *testing.T) {
 	// A request is counted just after its answer has gone: wait for it.
 	get("/a")
 	get("/b")
-	waitFor("the routes' series", func() bool { return series("/a") > 0 && series("/b") > 0 })
+	waitFor(t, "the routes' series", func() bool { return series("/a") > 0 && series("/b") > 0 })
 	reload("/b")
-	waitFor("the removed route's series to go", func() bool { return series("/a") == 0 })
+	waitFor(t, "the removed route's series to go", func() bool { return series("/a") == 0 })
 	if _, n := requests("/b"); n == 0 {
 		t.Error("the kept route's series went too")
 	}
@@ -970,8 +893,8 @@ func TestReloadForgetsRemovedRoutesMetrics(t *testing.T) {
 	reload("/a", "/b", "/c")
 	get("/a")
 	get("/c")
-	waitFor("the route added back to count one request", func() bool { v, _ := requests("/a"); return v == 1 })
-	waitFor("the series of /c", func() bool { return series("/c") > 0 })
+	waitFor(t, "the route added back to count one request", func() bool { v, _ := requests("/a"); return v == 1 })
+	waitFor(t, "the series of /c", func() bool { return series("/c") > 0 })
 	// Taken away with /c while a request of the old handler is in flight,
 	// and added back before that request ends: /c goes once it ends, /a
 	// stays and goes on counting.
@@ -994,7 +917,44 @@ func TestReloadForgetsRemovedRoutesMetrics(t *testing.T) {
 	}
 	// /c goes in the same step that judges /a: once it has gone, /a's
 	// series stays or has gone for good.
-	waitFor("the series of /c, removed with /a, to go", func() bool { return series("/c") == 0 })
-	waitFor("the route added back while its old handler served it to count 3 requests",
+	waitFor(t, "the series of /c, removed with /a, to go", func() bool { return series("/c") == 0 })
+	waitFor(t, "the route added back while its old handler served it to count 3 requests",
 		func() bool { v, _ := requests("/a"); return v == 3 })
+}
+
+// dialLine connects to a line echo at addr, closed when the test ends.
+func dialLine(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, bufio.NewReader(c)
+}
+
+// askLine sends a line on c and returns the answer, or what failed, within
+// wait.
+func askLine(c net.Conn, r *bufio.Reader, wait time.Duration) string {
+	c.SetDeadline(time.Now().Add(wait))
+	if _, err := io.WriteString(c, "hi\n"); err != nil {
+		return "write: " + err.Error()
+	}
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return "read: " + err.Error()
+	}
+	return line
+}
+
+// waitFor polls cond until it holds, failing the test after 5 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
