@@ -11,10 +11,21 @@ import (
 // its address. It honours half-close: it echoes until the client's
 // end-of-stream, then ends its own side.
 func EchoServer(t testing.TB) string {
-	return serveTCP(t, func(c net.Conn) {
-		io.Copy(c, c)
-		c.(*net.TCPConn).CloseWrite()
-	})
+	return serveTCP(t, echo)
+}
+
+// EchoOn serves EchoServer's echo on ln, a listener the test opened
+// itself, until the test ends.
+func EchoOn(t testing.TB, ln net.Listener) {
+	t.Cleanup(func() { ln.Close() })
+	go serveOn(ln, echo)
+}
+
+func echo(c net.Conn) {
+	io.Copy(c, c)
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.CloseWrite()
+	}
 }
 
 // LineServer serves TCP on loopback until the test ends and returns its
@@ -37,17 +48,21 @@ func serveTCP(t testing.TB, serve func(net.Conn)) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				serve(c)
-			}()
-		}
-	}()
+	go serveOn(ln, serve)
 	return ln.Addr().String()
+}
+
+// serveOn runs serve on each connection ln accepts, closing it after,
+// until ln closes.
+func serveOn(ln net.Listener, serve func(net.Conn)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			serve(c)
+		}()
+	}
 }

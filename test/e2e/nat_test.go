@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/west-tunnel/west/internal/testutil"
 )
 
 // The NAT tests put wests behind real NATs rather than beside their peer
@@ -267,20 +269,6 @@ func whoBackend(t *testing.T, ln net.Listener) {
 	t.Cleanup(func() { srv.Close() })
 }
 
-// lineEcho echoes each line back on every connection.
-func lineEcho(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			io.Copy(c, c)
-		}()
-	}
-}
-
 // getFrom fetches url from inside ns and returns the status and body, or
 // an error.
 func (lab *natLab) getFrom(ns, url string) (int, string, error) {
@@ -358,7 +346,7 @@ func (lab *natLab) tunnelPeer(name string) (tunnelPeer, error) {
 func natWests(t *testing.T, lab *natLab) {
 	t.Helper()
 	whoBackend(t, lab.listen(t, lab.sites[0].lan, lanAddr+":8081"))
-	go lineEcho(lab.listen(t, lab.sites[0].lan, lanAddr+":2222"))
+	testutil.EchoOn(t, lab.listen(t, lab.sites[0].lan, lanAddr+":2222"))
 	go udpEcho(lab.listenUDP(t, lab.sites[0].lan, lanAddr+":5353"))
 	whoBackend(t, lab.listen(t, lab.pub, "127.0.0.1:8091"))
 
