@@ -50,10 +50,13 @@ func wrkOnce(ctx context.Context, bin, url string, conns int, d time.Duration) (
 
 // parseWrk reads what wrk --latency prints: the requests and time of
 // "N requests in 4.00s", the 50% and 99% lines of the latency
-// distribution, and any socket errors or non-2xx answers.
+// distribution, and any socket errors or non-2xx answers. wrk counts a
+// non-2xx answer as a request; here it is an error, as with the Go load
+// generator, so the rate counts only requests that succeeded.
 func parseWrk(out string) (rpsResult, error) {
 	var r rpsResult
 	var haveCount, have50, have99 bool
+	var failedAnswers int64
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -96,12 +99,17 @@ func parseWrk(out string) (rpsResult, error) {
 				return r, fmt.Errorf("non-2xx count %q: %w", f[4], err)
 			}
 			r.errors += n
+			failedAnswers = n
 			r.firstErr = errors.New(strings.TrimSpace(sc.Text()))
 		}
 	}
 	if !haveCount || !have50 || !have99 {
 		return r, errors.New("no request count or latency distribution in wrk's output")
 	}
+	if failedAnswers > r.requests {
+		return r, fmt.Errorf("%d non-2xx answers of %d requests", failedAnswers, r.requests)
+	}
+	r.requests -= failedAnswers
 	return r, nil
 }
 

@@ -43,17 +43,22 @@ func TestParseWrk(t *testing.T) {
 	if r.errors != 12 || r.firstErr == nil {
 		t.Fatalf("errors %d (%v), want 12", r.errors, r.firstErr)
 	}
+	// The non-2xx answers are not in the rate.
+	if r.requests != 25707-7 {
+		t.Fatalf("requests %d, want the 25707 less the 7 non-2xx", r.requests)
+	}
 }
 
 func TestParseWrkRejects(t *testing.T) {
 	for name, out := range map[string]string{
-		"empty":         "",
-		"no p50":        strings.Replace(wrkSample, "     50%   64.00us\n", "", 1),
-		"no count":      strings.Replace(wrkSample, "  25707 requests in 1.10s, 2.79MB read\n", "", 1),
-		"bad count":     strings.Replace(wrkSample, "25707 requests", "lots requests", 1),
-		"bad time":      strings.Replace(wrkSample, "64.00us", "64.00ps", 1),
-		"unitless time": strings.Replace(wrkSample, "64.00us", "64.00", 1),
-		"bad errors":    strings.Replace(wrkSample, "Requests/sec:", "  Socket errors: connect x, read 0\nRequests/sec:", 1),
+		"empty":                 "",
+		"no p50":                strings.Replace(wrkSample, "     50%   64.00us\n", "", 1),
+		"no count":              strings.Replace(wrkSample, "  25707 requests in 1.10s, 2.79MB read\n", "", 1),
+		"bad count":             strings.Replace(wrkSample, "25707 requests", "lots requests", 1),
+		"bad time":              strings.Replace(wrkSample, "64.00us", "64.00ps", 1),
+		"unitless time":         strings.Replace(wrkSample, "64.00us", "64.00", 1),
+		"bad errors":            strings.Replace(wrkSample, "Requests/sec:", "  Socket errors: connect x, read 0\nRequests/sec:", 1),
+		"more failed than sent": strings.Replace(wrkSample, "Requests/sec:", "  Non-2xx or 3xx responses: 25708\nRequests/sec:", 1),
 	} {
 		if r, err := parseWrk(out); err == nil {
 			t.Errorf("%s: parsed %+v, want an error", name, r)
