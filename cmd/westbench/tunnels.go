@@ -92,7 +92,8 @@ func (b *bench) measureTunnels(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	child := exec.Command(self, tunnelsMode, "ws://"+g.addrs["tunnel"], strconv.Itoa(n))
+	// Tied to ctx, so that Ctrl-C ends a child still connecting its tunnels.
+	child := exec.CommandContext(ctx, self, tunnelsMode, "ws://"+g.addrs["tunnel"], strconv.Itoa(n))
 	child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	child.Stderr = os.Stderr
 	stdin, err := child.StdinPipe()
