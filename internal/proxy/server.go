@@ -355,7 +355,11 @@ func (c *serverConn) setRequest(path string) {
 func (c *serverConn) request() (path string, addr netip.Addr) {
 	c.reqMu.Lock()
 	defer c.reqMu.Unlock()
-	// addr was set before any path, by the goroutine that sets them.
+	if c.path == "" {
+		// serve may be setting addr still: it is read only once a path,
+		// noted after it, says it has been set.
+		return "", netip.Addr{}
+	}
 	return c.path, c.addr
 }
 
