@@ -20,10 +20,14 @@ func LimitListener(ln net.Listener, n int) *Limited {
 // Limited is a listener made by LimitListener. It counts the connections
 // it has accepted and not yet closed even without a bound, so that a bound
 // set later (SetLimit) counts those already open; without one, an accept
-// costs two atomic loads and an atomic add.
+// costs an uncontended lock, two atomic loads and an atomic add.
 type Limited struct {
 	net.Listener
-	max, open atomic.Int64  // max 0: no bound
+	max, open atomic.Int64 // max 0: no bound
+	// accepting lets one Accept at a time count itself in open and wait
+	// in the socket: two at once would both pass the look at the count,
+	// and each would hold what it accepted for the other's slot.
+	accepting sync.Mutex
 	wake      chan struct{} // holds a token once a slot frees or the bound changes
 	done      chan struct{}
 	closeOnce sync.Once
@@ -47,6 +51,8 @@ func (l *Limited) signal() {
 }
 
 func (l *Limited) Accept() (net.Conn, error) {
+	l.accepting.Lock()
+	defer l.accepting.Unlock()
 	// Wait for a slot before accepting, so that clients beyond the bound
 	// wait in the kernel's backlog rather than here.
 	if err := l.waitRoom(1); err != nil {

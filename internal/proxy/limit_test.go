@@ -3,8 +3,12 @@ package proxy
 import (
 	"net"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/west-tunnel/west/internal/testutil"
 )
 
 // TestLimitSetInPlace: a Limited without a bound counts what it accepts,
@@ -109,5 +113,62 @@ func BenchmarkLimitedAccept(b *testing.B) {
 				c.Close()
 			}
 		})
+	}
+}
+
+// TestLimitSeveralAccepts: with several goroutines waiting in Accept
+// when a bound comes, the client that arrives is served: an Accept
+// waiting in the socket does not hold a slot another needs.
+func TestLimitSeveralAccepts(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := LimitListener(ln, 0)
+	accepted := make(chan net.Conn)
+	var acceptors sync.WaitGroup
+	for range 3 {
+		acceptors.Add(1)
+		go func() {
+			defer acceptors.Done()
+			for {
+				c, err := lim.Accept()
+				if err != nil {
+					return
+				}
+				accepted <- c
+			}
+		}()
+	}
+	t.Cleanup(func() { lim.Close(); acceptors.Wait() })
+	// All three are blocked in Accept, in the socket or waiting for it.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		blocked := 0
+		for _, g := range testutil.Goroutines() {
+			if strings.Contains(g.Stack, "(*Limited).Accept(") && g.State != "running" && g.State != "runnable" {
+				blocked++
+			}
+		}
+		if blocked == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 3 goroutines blocked in Accept", blocked)
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	lim.SetLimit(1)
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case s := <-accepted:
+		s.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("the one client of a listener bounded to 1 was not accepted")
 	}
 }
