@@ -314,6 +314,10 @@ func (c *serverConn) serve() {
 			c.conn.SetReadDeadline(time.Time{})
 			c.s.handOver(c)
 			hc := &handedConn{Conn: c.conn, r: c.br, c: c}
+			// c stays tracked as long as the connection lives (for
+			// Recheck): it lets go of the loop's buffers, which a
+			// WebSocket would otherwise keep for its life.
+			c.br, c.w = nil, fastWriter{}
 			if err := c.s.handoff.give(hc); err != nil {
 				hc.Close()
 			}

@@ -7,10 +7,12 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/west-tunnel/west/internal/testutil"
 )
@@ -198,5 +200,62 @@ func TestServerTrackingUnderLoad(t *testing.T) {
 	lim.SetLimit(1)
 	if err := exchange(1); err != nil {
 		t.Fatalf("after the load: %v", err)
+	}
+}
+
+// TestHandedConnLetsGoOfLoopBuffers: a connection handed to net/http
+// stays tracked while it lives, for Recheck; the buffers the loop read
+// and wrote its requests with are freed meanwhile, as before it was
+// tracked. Here a GET the loop serves, then a POST handed over, and the
+// connection kept alive and idle.
+func TestHandedConnLetsGoOfLoopBuffers(t *testing.T) {
+	_, backend, _ := countingBackend(t, http.HandlerFunc(upgradeBackend))
+	h := tunnelledTo(t, backend)
+	var want, freed atomic.Int64
+	fallback := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute,
+		ConnState: func(nc net.Conn, state http.ConnState) {
+			hc, ok := nc.(*handedConn)
+			if !ok || state != http.StateNew {
+				return
+			}
+			// Handed over, but not yet read by net/http: the loop's
+			// reader is hc.r, and anything else it holds is in hc.c.
+			free := func(struct{}) { freed.Add(1) }
+			want.Add(1)
+			runtime.AddCleanup(hc.r, free, struct{}{})
+			if buf := hc.c.w.headBuf; cap(buf) > 0 {
+				want.Add(1)
+				runtime.AddCleanup(unsafe.SliceData(buf), free, struct{}{})
+			}
+		}}
+	srv, addr := startServerWith(t, h, fallback)
+	c := testutil.DialClient(t, addr)
+	defer c.Close()
+	io.WriteString(c, "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"+
+		"POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi")
+	br := bufio.NewReader(c)
+	for _, w := range []string{"GET ", "POST hi"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || string(b) != w {
+			t.Fatalf("response: %q, %v; want %q", b, err, w)
+		}
+	}
+	if want.Load() == 0 {
+		t.Fatal("the connection was not handed over")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for freed.Load() != want.Load() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the %d loop buffers of a handed connection freed while it is open", freed.Load(), want.Load())
+		}
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := srv.tracked(); n != 1 {
+		t.Errorf("%d connections tracked, want the one open", n)
 	}
 }
