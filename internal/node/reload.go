@@ -321,9 +321,10 @@ func droppedRoutes(old, p config.Proxy) []string {
 
 // forgetRoutesLocked drops the metric series of the routes paths that a
 // reload took from listener name, once prev, the handler that served
-// them, has finished its requests (or the shutdown grace has passed), as
-// stopListener does for a listener: unless a reload since has given the
-// listener a route of that path again. n.mu must be held.
+// them, has finished its requests (or the shutdown grace has passed, and
+// then again once it has finished), as stopListener does for a listener:
+// unless a reload since has given the listener a route of that path
+// again. n.mu must be held.
 func (n *Node) forgetRoutesLocked(name string, prev *proxy.HTTP, paths []string) {
 	if len(paths) == 0 {
 		return
@@ -334,22 +335,36 @@ func (n *Node) forgetRoutesLocked(name string, prev *proxy.HTTP, paths []string)
 		select {
 		case <-prev.Finished():
 		case <-grace.C:
+			n.forgetRoutes(name, paths)
+			// A request still running (a WebSocket, a long download)
+			// counts when it ends, bringing its route's series back.
+			select {
+			case <-prev.Finished():
+			case <-n.groupCtx.Done():
+				return nil
+			}
 		case <-n.groupCtx.Done():
 			return nil // the node is stopping, and its metrics with it
 		}
-		// Under n.mu, so that a reload adding a route back comes wholly
-		// before this or after it.
-		n.mu.Lock()
-		defer n.mu.Unlock()
-		i := slices.IndexFunc(n.cfg.Proxies, func(p config.Proxy) bool { return p.URL.String() == name })
-		for _, path := range paths {
-			if i >= 0 && slices.ContainsFunc(n.cfg.Proxies[i].Routes, func(r config.Route) bool { return r.Path == path }) {
-				continue
-			}
-			n.metrics.ForgetRoute(name, path)
-		}
+		n.forgetRoutes(name, paths)
 		return nil
 	})
+}
+
+// forgetRoutes drops the metric series of listener name's routes paths
+// but for those the configuration has again.
+func (n *Node) forgetRoutes(name string, paths []string) {
+	// Under n.mu, so that a reload adding a route back comes wholly
+	// before this or after it.
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	i := slices.IndexFunc(n.cfg.Proxies, func(p config.Proxy) bool { return p.URL.String() == name })
+	for _, path := range paths {
+		if i >= 0 && slices.ContainsFunc(n.cfg.Proxies[i].Routes, func(r config.Route) bool { return r.Path == path }) {
+			continue
+		}
+		n.metrics.ForgetRoute(name, path)
+	}
 }
 
 // stopListener stops accepting on l at once and lets its requests in

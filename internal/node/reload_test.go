@@ -922,6 +922,74 @@ func TestReloadForgetsRemovedRoutesMetrics(t *testing.T) {
 		func() bool { v, _ := requests("/a"); return v == 3 })
 }
 
+// TestReloadForgetsRemovedRouteAfterLongRequest: a request still running
+// on a route a reload removed, when shutdown_grace has passed, counts
+// when it ends, after the route's series went at the grace; they go
+// again then, rather than stay until a restart.
+func TestReloadForgetsRemovedRouteAfterLongRequest(t *testing.T) {
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("hold") != "" {
+			arrived <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(be.Close)
+	var pre prebound
+	cp, entry := pre.addr(t), pre.addr(t)
+	name := "http://" + entry
+	conf := func(paths ...string) string {
+		var routes []string
+		for _, p := range paths {
+			routes = append(routes, fmt.Sprintf(`%q: {"ou": "%s/x"}`, p, be.URL))
+		}
+		return fmt.Sprintf(`{"west": {"nm": "G", "cp": %q}, "wsts": {"sp": "ws://127.0.0.1:0"}, "proxy": {
+			%q: {"en": "L", %s}}}`, cp, name, strings.Join(routes, ", "))
+	}
+	g, _ := runNode(t, conf("/a", "/b"), Options{Listen: pre.listen, ShutdownGrace: 200 * time.Millisecond})
+	runNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
+	waitUp(t, g, "L")
+	client := &http.Client{Timeout: 5 * time.Second}
+	series := func(route string) int {
+		_, body := fetch(t, client, "http://"+cp+"/metrics")
+		return strings.Count(body, `route="`+route+`"`)
+	}
+	if code, body := fetch(t, client, "http://"+entry+"/a"); code != 200 {
+		t.Fatalf("GET /a: %d %q", code, body)
+	}
+	waitFor(t, "the series of /a", func() bool { return series("/a") > 0 })
+
+	held := make(chan error, 1)
+	go func() {
+		resp, err := client.Get("http://" + entry + "/a?hold=1")
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		held <- err
+	}()
+	<-arrived
+	old := proxyListener(g, name).handler.current()
+	if err := g.Reload(mustParse(t, conf("/b"))); err != nil {
+		t.Fatal(err)
+	}
+	// The grace passes with the request still running.
+	waitFor(t, "the series of /a to go at the grace", func() bool { return series("/a") == 0 })
+	close(release)
+	if err := <-held; err != nil {
+		t.Fatalf("the request across the reload: %v", err)
+	}
+	// The old handler has counted its last request by the time it is
+	// finished.
+	select {
+	case <-old.Finished():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the old handler did not finish")
+	}
+	waitFor(t, "the series of /a, counted again by its last request, to go", func() bool { return series("/a") == 0 })
+}
+
 // dialLine connects to a line echo at addr, closed when the test ends.
 func dialLine(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
 	t.Helper()
