@@ -210,10 +210,34 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	select {
 	case <-done:
-		return fallbackErr
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	if fallbackErr != nil {
+		return fallbackErr
+	}
+	// net/http neither waits for nor closes the connections it let a
+	// handler hijack: WebSockets and other upgrades. They are exchanges in
+	// flight all the same, given the time a tcp:// listener's connections
+	// get, then ended by Close.
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for s.tracked() > 0 {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// tracked is how many connections s holds: the loop's, and those handed to
+// net/http, hijacked ones included, until they close.
+func (s *Server) tracked() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
 }
 
 // Close closes the listener and every connection at once.
@@ -225,10 +249,13 @@ func (s *Server) Close() error {
 	}
 	for c := range s.conns {
 		// fallback closes those handed to it, but for hijacked ones,
-		// which it leaves to their hijacker, as before.
-		if !c.handedOver {
-			c.conn.Close()
+		// which it leaves to their hijacker: they end here, their
+		// request's context first, so that the reverse proxy lets go of
+		// the tunnel stream too.
+		if c.handedOver {
+			c.cancel()
 		}
+		c.conn.Close()
 	}
 	fellBack := s.fellBack
 	s.mu.Unlock()

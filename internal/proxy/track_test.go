@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,13 +18,6 @@ import (
 
 	"github.com/west-tunnel/west/internal/testutil"
 )
-
-// tracked is how many connections s holds in its map.
-func (s *Server) tracked() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.conns)
-}
 
 // upgradeBackend answers a request asking to upgrade to "echo" with 101,
 // then echoes what comes until the client leaves; others get their body
@@ -257,5 +252,86 @@ func TestHandedConnLetsGoOfLoopBuffers(t *testing.T) {
 	}
 	if n := srv.tracked(); n != 1 {
 		t.Errorf("%d connections tracked, want the one open", n)
+	}
+}
+
+// TestServerShutdownGivesUpgradesTheGrace: net/http neither waits for
+// nor closes a hijacked connection, so a stopping listener's WebSockets
+// used to go on after it. Shutdown now waits for them as for a request in
+// flight, and Close, once the grace is over, ends them; one that ends
+// within the grace lets Shutdown return at once.
+func TestServerShutdownGivesUpgradesTheGrace(t *testing.T) {
+	_, backend, _ := countingBackend(t, http.HandlerFunc(upgradeBackend))
+	dialer := tunnelPair(t)
+	h := NewHTTP(HTTPOptions{Dialer: dialer, Routes: []Route{{Path: "/", Target: mustURL(t, "http://"+backend+"/")}}})
+	t.Cleanup(h.Retire)
+	start := func() (*Server, string) {
+		srv := NewServer(func() *HTTP { return h }, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second})
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(ln) }()
+		t.Cleanup(func() {
+			srv.Close()
+			<-served
+		})
+		return srv, ln.Addr().String()
+	}
+	upgrade := func(addr string) (net.Conn, *bufio.Reader) {
+		c := testutil.DialClient(t, addr)
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GET /u HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("upgrade: %v %v", resp, err)
+		}
+		io.WriteString(c, "ping\n")
+		if line, err := br.ReadString('\n'); line != "ping\n" {
+			t.Fatalf("upgrade echo: %q, %v", line, err)
+		}
+		return c, br
+	}
+
+	srv, addr := start()
+	c, br := upgrade(addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown with an upgrade open: %v, want it to wait out the grace", err)
+	}
+	io.WriteString(c, "still there?\n")
+	if line, err := br.ReadString('\n'); err != nil || line != "still there?\n" {
+		t.Fatalf("the upgrade during the grace: %q, %v; want it served", line, err)
+	}
+	srv.Close()
+	if line, err := br.ReadString('\n'); err == nil {
+		t.Fatalf("the upgrade after Close: read %q, want its end", line)
+	}
+
+	srv2, addr2 := start()
+	c2, _ := upgrade(addr2)
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- srv2.Shutdown(ctx)
+	}()
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned %v with an upgrade open", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	c2.Close()
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Fatalf("Shutdown once the upgrade ended: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown did not return once the upgrade ended")
 	}
 }
