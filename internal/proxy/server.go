@@ -167,18 +167,22 @@ func (s *Server) Recheck() int {
 	ended := 0
 	for c := range s.conns {
 		path, addr := c.request()
-		if path == "" {
+		if path == "" || c.ended {
 			continue
 		}
 		if rt := h.match(path); rt == nil || h.allows(rt, path, addr) {
 			continue
 		}
-		// Cancelling abandons the request's tunnel stream (the loop's
-		// hook, or the reverse proxy's on the request's context, which
-		// also ends an upgrade's copy); closing ends what the client
-		// side was waiting on.
-		c.cancel()
+		// Closing first, so that the client sees its connection end
+		// rather than the 502 the abandoned request would write;
+		// cancelling then abandons the request's tunnel stream (the
+		// loop's hook, or the reverse proxy's on the request's context,
+		// which also ends an upgrade's copy).
 		c.conn.Close()
+		c.cancel()
+		// It stays in conns until its goroutines have seen the close;
+		// a Recheck meanwhile must not count it again.
+		c.ended = true
 		ended++
 	}
 	return ended
@@ -249,13 +253,13 @@ func (s *Server) Close() error {
 	}
 	for c := range s.conns {
 		// fallback closes those handed to it, but for hijacked ones,
-		// which it leaves to their hijacker: they end here, their
-		// request's context first, so that the reverse proxy lets go of
-		// the tunnel stream too.
+		// which it leaves to their hijacker: they end here, and their
+		// request's context with them, so that the reverse proxy lets go
+		// of the tunnel stream too.
+		c.conn.Close()
 		if c.handedOver {
 			c.cancel()
 		}
-		c.conn.Close()
 	}
 	fellBack := s.fellBack
 	s.mu.Unlock()
@@ -279,6 +283,8 @@ type serverConn struct {
 	cancel context.CancelFunc
 	// handedOver is set under s.mu once fallback serves the connection.
 	handedOver bool
+	// ended is set under s.mu once Recheck has ended the connection.
+	ended bool
 	// reqMu guards path, the escaped path of the request in progress ("",
 	// between requests), which Recheck reads.
 	reqMu sync.Mutex
