@@ -189,7 +189,8 @@ func (s *Server) Recheck() int {
 }
 
 // Shutdown stops accepting, closes idle connections, and waits until the
-// busy ones have answered their request, or ctx ends.
+// busy ones have answered their request and the upgraded ones have
+// closed, or ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing.Store(true)
