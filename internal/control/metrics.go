@@ -33,6 +33,7 @@ type Metrics struct {
 	tcpConns     *prometheus.CounterVec
 	refused      prometheus.Counter
 	tlsFailed    prometheus.Counter
+	shed         prometheus.Counter
 
 	// maxIdle bounds how many (role, peer) series without a live tunnel are
 	// kept: a tunnel server may see any number of peer names over time.
@@ -98,6 +99,10 @@ func NewMetrics() *Metrics {
 			Name: "west_tunnel_tls_handshake_failures_total",
 			Help: "Connections to a wss:// tunnel server whose TLS handshake failed: a client certificate refused, a client refusing the server's, or anything else (scanners, plain HTTP).",
 		}),
+		shed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "west_tunnel_handshakes_shed_total",
+			Help: "Connections the tunnel server closed on accept because too many were still in their handshake, from their address or in all.",
+		}),
 		tcpConns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "west_tcp_connections_total",
 			Help: "Connections finished by tcp:// proxy listeners, by listener.",
@@ -107,7 +112,7 @@ func NewMetrics() *Metrics {
 		live:          make(map[any]liveTunnel),
 		series:        make(map[tunnelKey]*series),
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.dialFailures, m.tcpConns, m.refused, m.tlsFailed,
+	m.reg.MustRegister(m.requests, m.duration, m.dialFailures, m.tcpConns, m.refused, m.tlsFailed, m.shed,
 		tunnelCollector{m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -281,6 +286,15 @@ func (m *Metrics) TunnelRefused() {
 		return
 	}
 	m.refused.Inc()
+}
+
+// TunnelShed records a connection the tunnel server closed on accept
+// because too many were still in their handshake.
+func (m *Metrics) TunnelShed() {
+	if m == nil {
+		return
+	}
+	m.shed.Inc()
 }
 
 // DialFailed records a stream whose target this west could not connect

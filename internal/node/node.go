@@ -212,10 +212,14 @@ func (n *Node) addTunnelServer(s *config.TunnelServer) error {
 		Logger:  n.log.With("part", "tunnel-server"),
 
 		OnSession: n.onSession(control.RoleServer), // metrics; see control.go
+		OnShed:    n.metrics.TunnelShed,
 	})
 	mux := http.NewServeMux()
 	mux.Handle(s.Path, n.server)
 	n.addServer("tunnel", s.URL.String(), s.Addr, mux, nil)
+	// Connections leave the server's count of handshakes when upgraded
+	// or closed; listen puts its Listener under TLS.
+	n.servers[len(n.servers)-1].srv.(*http.Server).ConnState = n.server.ConnState
 	if tc != nil {
 		srv := n.servers[len(n.servers)-1].srv.(*http.Server)
 		srv.ErrorLog = log.New(&tlsErrorLog{log: n.log.With("part", "tunnel-server"), onFail: n.metrics.TunnelTLSFailed}, "", 0)
@@ -442,6 +446,10 @@ func (n *Node) listen(s *listener) error {
 		// max_conns, so that a reload can add or take away the bound in place.
 		s.limit = proxy.LimitListener(ln, s.maxConns)
 		ln = s.limit
+	}
+	if s.role == "tunnel" {
+		// Under TLS, so that a connection shed costs no TLS handshake.
+		ln = n.server.Listener(ln)
 	}
 	if s.tls != nil {
 		ln = tls.NewListener(ln, s.tls)

@@ -5,9 +5,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -469,4 +471,75 @@ func TestTLSHandshakeFailuresSeenByServer(t *testing.T) {
 	if n := strings.Count(logs, "TLS handshake failed"); n != 1 {
 		t.Errorf("G logged %d handshake failures at info or above, want only the certificate's", n)
 	}
+}
+
+// A wss:// tunnel server closes at once, before any TLS, a connection
+// beyond the bound on handshakes from one address, counts it, and keeps
+// serving the tunnel it already had; once the flood ends, handshakes
+// work again.
+func TestTunnelServerShedsHandshakeFlood(t *testing.T) {
+	be := backend(t)
+	ca := newTestCA(t, "west-shed")
+	cert, key := ca.issue(t, "tunnel.test", "tunnel.test")
+	g := startNode(t, fmt.Sprintf(`{"west": {"nm": "G", "cp": "127.0.0.1:0"}, "wsts": {"sp": "wss://127.0.0.1:0",
+		"tls_cert_file": %q, "tls_key_file": %q}}`, cert, key), Options{})
+	srv := "wss://" + g.Addrs().Tunnel
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {%q: {"ca_file": %q, "server_name": "tunnel.test"}},
+		"proxy": {"http://127.0.0.1:0": {"ea": %q, "/px": {"ou": "%s/x"}}}}`, srv, ca.file, srv, be.URL), Options{})
+	waitClient(t, l, srv, tunnel.StateUp)
+	waitUp(t, g, "L")
+
+	idle := make([]net.Conn, tunnel.DefaultMaxHandshakesPerIP)
+	for i := range idle {
+		c, err := net.Dial("tcp", g.Addrs().Tunnel)
+		if err != nil {
+			t.Fatalf("idle connection %d: %v", i, err)
+		}
+		defer c.Close()
+		idle[i] = c
+	}
+	// Until the server has accepted all of them, the next may still get
+	// in; it is shed once they are all counted.
+	client := &http.Client{Timeout: 5 * time.Second}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.Dial("tcp", g.Addrs().Tunnel)
+		if err != nil {
+			t.Fatalf("one more connection: %v", err)
+		}
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		_, err = c.Read(make([]byte, 1))
+		c.Close()
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			break // closed on us
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a connection beyond the bound was never shed")
+		}
+	}
+	_, body := fetch(t, client, "http://"+g.Addrs().Control+"/metrics")
+	if got, _ := metric(body, "west_tunnel_handshakes_shed_total"); got < 1 {
+		t.Errorf("west_tunnel_handshakes_shed_total %v, want at least 1", got)
+	}
+	if got, _ := metric(body, "west_tunnel_tls_handshake_failures_total"); got != 0 {
+		t.Errorf("west_tunnel_tls_handshake_failures_total %v: a shed connection got as far as TLS", got)
+	}
+	if code, body := getStatus(t, proxyURL(t, l)+"/px/ok"); code != 200 {
+		t.Errorf("request over the tunnel up before the flood: %d %s", code, body)
+	}
+
+	for _, c := range idle {
+		c.Close()
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	waitFor(t, "a TLS handshake after the flood", func() bool {
+		c, err := tls.Dial("tcp", g.Addrs().Tunnel, &tls.Config{RootCAs: roots, ServerName: "tunnel.test"})
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	})
 }

@@ -1,12 +1,14 @@
 package tunnel
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -35,6 +37,14 @@ type ServerOptions struct {
 	// OnSession, if set, is told of every session that starts and ends,
 	// for metrics.
 	OnSession func(s *Session, up bool)
+	// OnShed, if set, is told of every connection Listener closed for
+	// exceeding a bound on handshakes, for metrics.
+	OnShed func()
+
+	// The bounds on connections in their handshake (see Listener);
+	// zero means DefaultMaxHandshakesPerIP and DefaultMaxHandshakes.
+	// Unexported so that only tests lower them.
+	maxHandshakesPerIP, maxHandshakes int
 }
 
 // Server accepts tunnel clients. It is an http.Handler serving the
@@ -52,6 +62,14 @@ type Server struct {
 	judge    func(r *http.Request, name string) error
 	closed   bool
 	sessions sync.WaitGroup // ServeHTTP calls past the upgrade
+
+	// Connections in their handshake (see Listener), under hsMu.
+	maxPerIP, maxTotal int
+	hsMu               sync.Mutex
+	hsByIP             map[netip.Addr]int
+	hsTotal            int
+	shedLogged         time.Time // when a shed connection was last logged
+	shedSkipped        int       // shed connections not logged since
 }
 
 // NewServer returns a Server.
@@ -60,7 +78,10 @@ func NewServer(opts ServerOptions) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{opts: opts, log: log, peers: make(map[string]*Session)}
+	return &Server{opts: opts, log: log, peers: make(map[string]*Session),
+		maxPerIP: cmp.Or(opts.maxHandshakesPerIP, DefaultMaxHandshakesPerIP),
+		maxTotal: cmp.Or(opts.maxHandshakes, DefaultMaxHandshakes),
+		hsByIP:   make(map[netip.Addr]int)}
 }
 
 // ServeHTTP upgrades a tunnel client and serves its session until it ends.
