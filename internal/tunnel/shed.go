@@ -12,7 +12,8 @@ import (
 // connection holds a descriptor and goroutines for up to the handshake
 // timeout (10 s), so without a bound one address could hold thousands.
 const (
-	// DefaultMaxHandshakesPerIP is per client address. Many wests behind
+	// DefaultMaxHandshakesPerIP is per client address (an IPv6 /64
+	// counting as one address: see handshakeKey). Many wests behind
 	// one NAT share an address, and after an outage they all reconnect
 	// at about the same time; their jittered backoff spreads the dials
 	// over seconds, and a handshake takes a round trip or two, so 64 at
@@ -58,7 +59,7 @@ func (s *Server) ConnState(c net.Conn, st http.ConnState) {
 	if st != http.StateHijacked && st != http.StateClosed {
 		return
 	}
-	a := remoteIP(c)
+	a := handshakeKey(remoteIP(c))
 	s.hsMu.Lock()
 	if s.hsByIP[a] > 0 { // a connection not from Listener was never counted
 		s.hsByIP[a]--
@@ -73,7 +74,7 @@ func (s *Server) ConnState(c net.Conn, st http.ConnState) {
 // admitHandshake counts c as in its handshake, or reports false when
 // that would exceed a bound, which it counts and logs.
 func (s *Server) admitHandshake(c net.Conn) bool {
-	a := remoteIP(c)
+	a := handshakeKey(remoteIP(c))
 	s.hsMu.Lock()
 	var reason string
 	switch {
@@ -113,6 +114,17 @@ func (s *Server) handshakes() int {
 	s.hsMu.Lock()
 	defer s.hsMu.Unlock()
 	return s.hsTotal
+}
+
+// handshakeKey is what the per-address bound counts by: an IPv4 address,
+// or the /64 of an IPv6 one, since whoever holds one IPv6 address
+// usually holds its whole /64 and could otherwise spread a flood over it.
+func handshakeKey(a netip.Addr) netip.Addr {
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
 }
 
 // remoteIP is c's client address; connections whose address is not

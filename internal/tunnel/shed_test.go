@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -139,5 +140,30 @@ func TestHandshakesShedInAll(t *testing.T) {
 	}
 	if got := h.server.handshakes(); got != 3 {
 		t.Errorf("%d counted after shedding, want 3", got)
+	}
+}
+
+// TestHandshakeKey: the per-address bound counts an IPv6 /64 as one
+// address, so that a holder of one cannot spread a flood over its
+// 2^64 addresses; IPv4 addresses, and IPv4 in IPv6, count singly.
+func TestHandshakeKey(t *testing.T) {
+	for _, tc := range []struct{ a, b string }{
+		{"2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:ffff"},
+		{"2001:db8:1:2::1", "2001:db8:1:2:8000::7"},
+		{"192.0.2.1", "192.0.2.1"},
+	} {
+		if ka, kb := handshakeKey(netip.MustParseAddr(tc.a)), handshakeKey(netip.MustParseAddr(tc.b)); ka != kb {
+			t.Errorf("%s and %s count apart (%s, %s), want as one", tc.a, tc.b, ka, kb)
+		}
+	}
+	for _, tc := range []struct{ a, b string }{
+		{"2001:db8:1:2::1", "2001:db8:1:3::1"},
+		{"192.0.2.1", "192.0.2.2"},
+		{"::ffff:192.0.2.1", "::ffff:192.0.2.2"},
+	} {
+		a, b := netip.MustParseAddr(tc.a).Unmap(), netip.MustParseAddr(tc.b).Unmap()
+		if ka, kb := handshakeKey(a), handshakeKey(b); ka == kb {
+			t.Errorf("%s and %s count as one (%s), want apart", tc.a, tc.b, ka)
+		}
 	}
 }
