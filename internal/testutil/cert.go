@@ -14,8 +14,8 @@ import (
 	"time"
 )
 
-// SelfSigned writes a certificate for cn valid from notBefore to notAfter,
-// and its key, as PEM files.
+// SelfSigned writes a certificate for cn (its common name and DNS name)
+// valid from notBefore to notAfter, and its key, as PEM files.
 func SelfSigned(t testing.TB, cn string, notBefore, notAfter time.Time) (certFile, keyFile string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -25,6 +25,7 @@ func SelfSigned(t testing.TB, cn string, notBefore, notAfter time.Time) (certFil
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(7),
 		Subject:      pkix.Name{CommonName: cn},
+		DNSNames:     []string{cn}, // verifiers read names here, not in the CN
 		NotBefore:    notBefore,
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,

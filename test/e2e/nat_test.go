@@ -702,3 +702,48 @@ func TestNATTunnelThroughHTTPProxy(t *testing.T) {
 		t.Errorf("the proxy connected %q, want G's tunnel server once", got)
 	}
 }
+
+// TestNATSecuredTunnel is the setup the README recommends for a tunnel
+// server on the internet, across the NAT: wss:// with a certificate the
+// client checks by name, a token per peer, and a dial_allow on the LAN's
+// west so that G's listeners reach only what it lists.
+func TestNATSecuredTunnel(t *testing.T) {
+	lab := newNATLab(t, 1)
+	site := lab.sites[0]
+	whoBackend(t, lab.listen(t, site.lan, lanAddr+":8081"))
+	whoBackend(t, lab.listen(t, site.lan, lanAddr+":8082")) // on the LAN, not listed
+	cert, key := testutil.SelfSigned(t, "g.example", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
+
+	dir := t.TempDir()
+	g := writeConfig(t, dir, "G", `{"west": {"nm": "nat.G", "cp": "127.0.0.1:9701"},
+		"wsts": {"sp": "wss://`+gAddr+`:9443", "tls_cert_file": "`+cert+`", "tls_key_file": "`+key+`",
+			"tokens": {"nat.L": "env:NAT_L_TOKEN"}},
+		"proxy": {"http://`+gAddr+`:8080": {"en": "nat.L",
+			"/": {"ou": "http://`+lanAddr+`:8081/"},
+			"/other": {"ou": "http://`+lanAddr+`:8082/"}}}}`)
+	l := writeConfig(t, dir, "L", `{"west": {"nm": "nat.L", "dial_allow": ["`+lanAddr+`:8081"]},
+		"wstc": {"wss://`+gAddr+`:9443": {"ca_file": "`+cert+`", "server_name": "g.example", "token": "env:NAT_L_TOKEN"}}}`)
+	token := "NAT_L_TOKEN=4f1c0a7e9b2d83c6a15e07fd"
+	gCmd := exec.Command("ip", "netns", "exec", lab.pub, westBin, "-c", g)
+	gCmd.Env = append(os.Environ(), token)
+	startWest(t, gCmd)
+	lCmd := exec.Command("ip", "netns", "exec", site.lan, westBin, "-c", l)
+	lCmd.Env = append(os.Environ(), token)
+	startWest(t, lCmd)
+
+	until(t, 10*time.Second, "a request from pub reaches the LAN through wss://", func() error {
+		code, body, err := lab.getFrom(lab.pub, "http://"+gAddr+":8080/secure")
+		if err == nil && (code != 200 || !strings.HasPrefix(body, "GET /secure from ")) {
+			err = fmt.Errorf("%d %q", code, body)
+		}
+		return err
+	})
+	if host, err := lab.tunnelPeerAddr("nat.L"); err != nil || host != routerWAN {
+		t.Errorf("G's control port: tunnel from %q (%v), want the router's %s", host, err, routerWAN)
+	}
+	// The LAN's west dials only what its dial_allow lists.
+	code, body, err := lab.getFrom(lab.pub, "http://"+gAddr+":8080/other/x")
+	if err != nil || code != http.StatusForbidden || !strings.Contains(body, "dial_allow") {
+		t.Errorf("a target the LAN's dial_allow leaves out: %d %q %v, want 403 naming dial_allow", code, body, err)
+	}
+}
