@@ -832,32 +832,11 @@ func TestReloadAddsAndRemovesMaxConnsInPlace(t *testing.T) {
 // routes' stay; a route added back counts anew, and one added back while
 // the old handler still served it keeps its series.
 func TestReloadForgetsRemovedRoutesMetrics(t *testing.T) {
-	arrived, release := make(chan struct{}, 1), make(chan struct{})
-	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Query().Get("hold") != "" {
-			arrived <- struct{}{}
-			<-release
-		}
-		io.WriteString(w, "ok")
-	}))
-	t.Cleanup(be.Close)
-	var pre prebound
-	cp, entry := pre.addr(t), pre.addr(t)
-	name := "http://" + entry
-	conf := func(paths ...string) string {
-		var routes []string
-		for _, p := range paths {
-			routes = append(routes, fmt.Sprintf(`%q: {"ou": "%s/x"}`, p, be.URL))
-		}
-		return fmt.Sprintf(`{"west": {"nm": "G", "cp": %q}, "wsts": {"sp": "ws://127.0.0.1:0"}, "proxy": {
-			%q: {"en": "L", %s}}}`, cp, name, strings.Join(routes, ", "))
-	}
 	// A grace far longer than the waits below: the series must go when
 	// the old handler is done, not when the grace is.
-	g, _ := runNode(t, conf("/a", "/b"), Options{Listen: pre.listen, ShutdownGrace: 20 * time.Second})
-	runNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
-	waitUp(t, g, "L")
-	client := &http.Client{Timeout: 5 * time.Second}
+	rig := newRoutesRig(t, 20*time.Second, "/a", "/b")
+	g, name, cp, entry, client, conf := rig.g, rig.name, rig.cp, rig.entry, rig.client, rig.conf
+	release := rig.release
 	get := func(path string) {
 		t.Helper()
 		if code, body := fetch(t, client, "http://"+entry+path); code != 200 {
@@ -868,10 +847,7 @@ func TestReloadForgetsRemovedRoutesMetrics(t *testing.T) {
 		_, body := fetch(t, client, "http://"+cp+"/metrics")
 		return metric(body, "west_requests_total", `listener="`+name+`"`, `route="`+route+`"`)
 	}
-	series := func(route string) int {
-		_, body := fetch(t, client, "http://"+cp+"/metrics")
-		return strings.Count(body, `route="`+route+`"`)
-	}
+	series := func(route string) int { return rig.series(t, route) }
 	reload := func(paths ...string) {
 		t.Helper()
 		if err := g.Reload(mustParse(t, conf(paths...))); err != nil {
@@ -898,16 +874,7 @@ func TestReloadForgetsRemovedRoutesMetrics(t *testing.T) {
 	// Taken away with /c while a request of the old handler is in flight,
 	// and added back before that request ends: /c goes once it ends, /a
 	// stays and goes on counting.
-	held := make(chan error, 1)
-	go func() {
-		resp, err := client.Get("http://" + entry + "/a?hold=1")
-		if err == nil {
-			_, err = io.ReadAll(resp.Body)
-			resp.Body.Close()
-		}
-		held <- err
-	}()
-	<-arrived
+	held := rig.hold("/a")
 	reload("/b")
 	reload("/a", "/b")
 	get("/a")
@@ -927,49 +894,16 @@ func TestReloadForgetsRemovedRoutesMetrics(t *testing.T) {
 // when it ends, after the route's series went at the grace; they go
 // again then, rather than stay until a restart.
 func TestReloadForgetsRemovedRouteAfterLongRequest(t *testing.T) {
-	arrived, release := make(chan struct{}, 1), make(chan struct{})
-	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Query().Get("hold") != "" {
-			arrived <- struct{}{}
-			<-release
-		}
-		io.WriteString(w, "ok")
-	}))
-	t.Cleanup(be.Close)
-	var pre prebound
-	cp, entry := pre.addr(t), pre.addr(t)
-	name := "http://" + entry
-	conf := func(paths ...string) string {
-		var routes []string
-		for _, p := range paths {
-			routes = append(routes, fmt.Sprintf(`%q: {"ou": "%s/x"}`, p, be.URL))
-		}
-		return fmt.Sprintf(`{"west": {"nm": "G", "cp": %q}, "wsts": {"sp": "ws://127.0.0.1:0"}, "proxy": {
-			%q: {"en": "L", %s}}}`, cp, name, strings.Join(routes, ", "))
-	}
-	g, _ := runNode(t, conf("/a", "/b"), Options{Listen: pre.listen, ShutdownGrace: 200 * time.Millisecond})
-	runNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
-	waitUp(t, g, "L")
-	client := &http.Client{Timeout: 5 * time.Second}
-	series := func(route string) int {
-		_, body := fetch(t, client, "http://"+cp+"/metrics")
-		return strings.Count(body, `route="`+route+`"`)
-	}
+	rig := newRoutesRig(t, 200*time.Millisecond, "/a", "/b")
+	g, name, entry, client, conf := rig.g, rig.name, rig.entry, rig.client, rig.conf
+	release := rig.release
+	series := func(route string) int { return rig.series(t, route) }
 	if code, body := fetch(t, client, "http://"+entry+"/a"); code != 200 {
 		t.Fatalf("GET /a: %d %q", code, body)
 	}
 	waitFor(t, "the series of /a", func() bool { return series("/a") > 0 })
 
-	held := make(chan error, 1)
-	go func() {
-		resp, err := client.Get("http://" + entry + "/a?hold=1")
-		if err == nil {
-			_, err = io.ReadAll(resp.Body)
-			resp.Body.Close()
-		}
-		held <- err
-	}()
-	<-arrived
+	held := rig.hold("/a")
 	old := proxyListener(g, name).handler.current()
 	if err := g.Reload(mustParse(t, conf("/b"))); err != nil {
 		t.Fatal(err)
@@ -1025,4 +959,72 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// routesRig is a node G whose http:// listener has a route per path to a
+// backend that holds each request asking ?hold=1 (telling arrived) until
+// release closes, with a control port for /metrics, and a node L that
+// serves G's routes.
+type routesRig struct {
+	g                *Node
+	name, cp, entry  string
+	client           *http.Client
+	arrived, release chan struct{}
+	backend          string
+}
+
+func newRoutesRig(t *testing.T, grace time.Duration, paths ...string) *routesRig {
+	t.Helper()
+	rig := &routesRig{arrived: make(chan struct{}, 1), release: make(chan struct{}),
+		client: &http.Client{Timeout: 5 * time.Second}}
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("hold") != "" {
+			rig.arrived <- struct{}{}
+			<-rig.release
+		}
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(be.Close)
+	rig.backend = be.URL
+	var pre prebound
+	rig.cp, rig.entry = pre.addr(t), pre.addr(t)
+	rig.name = "http://" + rig.entry
+	rig.g, _ = runNode(t, rig.conf(paths...), Options{Listen: pre.listen, ShutdownGrace: grace})
+	runNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {"ws://%s": {}}}`, rig.g.Addrs().Tunnel), Options{})
+	waitUp(t, rig.g, "L")
+	return rig
+}
+
+// conf is G's configuration with a route for each of paths.
+func (rig *routesRig) conf(paths ...string) string {
+	var routes []string
+	for _, p := range paths {
+		routes = append(routes, fmt.Sprintf(`%q: {"ou": "%s/x"}`, p, rig.backend))
+	}
+	return fmt.Sprintf(`{"west": {"nm": "G", "cp": %q}, "wsts": {"sp": "ws://127.0.0.1:0"}, "proxy": {
+		%q: {"en": "L", %s}}}`, rig.cp, rig.name, strings.Join(routes, ", "))
+}
+
+// series is how many of /metrics' series name route.
+func (rig *routesRig) series(t *testing.T, route string) int {
+	t.Helper()
+	_, body := fetch(t, rig.client, "http://"+rig.cp+"/metrics")
+	return strings.Count(body, `route="`+route+`"`)
+}
+
+// hold sends a request for path that the backend holds until release
+// closes, and returns once it has arrived there; the channel then tells
+// how it ended.
+func (rig *routesRig) hold(path string) <-chan error {
+	held := make(chan error, 1)
+	go func() {
+		resp, err := rig.client.Get("http://" + rig.entry + path + "?hold=1")
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		held <- err
+	}()
+	<-rig.arrived
+	return held
 }

@@ -265,20 +265,6 @@ func TestServerShutdownGivesUpgradesTheGrace(t *testing.T) {
 	dialer := tunnelPair(t)
 	h := NewHTTP(HTTPOptions{Dialer: dialer, Routes: []Route{{Path: "/", Target: mustURL(t, "http://"+backend+"/")}}})
 	t.Cleanup(h.Retire)
-	start := func() (*Server, string) {
-		srv := NewServer(func() *HTTP { return h }, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second})
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		served := make(chan error, 1)
-		go func() { served <- srv.Serve(ln) }()
-		t.Cleanup(func() {
-			srv.Close()
-			<-served
-		})
-		return srv, ln.Addr().String()
-	}
 	upgrade := func(addr string) (net.Conn, *bufio.Reader) {
 		c := testutil.DialClient(t, addr)
 		t.Cleanup(func() { c.Close() })
@@ -296,7 +282,7 @@ func TestServerShutdownGivesUpgradesTheGrace(t *testing.T) {
 		return c, br
 	}
 
-	srv, addr := start()
+	srv, addr := startServer(t, h)
 	c, br := upgrade(addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
@@ -312,7 +298,7 @@ func TestServerShutdownGivesUpgradesTheGrace(t *testing.T) {
 		t.Fatalf("the upgrade after Close: read %q, want its end", line)
 	}
 
-	srv2, addr2 := start()
+	srv2, addr2 := startServer(t, h)
 	c2, _ := upgrade(addr2)
 	shut := make(chan error, 1)
 	go func() {
