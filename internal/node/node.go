@@ -217,16 +217,17 @@ func (n *Node) addTunnelServer(s *config.TunnelServer) error {
 	mux := http.NewServeMux()
 	mux.Handle(s.Path, n.server)
 	n.addServer("tunnel", s.URL.String(), s.Addr, mux, nil)
+	l := n.servers[len(n.servers)-1]
+	srv := l.srv.(*http.Server)
 	// Connections leave the server's count of handshakes when upgraded
 	// or closed; listen puts its Listener under TLS.
-	n.servers[len(n.servers)-1].srv.(*http.Server).ConnState = n.server.ConnState
+	srv.ConnState = n.server.ConnState
 	if tc != nil {
-		srv := n.servers[len(n.servers)-1].srv.(*http.Server)
 		srv.ErrorLog = log.New(&tlsErrorLog{log: n.log.With("part", "tunnel-server"), onFail: n.metrics.TunnelTLSFailed}, "", 0)
 		n.tunnelTLS.Store(tc)
 		// Each handshake takes the configuration in force, so that a
 		// certificate renewed on disk is served from the next reload on.
-		n.servers[len(n.servers)-1].tls = &tls.Config{
+		l.tls = &tls.Config{
 			GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return n.tunnelTLS.Load(), nil },
 		}
 	}

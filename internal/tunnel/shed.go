@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/netip"
 	"time"
+
+	"github.com/west-tunnel/west/internal/acl"
 )
 
 // The bounds on a tunnel server's connections still in their handshake:
@@ -59,7 +61,7 @@ func (s *Server) ConnState(c net.Conn, st http.ConnState) {
 	if st != http.StateHijacked && st != http.StateClosed {
 		return
 	}
-	a := handshakeKey(remoteIP(c))
+	a := handshakeKey(acl.PeerAddr(c.RemoteAddr().String()))
 	s.hsMu.Lock()
 	if s.hsByIP[a] > 0 { // a connection not from Listener was never counted
 		s.hsByIP[a]--
@@ -74,7 +76,7 @@ func (s *Server) ConnState(c net.Conn, st http.ConnState) {
 // admitHandshake counts c as in its handshake, or reports false when
 // that would exceed a bound, which it counts and logs.
 func (s *Server) admitHandshake(c net.Conn) bool {
-	a := handshakeKey(remoteIP(c))
+	a := handshakeKey(acl.PeerAddr(c.RemoteAddr().String()))
 	s.hsMu.Lock()
 	var reason string
 	switch {
@@ -125,14 +127,4 @@ func handshakeKey(a netip.Addr) netip.Addr {
 		return p.Addr()
 	}
 	return a
-}
-
-// remoteIP is c's client address; connections whose address is not
-// IP:port share the zero Addr.
-func remoteIP(c net.Conn) netip.Addr {
-	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		return ta.AddrPort().Addr().Unmap()
-	}
-	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
-	return ap.Addr().Unmap()
 }
