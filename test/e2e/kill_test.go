@@ -166,6 +166,9 @@ func TestFrozenTunnelServer(t *testing.T) {
 	if err := gProc.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	// The signal takes effect a moment later: until then the server could
+	// still echo what comes next.
+	waitStopped(t, gProc.Process.Pid)
 	frozen := time.Now()
 	c.Write([]byte("frozen?"))
 	_, err := c.Read(buf)
@@ -191,5 +194,26 @@ func TestFrozenTunnelServer(t *testing.T) {
 	c2.Write([]byte("again"))
 	if _, err := io.ReadFull(c2, buf); err != nil || string(buf) != "again" {
 		t.Fatalf("echo after the thaw: %q %v", buf, err)
+	}
+}
+
+// waitStopped waits until process pid is stopped by a signal, as
+// /proc/PID/stat tells (state T).
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The state follows the command, which is in parentheses.
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'T' {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d not stopped 5 s after SIGSTOP: %s", pid, b)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
