@@ -1,10 +1,13 @@
 package node
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -161,5 +164,111 @@ func TestKeepaliveKeys(t *testing.T) {
 	waitClient(t, l, url, tunnel.StateBackoff)
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("tunnel noticed its server gone after %v", d)
+	}
+}
+
+// pausingEvents is a backend whose /events sends one event, pauses for
+// pause, sends a second and ends, as an event stream does between events;
+// every other path answers "ok" at once.
+func pausingEvents(t *testing.T, pause time.Duration) string {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if r.URL.Path != "/events" {
+			io.WriteString(w, "ok")
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: one\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-time.After(pause):
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "data: two\n\n")
+	}))
+	t.Cleanup(be.Close)
+	return be.URL
+}
+
+// TestDrainKeepsPausedResponse: a far west that drains waits for an HTTP
+// response that pauses longer than a request's gap (an event stream
+// between events), and does not wait for the streams its peer kept idle
+// for reuse, on either of the listener's transports: its peer, told of
+// the drain, closes them. Both ways: the far west as tunnel server (case
+// 1) and as tunnel client (case 2).
+func TestDrainKeepsPausedResponse(t *testing.T) {
+	const pause = 1500 * time.Millisecond // three times what silence alone would allow
+	be := pausingEvents(t, pause)
+	for _, far := range []string{"server", "client"} {
+		t.Run("far is the tunnel "+far, func(t *testing.T) {
+			var base string
+			var stopFar func() time.Duration
+			if far == "server" {
+				g, stopG := runNode(t, `{"west": {"nm": "G", "shutdown_grace": "20s"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+				l, _ := runNode(t, fmt.Sprintf(`{"west": {"nm": "L"},
+					"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/": {"ou": "%s/"}}}}`, g.Addrs().Tunnel, be), Options{})
+				base, stopFar = proxyURL(t, l), stopG
+			} else {
+				g, _ := runNode(t, fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"},
+					"proxy": {"http://127.0.0.1:0": {"en": "L", "/": {"ou": "%s/"}}}}`, be), Options{})
+				_, stopL := runNode(t, fmt.Sprintf(`{"west": {"nm": "L", "shutdown_grace": "20s"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
+				waitUp(t, g, "L")
+				base, stopFar = proxyURL(t, g), stopL
+			}
+			// Streams kept for reuse: one by the fast path (GET), one by
+			// the fallback transport (POST).
+			exchange := func(method string) error {
+				var body io.Reader
+				if method == http.MethodPost {
+					body = strings.NewReader("body")
+				}
+				req, _ := http.NewRequest(method, base+"/x", body)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					return err
+				}
+				defer resp.Body.Close()
+				b, err := io.ReadAll(resp.Body)
+				if err == nil && (resp.StatusCode != 200 || string(b) != "ok") {
+					err = fmt.Errorf("%s: %d %q", method, resp.StatusCode, b)
+				}
+				return err
+			}
+			for _, m := range []string{http.MethodGet, http.MethodPost} {
+				if err := exchange(m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			resp, err := http.Get(base + "/events")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			br := bufio.NewReader(resp.Body)
+			if line, err := br.ReadString('\n'); err != nil || line != "data: one\n" {
+				t.Fatalf("first event: %q, %v", line, err)
+			}
+			took := make(chan time.Duration, 1)
+			go func() { took <- stopFar() }()
+			// A draining far west still serves what comes meanwhile.
+			time.Sleep(200 * time.Millisecond)
+			for _, m := range []string{http.MethodGet, http.MethodPost} {
+				if err := exchange(m); err != nil {
+					t.Errorf("during the drain: %v", err)
+				}
+			}
+			rest, err := io.ReadAll(br)
+			if err != nil || string(rest) != "\ndata: two\n\n" {
+				t.Fatalf("the rest of the event stream, across the far west's drain: %q, %v", rest, err)
+			}
+			// The drain ends with the response, not with the grace: the
+			// idle streams did not hold it.
+			if d := <-took; d > pause+3*time.Second {
+				t.Errorf("the far west took %v to drain, with a %v response and a 20s grace", d, pause)
+			} else {
+				t.Logf("far west drained in %v", d)
+			}
+		})
 	}
 }

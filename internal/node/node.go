@@ -180,6 +180,8 @@ func (n *Node) buildClient(c config.TunnelClient) (*tunnel.Client, error) {
 		Mux:       n.opts.Mux,
 		Logger:    n.log.With("part", "tunnel-client"),
 		OnSession: n.onSession(control.RoleClient), // metrics; see control.go
+
+		OnPeerDraining: n.peerDraining,
 	}), nil
 }
 
@@ -211,8 +213,9 @@ func (n *Node) addTunnelServer(s *config.TunnelServer) error {
 		Mux:     mo,
 		Logger:  n.log.With("part", "tunnel-server"),
 
-		OnSession: n.onSession(control.RoleServer), // metrics; see control.go
-		OnShed:    n.metrics.TunnelShed,
+		OnSession:      n.onSession(control.RoleServer), // metrics; see control.go
+		OnShed:         n.metrics.TunnelShed,
+		OnPeerDraining: n.peerDraining,
 	})
 	mux := http.NewServeMux()
 	mux.Handle(s.Path, n.server)
@@ -542,6 +545,7 @@ func (n *Node) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), n.opts.ShutdownGrace)
 	defer cancel()
 	n.log.Info("draining", "grace", n.opts.ShutdownGrace)
+	noticed := n.noticeDrain(ctx)
 	n.mu.Lock()
 	servers := slices.Clone(n.servers)
 	n.mu.Unlock()
@@ -573,7 +577,9 @@ func (n *Node) shutdown() {
 	case <-drained:
 	case <-ctx.Done():
 	}
-	// Streams our peers opened through us finish too, within the grace.
+	// Streams our peers opened through us finish too, within the grace:
+	// HTTP ones end as their exchanges do, once the peers have our notice.
+	<-noticed
 	if err := n.far.Wait(ctx); err != nil {
 		n.log.Warn("drain deadline reached with streams still open; closing them")
 	}
@@ -590,6 +596,47 @@ func (n *Node) shutdown() {
 		n.server.Close()
 	}
 	n.log.Info("stopped", "drain", time.Since(start).Round(time.Millisecond))
+}
+
+// drainNoticeWait bounds the wait for the peers' answers to a drain
+// notice; a peer that does not answer in time has its HTTP streams judged
+// by their silence instead.
+const drainNoticeWait = 2 * time.Second
+
+// noticeDrain tells every peer, in the background, that this west drains
+// (tunnel.Session.NoticeDrain); the channel closes once all have answered
+// or drainNoticeWait has passed.
+func (n *Node) noticeDrain(ctx context.Context) <-chan struct{} {
+	ctx, cancel := context.WithTimeout(ctx, drainNoticeWait)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, sess := range n.sessions() {
+		wg.Go(func() {
+			if err := sess.NoticeDrain(ctx); err != nil {
+				n.log.Info("peer not told of the drain; its idle HTTP streams will be cut after 500ms of silence",
+					"peer", sess.Peer(), "err", err)
+			}
+		})
+	}
+	go func() {
+		wg.Wait()
+		cancel()
+		close(done)
+	}()
+	return done
+}
+
+// peerDraining is told that a peer drains: the HTTP listeners that send
+// to it stop keeping streams to it idle.
+func (n *Node) peerDraining(sess *tunnel.Session) {
+	n.mu.Lock()
+	servers := slices.Clone(n.servers)
+	n.mu.Unlock()
+	for _, s := range servers {
+		if s.handler != nil {
+			s.handler.current().PeerDraining(sess.Peer(), sess.Done())
+		}
+	}
 }
 
 // sessions returns the tunnels up now: the server's and the clients'.

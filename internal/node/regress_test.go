@@ -207,3 +207,33 @@ func TestReloadReAddingARetiringClient(t *testing.T) {
 		t.Errorf("the new client: state %s after %d connects; want up after 1 (the old one took its name back)", st.State, st.Connects)
 	}
 }
+
+// TestReloadRetiresClientHeldByIdleStreams: a tunnel client a reload
+// removes stops once what it carries has ended, not at the end of the
+// grace, though its server keeps an HTTP stream to it idle for reuse
+// (case 2): told of the drain, the server closes it.
+func TestReloadRetiresClientHeldByIdleStreams(t *testing.T) {
+	be := backend(t)
+	g, _ := runNode(t, fmt.Sprintf(`{"west": {"nm": "rv5.G"}, "wsts": {"sp": "ws://127.0.0.1:0"},
+		"proxy": {"http://127.0.0.1:0": {"en": "rv5.L", "/": {"ou": "%s/x"}}}}`, be.URL), Options{})
+	l, _ := runNode(t, fmt.Sprintf(`{"west": {"nm": "rv5.L"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel),
+		Options{ShutdownGrace: 10 * time.Second})
+	waitUp(t, g, "rv5.L")
+	if code, _, _ := get(t, proxyURL(t, g)+"/kept"); code != http.StatusOK {
+		t.Fatalf("GET through the tunnel: %d", code)
+	}
+	if n := g.Server().Session("rv5.L").Stats().StreamsOpen.Load(); n != 1 {
+		t.Fatalf("the server keeps %d streams open after the request, want 1 idle for reuse", n)
+	}
+	start := time.Now()
+	if err := l.Reload(mustParse(t, `{"west": {"nm": "rv5.L"}}`)); err != nil {
+		t.Fatalf("reload without the client: %v", err)
+	}
+	for g.Server().Session("rv5.L") != nil {
+		if time.Since(start) > 8*time.Second {
+			t.Fatal("the removed client's tunnel was still up after 8s: the idle stream held it")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("the removed client's tunnel ended %v after the reload", time.Since(start).Round(time.Millisecond))
+}

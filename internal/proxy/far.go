@@ -62,19 +62,30 @@ type activity struct {
 	quietEnds bool         // HTTP or UDP: a drain may cut it once it is quiet
 	last      atomic.Int64 // unix nanoseconds of the last bytes either way
 	awaiting  atomic.Bool  // the last bytes went to the target: a reply is due
+	// noticed, for an HTTP stream, reports whether its opener has
+	// understood our drain notice, and so closes the stream itself once
+	// its exchange ends.
+	noticed func() bool
 }
 
 // idleAfter is how long an HTTP stream must be quiet, its last reply
-// delivered, before a drain may cut it.
+// delivered, before a drain may cut it when its opener cannot be told of
+// the drain (an older west).
 const idleAfter = 500 * time.Millisecond
 
 func (a *activity) busy(now int64) bool {
-	return !a.quietEnds || a.awaiting.Load() || now-a.last.Load() < int64(idleAfter)
+	if !a.quietEnds || a.noticed != nil && a.noticed() {
+		return true
+	}
+	return a.awaiting.Load() || now-a.last.Load() < int64(idleAfter)
 }
 
 // Wait waits until no stream is busy, or ctx ends: raw TCP streams until
-// they end, HTTP streams until they sit idle between requests. Streams may
-// still arrive meanwhile (a draining west keeps its tunnels up).
+// they end; HTTP streams until they end too when their opener has
+// understood the drain notice (tunnel.Session.NoticeDrain), since it
+// closes them as their exchanges end, and otherwise until they sit idle
+// between requests; UDP flows until they sit idle. Streams may still
+// arrive meanwhile (a draining west keeps its tunnels up).
 func (f *Far) Wait(ctx context.Context) error {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
@@ -176,6 +187,9 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 	act := &activity{quietEnds: req.Header.Kind != wire.KindTCP}
 	act.last.Store(time.Now().UnixNano())
 	act.awaiting.Store(req.Header.Kind == wire.KindHTTP) // the request is on its way
+	if req.Header.Kind == wire.KindHTTP {
+		act.noticed = req.Session().DrainNoticed
+	}
 	defer f.track(act)()
 	dialer := &net.Dialer{}
 	if targets := f.targets(); !targets.Empty() {

@@ -479,6 +479,36 @@ func errorText(status int, err error) string {
 // CloseIdleConnections closes the idle tunnel streams kept for reuse.
 func (h *HTTP) CloseIdleConnections() { h.transport.CloseIdleConnections() }
 
+// drainSweep is how often a listener closes the idle connections of its
+// fallback transport while its peer drains.
+const drainSweep = 50 * time.Millisecond
+
+// PeerDraining is told that peer, a far west, has begun to drain, until
+// done (its tunnel ends). If peer is this listener's, the listener stops
+// keeping streams to it idle: it closes those idle now, and each one an
+// exchange ends on from now on, so that the far west's drain, which waits
+// for them to end, ends with the last exchange. The fast path sees the
+// drain on each stream; the fallback transport's pool cannot be sorted,
+// so its idle connections are closed every drainSweep until done.
+func (h *HTTP) PeerDraining(peer string, done <-chan struct{}) {
+	if peer != h.opts.Peer {
+		return
+	}
+	h.transport.closeIdleToDraining()
+	go func() {
+		tick := time.NewTicker(drainSweep)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				h.transport.closeIdleToDraining()
+			case <-done:
+				return
+			}
+		}
+	}()
+}
+
 // Retire closes the idle tunnel streams of a handler that takes no new
 // requests (a reload replaced it, or its listener stopped), and each
 // stream its requests in flight give back as they end.

@@ -376,7 +376,7 @@ func (t *streamTransport) get(addr string) (sc *streamConn, reused bool) {
 		if sc == nil {
 			return nil, false
 		}
-		if quiet(sc.conn) {
+		if quiet(sc.conn) && !peerDraining(sc.conn) {
 			return sc, true
 		}
 		sc.conn.Close()
@@ -415,6 +415,13 @@ func quiet(c net.Conn) bool {
 	return !ok || q.Quiet()
 }
 
+// peerDraining reports whether the far west of stream c has told us that
+// it drains: it waits for its HTTP streams to end, so none is kept idle.
+func peerDraining(c net.Conn) bool {
+	d, ok := c.(interface{ PeerDraining() bool })
+	return ok && d.PeerDraining()
+}
+
 func (t *streamTransport) put(sc *streamConn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -422,7 +429,7 @@ func (t *streamTransport) put(sc *streamConn) {
 		t.idle = make(map[string][]*streamConn)
 	}
 	list := t.idle[sc.addr]
-	if len(list) >= t.maxIdle || t.retired {
+	if len(list) >= t.maxIdle || t.retired || peerDraining(sc.conn) {
 		sc.conn.Close()
 		return
 	}
@@ -474,6 +481,32 @@ func (t *streamTransport) CloseIdleConnections() {
 	if t.sweep != nil {
 		t.sweep.Stop()
 		t.sweep = nil
+	}
+	t.mu.Unlock()
+	if ci, ok := t.fallback.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
+	}
+}
+
+// closeIdleToDraining closes the idle streams whose far west drains, and
+// every idle connection of fallback, whose pool cannot be sorted that way.
+func (t *streamTransport) closeIdleToDraining() {
+	t.mu.Lock()
+	for addr, list := range t.idle {
+		kept := list[:0]
+		for _, sc := range list {
+			if peerDraining(sc.conn) {
+				sc.conn.Close()
+			} else {
+				kept = append(kept, sc)
+			}
+		}
+		clear(list[len(kept):])
+		if len(kept) == 0 {
+			delete(t.idle, addr)
+		} else {
+			t.idle[addr] = kept
+		}
 	}
 	t.mu.Unlock()
 	if ci, ok := t.fallback.(interface{ CloseIdleConnections() }); ok {

@@ -51,6 +51,9 @@ type ClientOptions struct {
 	Logger *slog.Logger
 	// OnSession, if set, is told of every session that starts and ends.
 	OnSession func(s *Session, up bool)
+	// OnPeerDraining, if set, is told when the server's notice says that
+	// it has begun to drain (see Session.NoticeDrain).
+	OnPeerDraining func(s *Session)
 }
 
 // State is where a Client stands.
@@ -167,6 +170,7 @@ func (c *Client) Run(ctx context.Context) error {
 			if c.opts.OnSession != nil {
 				c.opts.OnSession(sess, true)
 			}
+			sess.onPeerDraining = c.opts.OnPeerDraining
 			sess.serve(ctx, c.opts.Handler)
 			sess.Close()
 			if c.opts.OnSession != nil {

@@ -37,6 +37,9 @@ type ServerOptions struct {
 	// OnSession, if set, is told of every session that starts and ends,
 	// for metrics.
 	OnSession func(s *Session, up bool)
+	// OnPeerDraining, if set, is told when a peer's notice says that it
+	// has begun to drain (see Session.NoticeDrain).
+	OnPeerDraining func(s *Session)
 	// OnShed, if set, is told of every connection Listener closed for
 	// exceeding a bound on handshakes, for metrics.
 	OnShed func()
@@ -116,6 +119,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		log.Error("start tunnel session", "err", err)
 		return
 	}
+	sess.onPeerDraining = s.opts.OnPeerDraining
 	// What Admit reads of the request, without its body or context.
 	hs := &http.Request{Method: r.Method, URL: r.URL, Host: r.Host, Header: r.Header.Clone(), RemoteAddr: r.RemoteAddr, TLS: r.TLS}
 	if !s.register(sess, hs, rechecks) {

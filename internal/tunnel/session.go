@@ -65,6 +65,14 @@ type Session struct {
 	handlers   sync.WaitGroup // ServeStream calls in flight
 	serving    atomic.Int64   // streams the peer opened whose handler still runs
 	maxStreams int64          // limit on serving; 0 means none
+
+	// Drain notices (see NoticeDrain). peerDraining is set once the peer
+	// has told us it drains, drainNoticed once we have told the peer and
+	// it understood; onPeerDraining, set before serve, is told of the
+	// first.
+	peerDraining   atomic.Bool
+	drainNoticed   atomic.Bool
+	onPeerDraining func(*Session)
 }
 
 func newSession(mux *yamux.Session, conn *wsConn, peer, remote string, maxStreams int, log *slog.Logger) *Session {
@@ -214,6 +222,38 @@ func monoAt(t time.Time) int64 { return int64(t.Sub(clockStart)) }
 // returns the stream once the peer has connected. A refusal is a
 // *wire.RejectError. ctx bounds the open and the wait for the reply only.
 func (s *Session) Open(ctx context.Context, h wire.Header) (net.Conn, error) {
+	st, err := s.open(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	return s.track(st), nil
+}
+
+// NoticeDrain tells the peer that this west has begun to drain, so that
+// it stops keeping HTTP streams through us idle for reuse and closes each
+// once its exchange ends: the drain can then wait for every HTTP stream
+// to end, where without the notice it cannot tell a response paused
+// between two events from a connection idle between requests. It returns
+// once the peer has answered. A peer that does not know the notice (an
+// older west) refuses it as a bad header, and DrainNoticed stays false.
+func (s *Session) NoticeDrain(ctx context.Context) error {
+	st, err := s.open(ctx, wire.Header{Kind: wire.KindDrain})
+	if err != nil {
+		return fmt.Errorf("drain notice: %w", err)
+	}
+	closeStream(st)
+	s.drainNoticed.Store(true)
+	return nil
+}
+
+// DrainNoticed reports whether the peer has understood NoticeDrain.
+func (s *Session) DrainNoticed() bool { return s.drainNoticed.Load() }
+
+// PeerDraining reports whether the peer has told us that it drains.
+func (s *Session) PeerDraining() bool { return s.peerDraining.Load() }
+
+// open opens a stream with header h and waits for the peer's reply.
+func (s *Session) open(ctx context.Context, h wire.Header) (*yamux.Stream, error) {
 	hdr, err := h.AppendBinary(make([]byte, 0, 4+len(h.Target)))
 	if err != nil {
 		return nil, err
@@ -252,7 +292,7 @@ func (s *Session) Open(ctx context.Context, h wire.Header) (net.Conn, error) {
 		return nil, fmt.Errorf("stream to %s via %s: %w", h.Target, s.peer, ctx.Err())
 	}
 	st.SetDeadline(time.Time{})
-	return s.track(st), nil
+	return st, nil
 }
 
 // ctxErr prefers the context's error, which says why a deadline fired.
@@ -326,6 +366,10 @@ func (s *Session) serveStream(ctx context.Context, st *yamux.Stream, h StreamHan
 		return
 	}
 	st.SetReadDeadline(time.Time{})
+	if hdr.Kind == wire.KindDrain {
+		s.peerDrains(st)
+		return
+	}
 	req := &Request{Peer: s.peer, RemoteAddr: s.remote, Header: hdr, session: s, stream: st}
 	h.ServeStream(ctx, req)
 	if !req.answered {
@@ -333,11 +377,26 @@ func (s *Session) serveStream(ctx context.Context, st *yamux.Stream, h StreamHan
 	}
 }
 
+// peerDrains takes the peer's notice that it drains. The hook runs before
+// the answer, so that by the time the peer reads it our idle streams to it
+// are closing.
+func (s *Session) peerDrains(st *yamux.Stream) {
+	if s.peerDraining.CompareAndSwap(false, true) {
+		s.log.Info("peer draining: HTTP streams to it close as their exchanges end")
+		if s.onPeerDraining != nil {
+			s.onPeerDraining(s)
+		}
+	}
+	st.SetWriteDeadline(time.Now().Add(headerTimeout))
+	s.queue.write(st, wire.Reply{Code: wire.CodeOK}.AppendBinary(nil))
+	closeStream(st)
+}
+
 func (s *Session) track(st *yamux.Stream) *Stream {
 	s.stats.StreamsOpen.Add(1)
 	s.stats.StreamsTotal.Add(1)
 	return &Stream{st: st, stats: &s.stats, queue: s.queue, queued: s.queue.add(st.StreamID()),
-		sessionDone: s.mux.CloseChan(), closing: make(chan struct{})}
+		sessionDone: s.mux.CloseChan(), closing: make(chan struct{}), peerDraining: &s.peerDraining}
 }
 
 // Request is a stream the peer opened, waiting for an answer.
@@ -387,6 +446,7 @@ type Stream struct {
 	// writeDeadline is the write deadline in Unix nanoseconds, 0 for none;
 	// yamux has its own copy, this one bounds the wait for the queue.
 	writeDeadline atomic.Int64
+	peerDraining  *atomic.Bool // the session's
 }
 
 var _ interface {
@@ -413,6 +473,13 @@ func (s *Stream) Quiet() bool {
 	s.st.SetReadDeadline(time.Time{})
 	return errors.Is(err, yamux.ErrTimeout)
 }
+
+// PeerDraining reports whether the peer at the far end has told us that
+// it drains: a stream kept for reuse should be closed instead.
+func (s *Stream) PeerDraining() bool { return s.peerDraining.Load() }
+
+// Session returns the session a request came on.
+func (r *Request) Session() *Session { return r.session }
 
 // aLongTimeAgo is a deadline that has passed.
 var aLongTimeAgo = time.Unix(1, 0)

@@ -41,13 +41,16 @@ const MaxNameLen = 256
 
 // Kind says what a stream carries. For TCP and HTTP the far side dials the
 // target and pipes bytes; for UDP the stream carries datagrams, each
-// framed by AppendDatagram, to and from a UDP socket.
+// framed by AppendDatagram, to and from a UDP socket. A KindDrain stream
+// carries nothing: it is a notice, with no target, that its opener has
+// begun to drain, answered and closed at once.
 type Kind byte
 
 const (
-	KindTCP  Kind = 1 // raw bytes for a tcp:// listener
-	KindHTTP Kind = 2 // HTTP/1.1 from an http:// listener
-	KindUDP  Kind = 3 // datagrams of one flow of a udp:// listener
+	KindTCP   Kind = 1 // raw bytes for a tcp:// listener
+	KindHTTP  Kind = 2 // HTTP/1.1 from an http:// listener
+	KindUDP   Kind = 3 // datagrams of one flow of a udp:// listener
+	KindDrain Kind = 4 // notice: the opener is draining
 )
 
 func (k Kind) String() string {
@@ -58,6 +61,8 @@ func (k Kind) String() string {
 		return "http"
 	case KindUDP:
 		return "udp"
+	case KindDrain:
+		return "drain"
 	}
 	return "kind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -75,6 +80,12 @@ var ErrMalformed = errors.New("malformed")
 
 // Validate reports whether h can be sent.
 func (h Header) Validate() error {
+	if h.Kind == KindDrain {
+		if h.Target != "" {
+			return fmt.Errorf("stream header: %w: a drain notice has a target (%d bytes)", ErrMalformed, len(h.Target))
+		}
+		return nil
+	}
 	if h.Kind != KindTCP && h.Kind != KindHTTP && h.Kind != KindUDP {
 		return fmt.Errorf("stream header: %w: unknown kind %d", ErrMalformed, h.Kind)
 	}
@@ -121,6 +132,9 @@ func ReadHeader(r io.Reader) (Header, error) {
 		return Header{}, fmt.Errorf("stream header: %w: version %d, want %d", ErrMalformed, fixed[0], Version)
 	}
 	n := int(binary.BigEndian.Uint16(fixed[2:]))
+	if Kind(fixed[1]) == KindDrain && n == 0 {
+		return Header{Kind: KindDrain}, nil
+	}
 	if n == 0 || n > MaxTargetLen {
 		return Header{}, fmt.Errorf("stream header: %w: target length %d not in 1..%d", ErrMalformed, n, MaxTargetLen)
 	}

@@ -14,6 +14,7 @@ func TestHeaderRoundTrip(t *testing.T) {
 		{KindTCP, "[::1]:22"},
 		{KindHTTP, "backend.example:65535"},
 		{KindTCP, strings.Repeat("a", MaxTargetLen-2) + ":1"},
+		{KindDrain, ""},
 	} {
 		b, err := h.AppendBinary(nil)
 		if err != nil {
@@ -42,6 +43,7 @@ func TestHeaderRejects(t *testing.T) {
 		"space":        {KindTCP, "a b:80"},
 		"newline":      {KindTCP, "a\n:80"},
 		"too long":     {KindTCP, strings.Repeat("a", MaxTargetLen) + ":1"},
+		"drain target": {KindDrain, "a:1"},
 	} {
 		if _, err := h.AppendBinary(nil); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: encode error %v, want ErrMalformed", name, err)
@@ -56,6 +58,8 @@ func TestReadHeaderMalformed(t *testing.T) {
 		"length over":    {1, 1, 0xff, 0xff},
 		"bad kind":       {1, 7, 0, 3, 'a', ':', '1'},
 		"target no port": {1, 1, 0, 1, 'a'},
+		"drain target":   {1, 4, 0, 3, 'a', ':', '1'},
+		"http no target": {1, 2, 0, 0},
 	} {
 		_, err := ReadHeader(bytes.NewReader(b))
 		if !errors.Is(err, ErrMalformed) {
@@ -99,7 +103,7 @@ func TestReply(t *testing.T) {
 }
 
 func FuzzReadHeader(f *testing.F) {
-	for _, h := range []Header{{KindHTTP, "127.0.0.1:80"}, {KindTCP, "[::1]:22"}} {
+	for _, h := range []Header{{KindHTTP, "127.0.0.1:80"}, {KindTCP, "[::1]:22"}, {KindDrain, ""}} {
 		b, _ := h.AppendBinary(nil)
 		f.Add(b)
 	}
