@@ -225,6 +225,10 @@ func (n *Node) addTunnelServer(s *config.TunnelServer) error {
 	// Connections leave the server's count of handshakes when upgraded
 	// or closed; listen puts its Listener under TLS.
 	srv.ConnState = n.server.ConnState
+	// A tunnel server answers only upgrades; any other answer (a refusal,
+	// a 404) closes the connection, which would otherwise hold a place
+	// among the handshakes (see tunnel.Server.Listener) until it idled out.
+	srv.SetKeepAlivesEnabled(false)
 	if tc != nil {
 		srv.ErrorLog = log.New(&tlsErrorLog{log: n.log.With("part", "tunnel-server"), onFail: n.metrics.TunnelTLSFailed}, "", 0)
 		n.tunnelTLS.Store(tc)

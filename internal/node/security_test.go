@@ -26,6 +26,7 @@ import (
 	"github.com/west-tunnel/west/internal/config"
 	"github.com/west-tunnel/west/internal/testutil"
 	"github.com/west-tunnel/west/internal/tunnel"
+	"github.com/west-tunnel/west/internal/wire"
 )
 
 // testCA issues certificates for the tests' TLS tunnels.
@@ -542,4 +543,48 @@ func TestTunnelServerShedsHandshakeFlood(t *testing.T) {
 		c.Close()
 		return true
 	})
+}
+
+// TestTunnelServerClosesRefusedConnections: whatever a tunnel server
+// answers but an upgrade closes the connection, which would otherwise
+// count among the handshakes in progress until its idle timeout (2 min).
+func TestTunnelServerClosesRefusedConnections(t *testing.T) {
+	t.Setenv("WEST_TEST_TOKEN_RC", "right")
+	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0/tunnel", "tokens": {"L": "env:WEST_TEST_TOKEN_RC"}}}`, Options{})
+	upgrade := "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: " + wire.Subprotocol + "\r\n"
+	for name, c := range map[string]struct {
+		head string
+		code int
+	}{
+		"no upgrade":       {"GET /tunnel HTTP/1.1\r\nHost: g\r\nOrigin: L\r\n", http.StatusBadRequest},
+		"not the path":     {"GET /elsewhere HTTP/1.1\r\nHost: g\r\n", http.StatusNotFound},
+		"not admitted":     {"GET /tunnel HTTP/1.1\r\nHost: g\r\nOrigin: L\r\nAuthorization: Bearer wrong\r\n" + upgrade, http.StatusForbidden},
+		"no name (Origin)": {"GET /tunnel HTTP/1.1\r\nHost: g\r\n" + upgrade, http.StatusBadRequest},
+	} {
+		t.Run(name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", g.Addrs().Tunnel)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(3 * time.Second))
+			if _, err := io.WriteString(conn, c.head+"\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(conn)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("response: %v", err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != c.code {
+				t.Errorf("status %d, want %d", resp.StatusCode, c.code)
+			}
+			if _, err := br.ReadByte(); err != io.EOF {
+				t.Errorf("after the answer, a read got %v; want the connection closed (EOF)", err)
+			}
+		})
+	}
 }
