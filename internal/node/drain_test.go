@@ -272,3 +272,58 @@ func TestDrainKeepsPausedResponse(t *testing.T) {
 		})
 	}
 }
+
+// TestDrainReachesHandlerSwappedIn: a listener whose handler a reload
+// replaces while its peer drains keeps no stream to that peer idle: the
+// new handler is told of the drain too, so a POST it sends (through the
+// fallback transport, whose pool it must sweep) does not hold the far
+// west's drain for the grace.
+func TestDrainReachesHandlerSwappedIn(t *testing.T) {
+	const pause = 2 * time.Second
+	be := pausingEvents(t, pause)
+	g, stopG := runNode(t, `{"west": {"nm": "G", "shutdown_grace": "20s"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	listener := func(extra string) string {
+		return fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/": {"ou": "%s/"}%s}}}`,
+			g.Addrs().Tunnel, be, extra)
+	}
+	l, _ := runNode(t, listener(""), Options{})
+	base := proxyURL(t, l)
+	resp, err := http.Get(base + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if line, err := br.ReadString('\n'); err != nil || line != "data: one\n" {
+		t.Fatalf("first event: %q, %v", line, err)
+	}
+	took := make(chan time.Duration, 1)
+	go func() { took <- stopG() }()
+	sess := waitClient(t, l, "ws://"+g.Addrs().Tunnel, tunnel.StateUp).Session
+	for deadline := time.Now().Add(5 * time.Second); !sess.PeerDraining(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("L was not told of G's drain")
+		}
+	}
+	// A new route: the listener keeps its socket and gets a new handler.
+	if err := l.Reload(mustParse(t, listener(fmt.Sprintf(`, "/y": {"ou": "%s/"}`, be)))); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	post, err := http.Post(base+"/x", "text/plain", strings.NewReader("body"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(post.Body)
+	post.Body.Close()
+	if err != nil || post.StatusCode != 200 || string(b) != "ok" {
+		t.Fatalf("POST through the new handler during the drain: %d %q, %v", post.StatusCode, b, err)
+	}
+	if rest, err := io.ReadAll(br); err != nil || string(rest) != "\ndata: two\n\n" {
+		t.Fatalf("the rest of the event stream: %q, %v", rest, err)
+	}
+	if d := <-took; d > pause+3*time.Second {
+		t.Errorf("G took %v to drain, with a %v response and a 20s grace: the POST's idle stream held it", d, pause)
+	} else {
+		t.Logf("G drained in %v", d)
+	}
+}

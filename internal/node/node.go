@@ -643,14 +643,36 @@ func (n *Node) peerDraining(sess *tunnel.Session) {
 	}
 }
 
+// tellDrainingLocked tells handlers, new to their listeners, of the peers
+// that have begun to drain, as peerDraining told the handlers before
+// them. n.mu must be held.
+func (n *Node) tellDrainingLocked(handlers []*proxy.HTTP) {
+	if len(handlers) == 0 {
+		return
+	}
+	for _, sess := range n.sessionsLocked() {
+		if !sess.PeerDraining() {
+			continue
+		}
+		for _, h := range handlers {
+			h.PeerDraining(sess.Peer(), sess.Done())
+		}
+	}
+}
+
 // sessions returns the tunnels up now: the server's and the clients'.
 func (n *Node) sessions() []*tunnel.Session {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.sessionsLocked()
+}
+
+// sessionsLocked is sessions with n.mu held.
+func (n *Node) sessionsLocked() []*tunnel.Session {
 	var all []*tunnel.Session
 	if n.server != nil {
 		all = n.server.Sessions()
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
 	for _, c := range n.clients {
 		if sess := c.Status().Session; sess != nil {
 			all = append(all, sess)

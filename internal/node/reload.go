@@ -217,6 +217,9 @@ func (n *Node) Reload(cfg *config.Config) error {
 	}
 	var errs []error
 	servers := append(others, kept...)
+	// Handlers new to their listeners learn of the peers already
+	// draining, which told only the handlers before them.
+	var fresh []*proxy.HTTP
 	for _, l := range starts {
 		if err := n.listen(l); err != nil {
 			errs = append(errs, err)
@@ -224,12 +227,19 @@ func (n *Node) Reload(cfg *config.Config) error {
 		}
 		n.serveLocked(l)
 		servers = append(servers, l)
+		if l.handler != nil {
+			fresh = append(fresh, l.handler.current())
+		}
 	}
 	for _, sw := range swaps {
 		sw.apply()
 		sw.l.proxy = sw.p
 		servers = append(servers, sw.l)
+		if sw.l.handler != nil {
+			fresh = append(fresh, sw.l.handler.current())
+		}
 	}
+	n.tellDrainingLocked(fresh)
 	newNames := make(map[string]string, len(cfg.Clients))
 	for _, c := range cfg.Clients {
 		newNames[c.URL.String()] = c.Name
