@@ -191,6 +191,29 @@ func pausingEvents(t *testing.T, pause time.Duration) string {
 	return be.URL
 }
 
+// firstEvent sends a GET to a pausingEvents backend's /events and reads
+// its first event; lastEvent reads the rest, across the pause.
+func firstEvent(t *testing.T, url string) *bufio.Reader {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	br := bufio.NewReader(resp.Body)
+	if line, err := br.ReadString('\n'); err != nil || line != "data: one\n" {
+		t.Fatalf("first event: %q, %v", line, err)
+	}
+	return br
+}
+
+func lastEvent(t *testing.T, events *bufio.Reader) {
+	t.Helper()
+	if rest, err := io.ReadAll(events); err != nil || string(rest) != "\ndata: two\n\n" {
+		t.Fatalf("the rest of the event stream, across the far west's drain: %q, %v", rest, err)
+	}
+}
+
 // TestDrainKeepsPausedResponse: a far west that drains waits for an HTTP
 // response that pauses longer than a request's gap (an event stream
 // between events), and does not wait for the streams its peer kept idle
@@ -240,15 +263,7 @@ func TestDrainKeepsPausedResponse(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			resp, err := http.Get(base + "/events")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			br := bufio.NewReader(resp.Body)
-			if line, err := br.ReadString('\n'); err != nil || line != "data: one\n" {
-				t.Fatalf("first event: %q, %v", line, err)
-			}
+			events := firstEvent(t, base+"/events")
 			took := make(chan time.Duration, 1)
 			go func() { took <- stopFar() }()
 			// A draining far west still serves what comes meanwhile.
@@ -258,10 +273,7 @@ func TestDrainKeepsPausedResponse(t *testing.T) {
 					t.Errorf("during the drain: %v", err)
 				}
 			}
-			rest, err := io.ReadAll(br)
-			if err != nil || string(rest) != "\ndata: two\n\n" {
-				t.Fatalf("the rest of the event stream, across the far west's drain: %q, %v", rest, err)
-			}
+			lastEvent(t, events)
 			// The drain ends with the response, not with the grace: the
 			// idle streams did not hold it.
 			if d := <-took; d > pause+3*time.Second {
@@ -288,15 +300,7 @@ func TestDrainReachesHandlerSwappedIn(t *testing.T) {
 	}
 	l, _ := runNode(t, listener(""), Options{})
 	base := proxyURL(t, l)
-	resp, err := http.Get(base + "/events")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	br := bufio.NewReader(resp.Body)
-	if line, err := br.ReadString('\n'); err != nil || line != "data: one\n" {
-		t.Fatalf("first event: %q, %v", line, err)
-	}
+	events := firstEvent(t, base+"/events")
 	took := make(chan time.Duration, 1)
 	go func() { took <- stopG() }()
 	sess := waitClient(t, l, "ws://"+g.Addrs().Tunnel, tunnel.StateUp).Session
@@ -318,9 +322,7 @@ func TestDrainReachesHandlerSwappedIn(t *testing.T) {
 	if err != nil || post.StatusCode != 200 || string(b) != "ok" {
 		t.Fatalf("POST through the new handler during the drain: %d %q, %v", post.StatusCode, b, err)
 	}
-	if rest, err := io.ReadAll(br); err != nil || string(rest) != "\ndata: two\n\n" {
-		t.Fatalf("the rest of the event stream: %q, %v", rest, err)
-	}
+	lastEvent(t, events)
 	if d := <-took; d > pause+3*time.Second {
 		t.Errorf("G took %v to drain, with a %v response and a 20s grace: the POST's idle stream held it", d, pause)
 	} else {

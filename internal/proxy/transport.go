@@ -446,11 +446,19 @@ func (t *streamTransport) closeExpired() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.sweep = nil
-	remain := false
+	expired := func(sc *streamConn) bool { return time.Since(sc.idleSince) >= t.idleTimeout }
+	if t.closeIdleLocked(expired) {
+		t.sweep = time.AfterFunc(t.idleTimeout/2, t.closeExpired)
+	}
+}
+
+// closeIdleLocked closes the idle streams drop picks, and reports whether
+// any remain. t.mu must be held.
+func (t *streamTransport) closeIdleLocked(drop func(*streamConn) bool) (remain bool) {
 	for addr, list := range t.idle {
 		kept := list[:0]
 		for _, sc := range list {
-			if time.Since(sc.idleSince) >= t.idleTimeout {
+			if drop(sc) {
 				sc.conn.Close()
 			} else {
 				kept = append(kept, sc)
@@ -464,9 +472,7 @@ func (t *streamTransport) closeExpired() {
 			remain = true
 		}
 	}
-	if remain {
-		t.sweep = time.AfterFunc(t.idleTimeout/2, t.closeExpired)
-	}
+	return remain
 }
 
 // CloseIdleConnections closes every idle stream, its own and fallback's.
@@ -492,22 +498,7 @@ func (t *streamTransport) CloseIdleConnections() {
 // every idle connection of fallback, whose pool cannot be sorted that way.
 func (t *streamTransport) closeIdleToDraining() {
 	t.mu.Lock()
-	for addr, list := range t.idle {
-		kept := list[:0]
-		for _, sc := range list {
-			if peerDraining(sc.conn) {
-				sc.conn.Close()
-			} else {
-				kept = append(kept, sc)
-			}
-		}
-		clear(list[len(kept):])
-		if len(kept) == 0 {
-			delete(t.idle, addr)
-		} else {
-			t.idle[addr] = kept
-		}
-	}
+	t.closeIdleLocked(func(sc *streamConn) bool { return peerDraining(sc.conn) })
 	t.mu.Unlock()
 	if ci, ok := t.fallback.(interface{ CloseIdleConnections() }); ok {
 		ci.CloseIdleConnections()
