@@ -455,3 +455,59 @@ func TestResponseBrokenBeforeBody(t *testing.T) {
 		t.Errorf("GET, header and some body: %d, %d bytes, %v; want 200 cut short after 100 bytes", resp.StatusCode, n, err)
 	}
 }
+
+// TestStreamTransportIdleExpires: a stream kept for reuse is reused while
+// fresh, closed once it has sat idle for the transport's idle timeout
+// (which ends the far side's backend connection too), and the pool's
+// sweep is armed again for the streams that come after.
+func TestStreamTransportIdleExpires(t *testing.T) {
+	var opened, closed atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			opened.Add(1)
+		case http.StateClosed:
+			closed.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	h := NewHTTP(HTTPOptions{
+		Routes: []Route{{Path: "/", Target: mustURL(t, srv.URL+"/")}},
+		Dialer: tunnelPair(t),
+	})
+	const idle = 300 * time.Millisecond
+	h.transport.idleTimeout = idle // before any request, so no race
+	_, addr := startServer(t, h)
+	get := func() {
+		t.Helper()
+		resp, err := http.Get("http://" + addr + "/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "ok" {
+			t.Fatalf("GET: %d %q", resp.StatusCode, b)
+		}
+	}
+	waitClosed := func(want int64) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); closed.Load() < want; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("backend connections closed: %d, want %d: the idle stream did not expire", closed.Load(), want)
+			}
+		}
+	}
+	for round := int64(1); round <= 2; round++ {
+		get()
+		get() // at once: the stream from the pool
+		if n := opened.Load(); n != round {
+			t.Fatalf("round %d: backend connections opened %d, want %d (one per round)", round, n, round)
+		}
+		waitClosed(round)
+	}
+}
