@@ -549,7 +549,7 @@ func (n *Node) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), n.opts.ShutdownGrace)
 	defer cancel()
 	n.log.Info("draining", "grace", n.opts.ShutdownGrace)
-	noticed := n.noticeDrain(ctx)
+	noticed := n.noticeDrain(ctx, n.sessions()...)
 	n.mu.Lock()
 	servers := slices.Clone(n.servers)
 	n.mu.Unlock()
@@ -607,17 +607,20 @@ func (n *Node) shutdown() {
 // by their silence instead.
 const drainNoticeWait = 2 * time.Second
 
-// noticeDrain tells every peer, in the background, that this west drains
-// (tunnel.Session.NoticeDrain); the channel closes once all have answered
-// or drainNoticeWait has passed.
-func (n *Node) noticeDrain(ctx context.Context) <-chan struct{} {
+// noticeDrain tells the peers of sessions, in the background, that this
+// west drains (tunnel.Session.NoticeDrain); the channel closes once all
+// have answered or drainNoticeWait has passed.
+func (n *Node) noticeDrain(ctx context.Context, sessions ...*tunnel.Session) <-chan struct{} {
 	ctx, cancel := context.WithTimeout(ctx, drainNoticeWait)
 	done := make(chan struct{})
 	var wg sync.WaitGroup
-	for _, sess := range n.sessions() {
+	for _, sess := range sessions {
 		wg.Go(func() {
 			if err := sess.NoticeDrain(ctx); err != nil {
-				n.log.Info("peer not told of the drain; its idle HTTP streams will be cut after 500ms of silence",
+				// An older west: its HTTP streams through us are judged
+				// by their silence, and those it keeps idle may hold a
+				// retiring client for the grace.
+				n.log.Info("peer not told of the drain",
 					"peer", sess.Peer(), "err", err)
 			}
 		})

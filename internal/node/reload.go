@@ -424,11 +424,7 @@ func (n *Node) retireClient(c *tunnel.Client, stop context.CancelFunc, drained [
 		// would hold the retirement for the whole grace: told that this
 		// tunnel drains, it closes them as their exchanges end.
 		if sess := c.Status().Session; sess != nil {
-			ctx, cancel := context.WithTimeout(n.groupCtx, drainNoticeWait)
-			if err := sess.NoticeDrain(ctx); err != nil {
-				n.log.Info("tunnel server not told of the retiring tunnel's drain", "server", sess.Peer(), "err", err)
-			}
-			cancel()
+			<-n.noticeDrain(n.groupCtx, sess)
 		}
 		poll := time.NewTicker(retirePoll)
 		defer poll.Stop()

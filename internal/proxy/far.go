@@ -62,10 +62,10 @@ type activity struct {
 	quietEnds bool         // HTTP or UDP: a drain may cut it once it is quiet
 	last      atomic.Int64 // unix nanoseconds of the last bytes either way
 	awaiting  atomic.Bool  // the last bytes went to the target: a reply is due
-	// noticed, for an HTTP stream, reports whether its opener has
-	// understood our drain notice, and so closes the stream itself once
-	// its exchange ends.
-	noticed func() bool
+	// session, for an HTTP stream, is the tunnel it came on: once its
+	// opener has understood our drain notice (DrainNoticed), it closes
+	// the stream itself when its exchange ends.
+	session *tunnel.Session
 }
 
 // idleAfter is how long an HTTP stream must be quiet, its last reply
@@ -74,7 +74,7 @@ type activity struct {
 const idleAfter = 500 * time.Millisecond
 
 func (a *activity) busy(now int64) bool {
-	if !a.quietEnds || a.noticed != nil && a.noticed() {
+	if !a.quietEnds || a.session != nil && a.session.DrainNoticed() {
 		return true
 	}
 	return a.awaiting.Load() || now-a.last.Load() < int64(idleAfter)
@@ -188,7 +188,7 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 	act.last.Store(time.Now().UnixNano())
 	act.awaiting.Store(req.Header.Kind == wire.KindHTTP) // the request is on its way
 	if req.Header.Kind == wire.KindHTTP {
-		act.noticed = req.Session().DrainNoticed
+		act.session = req.Session()
 	}
 	defer f.track(act)()
 	dialer := &net.Dialer{}

@@ -57,7 +57,11 @@ var errHeaderTooLarge = errors.New("response headers exceed 1 MiB")
 
 // streamConn is one stream carrying requests to one target in turn.
 type streamConn struct {
-	conn      net.Conn
+	conn net.Conn
+	// drains, nil when conn cannot tell, reports whether the far west
+	// has told us that it drains: it then waits for its HTTP streams to
+	// end, so none is kept idle. Looked up once per stream, not per use.
+	drains    interface{ PeerDraining() bool }
 	addr      string
 	read      int64     // bytes read from conn since the request began
 	limit     int64     // while positive, reads beyond it fail
@@ -225,6 +229,7 @@ func (t *streamTransport) send(ctx context.Context, addr string, r *streamReques
 				return nil, err
 			}
 			sc = &streamConn{conn: conn, addr: addr}
+			sc.drains, _ = conn.(interface{ PeerDraining() bool })
 		}
 		resp, err := t.roundTrip(ctx, sc, r)
 		if err == nil {
@@ -376,7 +381,7 @@ func (t *streamTransport) get(addr string) (sc *streamConn, reused bool) {
 		if sc == nil {
 			return nil, false
 		}
-		if quiet(sc.conn) && !peerDraining(sc.conn) {
+		if quiet(sc.conn) && !sc.peerDraining() {
 			return sc, true
 		}
 		sc.conn.Close()
@@ -415,12 +420,7 @@ func quiet(c net.Conn) bool {
 	return !ok || q.Quiet()
 }
 
-// peerDraining reports whether the far west of stream c has told us that
-// it drains: it waits for its HTTP streams to end, so none is kept idle.
-func peerDraining(c net.Conn) bool {
-	d, ok := c.(interface{ PeerDraining() bool })
-	return ok && d.PeerDraining()
-}
+func (c *streamConn) peerDraining() bool { return c.drains != nil && c.drains.PeerDraining() }
 
 func (t *streamTransport) put(sc *streamConn) {
 	t.mu.Lock()
@@ -429,7 +429,7 @@ func (t *streamTransport) put(sc *streamConn) {
 		t.idle = make(map[string][]*streamConn)
 	}
 	list := t.idle[sc.addr]
-	if len(list) >= t.maxIdle || t.retired || peerDraining(sc.conn) {
+	if len(list) >= t.maxIdle || t.retired || sc.peerDraining() {
 		sc.conn.Close()
 		return
 	}
@@ -498,7 +498,7 @@ func (t *streamTransport) CloseIdleConnections() {
 // every idle connection of fallback, whose pool cannot be sorted that way.
 func (t *streamTransport) closeIdleToDraining() {
 	t.mu.Lock()
-	t.closeIdleLocked(func(sc *streamConn) bool { return peerDraining(sc.conn) })
+	t.closeIdleLocked((*streamConn).peerDraining)
 	t.mu.Unlock()
 	if ci, ok := t.fallback.(interface{ CloseIdleConnections() }); ok {
 		ci.CloseIdleConnections()
