@@ -489,7 +489,8 @@ const drainSweep = 50 * time.Millisecond
 // exchange ends on from now on, so that the far west's drain, which waits
 // for them to end, ends with the last exchange. The fast path sees the
 // drain on each stream; the fallback transport's pool cannot be sorted,
-// so its idle connections are closed every drainSweep until done.
+// so its idle connections are closed every drainSweep until done, or
+// until h, retired, has finished.
 func (h *HTTP) PeerDraining(peer string, done <-chan struct{}) {
 	if peer != h.opts.Peer {
 		return
@@ -504,6 +505,8 @@ func (h *HTTP) PeerDraining(peer string, done <-chan struct{}) {
 				h.transport.closeIdleToDraining()
 			case <-done:
 				return
+			case <-h.finished: // retired: finishRetired emptied the pool for good
+				return
 			}
 		}
 	}()
@@ -516,7 +519,7 @@ func (h *HTTP) Retire() {
 	h.transport.retire()
 	h.retired.Store(true)
 	if h.active.Load() == 0 {
-		h.finish.Do(func() { close(h.finished) })
+		h.finish.Do(h.finishRetired)
 	}
 }
 
@@ -525,8 +528,18 @@ func (h *HTTP) Retire() {
 // so that the last request of a retired handler closes Finished.
 func (h *HTTP) leave() {
 	if h.active.Add(-1) == 0 && h.retired.Load() {
-		h.finish.Do(func() { close(h.finished) })
+		h.finish.Do(h.finishRetired)
 	}
+}
+
+// finishRetired runs once a retired handler's last request has ended. The
+// fallback transport pools the connections its requests gave back since
+// Retire (its own streams it closes as they come back); each would hold a
+// tunnel stream and a backend connection for its idle timeout, though
+// nothing draws from the pool any more.
+func (h *HTTP) finishRetired() {
+	h.transport.CloseIdleConnections()
+	close(h.finished)
 }
 
 // Finished returns a channel that closes once Retire has been called and

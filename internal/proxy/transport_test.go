@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -15,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/west-tunnel/west/internal/testutil"
 )
 
 // listenerTo starts an HTTP listener whose one route sends everything
@@ -509,5 +512,107 @@ func TestStreamTransportIdleExpires(t *testing.T) {
 			t.Fatalf("round %d: backend connections opened %d, want %d (one per round)", round, n, round)
 		}
 		waitClosed(round)
+	}
+}
+
+// TestRetiredHandlerClosesFallbackConnection: requests a handler serves
+// after a reload retired it (those that chose it just before the swap)
+// give their connections back to the fallback transport's pool as they
+// end. Nothing draws from that pool again, so those connections, each
+// with its tunnel stream and backend connection, are closed once the
+// handler's last request has ended, not after the pool's idle timeout
+// (90 s). Retire's own sweep of the pool does not reach them: the first
+// request after it makes net/http's transport pool connections again.
+func TestRetiredHandlerClosesFallbackConnection(t *testing.T) {
+	var closed atomic.Int64
+	arrived, release := make(chan struct{}), make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if r.URL.Path == "/slow" {
+			close(arrived)
+			<-release
+		}
+		io.WriteString(w, "ok")
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	h := NewHTTP(HTTPOptions{
+		Routes: []Route{{Path: "/", Target: mustURL(t, srv.URL+"/")}},
+		Dialer: tunnelPair(t),
+	})
+	_, addr := startServer(t, h)
+
+	// POSTs with a body: the fallback transport's path. Each on a client
+	// connection of its own, so that the two run side by side.
+	post := func(path string) error {
+		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := c.Post("http://"+addr+path, "text/plain", strings.NewReader("body"))
+		if err != nil {
+			return err
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil && (resp.StatusCode != 200 || string(b) != "ok") {
+			err = fmt.Errorf("POST %s: %d %q; want 200 ok", path, resp.StatusCode, b)
+		}
+		return err
+	}
+	slow := make(chan error, 1)
+	go func() { slow <- post("/slow") }()
+	select {
+	case <-arrived:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the slow POST did not reach the backend")
+	}
+	h.Retire()
+	if err := post("/late"); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-h.Finished():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the retired handler did not finish after its last request")
+	}
+	for deadline := time.Now().Add(5 * time.Second); closed.Load() < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("backend connections closed: %d, want 2: the retired handler's streams sat in the fallback pool", closed.Load())
+		}
+	}
+}
+
+// TestRetiredHandlerStopsDrainSweep: a handler sweeps its fallback pool
+// while its peer drains, until that peer's tunnel ends. A handler a reload
+// retired meanwhile has emptied its pool for good once its requests end,
+// so its sweep stops then, not with the tunnel.
+func TestRetiredHandlerStopsDrainSweep(t *testing.T) {
+	h := NewHTTP(HTTPOptions{Peer: "far", Dialer: tunnelPair(t)})
+	tunnelDone := make(chan struct{}) // the draining tunnel outlives the test
+	t.Cleanup(func() { close(tunnelDone) })
+	sweeps := func() (n int) {
+		for _, g := range testutil.Goroutines() {
+			if strings.Contains(g.Stack, "proxy.(*HTTP).PeerDraining.func") {
+				n++
+			}
+		}
+		return n
+	}
+	h.PeerDraining("far", tunnelDone)
+	if n := sweeps(); n != 1 {
+		t.Fatalf("sweeps running after the peer's notice: %d, want 1", n)
+	}
+	h.Retire()
+	for deadline := time.Now().Add(5 * time.Second); sweeps() != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the retired handler's drain sweep still runs")
+		}
 	}
 }
