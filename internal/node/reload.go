@@ -383,6 +383,13 @@ func (n *Node) forgetRoutes(name string, paths []string) {
 func (n *Node) stopListener(l *listener) <-chan struct{} {
 	n.log.Info("stopping listener", "role", l.role, "name", l.name)
 	l.closeSocket()
+	// The rest of the shutdown waits for exchanges in flight, in the
+	// background; a request that comes after the reload, on a connection
+	// kept alive (a client's, or a stream a west handed over), must not
+	// find the listener still serving.
+	if b, ok := l.srv.(interface{ BeginShutdown() }); ok {
+		b.BeginShutdown()
+	}
 	done := make(chan struct{})
 	n.drains.Add(1)
 	go func() {

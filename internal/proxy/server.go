@@ -188,10 +188,12 @@ func (s *Server) Recheck() int {
 	return ended
 }
 
-// Shutdown stops accepting, closes idle connections, and waits until the
-// busy ones have answered their request and the upgraded ones have
-// closed, or ctx ends.
-func (s *Server) Shutdown(ctx context.Context) error {
+// BeginShutdown is Shutdown's first step, taken at once: it stops
+// accepting, closes idle connections, and has every busy one close after
+// its answer. A caller that runs the rest of Shutdown in the background
+// calls it first, so that no request arriving after it returns, on a
+// connection kept alive, is still served.
+func (s *Server) BeginShutdown() {
 	s.mu.Lock()
 	s.closing.Store(true)
 	if s.ln != nil {
@@ -202,6 +204,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			c.conn.Close()
 		}
 	}
+	s.mu.Unlock()
+	// Whether or not fallback serves yet: a request in flight may still
+	// be handed to it. Outside s.mu, since closing a handed connection
+	// takes it (forget).
+	s.fallback.SetKeepAlivesEnabled(false) // closes its idle connections
+}
+
+// Shutdown stops accepting, closes idle connections, and waits until the
+// busy ones have answered their request and the upgraded ones have
+// closed, or ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.BeginShutdown()
+	s.mu.Lock()
 	fellBack := s.fellBack
 	s.mu.Unlock()
 	done := make(chan struct{})

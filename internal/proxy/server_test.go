@@ -376,6 +376,62 @@ func TestServerShutdown(t *testing.T) {
 	}
 }
 
+// TestServerBeginShutdown: once BeginShutdown returns, a connection kept
+// alive, whether the loop's or one it handed to net/http, answers no
+// further request: a reload that removes a listener runs the rest of
+// Shutdown in the background, and a request sent after the reload must
+// not find the listener still serving.
+func TestServerBeginShutdown(t *testing.T) {
+	var requests atomic.Int64
+	_, backend, _ := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "done")
+	}))
+	h := NewHTTP(HTTPOptions{Routes: []Route{{Path: "/", Target: mustURL(t, "http://"+backend+"/")}}, Dialer: tunnelPair(t)})
+	srv, addr := startServer(t, h)
+
+	// The loop answers the GET; net/http the POST, which has a body.
+	const get = "GET /g HTTP/1.1\r\nHost: h\r\n\r\n"
+	const post = "POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbody"
+	type kept struct {
+		conn net.Conn
+		br   *bufio.Reader
+	}
+	var conns []kept
+	for _, raw := range []string{get, post} {
+		c := testutil.DialClient(t, addr)
+		defer c.Close()
+		io.WriteString(c, raw)
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("first request %q: %v", raw[:4], err)
+		}
+		io.ReadAll(resp.Body)
+		conns = append(conns, kept{c, br})
+	}
+	before := requests.Load()
+
+	srv.BeginShutdown()
+	for i, raw := range []string{get, post} {
+		c := conns[i]
+		io.WriteString(c.conn, raw) // may fail: the connection is closed
+		c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if resp, err := http.ReadResponse(c.br, nil); err == nil {
+			t.Errorf("%q after BeginShutdown: %s, want the connection closed", raw[:4], resp.Status)
+		} else if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("%q after BeginShutdown: no answer and the connection still open", raw[:4])
+		}
+	}
+	if n := requests.Load() - before; n != 0 {
+		t.Errorf("the backend got %d requests after BeginShutdown, want 0", n)
+	}
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+}
+
 // TestServerResponseShapes: responses in shapes net/http's backends do not
 // send (the loop reads some of them itself and leaves the others to
 // http.ReadResponse) reach the client as net/http's path passes them on.
