@@ -520,7 +520,11 @@ func TestReloadDialAllowAndControlCA(t *testing.T) {
 	echoes := func() bool {
 		c, err := net.DialTimeout("tcp", entry, 5*time.Second)
 		if err != nil {
-			t.Fatal(err)
+			// L resets a connection whose target the far side refuses;
+			// on a busy machine the reset can come before the dial has
+			// returned, which then reports it.
+			t.Logf("dial: %v", err)
+			return false
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(5 * time.Second))
