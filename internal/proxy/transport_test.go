@@ -48,6 +48,25 @@ func countingBackend(t *testing.T, h http.Handler) (srv *httptest.Server, addr s
 	return srv, strings.TrimPrefix(srv.URL, "http://"), conns
 }
 
+// lifecycleBackend is countingBackend that also counts the connections
+// that have closed.
+func lifecycleBackend(t *testing.T, h http.Handler) (addr string, opened, closed *atomic.Int64) {
+	t.Helper()
+	opened, closed = new(atomic.Int64), new(atomic.Int64)
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			opened.Add(1)
+		case http.StateClosed:
+			closed.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://"), opened, closed
+}
+
 // rawBackend serves each TCP connection with serve, for backends that
 // misbehave in ways net/http would not, and counts the connections.
 func rawBackend(t *testing.T, serve func(net.Conn)) (addr string, conns *atomic.Int64) {
@@ -464,24 +483,10 @@ func TestResponseBrokenBeforeBody(t *testing.T) {
 // (which ends the far side's backend connection too), and the pool's
 // sweep is armed again for the streams that come after.
 func TestStreamTransportIdleExpires(t *testing.T) {
-	var opened, closed atomic.Int64
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	backend, opened, closed := lifecycleBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok")
 	}))
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		switch s {
-		case http.StateNew:
-			opened.Add(1)
-		case http.StateClosed:
-			closed.Add(1)
-		}
-	}
-	srv.Start()
-	t.Cleanup(srv.Close)
-	h := NewHTTP(HTTPOptions{
-		Routes: []Route{{Path: "/", Target: mustURL(t, srv.URL+"/")}},
-		Dialer: tunnelPair(t),
-	})
+	h := tunnelledTo(t, backend)
 	const idle = 300 * time.Millisecond
 	h.transport.idleTimeout = idle // before any request, so no race
 	_, addr := startServer(t, h)
@@ -524,9 +529,8 @@ func TestStreamTransportIdleExpires(t *testing.T) {
 // (90 s). Retire's own sweep of the pool does not reach them: the first
 // request after it makes net/http's transport pool connections again.
 func TestRetiredHandlerClosesFallbackConnection(t *testing.T) {
-	var closed atomic.Int64
 	arrived, release := make(chan struct{}), make(chan struct{})
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	backend, _, closed := lifecycleBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		if r.URL.Path == "/slow" {
 			close(arrived)
@@ -534,17 +538,7 @@ func TestRetiredHandlerClosesFallbackConnection(t *testing.T) {
 		}
 		io.WriteString(w, "ok")
 	}))
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateClosed {
-			closed.Add(1)
-		}
-	}
-	srv.Start()
-	t.Cleanup(srv.Close)
-	h := NewHTTP(HTTPOptions{
-		Routes: []Route{{Path: "/", Target: mustURL(t, srv.URL+"/")}},
-		Dialer: tunnelPair(t),
-	})
+	h := tunnelledTo(t, backend)
 	_, addr := startServer(t, h)
 
 	// POSTs with a body: the fallback transport's path. Each on a client
