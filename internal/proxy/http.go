@@ -519,7 +519,7 @@ func (h *HTTP) Retire() {
 	h.transport.retire()
 	h.retired.Store(true)
 	if h.active.Load() == 0 {
-		h.finish.Do(h.finishRetired)
+		h.finishRetired()
 	}
 }
 
@@ -528,18 +528,20 @@ func (h *HTTP) Retire() {
 // so that the last request of a retired handler closes Finished.
 func (h *HTTP) leave() {
 	if h.active.Add(-1) == 0 && h.retired.Load() {
-		h.finish.Do(h.finishRetired)
+		h.finishRetired()
 	}
 }
 
-// finishRetired runs once a retired handler's last request has ended. The
-// fallback transport pools the connections its requests gave back since
-// Retire (its own streams it closes as they come back); each would hold a
-// tunnel stream and a backend connection for its idle timeout, though
-// nothing draws from the pool any more.
+// finishRetired runs each time a retired handler's requests have all
+// ended. The fallback transport pools the connections its requests gave
+// back since Retire (its own streams it closes as they come back); each
+// would hold a tunnel stream and a backend connection for its idle
+// timeout, though nothing draws from the pool any more. Each time, not
+// once: a request that chose the handler just before the swap may enter
+// it after Finished has closed.
 func (h *HTTP) finishRetired() {
 	h.transport.CloseIdleConnections()
-	close(h.finished)
+	h.finish.Do(func() { close(h.finished) })
 }
 
 // Finished returns a channel that closes once Retire has been called and
