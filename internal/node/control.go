@@ -132,6 +132,12 @@ func (n *Node) onSession(role string) func(*tunnel.Session, bool) {
 			n.metrics.TunnelDown(sess)
 			return
 		}
+		if ctx := n.drainCtx.Load(); ctx != nil {
+			// Up during our drain: its peer must close its HTTP streams
+			// as their exchanges end, as the peers told at the start do,
+			// or our drain would cut a paused response on it.
+			n.noticeDrain(*ctx, sess)
+		}
 		st := sess.Stats()
 		n.metrics.TunnelUp(sess, role, sess.Peer(), func() control.TunnelStats {
 			return control.TunnelStats{

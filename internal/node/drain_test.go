@@ -329,3 +329,29 @@ func TestDrainReachesHandlerSwappedIn(t *testing.T) {
 		t.Logf("G drained in %v", d)
 	}
 }
+
+// TestDrainTellsTunnelsThatComeLate: a draining west still admits tunnels
+// (a peer restarts, or its tunnel drops and redials), and tells each that
+// comes up of its drain, as it told those up when the drain began. Both
+// peers' event streams, paused longer than the silence rule allows, end
+// whole: without the notice, the late peer's would be cut once the other
+// exchange ended.
+func TestDrainTellsTunnelsThatComeLate(t *testing.T) {
+	be2 := pausingEvents(t, 2*time.Second)
+	be4 := pausingEvents(t, 4*time.Second)
+	g, stopG := runNode(t, `{"west": {"nm": "G", "shutdown_grace": "20s"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	l1, _ := runNode(t, fmt.Sprintf(`{"west": {"nm": "L1"},
+		"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/": {"ou": "%s/"}}}}`, g.Addrs().Tunnel, be2), Options{})
+	ev1 := firstEvent(t, proxyURL(t, l1)+"/events")
+	took := make(chan time.Duration, 1)
+	go func() { took <- stopG() }()
+	time.Sleep(200 * time.Millisecond) // G is draining, held by L1's stream
+	l2, _ := runNode(t, fmt.Sprintf(`{"west": {"nm": "L2"},
+		"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/": {"ou": "%s/"}}}}`, g.Addrs().Tunnel, be4), Options{})
+	ev2 := firstEvent(t, proxyURL(t, l2)+"/events")
+	lastEvent(t, ev1)
+	lastEvent(t, ev2)
+	if d := <-took; d > 10*time.Second {
+		t.Errorf("G drained in %v; both streams had ended by about 4.5 s", d)
+	}
+}

@@ -62,6 +62,10 @@ type Node struct {
 	tunnelTLS atomic.Pointer[tls.Config]
 	// controlAllow is west.control_ca in force; Reload replaces it.
 	controlAllow atomic.Pointer[func(netip.Addr) bool]
+	// drainCtx is set once the node begins to drain, and bounds the drain
+	// notices sent to tunnels that come up during the drain (the tunnel
+	// server still admits them, and clients still redial).
+	drainCtx atomic.Pointer[context.Context]
 
 	startOnce sync.Once
 	startErr  error
@@ -549,6 +553,9 @@ func (n *Node) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), n.opts.ShutdownGrace)
 	defer cancel()
 	n.log.Info("draining", "grace", n.opts.ShutdownGrace)
+	// Before the sessions are read: one that registers meanwhile is read,
+	// or sees drainCtx (onSession), or both.
+	n.drainCtx.Store(&ctx)
 	noticed := n.noticeDrain(ctx, n.sessions()...)
 	n.mu.Lock()
 	servers := slices.Clone(n.servers)
