@@ -132,10 +132,11 @@ func (n *Node) onSession(role string) func(*tunnel.Session, bool) {
 			n.metrics.TunnelDown(sess)
 			return
 		}
-		if ctx := n.drainCtx.Load(); ctx != nil {
+		if ctx := n.drainCtx.Load(); ctx != nil && (*ctx).Err() == nil {
 			// Up during our drain: its peer must close its HTTP streams
 			// as their exchanges end, as the peers told at the start do,
-			// or our drain would cut a paused response on it.
+			// or our drain would cut a paused response on it. (Once the
+			// drain is over there is nothing left to tell.)
 			n.noticeDrain(*ctx, sess)
 		}
 		st := sess.Stats()
