@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/west-tunnel/west/internal/testutil"
+	"github.com/west-tunnel/west/internal/wire"
 )
 
 // logTo returns a logger writing its lines, at info and above, to b.
@@ -114,10 +116,15 @@ func TestStoppingSidesSayWhy(t *testing.T) {
 	waitFor(t, "second session", func() bool { return h2.server.Session("leaving") != nil })
 	cancel()
 	<-done
-	waitFor(t, "the server to log the client's reason", func() bool {
+	logged := func() bool {
 		return strings.Contains(srvLog.String(), `msg="tunnel client disconnected" peer=leaving`) &&
 			strings.Contains(srvLog.String(), `reason="stopped by its west (shutdown, or reload)"`)
-	})
+	}
+	for deadline := time.Now().Add(5 * time.Second); !logged(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server did not log the client's reason:\n%s", srvLog.String())
+		}
+	}
 	// The multiplexer's own account of the close would only repeat it.
 	if strings.Contains(srvLog.String(), "websocket: close") {
 		t.Errorf("the close is logged twice at info:\n%s", srvLog.String())
@@ -185,5 +192,49 @@ func TestReconnectingClientIsNoTwin(t *testing.T) {
 	}
 	if got := srvLog.String(); strings.Count(got, "tunnel client replaces its older session") != 2 || strings.Contains(got, "changes hands again") {
 		t.Fatalf("server log:\n%s\nwant two replacements and no warning of two clients", got)
+	}
+}
+
+// TestStoppingServerToldDuringUpload: a client that is sending when the
+// server stops still learns why. The server's socket stays open after its
+// close message until the client has answered it: closed at once, it
+// reset the frames the client had in flight, the client's next write
+// failed, and its session ended before it read the close message.
+func TestStoppingServerToldDuringUpload(t *testing.T) {
+	discard := StreamHandlerFunc(func(ctx context.Context, req *Request) {
+		c, err := req.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(io.Discard, c)
+	})
+	for round := range 5 {
+		h := newHarness(t, ServerOptions{Handler: discard})
+		c := h.startClient(ClientOptions{Name: "uploading", MinBackoff: time.Hour})
+		waitFor(t, "session", func() bool { return c.Status().State == StateUp })
+		st, err := c.Dial(context.Background(), wire.Header{Kind: wire.KindTCP, Target: "sink:1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent := make(chan struct{})
+		go func() {
+			chunk := make([]byte, 32<<10)
+			for i := 0; ; i++ {
+				if _, err := st.Write(chunk); err != nil {
+					return
+				}
+				if i == 64 {
+					close(sent) // the upload is well under way
+				}
+			}
+		}()
+		<-sent
+		h.server.Close()
+		waitFor(t, "the client to back off", func() bool { return c.Status().State == StateBackoff })
+		if err := c.Status().LastError; err == nil || !strings.Contains(err.Error(), stoppingReason) {
+			t.Fatalf("round %d: client's last error %v, want the server's reason", round, err)
+		}
+		st.Close()
 	}
 }

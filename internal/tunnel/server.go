@@ -123,7 +123,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// What Admit reads of the request, without its body or context.
 	hs := &http.Request{Method: r.Method, URL: r.URL, Host: r.Host, Header: r.Header.Clone(), RemoteAddr: r.RemoteAddr, TLS: r.TLS}
 	if !s.register(sess, hs, rechecks) {
-		sess.Close()
+		// Closed between the upgrade and now: the client has its tunnel
+		// up already, and learns why it ends as those registered do.
+		sess.closeFor(closeStopping, stoppingReason)
 		return
 	}
 	defer s.unregister(sess)
@@ -207,9 +209,14 @@ func (s *Server) register(sess *Session, handshake *http.Request, rechecks int) 
 		s.log.Info("tunnel client replaces its older session", "peer", sess.peer, "remote", sess.remote, "old_remote", old.remote,
 			"old_silent", old.silent(sess.tookOver).Round(time.Millisecond))
 	}
-	old.closeFor(closeReplaced, "replaced by a newer tunnel under this name, from "+sess.remote)
+	// In the background: the old peer is most likely gone, and its close
+	// waits up to closeLinger for an answer.
+	go old.closeFor(closeReplaced, "replaced by a newer tunnel under this name, from "+sess.remote)
 	return true
 }
+
+// stoppingReason is what a stopping tunnel server tells its clients.
+const stoppingReason = "the tunnel server is stopping"
 
 // tradeWindow is how soon a name taken over is taken over again before
 // the server warns that two clients share it.
@@ -291,7 +298,7 @@ func (s *Server) Close() error {
 	var closing sync.WaitGroup
 	for _, sess := range s.peers {
 		// Each waits a moment for a frame being written, so at once.
-		closing.Go(func() { sess.closeFor(closeStopping, "the tunnel server is stopping") })
+		closing.Go(func() { sess.closeFor(closeStopping, stoppingReason) })
 	}
 	s.mu.Unlock()
 	closing.Wait()

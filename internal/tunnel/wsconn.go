@@ -52,6 +52,9 @@ type wsConn struct {
 	wn int            // bytes in it so far
 
 	peerClose atomic.Pointer[websocket.CloseError] // once the peer's close message came
+	// closeSent is set once our close message has gone out; Close then
+	// leaves the socket to the reader for a moment (see Close).
+	closeSent atomic.Bool
 
 	// heard is when bytes last arrived (a monoNow reading), for
 	// Session.watch.
@@ -63,10 +66,9 @@ func (c *wsConn) Read(b []byte) (int, error) {
 		if c.r == nil {
 			typ, r, err := c.ws.NextReader()
 			if err != nil {
-				// gorilla reports a connection lost without a close
-				// message as code 1006, which no peer may send.
-				if ce, ok := err.(*websocket.CloseError); ok && ce.Code != websocket.CloseAbnormalClosure {
-					c.peerClose.Store(ce)
+				c.notePeerClose(err)
+				if c.closeSent.Load() {
+					c.ws.Close() // the lingering Close's socket; see Close
 				}
 				return 0, err
 			}
@@ -87,7 +89,24 @@ func (c *wsConn) Read(b []byte) (int, error) {
 			}
 			err = nil
 		}
+		if err != nil {
+			// A close message may come between the fragments of a
+			// message the peer left open (Write's batching) and end it.
+			c.notePeerClose(err)
+			if c.closeSent.Load() {
+				c.ws.Close()
+			}
+		}
 		return n, err
+	}
+}
+
+// notePeerClose keeps the peer's close message, if err is one. gorilla
+// reports a connection lost without one as code 1006, which no peer may
+// send.
+func (c *wsConn) notePeerClose(err error) {
+	if ce, ok := err.(*websocket.CloseError); ok && ce.Code != websocket.CloseAbnormalClosure {
+		c.peerClose.Store(ce)
 	}
 }
 
@@ -164,15 +183,35 @@ func (c *wsConn) sendClose(code int, reason string) {
 	if len(reason) > maxCloseReason {
 		reason = strings.ToValidUTF8(reason[:maxCloseReason], "")
 	}
-	c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(250*time.Millisecond))
+	if c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(closeLinger)) == nil {
+		c.closeSent.Store(true)
+	}
 }
+
+// closeLinger bounds how long a close message may take to write, and how
+// long after it the socket stays open for the peer's answer.
+const closeLinger = 250 * time.Millisecond
 
 // peerClosed returns the peer's close message, or nil if none came.
 func (c *wsConn) peerClosed() *websocket.CloseError { return c.peerClose.Load() }
 
-// Close closes the connection without the WebSocket close handshake: the
-// peer may be dead, and a live one learns of the close from the socket.
-func (c *wsConn) Close() error                      { return c.ws.Close() }
+// Close closes the connection. Without our close message sent, at once,
+// with no WebSocket close handshake: the peer may be dead, and a live one
+// learns of the close from the socket. After it, the socket stays open
+// until the reader (yamux's receive loop, which Close's caller waits for)
+// has read the peer's answering close message, or the end of the stream,
+// or closeLinger has passed. Closed at once, it would reset the frames
+// the peer had sent meanwhile, unread; a peer writing one then failed
+// before it read our close message, and never learned why the tunnel
+// ended.
+func (c *wsConn) Close() error {
+	if !c.closeSent.Load() {
+		return c.ws.Close()
+	}
+	c.ws.SetReadDeadline(time.Now().Add(closeLinger))
+	time.AfterFunc(2*closeLinger, func() { c.ws.Close() }) // if no reader is left
+	return nil
+}
 func (c *wsConn) LocalAddr() net.Addr               { return c.ws.LocalAddr() }
 func (c *wsConn) RemoteAddr() net.Addr              { return c.ws.RemoteAddr() }
 func (c *wsConn) SetReadDeadline(t time.Time) error { return c.ws.SetReadDeadline(t) }
