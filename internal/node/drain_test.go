@@ -285,6 +285,13 @@ func TestDrainKeepsPausedResponse(t *testing.T) {
 	}
 }
 
+// listenerVia is the config of a west named name whose HTTP listener
+// sends "/" through a tunnel to g, out to backend, with extra routes.
+func listenerVia(g *Node, name, backend, extra string) string {
+	return fmt.Sprintf(`{"west": {"nm": %q}, "proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/": {"ou": "%s/"}%s}}}`,
+		name, g.Addrs().Tunnel, backend, extra)
+}
+
 // TestDrainReachesHandlerSwappedIn: a listener whose handler a reload
 // replaces while its peer drains keeps no stream to that peer idle: the
 // new handler is told of the drain too, so a POST it sends (through the
@@ -294,11 +301,7 @@ func TestDrainReachesHandlerSwappedIn(t *testing.T) {
 	const pause = 2 * time.Second
 	be := pausingEvents(t, pause)
 	g, stopG := runNode(t, `{"west": {"nm": "G", "shutdown_grace": "20s"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
-	listener := func(extra string) string {
-		return fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/": {"ou": "%s/"}%s}}}`,
-			g.Addrs().Tunnel, be, extra)
-	}
-	l, _ := runNode(t, listener(""), Options{})
+	l, _ := runNode(t, listenerVia(g, "L", be, ""), Options{})
 	base := proxyURL(t, l)
 	events := firstEvent(t, base+"/events")
 	took := make(chan time.Duration, 1)
@@ -310,7 +313,7 @@ func TestDrainReachesHandlerSwappedIn(t *testing.T) {
 		}
 	}
 	// A new route: the listener keeps its socket and gets a new handler.
-	if err := l.Reload(mustParse(t, listener(fmt.Sprintf(`, "/y": {"ou": "%s/"}`, be)))); err != nil {
+	if err := l.Reload(mustParse(t, listenerVia(g, "L", be, fmt.Sprintf(`, "/y": {"ou": "%s/"}`, be)))); err != nil {
 		t.Fatalf("reload: %v", err)
 	}
 	post, err := http.Post(base+"/x", "text/plain", strings.NewReader("body"))
@@ -340,14 +343,12 @@ func TestDrainTellsTunnelsThatComeLate(t *testing.T) {
 	be2 := pausingEvents(t, 2*time.Second)
 	be4 := pausingEvents(t, 4*time.Second)
 	g, stopG := runNode(t, `{"west": {"nm": "G", "shutdown_grace": "20s"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
-	l1, _ := runNode(t, fmt.Sprintf(`{"west": {"nm": "L1"},
-		"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/": {"ou": "%s/"}}}}`, g.Addrs().Tunnel, be2), Options{})
+	l1, _ := runNode(t, listenerVia(g, "L1", be2, ""), Options{})
 	ev1 := firstEvent(t, proxyURL(t, l1)+"/events")
 	took := make(chan time.Duration, 1)
 	go func() { took <- stopG() }()
 	time.Sleep(200 * time.Millisecond) // G is draining, held by L1's stream
-	l2, _ := runNode(t, fmt.Sprintf(`{"west": {"nm": "L2"},
-		"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/": {"ou": "%s/"}}}}`, g.Addrs().Tunnel, be4), Options{})
+	l2, _ := runNode(t, listenerVia(g, "L2", be4, ""), Options{})
 	ev2 := firstEvent(t, proxyURL(t, l2)+"/events")
 	lastEvent(t, ev1)
 	lastEvent(t, ev2)
