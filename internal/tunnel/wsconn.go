@@ -66,9 +66,8 @@ func (c *wsConn) Read(b []byte) (int, error) {
 		if c.r == nil {
 			typ, r, err := c.ws.NextReader()
 			if err != nil {
-				c.notePeerClose(err)
-				if c.closeSent.Load() {
-					c.ws.Close() // the lingering Close's socket; see Close
+				if c.endLinger(err) {
+					return 0, io.EOF
 				}
 				return 0, err
 			}
@@ -89,25 +88,31 @@ func (c *wsConn) Read(b []byte) (int, error) {
 			}
 			err = nil
 		}
-		if err != nil {
-			// A close message may come between the fragments of a
-			// message the peer left open (Write's batching) and end it.
-			c.notePeerClose(err)
-			if c.closeSent.Load() {
-				c.ws.Close()
-			}
+		// A close message may also come between the fragments of a
+		// message the peer left open (Write's batching) and end it.
+		if err != nil && c.endLinger(err) {
+			err = io.EOF
 		}
 		return n, err
 	}
 }
 
-// notePeerClose keeps the peer's close message, if err is one. gorilla
-// reports a connection lost without one as code 1006, which no peer may
-// send.
-func (c *wsConn) notePeerClose(err error) {
+// endLinger takes the error that ends reading: it keeps the peer's close
+// message, if err is one (gorilla reports a connection lost without one
+// as code 1006, which no peer may send), and, once our own close message
+// has gone, closes the socket Close left open and reports true: reading
+// then ended as planned, however it ended (the linger's deadline
+// included), and yamux is told of a plain end of stream rather than log
+// an error.
+func (c *wsConn) endLinger(err error) bool {
 	if ce, ok := err.(*websocket.CloseError); ok && ce.Code != websocket.CloseAbnormalClosure {
 		c.peerClose.Store(ce)
 	}
+	if !c.closeSent.Load() {
+		return false
+	}
+	c.ws.Close()
+	return true
 }
 
 func (c *wsConn) Write(b []byte) (int, error) {
