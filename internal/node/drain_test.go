@@ -356,3 +356,45 @@ func TestDrainTellsTunnelsThatComeLate(t *testing.T) {
 		t.Errorf("G drained in %v; both streams had ended by about 4.5 s", d)
 	}
 }
+
+// TestDrainNoticeMatchesPeerSide: a client's name may be spelled as the
+// URL of a tunnel server (the seed's samples name wests "ws//..."). A's
+// listener sends to server S; B, a client of A, is named as S's URL. B's
+// drain is B's, not S's: A's listener keeps its stream to S for reuse.
+func TestDrainNoticeMatchesPeerSide(t *testing.T) {
+	be := backend(t)
+	s, _ := runNode(t, `{"west": {"nm": "S"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	sURL := "ws://" + s.Addrs().Tunnel
+	a, _ := runNode(t, fmt.Sprintf(`{"west": {"nm": "A"}, "wsts": {"sp": "ws://127.0.0.1:0"},
+		"proxy": {"http://127.0.0.1:0": {"ea": %q, "/": {"ou": "%s/"}}}}`, sURL, be.URL), Options{})
+	_, stopB := runNode(t, fmt.Sprintf(`{"west": {"nm": %q}, "wstc": {"ws://%s": {}}}`, sURL, a.Addrs().Tunnel), Options{})
+	waitUp(t, a, sURL)
+	bSess := a.Server().Session(sURL)
+	waitUp(t, s, "A")
+	streams := s.Server().Session("A").Stats()
+	// A POST goes through the fallback transport, which pools its stream.
+	post := func() {
+		t.Helper()
+		resp, err := http.Post(proxyURL(t, a)+"/x", "text/plain", strings.NewReader("body"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || string(b) != "body" {
+			t.Fatalf("POST through A: %d %q, %v", resp.StatusCode, b, err)
+		}
+	}
+	post()
+	if n := streams.StreamsTotal.Load(); n != 1 {
+		t.Fatalf("S saw %d streams from A after one POST, want 1", n)
+	}
+	stopB()
+	if !bSess.PeerDraining() {
+		t.Fatal("A was not told of B's drain")
+	}
+	post()
+	if n := streams.StreamsTotal.Load(); n != 1 {
+		t.Errorf("S saw %d streams from A after two POSTs, want 1: B's drain closed A's idle stream to S", n)
+	}
+}

@@ -367,14 +367,15 @@ func (n *Node) buildHTTP(p config.Proxy, clients map[string]*tunnel.Client) (*pr
 		return nil, err
 	}
 	return proxy.NewHTTP(proxy.HTTPOptions{
-		Name:      p.URL.String(),
-		Peer:      peer,
-		Routes:    routes,
-		Dialer:    dialer,
-		Timeout:   p.Timeout,
-		TLSConfig: tc,
-		Logger:    n.log.With("part", "proxy"),
-		Observe:   n.observeHTTP, // metrics; see control.go
+		Name:       p.URL.String(),
+		Peer:       peer,
+		PeerDialed: p.ServerURL != nil, // as dialerFor chose
+		Routes:     routes,
+		Dialer:     dialer,
+		Timeout:    p.Timeout,
+		TLSConfig:  tc,
+		Logger:     n.log.With("part", "proxy"),
+		Observe:    n.observeHTTP, // metrics; see control.go
 	}), nil
 }
 
@@ -648,7 +649,7 @@ func (n *Node) peerDraining(sess *tunnel.Session) {
 	n.mu.Unlock()
 	for _, s := range servers {
 		if s.handler != nil {
-			s.handler.current().PeerDraining(sess.Peer(), sess.Done())
+			s.handler.current().PeerDraining(sess.Peer(), sess.Dialed(), sess.Done())
 		}
 	}
 }
@@ -665,7 +666,7 @@ func (n *Node) tellDrainingLocked(handlers []*proxy.HTTP) {
 			continue
 		}
 		for _, h := range handlers {
-			h.PeerDraining(sess.Peer(), sess.Done())
+			h.PeerDraining(sess.Peer(), sess.Dialed(), sess.Done())
 		}
 	}
 }

@@ -50,8 +50,12 @@ type Route struct {
 type HTTPOptions struct {
 	// Name labels the listener in logs (its listen URL).
 	Name string
-	// Peer labels the tunnel peer in logs.
+	// Peer labels the tunnel peer in logs, and names it to PeerDraining.
 	Peer string
+	// PeerDialed says that Peer is the URL of a tunnel server this west
+	// dialed (ea), not the name of a client that dialed in (en): the two
+	// can be spelled alike.
+	PeerDialed bool
 	// Routes is the path table; the longest matching Path wins.
 	Routes []Route
 	// Dialer opens tunnel streams. Required.
@@ -484,15 +488,16 @@ func (h *HTTP) CloseIdleConnections() { h.transport.CloseIdleConnections() }
 const drainSweep = 50 * time.Millisecond
 
 // PeerDraining is told that peer, a far west, has begun to drain, until
-// done (its tunnel ends). If peer is this listener's, the listener stops
+// done (its tunnel ends); dialed says that this west dialed the tunnel,
+// as Session.Dialed. If peer is this listener's, the listener stops
 // keeping streams to it idle: it closes those idle now, and each one an
 // exchange ends on from now on, so that the far west's drain, which waits
 // for them to end, ends with the last exchange. The fast path sees the
 // drain on each stream; the fallback transport's pool cannot be sorted,
 // so its idle connections are closed every drainSweep until done, or
 // until h, retired, has finished.
-func (h *HTTP) PeerDraining(peer string, done <-chan struct{}) {
-	if peer != h.opts.Peer {
+func (h *HTTP) PeerDraining(peer string, dialed bool, done <-chan struct{}) {
+	if peer != h.opts.Peer || dialed != h.opts.PeerDialed {
 		return
 	}
 	h.transport.closeIdleToDraining()

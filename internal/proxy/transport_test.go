@@ -610,7 +610,7 @@ func TestRetiredHandlerStopsDrainSweep(t *testing.T) {
 		}
 		return n
 	}
-	h.PeerDraining("far", tunnelDone)
+	h.PeerDraining("far", false, tunnelDone)
 	if n := sweeps(); n != 1 {
 		t.Fatalf("sweeps running after the peer's notice: %d, want 1", n)
 	}

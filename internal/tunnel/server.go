@@ -336,7 +336,7 @@ func startSession(c *websocket.Conn, client bool, peer, remote string, mo MuxOpt
 		c.Close()
 		return nil, fmt.Errorf("start multiplexer: %w", err)
 	}
-	sess := newSession(mux, conn, peer, remote, mo.MaxStreams, log)
+	sess := newSession(mux, conn, client, peer, remote, mo.MaxStreams, log)
 	mo = mo.withDefaults()
 	go sess.watch(&conn.heard, &queue.lastWrite, mo.KeepAliveInterval, mo.KeepAliveTimeout)
 	return sess, nil

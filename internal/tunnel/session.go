@@ -46,6 +46,7 @@ type Stats struct {
 // Session is one live tunnel: a multiplexer over one WebSocket.
 type Session struct {
 	peer   string // the peer's name (server side) or the server URL (client side)
+	dialed bool   // client side: this west dialed the tunnel
 	remote string // the peer's network address
 	since  time.Time
 	mux    *yamux.Session
@@ -75,13 +76,18 @@ type Session struct {
 	onPeerDraining func(*Session)
 }
 
-func newSession(mux *yamux.Session, conn *wsConn, peer, remote string, maxStreams int, log *slog.Logger) *Session {
-	return &Session{peer: peer, remote: remote, since: time.Now(), mux: mux, conn: conn, queue: conn.sent, maxStreams: int64(maxStreams), log: log}
+func newSession(mux *yamux.Session, conn *wsConn, dialed bool, peer, remote string, maxStreams int, log *slog.Logger) *Session {
+	return &Session{peer: peer, dialed: dialed, remote: remote, since: time.Now(), mux: mux, conn: conn, queue: conn.sent, maxStreams: int64(maxStreams), log: log}
 }
 
 // Peer is the peer's name on a server's session, the server URL on a
 // client's.
 func (s *Session) Peer() string { return s.peer }
+
+// Dialed reports whether this west dialed the tunnel, as a tunnel client:
+// then Peer is a server URL, else a client's name. The two can be spelled
+// alike.
+func (s *Session) Dialed() bool { return s.dialed }
 
 // RemoteAddr is the peer's network address.
 func (s *Session) RemoteAddr() string { return s.remote }
