@@ -32,7 +32,10 @@ func TestReplacedClientIsToldWhy(t *testing.T) {
 	h := newHarness(t, ServerOptions{})
 	var firstLog testutil.Buffer
 	first := h.startClient(ClientOptions{Name: "same", MinBackoff: 10 * time.Millisecond, MaxBackoff: time.Hour, Logger: logTo(&firstLog)})
-	waitFor(t, "first session", func() bool { return first.Status().State == StateUp })
+	// The client is up once the handshake's answer arrives, and the server
+	// registers the session only after it sends it: a second client whose
+	// session registered in between would be the one replaced.
+	waitFor(t, "first session", func() bool { return first.Status().State == StateUp && h.server.Session("same") != nil })
 	firstSess := h.server.Session("same")
 
 	h.startClient(ClientOptions{Name: "same", MinBackoff: time.Hour})
