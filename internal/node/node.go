@@ -48,6 +48,7 @@ type Node struct {
 	cfg  *config.Config
 	opts Options
 	log  *slog.Logger
+	id   string // sent by its tunnel clients (tunnel.ClientOptions.West)
 
 	far     *proxy.Far
 	locals  proxy.Locals              // proxy listeners, which streams for them are handed to
@@ -132,7 +133,7 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 	if opts.Mux.StreamWindow == 0 {
 		opts.Mux.StreamWindow = cfg.West.StreamWindow
 	}
-	n := &Node{cfg: cfg, opts: opts, log: opts.Logger, clients: make(map[string]*tunnel.Client)}
+	n := &Node{cfg: cfg, opts: opts, log: opts.Logger, id: tunnel.NewID(), clients: make(map[string]*tunnel.Client)}
 	targets, err := acl.ParseTargets(cfg.West.DialAllow)
 	if err != nil {
 		return nil, fmt.Errorf("west.dial_allow: %w", err)
@@ -177,6 +178,7 @@ func (n *Node) buildClient(c config.TunnelClient) (*tunnel.Client, error) {
 	return tunnel.NewClient(tunnel.ClientOptions{
 		URL:       c.URL.String(),
 		Name:      c.Name,
+		West:      n.id,
 		Lazy:      !c.Early,
 		Handler:   n.far,
 		TLSConfig: tc,

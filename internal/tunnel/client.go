@@ -25,6 +25,12 @@ type ClientOptions struct {
 	Name    string        // sent as the Origin header. Required.
 	Handler StreamHandler // serves the streams the server opens. Required.
 
+	// West is an ID (see NewID) that the tunnel clients of one west
+	// share: the client sends it with its own (InstanceHeader), so that a
+	// server reached by two of them, under two URLs, keeps both tunnels.
+	// Empty sends neither.
+	West string
+
 	// Lazy delays the first connection until a Dial needs it (the seed's
 	// "ee": "no"). Once connected, the client keeps the tunnel up.
 	Lazy bool
@@ -85,6 +91,7 @@ type Status struct {
 type Client struct {
 	opts ClientOptions
 	log  *slog.Logger
+	id   string // this client's half of InstanceHeader, for its life
 
 	demand chan struct{} // poked by Dial when lazy and idle
 
@@ -119,6 +126,7 @@ func NewClient(opts ClientOptions) *Client {
 	}
 	c := &Client{
 		opts:    opts,
+		id:      NewID(),
 		log:     log.With("server", opts.URL),
 		demand:  make(chan struct{}, 1),
 		changed: make(chan struct{}),
@@ -254,6 +262,9 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 		header = http.Header{}
 	}
 	header.Set("Origin", c.opts.Name)
+	if c.opts.West != "" {
+		header.Set(InstanceHeader, c.opts.West+"/"+c.id)
+	}
 	proxy, err := proxyFor(c.opts.URL)
 	if err != nil {
 		return nil, fmt.Errorf("dial tunnel server %s: %w", c.opts.URL, err)

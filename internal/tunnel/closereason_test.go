@@ -180,7 +180,7 @@ func TestReconnectingClientIsNoTwin(t *testing.T) {
 	var srvLog testutil.Buffer
 	h := newHarness(t, ServerOptions{Logger: logTo(&srvLog), Mux: MuxOptions{KeepAliveInterval: 100 * time.Millisecond, KeepAliveTimeout: time.Minute}})
 	relay := newStallRelay(t, h.http.Listener.Addr().String())
-	c := h.startClient(ClientOptions{URL: "ws://" + relay.ln.Addr().String(), Name: "flaky", MinBackoff: 10 * time.Millisecond,
+	c := h.startClient(ClientOptions{URL: "ws://" + relay.ln.Addr().String(), Name: "flaky", West: NewID(), MinBackoff: 10 * time.Millisecond,
 		Mux: MuxOptions{KeepAliveInterval: 100 * time.Millisecond, KeepAliveTimeout: 500 * time.Millisecond}})
 	var prev *Session
 	for i := 1; i <= 3; i++ {

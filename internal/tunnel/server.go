@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -56,8 +55,10 @@ type Server struct {
 	opts ServerOptions
 	log  *slog.Logger
 
-	mu    sync.Mutex
-	peers map[string]*Session // the newest session under each name
+	mu sync.Mutex
+	// peers holds the sessions under each name, oldest first: one, or
+	// several of one west (see InstanceHeader).
+	peers map[string][]*Session
 	// rechecks counts Recheck calls, and judge is the last one's rule: a
 	// handshake admitted before a Recheck whose session registers after
 	// it is judged again by that rule.
@@ -81,7 +82,7 @@ func NewServer(opts ServerOptions) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{opts: opts, log: log, peers: make(map[string]*Session),
+	return &Server{opts: opts, log: log, peers: make(map[string][]*Session),
 		maxPerIP: cmp.Or(opts.maxHandshakesPerIP, DefaultMaxHandshakesPerIP),
 		maxTotal: cmp.Or(opts.maxHandshakes, DefaultMaxHandshakes),
 		hsByIP:   make(map[netip.Addr]int)}
@@ -91,7 +92,8 @@ func NewServer(opts ServerOptions) *Server {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name := r.Header.Get("Origin")
 	log := s.log.With("peer", name, "remote", r.RemoteAddr)
-	if err := s.checkHandshake(r, name); err != nil {
+	inst, err := s.checkHandshake(r, name)
+	if err != nil {
 		log.Warn("tunnel handshake refused", "err", err)
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -120,6 +122,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess.onPeerDraining = s.opts.OnPeerDraining
+	sess.instance = inst
 	// What Admit reads of the request, without its body or context.
 	hs := &http.Request{Method: r.Method, URL: r.URL, Host: r.Host, Header: r.Header.Clone(), RemoteAddr: r.RemoteAddr, TLS: r.TLS}
 	if !s.register(sess, hs, rechecks) {
@@ -137,17 +140,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	log.Info("tunnel client disconnected", "after", time.Since(sess.since).Round(time.Millisecond))
 }
 
-func (s *Server) checkHandshake(r *http.Request, name string) error {
+// checkHandshake checks a client's handshake before the upgrade, and
+// returns its InstanceHeader.
+func (s *Server) checkHandshake(r *http.Request, name string) (instance, error) {
 	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
-		return fmt.Errorf("%w: not a WebSocket upgrade", errHandshake)
+		return instance{}, fmt.Errorf("%w: not a WebSocket upgrade", errHandshake)
 	}
 	switch {
 	case name == "":
-		return fmt.Errorf("%w: no Origin header naming the peer", errHandshake)
+		return instance{}, fmt.Errorf("%w: no Origin header naming the peer", errHandshake)
 	case len(name) > wire.MaxNameLen:
-		return fmt.Errorf("%w: a peer name (Origin) of %d bytes; at most %d", errHandshake, len(name), wire.MaxNameLen)
+		return instance{}, fmt.Errorf("%w: a peer name (Origin) of %d bytes; at most %d", errHandshake, len(name), wire.MaxNameLen)
 	case !utf8.ValidString(name):
-		return fmt.Errorf("%w: a peer name (Origin) that is not UTF-8", errHandshake)
+		return instance{}, fmt.Errorf("%w: a peer name (Origin) that is not UTF-8", errHandshake)
 	}
 	var offered []string
 	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
@@ -156,14 +161,16 @@ func (s *Server) checkHandshake(r *http.Request, name string) error {
 		}
 	}
 	if !slices.Contains(offered, wire.Subprotocol) {
-		return fmt.Errorf("%w: subprotocols %q offered, this west speaks %q", errHandshake, offered, wire.Subprotocol)
+		return instance{}, fmt.Errorf("%w: subprotocols %q offered, this west speaks %q", errHandshake, offered, wire.Subprotocol)
 	}
-	return nil
+	return parseInstance(r.Header.Get(InstanceHeader))
 }
 
-// register makes sess the session for its name, closing an older one: the
-// newest connection under a name wins at once, so a client that reconnects
-// is never locked out by its own dead session.
+// register makes sess the newest session under its name. It replaces
+// the older ones at once, so that a client that reconnects is never
+// locked out by its own dead session, but for those of its west's other
+// clients (one server reached by two URLs; see InstanceHeader), which it
+// keeps, up to maxSessionsPerName.
 func (s *Server) register(sess *Session, handshake *http.Request, rechecks int) bool {
 	s.mu.Lock()
 	if s.closed {
@@ -174,12 +181,22 @@ func (s *Server) register(sess *Session, handshake *http.Request, rechecks int) 
 	if s.rechecks != rechecks {
 		judge = s.judge
 	}
-	old := s.peers[sess.peer]
-	if old != nil {
+	var kept, replaced []*Session
+	for _, o := range s.peers[sess.peer] {
+		if o.instance.sibling(sess.instance) {
+			kept = append(kept, o)
+		} else {
+			replaced = append(replaced, o)
+		}
+	}
+	if extra := len(kept) - (maxSessionsPerName - 1); extra > 0 {
+		replaced, kept = append(replaced, kept[:extra]...), kept[extra:]
+	}
+	if len(replaced) > 0 {
 		sess.tookOver = time.Now()
 	}
 	sess.admitted = handshake
-	s.peers[sess.peer] = sess
+	s.peers[sess.peer] = append(kept, sess)
 	s.sessions.Add(1)
 	if s.opts.OnSession != nil {
 		s.opts.OnSession(sess, true)
@@ -193,9 +210,18 @@ func (s *Server) register(sess *Session, handshake *http.Request, rechecks int) 
 			sess.closeFor(closeRevoked, "no longer admitted: "+err.Error())
 		}
 	}
-	if old == nil {
-		return true
+	if len(kept) > 0 {
+		s.log.Info("tunnel client's west has another tunnel under this name (it reaches this server by two URLs); both kept",
+			"peer", sess.peer, "remote", sess.remote, "other_remote", kept[len(kept)-1].remote, "tunnels", len(kept)+1)
 	}
+	for _, old := range replaced {
+		s.replace(old, sess)
+	}
+	return true
+}
+
+// replace closes old, which sess has taken the name from.
+func (s *Server) replace(old, sess *Session) {
 	// A client that reconnects replaces its own dead session now and then,
 	// one that has heard nothing since the client lost it; a name that
 	// changes hands again and again from sessions still heard, which a
@@ -212,7 +238,6 @@ func (s *Server) register(sess *Session, handshake *http.Request, rechecks int) 
 	// In the background: the old peer is most likely gone, and its close
 	// waits up to closeLinger for an answer.
 	go old.closeFor(closeReplaced, "replaced by a newer tunnel under this name, from "+sess.remote)
-	return true
 }
 
 // stoppingReason is what a stopping tunnel server tells its clients.
@@ -224,7 +249,9 @@ const tradeWindow = time.Minute
 
 func (s *Server) unregister(sess *Session) {
 	s.mu.Lock()
-	if s.peers[sess.peer] == sess {
+	if rest := slices.DeleteFunc(s.peers[sess.peer], func(o *Session) bool { return o == sess }); len(rest) > 0 {
+		s.peers[sess.peer] = rest
+	} else {
 		delete(s.peers, sess.peer)
 	}
 	s.mu.Unlock()
@@ -243,7 +270,7 @@ func (s *Server) Recheck(admit func(r *http.Request, name string) error) []strin
 	s.mu.Lock()
 	s.rechecks++
 	s.judge = admit
-	sessions := slices.Collect(maps.Values(s.peers))
+	sessions := s.allLocked()
 	s.mu.Unlock()
 	var closed []string
 	var closing sync.WaitGroup
@@ -260,33 +287,42 @@ func (s *Server) Recheck(admit func(r *http.Request, name string) error) []strin
 	return closed
 }
 
-// Dial opens a stream to the tunnel client named peer.
+// Dial opens a stream to the tunnel client named peer, on its newest
+// tunnel.
 func (s *Server) Dial(ctx context.Context, peer string, h wire.Header) (net.Conn, error) {
-	s.mu.Lock()
-	sess := s.peers[peer]
-	s.mu.Unlock()
+	sess := s.Session(peer)
 	if sess == nil {
 		return nil, fmt.Errorf("tunnel client %q: %w", peer, ErrPeerDown)
 	}
 	return sess.Open(ctx, h)
 }
 
-// Session returns the live session of the named peer, or nil.
+// Session returns the newest live session of the named peer, or nil.
 func (s *Server) Session(peer string) *Session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.peers[peer]
+	if list := s.peers[peer]; len(list) > 0 {
+		return list[len(list)-1]
+	}
+	return nil
 }
 
-// Sessions returns the live sessions, sorted by peer name.
+// Sessions returns the live sessions, sorted by peer name, the oldest of
+// a name first.
 func (s *Server) Sessions() []*Session {
 	s.mu.Lock()
-	out := make([]*Session, 0, len(s.peers))
-	for _, sess := range s.peers {
-		out = append(out, sess)
-	}
+	out := s.allLocked()
 	s.mu.Unlock()
-	slices.SortFunc(out, func(a, b *Session) int { return strings.Compare(a.peer, b.peer) })
+	slices.SortStableFunc(out, func(a, b *Session) int { return strings.Compare(a.peer, b.peer) })
+	return out
+}
+
+// allLocked returns every live session; s.mu must be held.
+func (s *Server) allLocked() []*Session {
+	var out []*Session
+	for _, list := range s.peers {
+		out = append(out, list...)
+	}
 	return out
 }
 
@@ -296,7 +332,7 @@ func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
 	var closing sync.WaitGroup
-	for _, sess := range s.peers {
+	for _, sess := range s.allLocked() {
 		// Each waits a moment for a frame being written, so at once.
 		closing.Go(func() { sess.closeFor(closeStopping, stoppingReason) })
 	}

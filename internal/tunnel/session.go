@@ -55,6 +55,10 @@ type Session struct {
 	log    *slog.Logger
 	stats  Stats
 
+	// instance is the client's InstanceHeader (server side), set once,
+	// before the session is registered.
+	instance instance
+
 	// tookOver is when this session took its name from an older one
 	// (server side), zero if it did not.
 	tookOver time.Time

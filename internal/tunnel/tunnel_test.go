@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -509,20 +510,26 @@ func TestMaxStreams(t *testing.T) {
 // never panic, and must admit only a proper upgrade naming a peer and
 // offering west's subprotocol.
 func FuzzHandshake(f *testing.F) {
-	f.Add("websocket", "peer", wire.Subprotocol)
-	f.Add("WebSocket", "ws://case1.L.fiap.org", "x, "+wire.Subprotocol)
-	f.Add("", "", "")
-	f.Add("websocket", "p", "west.v1") // the smux version, before yamux
-	f.Add("websocket", "\xa2", wire.Subprotocol)
-	f.Add("websocket", strings.Repeat("n", wire.MaxNameLen+1), wire.Subprotocol)
+	f.Add("websocket", "peer", wire.Subprotocol, "")
+	f.Add("WebSocket", "ws://case1.L.fiap.org", "x, "+wire.Subprotocol, NewID()+"/"+NewID())
+	f.Add("", "", "", "")
+	f.Add("websocket", "p", "west.v1", "") // the smux version, before yamux
+	f.Add("websocket", "\xa2", wire.Subprotocol, "")
+	f.Add("websocket", strings.Repeat("n", wire.MaxNameLen+1), wire.Subprotocol, "")
+	f.Add("websocket", "p", wire.Subprotocol, "a/b/c")
+	f.Add("websocket", "p", wire.Subprotocol, "/b")
+	f.Add("websocket", "p", wire.Subprotocol, "a/"+strings.Repeat("b", 65))
 	s := NewServer(ServerOptions{Handler: echoHandler})
-	f.Fuzz(func(t *testing.T, upgrade, origin, protocols string) {
+	idOK := regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}/[A-Za-z0-9_-]{1,64}$`)
+	f.Fuzz(func(t *testing.T, upgrade, origin, protocols, inst string) {
 		r := httptest.NewRequest("GET", "/", nil)
 		r.Header["Upgrade"] = []string{upgrade}
 		r.Header["Sec-Websocket-Protocol"] = []string{protocols}
-		err := s.checkHandshake(r, origin)
+		r.Header[InstanceHeader] = []string{inst}
+		_, err := s.checkHandshake(r, origin)
 		valid := strings.EqualFold(upgrade, "websocket") && origin != "" &&
-			len(origin) <= wire.MaxNameLen && utf8.ValidString(origin)
+			len(origin) <= wire.MaxNameLen && utf8.ValidString(origin) &&
+			(inst == "" || idOK.MatchString(inst))
 		if valid {
 			offered := false
 			for p := range strings.SplitSeq(protocols, ",") {

@@ -1,0 +1,68 @@
+package tunnel
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strings"
+)
+
+// InstanceHeader carries, in a client's handshake, the ID its west gives
+// all its tunnel clients and the client's own, as "west/client". A west
+// that reaches one server by two URLs (127.0.0.1 and localhost) has two
+// clients under one name; with the IDs the server keeps both tunnels,
+// where without them each would replace the other. The same client
+// coming back, or another west under the name, still replaces the old one.
+const InstanceHeader = "West-Instance"
+
+// maxSessionsPerName bounds the tunnels one west may hold under one
+// name; beyond it the oldest is replaced.
+const maxSessionsPerName = 8
+
+// NewID returns a random ID for InstanceHeader: 64 bits in hex.
+func NewID() string {
+	var b [8]byte
+	rand.Read(b[:]) // never fails (crypto/rand's promise)
+	return hex.EncodeToString(b[:])
+}
+
+// instance is a client's InstanceHeader, parsed; zero without one.
+type instance struct{ west, client string }
+
+// parseInstance parses an InstanceHeader value: two IDs of 1 to 64
+// letters, digits, '-' or '_', joined by '/'. An empty value is no ID.
+func parseInstance(v string) (instance, error) {
+	if v == "" {
+		return instance{}, nil
+	}
+	west, client, ok := strings.Cut(v, "/")
+	if !ok || !validID(west) || !validID(client) {
+		return instance{}, fmt.Errorf("%w: a %s header of %q; want two IDs of 1 to 64 letters, digits, '-' or '_', as west/client",
+			errHandshake, InstanceHeader, truncate(v, 80))
+	}
+	return instance{west, client}, nil
+}
+
+func validID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// sibling reports whether a and b are two tunnel clients of one west.
+func (a instance) sibling(b instance) bool {
+	return a.west != "" && a.west == b.west && a.client != b.client
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
