@@ -175,3 +175,25 @@ func TestBadInstanceHeader(t *testing.T) {
 		t.Errorf("%d sessions after refused handshakes", n)
 	}
 }
+
+// A Recheck that no longer admits a west closes each of its tunnels under
+// the name, and names the peer once.
+func TestRecheckClosesSiblings(t *testing.T) {
+	h := newHarness(t, ServerOptions{})
+	var clients []*Client
+	for i := range 2 {
+		c, _ := runClient(t, ClientOptions{URL: h.url, Name: "pair", West: "w", Handler: echoHandler, MinBackoff: time.Hour})
+		waitFor(t, fmt.Sprintf("tunnel %d", i), func() bool { return sessionsNamed(h.server, "pair") == i+1 })
+		clients = append(clients, c)
+	}
+	closed := h.server.Recheck(func(*http.Request, string) error { return errors.New("token revoked") })
+	if len(closed) != 1 || closed[0] != "pair" {
+		t.Errorf("Recheck closed %q, want the peer named once", closed)
+	}
+	for i, c := range clients {
+		waitFor(t, fmt.Sprintf("client %d to back off", i), func() bool { return c.Status().State == StateBackoff })
+		if err := c.Status().LastError; err == nil || !strings.Contains(err.Error(), "token revoked") {
+			t.Errorf("client %d: last error %v, want the reason", i, err)
+		}
+	}
+}

@@ -284,7 +284,7 @@ func (s *Server) Recheck(admit func(r *http.Request, name string) error) []strin
 	}
 	closing.Wait()
 	slices.Sort(closed)
-	return closed
+	return slices.Compact(closed) // a west's tunnels under one name, once
 }
 
 // Dial opens a stream to the tunnel client named peer, on its newest
