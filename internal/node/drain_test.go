@@ -285,6 +285,21 @@ func TestDrainKeepsPausedResponse(t *testing.T) {
 	}
 }
 
+// postWants POSTs "body" to url and fails the test, saying what, unless
+// the answer is 200 with body want.
+func postWants(t *testing.T, url, want, what string) {
+	t.Helper()
+	resp, err := http.Post(url, "text/plain", strings.NewReader("body"))
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || string(b) != want {
+		t.Fatalf("%s: %d %q, %v", what, resp.StatusCode, b, err)
+	}
+}
+
 // listenerVia is the config of a west named name whose HTTP listener
 // sends "/" through a tunnel to g, out to backend, with extra routes.
 func listenerVia(g *Node, name, backend, extra string) string {
@@ -316,15 +331,7 @@ func TestDrainReachesHandlerSwappedIn(t *testing.T) {
 	if err := l.Reload(mustParse(t, listenerVia(g, "L", be, fmt.Sprintf(`, "/y": {"ou": "%s/"}`, be)))); err != nil {
 		t.Fatalf("reload: %v", err)
 	}
-	post, err := http.Post(base+"/x", "text/plain", strings.NewReader("body"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(post.Body)
-	post.Body.Close()
-	if err != nil || post.StatusCode != 200 || string(b) != "ok" {
-		t.Fatalf("POST through the new handler during the drain: %d %q, %v", post.StatusCode, b, err)
-	}
+	postWants(t, base+"/x", "ok", "POST through the new handler during the drain")
 	lastEvent(t, events)
 	if d := <-took; d > pause+3*time.Second {
 		t.Errorf("G took %v to drain, with a %v response and a 20s grace: the POST's idle stream held it", d, pause)
@@ -373,18 +380,7 @@ func TestDrainNoticeMatchesPeerSide(t *testing.T) {
 	waitUp(t, s, "A")
 	streams := s.Server().Session("A").Stats()
 	// A POST goes through the fallback transport, which pools its stream.
-	post := func() {
-		t.Helper()
-		resp, err := http.Post(proxyURL(t, a)+"/x", "text/plain", strings.NewReader("body"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != 200 || string(b) != "body" {
-			t.Fatalf("POST through A: %d %q, %v", resp.StatusCode, b, err)
-		}
-	}
+	post := func() { postWants(t, proxyURL(t, a)+"/x", "body", "POST through A") }
 	post()
 	if n := streams.StreamsTotal.Load(); n != 1 {
 		t.Fatalf("S saw %d streams from A after one POST, want 1", n)
