@@ -59,12 +59,15 @@ func (n *Node) State() control.State {
 		Clients:     make([]control.Client, 0, len(cfg.Clients)),
 		Proxies:     make([]control.Proxy, 0, len(cfg.Proxies)),
 	}
-	connected := make(map[string]bool)
+	// Whose tunnel is up, by side: a client's name and a server's URL
+	// may be spelled alike.
+	type peerKey struct{ via, peer string }
+	connected := make(map[peerKey]bool)
 	if n.server != nil {
 		srv := &control.Server{URL: cfg.Server.URL.String(), Addr: addrs.Tunnel, Peers: []control.Peer{}}
 		for _, sess := range n.server.Sessions() {
 			srv.Peers = append(srv.Peers, peerState(sess))
-			connected[sess.Peer()] = true
+			connected[peerKey{"server", sess.Peer()}] = true
 		}
 		s.Server = srv
 	}
@@ -89,7 +92,7 @@ func (n *Node) State() control.State {
 		if st.Session != nil {
 			p := peerState(st.Session)
 			cs.Session = &p
-			connected[url] = true
+			connected[peerKey{"client", url}] = true
 		}
 		s.Clients = append(s.Clients, cs)
 	}
@@ -100,7 +103,7 @@ func (n *Node) State() control.State {
 		} else {
 			ps.Peer, ps.Via = p.Peer, "server"
 		}
-		ps.PeerUp = connected[ps.Peer]
+		ps.PeerUp = connected[peerKey{ps.Via, ps.Peer}]
 		if p.Target != nil {
 			ps.Target = p.Target.Host
 		}

@@ -342,3 +342,24 @@ func TestControlPortLazyClient(t *testing.T) {
 		t.Errorf("/healthz with the lazy client up: %d %q, want 200", code, body)
 	}
 }
+
+// TestControlPeerUpBySide: a listener's peer_up follows the tunnel on its
+// own side. A's listener sends to server S through a lazy client, still
+// idle; B, a client of A, is named as S's URL and is up. The listener's
+// peer is not up.
+func TestControlPeerUpBySide(t *testing.T) {
+	s, _ := runNode(t, `{"west": {"nm": "S"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	sURL := "ws://" + s.Addrs().Tunnel
+	a, _ := runNode(t, fmt.Sprintf(`{"west": {"nm": "A"}, "wsts": {"sp": "ws://127.0.0.1:0"},
+		"wstc": {%q: {"ee": "no"}},
+		"proxy": {"http://127.0.0.1:0": {"ea": %q, "/": {"ou": "http://127.0.0.1:1/"}}}}`, sURL, sURL), Options{})
+	runNode(t, fmt.Sprintf(`{"west": {"nm": %q}, "wstc": {"ws://%s": {}}}`, sURL, a.Addrs().Tunnel), Options{})
+	waitUp(t, a, sURL)
+	st := a.State()
+	if len(st.Proxies) != 1 || len(st.Clients) != 1 || st.Clients[0].State != control.ClientIdle {
+		t.Fatalf("A's state: %+v", st)
+	}
+	if p := st.Proxies[0]; p.PeerUp {
+		t.Errorf("listener to %s (idle client) shows its peer up: client B, named alike, was taken for it", p.Peer)
+	}
+}
