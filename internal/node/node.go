@@ -275,7 +275,7 @@ func (n *Node) tcpOptions(p config.Proxy, clients map[string]*tunnel.Client) (pr
 func (n *Node) udpOptions(p config.Proxy, clients map[string]*tunnel.Client) (proxy.UDPOptions, error) {
 	dialer, peer, allow, err := n.rawProxyParts(p, clients)
 	return proxy.UDPOptions{
-		Name: p.URL.String(), Peer: peer, Target: p.Target.Host,
+		Name: p.URL.String(), Peer: peer, PeerDialed: p.ServerURL != nil, Target: p.Target.Host,
 		Dialer: dialer, Allow: allow, Logger: n.log.With("part", "proxy"),
 		OnDialError: n.countPeerDown, // metrics; see control.go
 		MaxFlows:    p.MaxConns,

@@ -1032,3 +1032,52 @@ func (rig *routesRig) hold(path string) <-chan error {
 	<-rig.arrived
 	return held
 }
+
+// TestReloadUDPPeerChangesSide: a reload that turns a udp:// listener's
+// "en": X into "ea": X (a client named as the server's URL) moves its
+// flows as a change of peer does: the next datagram of a client whose flow
+// was open goes through the tunnel to the server X, not on through the
+// client named X.
+func TestReloadUDPPeerChangesSide(t *testing.T) {
+	echo := udpEcho(t)
+	s, _ := runNode(t, `{"west": {"nm": "S"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	sURL := "ws://" + s.Addrs().Tunnel
+	udpAddr := freeUDPAddr(t)
+	aconf := func(side string) string {
+		return fmt.Sprintf(`{"west": {"nm": "A"}, "wsts": {"sp": "ws://127.0.0.1:0"},
+			"proxy": {"udp://%s": {%q: %q, "ou": "udp://%s"}}}`, udpAddr, side, sURL, echo)
+	}
+	a, _ := runNode(t, aconf("en"), Options{})
+	runNode(t, fmt.Sprintf(`{"west": {"nm": %q}, "wstc": {"ws://%s": {}}}`, sURL, a.Addrs().Tunnel), Options{})
+	waitUp(t, a, sURL)
+
+	c, err := net.Dial("udp", udpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ask := func() string {
+		buf := make([]byte, 100)
+		for range 10 {
+			c.Write([]byte("hi"))
+			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			if n, err := c.Read(buf); err == nil {
+				return string(buf[:n])
+			}
+		}
+		return "no answer"
+	}
+	if got := ask(); got != "echo hi" {
+		t.Fatalf("through the client named %s: %q", sURL, got)
+	}
+	if err := a.Reload(mustParse(t, aconf("ea"))); err != nil {
+		t.Fatalf("reload to ea: %v", err)
+	}
+	waitUp(t, s, "A")
+	if got := ask(); got != "echo hi" {
+		t.Fatalf("after the reload: %q", got)
+	}
+	if n := s.Server().Session("A").Stats().StreamsTotal.Load(); n != 1 {
+		t.Errorf("S carried %d streams from A after the reload, want the flow's 1: it stayed with the client named alike", n)
+	}
+}

@@ -16,10 +16,13 @@ import (
 
 // UDPOptions configures a udp:// listener.
 type UDPOptions struct {
-	Name   string // labels the listener in logs (its listen URL)
-	Peer   string // labels the tunnel peer in logs
-	Target string // host:port the far side sends each flow's datagrams to
-	Dialer Dialer // opens tunnel streams. Required.
+	Name string // labels the listener in logs (its listen URL)
+	Peer string // labels the tunnel peer in logs
+	// PeerDialed says that Peer is a tunnel server this west dials (ea),
+	// not a client that dials in (en), as HTTPOptions.PeerDialed.
+	PeerDialed bool
+	Target     string // host:port the far side sends each flow's datagrams to
+	Dialer     Dialer // opens tunnel streams. Required.
 	// Allow decides whether a client at addr may send; nil allows all.
 	Allow func(addr netip.Addr) bool
 	// IdleTimeout ends a flow that carried no datagram either way for
@@ -119,7 +122,8 @@ func (u *UDP) Reroute(opts UDPOptions) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	for from, f := range u.flows {
-		moved := f.route.opts.Target != opts.Target || f.route.opts.Peer != opts.Peer
+		was := f.route.opts
+		moved := was.Target != opts.Target || was.Peer != opts.Peer || was.PeerDialed != opts.PeerDialed
 		if moved || opts.Allow != nil && !opts.Allow(from.Addr().Unmap()) {
 			delete(u.flows, from)
 			f.end()
