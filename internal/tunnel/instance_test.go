@@ -197,3 +197,27 @@ func TestRecheckClosesSiblings(t *testing.T) {
 		}
 	}
 }
+
+// A west that retires one of its two tunnels under a name tells the
+// server it drains on that one: the server opens streams on the other.
+func TestDialAvoidsDrainingSibling(t *testing.T) {
+	h := newHarness(t, ServerOptions{})
+	opts := func(who string) ClientOptions {
+		return ClientOptions{URL: h.url, Name: "same", West: "w", Handler: says(who), MinBackoff: 10 * time.Millisecond, MaxBackoff: time.Hour}
+	}
+	a, _ := runClient(t, opts("a"))
+	waitFor(t, "a's tunnel", func() bool { return a.Status().State == StateUp && h.server.Session("same") != nil })
+	b, _ := runClient(t, opts("b"))
+	waitFor(t, "b's tunnel", func() bool { return b.Status().State == StateUp && sessionsNamed(h.server, "same") == 2 })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.Status().Session.NoticeDrain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !h.server.Session("same").PeerDraining() {
+		t.Fatal("the server did not take b's drain notice")
+	}
+	if who := dialSays(t, h.server, "same"); who != "a" {
+		t.Errorf("a stream went to %s, whose tunnel drains; want a", who)
+	}
+}

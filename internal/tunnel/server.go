@@ -190,7 +190,8 @@ func (s *Server) register(sess *Session, handshake *http.Request, rechecks int) 
 		}
 	}
 	if extra := len(kept) - (maxSessionsPerName - 1); extra > 0 {
-		replaced, kept = append(replaced, kept[:extra]...), kept[extra:]
+		// A copy, which does not keep those replaced reachable.
+		replaced, kept = append(replaced, kept[:extra]...), slices.Clone(kept[extra:])
 	}
 	if len(replaced) > 0 {
 		sess.tookOver = time.Now()
@@ -287,10 +288,22 @@ func (s *Server) Recheck(admit func(r *http.Request, name string) error) []strin
 	return slices.Compact(closed) // a west's tunnels under one name, once
 }
 
-// Dial opens a stream to the tunnel client named peer, on its newest
-// tunnel.
+// Dial opens a stream to the tunnel client named peer: on its newest
+// tunnel that is neither draining nor closed, when its west holds several
+// (a west retiring one of them tells us so), else on its newest.
 func (s *Server) Dial(ctx context.Context, peer string, h wire.Header) (net.Conn, error) {
-	sess := s.Session(peer)
+	s.mu.Lock()
+	var sess *Session
+	if list := s.peers[peer]; len(list) > 0 {
+		sess = list[len(list)-1]
+		for _, o := range slices.Backward(list) {
+			if !o.PeerDraining() && !o.mux.IsClosed() {
+				sess = o
+				break
+			}
+		}
+	}
+	s.mu.Unlock()
 	if sess == nil {
 		return nil, fmt.Errorf("tunnel client %q: %w", peer, ErrPeerDown)
 	}
