@@ -240,27 +240,16 @@ func (n *Node) Reload(cfg *config.Config) error {
 		}
 	}
 	n.tellDrainingLocked(fresh)
-	newNames := make(map[string]string, len(cfg.Clients))
-	for _, c := range cfg.Clients {
-		newNames[c.URL.String()] = c.Name
-	}
 	for url, stop := range n.clientStops {
-		switch {
-		case clients[url] == nil:
+		// Removed, renamed or changed, the old client finishes what it
+		// carries. The server keeps a new client's session beside the old
+		// one (another name, or another client of this west; see
+		// tunnel.InstanceHeader); one that predates the header closes the
+		// old session once the new one is up, and the wait with it.
+		if clients[url] != n.clients[url] {
 			n.retireClient(n.clients[url], stop, drained)
-		case clients[url] != n.clients[url] && newNames[url] != oldClients[url].Name:
-			// Renamed: the server keeps the new session apart from the
-			// old, which can finish what it carries, as a removed one.
-			n.retireClient(n.clients[url], stop, drained)
-		case clients[url] != n.clients[url]:
-			// Changed: the server hands the client's name to the new
-			// session as soon as it connects, closing the old one
-			// whatever it carries, so there is nothing to wait for.
-			stop()
-		default:
-			continue
+			delete(n.clientStops, url)
 		}
-		delete(n.clientStops, url)
 	}
 	for _, url := range added {
 		n.startClientLocked(url, clients[url])
@@ -437,7 +426,9 @@ func (n *Node) retireClient(c *tunnel.Client, stop context.CancelFunc, drained [
 		defer poll.Stop()
 		for {
 			sess := c.Status().Session
-			if sess == nil || allClosed(drained) && sess.Stats().StreamsOpen.Load() == 0 {
+			// Streams, not StreamsOpen: a stream the server opened just
+			// before it took the notice may not have reached a handler yet.
+			if sess == nil || allClosed(drained) && sess.Streams() == 0 {
 				return nil
 			}
 			select {

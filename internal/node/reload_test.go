@@ -1081,3 +1081,44 @@ func TestReloadUDPPeerChangesSide(t *testing.T) {
 		t.Errorf("S carried %d streams from A after the reload, want the flow's 1: it stayed with the client named alike", n)
 	}
 }
+
+// TestReloadChangedClientFinishesExchange: a reload that changes a tunnel
+// client's entry (here "ee") starts a new client and retires the old one
+// as it retires a removed one: a request in flight on the old tunnel ends
+// whole, and the next goes through the new.
+func TestReloadChangedClientFinishesExchange(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			arrived <- struct{}{}
+			time.Sleep(time.Second)
+		}
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(be.Close)
+	g, _ := runNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	gURL := "ws://" + g.Addrs().Tunnel
+	var pre prebound
+	addr := pre.addr(t)
+	lconf := func(early string) string {
+		return fmt.Sprintf(`{"west": {"nm": "L", "shutdown_grace": "20s"}, "wstc": {%q: {"ee": %q}},
+			"proxy": {"http://%s": {"ea": %q, "/": {"ou": "%s/"}}}}`, gURL, early, addr, gURL, be.URL)
+	}
+	l, _ := runNode(t, lconf("yes"), Options{Listen: pre.listen})
+	base := "http://" + addr
+	slow := getLater(base + "/slow")
+	select {
+	case <-arrived:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the slow request never reached the backend")
+	}
+	if err := l.Reload(mustParse(t, lconf("no"))); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if code, body, _ := get(t, base+"/after"); code != 200 || body != "ok" {
+		t.Errorf("a request after the reload: %d %q", code, body)
+	}
+	if r := <-slow; r.err != nil || r.code != 200 {
+		t.Errorf("the request in flight on the old tunnel: %d, %v", r.code, r.err)
+	}
+}

@@ -53,3 +53,61 @@ func TestServerReachedByTwoURLs(t *testing.T) {
 		t.Errorf("L's log:\n%s\nwant neither tunnel taken over", log.String())
 	}
 }
+
+// TestRetiredSecondURLTakesNoNewStreams: when a reload drops one of the
+// two URLs by which L reaches G, L retires that tunnel, telling G it
+// drains. G sends its new streams for L on the other tunnel while the
+// retiring one finishes the exchange it carries.
+func TestRetiredSecondURLTakesNoNewStreams(t *testing.T) {
+	be := backend(t) // /x/slow answers after 3s
+	g := startNode(t, fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"},
+		"proxy": {"http://127.0.0.1:0": {"en": "L", "/": {"ou": "%s/x"}}}}`, be.URL), Options{})
+	port := strings.TrimPrefix(g.Addrs().Tunnel, "127.0.0.1:")
+	// Lazy clients, so that the test says which tunnel comes up last.
+	lconf := func(hosts ...string) string {
+		var clients, listeners []string
+		for _, h := range hosts {
+			clients = append(clients, fmt.Sprintf(`"ws://%s:%s": {"ee": "no"}`, h, port))
+			listeners = append(listeners, fmt.Sprintf(`"http://%s:0": {"ea": "ws://%s:%s", "/": {"ou": "%s/"}}`, h, h, port, be.URL))
+		}
+		return fmt.Sprintf(`{"west": {"nm": "L", "shutdown_grace": "20s"}, "wstc": {%s}, "proxy": {%s}}`,
+			strings.Join(clients, ", "), strings.Join(listeners, ", "))
+	}
+	l := startNode(t, lconf("127.0.0.1", "localhost"), Options{})
+	for _, h := range []string{"127.0.0.1", "localhost"} {
+		if code, _, _ := get(t, "http://"+l.Addrs().Proxies["http://"+h+":0"]+"/a"); code != 200 {
+			t.Fatalf("GET through the %s listener: %d", h, code)
+		}
+	}
+	if n := len(g.Server().Sessions()); n != 2 {
+		t.Fatalf("G holds %d tunnels from L, want 2", n)
+	}
+	retiring := g.Server().Session("L") // localhost's, the newest, which G sends on
+	slow := getLater(proxyURL(t, g) + "/slow")
+	for deadline := time.Now().Add(5 * time.Second); retiring.Stats().StreamsOpen.Load() != 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow request never reached the newest tunnel")
+		}
+	}
+
+	if err := l.Reload(mustParse(t, lconf("127.0.0.1"))); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !retiring.PeerDraining(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("G was not told that the tunnel drains")
+		}
+	}
+	before := retiring.Stats().StreamsTotal.Load()
+	for i := range 5 {
+		if code, _, _ := get(t, fmt.Sprintf("%s/n%d", proxyURL(t, g), i)); code != 200 {
+			t.Errorf("GET %d from G during the retirement: %d", i, code)
+		}
+	}
+	if n := retiring.Stats().StreamsTotal.Load() - before; n != 0 {
+		t.Errorf("G opened %d streams on the retiring tunnel", n)
+	}
+	if r := <-slow; r.err != nil || r.code != 200 {
+		t.Errorf("the exchange on the retiring tunnel: %d, %v", r.code, r.err)
+	}
+}

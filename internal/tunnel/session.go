@@ -102,6 +102,11 @@ func (s *Session) Since() time.Time { return s.since }
 // Stats returns the session's live counters.
 func (s *Session) Stats() *Stats { return &s.stats }
 
+// Streams is how many streams the multiplexer holds: unlike
+// Stats().StreamsOpen, it counts from the moment a peer's stream arrives,
+// before a handler has taken it.
+func (s *Session) Streams() int { return s.mux.NumStreams() }
+
 // Done is closed when the session has ended.
 func (s *Session) Done() <-chan struct{} { return s.mux.CloseChan() }
 
