@@ -320,32 +320,29 @@ func droppedRoutes(old, p config.Proxy) []string {
 
 // forgetRoutesLocked drops the metric series of the routes paths that a
 // reload took from listener name, once prev, the handler that served
-// them, has finished its requests (or the shutdown grace has passed, and
-// then again once it has finished), as stopListener does for a listener:
-// unless a reload since has given the listener a route of that path
-// again. n.mu must be held.
+// them, has finished its requests, and again each time a request that
+// entered it late has ended (proxy.HTTP.AfterFinish); or once the
+// shutdown grace has passed, if that comes first: as stopListener does
+// for a listener. Unless a reload since has given the listener a route of
+// that path again. n.mu must be held.
 func (n *Node) forgetRoutesLocked(name string, prev *proxy.HTTP, paths []string) {
 	if len(paths) == 0 {
 		return
 	}
+	forget := func() { n.forgetRoutes(name, paths) }
+	prev.AfterFinish(forget)
 	n.group.Go(func() error {
 		grace := time.NewTimer(n.opts.ShutdownGrace)
 		defer grace.Stop()
 		select {
 		case <-prev.Finished():
 		case <-grace.C:
-			n.forgetRoutes(name, paths)
 			// A request still running (a WebSocket, a long download)
-			// counts when it ends, bringing its route's series back.
-			select {
-			case <-prev.Finished():
-			case <-n.groupCtx.Done():
-				return nil
-			}
-		case <-n.groupCtx.Done():
-			return nil // the node is stopping, and its metrics with it
+			// counts when it ends, bringing its route's series back
+			// until AfterFinish drops it again.
+			forget()
+		case <-n.groupCtx.Done(): // the node is stopping, and its metrics with it
 		}
-		n.forgetRoutes(name, paths)
 		return nil
 	})
 }
@@ -405,12 +402,13 @@ func (n *Node) stopListener(l *listener) <-chan struct{} {
 }
 
 // retireClient stops c, a tunnel client the configuration no longer names
-// (or names under another nm), by stop, once what it carries has ended: the requests of the listeners
+// (or names otherwise: another nm, other options), by stop, once what it
+// carries has ended: the requests of the listeners
 // stopped with it (drained), and the streams still open on its session,
 // such as a rerouted listener's requests by its old routes. The shutdown
 // grace bounds the wait, as it bounds theirs. A client whose session has
 // ended stops at once rather than redial: a reload that named its server
-// again has a new client, which took its name on the server.
+// again has a new client, with a tunnel of its own.
 func (n *Node) retireClient(c *tunnel.Client, stop context.CancelFunc, drained []<-chan struct{}) {
 	n.group.Go(func() error {
 		defer stop()

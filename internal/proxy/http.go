@@ -97,6 +97,9 @@ type HTTP struct {
 	retired  atomic.Bool
 	finished chan struct{}
 	finish   sync.Once
+
+	afterMu     sync.Mutex
+	afterFinish []func() // see AfterFinish
 }
 
 type route struct {
@@ -547,6 +550,28 @@ func (h *HTTP) leave() {
 func (h *HTTP) finishRetired() {
 	h.transport.CloseIdleConnections()
 	h.finish.Do(func() { close(h.finished) })
+	h.afterMu.Lock()
+	for _, f := range h.afterFinish {
+		go f()
+	}
+	h.afterMu.Unlock()
+}
+
+// AfterFinish runs f, in a goroutine of its own, once h has finished (see
+// Finished), and again each time its requests have all ended since: a
+// request that chose h just before a reload swapped it out may enter it
+// after Finished has closed, and bring back what f undid (a removed
+// route's metric series). f must bear running more than once, even at
+// once.
+func (h *HTTP) AfterFinish(f func()) {
+	h.afterMu.Lock()
+	h.afterFinish = append(h.afterFinish, f)
+	h.afterMu.Unlock()
+	select {
+	case <-h.finished:
+		go f()
+	default:
+	}
 }
 
 // Finished returns a channel that closes once Retire has been called and

@@ -621,3 +621,36 @@ func TestRetiredHandlerStopsDrainSweep(t *testing.T) {
 		}
 	}
 }
+
+// AfterFinish runs its function once the retired handler has finished,
+// also when it is registered after that, and again each time a request
+// that entered the handler late has ended.
+func TestAfterFinishRunsAgainAfterALateRequest(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	t.Cleanup(backend.Close)
+	h := tunnelledTo(t, strings.TrimPrefix(backend.URL, "http://"))
+	_, addr := startServer(t, h)
+	runs := make(chan struct{}, 4)
+	want := func(what string) {
+		t.Helper()
+		select {
+		case <-runs:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("AfterFinish's function did not run %s", what)
+		}
+	}
+	h.Retire()
+	h.AfterFinish(func() { runs <- struct{}{} })
+	want("for the handler finished before it was registered")
+
+	// A request that chose h just before it was swapped out.
+	if code, body := fetch(t, http.DefaultClient, http.MethodGet, "http://"+addr+"/late", nil); code != 200 || body != "ok" {
+		t.Fatalf("the late request: %d %q", code, body)
+	}
+	want("after the late request")
+	select {
+	case <-runs:
+		t.Error("AfterFinish's function ran more often than the handler finished")
+	case <-time.After(100 * time.Millisecond):
+	}
+}
