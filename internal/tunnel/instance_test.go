@@ -118,11 +118,16 @@ func TestOneWestTwoClientsKeepBoth(t *testing.T) {
 	}
 }
 
-// rawTunnelAs is rawTunnel with an InstanceHeader.
+// rawTunnelAs opens a tunnel by hand, named name, with InstanceHeader
+// inst unless it is empty.
 func rawTunnelAs(t *testing.T, h *harness, name, inst string) *websocket.Conn {
 	t.Helper()
+	header := http.Header{"Origin": {name}}
+	if inst != "" {
+		header.Set(InstanceHeader, inst)
+	}
 	d := websocket.Dialer{Subprotocols: []string{wire.Subprotocol}, HandshakeTimeout: 5 * time.Second}
-	ws, _, err := d.Dial(h.url, http.Header{"Origin": {name}, InstanceHeader: {inst}})
+	ws, _, err := d.Dial(h.url, header)
 	if err != nil {
 		t.Fatalf("raw handshake: %v", err)
 	}

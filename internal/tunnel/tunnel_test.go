@@ -82,11 +82,7 @@ func (h *harness) startClient(opts ClientOptions) *Client {
 	if opts.Handler == nil {
 		opts.Handler = echoHandler
 	}
-	c := NewClient(opts)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { c.Run(ctx); close(done) }()
-	h.t.Cleanup(func() { cancel(); <-done })
+	c, _ := runClient(h.t, opts)
 	return c
 }
 
@@ -383,13 +379,7 @@ func TestMalformedStreamHeader(t *testing.T) {
 // so a test can send what no west would.
 func rawTunnel(t *testing.T, h *harness, name string) *websocket.Conn {
 	t.Helper()
-	d := websocket.Dialer{Subprotocols: []string{wire.Subprotocol}, HandshakeTimeout: 5 * time.Second}
-	ws, _, err := d.Dial(h.url, http.Header{"Origin": {name}})
-	if err != nil {
-		t.Fatalf("raw handshake: %v", err)
-	}
-	t.Cleanup(func() { ws.Close() })
-	return ws
+	return rawTunnelAs(t, h, name, "")
 }
 
 func TestGarbageAfterUpgrade(t *testing.T) {
