@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -84,24 +83,81 @@ type flags struct {
 	quiet     bool // warnings and errors only
 }
 
-// spreadDebug spells the seed's "-dd" (its argument parser groups short
-// flags) as "-d -d", which the flag package reads.
-func spreadDebug(args []string) []string {
+// argparseForms respells the forms of the seed's argument parser
+// (Python's argparse) that the flag package does not read: one-letter
+// flags grouped ("-dd", "-vd", "-vc FILE"), a value joined to its
+// one-letter flag ("-cFILE"), and a long flag cut to a unique prefix
+// ("--verb"). What it cannot read as one of these it leaves for the flag
+// package to refuse.
+func argparseForms(fs *flag.FlagSet, args []string) []string {
 	var out []string
-	for i, a := range args {
-		if a == "--" {
+	for i := 0; i < len(args); i++ {
+		if args[i] == "--" {
 			return append(out, args[i:]...)
 		}
-		value := i > 0 && slices.Contains([]string{"c", "O", "output", "debug", "input", "log-format"}, strings.TrimLeft(args[i-1], "-"))
-		if !value && len(a) > 2 && strings.Trim(a, "d") == "-" {
-			for range len(a) - 1 {
-				out = append(out, "-d")
-			}
-			continue
+		spelled, wantsValue := respell(fs, args[i])
+		out = append(out, spelled...)
+		if wantsValue && i+1 < len(args) {
+			i++
+			out = append(out, args[i]) // a value, whatever it looks like
 		}
-		out = append(out, a)
 	}
 	return out
+}
+
+// respell spells one argument as flags the flag package reads, and says
+// whether the last of them takes the next argument as its value.
+func respell(fs *flag.FlagSet, arg string) (spelled []string, wantsValue bool) {
+	if len(arg) < 2 || arg[0] != '-' {
+		return []string{arg}, false
+	}
+	long := strings.HasPrefix(arg, "--")
+	name, _, hasValue := strings.Cut(strings.TrimLeft(arg, "-"), "=")
+	if full := uniqueLongFlag(fs, name); long && fs.Lookup(name) == nil && full != "" {
+		arg, name = "--"+full+strings.TrimPrefix(arg, "--"+name), full
+	}
+	if fs.Lookup(name) != nil {
+		return []string{arg}, !hasValue && takesValue(fs, name)
+	}
+	if long {
+		return []string{arg}, false
+	}
+	for j := 1; j < len(arg); j++ {
+		letter := arg[j : j+1]
+		if fs.Lookup(letter) == nil {
+			return []string{arg}, false
+		}
+		spelled = append(spelled, "-"+letter)
+		if takesValue(fs, letter) {
+			if rest := arg[j+1:]; rest != "" {
+				return append(spelled, rest), false
+			}
+			return spelled, true
+		}
+	}
+	return spelled, false
+}
+
+// uniqueLongFlag returns the one flag of more than a letter whose name
+// starts with prefix, or "" if none or several do.
+func uniqueLongFlag(fs *flag.FlagSet, prefix string) string {
+	var found []string
+	fs.VisitAll(func(f *flag.Flag) {
+		if len(f.Name) > 1 && prefix != "" && strings.HasPrefix(f.Name, prefix) {
+			found = append(found, f.Name)
+		}
+	})
+	if len(found) != 1 {
+		return ""
+	}
+	return found[0]
+}
+
+// takesValue says whether the named flag reads a value (it is not a
+// boolean flag).
+func takesValue(fs *flag.FlagSet, name string) bool {
+	b, ok := fs.Lookup(name).Value.(interface{ IsBoolFlag() bool })
+	return !ok || !b.IsBoolFlag()
 }
 
 func parseFlags(name string, args []string, stderr io.Writer) (*flags, *flag.FlagSet, error) {
@@ -109,7 +165,7 @@ func parseFlags(name string, args []string, stderr io.Writer) (*flags, *flag.Fla
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&f.config, "c", "", "the configuration `file`")
-	fs.StringVar(&f.output, "O", "", "write logs to `file` instead of stdout")
+	fs.StringVar(&f.output, "O", "", "write logs to `file` instead of stdout (\"-\" is stdout)")
 	fs.StringVar(&f.output, "output", "", "same as -O")
 	fs.BoolVar(&f.verbose, "v", false, "verbose: also log every proxied request")
 	fs.BoolVar(&f.verbose, "verbose", false, "same as -v")
@@ -122,7 +178,7 @@ func parseFlags(name string, args []string, stderr io.Writer) (*flags, *flag.Fla
 		fmt.Fprintf(stderr, "usage: west -c CONFIG [flags]\n       west check -c CONFIG\n       west demo\n\nflags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(spreadDebug(args)); err != nil {
+	if err := fs.Parse(argparseForms(fs, args)); err != nil {
 		return nil, fs, err
 	}
 	// The flag package has printed its own errors; print ours alike.
@@ -159,7 +215,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 
 	logOut := stdout
-	if f.output != "" {
+	if f.output != "" && f.output != "-" { // "-" is the seed's stdout
 		file, err := os.OpenFile(f.output, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
 			fmt.Fprintf(stderr, "west: open log output: %v\n", err)

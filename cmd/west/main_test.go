@@ -134,6 +134,77 @@ func TestCheckWarnsOfExpiringCertificate(t *testing.T) {
 
 // TestRunLogsToFileAndStops: -O sends logs to a file, --input is noted and
 // ignored, -d enables debug, and cancelling the context stops the node.
+// TestArgparseForms: the command lines the seed's argparse read, west
+// reads alike; what argparse refused, west refuses.
+func TestArgparseForms(t *testing.T) {
+	type want struct {
+		config, output string
+		verbose        bool
+		debug          counter
+	}
+	for _, tc := range []struct {
+		args []string
+		want want
+	}{
+		{[]string{"-cconfig.json"}, want{config: "config.json"}},
+		{[]string{"-c", "config.json", "-Olog.txt"}, want{config: "config.json", output: "log.txt"}},
+		{[]string{"-vd", "-c", "config.json"}, want{config: "config.json", verbose: true, debug: 1}},
+		{[]string{"-dv"}, want{verbose: true, debug: 1}},
+		{[]string{"-vc", "config.json"}, want{config: "config.json", verbose: true}},
+		{[]string{"-ddvcconfig.json"}, want{config: "config.json", verbose: true, debug: 2}},
+		{[]string{"--verb", "--out", "log.txt", "--outp=b.txt"}, want{output: "b.txt", verbose: true}},
+		{[]string{"-verbose", "-c=a.json", "--output", "-vd"}, want{config: "a.json", output: "-vd", verbose: true}},
+		{[]string{"-c", "-vd"}, want{config: "-vd"}}, // a file named -vd
+		{[]string{"-O", "-"}, want{output: "-"}},
+	} {
+		f, _, err := parseFlags("west", tc.args, &bytes.Buffer{})
+		if err != nil {
+			t.Errorf("west %q: %v", tc.args, err)
+			continue
+		}
+		if got := (want{f.config, f.output, f.verbose, f.debug}); got != tc.want {
+			t.Errorf("west %q: got %+v, want %+v", tc.args, got, tc.want)
+		}
+	}
+	for _, args := range [][]string{
+		{"--ver"},    // verbose or version
+		{"-verb"},    // one dash: the letters v, e, r, b
+		{"-vx"},      // no flag x
+		{"-c"},       // no value
+		{"---c=a"},   // three dashes
+		{"--", "-v"}, // an argument
+	} {
+		if _, _, err := parseFlags("west", args, &bytes.Buffer{}); err == nil {
+			t.Errorf("west %q: no error", args)
+		}
+	}
+}
+
+// TestOutputDashIsStdout: "-O -" is the seed's default, standard output,
+// not a file named "-".
+func TestOutputDashIsStdout(t *testing.T) {
+	cfg := writeFile(t, "c.json", `{"west": {"nm": "n"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`)
+	t.Chdir(t.TempDir())
+	var stdout testutil.Buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	go func() { done <- run(ctx, []string{"-O", "-", "-c", cfg}, &stdout, &bytes.Buffer{}) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(stdout.String(), "msg=listening") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no listening line on stdout:\n%s", stdout.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if code := <-done; code != exitOK {
+		t.Fatalf("exit %d after cancel", code)
+	}
+	if _, err := os.Stat("-"); err == nil {
+		t.Errorf(`west -O - wrote its logs to a file named "-"`)
+	}
+}
+
 func TestRunLogsToFileAndStops(t *testing.T) {
 	cfg := writeFile(t, "c.json", `{"west": {"nm": "n"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`)
 	logFile := filepath.Join(t.TempDir(), "west.log")
