@@ -202,11 +202,16 @@ func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
-// listeners maps each listen address in use to the JSON path that claimed
-// it, to catch two listeners on one address.
-type listeners map[string]string
+// listeners holds the listen addresses in use, each with the JSON path
+// that claimed it, to catch two listeners that cannot both bind.
+type listeners struct{ claims []claim }
 
-func (ls listeners) add(addr, p string) error {
+type claim struct{ host, port, path string }
+
+// add claims addr for the JSON path p. Two listeners clash on one port if
+// they share an address, or if either binds every address, which holds
+// the port on each of them (Linux refuses the second with EADDRINUSE).
+func (ls *listeners) add(addr, p string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil || port == "0" {
 		return nil // port 0 picks a free port each time, so never collides
@@ -214,13 +219,15 @@ func (ls listeners) add(addr, p string) error {
 	host = strings.ToLower(host)
 	switch host {
 	case "", "0.0.0.0", "::":
-		// Each binds every address; Go's "" and "::" take IPv4 too.
+		// Each binds every address; Go's "" and "::" take IPv4 too, and
+		// so does "0.0.0.0", which it listens on as "::".
 		host = "*"
 	}
-	k := net.JoinHostPort(host, port)
-	if prev, ok := ls[k]; ok {
-		return errf(p, "want a listen address of its own, got %s, which %s listens on too", addr, prev)
+	for _, c := range ls.claims {
+		if c.port == port && (c.host == host || c.host == "*" || host == "*") {
+			return errf(p, "want a listen address of its own, got %s, which %s listens on too", addr, c.path)
+		}
 	}
-	ls[k] = p
+	ls.claims = append(ls.claims, claim{host, port, p})
 	return nil
 }

@@ -2,7 +2,9 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -398,6 +400,47 @@ func TestSecretResolve(t *testing.T) {
 		}
 		if err != nil || got != c.want {
 			t.Errorf("%s: got %q, %v; want %q", c.sec, got, err, c.want)
+		}
+	}
+}
+
+// TestListenersThatCanBindTogether: addresses that Parse lets through
+// bind side by side, in this test as in west: two loopback addresses
+// (IPv4 and IPv6) on one port, and TCP and UDP on another.
+func TestListenersThatCanBindTogether(t *testing.T) {
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp.Close()
+	_, port, _ := net.SplitHostPort(tcp.Addr().String())
+	c := mustParse(t, fmt.Sprintf(`{"west": {"nm": "a", "cp": "127.0.0.1:%[1]s"}, "proxy": {
+		"http://[::1]:%[1]s": {"ea": "ws://h", "/": {"ou": "http://h"}},
+		"udp://:%[1]s": {"ea": "ws://h", "ou": "udp://h:53"}}}`, port))
+	type addr struct{ network, addr string }
+	addrs := []addr{{"tcp", c.West.ControlAddr}}
+	for _, p := range c.Proxies {
+		network := "tcp"
+		if p.Kind == KindUDP {
+			network = "udp"
+		}
+		addrs = append(addrs, addr{network, p.Addr})
+	}
+	for _, a := range addrs {
+		var err error
+		if a.network == "udp" {
+			var pc net.PacketConn
+			if pc, err = net.ListenPacket(a.network, a.addr); err == nil {
+				defer pc.Close()
+			}
+		} else {
+			var ln net.Listener
+			if ln, err = net.Listen(a.network, a.addr); err == nil {
+				defer ln.Close()
+			}
+		}
+		if err != nil && !strings.Contains(err.Error(), "cannot assign requested address") {
+			t.Errorf("%s %s beside the others: %v", a.network, a.addr, err)
 		}
 	}
 }

@@ -183,6 +183,19 @@ var badTests = []struct {
 	{"wildcards alike", `{"west": {"nm": "a", "cp": "0.0.0.0:9802"}, "wsts": {"sp": "ws://:9802"}}`, "wsts.sp", "got :9802, which west.cp listens on too"},
 	{"v6 wildcard on v4 wildcard", `{"west": {"nm": "a", "cp": ":9803"}, "proxy": {"http://[::]:9803": {"ea": "ws://h", "/": {"ou": "http://h"}}}}`,
 		`proxy["http://[::]:9803"]`, "got [::]:9803, which west.cp listens on too"},
+	{"specific beside wildcard", `{"west": {"nm": "a", "cp": ":9805"}, "wsts": {"sp": "ws://127.0.0.1:9805"}}`,
+		"wsts.sp", "got 127.0.0.1:9805, which west.cp listens on too"},
+	{"wildcard beside specific", wrap(`"proxy": {
+		"http://127.0.0.1:9806": {"ea": "ws://h", "/": {"ou": "http://h"}},
+		"http://127.0.0.2:9806": {"ea": "ws://h", "/": {"ou": "http://h"}},
+		"http://0.0.0.0:9806": {"ea": "ws://h", "/": {"ou": "http://h"}}}`),
+		`proxy["http://0.0.0.0:9806"]`, `got 0.0.0.0:9806, which proxy["http://127.0.0.1:9806"] listens on too`},
+	{"v6 loopback beside v4 wildcard", `{"west": {"nm": "a", "cp": "0.0.0.0:9807"}, "proxy": {"http://[::1]:9807": {"ea": "ws://h", "/": {"ou": "http://h"}}}}`,
+		`proxy["http://[::1]:9807"]`, "got [::1]:9807, which west.cp listens on too"},
+	{"udp beside udp wildcard", wrap(`"proxy": {
+		"udp://:5353": {"ea": "ws://h", "ou": "udp://h:53"},
+		"udp://127.0.0.1:5353": {"ea": "ws://h", "ou": "udp://h:53"}}`),
+		`proxy["udp://127.0.0.1:5353"]`, `got 127.0.0.1:5353, which proxy["udp://:5353"] listens on too`},
 	{"same url port 0", wrap(`"proxy": {
 		"http://127.0.0.1:0": {"ea": "ws://h", "/": {"ou": "http://h"}},
 		"HTTP://127.0.0.1:0": {"ea": "ws://h", "/": {"ou": "http://h"}}}`),

@@ -56,7 +56,7 @@ func build(root *value) (*Config, error) {
 	if c.West, err = parseWest(w, "west"); err != nil {
 		return nil, err
 	}
-	ls := listeners{}
+	ls := &listeners{}
 	if c.West.ControlAddr != "" {
 		if err := ls.add(c.West.ControlAddr, "west.cp"); err != nil {
 			return nil, err
@@ -338,13 +338,13 @@ func parseClientSecurity(c *TunnelClient, v *value, p string) error {
 	return nil
 }
 
-func parseProxies(v *value, p string, ls listeners, haveServer bool) ([]Proxy, error) {
+func parseProxies(v *value, p string, ls *listeners, haveServer bool) ([]Proxy, error) {
 	if err := wantObject(v, p, `an object whose keys are listen URLs`); err != nil {
 		return nil, err
 	}
 	var ps []Proxy
 	seen := make(map[string]string)
-	udpLs := listeners{}
+	udpLs := &listeners{}
 	for _, m := range v.members {
 		mp := field(p, m.key)
 		px, err := parseProxy(m.key, m.val, mp, haveServer)
