@@ -92,6 +92,7 @@ var badTests = []struct {
 	{"proxy value", wrap(`"proxy": {"http://h:1": "ws://h"}`), `proxy["http://h:1"]`, `want an object with "en" or "ea", got string "ws://h"`},
 
 	// proxy en, ea, timeout
+	{"en and ea without a server", wrap(`"proxy": {"http://h:1": {"en": "p", "ea": "ws://h", "/": {"ou": "http://h"}}}`), `proxy["http://h:1"]`, `want exactly one of "en" or "ea", got both`},
 	{"en and ea", serverWrap(`"proxy": {"http://h:1": {"en": "p", "ea": "ws://h", "/": {"ou": "http://h"}}}`), `proxy["http://h:1"]`, `want exactly one of "en" or "ea", got both`},
 	{"neither en nor ea", wrap(`"proxy": {"http://h:1": {"/": {"ou": "http://h"}}}`), `proxy["http://h:1"]`, `want "en" (the name of a peer that connects to our tunnel server) or "ea" (the URL of a tunnel server to dial), got neither`},
 	{"en empty", serverWrap(`"proxy": {"http://h:1": {"en": "", "/": {"ou": "http://h"}}}`), `proxy["http://h:1"].en`, "want a non-empty name, got an empty string"},

@@ -401,7 +401,9 @@ func parseProxy(key string, v *value, p string, haveServer bool) (Proxy, error) 
 		var err error
 		switch {
 		case m.key == "en":
-			if px.Peer, err = parseName(m.val, mp); err == nil && !haveServer {
+			// Without a server, "ea" beside it is the likelier slip: the
+			// error after the loop says so.
+			if px.Peer, err = parseName(m.val, mp); err == nil && !haveServer && v.get("ea") == nil {
 				err = errf(mp, `want a tunnel server for peer %s to connect to, got no "wsts.sp"`, quote(px.Peer))
 			}
 		case m.key == "ea":
