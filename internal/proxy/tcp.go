@@ -41,9 +41,12 @@ type TCP struct {
 	cancel context.CancelFunc
 	conns  sync.WaitGroup
 
-	mu   sync.Mutex
-	lns  []net.Listener
-	open map[net.Conn]struct{} // the clients' connections being served
+	mu  sync.Mutex
+	lns []net.Listener
+	// open holds the clients' connections being served, each with what
+	// ends it: closing a client's socket alone would leave the pipe of a
+	// client that had half-closed waiting on its stream.
+	open map[net.Conn]context.CancelFunc
 	// closed is set once Shutdown or Close begins. Connections are
 	// counted in conns only before it, under mu, so that no count is
 	// added while Shutdown or Close waits for it to reach zero.
@@ -70,7 +73,7 @@ func newTCPRoute(opts TCPOptions) *tcpRoute {
 // NewTCP returns a TCP listener's server.
 func NewTCP(opts TCPOptions) *TCP {
 	ctx, cancel := context.WithCancel(context.Background())
-	t := &TCP{ctx: ctx, cancel: cancel, open: make(map[net.Conn]struct{})}
+	t := &TCP{ctx: ctx, cancel: cancel, open: make(map[net.Conn]context.CancelFunc)}
 	t.route.Store(newTCPRoute(opts))
 	return t
 }
@@ -78,7 +81,7 @@ func NewTCP(opts TCPOptions) *TCP {
 // Reroute serves the connections that come after by opts (a reload
 // changed the listener's target, peer or access list) on the same socket.
 // Connections open stay on their streams, but for those whose client
-// opts.Allow now refuses: they are closed.
+// opts.Allow now refuses: they are closed, with their streams.
 func (t *TCP) Reroute(opts TCPOptions) {
 	t.route.Store(newTCPRoute(opts))
 	if opts.Allow == nil {
@@ -86,9 +89,9 @@ func (t *TCP) Reroute(opts TCPOptions) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for c := range t.open {
+	for c, end := range t.open {
 		if !opts.Allow(acl.PeerAddr(c.RemoteAddr().String())) {
-			c.Close()
+			end()
 		}
 	}
 }
@@ -122,33 +125,37 @@ func (t *TCP) Serve(ln net.Listener) error {
 			continue
 		}
 		delay = 0
-		if !t.track(conn) {
+		ctx, ok := t.track(conn)
+		if !ok {
 			// Accepted as the listener closed: shutting down, we
 			// serve it no more than one still in the backlog.
 			conn.Close()
 			return net.ErrClosed
 		}
-		go t.serveConn(conn)
+		go t.serveConn(ctx, conn)
 	}
 }
 
 // track counts a connection about to be served, unless the server is
-// closing.
-func (t *TCP) track(conn net.Conn) bool {
+// closing, and returns the context that ends it.
+func (t *TCP) track(conn net.Conn) (context.Context, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
-		return false
+		return nil, false
 	}
 	t.conns.Add(1)
-	t.open[conn] = struct{}{}
-	return true
+	ctx, end := context.WithCancel(t.ctx)
+	t.open[conn] = end
+	return ctx, true
 }
 
-func (t *TCP) serveConn(conn net.Conn) {
+// serveConn serves conn until it ends, or ctx does.
+func (t *TCP) serveConn(ctx context.Context, conn net.Conn) {
 	defer t.conns.Done()
 	defer func() {
 		t.mu.Lock()
+		t.open[conn]()
 		delete(t.open, conn)
 		t.mu.Unlock()
 	}()
@@ -176,8 +183,8 @@ func (t *TCP) serveConn(conn net.Conn) {
 			return
 		}
 	}
-	ctx, cancel := context.WithTimeout(t.ctx, o.DialTimeout)
-	stream, err := o.Dialer.Dial(ctx, wire.Header{Kind: wire.KindTCP, Target: o.Target})
+	dctx, cancel := context.WithTimeout(ctx, o.DialTimeout)
+	stream, err := o.Dialer.Dial(dctx, wire.Header{Kind: wire.KindTCP, Target: o.Target})
 	cancel()
 	if err != nil {
 		rec.Err, rec.Status = err, statusFor(err)
@@ -189,7 +196,7 @@ func (t *TCP) serveConn(conn net.Conn) {
 		return
 	}
 	rec.Status = 200
-	rec.BytesIn, rec.BytesOut = Pipe(t.ctx, conn, stream)
+	rec.BytesIn, rec.BytesOut = Pipe(ctx, conn, stream)
 }
 
 func (t *TCP) closeListeners() {

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http/httptest"
+	"net/netip"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -173,4 +175,69 @@ func (pattern) Read(b []byte) (int, error) {
 		b[i] = byte(i % 251)
 	}
 	return len(b), nil
+}
+
+// TestTCPRerouteEndsRefusedHalfClosedClient: a reload whose access list
+// refuses a client that has half-closed, and waits for an answer from a
+// target that says nothing, ends its connection: the client's socket and
+// the listener's stream. (The far side holds the target until it speaks:
+// the stream's end-of-stream reached it with the half-close, and a reset
+// after that wakes nothing there.)
+func TestTCPRerouteEndsRefusedHalfClosedClient(t *testing.T) {
+	client := tunnelPair(t)
+	target, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	heard, hold := make(chan struct{}), make(chan struct{})
+	defer close(hold)
+	go func() {
+		c, err := target.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(io.Discard, c) // to the client's half-close, then silence
+		close(heard)
+		<-hold
+	}()
+	records := make(chan Record, 1)
+	opts := TCPOptions{Target: target.Addr().String(), Dialer: client, Observe: func(r Record) { records <- r }}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewTCP(opts)
+	done := make(chan struct{})
+	go func() { srv.Serve(ln); close(done) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Write([]byte("question"))
+	conn.(*net.TCPConn).CloseWrite()
+	select {
+	case <-heard:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the target never read the client's end")
+	}
+
+	opts.Allow = func(netip.Addr) bool { return false }
+	srv.Reroute(opts)
+	conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := conn.Read(make([]byte, 1)); errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Error("the refused client's connection is still open")
+	}
+	select {
+	case <-records:
+	case <-time.After(3 * time.Second):
+		t.Fatal("the refused client's connection is still being served")
+	}
+	if s := client.Status().Session; s == nil || s.Stats().StreamsOpen.Load() != 0 {
+		t.Error("the listener's side keeps its stream open")
+	}
 }
