@@ -134,3 +134,60 @@ func TestUDPServePacketAfterClose(t *testing.T) {
 		t.Fatal("ServePacket after Close still reading datagrams 2s later (pc never closed)")
 	}
 }
+
+// TestUDPQueuesAreBoundedInBytes: while the tunnel holds its streams back,
+// clients sending large datagrams from many ports fill their flows'
+// queues only up to the listener's byte bound, and what was queued is
+// let go once the flows end.
+func TestUDPQueuesAreBoundedInBytes(t *testing.T) {
+	release := make(chan struct{})
+	held := DialerFunc(func(ctx context.Context, _ wire.Header) (net.Conn, error) {
+		select {
+		case <-release:
+			return nil, errors.New("the tunnel is down")
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+	srv := NewUDP(UDPOptions{Target: "127.0.0.1:1", Dialer: held})
+	srv.maxQueued = 1 << 20
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { srv.ServePacket(pc); close(served) }()
+	defer func() { srv.Close(); <-served }()
+
+	const size, perClient = 60_000, 16
+	var sent int64
+	for range 4 {
+		c, err := net.Dial("udp", pc.LocalAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		for range perClient {
+			if _, err := c.Write(make([]byte, size)); err != nil {
+				t.Fatal(err)
+			}
+			sent += size
+			// Paced, so that the socket's buffer does not drop them first.
+			deadline := time.Now().Add(200 * time.Millisecond)
+			for srv.queued.Load() < min(sent, srv.maxQueued-size) && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}
+	if q := srv.queued.Load(); q > srv.maxQueued || q < srv.maxQueued-size {
+		t.Errorf("%d KiB queued of %d KiB sent; want the bound, %d KiB", q>>10, sent>>10, srv.maxQueued>>10)
+	}
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for srv.queued.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d bytes still counted as queued after every flow ended", srv.queued.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

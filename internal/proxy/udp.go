@@ -57,6 +57,11 @@ type UDP struct {
 	mu    sync.Mutex
 	flows map[netip.AddrPort]*udpFlow
 	pcs   []net.PacketConn
+
+	// queued counts the bytes of the datagrams in every flow's queue,
+	// which may not pass maxQueued (see enqueue).
+	queued    atomic.Int64
+	maxQueued int64
 }
 
 type udpFlow struct {
@@ -74,6 +79,12 @@ type udpFlow struct {
 
 // flowQueue is how many datagrams of one flow may wait for its stream.
 const flowQueue = 256
+
+// maxQueuedBytes bounds the bytes of the datagrams waiting for their
+// streams across a listener's flows. Without it, clients sending large datagrams
+// from many ports while the tunnel stalls (or while their streams open)
+// could make a west hold flowQueue × 64 KiB for each of MaxFlows flows.
+const maxQueuedBytes = 16 << 20
 
 // DefaultMaxFlows bounds a UDP listener's flows, each a tunnel stream for
 // at least IdleTimeout: clients that send one datagram from each of many
@@ -104,7 +115,7 @@ func newUDPRoute(opts UDPOptions) *udpRoute {
 // NewUDP returns a UDP listener's server.
 func NewUDP(opts UDPOptions) *UDP {
 	ctx, cancel := context.WithCancel(context.Background())
-	u := &UDP{ctx: ctx, cancel: cancel, flows: make(map[netip.AddrPort]*udpFlow)}
+	u := &UDP{ctx: ctx, cancel: cancel, flows: make(map[netip.AddrPort]*udpFlow), maxQueued: maxQueuedBytes}
 	u.route.Store(newUDPRoute(opts))
 	return u
 }
@@ -184,10 +195,43 @@ func (u *UDP) ServePacket(pc net.PacketConn) error {
 		if f == nil {
 			continue // closing, or refused by a Reroute since r
 		}
+		if !u.enqueue(f, buf[:n]) {
+			r.log.Debug("datagram dropped: its flow's queue, or the listener's, is full", "client", from)
+		}
+	}
+}
+
+// enqueue queues a copy of d for f's stream, unless f's queue is full or
+// the listener's queues hold maxQueued bytes: as UDP does, a datagram that
+// cannot pass is dropped.
+func (u *UDP) enqueue(f *udpFlow, d []byte) bool {
+	n := int64(len(d))
+	if u.queued.Add(n) > u.maxQueued {
+		u.queued.Add(-n)
+		return false
+	}
+	select {
+	case f.out <- append([]byte(nil), d...):
+	default:
+		u.queued.Add(-n)
+		return false
+	}
+	if f.ctx.Err() != nil {
+		// The flow ended, and may have emptied its queue before d came.
+		u.discardQueue(f)
+	}
+	return true
+}
+
+// discardQueue empties the queue of a flow that has ended. Both the flow
+// and enqueue call it, so that no datagram stays counted in u.queued.
+func (u *UDP) discardQueue(f *udpFlow) {
+	for {
 		select {
-		case f.out <- append([]byte(nil), buf[:n]...):
+		case d := <-f.out:
+			u.queued.Add(-int64(len(d)))
 		default:
-			r.log.Debug("datagram dropped: its flow's queue is full", "client", from)
+			return
 		}
 	}
 }
@@ -266,7 +310,10 @@ func (u *UDP) evictLocked(r *udpRoute) {
 // the flow idles out, the stream ends, or the listener closes.
 func (u *UDP) runFlow(pc net.PacketConn, from netip.AddrPort, f *udpFlow, r *udpRoute) {
 	defer u.flowWG.Done()
-	defer f.end()
+	defer func() {
+		f.end() // before the queue is emptied: see enqueue
+		u.discardQueue(f)
+	}()
 	defer func() {
 		u.mu.Lock()
 		if u.flows[from] == f { // not a newer flow of the client's
@@ -320,6 +367,7 @@ func (u *UDP) runFlow(pc net.PacketConn, from netip.AddrPort, f *udpFlow, r *udp
 	for {
 		select {
 		case d := <-f.out:
+			u.queued.Add(-int64(len(d)))
 			f.last.Store(time.Now().UnixNano())
 			if err := writeDatagram(stream, d); err != nil {
 				log.Info("udp flow ended", "err", err)
