@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -16,6 +17,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -104,6 +106,34 @@ func TestTCPEchoHalfClose(t *testing.T) {
 		}
 		if fmt.Sprintf("%x", got.Sum(nil)) != fmt.Sprintf("%x", sent.Sum(nil)) {
 			t.Fatal("echoed bytes differ from those sent")
+		}
+	})
+}
+
+// TestTCPRefusedTargetResets: a client of a tcp:// listener whose target
+// refuses is reset, through a chain as through one tunnel. In a chain the
+// middle west accepted the stream before its own listener dialled on, so
+// the client saw a connection open and end, as if the target had nothing
+// to say.
+func TestTCPRefusedTargetResets(t *testing.T) {
+	gone, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := gone.Addr().String()
+	gone.Close()
+	forHops(t, func(t *testing.T, hops int) {
+		c, err := net.Dial("tcp", through(t, hops, "tcp", "tcp://"+refused, ""))
+		if errors.Is(err, syscall.ECONNRESET) {
+			return // reset before the connect call returned
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("read from a connection whose target refused: %d bytes, %v; want a reset", n, err)
 		}
 	})
 }

@@ -22,15 +22,16 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); retur
 // pooled buffer only once it is readable (readPooled). Ten thousand idle
 // TCP connections then cost goroutines, not ten thousand buffers.
 func copyConn(dst io.Writer, src net.Conn) (int64, error) {
-	if lc, ok := src.(*limitConn); ok {
-		// Reads pass the limit untouched; beneath it may be a handed
-		// stream, which must not be read through a buffer.
-		src = lc.Conn
+	// Beneath the limit's wrapper may be a stream handed to a listener,
+	// which must not be read through a buffer.
+	inner := innermost(src)
+	if p, ok := inner.(*pendingStream); ok {
+		var err error
+		if inner, err = p.accept(); err != nil {
+			return 0, err
+		}
 	}
-	if lc, ok := src.(*localConn); ok {
-		src = lc.Conn // a stream handed to a listener
-	}
-	if st, ok := src.(*tunnel.Stream); ok {
+	if st, ok := inner.(*tunnel.Stream); ok {
 		return st.WriteTo(dst)
 	}
 	var rc syscall.RawConn

@@ -259,22 +259,27 @@ func (f *Far) serveLocal(ctx context.Context, req *tunnel.Request, l *LocalListe
 		f.reject(req, wire.CodeForbidden, fmt.Sprintf("target %s is outside this west's dial policy (dial_allow)", req.Header.Target))
 		return
 	}
-	stream, err := req.Accept()
-	if err != nil {
-		log.Info("stream gone before reply", "err", err)
-		return
+	var stream net.Conn
+	if req.Header.Kind == wire.KindTCP {
+		// Answered once the listener has dialled on (see pendingStream).
+		pending := &pendingStream{req: req}
+		defer pending.refuse(errors.New("not served by this west's listener"))
+		stream = pending
+	} else {
+		var err error
+		if stream, err = req.Accept(); err != nil {
+			log.Info("stream gone before reply", "err", err)
+			return
+		}
 	}
 	log.Debug("stream handed to this west's own listener")
 	if err := l.serve(ctx, stream, ap.Addr(), timeout, req.Header.Kind == wire.KindHTTP); err != nil {
-		// Accepted already: the peer sees the stream end, as a connection
-		// closed at once.
-		stream.Close()
+		// The peer sees its stream refused, if it was not answered yet,
+		// or else end, as a connection closed at once.
+		refuseConn(stream, err)
 		log.Info("own listener did not take the stream", "err", err)
 		if f.OnDialError != nil {
-			code := wire.CodeDialFailed
-			if errors.Is(err, errLocalBusy) {
-				code = wire.CodeTimeout
-			}
+			code, _ := refusal(err)
 			f.OnDialError(code)
 		}
 	}

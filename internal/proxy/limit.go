@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -132,15 +131,6 @@ func (c *limitConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return c.Close()
-}
-
-// SetLinger keeps a TCP listener's reset for a client it cannot serve
-// working through the limit (see TCP.serveConn).
-func (c *limitConn) SetLinger(sec int) error {
-	if l, ok := c.Conn.(interface{ SetLinger(int) error }); ok {
-		return l.SetLinger(sec)
-	}
-	return errors.ErrUnsupported
 }
 
 var _ vectorWriter = (*limitConn)(nil)

@@ -7,6 +7,9 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/west-tunnel/west/internal/tunnel"
+	"github.com/west-tunnel/west/internal/wire"
 )
 
 // A stream whose target is one of this west's own listeners (the middle
@@ -216,4 +219,134 @@ func (c *localConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return c.Close()
+}
+
+// pendingStream is a raw TCP stream handed to a listener before it is
+// answered. The listener's own dial onward (this west is the middle of a
+// chain) decides the answer: the stream is accepted when the listener
+// first uses it, and refused with the dial's failure otherwise, so that
+// the opener's listener resets its client as it does when the target is
+// one tunnel away, rather than opening a connection that ends at once.
+type pendingStream struct {
+	req    *tunnel.Request
+	answer sync.Once
+	conn   net.Conn // once accepted
+	err    error
+}
+
+// accept answers the stream, unless it was refused, and returns it.
+func (p *pendingStream) accept() (net.Conn, error) {
+	p.answer.Do(func() { p.conn, p.err = p.req.Accept() })
+	return p.conn, p.err
+}
+
+// refuse answers the stream with why it is not served, unless it was
+// accepted, and reports whether it did.
+func (p *pendingStream) refuse(why error) bool {
+	refused := false
+	p.answer.Do(func() {
+		p.req.Reject(refusal(why))
+		p.err, refused = net.ErrClosed, true
+	})
+	return refused
+}
+
+// refusal is the answer that tells the opener of a stream handed to a
+// listener why it is not served.
+func refusal(why error) (wire.Code, string) {
+	var rej *wire.RejectError
+	switch {
+	case errors.As(why, &rej):
+		return rej.Code, rej.Reason // the next west's answer, passed on
+	case errors.Is(why, errLocalBusy):
+		return wire.CodeTimeout, why.Error()
+	}
+	return wire.CodeDialFailed, why.Error()
+}
+
+func (p *pendingStream) Read(b []byte) (int, error) {
+	c, err := p.accept()
+	if err != nil {
+		return 0, err
+	}
+	return c.Read(b)
+}
+
+func (p *pendingStream) Write(b []byte) (int, error) {
+	c, err := p.accept()
+	if err != nil {
+		return 0, err
+	}
+	return c.Write(b)
+}
+
+func (p *pendingStream) CloseWrite() error {
+	c, err := p.accept()
+	if err != nil {
+		return err
+	}
+	return c.(closeWriter).CloseWrite()
+}
+
+// Close refuses a stream the listener never used.
+func (p *pendingStream) Close() error {
+	if p.refuse(errors.New("closed by this west's listener before use")) {
+		return nil
+	}
+	if p.conn == nil {
+		return p.err
+	}
+	return p.conn.Close()
+}
+
+func (p *pendingStream) LocalAddr() net.Addr  { return nil } // localConn tells
+func (p *pendingStream) RemoteAddr() net.Addr { return nil }
+
+func (p *pendingStream) SetDeadline(t time.Time) error {
+	return p.setDeadline(func(c net.Conn) error { return c.SetDeadline(t) })
+}
+
+func (p *pendingStream) SetReadDeadline(t time.Time) error {
+	return p.setDeadline(func(c net.Conn) error { return c.SetReadDeadline(t) })
+}
+
+func (p *pendingStream) SetWriteDeadline(t time.Time) error {
+	return p.setDeadline(func(c net.Conn) error { return c.SetWriteDeadline(t) })
+}
+
+func (p *pendingStream) setDeadline(set func(net.Conn) error) error {
+	c, err := p.accept()
+	if err != nil {
+		return err
+	}
+	return set(c)
+}
+
+// refuseConn ends conn, a connection to a raw TCP listener whose stream
+// could not be opened for why: with a reset, which tells the client at
+// once that nothing is behind us, or, for a stream handed over by the
+// west before us in a chain, with a refusal, which its listener passes on
+// to its client as a reset.
+func refuseConn(conn net.Conn, why error) {
+	switch c := innermost(conn).(type) {
+	case *pendingStream:
+		c.refuse(why)
+	case interface{ SetLinger(int) error }:
+		c.SetLinger(0)
+	}
+	conn.Close()
+}
+
+// innermost returns the connection under this package's wrappers.
+func innermost(c net.Conn) net.Conn {
+	for {
+		switch w := c.(type) {
+		case *limitConn:
+			c = w.Conn
+		case *localConn:
+			c = w.Conn
+		default:
+			return c
+		}
+	}
 }

@@ -188,11 +188,7 @@ func (t *TCP) serveConn(ctx context.Context, conn net.Conn) {
 	cancel()
 	if err != nil {
 		rec.Err, rec.Status = err, statusFor(err)
-		// A reset tells the client at once that nothing is behind us.
-		if l, ok := conn.(interface{ SetLinger(int) error }); ok {
-			l.SetLinger(0)
-		}
-		conn.Close()
+		refuseConn(conn, err)
 		return
 	}
 	rec.Status = 200
