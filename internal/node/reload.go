@@ -193,7 +193,14 @@ func (n *Node) Reload(cfg *config.Config) error {
 				return err
 			}
 			srv := old.srv.(*proxy.UDP)
-			swaps = append(swaps, swap{old, p, func() { srv.Reroute(o) }})
+			swaps = append(swaps, swap{old, p, func() {
+				srv.Reroute(o)
+				if !sameDialer {
+					// A client that keeps sending would hold the old
+					// tunnel, which retires, until shutdown_grace.
+					srv.EndFlows()
+				}
+			}})
 		default:
 			l, err := n.buildProxy(p, clients)
 			if err != nil {

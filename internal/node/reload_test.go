@@ -1082,6 +1082,62 @@ func TestReloadUDPPeerChangesSide(t *testing.T) {
 	}
 }
 
+// TestReloadReplacedClientMovesUDPFlows: a reload that replaces the
+// tunnel client a udp:// listener dials through (its wstc entry changed)
+// moves the flows open to the new client, as a change of peer does. A
+// client that keeps sending held the old tunnel, retiring, until the
+// whole shutdown_grace had passed.
+func TestReloadReplacedClientMovesUDPFlows(t *testing.T) {
+	echo := udpEcho(t)
+	g, _ := runNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	gURL := "ws://" + g.Addrs().Tunnel
+	udpAddr := freeUDPAddr(t)
+	lconf := func(name string) string {
+		return fmt.Sprintf(`{"west": {"nm": "L", "shutdown_grace": "30s"}, "wstc": {%q: {"nm": %q}},
+			"proxy": {"udp://%s": {"ea": %q, "ou": "udp://%s"}}}`, gURL, name, udpAddr, gURL, echo)
+	}
+	l, _ := runNode(t, lconf("L"), Options{})
+	waitUp(t, g, "L")
+	c, err := net.Dial("udp", udpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ask := func() string {
+		buf := make([]byte, 100)
+		for range 10 {
+			c.Write([]byte("hi"))
+			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			if n, err := c.Read(buf); err == nil {
+				return string(buf[:n])
+			}
+		}
+		return "no answer"
+	}
+	if got := ask(); got != "echo hi" {
+		t.Fatalf("before the reload: %q", got)
+	}
+	if err := l.Reload(mustParse(t, lconf("L2"))); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for g.Server().Session("L") != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("5s after the reload, with its client sending, the flow still holds the replaced tunnel")
+		}
+		if got := ask(); got != "echo hi" {
+			t.Fatalf("after the reload: %q", got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := ask(); got != "echo hi" {
+		t.Fatalf("through the new tunnel: %q", got)
+	}
+	if s := g.Server().Session("L2"); s == nil || s.Stats().StreamsTotal.Load() != 1 {
+		t.Errorf("G carries no flow from the new tunnel")
+	}
+}
+
 // TestReloadChangedClientFinishesExchange: a reload that changes a tunnel
 // client's entry (here "ee") starts a new client and retires the old one
 // as it retires a removed one: a request in flight on the old tunnel ends

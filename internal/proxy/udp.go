@@ -145,6 +145,19 @@ func (u *UDP) Reroute(opts UDPOptions) {
 	}
 }
 
+// EndFlows ends every flow open, as Reroute does when the peer changed: a
+// client's next datagram starts a flow by the current route. A reload
+// calls it when the tunnel client the listener dials through was
+// replaced, though the peer it names stayed the same.
+func (u *UDP) EndFlows() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for from, f := range u.flows {
+		delete(u.flows, from)
+		f.end()
+	}
+}
+
 // ServePacket reads datagrams from pc until it is closed, and returns
 // net.ErrClosed then. After Close it closes pc and returns at once.
 func (u *UDP) ServePacket(pc net.PacketConn) error {
