@@ -603,17 +603,6 @@ func TestReloadReroutesTCPAndUDPInPlace(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
-	askUDP := func(c net.Conn) string {
-		buf := make([]byte, 100)
-		for try := 0; try < 10; try++ {
-			c.Write([]byte("hi"))
-			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-			if n, err := c.Read(buf); err == nil {
-				return string(buf[:n])
-			}
-		}
-		return "no answer"
-	}
 
 	c1, r1 := dialLine(t, tcpAddr)
 	u1 := dialUDP()
@@ -1056,25 +1045,14 @@ func TestReloadUDPPeerChangesSide(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	ask := func() string {
-		buf := make([]byte, 100)
-		for range 10 {
-			c.Write([]byte("hi"))
-			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-			if n, err := c.Read(buf); err == nil {
-				return string(buf[:n])
-			}
-		}
-		return "no answer"
-	}
-	if got := ask(); got != "echo hi" {
+	if got := askUDP(c); got != "echo hi" {
 		t.Fatalf("through the client named %s: %q", sURL, got)
 	}
 	if err := a.Reload(mustParse(t, aconf("ea"))); err != nil {
 		t.Fatalf("reload to ea: %v", err)
 	}
 	waitUp(t, s, "A")
-	if got := ask(); got != "echo hi" {
+	if got := askUDP(c); got != "echo hi" {
 		t.Fatalf("after the reload: %q", got)
 	}
 	if n := s.Server().Session("A").Stats().StreamsTotal.Load(); n != 1 {
@@ -1103,18 +1081,7 @@ func TestReloadReplacedClientMovesUDPFlows(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	ask := func() string {
-		buf := make([]byte, 100)
-		for range 10 {
-			c.Write([]byte("hi"))
-			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-			if n, err := c.Read(buf); err == nil {
-				return string(buf[:n])
-			}
-		}
-		return "no answer"
-	}
-	if got := ask(); got != "echo hi" {
+	if got := askUDP(c); got != "echo hi" {
 		t.Fatalf("before the reload: %q", got)
 	}
 	if err := l.Reload(mustParse(t, lconf("L2"))); err != nil {
@@ -1125,12 +1092,12 @@ func TestReloadReplacedClientMovesUDPFlows(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("5s after the reload, with its client sending, the flow still holds the replaced tunnel")
 		}
-		if got := ask(); got != "echo hi" {
+		if got := askUDP(c); got != "echo hi" {
 			t.Fatalf("after the reload: %q", got)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if got := ask(); got != "echo hi" {
+	if got := askUDP(c); got != "echo hi" {
 		t.Fatalf("through the new tunnel: %q", got)
 	}
 	if s := g.Server().Session("L2"); s == nil || s.Stats().StreamsTotal.Load() != 1 {
@@ -1177,4 +1144,18 @@ func TestReloadChangedClientFinishesExchange(t *testing.T) {
 	if r := <-slow; r.err != nil || r.code != 200 {
 		t.Errorf("the request in flight on the old tunnel: %d, %v", r.code, r.err)
 	}
+}
+
+// askUDP sends "hi" on c until an answer comes, at most ten times, and
+// returns the answer, or "no answer".
+func askUDP(c net.Conn) string {
+	buf := make([]byte, 100)
+	for range 10 {
+		c.Write([]byte("hi"))
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if n, err := c.Read(buf); err == nil {
+			return string(buf[:n])
+		}
+	}
+	return "no answer"
 }

@@ -55,6 +55,14 @@ func tunnelPairTo(tb testing.TB, far *Far) *tunnel.Client {
 
 func startTCP(t *testing.T, opts TCPOptions) string {
 	t.Helper()
+	addr, _ := serveTCP(t, opts)
+	return addr
+}
+
+// serveTCP starts a TCP listener on loopback and returns its address and
+// server.
+func serveTCP(t *testing.T, opts TCPOptions) (string, *TCP) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +71,7 @@ func startTCP(t *testing.T, opts TCPOptions) string {
 	done := make(chan struct{})
 	go func() { srv.Serve(ln); close(done) }()
 	t.Cleanup(func() { srv.Close(); <-done })
-	return ln.Addr().String()
+	return ln.Addr().String(), srv
 }
 
 func TestTCPThroughTunnelHalfClose(t *testing.T) {
@@ -204,16 +212,8 @@ func TestTCPRerouteEndsRefusedHalfClosedClient(t *testing.T) {
 	}()
 	records := make(chan Record, 1)
 	opts := TCPOptions{Target: target.Addr().String(), Dialer: client, Observe: func(r Record) { records <- r }}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := NewTCP(opts)
-	done := make(chan struct{})
-	go func() { srv.Serve(ln); close(done) }()
-	t.Cleanup(func() { srv.Close(); <-done })
-
-	conn, err := net.Dial("tcp", ln.Addr().String())
+	addr, srv := serveTCP(t, opts)
+	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
