@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -397,18 +396,21 @@ func (h *HTTP) serveFast(c *serverConn, rt *route, req *fastRequest) bool {
 	c.startWatch()
 	resp, err := h.transport.send(c.ctx, rt.addr, &c.sreq)
 	c.out = nil
-	if c.stopWatch() {
-		// The client left while the response was awaited.
-		w.clientGone = true
-		if err == nil {
-			resp.Body.Close()
-		}
-		err = cmp.Or(err, errClientGone)
-	}
 	var n int64
 	if err == nil {
+		// The watch goes on while the body passes, as net/http's
+		// background read does: a client that leaves while the backend
+		// has nothing to send (an event stream between events, a long
+		// poll) ends the exchange now, not when the backend next writes.
 		n, err = w.response(resp, (*bp)[:0])
+		if c.stopWatch() && err != nil {
+			w.clientGone, err = true, errClientGone
+		}
 	} else {
+		if c.stopWatch() {
+			// The client left while the response was awaited.
+			w.clientGone = true
+		}
 		w.error(statusFor(err), err, (*bp)[:0])
 	}
 	record := Record{
@@ -419,7 +421,8 @@ func (h *HTTP) serveFast(c *serverConn, rt *route, req *fastRequest) bool {
 		record.Status = statusClientGone
 	}
 	h.report(record)
-	return w.keep && !w.clientGone
+	// A client that left just after the whole response has no more to ask.
+	return w.keep && !w.clientGone && !c.watch.left
 }
 
 // writeOut writes the request head of the request in progress.

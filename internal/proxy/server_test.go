@@ -322,6 +322,60 @@ func TestServerClientGone(t *testing.T) {
 	}
 }
 
+// TestServerClientGoneMidBody: a client that leaves while its response's
+// body is under way, the backend having nothing to send for now (an event
+// stream between events, a long poll), ends the request, as net/http's
+// background read does; and so does the listener's Close. The loop
+// watched the client only until the response head came, so the backend's
+// request, the stream and the far side's connection waited for the
+// backend's next write.
+func TestServerClientGoneMidBody(t *testing.T) {
+	for _, leave := range []string{"client closes", "listener closes"} {
+		t.Run(leave, func(t *testing.T) {
+			ended := make(chan error, 1)
+			_, backend, _ := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				io.WriteString(w, "data: first\n\n")
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+					ended <- r.Context().Err()
+				case <-time.After(10 * time.Second):
+					ended <- errors.New("never ended")
+				}
+			}))
+			h := NewHTTP(HTTPOptions{Routes: []Route{{Path: "/", Target: mustURL(t, "http://"+backend+"/")}}, Dialer: tunnelPair(t)})
+			srv, addr := startServer(t, h)
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			io.WriteString(c, "GET /events HTTP/1.1\r\nHost: h\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if line, err := bufio.NewReader(resp.Body).ReadString('\n'); line != "data: first\n" {
+				t.Fatalf("first event: %q %v", line, err)
+			}
+			if leave == "client closes" {
+				c.Close()
+			} else {
+				srv.Close()
+			}
+			select {
+			case err := <-ended:
+				if !errors.Is(err, context.Canceled) {
+					t.Errorf("the backend's request: %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the backend's request outlived the client's connection by 5s")
+			}
+		})
+	}
+}
+
 // TestServerShutdown: Shutdown closes idle connections at once, lets a
 // busy one finish its answer, and then returns.
 func TestServerShutdown(t *testing.T) {
