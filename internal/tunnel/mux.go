@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"math"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-yamux/v5"
@@ -106,7 +107,7 @@ func (o MuxOptions) yamuxConfig(log *slog.Logger) *yamux.Config {
 		// one (0.84 from 4 MiB, 0.94 from 8 MiB, 0.99 from 16 MiB).
 		InitialStreamWindowSize: uint32(min(int64(o.StreamWindow), math.MaxUint32)),
 		MaxStreamWindowSize:     uint32(min(int64(o.StreamWindow), math.MaxUint32)),
-		LogOutput:               muxLog{log},
+		LogOutput:               &muxLog{log: log},
 		// The WebSocket reader buffers already; a second buffer would
 		// copy every byte once more.
 		ReadBufSize:    0,
@@ -118,9 +119,19 @@ func (o MuxOptions) yamuxConfig(log *slog.Logger) *yamux.Config {
 // say why a session ended ("[ERR] yamux: keepalive failed: ..."), which
 // the session's own "down" line does not. Those that only repeat the close
 // message the peer sent go at Debug: the down line gives its reason.
-type muxLog struct{ log *slog.Logger }
+//
+// Its warnings come once per frame or stream ("[WARN] yamux: dropped ping
+// reply", "... forcing stream reset"), as often as a peer likes to cause
+// them, so at most one a second passes, with how many did not since.
+type muxLog struct {
+	log *slog.Logger
 
-func (m muxLog) Write(p []byte) (int, error) {
+	mu        sync.Mutex
+	warned    time.Time // when a warning last passed
+	notWarned int       // warnings left out since
+}
+
+func (m *muxLog) Write(p []byte) (int, error) {
 	msg := strings.TrimSpace(string(p))
 	// Drop the date and time yamux's log.Logger puts first.
 	if i := strings.Index(msg, "["); i >= 0 {
@@ -130,6 +141,21 @@ func (m muxLog) Write(p []byte) (int, error) {
 	if strings.Contains(msg, "websocket: close ") {
 		level = slog.LevelDebug
 	}
-	m.log.Log(context.Background(), level, "multiplexer: "+msg)
+	var attrs []any
+	if strings.HasPrefix(msg, "[WARN]") {
+		m.mu.Lock()
+		now := time.Now()
+		if now.Sub(m.warned) < time.Second {
+			m.notWarned++
+			m.mu.Unlock()
+			return len(p), nil
+		}
+		if m.notWarned > 0 {
+			attrs = append(attrs, "not_logged_since", m.notWarned)
+		}
+		m.warned, m.notWarned = now, 0
+		m.mu.Unlock()
+	}
+	m.log.Log(context.Background(), level, "multiplexer: "+msg, attrs...)
 	return len(p), nil
 }

@@ -183,11 +183,19 @@ func (s *Session) peerClosed() (code int, reason string) {
 // hears it. A ping gives up on its answer after interval (yamux's
 // ConnectionWriteTimeout), so the next one goes out on time.
 // heard and sent are monoNow readings.
+//
+// A peer that has stopped reading, but goes on sending, is closed too,
+// once a write to it has waited for timeout and its TCP has acknowledged
+// nothing more for timeout (see stalledFor): it holds the send loop in
+// that write, and every frame behind it waits, the acknowledgements of
+// the streams the peer opens among them, so that those streams pile up
+// in the multiplexer's backlog, beyond max_streams.
 func (s *Session) watch(heard, sent *atomic.Int64, interval, timeout time.Duration) {
 	t := time.NewTimer(interval)
 	defer t.Stop()
 	pinging := make(chan struct{}, 1)  // holds a token while a ping waits
 	pinged := int64(math.MinInt64 / 2) // when the last ping started: never
+	var stall sendStall
 	for {
 		select {
 		case <-t.C:
@@ -198,6 +206,11 @@ func (s *Session) watch(heard, sent *atomic.Int64, interval, timeout time.Durati
 		last := heard.Load()
 		if quiet := time.Duration(now - last); quiet >= timeout {
 			s.log.Warn("tunnel silent; closed as dead", "silent", quiet.Round(time.Millisecond))
+			s.mux.Close()
+			return
+		}
+		if stalled := stall.check(s, now, timeout); stalled >= timeout {
+			s.log.Warn("tunnel peer takes no data; closed as dead", "stalled", stalled.Round(time.Millisecond))
 			s.mux.Close()
 			return
 		}
@@ -218,6 +231,33 @@ func (s *Session) watch(heard, sent *atomic.Int64, interval, timeout time.Durati
 		}
 		t.Reset(time.Duration(min(last+int64(timeout), due) - now))
 	}
+}
+
+// sendStall follows a write to the peer that does not end, for watch.
+type sendStall struct {
+	acked uint64 // the peer's TCP acknowledgements, as last read
+	since int64  // when acked was read first at that count; 0: no stall
+}
+
+// check returns for how long the peer's TCP has acknowledged nothing
+// while a write to it has waited for at least timeout: on a slow link
+// the acknowledgements go on growing, where a peer that stopped reading
+// has filled its receive window. It returns 0 where the count cannot be
+// read.
+func (st *sendStall) check(s *Session, now int64, timeout time.Duration) time.Duration {
+	q := s.queue
+	if q.writing.Load() == 0 || time.Duration(now-q.lastWrite.Load()) < timeout {
+		st.since = 0
+		return 0
+	}
+	acked, ok := ackedBytes(s.conn.ws.NetConn())
+	if !ok {
+		return 0
+	}
+	if st.since == 0 || acked != st.acked {
+		st.acked, st.since = acked, now
+	}
+	return time.Duration(now - st.since)
 }
 
 // clockStart is the origin of monoNow.

@@ -23,18 +23,40 @@ const unsentLimit = 64 << 10
 // connection that is not TCP, or a kernel without the option, keeps the
 // kernel's default.
 func limitUnsent(c net.Conn) {
+	if raw := rawSocket(c); raw != nil {
+		raw.Control(func(fd uintptr) {
+			unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, unsentLimit)
+		})
+	}
+}
+
+// ackedBytes returns how many bytes the peer's TCP has acknowledged on c
+// (tcpi_bytes_acked), or false where that cannot be read. While a write
+// waits, a count that grows is a slow link's, and one that stands still a
+// peer that has stopped reading (see Session.watch).
+func ackedBytes(c net.Conn) (n uint64, ok bool) {
+	if raw := rawSocket(c); raw != nil {
+		raw.Control(func(fd uintptr) {
+			if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+				n, ok = info.Bytes_acked, true
+			}
+		})
+	}
+	return n, ok
+}
+
+// rawSocket returns the socket under a tunnel's connection, or nil.
+func rawSocket(c net.Conn) syscall.RawConn {
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
 	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return
+		return nil
 	}
 	raw, err := sc.SyscallConn()
 	if err != nil {
-		return
+		return nil
 	}
-	raw.Control(func(fd uintptr) {
-		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, unsentLimit)
-	})
+	return raw
 }

@@ -3,11 +3,18 @@ package tunnel
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
+	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
+	"github.com/west-tunnel/west/internal/testutil"
 	"github.com/west-tunnel/west/internal/wire"
 )
 
@@ -160,5 +167,87 @@ func TestHalfStalledPathEnds(t *testing.T) {
 		t.Logf("stream write ended: %v", err)
 	case <-time.After(time.Second):
 		t.Fatal("a stream write still blocks after its session ended")
+	}
+}
+
+// deafTunnel is a raw tunnel whose socket has a small receive buffer, for
+// a peer that stops reading: the server's writes to it soon wait.
+func deafTunnel(t *testing.T, h *harness, name string) *websocket.Conn {
+	t.Helper()
+	d := websocket.Dialer{Subprotocols: []string{wire.Subprotocol}, HandshakeTimeout: 5 * time.Second,
+		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err == nil {
+				c.(*net.TCPConn).SetReadBuffer(4 << 10)
+			}
+			return c, err
+		}}
+	ws, _, err := d.Dial(h.url, http.Header{"Origin": {name}})
+	if err != nil {
+		t.Fatalf("raw handshake: %v", err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	return ws
+}
+
+// TestPeerThatTakesNoDataIsClosed: a peer that stops reading, but goes on
+// sending (pings, here), holds the server's send loop in a write, and
+// with it every frame behind that write. Once the write has waited for
+// dead_after, and the peer's TCP has acknowledged nothing more for
+// dead_after, the session is closed as dead; what the peer sent kept it
+// up for as long as the peer liked.
+func TestPeerThatTakesNoDataIsClosed(t *testing.T) {
+	const deadAfter = time.Second
+	h := newHarness(t, ServerOptions{Mux: MuxOptions{KeepAliveInterval: deadAfter / 4, KeepAliveTimeout: deadAfter}})
+	ws := deafTunnel(t, h, "deaf")
+	waitFor(t, "the session", func() bool { return h.server.Session("deaf") != nil })
+	q := h.server.Session("deaf").queue
+
+	// A stream to the echo handler, its window wide open, and data for it
+	// to echo: the echo stops only because the peer does not read.
+	hdr, _ := wire.Header{Kind: wire.KindTCP, Target: "echo:1"}.AppendBinary(nil)
+	open := slices.Concat(yamuxFrame(frameWindowUpdate, flagSYN, 1, 64<<20, nil), yamuxFrame(frameData, 0, 1, uint32(len(hdr)), hdr))
+	if err := ws.WriteMessage(websocket.BinaryMessage, open); err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 64<<10)
+	for range 3 { // within the stream's first window
+		if err := ws.WriteMessage(websocket.BinaryMessage, muxFrame(frameData, 1, chunk)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the server's send loop to wait in a write", func() bool {
+		return q.writing.Load() > 0 && time.Duration(monoNow()-q.lastWrite.Load()) > 100*time.Millisecond
+	})
+
+	start := time.Now()
+	for h.server.Session("deaf") != nil {
+		if time.Since(start) > 4*deadAfter {
+			t.Fatalf("the session of a peer that takes no data is up %s after its send loop stalled (dead_after %s)",
+				time.Since(start).Round(time.Millisecond), deadAfter)
+		}
+		ws.WriteMessage(websocket.BinaryMessage, yamuxFrame(framePing, flagSYN, 0, 7, nil))
+		time.Sleep(deadAfter / 8)
+	}
+	t.Logf("closed %s after the send loop stalled", time.Since(start).Round(time.Millisecond))
+}
+
+// TestPingFloodLogsLittle: a peer that sends pings faster than it takes
+// their answers makes the multiplexer drop answers, and warn of each; a
+// line a second reaches the log, with a count, not a line a ping.
+func TestPingFloodLogsLittle(t *testing.T) {
+	var log testutil.Buffer
+	h := newHarness(t, ServerOptions{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	ws := deafTunnel(t, h, "pinger")
+	waitFor(t, "the session", func() bool { return h.server.Session("pinger") != nil })
+	const pings = 5000
+	for i := range pings {
+		if err := ws.WriteMessage(websocket.BinaryMessage, yamuxFrame(framePing, flagSYN, 0, uint32(i), nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // for the last to be read
+	if n := strings.Count(log.String(), "dropped ping reply"); n == 0 || n > 5 {
+		t.Errorf("%d pings gave %d log lines of dropped answers; want one a second", pings, n)
 	}
 }

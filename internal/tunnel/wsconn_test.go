@@ -13,12 +13,25 @@ import (
 
 // muxFrame is a yamux frame of type typ on stream id carrying payload.
 func muxFrame(typ byte, id uint32, payload []byte) []byte {
+	return yamuxFrame(typ, 0, id, uint32(len(payload)), payload)
+}
+
+// yamuxFrame is a yamux frame: a header with the flags and length given
+// (a window update's length is its increment), then payload.
+func yamuxFrame(typ byte, flags uint16, id, length uint32, payload []byte) []byte {
 	f := make([]byte, frameHeader, frameHeader+len(payload))
 	f[1] = typ
+	binary.BigEndian.PutUint16(f[2:4], flags)
 	binary.BigEndian.PutUint32(f[4:8], id)
-	binary.BigEndian.PutUint32(f[8:12], uint32(len(payload)))
+	binary.BigEndian.PutUint32(f[8:12], length)
 	return append(f, payload...)
 }
+
+// The yamux frame types and flags the raw tests send.
+const (
+	frameData, frameWindowUpdate, framePing = 0, 1, 2
+	flagSYN                                 = 1
+)
 
 // TestFramesShareMessagesWhileMoreWaits writes frames as the send loop
 // would, with the queue's account of the data behind each, and reads the
