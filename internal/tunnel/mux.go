@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"math"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/libp2p/go-yamux/v5"
@@ -124,11 +123,8 @@ func (o MuxOptions) yamuxConfig(log *slog.Logger) *yamux.Config {
 // reply", "... forcing stream reset"), as often as a peer likes to cause
 // them, so at most one a second passes, with how many did not since.
 type muxLog struct {
-	log *slog.Logger
-
-	mu        sync.Mutex
-	warned    time.Time // when a warning last passed
-	notWarned int       // warnings left out since
+	log  *slog.Logger
+	warn logLimit
 }
 
 func (m *muxLog) Write(p []byte) (int, error) {
@@ -143,18 +139,13 @@ func (m *muxLog) Write(p []byte) (int, error) {
 	}
 	var attrs []any
 	if strings.HasPrefix(msg, "[WARN]") {
-		m.mu.Lock()
-		now := time.Now()
-		if now.Sub(m.warned) < time.Second {
-			m.notWarned++
-			m.mu.Unlock()
+		ok, skipped := m.warn.allow()
+		if !ok {
 			return len(p), nil
 		}
-		if m.notWarned > 0 {
-			attrs = append(attrs, "not_logged_since", m.notWarned)
+		if skipped > 0 {
+			attrs = append(attrs, "not_logged_since", skipped)
 		}
-		m.warned, m.notWarned = now, 0
-		m.mu.Unlock()
 	}
 	m.log.Log(context.Background(), level, "multiplexer: "+msg, attrs...)
 	return len(p), nil

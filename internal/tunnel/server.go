@@ -72,8 +72,7 @@ type Server struct {
 	hsMu               sync.Mutex
 	hsByIP             map[netip.Addr]int
 	hsTotal            int
-	shedLogged         time.Time // when a shed connection was last logged
-	shedSkipped        int       // shed connections not logged since
+	shedLog            logLimit // of shed connections
 }
 
 // NewServer returns a Server.

@@ -67,6 +67,10 @@ type Session struct {
 	// session is registered.
 	admitted *http.Request
 
+	// streamWarn limits the warnings a peer can cause once per stream it
+	// opens (over the limit, a bad header) to a line a second.
+	streamWarn logLimit
+
 	handlers   sync.WaitGroup // ServeStream calls in flight
 	serving    atomic.Int64   // streams the peer opened whose handler still runs
 	maxStreams int64          // limit on serving; 0 means none
@@ -398,7 +402,9 @@ func (s *Session) serve(ctx context.Context, h StreamHandler) {
 // refuseOverloaded answers a stream beyond MaxStreams without reading its
 // header; the opener reads the reply after sending the header anyway.
 func (s *Session) refuseOverloaded(st *yamux.Stream) {
-	s.log.Warn("stream refused: too many open streams", "limit", s.maxStreams)
+	if ok, skipped := s.streamWarn.allow(); ok {
+		s.log.Warn("stream refused: too many open streams", "limit", s.maxStreams, "not_logged_since", skipped)
+	}
 	st.SetWriteDeadline(time.Now().Add(time.Second))
 	s.queue.write(st, wire.Reply{Code: wire.CodeOverloaded, Reason: fmt.Sprintf("peer has %d streams open, the limit", s.maxStreams)}.AppendBinary(nil))
 	closeStream(st)
@@ -412,7 +418,9 @@ func (s *Session) serveStream(ctx context.Context, st *yamux.Stream, h StreamHan
 	st.SetReadDeadline(time.Now().Add(headerTimeout))
 	hdr, err := wire.ReadHeader(st)
 	if err != nil {
-		s.log.Warn("bad stream header", "err", err)
+		if ok, skipped := s.streamWarn.allow(); ok {
+			s.log.Warn("bad stream header", "err", err, "not_logged_since", skipped)
+		}
 		if errors.Is(err, wire.ErrMalformed) {
 			st.SetWriteDeadline(time.Now().Add(headerTimeout))
 			s.queue.write(st, wire.Reply{Code: wire.CodeBadHeader, Reason: err.Error()}.AppendBinary(nil))

@@ -4,7 +4,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"time"
 
 	"github.com/west-tunnel/west/internal/acl"
 )
@@ -90,21 +89,11 @@ func (s *Server) admitHandshake(c net.Conn) bool {
 		s.hsMu.Unlock()
 		return true
 	}
-	// Logged at most once a second, with how many were left out since:
-	// a flood would otherwise fill the log at its own rate.
-	now := time.Now()
-	logIt := now.Sub(s.shedLogged) >= time.Second
-	skipped := s.shedSkipped
-	if logIt {
-		s.shedLogged, s.shedSkipped = now, 0
-	} else {
-		s.shedSkipped++
-	}
 	s.hsMu.Unlock()
 	if s.opts.OnShed != nil {
 		s.opts.OnShed()
 	}
-	if logIt {
+	if logIt, skipped := s.shedLog.allow(); logIt {
 		s.log.Warn("tunnel server sheds connections still in their handshake", "reason", reason,
 			"remote", c.RemoteAddr().String(), "per_address", s.maxPerIP, "in_all", s.maxTotal, "not_logged_since", skipped)
 	}

@@ -251,3 +251,29 @@ func TestPingFloodLogsLittle(t *testing.T) {
 		t.Errorf("%d pings gave %d log lines of dropped answers; want one a second", pings, n)
 	}
 }
+
+// TestBadHeaderFloodLogsLittle: a peer that opens stream after stream
+// with a malformed header gets each refused, and a log line a second for
+// them, with a count, not a line a stream.
+func TestBadHeaderFloodLogsLittle(t *testing.T) {
+	var log testutil.Buffer
+	h := newHarness(t, ServerOptions{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	ws := rawTunnel(t, h, "garbler")
+	const streams = 500
+	bad := []byte{99, 0, 0, 0} // an unknown header version
+	for i := range streams {
+		id := uint32(2*i + 1)
+		msg := slices.Concat(yamuxFrame(frameWindowUpdate, flagSYN, id, 0, nil), muxFrame(frameData, id, bad))
+		if err := ws.WriteMessage(websocket.BinaryMessage, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // for the last to be read
+	waitFor(t, "the streams to be refused", func() bool {
+		s := h.server.Session("garbler")
+		return s != nil && s.Streams() == 0
+	})
+	if n := strings.Count(log.String(), "bad stream header"); n > 3 {
+		t.Errorf("%d streams with a bad header gave %d log lines; want one a second", streams, n)
+	}
+}
