@@ -82,14 +82,6 @@ func (c *Config) RenderObjects() (west, wsts, wstc, proxy map[string]any) {
 		putString(o, "key_file", cl.KeyFile)
 		wstc[cl.URL.String()] = o
 	}
-	// The seed listed each "en" peer here too, under this west's name and
-	// never dialed ("ee": "no"), and its README's dump shows one; a
-	// server's URL of the same spelling keeps its own entry.
-	for _, p := range c.Proxies {
-		if _, ok := wstc[p.Peer]; p.ServerURL == nil && !ok {
-			wstc[p.Peer] = map[string]any{"nm": c.West.Name, "ee": "no"}
-		}
-	}
 
 	proxy = map[string]any{}
 	for _, p := range c.Proxies {

@@ -274,8 +274,59 @@ func TestJSON(t *testing.T) {
 	}
 }
 
-// TestTextWithoutLiveStateIsTheConfig: with nothing live, GET / is the
-// seed's dump of the configuration, as `west check` prints it.
+// seedDump is the control port output shown in the seed's README, for
+// its use case 3 G.
+const seedDump = `--- west object ---
+{
+    "addr":"",
+    "cp":":9701",
+    "nm":"ws://case3.G.fiap.org",
+    "port":9701
+}
+--- wsts object ---
+{
+    "addr":"127.0.0.1",
+    "port":9801,
+    "sp":"ws://127.0.0.1:9801"
+}
+--- wstc object ---
+{
+    "ws://case3.L2.fiap.org":{
+        "ee":"no",
+        "nm":"ws://case3.G.fiap.org"
+    }
+}
+--- proxy object ---
+{
+    "http://127.0.0.1:9961":{
+        "/by":{
+            "ou":"http://127.0.0.1:9971/b"
+        },
+        "addr":"127.0.0.1",
+        "en":"ws://case3.L2.fiap.org",
+        "port":9961
+    }
+}
+`
+
+// TestTextIsTheSeedDump: for the seed's case 3 G sample, with nothing
+// live, GET / prints what the seed's README shows, the entry its config
+// check added to wstc for the en listener's peer included.
+func TestTextIsTheSeedDump(t *testing.T) {
+	cfg := mustConfig(t, `{
+		"west": {"nm": "ws://case3.G.fiap.org", "cp": ":9701"},
+		"wsts": {"sp": "ws://127.0.0.1:9801"},
+		"wstc": {},
+		"proxy": {"http://127.0.0.1:9961": {"en": "ws://case3.L2.fiap.org", "/by": {"ou": "http://127.0.0.1:9971/b"}}}
+	}`)
+	if got := Render(cfg, State{}); got != seedDump {
+		t.Errorf("got\n%s\nwant\n%s", got, seedDump)
+	}
+}
+
+// TestTextWithoutLiveStateIsTheConfig: with nothing live, and no en
+// listener, GET / is the seed's dump of the configuration, as `west
+// check` prints it.
 func TestTextWithoutLiveStateIsTheConfig(t *testing.T) {
 	for _, js := range []string{
 		`{"west": {"nm": "x"}}`,

@@ -16,9 +16,19 @@ import (
 //     "retry_at" or "remote_addr" when they apply;
 //   - each proxy entry: "peer_up", whether the tunnel to its en or ea is up.
 //
+// As the seed's did, wstc also lists the peer of each en listener, under
+// this west's name, with "ee" "no": the seed's config check added such an
+// entry, and its README's dump shows one. west never dials it, and `west
+// check` leaves it out, so that what it prints loads as a configuration.
+//
 // Times are RFC 3339 in UTC, to the second.
 func Render(cfg *config.Config, s State) string {
 	west, wsts, wstc, proxy := cfg.RenderObjects()
+	for _, p := range cfg.Proxies {
+		if _, ok := wstc[p.Peer]; p.ServerURL == nil && !ok {
+			wstc[p.Peer] = map[string]any{"nm": cfg.West.Name, "ee": "no"}
+		}
+	}
 	if s.ControlAddr != "" {
 		west["control_addr"] = s.ControlAddr
 	}
