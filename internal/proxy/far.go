@@ -305,34 +305,50 @@ type closeWriter interface {
 // direction, or ctx ending, closes both at once. It returns the bytes
 // copied each way.
 func Pipe(ctx context.Context, a, b net.Conn) (aToB, bToA int64) {
+	return pipe(ctx, a, b, false)
+}
+
+// pipe is Pipe. With abortB, an error or ctx ending aborts b, a tunnel
+// stream, rather than closing it (see tunnel.Stream.Abort): a listener's
+// client that reset, or was cut off, is gone, and the far side should let
+// go of its target, not wait on it as after a half-close. The far side
+// itself closes, so that what a target sent before it failed still
+// reaches the client.
+func pipe(ctx context.Context, a, b net.Conn, abortB bool) (aToB, bToA int64) {
 	var once sync.Once
-	closeBoth := func() {
+	end := func(failed bool) {
 		once.Do(func() {
 			a.Close()
-			b.Close()
+			if ab, ok := b.(interface{ Abort() error }); ok && failed && abortB {
+				ab.Abort()
+			} else {
+				b.Close()
+			}
 		})
 	}
-	stop := context.AfterFunc(ctx, closeBoth)
+	fail := func() { end(true) }
+	stop := context.AfterFunc(ctx, fail)
 	defer stop()
 
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		aToB = copyHalf(b, a, closeBoth)
+		aToB = copyHalf(b, a, fail)
 	}()
-	bToA = copyHalf(a, b, closeBoth)
+	bToA = copyHalf(a, b, fail)
 	wg.Wait()
-	closeBoth()
+	end(false)
 	return aToB, bToA
 }
 
 // copyHalf copies src to dst; at src's end it half-closes dst, and on an
-// error it closes both sides so the other direction ends too.
-func copyHalf(dst, src net.Conn, closeBoth func()) int64 {
+// error it calls fail, which closes both sides so that the other
+// direction ends too.
+func copyHalf(dst, src net.Conn, fail func()) int64 {
 	n, err := copyConn(dst, src)
 	if err != nil {
-		closeBoth()
+		fail()
 		return n
 	}
 	if cw, ok := dst.(closeWriter); ok {
@@ -340,6 +356,6 @@ func copyHalf(dst, src net.Conn, closeBoth func()) int64 {
 			return n
 		}
 	}
-	closeBoth()
+	fail()
 	return n
 }

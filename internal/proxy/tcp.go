@@ -192,7 +192,9 @@ func (t *TCP) serveConn(ctx context.Context, conn net.Conn) {
 		return
 	}
 	rec.Status = 200
-	rec.BytesIn, rec.BytesOut = Pipe(ctx, conn, stream)
+	// A client that resets, or a connection this listener ends, ends the
+	// far side's connection to the target too.
+	rec.BytesIn, rec.BytesOut = pipe(ctx, conn, stream, true)
 }
 
 func (t *TCP) closeListeners() {

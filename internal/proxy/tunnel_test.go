@@ -241,3 +241,47 @@ func TestTCPRerouteEndsRefusedHalfClosedClient(t *testing.T) {
 		t.Error("the listener's side keeps its stream open")
 	}
 }
+
+// TestTCPClientResetEndsFarSide: a client that resets its connection
+// ends the far side's connection to the target too, as a connection
+// straight to the target would. The stream used to end as on a
+// half-close, and the far side then held the target, the stream and its
+// goroutines for as long as the target said nothing.
+func TestTCPClientResetEndsFarSide(t *testing.T) {
+	far := &Far{}
+	client := tunnelPairTo(t, far)
+	target, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	heard, hold := make(chan struct{}), make(chan struct{})
+	defer close(hold)
+	go func() {
+		c, err := target.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.Read(make([]byte, 5))
+		close(heard)
+		<-hold // says nothing
+	}()
+	conn, err := net.Dial("tcp", startTCP(t, TCPOptions{Target: target.Addr().String(), Dialer: client}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Write([]byte("hello"))
+	select {
+	case <-heard:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the target heard nothing")
+	}
+	conn.(*net.TCPConn).SetLinger(0)
+	conn.Close() // a reset
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := far.Wait(ctx); err != nil {
+		t.Errorf("3s after the client reset, the far side still serves its stream to the target: %v", err)
+	}
+}

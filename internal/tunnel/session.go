@@ -691,6 +691,20 @@ func (s *Stream) Close() error {
 	return closeStream(s.st)
 }
 
+// Abort ends the stream with a reset and no end-of-stream before it, as a
+// TCP reset ends a connection: the peer's reads fail rather than end, so
+// that it closes its own side at once rather than take it for a
+// half-close and wait on its target. What the peer has not read yet is
+// lost. Once the stream's end-of-stream has gone, it is Close.
+func (s *Stream) Abort() error {
+	if s.closed.CompareAndSwap(false, true) {
+		s.stats.StreamsOpen.Add(-1)
+		s.queue.remove(s.st.StreamID())
+		close(s.closing)
+	}
+	return s.st.Reset()
+}
+
 // closeStream closes both directions of st. The end-of-stream goes first,
 // so the peer still reads everything written before it. If the peer has
 // not ended its own direction, a reset follows: it arrives after the
