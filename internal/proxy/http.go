@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -306,6 +307,7 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w, http10: !r.ProtoAtLeast(1, 1)}
 	rt := h.match(r.URL.EscapedPath())
+	brokeOff := false // the response broke off: see proxy
 	switch {
 	case rt == nil:
 		rec.err = fmt.Errorf("no route for %s", r.URL.Path)
@@ -330,13 +332,13 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			r.Body = &rec.body
 			defer rec.body.done(r)
 		}
-		h.proxy(rt, rec, r)
+		brokeOff = h.proxy(rt, rec, r)
 	}
 	// A client that went away (or only half-closed its connection, which
 	// net/http takes for the same) before any answer gets none: net/http
 	// would otherwise send an empty 200 for the handler that wrote
 	// nothing.
-	abort := rec.status < 200 && rec.status != http.StatusSwitchingProtocols &&
+	abort := brokeOff || rec.status < 200 && rec.status != http.StatusSwitchingProtocols &&
 		rec.err != nil && r.Context().Err() != nil
 	if !abort {
 		rec.commit() // a response without a body has its status sent now
@@ -377,8 +379,10 @@ func (h *HTTP) report(record Record) {
 // response sat in net/http's buffer was lost with it: the client saw no
 // answer at all. Now a body that broke off before its first byte is
 // answered 502 (rec held the status back), and one that broke off later
-// is flushed before the abort, so the client sees it cut short.
-func (h *HTTP) proxy(rt *route, rec *recorder, r *http.Request) {
+// is flushed before the abort, so the client sees it cut short. The abort
+// itself is left to the caller, which reports whether it is due once it
+// has counted the request: the reverse proxy's panic skipped that.
+func (h *HTTP) proxy(rt *route, rec *recorder, r *http.Request) (abort bool) {
 	defer func() {
 		v := recover()
 		if v == nil {
@@ -389,16 +393,20 @@ func (h *HTTP) proxy(rt *route, rec *recorder, r *http.Request) {
 		}
 		if rec.committed {
 			http.NewResponseController(rec.ResponseWriter).Flush()
-			panic(v)
+			rec.err = cmp.Or(rec.err, errBrokeOffBody)
+			abort = true
+			return
 		}
 		rec.discard()
 		h.serveError(rec, r, errBrokeOff)
-		if rec.status == 0 {
-			panic(v) // the client is gone: nothing to answer
-		}
+		abort = rec.status == 0 // the client is gone: nothing to answer
 	}()
 	rt.proxy.ServeHTTP(rec, r)
+	return false
 }
+
+// errBrokeOffBody is why a response was cut short in its body.
+var errBrokeOffBody = errors.New("the response broke off in its body")
 
 // errBrokeOff is why a response that broke off before its body began was
 // answered 502.

@@ -376,6 +376,69 @@ func TestServerClientGoneMidBody(t *testing.T) {
 	}
 }
 
+// TestBrokenResponsesAreReported: a response that breaks off in its body,
+// because the backend dies or the client leaves, is a finished request,
+// logged and told to Observe (the metrics), on net/http's path (a POST)
+// as on the request loop's (a GET). On net/http's path the reverse
+// proxy's panic, which aborts the client's connection, skipped the
+// report.
+func TestBrokenResponsesAreReported(t *testing.T) {
+	_, backend, _ := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Length", "100000000")
+		w.WriteHeader(http.StatusOK)
+		for i := 0; ; i++ {
+			if _, err := w.Write(make([]byte, 64<<10)); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			if strings.HasSuffix(r.URL.Path, "/dies") && i == 2 {
+				panic(http.ErrAbortHandler) // the backend dies mid-body
+			}
+		}
+	}))
+	records := make(chan Record, 4)
+	h := NewHTTP(HTTPOptions{Routes: []Route{{Path: "/", Target: mustURL(t, "http://"+backend+"/")}}, Dialer: tunnelPair(t),
+		Observe: func(r Record) { records <- r }})
+	_, addr := startServer(t, h)
+	for _, tc := range []struct {
+		method, path string
+		status       int // 200 sent, or the client gone
+	}{
+		{"GET", "/dies", http.StatusOK},
+		{"POST", "/dies", http.StatusOK},
+		{"GET", "/leaves", statusClientGone},
+		{"POST", "/leaves", statusClientGone},
+	} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := "" // a GET without one is the loop's
+		if tc.method == "POST" {
+			body = "Content-Length: 0\r\n"
+		}
+		fmt.Fprintf(c, "%s %s HTTP/1.1\r\nHost: h\r\n%s\r\n", tc.method, tc.path, body)
+		if _, err := io.ReadFull(c, make([]byte, 100<<10)); err != nil {
+			t.Fatalf("%s %s: %v", tc.method, tc.path, err)
+		}
+		if tc.path == "/leaves" {
+			c.Close()
+		} else {
+			io.Copy(io.Discard, c)
+			c.Close()
+		}
+		select {
+		case r := <-records:
+			if r.Method != tc.method || r.Status != tc.status || r.Err == nil {
+				t.Errorf("%s %s: reported %s %d, err %v; want %d with the reason", tc.method, tc.path, r.Method, r.Status, r.Err, tc.status)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s %s: never reported", tc.method, tc.path)
+		}
+	}
+}
+
 // TestServerShutdown: Shutdown closes idle connections at once, lets a
 // busy one finish its answer, and then returns.
 func TestServerShutdown(t *testing.T) {
