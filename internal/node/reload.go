@@ -398,11 +398,21 @@ func (n *Node) stopListener(l *listener) <-chan struct{} {
 		}
 		// Its metrics go with it, unless a reload since has a listener
 		// of the same name (restarted, or added back).
-		n.mu.Lock()
-		named := slices.ContainsFunc(n.cfg.Proxies, func(p config.Proxy) bool { return p.URL.String() == l.name })
-		n.mu.Unlock()
-		if !named {
-			n.metrics.ForgetListener(l.name)
+		forget := func() {
+			n.mu.Lock()
+			named := slices.ContainsFunc(n.cfg.Proxies, func(p config.Proxy) bool { return p.URL.String() == l.name })
+			n.mu.Unlock()
+			if !named {
+				n.metrics.ForgetListener(l.name)
+			}
+		}
+		forget()
+		if l.handler != nil {
+			// Close does not wait for the handlers of the requests it
+			// cut, and each is counted as it ends, which brings the
+			// series back: they go again once the retired handler has
+			// finished, as a removed route's do.
+			l.handler.current().AfterFinish(forget)
 		}
 	}()
 	return done

@@ -917,6 +917,44 @@ func TestReloadForgetsRemovedRouteAfterLongRequest(t *testing.T) {
 	waitFor(t, "the series of /a, counted again by its last request, to go", func() bool { return series("/a") == 0 })
 }
 
+// TestReloadForgetsRemovedListenerAfterLongRequest: a request still
+// running on a listener a reload removed, cut when shutdown_grace has
+// passed, counts as it ends, after the listener's series went; they go
+// again then, as a removed route's do, rather than stay until a restart.
+func TestReloadForgetsRemovedListenerAfterLongRequest(t *testing.T) {
+	rig := newRoutesRig(t, 200*time.Millisecond, "/a")
+	listenerSeries := func() int {
+		_, body := fetch(t, rig.client, "http://"+rig.cp+"/metrics")
+		return strings.Count(body, `listener="`+rig.name+`"`)
+	}
+	if code, body := fetch(t, rig.client, "http://"+rig.entry+"/a"); code != 200 {
+		t.Fatalf("GET /a: %d %q", code, body)
+	}
+	waitFor(t, "the listener's series", func() bool { return listenerSeries() > 0 })
+
+	held := rig.hold("/a")
+	old := proxyListener(rig.g, rig.name).handler.current()
+	without := fmt.Sprintf(`{"west": {"nm": "G", "cp": %q}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, rig.cp)
+	if err := rig.g.Reload(mustParse(t, without)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-held: // cut once the grace has passed
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request outlived its removed listener by 5s")
+	}
+	close(rig.release)
+	// The old handler has counted its last request by the time it is
+	// finished.
+	select {
+	case <-old.Finished():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the removed listener's handler did not finish")
+	}
+	waitFor(t, "the removed listener's series, counted again by its last request, to go",
+		func() bool { return listenerSeries() == 0 })
+}
+
 // dialLine connects to a line echo at addr, closed when the test ends.
 func dialLine(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
 	t.Helper()
