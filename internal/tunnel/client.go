@@ -269,6 +269,15 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial tunnel server %s: %w", c.opts.URL, err)
 	}
+	// The websocket package ends a handshake at the context's deadline,
+	// not when it is cancelled: a stop (a shutdown, a reload retiring the
+	// client) during a handshake the server does not answer would wait
+	// for HandshakeTimeout. The connection's deadline, set to the past,
+	// ends it then.
+	var dialled struct {
+		sync.Mutex
+		conn net.Conn
+	}
 	dialer := websocket.Dialer{
 		Proxy:           http.ProxyURL(proxy),
 		TLSClientConfig: tc,
@@ -282,10 +291,26 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 			if err != nil {
 				return nil, err
 			}
+			dialled.Lock()
+			dialled.conn = c
+			dialled.Unlock()
 			return sockio.Wrap(c), nil
 		},
 	}
+	stopped := context.AfterFunc(hctx, func() {
+		dialled.Lock()
+		defer dialled.Unlock()
+		if dialled.conn != nil {
+			dialled.conn.SetDeadline(aLongTimeAgo)
+		}
+	})
 	ws, resp, err := dialer.DialContext(hctx, c.opts.URL, header)
+	if !stopped() && err == nil {
+		// Stopped as the handshake ended: the connection may carry the
+		// past deadline.
+		ws.Close()
+		err = hctx.Err()
+	}
 	if err != nil {
 		if resp == nil && proxy != nil {
 			// No answer from the server: the proxy refused or failed, or

@@ -1,11 +1,12 @@
 package tunnel
 
-// Regression tests for bugs a review found (stop 30); each failed before
-// its fix.
+// Regression tests for bugs a review found (stops 30 and 38); each failed
+// before its fix.
 
 import (
 	"context"
 	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -59,5 +60,43 @@ func TestClientRedialsWhileHandlerWaits(t *testing.T) {
 				st.State, st.Connects, st.Session == old)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestClientStopsMidHandshake: a client stopped while its handshake
+// waits on a server that accepted the connection and says nothing (a
+// frozen west, a load balancer holding it) stops at once. The websocket
+// package ended the handshake at its deadline only, so a stop waited for
+// HandshakeTimeout, and a shutdown with it.
+func TestClientStopsMidHandshake(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c // held, unanswered
+		}
+	}()
+	c := NewClient(ClientOptions{URL: "ws://" + ln.Addr().String(), Name: "waiting", HandshakeTimeout: 20 * time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	select {
+	case conn := <-accepted:
+		defer conn.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("the client never connected")
+	}
+	time.Sleep(50 * time.Millisecond) // into the handshake
+	stop := time.Now()
+	cancel()
+	select {
+	case <-done:
+		t.Logf("stopped in %s", time.Since(stop).Round(time.Millisecond))
+	case <-time.After(5 * time.Second):
+		t.Fatal("the client still waits on its handshake 5s after it was stopped")
 	}
 }
