@@ -71,6 +71,11 @@ type Node struct {
 	startOnce sync.Once
 	startErr  error
 
+	// fileMu makes ReloadFile's read and apply one step: of two that
+	// overlap (SIGHUP and POST /api/reload), the later read is applied
+	// last.
+	fileMu sync.Mutex
+
 	// mu guards cfg, clients and servers against Reload, and the fields
 	// below, which Run sets so that Reload can start and stop parts.
 	mu          sync.Mutex

@@ -36,6 +36,8 @@ func (n *Node) ReloadFile() error {
 	if n.opts.ConfigPath == "" {
 		return errors.New("reload: the node was not started from a file")
 	}
+	n.fileMu.Lock()
+	defer n.fileMu.Unlock()
 	cfg, err := config.Load(n.opts.ConfigPath)
 	if err != nil {
 		return err
@@ -431,19 +433,31 @@ func (n *Node) retireClient(c *tunnel.Client, stop context.CancelFunc, drained [
 		defer stop()
 		grace := time.NewTimer(n.opts.ShutdownGrace)
 		defer grace.Stop()
-		// The server may keep HTTP streams to us idle for reuse, which
-		// would hold the retirement for the whole grace: told that this
-		// tunnel drains, it closes them as their exchanges end.
-		if sess := c.Status().Session; sess != nil {
-			<-n.noticeDrain(n.groupCtx, sess)
-		}
 		poll := time.NewTicker(retirePoll)
 		defer poll.Stop()
+		var noticed *tunnel.Session
 		for {
-			sess := c.Status().Session
+			st := c.Status()
+			sess := st.Session
+			// A client still connecting may have requests waiting for
+			// its tunnel (Dial waits for an attempt under way): they get
+			// it, as those of a client up do.
+			if sess == nil && (st.State != tunnel.StateConnecting || c.Dialing() == 0) {
+				return nil
+			}
+			if sess != nil && sess != noticed {
+				// The server may keep HTTP streams to us idle for reuse,
+				// which would hold the retirement for the whole grace:
+				// told that this tunnel drains, it closes them as their
+				// exchanges end.
+				noticed = sess
+				<-n.noticeDrain(n.groupCtx, sess)
+			}
 			// Streams, not StreamsOpen: a stream the server opened just
-			// before it took the notice may not have reached a handler yet.
-			if sess == nil || allClosed(drained) && sess.Streams() == 0 {
+			// before it took the notice may not have reached a handler
+			// yet. Dialing: a request that saw the tunnel come up may
+			// not have opened its stream yet.
+			if sess != nil && allClosed(drained) && sess.Streams() == 0 && c.Dialing() == 0 {
 				return nil
 			}
 			select {

@@ -955,6 +955,53 @@ func TestReloadForgetsRemovedListenerAfterLongRequest(t *testing.T) {
 		func() bool { return listenerSeries() == 0 })
 }
 
+// TestReloadRetiringConnectingClientServesWaitingRequest: a request that
+// waits for a tunnel client still connecting (Dial waits up to 3 s for an
+// attempt under way) is served when a reload replaces that client before
+// its tunnel is up: the client retires once the request has its stream
+// and has ended, as a client up does. It was stopped at once, and the
+// request failed with 502.
+func TestReloadRetiringConnectingClientServesWaitingRequest(t *testing.T) {
+	be := backend(t)
+	g, _ := runNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	relay := testutil.StartRelay(t, g.Addrs().Tunnel)
+	srv := "ws://" + relay.Addr()
+	var pre prebound
+	entry := pre.addr(t)
+	conf := func(nm string) string {
+		return fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {%q: {"nm": %q}},
+			"proxy": {"http://%s": {"ea": %q, "/": {"ou": "%s/x"}}}}`, srv, nm, entry, srv, be.URL)
+	}
+	l, _ := runNode(t, conf("L0"), Options{Listen: pre.listen})
+	waitClient(t, l, srv, tunnel.StateUp)
+	// A slow path: a new tunnel takes a second or more to come up.
+	relay.Delay(300 * time.Millisecond)
+	if err := l.Reload(mustParse(t, conf("L1"))); err != nil {
+		t.Fatal(err)
+	}
+	answer := make(chan string, 1)
+	go func() {
+		code, body := getStatus(t, "http://"+entry+"/")
+		answer <- fmt.Sprintf("%d %.100s", code, body)
+	}()
+	connecting := l.Client(srv)
+	waitFor(t, "the request to wait for the new client", func() bool { return connecting.Dialing() > 0 })
+	if st := connecting.Status().State; st != tunnel.StateConnecting {
+		t.Fatalf("the new client is %s, want connecting", st)
+	}
+	if err := l.Reload(mustParse(t, conf("L2"))); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-answer:
+		if !strings.HasPrefix(got, "200 ") {
+			t.Errorf("a request waiting for the client a reload replaced: %s, want 200", got)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no answer")
+	}
+}
+
 // dialLine connects to a line echo at addr, closed when the test ends.
 func dialLine(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
 	t.Helper()

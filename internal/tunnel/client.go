@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -93,7 +94,8 @@ type Client struct {
 	log  *slog.Logger
 	id   string // this client's half of InstanceHeader, for its life
 
-	demand chan struct{} // poked by Dial when lazy and idle
+	demand  chan struct{} // poked by Dial when lazy and idle
+	dialing atomic.Int32  // Dial calls under way (see Dialing)
 
 	mu      sync.Mutex // guards the fields below
 	status  Status
@@ -375,6 +377,8 @@ func trimSpace(b []byte) string {
 // lazy client, waits up to ConnectWait for an attempt under way, and
 // otherwise answers at once with ErrPeerDown and the last error.
 func (c *Client) Dial(ctx context.Context, h wire.Header) (net.Conn, error) {
+	c.dialing.Add(1)
+	defer c.dialing.Add(-1)
 	wait := time.NewTimer(c.opts.ConnectWait)
 	defer wait.Stop()
 	for {
@@ -401,6 +405,11 @@ func (c *Client) Dial(ctx context.Context, h wire.Header) (net.Conn, error) {
 		}
 	}
 }
+
+// Dialing is how many Dial calls are under way: waiting for a tunnel
+// to come up, or opening a stream on it. A client retired while some are
+// carries them before it stops.
+func (c *Client) Dialing() int { return int(c.dialing.Load()) }
 
 func (c *Client) downError(st Status) error {
 	err := fmt.Errorf("tunnel to %s is %s: %w", c.opts.URL, st.State, ErrPeerDown)
