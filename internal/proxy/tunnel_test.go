@@ -193,25 +193,9 @@ func (pattern) Read(b []byte) (int, error) {
 // after that wakes nothing there.)
 func TestTCPRerouteEndsRefusedHalfClosedClient(t *testing.T) {
 	client := tunnelPair(t)
-	target, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer target.Close()
-	heard, hold := make(chan struct{}), make(chan struct{})
-	defer close(hold)
-	go func() {
-		c, err := target.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		io.Copy(io.Discard, c) // to the client's half-close, then silence
-		close(heard)
-		<-hold
-	}()
+	target, heard := silentTarget(t, func(c net.Conn) { io.Copy(io.Discard, c) }) // to the client's half-close
 	records := make(chan Record, 1)
-	opts := TCPOptions{Target: target.Addr().String(), Dialer: client, Observe: func(r Record) { records <- r }}
+	opts := TCPOptions{Target: target, Dialer: client, Observe: func(r Record) { records <- r }}
 	addr, srv := serveTCP(t, opts)
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -250,24 +234,8 @@ func TestTCPRerouteEndsRefusedHalfClosedClient(t *testing.T) {
 func TestTCPClientResetEndsFarSide(t *testing.T) {
 	far := &Far{}
 	client := tunnelPairTo(t, far)
-	target, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer target.Close()
-	heard, hold := make(chan struct{}), make(chan struct{})
-	defer close(hold)
-	go func() {
-		c, err := target.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		c.Read(make([]byte, 5))
-		close(heard)
-		<-hold // says nothing
-	}()
-	conn, err := net.Dial("tcp", startTCP(t, TCPOptions{Target: target.Addr().String(), Dialer: client}))
+	target, heard := silentTarget(t, func(c net.Conn) { c.Read(make([]byte, 5)) })
+	conn, err := net.Dial("tcp", startTCP(t, TCPOptions{Target: target, Dialer: client}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,4 +252,27 @@ func TestTCPClientResetEndsFarSide(t *testing.T) {
 	if err := far.Wait(ctx); err != nil {
 		t.Errorf("3s after the client reset, the far side still serves its stream to the target: %v", err)
 	}
+}
+
+// silentTarget accepts one connection, reads from it with read, tells
+// heard, and then says nothing and keeps it open until the test ends.
+func silentTarget(t *testing.T, read func(net.Conn)) (addr string, heard <-chan struct{}) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	told, hold := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() { close(hold); ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		read(c)
+		close(told)
+		<-hold
+	}()
+	return ln.Addr().String(), told
 }
