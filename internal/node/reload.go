@@ -401,10 +401,11 @@ func (n *Node) stopListener(l *listener) <-chan struct{} {
 		// Its metrics go with it, unless a reload since has a listener
 		// of the same name (restarted, or added back).
 		forget := func() {
+			// Under the lock, as forgetRoutesLocked: a reload that adds
+			// the listener back must not have its new series dropped.
 			n.mu.Lock()
-			named := slices.ContainsFunc(n.cfg.Proxies, func(p config.Proxy) bool { return p.URL.String() == l.name })
-			n.mu.Unlock()
-			if !named {
+			defer n.mu.Unlock()
+			if !slices.ContainsFunc(n.cfg.Proxies, func(p config.Proxy) bool { return p.URL.String() == l.name }) {
 				n.metrics.ForgetListener(l.name)
 			}
 		}
@@ -441,8 +442,9 @@ func (n *Node) retireClient(c *tunnel.Client, stop context.CancelFunc, drained [
 			sess := st.Session
 			// A client still connecting may have requests waiting for
 			// its tunnel (Dial waits for an attempt under way): they get
-			// it, as those of a client up do.
-			if sess == nil && (st.State != tunnel.StateConnecting || c.Dialing() == 0) {
+			// it, as those of a client up do. One whose tunnel has ended
+			// since stops, rather than redial.
+			if sess == nil && (noticed != nil || st.State != tunnel.StateConnecting || c.Dialing() == 0) {
 				return nil
 			}
 			if sess != nil && sess != noticed {

@@ -255,11 +255,16 @@ func (p *pendingStream) refuse(why error) bool {
 // listener why it is not served.
 func refusal(why error) (wire.Code, string) {
 	var rej *wire.RejectError
+	var ne net.Error
 	switch {
 	case errors.As(why, &rej):
 		return rej.Code, rej.Reason // the next west's answer, passed on
-	case errors.Is(why, errLocalBusy):
+	case errors.Is(why, errLocalBusy), errors.Is(why, context.DeadlineExceeded), errors.As(why, &ne) && ne.Timeout():
 		return wire.CodeTimeout, why.Error()
+	case errors.Is(why, tunnel.ErrPeerDown):
+		// The next tunnel is down: the first west answers 503, as it
+		// does when its own is.
+		return wire.CodeOverloaded, why.Error()
 	}
 	return wire.CodeDialFailed, why.Error()
 }

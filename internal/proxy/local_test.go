@@ -9,6 +9,9 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/west-tunnel/west/internal/tunnel"
+	"github.com/west-tunnel/west/internal/wire"
 )
 
 func TestLocalsFind(t *testing.T) {
@@ -143,5 +146,27 @@ func TestLocalListenerHandOver(t *testing.T) {
 	}
 	if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Accept after Close: %v", err)
+	}
+}
+
+// TestRefusalKeepsTheErrorsClass: a stream handed to this west's own
+// listener and refused is answered with a code of the failure's class, so
+// that the first west of a chain answers as it would over one tunnel
+// (504 for a timeout, 503 for a tunnel down), not 502 for all.
+func TestRefusalKeepsTheErrorsClass(t *testing.T) {
+	for _, tc := range []struct {
+		why  error
+		want wire.Code
+	}{
+		{&wire.RejectError{Code: wire.CodeForbidden, Reason: "dial_allow"}, wire.CodeForbidden},
+		{fmt.Errorf("next hop: %w", &wire.RejectError{Code: wire.CodeTimeout}), wire.CodeTimeout},
+		{errLocalBusy, wire.CodeTimeout},
+		{fmt.Errorf("open stream: %w", context.DeadlineExceeded), wire.CodeTimeout},
+		{fmt.Errorf("tunnel to ws://g is backoff: %w", tunnel.ErrPeerDown), wire.CodeOverloaded},
+		{errors.New("connection refused"), wire.CodeDialFailed},
+	} {
+		if got, _ := refusal(tc.why); got != tc.want {
+			t.Errorf("refusal(%v) = %v, want %v", tc.why, got, tc.want)
+		}
 	}
 }

@@ -73,6 +73,7 @@ type Server struct {
 	hsByIP             map[netip.Addr]int
 	hsTotal            int
 	shedLog            logLimit // of shed connections
+	refusedLog         logLimit // of refused handshakes (see warnRefused)
 }
 
 // NewServer returns a Server.
@@ -93,7 +94,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	log := s.log.With("peer", name, "remote", r.RemoteAddr)
 	inst, err := s.checkHandshake(r, name)
 	if err != nil {
-		log.Warn("tunnel handshake refused", "err", err)
+		s.warnRefused(log, "tunnel handshake refused", err)
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
@@ -102,7 +103,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	if s.opts.Admit != nil {
 		if err := s.opts.Admit(r, name); err != nil {
-			log.Warn("tunnel client not admitted", "err", err)
+			s.warnRefused(log, "tunnel client not admitted", err)
 			http.Error(w, "west: "+err.Error(), http.StatusForbidden)
 			return
 		}
@@ -110,7 +111,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		// Upgrade has answered the client with the reason.
-		log.Warn("tunnel upgrade failed", "err", err)
+		s.warnRefused(log, "tunnel upgrade failed", err)
 		return
 	}
 	ctx, cancel := context.WithCancel(r.Context())
@@ -137,6 +138,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		log = log.With("reason", reason)
 	}
 	log.Info("tunnel client disconnected", "after", time.Since(sess.since).Round(time.Millisecond))
+}
+
+// warnRefused logs a refused handshake, at most once a second with how
+// many were left out since: anyone who reaches the server can send them,
+// on one kept-alive connection, as fast as it likes.
+func (s *Server) warnRefused(log *slog.Logger, msg string, err error) {
+	if ok, skipped := s.refusedLog.allow(); ok {
+		log.Warn(msg, "err", err, "not_logged_since", skipped)
+	}
 }
 
 // checkHandshake checks a client's handshake before the upgrade, and

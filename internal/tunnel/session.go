@@ -67,9 +67,9 @@ type Session struct {
 	// session is registered.
 	admitted *http.Request
 
-	// streamWarn limits the warnings a peer can cause once per stream it
-	// opens (over the limit, a bad header) to a line a second.
-	streamWarn logLimit
+	// overLimitLog and badHeaderLog limit the warnings a peer can cause
+	// once per stream it opens to a line a second each.
+	overLimitLog, badHeaderLog logLimit
 
 	handlers   sync.WaitGroup // ServeStream calls in flight
 	serving    atomic.Int64   // streams the peer opened whose handler still runs
@@ -402,7 +402,7 @@ func (s *Session) serve(ctx context.Context, h StreamHandler) {
 // refuseOverloaded answers a stream beyond MaxStreams without reading its
 // header; the opener reads the reply after sending the header anyway.
 func (s *Session) refuseOverloaded(st *yamux.Stream) {
-	if ok, skipped := s.streamWarn.allow(); ok {
+	if ok, skipped := s.overLimitLog.allow(); ok {
 		s.log.Warn("stream refused: too many open streams", "limit", s.maxStreams, "not_logged_since", skipped)
 	}
 	st.SetWriteDeadline(time.Now().Add(time.Second))
@@ -418,7 +418,7 @@ func (s *Session) serveStream(ctx context.Context, st *yamux.Stream, h StreamHan
 	st.SetReadDeadline(time.Now().Add(headerTimeout))
 	hdr, err := wire.ReadHeader(st)
 	if err != nil {
-		if ok, skipped := s.streamWarn.allow(); ok {
+		if ok, skipped := s.badHeaderLog.allow(); ok {
 			s.log.Warn("bad stream header", "err", err, "not_logged_since", skipped)
 		}
 		if errors.Is(err, wire.ErrMalformed) {

@@ -277,3 +277,27 @@ func TestBadHeaderFloodLogsLittle(t *testing.T) {
 		t.Errorf("%d streams with a bad header gave %d log lines; want one a second", streams, n)
 	}
 }
+
+// TestRefusedHandshakeFloodLogsLittle: anyone who reaches the server can
+// send refused handshakes as fast as it likes, on one kept-alive
+// connection; they reach the log once a second, with a count.
+func TestRefusedHandshakeFloodLogsLittle(t *testing.T) {
+	var log testutil.Buffer
+	h := newHarness(t, ServerOptions{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	url := "http" + strings.TrimPrefix(h.url, "ws")
+	const tries = 300
+	for range tries {
+		resp, err := http.Get(url) // no upgrade
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("a GET without an upgrade: %s", resp.Status)
+		}
+	}
+	if n := strings.Count(log.String(), `msg="tunnel handshake refused"`); n == 0 || n > 3 {
+		t.Errorf("%d refused handshakes gave %d log lines; want one a second", tries, n)
+	}
+}
