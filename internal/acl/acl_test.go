@@ -263,6 +263,11 @@ func TestTargets(t *testing.T) {
 		{"anything", 8080, true},
 		{"127.0.0.1", 8080, true},
 		{"127.0.0.1", 80, false},
+		// An IP literal is no name, whatever its zone says: the dialer
+		// dials the address.
+		{"::ffff:127.0.0.1%a.example.org", 443, false},
+		{"::1%www.example.org", 443, false},
+		{"::1%www.example.org", 8080, true}, // the "*" rule
 	}
 	for _, c := range names {
 		if got := pol.AllowName(c.host, c.port); got != c.want {

@@ -101,7 +101,12 @@ func validPattern(name string) bool {
 	if name == "" || strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".") || strings.Contains(name, "..") {
 		return false
 	}
-	return strings.Trim(name, "abcdefghijklmnopqrstuvwxyz0123456789.-_") == ""
+	return nameChars(name)
+}
+
+// nameChars reports whether s has only the characters of a host name.
+func nameChars(s string) bool {
+	return strings.Trim(s, "abcdefghijklmnopqrstuvwxyz0123456789.-_") == ""
 }
 
 // Empty reports whether t has no rules, and so allows every target.
@@ -114,13 +119,20 @@ func (t *Targets) AllowName(host string, port int) bool {
 		return true
 	}
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	// Only a host name can match a name rule other than "*". An IP
+	// literal is judged by the address rules, and one with a zone that
+	// looks like a name ("::ffff:127.0.0.1%a.example.org") above all:
+	// the dialer ignores a zone it does not know, and dials the address.
+	_, err := netip.ParseAddr(host)
+	isName := err != nil && nameChars(host)
 	for _, r := range t.rules {
 		if r.name == "" || r.port != 0 && r.port != port {
 			continue
 		}
 		switch {
-		case r.name == "*", r.name == host,
-			strings.HasPrefix(r.name, "*.") && strings.HasSuffix(host, r.name[1:]):
+		case r.name == "*":
+			return true
+		case isName && (r.name == host || strings.HasPrefix(r.name, "*.") && strings.HasSuffix(host, r.name[1:])):
 			return true
 		}
 	}

@@ -328,6 +328,53 @@ func TestDialPolicy(t *testing.T) {
 	}
 }
 
+// TestDialPolicyIsNotFooledByAZone: an IPv6 literal whose zone ends like
+// a name a wildcard rule admits ("[::ffff:127.0.0.1%a.example.org]")
+// is judged as the address it is, which the dialer dials whatever the
+// zone: through an HTTP route, a tcp:// listener, and the hand-over to
+// the far west's own listener alike. It passed as a name.
+func TestDialPolicyIsNotFooledByAZone(t *testing.T) {
+	secret := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "secret") }))
+	defer secret.Close()
+	_, port, _ := net.SplitHostPort(secret.Listener.Addr().String())
+	echo := testutil.EchoServer(t)
+	_, echoPort, _ := net.SplitHostPort(echo)
+	var pre prebound
+	own := pre.addr(t) // G's own listener, reached by hand-over
+	_, ownPort, _ := net.SplitHostPort(own)
+	g := startNode(t, fmt.Sprintf(`{"west": {"nm": "G", "dial_allow": ["*.example.org"]}, "wsts": {"sp": "ws://127.0.0.1:0"},
+		"proxy": {"http://%s": {"en": "nobody", "/": {"ou": "http://127.0.0.1:%s/"}}}}`, own, port), Options{Listen: pre.listen})
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {
+		"http://127.0.0.1:0": {"ea": "ws://%[1]s",
+			"/v4": {"ou": "http://[::ffff:127.0.0.1%%25a.example.org]:%[2]s/"},
+			"/own": {"ou": "http://[::ffff:127.0.0.1%%25a.example.org]:%[4]s/"}},
+		"tcp://127.0.0.1:0": {"ea": "ws://%[1]s", "ou": "tcp://[::ffff:127.0.0.1%%25a.example.org]:%[3]s"}}}`,
+		g.Addrs().Tunnel, port, echoPort, ownPort), Options{})
+	var httpAddr, tcpAddr string
+	for k, a := range l.Addrs().Proxies {
+		if strings.HasPrefix(k, "tcp") {
+			tcpAddr = a
+		} else {
+			httpAddr = a
+		}
+	}
+	for _, path := range []string{"/v4", "/own"} {
+		if code, body := getStatus(t, "http://"+httpAddr+path); code != 403 || strings.Contains(body, "secret") {
+			t.Errorf("%s, to 127.0.0.1 with a zone ending in .example.org: %d %q, want 403 naming dial_allow", path, code, body)
+		}
+	}
+	c, err := net.Dial("tcp", tcpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "ping")
+	if n, _ := io.ReadFull(c, make([]byte, 4)); n == 4 {
+		t.Error("raw TCP to 127.0.0.1 with a zone ending in .example.org: the echo answered")
+	}
+}
+
 func TestMaxConnsAndSlowloris(t *testing.T) {
 	echo, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
