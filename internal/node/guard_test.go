@@ -68,6 +68,40 @@ func TestRouteACLPathSpellings(t *testing.T) {
 	}
 }
 
+// TestRouteACLDotSegments: dot segments reach a route's ca as the backend
+// reads them, removed as RFC 3986 says: a final "." or ".." keeps its
+// slash ("/admin/." is "/admin/", which a route "/admin/" takes), and
+// under a route that renames its prefix ("/app" sends to "/v1"), the path
+// sent is what the backend cleans ("/app/../v1/admin/x" reaches its
+// "/v1/admin/x", which the route "/app/admin" guards). Paths without dot
+// segments, encoded or not, go as they went.
+func TestRouteACLDotSegments(t *testing.T) {
+	be := backend(t)
+	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {"http://127.0.0.1:0": {"ea": "ws://%[1]s",
+		"/": {"ou": "%[2]s/"},
+		"/admin/": {"ou": "%[2]s/admin/", "ca": ["10.0.0.0/8"]},
+		"/app": {"ou": "%[2]s/v1"},
+		"/app/admin": {"ou": "%[2]s/v1/admin", "ca": ["10.0.0.0/8"]}}}}`, g.Addrs().Tunnel, be.URL), Options{})
+	var addr string
+	for _, a := range l.Addrs().Proxies {
+		addr = a
+	}
+	for _, method := range []string{"GET", "POST"} {
+		for _, target := range []string{"/x/../admin/.", "/%61dmin/.", "//admin/.", "/x/../admin/y/..",
+			"/app/../v1/admin/x", "/app/%2e%2e/v1/admin/x", "/app/x/../../v1/admin"} {
+			if code, seen := rawRequest(t, addr, method, target); code != 403 {
+				t.Errorf("%s %s: %d (backend saw %q), want 403", method, target, code, seen)
+			}
+		}
+		for _, target := range []string{"/x/y", "/my%20doc", "/app/x", "/app/my%20doc", "/admin"} {
+			if code, seen := rawRequest(t, addr, method, target); code != 200 {
+				t.Errorf("%s %s: %d (backend saw %q), want 200", method, target, code, seen)
+			}
+		}
+	}
+}
+
 // west_dial_failures_total{reason="peer_down"} counts what a listener
 // here could not send for want of a tunnel: a udp:// listener's flows as
 // well as HTTP requests and TCP connections.

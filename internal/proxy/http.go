@@ -249,16 +249,65 @@ func (h *HTTP) match(path string) *route {
 // the client must also pass the list of the route the cleaned path
 // matches; otherwise a route's ca could be passed through a wider route
 // to the same backend.
+//
+// The backend cleans the path rt sends it, rt's outgoing path with the
+// rest after it; where a route renames its prefix ("/app" sends to
+// "/v1"), dot segments land elsewhere there than in this table:
+// "/app/../v1/admin" is "/v1/admin" here, which no route takes, and
+// "/v1/../v1/admin" there. So with dot segments the client must pass the
+// list of the route whose outgoing path is the nearest above the path
+// sent, as the backend will read it, too.
 func (h *HTTP) allows(rt *route, escaped string, addr netip.Addr) bool {
 	if rt.Allow != nil && !rt.Allow(addr) {
 		return false
 	}
-	if clean := cleanPath(escaped); clean != escaped {
-		if ct := h.match(clean); ct != nil && ct.Allow != nil && !ct.Allow(addr) {
+	clean := cleanPath(escaped)
+	if clean == escaped {
+		return true
+	}
+	if ct := h.match(clean); ct != nil && ct.Allow != nil && !ct.Allow(addr) {
+		return false
+	}
+	if rt.Target != nil && hasDotSegment(escaped) {
+		sent := cleanPath(joinPath(escaped, rt.Path, rt.Target))
+		if ot := h.matchSent(rt, sent); ot != nil && ot.Allow != nil && !ot.Allow(addr) {
 			return false
 		}
 	}
 	return true
+}
+
+// matchSent returns the route to rt's backend whose outgoing path is the
+// longest that sent, a path as the backend reads it, lies at or under.
+func (h *HTTP) matchSent(rt *route, sent string) *route {
+	var best *route
+	bestLen := -1
+	for i := range h.routes {
+		ot := &h.routes[i]
+		if ot.Target == nil || ot.addr != rt.addr || ot.Target.Scheme != rt.Target.Scheme {
+			continue
+		}
+		dir := strings.TrimSuffix(cleanPath(ot.Target.EscapedPath()), "/")
+		if (dir == "" || sent == dir || strings.HasPrefix(sent, dir+"/")) && len(dir) > bestLen {
+			best, bestLen = ot, len(dir)
+		}
+	}
+	return best
+}
+
+// hasDotSegment reports whether escaped, decoded, has a "." or ".."
+// segment.
+func hasDotSegment(escaped string) bool {
+	p, err := url.PathUnescape(escaped)
+	if err != nil {
+		return false
+	}
+	for seg := range strings.SplitSeq(p, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
 }
 
 // cleanPath is escaped decoded, with its dot segments and repeated
@@ -273,7 +322,9 @@ func cleanPath(escaped string) string {
 		return escaped
 	}
 	clean := path.Clean("/" + p)
-	if strings.HasSuffix(p, "/") && clean != "/" {
+	// A final "." or ".." leaves its slash, as RFC 3986 (5.2.4) removes
+	// dot segments and backends read them: "/admin/." is "/admin/".
+	if (strings.HasSuffix(p, "/") || strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..")) && clean != "/" {
 		clean += "/"
 	}
 	return clean
