@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -393,4 +394,60 @@ func TestDrainNoticeMatchesPeerSide(t *testing.T) {
 	if n := streams.StreamsTotal.Load(); n != 1 {
 		t.Errorf("S saw %d streams from A after two POSTs, want 1: B's drain closed A's idle stream to S", n)
 	}
+}
+
+// TestDrainingMiddleRefusesAsStopping: the middle west of a chain (case
+// 4) closes its listeners as it begins to drain, while its tunnel to G
+// stays up for what it carries. A request G sends it meanwhile, for its
+// closed listener, gets 503 saying the west is stopping, as one does for
+// a peer that is gone; it got 502, the kernel refusing the dial the
+// middle west then made to its own closed address.
+func TestDrainingMiddleRefusesAsStopping(t *testing.T) {
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	defer close(release)
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/a/hold" {
+			arrived <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(be.Close)
+	var pre prebound
+	gProxy, lTunnel, lProxy := pre.addr(t), pre.addr(t), pre.addr(t)
+	g := startNode(t, fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"},
+		"proxy": {"http://%s": {"en": "L", "/": {"ou": "http://%s/"}}}}`, gProxy, lProxy), Options{Listen: pre.listen})
+	l, stopL := runNode(t, fmt.Sprintf(`{"west": {"nm": "L", "shutdown_grace": "5s"}, "wsts": {"sp": "ws://%s"},
+		"wstc": {"ws://%s": {}},
+		"proxy": {"http://%s": {"en": "L2", "/": {"ou": "%s/a/"}}}}`, lTunnel, g.Addrs().Tunnel, lProxy, be.URL), Options{Listen: pre.listen})
+	startNode(t, fmt.Sprintf(`{"west": {"nm": "L2"}, "wstc": {"ws://%s": {}}}`, lTunnel), Options{})
+	waitUp(t, g, "L")
+	waitUp(t, l, "L2")
+	if code, body := getStatus(t, "http://"+gProxy+"/x"); code != 200 {
+		t.Fatalf("through the chain: %d %q", code, body)
+	}
+	held := make(chan int, 1)
+	go func() {
+		code, _ := getStatus(t, "http://"+gProxy+"/hold")
+		held <- code
+	}()
+	<-arrived
+	stopped := make(chan struct{})
+	go func() { stopL(); close(stopped) }()
+	waitFor(t, "L's listener to close", func() bool {
+		c, err := net.Dial("tcp", lProxy)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	code, body := getStatus(t, "http://"+gProxy+"/x")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "stopping") {
+		t.Errorf("a request for the draining middle's closed listener: %d %q, want 503 saying it is stopping", code, body)
+	}
+	release <- struct{}{}
+	if code := <-held; code != 200 {
+		t.Errorf("the request held across the drain: %d", code)
+	}
+	<-stopped
 }

@@ -564,6 +564,7 @@ func (n *Node) shutdown() {
 	// Before the sessions are read: one that registers meanwhile is read,
 	// or sees drainCtx (onSession), or both.
 	n.drainCtx.Store(&ctx)
+	n.locals.Stop() // before the listeners close
 	noticed := n.noticeDrain(ctx, n.sessions()...)
 	n.mu.Lock()
 	servers := slices.Clone(n.servers)

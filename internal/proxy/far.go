@@ -181,6 +181,10 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 			f.serveLocal(ctx, req, l, ap, timeout, log)
 			return
 		}
+		if f.Locals.Stopping(req.Header.Target) {
+			f.reject(req, wire.CodeOverloaded, "this west is stopping: its listener "+req.Header.Target+" is closed")
+			return
+		}
 	}
 	// HTTP streams may be cut by a drain between requests, UDP flows
 	// between datagrams; raw TCP only when it ends.

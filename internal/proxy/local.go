@@ -24,6 +24,41 @@ import (
 type Locals struct {
 	mu  sync.RWMutex
 	lns map[*LocalListener]struct{}
+	// stopped holds the addresses of the listeners open when the west
+	// began to stop (Stop).
+	stopped []netip.AddrPort
+}
+
+// Stop notes that the west is stopping. Its listeners close at once, and
+// its tunnels stay up while what they carry drains, so its peers may
+// still send streams for those listeners: Stopping tells them, for the
+// far side to refuse them as the west's ("stopping", 503), rather than
+// dial the closed address and pass on the kernel's "connection refused"
+// (502).
+func (s *Locals) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for l := range s.lns {
+		s.stopped = append(s.stopped, l.bound)
+	}
+}
+
+// Stopping reports whether target is the address of a listener that was
+// open when the west began to stop.
+func (s *Locals) Stopping(target string) bool {
+	ap, err := netip.ParseAddrPort(target)
+	if s == nil || err != nil {
+		return false
+	}
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, b := range s.stopped {
+		if b.Port() == ap.Port() && reaches(b.Addr(), ap.Addr()) {
+			return true
+		}
+	}
+	return false
 }
 
 // Find returns the open listener a connection to target (an IP literal
