@@ -263,14 +263,7 @@ func TestRouteAndListenerACL(t *testing.T) {
 			"/mine": {"ou": "%[2]s/x", "ca": ["127.0.0.0/8"]}},
 		"tcp://127.0.0.1:0": {"ea": "ws://%[1]s", "ou": "tcp://%[3]s", "ca": ["192.0.2.0/24"]}}}`,
 		g.Addrs().Tunnel, be.URL, be.Listener.Addr()), Options{})
-	var httpAddr, tcpAddr string
-	for k, a := range l.Addrs().Proxies {
-		if strings.HasPrefix(k, "tcp") {
-			tcpAddr = a
-		} else {
-			httpAddr = a
-		}
-	}
+	httpAddr, tcpAddr := httpAndTCP(l)
 	for path, want := range map[string]int{"/open": 200, "/closed/x": 403, "/mine": 200} {
 		if code, body := getStatus(t, "http://"+httpAddr+path); code != want {
 			t.Errorf("%s: %d %q, want %d", path, code, body, want)
@@ -350,14 +343,7 @@ func TestDialPolicyIsNotFooledByAZone(t *testing.T) {
 			"/own": {"ou": "http://[::ffff:127.0.0.1%%25a.example.org]:%[4]s/"}},
 		"tcp://127.0.0.1:0": {"ea": "ws://%[1]s", "ou": "tcp://[::ffff:127.0.0.1%%25a.example.org]:%[3]s"}}}`,
 		g.Addrs().Tunnel, port, echoPort, ownPort), Options{})
-	var httpAddr, tcpAddr string
-	for k, a := range l.Addrs().Proxies {
-		if strings.HasPrefix(k, "tcp") {
-			tcpAddr = a
-		} else {
-			httpAddr = a
-		}
-	}
+	httpAddr, tcpAddr := httpAndTCP(l)
 	for _, path := range []string{"/v4", "/own"} {
 		if code, body := getStatus(t, "http://"+httpAddr+path); code != 403 || strings.Contains(body, "secret") {
 			t.Errorf("%s, to 127.0.0.1 with a zone ending in .example.org: %d %q, want 403 naming dial_allow", path, code, body)
@@ -395,14 +381,7 @@ func TestMaxConnsAndSlowloris(t *testing.T) {
 	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {
 		"tcp://127.0.0.1:0": {"ea": "ws://%[1]s", "ou": "tcp://%[2]s", "max_conns": 1},
 		"http://127.0.0.1:0": {"ea": "ws://%[1]s", "/": {"ou": "%[3]s/x"}}}}`, g.Addrs().Tunnel, echo.Addr(), be.URL), Options{})
-	var httpAddr, tcpAddr string
-	for k, a := range l.Addrs().Proxies {
-		if strings.HasPrefix(k, "tcp") {
-			tcpAddr = a
-		} else {
-			httpAddr = a
-		}
-	}
+	httpAddr, tcpAddr := httpAndTCP(l)
 	first, err := net.Dial("tcp", tcpAddr)
 	if err != nil {
 		t.Fatal(err)
@@ -634,4 +613,17 @@ func TestTunnelServerClosesRefusedConnections(t *testing.T) {
 			}
 		})
 	}
+}
+
+// httpAndTCP returns the addresses of n's http:// and tcp:// listeners,
+// where it has one of each.
+func httpAndTCP(n *Node) (httpAddr, tcpAddr string) {
+	for k, a := range n.Addrs().Proxies {
+		if strings.HasPrefix(k, "tcp") {
+			tcpAddr = a
+		} else {
+			httpAddr = a
+		}
+	}
+	return httpAddr, tcpAddr
 }
