@@ -176,12 +176,12 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 		timeout = 10 * time.Second
 	}
 	if req.Header.Kind != wire.KindUDP {
-		if l, ap := f.Locals.Find(req.Header.Target); l != nil {
+		switch l, ap, stopped := f.Locals.Find(req.Header.Target); {
+		case l != nil:
 			// The listener drains what it is handed, as its own connections.
 			f.serveLocal(ctx, req, l, ap, timeout, log)
 			return
-		}
-		if f.Locals.Stopping(req.Header.Target) {
+		case stopped:
 			f.reject(req, wire.CodeOverloaded, "this west is stopping: its listener "+req.Header.Target+" is closed")
 			return
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -31,9 +32,9 @@ type Locals struct {
 
 // Stop notes that the west is stopping. Its listeners close at once, and
 // its tunnels stay up while what they carry drains, so its peers may
-// still send streams for those listeners: Stopping tells them, for the
-// far side to refuse them as the west's ("stopping", 503), rather than
-// dial the closed address and pass on the kernel's "connection refused"
+// still send streams for those listeners: Find tells them, for the far
+// side to refuse them as the west's ("stopping", 503), rather than dial
+// the closed address and pass on the kernel's "connection refused"
 // (502).
 func (s *Locals) Stop() {
 	s.mu.Lock()
@@ -43,43 +44,28 @@ func (s *Locals) Stop() {
 	}
 }
 
-// Stopping reports whether target is the address of a listener that was
-// open when the west began to stop.
-func (s *Locals) Stopping(target string) bool {
-	ap, err := netip.ParseAddrPort(target)
-	if s == nil || err != nil {
-		return false
-	}
-	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	for _, b := range s.stopped {
-		if b.Port() == ap.Port() && reaches(b.Addr(), ap.Addr()) {
-			return true
-		}
-	}
-	return false
-}
-
 // Find returns the open listener a connection to target (an IP literal
 // and port) would reach, or nil: one bound to that address, or to the
 // wildcard address of its family with target a loopback address. Names
 // are left to a real dial, which resolves them. With the listener it
-// returns the address a dial would have connected to.
-func (s *Locals) Find(target string) (*LocalListener, netip.AddrPort) {
+// returns the address a dial would have connected to. Without one,
+// stopped says that target is the address of a listener that was open
+// when the west began to stop (see Stop).
+func (s *Locals) Find(target string) (l *LocalListener, ap netip.AddrPort, stopped bool) {
 	ap, err := netip.ParseAddrPort(target)
 	if s == nil || err != nil {
-		return nil, netip.AddrPort{}
+		return nil, netip.AddrPort{}, false
 	}
 	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	takes := func(bound netip.AddrPort) bool { return bound.Port() == ap.Port() && reaches(bound.Addr(), ap.Addr()) }
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for l := range s.lns {
-		if l.bound.Port() == ap.Port() && reaches(l.bound.Addr(), ap.Addr()) {
-			return l, ap
+		if takes(l.bound) {
+			return l, ap, false
 		}
 	}
-	return nil, netip.AddrPort{}
+	return nil, netip.AddrPort{}, slices.ContainsFunc(s.stopped, takes)
 }
 
 // reaches tells whether a listener bound to bound takes a connection to ip.

@@ -47,16 +47,16 @@ func TestLocalsFind(t *testing.T) {
 		{"127.0.0.1", nil},
 		{"", nil},
 	} {
-		if got, _ := set.Find(tc.target); got != tc.want {
+		if got, _, _ := set.Find(tc.target); got != tc.want {
 			t.Errorf("Find(%q) = %v, want %v", tc.target, got, tc.want)
 		}
 	}
 	one.Close()
-	if got, _ := set.Find(fmt.Sprintf("127.0.0.1:%d", port(one))); got != nil {
+	if got, _, _ := set.Find(fmt.Sprintf("127.0.0.1:%d", port(one))); got != nil {
 		t.Errorf("a closed listener is still found")
 	}
 	var none *Locals
-	if got, _ := none.Find("127.0.0.1:80"); got != nil {
+	if got, _, _ := none.Find("127.0.0.1:80"); got != nil {
 		t.Error("a nil set finds a listener")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/west-tunnel/west/internal/lograte"
 	"github.com/west-tunnel/west/internal/wire"
 )
 
@@ -49,10 +50,7 @@ type UDP struct {
 	cancel context.CancelFunc
 	flowWG sync.WaitGroup
 
-	// failMu guards the log of failed flows (see logDialFailure).
-	failMu      sync.Mutex
-	failLogged  time.Time
-	failSkipped int
+	failLog lograte.Limit // of failed flows (see logDialFailure)
 
 	mu    sync.Mutex
 	flows map[netip.AddrPort]*udpFlow
@@ -286,17 +284,9 @@ func (u *UDP) flow(pc net.PacketConn, from netip.AddrPort, oob []byte) *udpFlow 
 // peer is down each new client starts a flow, and clients that send from
 // a new port each time (DNS) would fill the log. The metrics count each.
 func (u *UDP) logDialFailure(log *slog.Logger, err error) {
-	u.failMu.Lock()
-	now := time.Now()
-	if now.Sub(u.failLogged) < time.Second {
-		u.failSkipped++
-		u.failMu.Unlock()
-		return
+	if ok, skipped := u.failLog.Allow(); ok {
+		log.Info("udp flow: tunnel stream failed; its datagrams are dropped", "err", err, "not_logged_since", skipped)
 	}
-	skipped := u.failSkipped
-	u.failLogged, u.failSkipped = now, 0
-	u.failMu.Unlock()
-	log.Info("udp flow: tunnel stream failed; its datagrams are dropped", "err", err, "not_logged_since", skipped)
 }
 
 // evictLocked ends the flow idle longest, to make room for a new one.

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-yamux/v5"
+
+	"github.com/west-tunnel/west/internal/lograte"
 )
 
 // MuxOptions tunes the multiplexer of every session. The zero value means
@@ -124,7 +126,7 @@ func (o MuxOptions) yamuxConfig(log *slog.Logger) *yamux.Config {
 // them, so at most one a second passes, with how many did not since.
 type muxLog struct {
 	log  *slog.Logger
-	warn logLimit
+	warn lograte.Limit
 }
 
 func (m *muxLog) Write(p []byte) (int, error) {
@@ -139,7 +141,7 @@ func (m *muxLog) Write(p []byte) (int, error) {
 	}
 	var attrs []any
 	if strings.HasPrefix(msg, "[WARN]") {
-		ok, skipped := m.warn.allow()
+		ok, skipped := m.warn.Allow()
 		if !ok {
 			return len(p), nil
 		}

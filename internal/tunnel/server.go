@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/libp2p/go-yamux/v5"
 
+	"github.com/west-tunnel/west/internal/lograte"
 	"github.com/west-tunnel/west/internal/wire"
 )
 
@@ -72,8 +73,8 @@ type Server struct {
 	hsMu               sync.Mutex
 	hsByIP             map[netip.Addr]int
 	hsTotal            int
-	shedLog            logLimit // of shed connections
-	refusedLog         logLimit // of refused handshakes (see warnRefused)
+	shedLog            lograte.Limit // of shed connections
+	refusedLog         lograte.Limit // of refused handshakes (see warnRefused)
 }
 
 // NewServer returns a Server.
@@ -144,7 +145,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // many were left out since: anyone who reaches the server can send them,
 // on one kept-alive connection, as fast as it likes.
 func (s *Server) warnRefused(log *slog.Logger, msg string, err error) {
-	if ok, skipped := s.refusedLog.allow(); ok {
+	if ok, skipped := s.refusedLog.Allow(); ok {
 		log.Warn(msg, "err", err, "not_logged_since", skipped)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/libp2p/go-yamux/v5"
 
+	"github.com/west-tunnel/west/internal/lograte"
 	"github.com/west-tunnel/west/internal/wire"
 )
 
@@ -69,7 +70,7 @@ type Session struct {
 
 	// overLimitLog and badHeaderLog limit the warnings a peer can cause
 	// once per stream it opens to a line a second each.
-	overLimitLog, badHeaderLog logLimit
+	overLimitLog, badHeaderLog lograte.Limit
 
 	handlers   sync.WaitGroup // ServeStream calls in flight
 	serving    atomic.Int64   // streams the peer opened whose handler still runs
@@ -190,7 +191,7 @@ func (s *Session) peerClosed() (code int, reason string) {
 //
 // A peer that has stopped reading, but goes on sending, is closed too,
 // once a write to it has waited for timeout and its TCP has acknowledged
-// nothing more for timeout (see stalledFor): it holds the send loop in
+// nothing more for timeout (see sendStall): it holds the send loop in
 // that write, and every frame behind it waits, the acknowledgements of
 // the streams the peer opens among them, so that those streams pile up
 // in the multiplexer's backlog, beyond max_streams.
@@ -402,7 +403,7 @@ func (s *Session) serve(ctx context.Context, h StreamHandler) {
 // refuseOverloaded answers a stream beyond MaxStreams without reading its
 // header; the opener reads the reply after sending the header anyway.
 func (s *Session) refuseOverloaded(st *yamux.Stream) {
-	if ok, skipped := s.overLimitLog.allow(); ok {
+	if ok, skipped := s.overLimitLog.Allow(); ok {
 		s.log.Warn("stream refused: too many open streams", "limit", s.maxStreams, "not_logged_since", skipped)
 	}
 	st.SetWriteDeadline(time.Now().Add(time.Second))
@@ -418,7 +419,7 @@ func (s *Session) serveStream(ctx context.Context, st *yamux.Stream, h StreamHan
 	st.SetReadDeadline(time.Now().Add(headerTimeout))
 	hdr, err := wire.ReadHeader(st)
 	if err != nil {
-		if ok, skipped := s.badHeaderLog.allow(); ok {
+		if ok, skipped := s.badHeaderLog.Allow(); ok {
 			s.log.Warn("bad stream header", "err", err, "not_logged_since", skipped)
 		}
 		if errors.Is(err, wire.ErrMalformed) {

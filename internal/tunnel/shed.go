@@ -93,7 +93,7 @@ func (s *Server) admitHandshake(c net.Conn) bool {
 	if s.opts.OnShed != nil {
 		s.opts.OnShed()
 	}
-	if logIt, skipped := s.shedLog.allow(); logIt {
+	if logIt, skipped := s.shedLog.Allow(); logIt {
 		s.log.Warn("tunnel server sheds connections still in their handshake", "reason", reason,
 			"remote", c.RemoteAddr().String(), "per_address", s.maxPerIP, "in_all", s.maxTotal, "not_logged_since", skipped)
 	}
