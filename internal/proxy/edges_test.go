@@ -6,15 +6,19 @@ package proxy
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/west-tunnel/west/internal/sockio"
+	"github.com/west-tunnel/west/internal/testutil"
 	"github.com/west-tunnel/west/internal/wire"
 )
 
@@ -171,5 +175,38 @@ func TestUndatedResponseIsDated(t *testing.T) {
 				t.Errorf("%s %s: Date %q (%v), want the time it was forwarded", c.server, path, resp.Header.Get("Date"), err)
 			}
 		}
+	}
+}
+
+// TestDialFailureFloodLogsLittle: a peer may open as many streams to a
+// target that refuses as it likes; each is refused and counted, but the
+// log has a line a second, with a count of those held back.
+func TestDialFailureFloodLogsLittle(t *testing.T) {
+	var log testutil.Buffer
+	var failed atomic.Int64
+	far := &Far{
+		Logger:      slog.New(slog.NewTextHandler(&log, nil)),
+		OnDialError: func(wire.Code) { failed.Add(1) },
+	}
+	client := tunnelPairTo(t, far)
+	gone, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := gone.Addr().String()
+	gone.Close()
+	const streams = 200
+	for range streams {
+		st, err := client.Dial(context.Background(), wire.Header{Kind: wire.KindTCP, Target: refused})
+		if err == nil {
+			st.Close()
+			t.Fatal("a stream to a target that refuses was accepted")
+		}
+	}
+	if n := failed.Load(); n != streams {
+		t.Errorf("%d failed dials counted; want %d", n, streams)
+	}
+	if n := strings.Count(log.String(), `msg="dial failed"`); n == 0 || n > 3 {
+		t.Errorf("%d refused streams gave %d log lines; want one a second", streams, n)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/west-tunnel/west/internal/acl"
+	"github.com/west-tunnel/west/internal/lograte"
 	"github.com/west-tunnel/west/internal/sockio"
 	"github.com/west-tunnel/west/internal/tunnel"
 	"github.com/west-tunnel/west/internal/wire"
@@ -38,6 +39,10 @@ type Far struct {
 	// Locals are this west's own listeners: a TCP or HTTP stream for one
 	// of them is handed to it rather than dialled (see local.go).
 	Locals *Locals
+
+	// refusedLog limits the lines of streams that fail before they are
+	// piped (see logRefused): a peer opens as many as it likes.
+	refusedLog lograte.Limit
 
 	mu      sync.Mutex
 	streams map[*activity]struct{} // streams being served
@@ -200,7 +205,7 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 		host, portStr, err := net.SplitHostPort(req.Header.Target)
 		port, perr := strconv.Atoi(portStr)
 		if err != nil || perr != nil {
-			log.Warn("stream refused: target is not host:port")
+			f.logRefused(log, slog.LevelWarn, "stream refused: target is not host:port", nil)
 			f.reject(req, wire.CodeForbidden, fmt.Sprintf("target %q is not host:port", req.Header.Target))
 			return
 		}
@@ -229,7 +234,7 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 			code = wire.CodeForbidden
 			err = fmt.Errorf("target %s is outside this west's dial policy (dial_allow)", req.Header.Target)
 		}
-		log.Info("dial failed", "err", err)
+		f.logRefused(log, slog.LevelInfo, "dial failed", err)
 		f.reject(req, code, err.Error())
 		return
 	}
@@ -237,7 +242,7 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 	stream, err := req.Accept()
 	if err != nil {
 		backend.Close()
-		log.Info("stream gone before reply", "err", err)
+		f.logRefused(log, slog.LevelInfo, "stream gone before reply", err)
 		return
 	}
 	log.Debug("stream connected")
@@ -259,7 +264,7 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 func (f *Far) serveLocal(ctx context.Context, req *tunnel.Request, l *LocalListener, ap netip.AddrPort, timeout time.Duration, log *slog.Logger) {
 	host, _, _ := net.SplitHostPort(req.Header.Target)
 	if t := f.targets(); !t.Empty() && !t.AllowName(host, int(ap.Port())) && !t.AllowAddr(ap) {
-		log.Info("dial failed", "err", "outside the dial policy")
+		f.logRefused(log, slog.LevelInfo, "dial failed", errors.New("outside the dial policy"))
 		f.reject(req, wire.CodeForbidden, fmt.Sprintf("target %s is outside this west's dial policy (dial_allow)", req.Header.Target))
 		return
 	}
@@ -272,7 +277,7 @@ func (f *Far) serveLocal(ctx context.Context, req *tunnel.Request, l *LocalListe
 	} else {
 		var err error
 		if stream, err = req.Accept(); err != nil {
-			log.Info("stream gone before reply", "err", err)
+			f.logRefused(log, slog.LevelInfo, "stream gone before reply", err)
 			return
 		}
 	}
@@ -281,12 +286,26 @@ func (f *Far) serveLocal(ctx context.Context, req *tunnel.Request, l *LocalListe
 		// The peer sees its stream refused, if it was not answered yet,
 		// or else end, as a connection closed at once.
 		refuseConn(stream, err)
-		log.Info("own listener did not take the stream", "err", err)
+		f.logRefused(log, slog.LevelInfo, "own listener did not take the stream", err)
 		if f.OnDialError != nil {
 			code, _ := refusal(err)
 			f.OnDialError(code)
 		}
 	}
+}
+
+// logRefused logs a stream that failed before it was piped, at most once
+// a second with a count of those held back; the metrics count them all.
+func (f *Far) logRefused(log *slog.Logger, level slog.Level, msg string, err error) {
+	ok, skipped := f.refusedLog.Allow()
+	if !ok {
+		return
+	}
+	args := []any{"not_logged_since", skipped}
+	if err != nil {
+		args = append(args, "err", err)
+	}
+	log.Log(context.Background(), level, msg, args...)
 }
 
 // errPolicy marks a dial stopped by the dial policy.
