@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf16"
 )
 
 // Render returns the configuration as the seed's control port shows it:
@@ -231,11 +232,23 @@ func writeJSON(b *strings.Builder, v any, indent string) {
 	}
 }
 
-// writeString writes s as a JSON string, leaving <, > and & as they are.
+// writeString writes s as a JSON string, leaving <, > and & as they are
+// and writing every character past "~" as a \u escape, as Python's
+// ensure_ascii does.
 func writeString(b *strings.Builder, s string) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(s) // a string always encodes
-	b.Write(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
+	for _, r := range strings.TrimSuffix(buf.String(), "\n") {
+		switch {
+		case r < 0x7f:
+			b.WriteRune(r)
+		case r > 0xffff:
+			r1, r2 := utf16.EncodeRune(r)
+			fmt.Fprintf(b, "\\u%04x\\u%04x", r1, r2)
+		default:
+			fmt.Fprintf(b, "\\u%04x", r)
+		}
+	}
 }

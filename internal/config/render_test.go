@@ -54,7 +54,7 @@ func TestRenderSections(t *testing.T) {
     ],
     "ratio":0.5,
     "streams":3,
-    "unicode":"é\u2028",
+    "unicode":"\u00e9\u2028",
     "uptime":"1m30s"
 }
 --- wsts object ---

@@ -363,3 +363,18 @@ func TestControlPeerUpBySide(t *testing.T) {
 		t.Errorf("listener to %s (idle client) shows its peer up: client B, named alike, was taken for it", p.Peer)
 	}
 }
+
+// TestControlTextEscapesAsTheSeed: GET / prints each object as the
+// seed's json.dumps did, whose ensure_ascii (on by default) writes every
+// character outside printable ASCII as a \u escape (a surrogate pair
+// beyond the BMP).
+func TestControlTextEscapesAsTheSeed(t *testing.T) {
+	n := startNode(t, `{"west": {"nm": "ws://café.example/😀", "cp": "127.0.0.1:0"}}`, Options{})
+	code, body := getStatus(t, "http://"+n.Addrs().Control+"/")
+	if code != 200 {
+		t.Fatalf("GET /: %d", code)
+	}
+	if want := `"nm":"ws://caf\u00e9.example/\ud83d\ude00"`; !strings.Contains(body, want) {
+		t.Errorf("GET / shows the name as\n%s\nwant the seed's %s", body, want)
+	}
+}
