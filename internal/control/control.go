@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -82,6 +83,15 @@ func (h *Handler) serveReload(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "west: "+err.Error(), http.StatusForbidden)
 		return
 	}
+	// A page that rebinds its own name to this port is same-origin to
+	// the browser: its Host and Origin agree. Browsers send Origin or
+	// Sec-Fetch-Site with a POST; from them, take only an address (or
+	// localhost) for the host, which a page of another site cannot be.
+	if (r.Header.Get("Origin") != "" || r.Header.Get("Sec-Fetch-Site") != "") && !addressHost(r.Host) {
+		h.log.Warn("reload through the control port refused", "remote", r.RemoteAddr, "host", r.Host)
+		http.Error(w, "west: a browser may reload only through the control port's address, not a name", http.StatusForbidden)
+		return
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if err := h.opts.Reload(); err != nil {
 		var partial interface{ Applied() bool }
@@ -98,6 +108,17 @@ func (h *Handler) serveReload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Write([]byte("reloaded\n"))
+}
+
+// addressHost reports whether host (a Host header) is an IP address or
+// localhost, with or without a port.
+func addressHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	_, err := netip.ParseAddr(host)
+	return err == nil || strings.EqualFold(host, "localhost")
 }
 
 // ServeHTTP checks the access list and the method, then serves.
