@@ -405,8 +405,16 @@ func (n *Node) stopListener(l *listener) <-chan struct{} {
 			// the listener back must not have its new series dropped.
 			n.mu.Lock()
 			defer n.mu.Unlock()
-			if !slices.ContainsFunc(n.cfg.Proxies, func(p config.Proxy) bool { return p.URL.String() == l.name }) {
+			i := slices.IndexFunc(n.cfg.Proxies, func(p config.Proxy) bool { return p.URL.String() == l.name })
+			if i < 0 {
 				n.metrics.ForgetListener(l.name)
+				return
+			}
+			// Back, but perhaps without some of its routes: theirs go.
+			for _, r := range l.proxy.Routes {
+				if !slices.ContainsFunc(n.cfg.Proxies[i].Routes, func(nr config.Route) bool { return nr.Path == r.Path }) {
+					n.metrics.ForgetRoute(l.name, r.Path)
+				}
 			}
 		}
 		forget()

@@ -1244,3 +1244,102 @@ func askUDP(c net.Conn) string {
 	}
 	return "no answer"
 }
+
+// TestReloadRefusesDNSRebinding: a web page of another site, open in a
+// browser on a host inside control_ca, cannot make the node reload by
+// rebinding its own name to the control port's address: the browser
+// then sends the page's name as Host and Origin, and Sec-Fetch-Site
+// same-origin, all of which CrossOriginProtection takes for the control
+// port's own.
+func TestReloadRefusesDNSRebinding(t *testing.T) {
+	be := backend(t)
+	file := filepath.Join(t.TempDir(), "west.json")
+	var pre prebound
+	cp, listen := pre.addr(t), pre.addr(t)
+	conf := func(path string) string {
+		return fmt.Sprintf(`{"west": {"nm": "G", "cp": %q, "control_ca": ["127.0.0.1"]}, "wsts": {"sp": "ws://127.0.0.1:0"},
+			"proxy": {"http://%s": {"en": "L", %q: {"ou": "%s/x"}}}}`, cp, listen, path, be.URL)
+	}
+	runFromFile(t, file, conf("/one"), &pre)
+	if err := os.WriteFile(file, []byte(conf("/two")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(cp)
+	evil := "rebind.attacker.example:" + port
+	for _, h := range []map[string]string{
+		{"Origin": "http://" + evil, "Sec-Fetch-Site": "same-origin"}, // a current browser
+		{"Origin": "http://" + evil},                                 // one without Sec-Fetch-*, or over plain http
+	} {
+		req, err := http.NewRequest("POST", "http://"+cp+"/api/reload", strings.NewReader(""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = evil // the browser connects to cp, having resolved the page's name to it
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("POST /api/reload from a rebound page (%v): %d %q, want 403", h, resp.StatusCode, body)
+		}
+	}
+	if code, _ := getStatus(t, "http://"+listen+"/two"); code == 200 {
+		t.Errorf("a page of another site reloaded the node: /two answers %d", code)
+	}
+	// curl, by name or address, still reloads.
+	req, _ := http.NewRequest("POST", "http://"+cp+"/api/reload", nil)
+	req.Host = "g.example.org:" + port
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("POST /api/reload as curl sends it, by name: %d, want 200", resp.StatusCode)
+	}
+}
+
+// TestReloadForgetsRoutesOfListenerReAddedWithout: a listener a reload
+// removes while a request of its route /b runs, and a later reload adds
+// back with /a only, before that request has ended: once it has, /b's
+// series leave /metrics, as those of a route a reload took from a kept
+// listener do. They stayed until a restart: the removed listener's
+// series were kept whole because a listener of its name was back.
+func TestReloadForgetsRoutesOfListenerReAddedWithout(t *testing.T) {
+	rig := newRoutesRig(t, 20*time.Second, "/a", "/b")
+	g, cp := rig.g, rig.cp
+	if code, body := fetch(t, rig.client, "http://"+rig.entry+"/b"); code != 200 {
+		t.Fatalf("GET /b: %d %q", code, body)
+	}
+	waitFor(t, "the series of /b", func() bool { return rig.series(t, "/b") > 0 })
+	held := rig.hold("/b")
+	old := proxyListener(g, rig.name).handler.current()
+	without := fmt.Sprintf(`{"west": {"nm": "G", "cp": %q}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, cp)
+	if err := g.Reload(mustParse(t, without)); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Reload(mustParse(t, rig.conf("/a"))); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := fetch(t, rig.client, "http://"+rig.entry+"/a"); code != 200 {
+		t.Fatalf("GET /a on the listener added back: %d %q", code, body)
+	}
+	close(rig.release)
+	if err := <-held; err != nil {
+		t.Fatalf("the request across the reloads: %v", err)
+	}
+	select {
+	case <-old.Finished():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the removed listener's handler did not finish")
+	}
+	waitFor(t, "the series of /b, which no listener has any more, to go", func() bool { return rig.series(t, "/b") == 0 })
+	if rig.series(t, "/a") == 0 {
+		t.Error("the series of /a, which the listener added back serves, went too")
+	}
+}
