@@ -79,6 +79,8 @@ var badTests = []struct {
 	{"ee maybe", wrap(`"wstc": {"ws://127.0.0.1:9801": {"ee": "Yes"}}`), `wstc["ws://127.0.0.1:9801"].ee`, `want "yes" or "no", got "Yes"`},
 	{"wstc nm empty", wrap(`"wstc": {"ws://h": {"nm": ""}}`), `wstc["ws://h"].nm`, "want a non-empty name"},
 	{"wstc unknown key", wrap(`"wstc": {"ws://h": {"ea": "x"}}`), `wstc["ws://h"].ea`, `unknown key; want "nm", "ee", "token", "ca_file", "server_name", "cert_file" or "key_file"`},
+	{"server_name with port", wrap(`"wstc": {"wss://h": {"server_name": "t.example:9443"}}`), `wstc["wss://h"].server_name`, `want a host name (or address) the server's certificate is for, without scheme or port, got "t.example:9443"`},
+	{"server_name URL", wrap(`"wstc": {"wss://h": {"server_name": "wss://t.example"}}`), `wstc["wss://h"].server_name`, `without scheme or port, got "wss://t.example"`},
 	{"wstc same server", wrap(`"wstc": {"ws://h": {}, "WS://H:80/": {}}`), `wstc["WS://H:80/"]`, `want each tunnel server once, got the same server as wstc["ws://h"]`},
 
 	// proxy keys

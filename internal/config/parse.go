@@ -323,6 +323,8 @@ func parseClientSecurity(c *TunnelClient, v *value, p string) error {
 	if sn := v.get("server_name"); sn != nil {
 		if c.ServerName, err = wantString(sn, field(p, "server_name"), "a host name"); err == nil && c.ServerName == "" {
 			err = errf(field(p, "server_name"), "want a host name, got an empty string")
+		} else if err == nil && !validHost(c.ServerName) {
+			err = errf(field(p, "server_name"), "want a host name (or address) the server's certificate is for, without scheme or port, got %s", quote(c.ServerName))
 		}
 		if err != nil {
 			return err
