@@ -102,6 +102,42 @@ func TestRouteACLDotSegments(t *testing.T) {
 	}
 }
 
+// TestRouteACLDotSegmentsOneBackendSpeltTwice: two routes to one backend
+// whose URLs spell it differently (a host's case, a port's leading zero,
+// https's default port left out) are still one backend, whose other
+// route's ca holds for a dot segment sent through the first.
+func TestRouteACLDotSegmentsOneBackendSpeltTwice(t *testing.T) {
+	be := backend(t)
+	port := be.Listener.Addr().(*net.TCPAddr).Port
+	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	for _, urls := range [][2]string{
+		{fmt.Sprintf("http://localhost:%d", port), fmt.Sprintf("http://LOCALHOST:%d", port)},
+		// Nothing need listen on 443: the request is refused before it
+		// is sent, or else fails with 502.
+		{"https://127.0.0.1", "https://127.0.0.1:443"},
+		{"https://127.0.0.1:443", "https://127.0.0.1:0443"},
+	} {
+		l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {"http://127.0.0.1:0": {"ea": "ws://%s",
+			"/app": {"ou": "%s/v1/public"},
+			"/adm": {"ou": "%s/v1/admin", "ca": ["10.0.0.0/8"]}}}}`, g.Addrs().Tunnel, urls[0], urls[1]), Options{})
+		var addr string
+		for _, a := range l.Addrs().Proxies {
+			addr = a
+		}
+		// The backend reads /v1/public/../admin/x as /v1/admin/x.
+		for _, target := range []string{"/adm/x", "/app/../admin/x"} {
+			if code, seen := rawRequest(t, addr, "GET", target); code != 403 {
+				t.Errorf("routes to %s and %s: GET %s: %d (backend saw %q), want 403", urls[0], urls[1], target, code, seen)
+			}
+		}
+		if urls[0][:5] == "http:" {
+			if code, seen := rawRequest(t, addr, "GET", "/app/x"); code != 200 {
+				t.Errorf("routes to %s and %s: GET /app/x: %d (backend saw %q), want 200", urls[0], urls[1], code, seen)
+			}
+		}
+	}
+}
+
 // west_dial_failures_total{reason="peer_down"} counts what a listener
 // here could not send for want of a tunnel: a udp:// listener's flows as
 // well as HTTP requests and TCP connections.

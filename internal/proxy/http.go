@@ -284,7 +284,8 @@ func (h *HTTP) matchSent(rt *route, sent string) *route {
 	bestLen := -1
 	for i := range h.routes {
 		ot := &h.routes[i]
-		if ot.Target == nil || ot.addr != rt.addr || ot.Target.Scheme != rt.Target.Scheme {
+		// Host names are case-insensitive: "BE" and "be" are one backend.
+		if ot.Target == nil || !strings.EqualFold(ot.addr, rt.addr) || ot.Target.Scheme != rt.Target.Scheme {
 			continue
 		}
 		dir := strings.TrimSuffix(cleanPath(ot.Target.EscapedPath()), "/")

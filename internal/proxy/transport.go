@@ -11,6 +11,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -515,10 +516,19 @@ func (t *streamTransport) retire() {
 	t.CloseIdleConnections()
 }
 
-// canonicalAddr is the host:port a URL's requests go to.
+// canonicalAddr is the host:port a URL's requests go to, its port spelt
+// one way ("https://h" and "https://h:0443" are both h:443), so that
+// routes to one backend compare equal (see matchSent).
 func canonicalAddr(u *url.URL) string {
 	port := u.Port()
-	if port == "" {
+	switch {
+	case port != "":
+		if n, err := strconv.ParseUint(port, 10, 16); err == nil {
+			port = strconv.FormatUint(n, 10)
+		}
+	case u.Scheme == "https":
+		port = "443"
+	default:
 		port = "80"
 	}
 	return net.JoinHostPort(u.Hostname(), port)
