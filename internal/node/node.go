@@ -599,8 +599,10 @@ func (n *Node) shutdown() {
 	}
 	// Streams our peers opened through us finish too, within the grace:
 	// HTTP ones end as their exchanges do, once the peers have our notice.
+	// New ones are taken for half the grace at most, so that those taken
+	// have time to finish.
 	<-noticed
-	if err := n.far.Wait(ctx); err != nil {
+	if err := n.far.Wait(ctx, start.Add(n.opts.ShutdownGrace/2)); err != nil {
 		n.log.Warn("drain deadline reached with streams still open; closing them")
 	}
 	// Their last bytes may still wait in a tunnel's send queue.

@@ -46,7 +46,20 @@ type Far struct {
 
 	mu      sync.Mutex
 	streams map[*activity]struct{} // streams being served
+	// drain is how a drain has left new streams: taken (zero), refused,
+	// or held unanswered once the tunnels are about to close (see Wait).
+	drain farDrain
+	// holding mirrors drain == drainHold, for a check without the lock.
+	holding atomic.Bool
 }
+
+type farDrain int
+
+const (
+	drainTake farDrain = iota
+	drainRefuse
+	drainHold
+)
 
 // SetTargets replaces the dial policy for the streams that come after;
 // those connected already stay, as a TCP connection does when a firewall
@@ -89,25 +102,46 @@ func (a *activity) busy(now int64) bool {
 // they end; HTTP streams until they end too when their opener has
 // understood the drain notice (tunnel.Session.NoticeDrain), since it
 // closes them as their exchanges end, and otherwise until they sit idle
-// between requests; UDP flows until they sit idle. Streams may still
-// arrive meanwhile (a draining west keeps its tunnels up).
-func (f *Far) Wait(ctx context.Context) error {
+// between requests; UDP flows until they sit idle.
+//
+// A draining west keeps its tunnels up, so streams still arrive. Far
+// serves them until takeUntil or until no stream is busy, whichever comes
+// first, so that a steady load cannot hold the drain for all of ctx's
+// time and then see its requests cut; it refuses them after, as a west
+// that is stopping. Once Wait has returned, the tunnels are about to
+// close: new streams are held unanswered until they do, for the peer to
+// answer as a tunnel that went down, since answering each would keep the
+// tunnels busy against clients that retry at once.
+func (f *Far) Wait(ctx context.Context, takeUntil time.Time) error {
+	defer func() {
+		f.mu.Lock()
+		f.drain = drainHold
+		f.holding.Store(true)
+		f.mu.Unlock()
+	}()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for f.busy() {
+	for {
+		f.mu.Lock()
+		busy := f.busyLocked()
+		if !busy || !time.Now().Before(takeUntil) {
+			f.drain = max(f.drain, drainRefuse)
+		}
+		f.mu.Unlock()
+		if !busy {
+			return nil
+		}
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
-	return nil
 }
 
-func (f *Far) busy() bool {
+// busyLocked reports whether a stream is busy. f.mu must be held.
+func (f *Far) busyLocked() bool {
 	now := time.Now().UnixNano()
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	for a := range f.streams {
 		if a.busy(now) {
 			return true
@@ -116,8 +150,14 @@ func (f *Far) busy() bool {
 	return false
 }
 
-func (f *Far) track(a *activity) (untrack func()) {
+// track counts a stream being served, unless a drain no longer takes new
+// ones: then it says what to do instead.
+func (f *Far) track(a *activity) (untrack func(), drain farDrain) {
 	f.mu.Lock()
+	if f.drain != drainTake {
+		defer f.mu.Unlock()
+		return nil, f.drain
+	}
 	if f.streams == nil {
 		f.streams = make(map[*activity]struct{})
 	}
@@ -127,7 +167,7 @@ func (f *Far) track(a *activity) (untrack func()) {
 		f.mu.Lock()
 		delete(f.streams, a)
 		f.mu.Unlock()
-	}
+	}, drainTake
 }
 
 // trackedConn is a target connection that records its activity.
@@ -180,6 +220,10 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
+	if f.holding.Load() {
+		<-ctx.Done() // the session's end (see Wait)
+		return
+	}
 	if req.Header.Kind != wire.KindUDP {
 		switch l, ap, stopped := f.Locals.Find(req.Header.Target); {
 		case l != nil:
@@ -199,7 +243,16 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 	if req.Header.Kind == wire.KindHTTP {
 		act.session = req.Session()
 	}
-	defer f.track(act)()
+	untrack, drain := f.track(act)
+	switch drain {
+	case drainRefuse:
+		f.reject(req, wire.CodeOverloaded, "this west is stopping")
+		return
+	case drainHold:
+		<-ctx.Done() // the session's end
+		return
+	}
+	defer untrack()
 	dialer := &net.Dialer{}
 	if targets := f.targets(); !targets.Empty() {
 		host, portStr, err := net.SplitHostPort(req.Header.Target)

@@ -249,7 +249,7 @@ func TestTCPClientResetEndsFarSide(t *testing.T) {
 	conn.Close() // a reset
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	if err := far.Wait(ctx); err != nil {
+	if err := far.Wait(ctx, time.Now()); err != nil {
 		t.Errorf("3s after the client reset, the far side still serves its stream to the target: %v", err)
 	}
 }

@@ -345,6 +345,14 @@ func (s *Session) open(ctx context.Context, h wire.Header) (*yamux.Stream, error
 	}
 	if err := wire.ReadReply(st); err != nil {
 		closeStream(st)
+		var re *wire.RejectError
+		if ctx.Err() == nil && !errors.As(err, &re) && s.mux.IsClosed() {
+			// The tunnel ended before the peer took the stream (it
+			// stopped, or the link broke): the peer reads a stream's
+			// first bytes only after it has answered, so nothing
+			// reached the target but perhaps a connection.
+			return nil, fmt.Errorf("stream to %s via %s: %w: the tunnel ended before the peer took the stream: %v", h.Target, s.peer, ErrPeerDown, err)
+		}
 		return nil, fmt.Errorf("stream to %s via %s: %w", h.Target, s.peer, ctxErr(ctx, err))
 	}
 	if !stop() {
