@@ -1268,7 +1268,7 @@ func TestReloadRefusesDNSRebinding(t *testing.T) {
 	evil := "rebind.attacker.example:" + port
 	for _, h := range []map[string]string{
 		{"Origin": "http://" + evil, "Sec-Fetch-Site": "same-origin"}, // a current browser
-		{"Origin": "http://" + evil},                                 // one without Sec-Fetch-*, or over plain http
+		{"Origin": "http://" + evil},                                  // one without Sec-Fetch-*, or over plain http
 	} {
 		req, err := http.NewRequest("POST", "http://"+cp+"/api/reload", strings.NewReader(""))
 		if err != nil {
