@@ -661,7 +661,26 @@ func (n *Node) peerDraining(sess *tunnel.Session) {
 		if s.handler != nil {
 			s.handler.current().PeerDraining(sess.Peer(), sess.Dialed(), sess.Done())
 		}
+		if u, ok := s.srv.(*proxy.UDP); ok && !sess.Dialed() {
+			u.PeerDraining(sess.Peer(), false, sess.Done(), func() bool { return n.liveTunnel(sess.Peer()) })
+		}
 	}
+}
+
+// liveTunnel reports whether the tunnel server has a tunnel up under
+// peer whose west does not drain: where its new streams go.
+func (n *Node) liveTunnel(peer string) bool {
+	for _, s := range n.server.Sessions() {
+		if s.Peer() != peer || s.PeerDraining() {
+			continue
+		}
+		select {
+		case <-s.Done():
+		default:
+			return true
+		}
+	}
+	return false
 }
 
 // tellDrainingLocked tells handlers, new to their listeners, of the peers

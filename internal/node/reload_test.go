@@ -1343,3 +1343,70 @@ func TestReloadForgetsRoutesOfListenerReAddedWithout(t *testing.T) {
 		t.Error("the series of /a, which the listener added back serves, went too")
 	}
 }
+
+// sessionsOf counts the tunnels up under peer name on n's tunnel server.
+func sessionsOf(n *Node, peer string) int {
+	c := 0
+	for _, s := range n.Server().Sessions() {
+		if s.Peer() == peer {
+			c++
+		}
+	}
+	return c
+}
+
+// TestReloadReplacedClientMovesENUDPFlows: the en side of
+// TestReloadReplacedClientMovesUDPFlows. G's udp:// listener sends through
+// the tunnel of L, a client of G. A reload of L that replaces its tunnel
+// client under the same name (its token is read from elsewhere) brings up a second tunnel
+// beside the old, which retires. G's flows should move to the new tunnel,
+// as its HTTP listeners' streams do, so that the old one can go; a UDP
+// client that keeps sending holds it until L's whole shutdown_grace.
+func TestReloadReplacedClientMovesENUDPFlows(t *testing.T) {
+	echo := udpEcho(t)
+	udpAddr := freeUDPAddr(t)
+	t.Setenv("WEST_TEST_TOKEN_MOVE_L", "s3cret")
+	tokFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g, _ := runNode(t, fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0", "tokens": {"L": "env:WEST_TEST_TOKEN_MOVE_L"}},
+		"proxy": {"udp://%s": {"en": "L", "ou": "udp://%s"}}}`, udpAddr, echo), Options{})
+	gURL := "ws://" + g.Addrs().Tunnel
+	lconf := func(token string) string {
+		return fmt.Sprintf(`{"west": {"nm": "L", "shutdown_grace": "30s"}, "wstc": {%q: {"token": %q}}}`, gURL, token)
+	}
+	l, _ := runNode(t, lconf("env:WEST_TEST_TOKEN_MOVE_L"), Options{})
+	waitUp(t, g, "L")
+	c, err := net.Dial("udp", udpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := askUDP(c); got != "echo hi" {
+		t.Fatalf("before the reload: %q", got)
+	}
+	if err := l.Reload(mustParse(t, lconf("file:"+tokFile))); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for sessionsOf(g, "L") != 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("L's new tunnel never came up")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for sessionsOf(g, "L") != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("5s after the reload, with its client sending, G's udp flow still holds L's retiring tunnel")
+		}
+		if got := askUDP(c); got != "echo hi" {
+			t.Fatalf("after the reload: %q", got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := askUDP(c); got != "echo hi" {
+		t.Fatalf("through the new tunnel: %q", got)
+	}
+}

@@ -69,6 +69,8 @@ type udpFlow struct {
 	end  context.CancelFunc // ends the flow early, to make room for another
 	// route is what the flow was started by: its target and peer.
 	route *udpRoute
+	// stream is the flow's tunnel stream, once open.
+	stream atomic.Pointer[net.Conn]
 	// from, for a listener on every address, is the control message
 	// that sends replies from the address the client sent to; a client
 	// drops replies from any other. Nil: the socket's own address.
@@ -154,6 +156,45 @@ func (u *UDP) EndFlows() {
 		delete(u.flows, from)
 		f.end()
 	}
+}
+
+// PeerDraining is told that a tunnel to peer (dialed: one this west
+// dialled) drains, as HTTP.PeerDraining is. Once elsewhere reports that
+// new streams to peer go through another tunnel (a retiring tunnel
+// client's west has its new one up beside it), the flows whose streams go
+// through a draining tunnel end, and a client's next datagram starts a
+// flow on the other: a client that keeps sending would otherwise hold the
+// draining tunnel for the whole of its west's shutdown_grace. It watches
+// until done closes.
+func (u *UDP) PeerDraining(peer string, dialed bool, done <-chan struct{}, elsewhere func() bool) {
+	if o := u.route.Load().opts; peer != o.Peer || dialed != o.PeerDialed {
+		return
+	}
+	go func() {
+		tick := time.NewTicker(drainSweep)
+		defer tick.Stop()
+		for !elsewhere() {
+			select {
+			case <-tick.C:
+			case <-done:
+				return
+			case <-u.ctx.Done():
+				return
+			}
+		}
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		for from, f := range u.flows {
+			p := f.stream.Load()
+			if p == nil {
+				continue
+			}
+			if d, ok := (*p).(interface{ PeerDraining() bool }); ok && d.PeerDraining() {
+				delete(u.flows, from)
+				f.end()
+			}
+		}
+	}()
 }
 
 // ServePacket reads datagrams from pc until it is closed, and returns
@@ -338,7 +379,12 @@ func (u *UDP) runFlow(pc net.PacketConn, from netip.AddrPort, f *udpFlow, r *udp
 		}
 		return
 	}
+	f.stream.Store(&stream)
 	log.Debug("udp flow started")
+	// A flow ended from outside (eviction, a reroute, Close) may be
+	// blocked writing to a stream whose tunnel has stalled: closing the
+	// stream frees it, rather than the tunnel's death (dead_after).
+	defer context.AfterFunc(f.ctx, func() { stream.Close() })()
 
 	// Replies: stream to client.
 	done := make(chan struct{})
