@@ -394,6 +394,13 @@ func pipe(ctx context.Context, a, b net.Conn, abortB bool) (aToB, bToA int64) {
 	var once sync.Once
 	end := func(failed bool) {
 		once.Do(func() {
+			if failed {
+				// A tunnel lost under one side: the other's connection
+				// is reset, not ended, so that its peer does not take
+				// what it received for the whole.
+				resetIfLost(a, b)
+				resetIfLost(b, a)
+			}
 			a.Close()
 			if ab, ok := b.(interface{ Abort() error }); ok && failed && abortB {
 				ab.Abort()
@@ -416,6 +423,21 @@ func pipe(ctx context.Context, a, b net.Conn, abortB bool) (aToB, bToA int64) {
 	wg.Wait()
 	end(false)
 	return aToB, bToA
+}
+
+// resetIfLost makes c's Close a reset (SO_LINGER 0) when other is a
+// tunnel stream whose tunnel has ended.
+func resetIfLost(c, other net.Conn) {
+	st, ok := innermost(other).(*tunnel.Stream)
+	if !ok || !st.Lost() {
+		return
+	}
+	if t, ok := c.(trackedConn); ok {
+		c = t.Conn
+	}
+	if l, ok := innermost(c).(interface{ SetLinger(int) error }); ok {
+		l.SetLinger(0)
+	}
 }
 
 // copyHalf copies src to dst; at src's end it half-closes dst, and on an

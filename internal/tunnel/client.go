@@ -191,6 +191,8 @@ func (c *Client) Run(ctx context.Context) error {
 			err = fmt.Errorf("tunnel closed after %s", lasted.Round(time.Millisecond))
 			if reason != "" {
 				err = fmt.Errorf("%w by the server: %s", err, reason)
+			} else if why := sess.dead.Load(); why != nil {
+				err = fmt.Errorf("%w: %s", err, *why)
 			}
 			// Leave StateUp in the same step that drops the session, so that
 			// no Dial sees an up state without a session.

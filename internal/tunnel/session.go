@@ -83,6 +83,9 @@ type Session struct {
 	peerDraining   atomic.Bool
 	drainNoticed   atomic.Bool
 	onPeerDraining func(*Session)
+
+	// dead says why watch closed the session as dead, once it has.
+	dead atomic.Pointer[string]
 }
 
 func newSession(mux *yamux.Session, conn *wsConn, dialed bool, peer, remote string, maxStreams int, log *slog.Logger) *Session {
@@ -211,11 +214,15 @@ func (s *Session) watch(heard, sent *atomic.Int64, interval, timeout time.Durati
 		last := heard.Load()
 		if quiet := time.Duration(now - last); quiet >= timeout {
 			s.log.Warn("tunnel silent; closed as dead", "silent", quiet.Round(time.Millisecond))
+			why := fmt.Sprintf("peer silent for %s; closed as dead", quiet.Round(time.Millisecond))
+			s.dead.Store(&why)
 			s.mux.Close()
 			return
 		}
 		if stalled := stall.check(s, now, timeout); stalled >= timeout {
 			s.log.Warn("tunnel peer takes no data; closed as dead", "stalled", stalled.Round(time.Millisecond))
+			why := fmt.Sprintf("peer took no data for %s; closed as dead", stalled.Round(time.Millisecond))
+			s.dead.Store(&why)
 			s.mux.Close()
 			return
 		}
@@ -544,6 +551,17 @@ func (s *Stream) Quiet() bool {
 	_, err := s.st.Read(nil)
 	s.st.SetReadDeadline(time.Time{})
 	return errors.Is(err, yamux.ErrTimeout)
+}
+
+// Lost reports whether the tunnel under the stream has ended: a stream
+// that fails then was cut, and its end says nothing of the far side's.
+func (s *Stream) Lost() bool {
+	select {
+	case <-s.sessionDone:
+		return true
+	default:
+		return false
+	}
 }
 
 // PeerDraining reports whether the peer at the far end has told us that

@@ -301,3 +301,36 @@ func TestRefusedHandshakeFloodLogsLittle(t *testing.T) {
 		t.Errorf("%d refused handshakes gave %d log lines; want one a second", tries, n)
 	}
 }
+
+// TestDeadTunnelSaysWhy: a tunnel the keepalive closes as dead says so
+// in the client's last error, which /api/state and /healthz show, rather
+// than only that it closed.
+func TestDeadTunnelSaysWhy(t *testing.T) {
+	// A server that takes the upgrade and then never answers, as one whose
+	// machine vanished, or whose path drops every packet, does.
+	gone := make(chan struct{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := upgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		<-gone
+	})}
+	go hs.Serve(ln)
+	t.Cleanup(func() { close(gone); hs.Close() })
+
+	c, _ := runClient(t, ClientOptions{URL: "ws://" + ln.Addr().String(), Name: "d", Handler: echoHandler, MinBackoff: time.Minute,
+		Mux: MuxOptions{KeepAliveInterval: 100 * time.Millisecond, KeepAliveTimeout: 300 * time.Millisecond}})
+	waitFor(t, "the tunnel", func() bool { return c.Status().State == StateUp })
+	waitFor(t, "the keepalive to end it", func() bool { return c.Status().State == StateBackoff })
+	err = c.Status().LastError
+	t.Logf("last error: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "silent") {
+		t.Errorf("last error %q does not say that the server went silent", err)
+	}
+}
