@@ -232,12 +232,12 @@ func validQuery(q []byte) bool {
 	return true
 }
 
-func validName(n []byte) bool {
+func validName[T string | []byte](n T) bool {
 	if len(n) == 0 {
 		return false
 	}
-	for _, c := range n {
-		if c >= 0x80 || !isToken[c] {
+	for i := range len(n) {
+		if c := n[i]; c >= 0x80 || !isToken[c] {
 			return false
 		}
 	}

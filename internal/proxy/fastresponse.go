@@ -160,6 +160,9 @@ func (w *fastWriter) appendHead(b []byte, resp *http.Response) ([]byte, bool) {
 		b = append(b, "Trailer: "...)
 		i := 0
 		for name := range resp.Trailer {
+			if !validName(name) {
+				continue // appendHeader leaves it out
+			}
 			if i > 0 {
 				b = append(b, ", "...)
 			}
@@ -373,12 +376,14 @@ func appendStatusLine(b []byte, code int) []byte {
 }
 
 // appendHeader appends h's end-to-end fields: not the hop-by-hop ones,
-// not those its Connection names, and not Content-Length, which the
-// writer sets from the framing it chose.
+// not those its Connection names, not Content-Length, which the writer
+// sets from the framing it chose, and not those whose name is no token:
+// textproto reads "Transfer-Encoding : chunked" as a field of its own
+// (Go issue 34540), which net/http's server would not write either.
 func appendHeader(b []byte, h http.Header) []byte {
 	conn := h["Connection"]
 	for name, values := range h {
-		if isHopHeader(name) || name == "Content-Length" || len(conn) > 0 && tokenIn(conn, name) {
+		if isHopHeader(name) || name == "Content-Length" || !validName(name) || len(conn) > 0 && tokenIn(conn, name) {
 			continue
 		}
 		for _, v := range values {

@@ -184,8 +184,16 @@ func (h *HTTP) newReverseProxy(r Route) *httputil.ReverseProxy {
 			}
 			pr.SetXForwarded()
 		},
-		Transport:    h.transport,
-		BufferPool:   bodyBufs,
+		Transport:  h.transport,
+		BufferPool: bodyBufs,
+		// The stream transport refuses such a status itself; this is for
+		// fallback's, which passes it on, and net/http's server panics on it.
+		ModifyResponse: func(resp *http.Response) error {
+			if resp.StatusCode < 100 {
+				return errBogusStatus(resp.StatusCode)
+			}
+			return nil
+		},
 		ErrorHandler: h.serveError,
 		ErrorLog:     slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
 	}
@@ -504,7 +512,13 @@ func (h *HTTP) serveError(w http.ResponseWriter, r *http.Request, err error) {
 		// The body may be unread: the client must not reuse the connection.
 		w.Header().Set("Connection", "close")
 	}
-	writeError(w, statusFor(err), err)
+	status := statusFor(err)
+	if rec, ok := w.(*recorder); ok && rec.body.failed() {
+		// The client's body was malformed (a bad chunk), not the
+		// backend's answer: the client is told so.
+		status = http.StatusBadRequest
+	}
+	writeError(w, status, err)
 }
 
 // statusFor maps a proxying error to the status the HTTP client sees.
@@ -663,6 +677,7 @@ type handlerBody struct {
 	mu     sync.Mutex
 	r      io.ReadCloser
 	closed bool
+	bad    atomic.Bool // reading the client's body failed
 }
 
 func (b *handlerBody) Read(p []byte) (int, error) {
@@ -671,8 +686,16 @@ func (b *handlerBody) Read(p []byte) (int, error) {
 	if b.closed {
 		return 0, http.ErrBodyReadAfterClose
 	}
-	return b.r.Read(p)
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.bad.Store(true)
+	}
+	return n, err
 }
+
+// failed reports whether reading the client's body failed. It does not
+// wait for a read in progress.
+func (b *handlerBody) failed() bool { return b.bad.Load() }
 
 func (b *handlerBody) Close() error {
 	b.mu.Lock()

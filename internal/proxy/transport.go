@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -55,6 +56,11 @@ type streamTransport struct {
 const maxResponseHeader = 1 << 20
 
 var errHeaderTooLarge = errors.New("response headers exceed 1 MiB")
+
+// errBogusStatus is why a response whose status is below 100 is refused.
+func errBogusStatus(code int) error {
+	return fmt.Errorf("backend answered with status %03d", code)
+}
 
 // streamConn is one stream carrying requests to one target in turn.
 type streamConn struct {
@@ -293,6 +299,12 @@ func (t *streamTransport) roundTrip(ctx context.Context, sc *streamConn, r *stre
 		resp, err = readHead(br, r.req)
 		if err != nil {
 			return fail(err)
+		}
+		if resp.StatusCode < 100 {
+			// "099" reads as a number, but is no status: taken for an
+			// informational answer, it reached the client as "99", and
+			// net/http's server panics on it.
+			return fail(errBogusStatus(resp.StatusCode))
 		}
 		// Informational answers (103 Early Hints) go to the client as the
 		// reverse proxy asks, and the final one follows.
