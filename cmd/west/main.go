@@ -263,6 +263,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "west: %v\n", err)
 			return exitCheckFailed
 		}
+		if err := node.CheckSecrets(cfg); err != nil {
+			fmt.Fprintf(stderr, "west: %v\n", err)
+			return exitCheckFailed
+		}
 		for _, w := range node.CertWarnings(cfg, time.Now()) {
 			fmt.Fprintf(stderr, "west: warning: %s\n", w)
 		}

@@ -251,3 +251,26 @@ func TestTakenPortIsRuntimeError(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q; want %d naming %s", code, stderr, exitRuntime, ln.Addr())
 	}
 }
+
+// TestCheckReadsSecrets: west check refuses a file whose tunnel tokens
+// cannot be read, as starting (and a reload) does: the systemd unit's
+// ExecReload runs west check to fail a bad reload visibly, and the
+// README says check loads what the file names "as starting does".
+func TestCheckReadsSecrets(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing.token")
+	t.Setenv("WEST_TEST_UNSET_TOKEN", "")
+	os.Unsetenv("WEST_TEST_UNSET_TOKEN")
+	for _, tc := range []struct{ conf, says string }{
+		{fmt.Sprintf(`{"west": {"nm": "n"}, "wsts": {"sp": "ws://127.0.0.1:0",
+			"tokens": {"L": "file:%s"}}}`, missing), missing},
+		{`{"west": {"nm": "n"}, "wsts": {"sp": "ws://127.0.0.1:0",
+			"tokens": {"L": "env:WEST_TEST_UNSET_TOKEN"}}}`, "WEST_TEST_UNSET_TOKEN"},
+		{fmt.Sprintf(`{"west": {"nm": "n"}, "wstc": {"ws://127.0.0.1:9": {"token": "file:%s"}}}`, missing), missing},
+	} {
+		p := writeFile(t, "tokens.json", tc.conf)
+		code, _, stderr := runArgs(t, context.Background(), "check", "-c", p)
+		if code != exitCheckFailed || !strings.Contains(stderr, tc.says) {
+			t.Errorf("check of %s: exit %d, stderr %q; want %d naming %s", tc.conf, code, stderr, exitCheckFailed, tc.says)
+		}
+	}
+}

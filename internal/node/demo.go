@@ -14,7 +14,7 @@ import (
 )
 
 // Demo runs the seed's use case 1 inside one process on loopback: a backend
-// standing for a server behind NAT, a west "G" with a tunnel server, and a
+// standing for a server near G, a west "G" with a tunnel server, and a
 // west "L" that dials G and offers a proxy listener. It sends one request
 // across the tunnel, prints what happened, and keeps running until ctx ends
 // so that the printed curl command can be tried.
@@ -58,7 +58,7 @@ func Demo(ctx context.Context, out io.Writer, log *slog.Logger) error {
 	}
 	url := "http://" + listen + "/px/hello?from=demo"
 	fmt.Fprintf(out, "west demo: use case 1 on loopback\n")
-	fmt.Fprintf(out, "  backend (the server behind NAT)  http://%s/x\n", backendLn.Addr())
+	fmt.Fprintf(out, "  backend (the server behind G)    http://%s/x\n", backendLn.Addr())
 	fmt.Fprintf(out, "  west G: tunnel server            ws://%s\n", g.Addrs().Tunnel)
 	fmt.Fprintf(out, "  west L: tunnel client to G, proxy listener http://%s/px -> G -> backend /x\n\n", listen)
 

@@ -206,6 +206,22 @@ func CheckTLS(cfg *config.Config) error {
 	return nil
 }
 
+// CheckSecrets reads every secret that cfg names (wsts.tokens, each
+// wstc token), as New does: what `west check` runs beside CheckTLS.
+func CheckSecrets(cfg *config.Config) error {
+	if cfg.Server != nil {
+		if _, err := newGate(cfg.Server, slog.New(slog.DiscardHandler)); err != nil {
+			return err
+		}
+	}
+	for _, c := range cfg.Clients {
+		if _, err := tokenHeader(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // backendTLS is how an HTTP listener verifies https:// outgoing URLs.
 func backendTLS(p config.Proxy) (*tls.Config, error) {
 	if p.TLSCAFile == "" {
