@@ -284,7 +284,8 @@ func (n *Node) Reload(cfg *config.Config) error {
 	n.clients, n.servers, n.cfg = clients, servers, cfg
 	n.warnCerts(cfg)
 	n.log.Info("configuration reloaded",
-		"listeners_started", len(starts), "listeners_stopped", len(stops), "listeners_rerouted", len(swaps),
+		"listeners_started", len(starts)-len(errs), "listeners_failed", len(errs),
+		"listeners_stopped", len(stops), "listeners_rerouted", len(swaps),
 		"listeners_kept", len(kept), "tunnel_clients_started", len(added))
 	if len(errs) > 0 {
 		return &PartialError{Err: errors.Join(errs...)}

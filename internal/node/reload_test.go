@@ -2,6 +2,7 @@ package node
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -455,6 +456,29 @@ func TestReloadBindFailureIsNotARefusal(t *testing.T) {
 		!strings.Contains(string(body), busy.Addr().String()) {
 		t.Errorf("POST /api/reload with a port in use: %d %q; want an error naming %s that does not call the reload refused",
 			resp.StatusCode, body, busy.Addr())
+	}
+}
+
+// TestReloadBindFailureIsLoggedAsOne: the reload's log line counts a
+// listener that could not bind as failed, not as started.
+func TestReloadBindFailureIsLoggedAsOne(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	var log testutil.Buffer
+	n, _ := runNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`,
+		Options{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	next := fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}, "proxy": {
+		"http://127.0.0.1:0": {"en": "L", "/": {"ou": "http://127.0.0.1:9/"}},
+		"http://%s": {"en": "L", "/": {"ou": "http://127.0.0.1:9/"}}}}`, busy.Addr())
+	var partial *PartialError
+	if err := n.Reload(mustParse(t, next)); !errors.As(err, &partial) {
+		t.Fatalf("reload with a port in use: %v, want a PartialError", err)
+	}
+	if !strings.Contains(log.String(), "listeners_started=1 listeners_failed=1 ") {
+		t.Errorf("the reload's log does not count one listener started and one failed:\n%s", log.String())
 	}
 }
 
