@@ -453,12 +453,13 @@ func TestDrainingMiddleRefusesAsStopping(t *testing.T) {
 	<-stopped
 }
 
-// TestFarDrainUnderSteadyLoad: G, the far west of case 1, is stopped
-// while L's clients send it new requests without pause. G serves them
-// for the first half of its grace, then refuses new streams (L answers
-// 503, "stopping") and stops once those in flight are done. Before, a
-// steady load left G no quiet moment: it served until the grace ran out
-// and then cut the requests in flight (502).
+// TestFarDrainUnderSteadyLoad: the far west, G of case 1 (a tunnel
+// server) or L of case 2 (a tunnel client), is stopped while the other's
+// clients send it new requests without pause. It serves them for the
+// first half of its grace, then refuses new streams (503, "stopping") and
+// stops once those in flight are done. Before, a steady load left it no
+// quiet moment: it served until the grace ran out and then cut the
+// requests in flight (502).
 func TestFarDrainUnderSteadyLoad(t *testing.T) {
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(30 * time.Millisecond)
@@ -466,54 +467,68 @@ func TestFarDrainUnderSteadyLoad(t *testing.T) {
 	}))
 	t.Cleanup(be.Close)
 	const grace = 3 * time.Second
-	g, stopG := runNode(t, fmt.Sprintf(`{"west": {"nm": "G", "shutdown_grace": %q}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, grace), Options{})
-	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"},
-		"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/": {"ou": "%s/"}}}}`, g.Addrs().Tunnel, be.URL), Options{})
-	base := proxyURL(t, l)
-	if code, _ := getStatus(t, base+"/warm"); code != 200 {
-		t.Fatalf("warm-up: %d", code)
-	}
-	var mu sync.Mutex
-	codes := map[string]int{}
-	done := make(chan struct{})
-	var load sync.WaitGroup
-	for range 4 {
-		load.Go(func() {
-			client := &http.Client{Timeout: 10 * time.Second}
-			for {
-				select {
-				case <-done:
-					return
-				default:
-				}
-				key := "error"
-				resp, err := client.Get(base + "/load")
-				if err == nil {
-					body, _ := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					key = fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(body)))
-					if resp.StatusCode == 503 {
-						key = "503" // "stopping", then the peer is down
+	for _, far := range []string{"server", "client"} {
+		t.Run(far, func(t *testing.T) {
+			var base string
+			var stop func() time.Duration
+			if far == "server" {
+				g, stopG := runNode(t, fmt.Sprintf(`{"west": {"nm": "G", "shutdown_grace": %q}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, grace), Options{})
+				l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"},
+					"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/": {"ou": "%s/"}}}}`, g.Addrs().Tunnel, be.URL), Options{})
+				base, stop = proxyURL(t, l), stopG
+			} else {
+				g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"},
+					"proxy": {"http://127.0.0.1:0": {"en": "L", "/": {"ou": "`+be.URL+`/"}}}}`, Options{})
+				_, stopL := runNode(t, fmt.Sprintf(`{"west": {"nm": "L", "shutdown_grace": %q}, "wstc": {"ws://%s": {}}}`, grace, g.Addrs().Tunnel), Options{})
+				waitUp(t, g, "L")
+				base, stop = proxyURL(t, g), stopL
+			}
+			if code, _ := getStatus(t, base+"/warm"); code != 200 {
+				t.Fatalf("warm-up: %d", code)
+			}
+			var mu sync.Mutex
+			codes := map[string]int{}
+			done := make(chan struct{})
+			var load sync.WaitGroup
+			for range 4 {
+				load.Go(func() {
+					client := &http.Client{Timeout: 10 * time.Second}
+					for {
+						select {
+						case <-done:
+							return
+						default:
+						}
+						key := "error"
+						resp, err := client.Get(base + "/load")
+						if err == nil {
+							body, _ := io.ReadAll(resp.Body)
+							resp.Body.Close()
+							key = fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(body)))
+							if resp.StatusCode == 503 {
+								key = "503" // "stopping", then the peer is down
+							}
+						}
+						mu.Lock()
+						codes[key]++
+						mu.Unlock()
 					}
+				})
+			}
+			time.Sleep(300 * time.Millisecond) // the load is steady
+			took := stop()
+			time.Sleep(100 * time.Millisecond)
+			close(done)
+			load.Wait()
+			t.Logf("the far west stopped after %v; answers: %v", took, codes)
+			for key, n := range codes {
+				if key != "200 ok" && key != "503" {
+					t.Errorf("%d requests answered %q; want 200 or 503", n, key)
 				}
-				mu.Lock()
-				codes[key]++
-				mu.Unlock()
+			}
+			if took > grace*3/4 {
+				t.Errorf("the far west stopped after %v of its %v grace; want about half of it, when it stops taking streams", took, grace)
 			}
 		})
-	}
-	time.Sleep(300 * time.Millisecond) // the load is steady
-	took := stopG()
-	time.Sleep(100 * time.Millisecond)
-	close(done)
-	load.Wait()
-	t.Logf("G stopped after %v; answers: %v", took, codes)
-	for key, n := range codes {
-		if key != "200 ok" && key != "503" {
-			t.Errorf("%d requests answered %q; want 200 or 503", n, key)
-		}
-	}
-	if took > grace*3/4 {
-		t.Errorf("G stopped after %v of its %v grace; want about half of it, when it stops taking streams", took, grace)
 	}
 }
