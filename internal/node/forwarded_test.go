@@ -89,3 +89,38 @@ func TestForwardedHeadersFromRawTCPAreReplaced(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardedHeadersCrossAChainByName: the middle west's listener named
+// by a host name in the entry's outgoing URL ("localhost", or the host's
+// own DNS name) is dialled, not handed the stream; the HTTP it gets is
+// still a peer west's, whose X-Forwarded headers name the client that
+// reached the chain. The backend must see that client, not the middle
+// west's own loopback address (which a backend that trusts
+// X-Forwarded-For for "local" requests would take for a local client).
+func TestForwardedHeadersCrossAChainByName(t *testing.T) {
+	be := forwardedEcho(t)
+	var pre prebound
+	gListen := pre.addr(t)
+	_, port, _ := net.SplitHostPort(gListen)
+	g := startNode(t, fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"},
+		"proxy": {"http://%s": {"en": "L2", "/": {"ou": "%s/"}}}}`, gListen, be), Options{Listen: pre.listen})
+	startNode(t, fmt.Sprintf(`{"west": {"nm": "L2"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
+	waitUp(t, g, "L2")
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {"http://127.0.0.1:0": {"ea": "ws://%s",
+		"/": {"ou": "http://localhost:%s/"}}}}`, g.Addrs().Tunnel, port), Options{})
+	var entry string
+	for _, a := range l.Addrs().Proxies {
+		entry = a
+	}
+	for _, c := range headSizes {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+		conn, err := d.Dial("tcp", entry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if got, want := askForged(t, conn, c.extra), "[127.0.0.2]|[front.example]|[http]"; got != want {
+			t.Errorf("%s: the backend saw %s, want %s", c.path, got, want)
+		}
+	}
+}

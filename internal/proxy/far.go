@@ -291,6 +291,13 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 		f.reject(req, code, err.Error())
 		return
 	}
+	if req.Header.Kind == wire.KindHTTP {
+		// Should it be one of this west's listeners, the HTTP it gets
+		// is a peer west's listener's (see fromWest).
+		key := connKey(backend.LocalAddr(), backend.RemoteAddr())
+		selfDialled.Store(key, struct{}{})
+		defer selfDialled.Delete(key)
+	}
 	backend = sockio.Wrap(backend) // a UDP socket stays as it is
 	stream, err := req.Accept()
 	if err != nil {

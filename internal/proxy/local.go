@@ -222,8 +222,36 @@ func fromWest(c net.Conn) bool {
 		return fromWest(cc.Conn)
 	case *localConn:
 		return cc.fromWest
+	case nil:
+		return false
 	}
-	return false
+	// A connection this west's far side dialled for an HTTP stream, to a
+	// listener it could not tell for its own (named by a host name, or by
+	// an address of the host a wildcard listener takes): the stream's
+	// HTTP, as if it had been handed over.
+	_, ok := selfDialled.Load(connKey(c.RemoteAddr(), c.LocalAddr()))
+	return ok
+}
+
+// selfDialled holds the connections the far side of this process dialled
+// for HTTP streams while they are open, by their connKey as the dialling
+// side sees them (local, remote): a listener that accepts one sees it
+// reversed. Both ends are in the key, so that another socket from the
+// same address and port, to another destination, is not taken for one.
+var selfDialled sync.Map
+
+// connKey is the (from, to) pair of addresses of a TCP connection,
+// unmapped, so that both ends of one connection agree on it.
+func connKey(from, to net.Addr) [2]netip.AddrPort {
+	key := func(a net.Addr) netip.AddrPort {
+		ta, ok := a.(*net.TCPAddr)
+		if !ok {
+			return netip.AddrPort{}
+		}
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return [2]netip.AddrPort{key(from), key(to)}
 }
 
 func (c *localConn) LocalAddr() net.Addr  { return c.local }

@@ -338,9 +338,8 @@ func (c *serverConn) serve() {
 	if host, _, err := net.SplitHostPort(remote); err == nil {
 		c.ip = host
 	}
-	c.fromWest = fromWest(c.conn)
 	wait, idle := c.s.headerTimeout(), c.s.idleTimeout()
-	for {
+	for first := true; ; first = false {
 		// Setting a deadline costs a timer update: while requests keep
 		// coming, it is set again once a second (or a quarter of a short
 		// wait), not for each.
@@ -351,6 +350,12 @@ func (c *serverConn) serve() {
 		if _, err := c.br.Peek(1); err != nil {
 			c.conn.Close()
 			return
+		}
+		if first {
+			// Once the client has sent something: a connection this
+			// west dialled is known for one (see fromWest) before its
+			// far side sends on it, not always before it is accepted.
+			c.fromWest = fromWest(c.conn)
 		}
 		if !c.s.setIdle(c, false) {
 			c.conn.Close()
