@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/west-tunnel/west/internal/acl"
+	"github.com/west-tunnel/west/internal/lograte"
 	"github.com/west-tunnel/west/internal/tunnel"
 	"github.com/west-tunnel/west/internal/wire"
 )
@@ -101,6 +102,10 @@ type HTTP struct {
 
 	afterMu     sync.Mutex
 	afterFinish []func() // see AfterFinish
+
+	// warnLog passes one warning a second: a client causes a failed
+	// request (peer down, backend gone) as often as it likes.
+	warnLog lograte.Limit
 }
 
 type route struct {
@@ -389,6 +394,12 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// body waited for an answer that waited for the body.
 		if r.Body != http.NoBody {
 			rec.body.r = r.Body
+			// A client silent mid-body for as long as one may idle
+			// between requests is gone: otherwise it would hold its
+			// tunnel stream and the backend's connection for ever.
+			if srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server); ok && srv.IdleTimeout > 0 {
+				rec.body.rc, rec.body.idle = http.NewResponseController(w), srv.IdleTimeout
+			}
 			r.Body = &rec.body
 			defer rec.body.done(r)
 		}
@@ -474,8 +485,13 @@ var errBrokeOff = errors.New("the response broke off before its body began")
 
 func (h *HTTP) logRecord(rec Record) {
 	level := LevelAccess
+	skipped := 0
 	if rec.Err != nil && rec.Status >= 500 && rec.Status != statusClientGone {
-		level = slog.LevelWarn
+		// One a second at Warn; the others as access lines, which a
+		// verbose logger still shows.
+		if ok, n := h.warnLog.Allow(); ok {
+			level, skipped = slog.LevelWarn, n
+		}
 	}
 	// Most runs do not log access lines; build none for them.
 	if !h.log.Enabled(context.Background(), level) {
@@ -488,6 +504,9 @@ func (h *HTTP) logRecord(rec Record) {
 	}
 	if rec.Err != nil {
 		attrs = append(attrs, slog.String("err", rec.Err.Error()))
+	}
+	if skipped > 0 {
+		attrs = append(attrs, slog.Int("not_logged_since", skipped))
 	}
 	h.log.LogAttrs(context.Background(), level, "request", attrs...)
 }
@@ -678,6 +697,9 @@ type handlerBody struct {
 	r      io.ReadCloser
 	closed bool
 	bad    atomic.Bool // reading the client's body failed
+	// rc bounds each read from the client to idle, when set.
+	rc   *http.ResponseController
+	idle time.Duration
 }
 
 func (b *handlerBody) Read(p []byte) (int, error) {
@@ -686,7 +708,17 @@ func (b *handlerBody) Read(p []byte) (int, error) {
 	if b.closed {
 		return 0, http.ErrBodyReadAfterClose
 	}
+	if b.rc != nil {
+		b.rc.SetReadDeadline(time.Now().Add(b.idle))
+	}
 	n, err := b.r.Read(p)
+	if b.rc != nil && !isTimeout(err) {
+		// Lifted at once: the deadline is the connection's, and bounds
+		// only this wait for the client, not the response's life. Once
+		// it has run out it stays, so that net/http, discarding the
+		// rest of the body as the handler ends, does not wait again.
+		b.rc.SetReadDeadline(time.Time{})
+	}
 	if err != nil && err != io.EOF {
 		b.bad.Store(true)
 	}

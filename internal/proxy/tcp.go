@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/west-tunnel/west/internal/acl"
+	"github.com/west-tunnel/west/internal/lograte"
 	"github.com/west-tunnel/west/internal/wire"
 )
 
@@ -47,6 +48,8 @@ type TCP struct {
 	// ends it: closing a client's socket alone would leave the pipe of a
 	// client that had half-closed waiting on its stream.
 	open map[net.Conn]context.CancelFunc
+	// warnLog passes one warning a second (see serveConn).
+	warnLog lograte.Limit
 	// closed is set once Shutdown or Close begins. Connections are
 	// counted in conns only before it, under mu, so that no count is
 	// added while Shutdown or Close waits for it to reach zero.
@@ -165,12 +168,21 @@ func (t *TCP) serveConn(ctx context.Context, conn net.Conn) {
 	rec := Record{Listener: o.Name, Method: "TCP", Path: o.Target}
 	defer func() {
 		rec.Duration = time.Since(start)
-		level := LevelAccess
+		// A client makes a refused connection (outside ca, peer down)
+		// as often as it likes: one a second goes at Warn, the others
+		// as access lines, which a verbose logger still shows.
+		level, skipped := LevelAccess, 0
 		if rec.Err != nil {
-			level = slog.LevelWarn
+			if ok, n := t.warnLog.Allow(); ok {
+				level, skipped = slog.LevelWarn, n
+			}
 		}
-		r.log.Log(context.Background(), level, "connection", "client", conn.RemoteAddr().String(),
-			"bytes_in", rec.BytesIn, "bytes_out", rec.BytesOut, "duration", rec.Duration, "err", rec.Err)
+		args := []any{"client", conn.RemoteAddr().String(),
+			"bytes_in", rec.BytesIn, "bytes_out", rec.BytesOut, "duration", rec.Duration, "err", rec.Err}
+		if skipped > 0 {
+			args = append(args, "not_logged_since", skipped)
+		}
+		r.log.Log(context.Background(), level, "connection", args...)
 		if o.Observe != nil {
 			o.Observe(rec)
 		}
