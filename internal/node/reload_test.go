@@ -470,6 +470,8 @@ func TestReloadBindFailureIsLoggedAsOne(t *testing.T) {
 	var log testutil.Buffer
 	n, _ := runNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`,
 		Options{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {"ws://%s": {}}}`, n.Addrs().Tunnel), Options{})
+	waitUp(t, n, "L") // and n runs: it may reload
 	next := fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}, "proxy": {
 		"http://127.0.0.1:0": {"en": "L", "/": {"ou": "http://127.0.0.1:9/"}},
 		"http://%s": {"en": "L", "/": {"ou": "http://127.0.0.1:9/"}}}}`, busy.Addr())
