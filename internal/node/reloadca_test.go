@@ -29,22 +29,6 @@ import (
 func TestReloadNarrowedHTTPCAEndsExchanges(t *testing.T) {
 	quit := make(chan struct{})
 	mux := http.NewServeMux()
-	wsEcho := func(w http.ResponseWriter, r *http.Request) {
-		c, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		for {
-			typ, msg, err := c.ReadMessage()
-			if err != nil {
-				return
-			}
-			if err := c.WriteMessage(typ, append([]byte("echo "), msg...)); err != nil {
-				return
-			}
-		}
-	}
 	mux.HandleFunc("/ws/", wsEcho)
 	mux.HandleFunc("/keep/", wsEcho)
 	mux.HandleFunc("/ws/plain", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "plain") })

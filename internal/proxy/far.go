@@ -439,9 +439,6 @@ func resetIfLost(c, other net.Conn) {
 	if !ok || !st.Lost() {
 		return
 	}
-	if t, ok := c.(trackedConn); ok {
-		c = t.Conn
-	}
 	if l, ok := innermost(c).(interface{ SetLinger(int) error }); ok {
 		l.SetLinger(0)
 	}

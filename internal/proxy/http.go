@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"crypto/tls"
@@ -197,11 +198,30 @@ func (h *HTTP) newReverseProxy(r Route) *httputil.ReverseProxy {
 			if resp.StatusCode < 100 {
 				return errBogusStatus(resp.StatusCode)
 			}
+			// The reverse proxy refuses a switch to a protocol other than
+			// the one asked for, but leaves the backend's connection, the
+			// tunnel stream, open for as long as the backend keeps it; an
+			// error here has it closed.
+			if resp.StatusCode == http.StatusSwitchingProtocols {
+				if asked, got := upgradeType(resp.Request.Header), upgradeType(resp.Header); asked == "" || !strings.EqualFold(asked, got) {
+					return fmt.Errorf("backend switched protocols to %q when %q was asked for", got, asked)
+				}
+			}
 			return nil
 		},
 		ErrorHandler: h.serveError,
 		ErrorLog:     slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
 	}
+}
+
+// upgradeType is the protocol a request or response with header h
+// switches to, as the reverse proxy reads it: "" without "Connection:
+// Upgrade".
+func upgradeType(h http.Header) string {
+	if !tokenIn(h["Connection"], "Upgrade") {
+		return ""
+	}
+	return h.Get("Upgrade")
 }
 
 // rewriteURL points out at target, keeping the part of in's path below
@@ -801,3 +821,70 @@ func (r *recorder) FlushError() error {
 }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// Hijack hands the client's connection to the reverse proxy, which does
+// so only to switch protocols once the backend has answered 101: the
+// exchange is counted as the 101 its client got. The connection comes
+// back as an upgradedConn.
+func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(r.ResponseWriter).Hijack()
+	if err != nil {
+		return c, brw, err
+	}
+	r.status, r.pending, r.committed = http.StatusSwitchingProtocols, 0, true
+	return &upgradedConn{Conn: c, r: brw.Reader}, brw, nil
+}
+
+// upgradedConn is a client's connection after a switch of protocols, as
+// the reverse proxy copies it to and from the backend's stream. It reads
+// first what net/http had read ahead of the upgrade request (the reverse
+// proxy reads the connection, not the reader it was given with it), and
+// when the backend's stream fails rather than ends (its tunnel was lost,
+// or a middle west of a chain aborted it), it resets the client's
+// connection, as a tcp:// listener does, so that the client does not take
+// what it got for the whole.
+type upgradedConn struct {
+	net.Conn
+	r *bufio.Reader // net/http's, until empty
+}
+
+func (c *upgradedConn) Read(b []byte) (int, error) {
+	if c.r != nil {
+		if n := c.r.Buffered(); n > 0 {
+			return c.r.Read(b[:min(len(b), n)])
+		}
+		c.r = nil
+	}
+	return c.Conn.Read(b)
+}
+
+// ReadFrom copies the backend's stream to the client (io.Copy calls it).
+func (c *upgradedConn) ReadFrom(src io.Reader) (int64, error) {
+	buf := bodyBufs.Get()
+	defer bodyBufs.Put(buf)
+	n, err := io.CopyBuffer(struct{ io.Writer }{c.Conn}, src, buf)
+	if err != nil {
+		abortConn(c.Conn)
+	}
+	return n, err
+}
+
+// CloseWrite passes the backend's end of stream on as a half-close.
+func (c *upgradedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(closeWriter); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
+
+// abortConn has c's close be a failure its peer sees: a tunnel stream's
+// abort (a chain's middle west serving a stream in process), or a TCP
+// reset.
+func abortConn(c net.Conn) {
+	switch c := innermost(c).(type) {
+	case interface{ Abort() error }:
+		c.Abort()
+	case interface{ SetLinger(int) error }:
+		c.SetLinger(0)
+	}
+}

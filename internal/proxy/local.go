@@ -399,6 +399,10 @@ func innermost(c net.Conn) net.Conn {
 			c = w.Conn
 		case *localConn:
 			c = w.Conn
+		case *handedConn:
+			c = w.Conn
+		case trackedConn:
+			c = w.Conn
 		default:
 			return c
 		}

@@ -1,0 +1,327 @@
+package node
+
+// Protocol upgrades through HTTP listeners (a review of upgrades and
+// streaming): each failed before its fix.
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/west-tunnel/west/internal/testutil"
+)
+
+// upgradeShapes runs f over the shapes an HTTP listener reaches a backend in:
+// an ea listener through one tunnel, through a chain of two, and an en
+// listener (case 2) through one tunnel.
+func upgradeShapes(t *testing.T, ou string, f func(t *testing.T, entry string)) {
+	for _, hops := range []int{1, 2} {
+		t.Run(fmt.Sprintf("ea-%d-hop", hops), func(t *testing.T) { f(t, through(t, hops, "http", ou, "")) })
+	}
+	t.Run("en-1-hop", func(t *testing.T) {
+		g := startNode(t, fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"},
+			"proxy": {"http://127.0.0.1:0": {"en": "L", "/": {"ou": %q}}}}`, ou), Options{})
+		startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
+		waitUp(t, g, "L")
+		for _, a := range g.Addrs().Proxies {
+			f(t, a)
+		}
+	})
+}
+
+// rawUpgrade sends an upgrade request for proto on a new connection and
+// reads the 101.
+func rawUpgrade(t *testing.T, entry, path, proto string) (*net.TCPConn, *bufio.Reader) {
+	t.Helper()
+	c := testutil.DialClient(t, entry)
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", path, proto)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("upgrade: %v", err)
+	}
+	if resp.StatusCode != 101 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("upgrade: %s %q", resp.Status, b)
+	}
+	return c, br
+}
+
+// wsEcho is a WebSocket backend that answers each message with "echo "
+// and the message.
+func wsEcho(w http.ResponseWriter, r *http.Request) {
+	c, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	for {
+		typ, msg, err := c.ReadMessage()
+		if err != nil {
+			return
+		}
+		if err := c.WriteMessage(typ, append([]byte("echo "), msg...)); err != nil {
+			return
+		}
+	}
+}
+
+// TestUpgradeLoggedAs101: an upgraded connection's access line and
+// metrics say 101, the status its client got, not 200.
+func TestUpgradeLoggedAs101(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(wsEcho))
+	defer be.Close()
+	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	var logs testutil.Buffer
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L", "cp": "127.0.0.1:0"}, "proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/": {"ou": %q}}}}`,
+		g.Addrs().Tunnel, be.URL+"/"), Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: LevelVerbose}))})
+	entry := strings.TrimPrefix(proxyURL(t, l), "http://")
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	c, resp, err := d.Dial("ws://"+entry+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 101 {
+		t.Fatalf("client got %d", resp.StatusCode)
+	}
+	c.WriteMessage(websocket.TextMessage, []byte("x"))
+	c.ReadMessage()
+	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""))
+	c.ReadMessage()
+	c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "msg=request") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no access line: %s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "msg=request") && !strings.Contains(line, "status=101") {
+			t.Errorf("access line of a WebSocket the client got 101 for: %s", line)
+		}
+	}
+	mresp, err := http.Get("http://" + l.Addrs().Control + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	for _, line := range strings.Split(string(m), "\n") {
+		if strings.HasPrefix(line, "west_requests_total") {
+			t.Logf("%s", line)
+			if !strings.Contains(line, `code_class="1xx"`) {
+				t.Errorf("metric of a WebSocket: %s", line)
+			}
+		}
+	}
+}
+
+// TestFaultTunnelLossUnderUpgrade: a tunnel lost under an upgraded
+// connection (a raw stream after "Upgrade: tcp", as Docker's attach)
+// must not end either side's connection as if the other had finished:
+// as for a tcp:// listener, each sees its connection fail.
+func TestFaultTunnelLossUnderUpgrade(t *testing.T) {
+	uploadEnd := make(chan error, 1)
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
+		if r.URL.Path == "/down" {
+			io.Copy(c, &testutil.Pattern{})
+			return
+		}
+		io.WriteString(c, "k")
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, err = io.Copy(io.Discard, brw)
+		uploadEnd <- err
+	}))
+	defer be.Close()
+	for _, shape := range []string{"1-hop", "2-hop, far tunnel lost"} {
+		t.Run(shape, func(t *testing.T) {
+			var relay *testutil.Relay
+			var entry string
+			if shape == "1-hop" {
+				g := startNode(t, `{"west": {"nm": "cut.G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, faultOpts(t))
+				relay = testutil.StartRelay(t, g.Addrs().Tunnel)
+				l := startNode(t, fmt.Sprintf(`{"west": {"nm": "cut.L"},
+					"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/": {"ou": "%s/"}}}}`, relay.Addr(), be.URL), faultOpts(t))
+				entry = strings.TrimPrefix(proxyURL(t, l), "http://")
+			} else {
+				var pre prebound
+				gListen := pre.addr(t)
+				opts := faultOpts(t)
+				opts.Listen = pre.listen
+				g := startNode(t, fmt.Sprintf(`{"west": {"nm": "cut.G"}, "wsts": {"sp": "ws://127.0.0.1:0"},
+					"proxy": {"http://%s": {"en": "cut.L2", "/": {"ou": "%s/"}}}}`, gListen, be.URL), opts)
+				relay = testutil.StartRelay(t, g.Addrs().Tunnel)
+				startNode(t, fmt.Sprintf(`{"west": {"nm": "cut.L2"}, "wstc": {"ws://%s": {}}}`, relay.Addr()), faultOpts(t))
+				waitUp(t, g, "cut.L2")
+				l := startNode(t, fmt.Sprintf(`{"west": {"nm": "cut.L"},
+					"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/": {"ou": "http://%s/"}}}}`, g.Addrs().Tunnel, gListen), faultOpts(t))
+				entry = strings.TrimPrefix(proxyURL(t, l), "http://")
+			}
+			down, dbr := rawUpgrade(t, entry, "/down", "tcp")
+			if _, err := io.CopyN(io.Discard, dbr, 1<<20); err != nil {
+				t.Fatalf("first MiB of the download: %v", err)
+			}
+			up, ubr := rawUpgrade(t, entry, "/up", "tcp")
+			if _, err := io.ReadFull(ubr, make([]byte, 1)); err != nil {
+				t.Fatal(err)
+			}
+			go io.Copy(up, &testutil.Pattern{})
+			time.Sleep(200 * time.Millisecond)
+
+			relay.Drop()
+
+			down.SetReadDeadline(time.Now().Add(20 * time.Second))
+			_, downErr := io.Copy(io.Discard, dbr)
+			var upErr error
+			select {
+			case upErr = <-uploadEnd:
+			case <-time.After(20 * time.Second):
+				t.Fatal("the backend's connection did not end")
+			}
+			t.Logf("the client's download ended with %v; the backend's upload with %v", downErr, upErr)
+			if downErr == nil {
+				t.Errorf("the client of an upgraded connection read a clean end of stream when the tunnel was lost mid-download; want a reset")
+			}
+			if upErr == nil {
+				t.Errorf("the backend of an upgraded connection read a clean end of stream when the tunnel was lost mid-upload; want a reset")
+			}
+		})
+	}
+}
+
+// TestUpgradePipelined: bytes a client sends right behind its upgrade
+// request, in the same write, reach the backend.
+func TestUpgradePipelined(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
+		line, _ := brw.ReadString('\n')
+		io.WriteString(c, "got "+line)
+	}))
+	defer be.Close()
+	upgradeShapes(t, be.URL+"/", func(t *testing.T, entry string) {
+		c := testutil.DialClient(t, entry)
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		io.WriteString(c, "GET /u HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\nhello\n")
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 101 {
+			t.Fatalf("upgrade: %v %v", resp, err)
+		}
+		line, err := br.ReadString('\n')
+		if line != "got hello\n" {
+			t.Fatalf("the bytes sent behind the upgrade request: backend answered %q, %v", line, err)
+		}
+	})
+}
+
+// TestUnaskedSwitchFreesBackend: a backend that answers 101 to a
+// request that asked for no upgrade (or for another protocol) gets 502
+// sent to the client, and its connection (and the tunnel stream to it)
+// is let go of at once, not kept open for as long as the backend waits.
+func TestUnaskedSwitchFreesBackend(t *testing.T) {
+	closed := make(chan string, 10)
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		start := time.Now()
+		io.Copy(io.Discard, c)
+		closed <- fmt.Sprintf("%s %s: backend's connection ended after %v", r.Method, r.Header.Get("Upgrade"), time.Since(start).Round(time.Millisecond))
+	}))
+	defer be.Close()
+	upgradeShapes(t, be.URL+"/", func(t *testing.T, entry string) {
+		for _, req := range []string{
+			"GET /unasked HTTP/1.1\r\nHost: x\r\n\r\n",
+			"POST /unasked HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nz",
+			"GET /unasked HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: bar\r\n\r\n",
+		} {
+			c := testutil.DialClient(t, entry)
+			io.WriteString(c, req)
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil || resp.StatusCode != http.StatusBadGateway {
+				t.Fatalf("%q: %v %v", req, resp, err)
+			}
+			select {
+			case s := <-closed:
+				t.Log(s)
+			case <-time.After(3 * time.Second):
+				t.Errorf("%q: answered 502, but the backend's connection is still open 3s later", req)
+				<-closed
+			}
+		}
+	})
+}
+
+// TestUnaskedSwitchUsesUpStreams: the streams such answers leave open
+// count against the tunnel's max_streams: a few of them and the listener
+// answers every other request 503.
+func TestUnaskedSwitchUsesUpStreams(t *testing.T) {
+	quit := make(chan struct{})
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/unasked" {
+			io.WriteString(w, "ok")
+			return
+		}
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n")
+		// Served until the client's end, or the test's.
+		go func() { io.Copy(io.Discard, c); c.Close() }()
+		<-quit
+	}))
+	defer be.Close()
+	defer close(quit)
+	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0", "max_streams": 4}}`, Options{})
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/": {"ou": %q}}}}`,
+		g.Addrs().Tunnel, be.URL+"/"), Options{})
+	base := proxyURL(t, l)
+	for i := range 4 {
+		resp, err := http.Post(base+"/unasked", "text/plain", strings.NewReader("z"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Fatalf("unasked switch %d: %s", i, resp.Status)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	resp, err := http.Get(base + "/page")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("after four 502s for unasked switches, a plain GET got %s %q", resp.Status, b)
+	}
+}
