@@ -291,9 +291,11 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 		f.reject(req, code, err.Error())
 		return
 	}
-	if req.Header.Kind == wire.KindHTTP {
+	if req.Header.Kind == wire.KindHTTP && f.Locals.hasPort(backend.RemoteAddr()) {
 		// Should it be one of this west's listeners, the HTTP it gets
-		// is a peer west's listener's (see fromWest).
+		// is a peer west's listener's (see fromWest). Only a listener
+		// on the port dialled could take it: other dials, the common
+		// case, pay no entry.
 		key := connKey(backend.LocalAddr(), backend.RemoteAddr())
 		selfDialled.Store(key, struct{}{})
 		defer selfDialled.Delete(key)

@@ -718,8 +718,9 @@ type handlerBody struct {
 	closed bool
 	bad    atomic.Bool // reading the client's body failed
 	// rc bounds each read from the client to idle, when set.
-	rc   *http.ResponseController
-	idle time.Duration
+	rc    *http.ResponseController
+	idle  time.Duration
+	armed time.Time // when the deadline was last set, zero if lifted
 }
 
 func (b *handlerBody) Read(p []byte) (int, error) {
@@ -729,15 +730,24 @@ func (b *handlerBody) Read(p []byte) (int, error) {
 		return 0, http.ErrBodyReadAfterClose
 	}
 	if b.rc != nil {
-		b.rc.SetReadDeadline(time.Now().Add(b.idle))
+		// Setting a deadline costs a timer update: while the body keeps
+		// coming it is set again once a second (or a quarter of a short
+		// idle) at most, as the loop sets its own, not twice a read.
+		// Between reads nothing else reads the connection.
+		if now := time.Now(); now.Sub(b.armed) > min(time.Second, b.idle/4) {
+			b.rc.SetReadDeadline(now.Add(b.idle))
+			b.armed = now
+		}
 	}
 	n, err := b.r.Read(p)
-	if b.rc != nil && !isTimeout(err) {
-		// Lifted at once: the deadline is the connection's, and bounds
-		// only this wait for the client, not the response's life. Once
-		// it has run out it stays, so that net/http, discarding the
-		// rest of the body as the handler ends, does not wait again.
+	if b.rc != nil && err != nil && !isTimeout(err) {
+		// Lifted once the body has ended: the deadline is the
+		// connection's, and net/http's watch for the client's leaving
+		// reads it from then on, for the response's life. Once it has
+		// run out it stays, so that net/http, discarding the rest of the
+		// body as the handler ends, does not wait again.
 		b.rc.SetReadDeadline(time.Time{})
+		b.armed = time.Time{}
 	}
 	if err != nil && err != io.EOF {
 		b.bad.Store(true)

@@ -68,6 +68,24 @@ func (s *Locals) Find(target string) (l *LocalListener, ap netip.AddrPort, stopp
 	return nil, netip.AddrPort{}, slices.ContainsFunc(s.stopped, takes)
 }
 
+// hasPort reports whether one of the listeners is bound to the port of
+// a, a TCP address: only then may a connection dialled to a be one of
+// theirs.
+func (s *Locals) hasPort(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	if s == nil || !ok {
+		return false
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for l := range s.lns {
+		if int(l.bound.Port()) == ta.Port {
+			return true
+		}
+	}
+	return false
+}
+
 // reaches tells whether a listener bound to bound takes a connection to ip.
 func reaches(bound, ip netip.Addr) bool {
 	switch {

@@ -534,10 +534,13 @@ func (t *streamTransport) retire() {
 func canonicalAddr(u *url.URL) string {
 	port := u.Port()
 	switch {
-	case port != "":
+	case len(port) > 1 && port[0] == '0':
+		// Only leading zeros spell a port another way; the usual
+		// spelling is kept as it is, without an allocation per request.
 		if n, err := strconv.ParseUint(port, 10, 16); err == nil {
 			port = strconv.FormatUint(n, 10)
 		}
+	case port != "":
 	case u.Scheme == "https":
 		port = "443"
 	default:
