@@ -972,8 +972,16 @@ func TestFaultTunnelLossResetsRawTCP(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // the upload under way
 
 	relay.Drop() // the tunnel's TCP connection is gone
+	wantBothReset(t, down, down, uploadEnd)
+}
 
-	down.SetReadDeadline(time.Now().Add(20 * time.Second))
+// wantBothReset checks, once a tunnel is lost under a download read from
+// down (whose deadline is set on conn) and an upload whose target tells
+// uploadEnd how its read ended, that neither side took the loss for the
+// other's clean end of stream.
+func wantBothReset(t *testing.T, conn net.Conn, down io.Reader, uploadEnd <-chan error) {
+	t.Helper()
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
 	_, downErr := io.Copy(io.Discard, down)
 	var upErr error
 	select {
@@ -983,7 +991,7 @@ func TestFaultTunnelLossResetsRawTCP(t *testing.T) {
 	}
 	t.Logf("the client's download ended with %v; the target's upload with %v", downErr, upErr)
 	if downErr == nil {
-		t.Errorf("the listener's client read a clean end of stream when the tunnel was lost mid-download; want a reset")
+		t.Errorf("the client read a clean end of stream when the tunnel was lost mid-download; want a reset")
 	}
 	if upErr == nil {
 		t.Errorf("the target read a clean end of stream when the tunnel was lost mid-upload; want a reset")

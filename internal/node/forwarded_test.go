@@ -20,19 +20,26 @@ import (
 func TestForwardedHeadersCrossAChain(t *testing.T) {
 	be := forwardedEcho(t)
 	forHops(t, func(t *testing.T, hops int) {
-		entry := through(t, hops, "http", be+"/", "")
-		for _, c := range headSizes {
-			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
-			conn, err := d.Dial("tcp", entry)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			if got, want := askForged(t, conn, c.extra), "[127.0.0.2]|[front.example]|[http]"; got != want {
-				t.Errorf("%s: the backend saw %s, want %s", c.path, got, want)
-			}
-		}
+		wantClientForwarded(t, through(t, hops, "http", be+"/", ""))
 	})
+}
+
+// wantClientForwarded sends, from 127.0.0.2, requests with forged
+// X-Forwarded headers to entry, a listener before an echo of them, and
+// checks that the backend saw the client and the entry's own.
+func wantClientForwarded(t *testing.T, entry string) {
+	t.Helper()
+	for _, c := range headSizes {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+		conn, err := d.Dial("tcp", entry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if got, want := askForged(t, conn, c.extra), "[127.0.0.2]|[front.example]|[http]"; got != want {
+			t.Errorf("%s: the backend saw %s, want %s", c.path, got, want)
+		}
+	}
 }
 
 // headSizes are request heads the loop serves and one it leaves to
@@ -108,19 +115,5 @@ func TestForwardedHeadersCrossAChainByName(t *testing.T) {
 	waitUp(t, g, "L2")
 	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {"http://127.0.0.1:0": {"ea": "ws://%s",
 		"/": {"ou": "http://localhost:%s/"}}}}`, g.Addrs().Tunnel, port), Options{})
-	var entry string
-	for _, a := range l.Addrs().Proxies {
-		entry = a
-	}
-	for _, c := range headSizes {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
-		conn, err := d.Dial("tcp", entry)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		if got, want := askForged(t, conn, c.extra), "[127.0.0.2]|[front.example]|[http]"; got != want {
-			t.Errorf("%s: the backend saw %s, want %s", c.path, got, want)
-		}
-	}
+	wantClientForwarded(t, strings.TrimPrefix(proxyURL(t, l), "http://"))
 }

@@ -1199,19 +1199,8 @@ func TestReloadReplacedClientMovesUDPFlows(t *testing.T) {
 	if err := l.Reload(mustParse(t, lconf("L2"))); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for g.Server().Session("L") != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("5s after the reload, with its client sending, the flow still holds the replaced tunnel")
-		}
-		if got := askUDP(c); got != "echo hi" {
-			t.Fatalf("after the reload: %q", got)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if got := askUDP(c); got != "echo hi" {
-		t.Fatalf("through the new tunnel: %q", got)
-	}
+	askUDPUntil(t, c, func() bool { return g.Server().Session("L") == nil },
+		"the flow still holds the replaced tunnel")
 	if s := g.Server().Session("L2"); s == nil || s.Stats().StreamsTotal.Load() != 1 {
 		t.Errorf("G carries no flow from the new tunnel")
 	}
@@ -1434,10 +1423,20 @@ func TestReloadReplacedClientMovesENUDPFlows(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	deadline = time.Now().Add(5 * time.Second)
-	for slices.Contains(g.Server().Sessions(), old) {
+	askUDPUntil(t, c, func() bool { return !slices.Contains(g.Server().Sessions(), old) },
+		"G's udp flow still holds L's retiring tunnel")
+}
+
+// askUDPUntil has c, a client of a udp:// listener in front of an echo,
+// keep sending after a reload until moved (a tunnel has gone), and then
+// once more, through the new tunnel; each answer must come. stuck says
+// what it means that moved never came.
+func askUDPUntil(t *testing.T, c net.Conn, moved func() bool, stuck string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !moved() {
 		if time.Now().After(deadline) {
-			t.Fatal("5s after the reload, with its client sending, G's udp flow still holds L's retiring tunnel")
+			t.Fatal("5s after the reload, with its client sending, " + stuck)
 		}
 		if got := askUDP(c); got != "echo hi" {
 			t.Fatalf("after the reload: %q", got)

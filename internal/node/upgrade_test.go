@@ -75,6 +75,18 @@ func wsEcho(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// switchTo has a backend's handler answer 101 for proto on its own, as a
+// backend that switches protocols does, and returns the connection (nil
+// if it could not be taken) and what net/http had read ahead on it.
+func switchTo(w http.ResponseWriter, proto string) (net.Conn, *bufio.ReadWriter) {
+	c, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil, nil
+	}
+	io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+proto+"\r\n\r\n")
+	return c, brw
+}
+
 // TestUpgradeLoggedAs101: an upgraded connection's access line and
 // metrics say 101, the status its client got, not 200.
 func TestUpgradeLoggedAs101(t *testing.T) {
@@ -133,19 +145,18 @@ func TestUpgradeLoggedAs101(t *testing.T) {
 func TestFaultTunnelLossUnderUpgrade(t *testing.T) {
 	uploadEnd := make(chan error, 1)
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
+		c, brw := switchTo(w, "tcp")
+		if c == nil {
 			return
 		}
 		defer c.Close()
-		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
 		if r.URL.Path == "/down" {
 			io.Copy(c, &testutil.Pattern{})
 			return
 		}
 		io.WriteString(c, "k")
 		c.SetReadDeadline(time.Now().Add(20 * time.Second))
-		_, err = io.Copy(io.Discard, brw)
+		_, err := io.Copy(io.Discard, brw)
 		uploadEnd <- err
 	}))
 	defer be.Close()
@@ -185,22 +196,7 @@ func TestFaultTunnelLossUnderUpgrade(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 
 			relay.Drop()
-
-			down.SetReadDeadline(time.Now().Add(20 * time.Second))
-			_, downErr := io.Copy(io.Discard, dbr)
-			var upErr error
-			select {
-			case upErr = <-uploadEnd:
-			case <-time.After(20 * time.Second):
-				t.Fatal("the backend's connection did not end")
-			}
-			t.Logf("the client's download ended with %v; the backend's upload with %v", downErr, upErr)
-			if downErr == nil {
-				t.Errorf("the client of an upgraded connection read a clean end of stream when the tunnel was lost mid-download; want a reset")
-			}
-			if upErr == nil {
-				t.Errorf("the backend of an upgraded connection read a clean end of stream when the tunnel was lost mid-upload; want a reset")
-			}
+			wantBothReset(t, down, dbr, uploadEnd)
 		})
 	}
 }
@@ -209,12 +205,11 @@ func TestFaultTunnelLossUnderUpgrade(t *testing.T) {
 // request, in the same write, reach the backend.
 func TestUpgradePipelined(t *testing.T) {
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
+		c, brw := switchTo(w, "tcp")
+		if c == nil {
 			return
 		}
 		defer c.Close()
-		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
 		line, _ := brw.ReadString('\n')
 		io.WriteString(c, "got "+line)
 	}))
@@ -242,12 +237,11 @@ func TestUpgradePipelined(t *testing.T) {
 func TestUnaskedSwitchFreesBackend(t *testing.T) {
 	closed := make(chan string, 10)
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, _, err := http.NewResponseController(w).Hijack()
-		if err != nil {
+		c, _ := switchTo(w, "foo")
+		if c == nil {
 			return
 		}
 		defer c.Close()
-		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n")
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		start := time.Now()
 		io.Copy(io.Discard, c)
@@ -287,12 +281,11 @@ func TestUnaskedSwitchUsesUpStreams(t *testing.T) {
 			io.WriteString(w, "ok")
 			return
 		}
-		c, _, err := http.NewResponseController(w).Hijack()
-		if err != nil {
+		c, _ := switchTo(w, "foo")
+		if c == nil {
 			return
 		}
 		defer c.Close()
-		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n")
 		// Served until the client's end, or the test's.
 		go func() { io.Copy(io.Discard, c); c.Close() }()
 		<-quit

@@ -48,16 +48,10 @@ func (c *countedConn) CloseWrite() error { return c.Conn.(*net.TCPConn).CloseWri
 // timer update; an upload that keeps coming should not pay two for each
 // read of its body, as the loop pays at most one a second for heads.
 func TestRequestBodyDeadlineCostsLittle(t *testing.T) {
-	backend, _ := rawBackend(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			n, _ := io.Copy(io.Discard, req.Body)
-			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d", len(fmt.Sprint(n)), n)
-		}
+	backend := rawHTTPBackend(t, func(c net.Conn, req *http.Request) bool {
+		n, _ := io.Copy(io.Discard, req.Body)
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d", len(fmt.Sprint(n)), n)
+		return true
 	})
 	h := tunnelledTo(t, backend)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

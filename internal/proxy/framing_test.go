@@ -4,7 +4,6 @@ package proxy
 // net/http's server would give, on every path (a review of HTTP parsing).
 
 import (
-	"bufio"
 	"bytes"
 	"io"
 	"net"
@@ -51,15 +50,9 @@ func TestResponseHeaderNamesNetHTTPWouldDrop(t *testing.T) {
 		"/chunked": "HTTP/1.1 200 OK\r\nContent-Length : 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Sum : 1\r\n\r\n",
 		"/hints":   "HTTP/1.1 103 Early Hints\r\nContent-Length : 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
 	}
-	backend, _ := rawBackend(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			io.WriteString(c, answers[req.URL.Path])
-		}
+	backend := rawHTTPBackend(t, func(c net.Conn, req *http.Request) bool {
+		io.WriteString(c, answers[req.URL.Path])
+		return true
 	})
 	_, addr := startServer(t, tunnelledTo(t, backend))
 	for path := range answers {
@@ -83,16 +76,10 @@ func TestResponseHeaderNamesNetHTTPWouldDrop(t *testing.T) {
 // WriteHeader(99), and a status code is three digits): the client gets a
 // 502, on each path, and not a 1xx of "99" nor a dropped connection.
 func TestBackendStatusBelow100(t *testing.T) {
-	backend, _ := rawBackend(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			io.Copy(io.Discard, req.Body)
-			io.WriteString(c, "HTTP/1.1 099 Weird\r\nContent-Length: 2\r\n\r\nok")
-		}
+	backend := rawHTTPBackend(t, func(c net.Conn, req *http.Request) bool {
+		io.Copy(io.Discard, req.Body)
+		io.WriteString(c, "HTTP/1.1 099 Weird\r\nContent-Length: 2\r\n\r\nok")
+		return true
 	})
 	h := NewHTTP(HTTPOptions{Routes: []Route{{Path: "/", Target: mustURL(t, "http://"+backend+"/")}},
 		Dialer: tunnelPair(t), Timeout: 3 * time.Second})

@@ -30,25 +30,19 @@ func TestPooledStreamWithUnaskedBytesIsNotReused(t *testing.T) {
 		{"HEAD answered with a body", "/head", "HEAD", "hello"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			backend, _ := rawBackend(t, func(c net.Conn) {
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					switch req.URL.Path {
-					case "/nocontent":
-						io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
-					case "/head":
-						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
-					default:
-						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ngenuine")
-						continue
-					}
-					time.Sleep(100 * time.Millisecond) // after the stream is back in the pool
-					io.WriteString(c, tc.late)
+			backend := rawHTTPBackend(t, func(c net.Conn, req *http.Request) bool {
+				switch req.URL.Path {
+				case "/nocontent":
+					io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
+				case "/head":
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+				default:
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ngenuine")
+					return true
 				}
+				time.Sleep(100 * time.Millisecond) // after the stream is back in the pool
+				io.WriteString(c, tc.late)
+				return true
 			})
 			h := tunnelledTo(t, backend)
 			_, addr := startServer(t, h)

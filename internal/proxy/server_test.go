@@ -567,19 +567,10 @@ func TestServerResponseShapes(t *testing.T) {
 		"/empty":    "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
 		"/hops":     "HTTP/1.1 200 OK\r\nKeep-Alive: timeout=1\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic\r\nContent-Length: 2\r\n\r\nok",
 	}
-	backend, _ := rawBackend(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			answer := answers[req.URL.Path]
-			io.WriteString(c, answer)
-			if strings.Contains(answer, "close") || strings.HasPrefix(answer, "HTTP/1.0") {
-				return
-			}
-		}
+	backend := rawHTTPBackend(t, func(c net.Conn, req *http.Request) bool {
+		answer := answers[req.URL.Path]
+		io.WriteString(c, answer)
+		return !strings.Contains(answer, "close") && !strings.HasPrefix(answer, "HTTP/1.0")
 	})
 	h := NewHTTP(HTTPOptions{Routes: []Route{{Path: "/", Target: mustURL(t, "http://"+backend+"/")}}, Dialer: tunnelPair(t)})
 	_, fast := startServer(t, h)

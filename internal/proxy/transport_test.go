@@ -67,6 +67,23 @@ func lifecycleBackend(t *testing.T, h http.Handler) (addr string, opened, closed
 	return strings.TrimPrefix(srv.URL, "http://"), opened, closed
 }
 
+// rawHTTPBackend is a rawBackend that reads each connection's requests
+// with net/http and has answer write what it likes to each, until answer
+// returns false or the requests end.
+func rawHTTPBackend(t *testing.T, answer func(c net.Conn, req *http.Request) (more bool)) string {
+	t.Helper()
+	addr, _ := rawBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil || !answer(c, req) {
+				return
+			}
+		}
+	})
+	return addr
+}
+
 // rawBackend serves each TCP connection with serve, for backends that
 // misbehave in ways net/http would not, and counts the connections.
 func rawBackend(t *testing.T, serve func(net.Conn)) (addr string, conns *atomic.Int64) {
