@@ -905,71 +905,20 @@ func TestFaultUDPStopOnStalledTunnel(t *testing.T) {
 // look complete. Each must see its connection fail (a reset), as over a
 // TCP connection whose path died no FIN would ever have come.
 func TestFaultTunnelLossResetsRawTCP(t *testing.T) {
-	// The target serves "D" with an endless download, and "U" by reading
-	// an upload and reporting how it ended; each side only reads or only
-	// writes, so that a write's error cannot take a reset from a read.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	uploadEnd := make(chan error, 1)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				b := make([]byte, 1)
-				if _, err := io.ReadFull(c, b); err != nil {
-					return
-				}
-				if b[0] == 'D' {
-					io.Copy(c, &testutil.Pattern{})
-					return
-				}
-				c.Write([]byte("k"))
-				c.SetReadDeadline(time.Now().Add(20 * time.Second))
-				_, err := io.Copy(io.Discard, c)
-				uploadEnd <- err // nil: a clean end of stream
-			}()
-		}
-	}()
-
+	target, uploadEnd := dlUploadTarget(t)
 	g := startNode(t, `{"west": {"nm": "cut.G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, faultOpts(t))
 	relay := testutil.StartRelay(t, g.Addrs().Tunnel)
 	l := startNode(t, fmt.Sprintf(`{
 		"west": {"nm": "cut.L"},
 		"proxy": {"tcp://127.0.0.1:0": {"ea": "ws://%s", "ou": "tcp://%s"}}
-	}`, relay.Addr(), ln.Addr()), faultOpts(t))
+	}`, relay.Addr(), target), faultOpts(t))
 	var addr string
 	for _, a := range l.Addrs().Proxies {
 		addr = a
 	}
 	waitFor(t, "the tunnel", func() bool { return g.Server().Session("cut.L") != nil })
 
-	down, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer down.Close()
-	down.Write([]byte("D"))
-	if _, err := io.CopyN(io.Discard, down, 1<<20); err != nil {
-		t.Fatalf("first MiB of the download: %v", err)
-	}
-	up, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer up.Close()
-	up.Write([]byte("U"))
-	if _, err := io.ReadFull(up, make([]byte, 1)); err != nil {
-		t.Fatalf("the target's answer to the upload: %v", err)
-	}
-	go io.Copy(up, &testutil.Pattern{})
-	time.Sleep(200 * time.Millisecond) // the upload under way
+	down := downloadAndUpload(t, addr)
 
 	relay.Drop() // the tunnel's TCP connection is gone
 	wantBothReset(t, down, down, uploadEnd)

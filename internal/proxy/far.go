@@ -330,19 +330,13 @@ func (f *Far) serveLocal(ctx context.Context, req *tunnel.Request, l *LocalListe
 		f.reject(req, wire.CodeForbidden, fmt.Sprintf("target %s is outside this west's dial policy (dial_allow)", req.Header.Target))
 		return
 	}
-	var stream net.Conn
-	if req.Header.Kind == wire.KindTCP {
-		// Answered once the listener has dialled on (see pendingStream).
-		pending := &pendingStream{req: req}
-		defer pending.refuse(errors.New("not served by this west's listener"))
-		stream = pending
-	} else {
-		var err error
-		if stream, err = req.Accept(); err != nil {
-			f.logRefused(log, slog.LevelInfo, "stream gone before reply", err)
-			return
-		}
-	}
+	// Answered once the listener takes it (an HTTP stream) or has
+	// dialled on (a raw TCP one): see pendingStream. A listener at its
+	// max_conns for the whole timeout refuses it, as a dial that timed
+	// out, rather than accept and then close it.
+	pending := &pendingStream{req: req}
+	defer pending.refuse(errors.New("not served by this west's listener"))
+	var stream net.Conn = pending
 	log.Debug("stream handed to this west's own listener")
 	if err := l.serve(ctx, stream, ap.Addr(), timeout, req.Header.Kind == wire.KindHTTP); err != nil {
 		// The peer sees its stream refused, if it was not answered yet,
@@ -401,9 +395,16 @@ func Pipe(ctx context.Context, a, b net.Conn) (aToB, bToA int64) {
 // reaches the client.
 func pipe(ctx context.Context, a, b net.Conn, abortB bool) (aToB, bToA int64) {
 	var once sync.Once
-	end := func(failed bool) {
+	end := func(failed, cut bool) {
 		once.Do(func() {
-			if failed {
+			switch {
+			case cut:
+				// The connection is ended here (a stop's grace ran out,
+				// a reload refuses the client, the tunnel closed): as
+				// a lost tunnel, that resets both sides.
+				resetConn(a)
+				resetConn(b)
+			case failed:
 				// A tunnel lost under one side: the other's connection
 				// is reset, not ended, so that its peer does not take
 				// what it received for the whole.
@@ -418,8 +419,8 @@ func pipe(ctx context.Context, a, b net.Conn, abortB bool) (aToB, bToA int64) {
 			}
 		})
 	}
-	fail := func() { end(true) }
-	stop := context.AfterFunc(ctx, fail)
+	fail := func() { end(true, false) }
+	stop := context.AfterFunc(ctx, func() { end(true, true) })
 	defer stop()
 
 	var wg sync.WaitGroup
@@ -430,20 +431,39 @@ func pipe(ctx context.Context, a, b net.Conn, abortB bool) (aToB, bToA int64) {
 	}()
 	bToA = copyHalf(a, b, fail)
 	wg.Wait()
-	end(false)
+	end(false, false)
 	return aToB, bToA
 }
 
 // resetIfLost makes c's Close a reset (SO_LINGER 0) when other is a
 // tunnel stream whose tunnel has ended.
 func resetIfLost(c, other net.Conn) {
-	st, ok := innermost(other).(*tunnel.Stream)
-	if !ok || !st.Lost() {
-		return
+	if st, ok := streamOf(other).(*tunnel.Stream); ok && st.Lost() {
+		resetConn(c)
 	}
-	if l, ok := innermost(c).(interface{ SetLinger(int) error }); ok {
+}
+
+// resetConn makes c's Close a reset: a TCP connection's by SO_LINGER 0,
+// a tunnel stream's by aborting it as lost (AbortLost).
+func resetConn(c net.Conn) {
+	switch l := streamOf(c).(type) {
+	case interface{ SetLinger(int) error }:
 		l.SetLinger(0)
+	case *tunnel.Stream:
+		// A stream handed to this west's listener (the middle of a
+		// chain): the west before us resets its side in turn.
+		l.AbortLost()
 	}
+}
+
+// streamOf is innermost, looking through a raw TCP stream handed to a
+// listener once it has been answered.
+func streamOf(c net.Conn) net.Conn {
+	c = innermost(c)
+	if p, ok := c.(*pendingStream); ok && p.ready.Load() {
+		return p.conn
+	}
+	return c
 }
 
 // copyHalf copies src to dst; at src's end it half-closes dst, and on an

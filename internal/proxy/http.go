@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
@@ -423,6 +424,13 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			r.Body = &rec.body
 			defer rec.body.done(r)
 		}
+		if upgradeType(r.Header) != "" {
+			// The backend's connection, so that a client lost with its
+			// tunnel (the middle of a chain) resets it (upgradedConn).
+			r = r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{
+				GotConn: func(i httptrace.GotConnInfo) { rec.backend = i.Conn },
+			}))
+		}
 		brokeOff = h.proxy(rt, rec, r)
 	}
 	// A client that went away (or only half-closed its connection, which
@@ -706,6 +714,7 @@ type recorder struct {
 	err       error
 	body      handlerBody // the request's body, as the reverse proxy reads it
 	http10    bool        // the client speaks HTTP/1.0, and must get no 1xx answer
+	backend   net.Conn    // an upgrade's connection to its backend (see Hijack)
 }
 
 // handlerBody is a request body that the handler can be done with: once
@@ -842,7 +851,7 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return c, brw, err
 	}
 	r.status, r.pending, r.committed = http.StatusSwitchingProtocols, 0, true
-	return &upgradedConn{Conn: c, r: brw.Reader}, brw, nil
+	return &upgradedConn{Conn: c, r: brw.Reader, backend: r.backend}, brw, nil
 }
 
 // upgradedConn is a client's connection after a switch of protocols, as
@@ -855,7 +864,8 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // what it got for the whole.
 type upgradedConn struct {
 	net.Conn
-	r *bufio.Reader // net/http's, until empty
+	r       *bufio.Reader // net/http's, until empty
+	backend net.Conn      // the backend's stream, if known
 }
 
 func (c *upgradedConn) Read(b []byte) (int, error) {
@@ -865,7 +875,14 @@ func (c *upgradedConn) Read(b []byte) (int, error) {
 		}
 		c.r = nil
 	}
-	return c.Conn.Read(b)
+	n, err := c.Conn.Read(b)
+	if err != nil && c.backend != nil {
+		// A client whose tunnel was lost (a stream handed to this
+		// listener in the middle of a chain): the backend's stream is
+		// reset as lost, not ended as after a half-close.
+		resetIfLost(c.backend, c.Conn)
+	}
+	return n, err
 }
 
 // ReadFrom copies the backend's stream to the client (io.Copy calls it).
@@ -891,7 +908,7 @@ func (c *upgradedConn) CloseWrite() error {
 // abort (a chain's middle west serving a stream in process), or a TCP
 // reset.
 func abortConn(c net.Conn) {
-	switch c := innermost(c).(type) {
+	switch c := streamOf(c).(type) {
 	case interface{ Abort() error }:
 		c.Abort()
 	case interface{ SetLinger(int) error }:

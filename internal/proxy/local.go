@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/west-tunnel/west/internal/tunnel"
@@ -299,11 +300,16 @@ type pendingStream struct {
 	answer sync.Once
 	conn   net.Conn // once accepted
 	err    error
+	// ready is set once conn is, for readers outside answer (streamOf).
+	ready atomic.Bool
 }
 
 // accept answers the stream, unless it was refused, and returns it.
 func (p *pendingStream) accept() (net.Conn, error) {
-	p.answer.Do(func() { p.conn, p.err = p.req.Accept() })
+	p.answer.Do(func() {
+		p.conn, p.err = p.req.Accept()
+		p.ready.Store(p.err == nil)
+	})
 	return p.conn, p.err
 }
 

@@ -526,6 +526,22 @@ type Stream struct {
 	// yamux has its own copy, this one bounds the wait for the queue.
 	writeDeadline atomic.Int64
 	peerDraining  *atomic.Bool // the session's
+	// cutFurther is set once the peer aborted the stream with
+	// lostCode: a tunnel further along a chain was lost under it.
+	cutFurther atomic.Bool
+}
+
+// lostCode is the code of a reset (AbortLost) that tells the peer the
+// stream was cut by a tunnel lost further along a chain, so that it
+// resets its own side as it does for a tunnel of its own lost.
+const lostCode uint32 = 0x4c4f5354 // "LOST"
+
+// noteReset records a reset by the peer with lostCode.
+func (s *Stream) noteReset(err error) {
+	var se *yamux.StreamError
+	if err != nil && errors.As(err, &se) && se.Remote && se.ErrorCode == lostCode {
+		s.cutFurther.Store(true)
+	}
 }
 
 var _ interface {
@@ -536,6 +552,7 @@ var _ interface {
 func (s *Stream) Read(b []byte) (int, error) {
 	n, err := s.st.Read(b)
 	s.stats.BytesIn.Add(int64(n))
+	s.noteReset(err)
 	return n, err
 }
 
@@ -553,9 +570,14 @@ func (s *Stream) Quiet() bool {
 	return errors.Is(err, yamux.ErrTimeout)
 }
 
-// Lost reports whether the tunnel under the stream has ended: a stream
-// that fails then was cut, and its end says nothing of the far side's.
+// Lost reports whether the tunnel under the stream has ended, or one
+// further along a chain has (the peer aborted it with AbortLost): a
+// stream that fails then was cut, and its end says nothing of the far
+// side's.
 func (s *Stream) Lost() bool {
+	if s.cutFurther.Load() {
+		return true
+	}
 	select {
 	case <-s.sessionDone:
 		return true
@@ -640,6 +662,7 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 		// yamux's Read of an empty slice waits until bytes, end-of-stream
 		// or an error arrive, and consumes nothing.
 		if _, err := s.st.Read(nil); err != nil {
+			s.noteReset(err)
 			return total, eofIsEnd(err)
 		}
 		bp := frameBufs.Get().(*[]byte)
@@ -659,6 +682,7 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 			return total, werr
 		}
 		if rerr != nil {
+			s.noteReset(rerr)
 			return total, eofIsEnd(rerr)
 		}
 	}
@@ -710,11 +734,7 @@ func (s *Stream) CloseWrite() error { return s.st.CloseWrite() }
 
 // Close closes both directions.
 func (s *Stream) Close() error {
-	if s.closed.CompareAndSwap(false, true) {
-		s.stats.StreamsOpen.Add(-1)
-		s.queue.remove(s.st.StreamID())
-		close(s.closing)
-	}
+	s.forget()
 	return closeStream(s.st)
 }
 
@@ -724,12 +744,25 @@ func (s *Stream) Close() error {
 // half-close and wait on its target. What the peer has not read yet is
 // lost. Once the stream's end-of-stream has gone, it is Close.
 func (s *Stream) Abort() error {
+	s.forget()
+	return s.st.Reset()
+}
+
+// AbortLost is Abort, telling the peer that a tunnel further along a
+// chain was lost under the stream: its Lost then reports true, and it
+// resets its own side rather than end it.
+func (s *Stream) AbortLost() error {
+	s.forget()
+	return s.st.ResetWithError(lostCode)
+}
+
+// forget counts the stream closed, the first time it is called.
+func (s *Stream) forget() {
 	if s.closed.CompareAndSwap(false, true) {
 		s.stats.StreamsOpen.Add(-1)
 		s.queue.remove(s.st.StreamID())
 		close(s.closing)
 	}
-	return s.st.Reset()
 }
 
 // closeStream closes both directions of st. The end-of-stream goes first,
