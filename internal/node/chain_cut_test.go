@@ -17,6 +17,10 @@ import (
 	"github.com/west-tunnel/west/internal/testutil"
 )
 
+// dlUploadTarget serves "D" with an endless download and "U" by reading
+// an upload and reporting on uploadEnd how its read ended; each side only
+// reads or only writes, so that a write's error cannot take a reset from
+// a read.
 func dlUploadTarget(t *testing.T) (string, <-chan error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -50,6 +54,10 @@ func dlUploadTarget(t *testing.T) (string, <-chan error) {
 	return ln.Addr().String(), uploadEnd
 }
 
+// TestChainTunnelLossResetsRawTCP: case 3 with a tcp:// listener at L
+// and at G; the tunnel of either hop is cut under a download and an
+// upload. As over one tunnel, the client and the target must both be
+// reset, not read a clean end of stream.
 func TestChainTunnelLossResetsRawTCP(t *testing.T) {
 	for _, hop := range []string{"L-G", "G-L2"} {
 		t.Run(hop, func(t *testing.T) {
@@ -107,24 +115,10 @@ func withListen(o Options, listen func(network, addr string) (net.Listener, erro
 	return o
 }
 
+// TestChainNearTunnelLossUnderUpgrade: as TestFaultTunnelLossUnderUpgrade,
+// with the chain's first tunnel (L to G) lost rather than its last.
 func TestChainNearTunnelLossUnderUpgrade(t *testing.T) {
-	uploadEnd := make(chan error, 1)
-	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, brw := switchTo(w, "tcp")
-		if c == nil {
-			return
-		}
-		defer c.Close()
-		if r.URL.Path == "/down" {
-			io.Copy(c, &testutil.Pattern{})
-			return
-		}
-		io.WriteString(c, "k")
-		c.SetReadDeadline(time.Now().Add(20 * time.Second))
-		_, err := io.Copy(io.Discard, brw)
-		uploadEnd <- err
-	}))
-	defer be.Close()
+	be, uploadEnd := upgradedDownUp(t)
 	var pre prebound
 	gListen := pre.addr(t)
 	g := startNode(t, fmt.Sprintf(`{"west": {"nm": "cut.G"}, "wsts": {"sp": "ws://127.0.0.1:0"},
@@ -149,6 +143,9 @@ func TestChainNearTunnelLossUnderUpgrade(t *testing.T) {
 	wantBothReset(t, down, dbr, uploadEnd)
 }
 
+// TestChainGraceRunsOutUnderRawTCP: a west's stop whose grace runs out
+// under raw TCP connections resets them on both sides ("a stop's grace
+// ran out"), whichever west of a case 3 chain stops.
 func TestChainGraceRunsOutUnderRawTCP(t *testing.T) {
 	for _, who := range []string{"L", "G", "L2"} {
 		t.Run(who, func(t *testing.T) {
@@ -177,6 +174,8 @@ func TestChainGraceRunsOutUnderRawTCP(t *testing.T) {
 	}
 }
 
+// TestOneHopGraceRunsOutUnderRawTCP: the entry west of one tunnel stops
+// with raw TCP in flight, and its grace runs out: both sides are reset.
 func TestOneHopGraceRunsOutUnderRawTCP(t *testing.T) {
 	target, uploadEnd := dlUploadTarget(t)
 	opts := faultOpts(t)
@@ -194,6 +193,10 @@ func TestOneHopGraceRunsOutUnderRawTCP(t *testing.T) {
 	wantBothReset(t, down, down, uploadEnd)
 }
 
+// TestChainMiddleReloadRemovesTCPListener: G of case 3 reloads without
+// its tcp:// listener while a download and an upload cross it; once its
+// grace has run out the connections are cut, and both sides are reset,
+// not ended as if complete.
 func TestChainMiddleReloadRemovesTCPListener(t *testing.T) {
 	target, uploadEnd := dlUploadTarget(t)
 	var pre prebound
@@ -223,6 +226,10 @@ func TestChainMiddleReloadRemovesTCPListener(t *testing.T) {
 	wantBothReset(t, down, down, uploadEnd)
 }
 
+// TestChainBusyMiddleHTTPListener: G's http:// listener of case 3 is at
+// its max_conns; a request handed to it waits the far side's dial timeout
+// (10 s) for a slot and is then refused. The entry's client is told as
+// for a far dial that timed out (504), with a reason.
 func TestChainBusyMiddleHTTPListener(t *testing.T) {
 	release := make(chan struct{})
 	arrived := make(chan struct{}, 1)

@@ -138,13 +138,12 @@ func TestUpgradeLoggedAs101(t *testing.T) {
 	}
 }
 
-// TestFaultTunnelLossUnderUpgrade: a tunnel lost under an upgraded
-// connection (a raw stream after "Upgrade: tcp", as Docker's attach)
-// must not end either side's connection as if the other had finished:
-// as for a tcp:// listener, each sees its connection fail.
-func TestFaultTunnelLossUnderUpgrade(t *testing.T) {
-	uploadEnd := make(chan error, 1)
-	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// upgradedDownUp is a backend that switches each request to "tcp" and
+// then, on /down, sends without end, and on /up, answers "k", reads an
+// upload and tells uploadEnd how its read ended (as dlUploadTarget).
+func upgradedDownUp(t *testing.T) (be *httptest.Server, uploadEnd <-chan error) {
+	ended := make(chan error, 1)
+	be = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, brw := switchTo(w, "tcp")
 		if c == nil {
 			return
@@ -157,9 +156,18 @@ func TestFaultTunnelLossUnderUpgrade(t *testing.T) {
 		io.WriteString(c, "k")
 		c.SetReadDeadline(time.Now().Add(20 * time.Second))
 		_, err := io.Copy(io.Discard, brw)
-		uploadEnd <- err
+		ended <- err
 	}))
-	defer be.Close()
+	t.Cleanup(be.Close)
+	return be, ended
+}
+
+// TestFaultTunnelLossUnderUpgrade: a tunnel lost under an upgraded
+// connection (a raw stream after "Upgrade: tcp", as Docker's attach)
+// must not end either side's connection as if the other had finished:
+// as for a tcp:// listener, each sees its connection fail.
+func TestFaultTunnelLossUnderUpgrade(t *testing.T) {
+	be, uploadEnd := upgradedDownUp(t)
 	for _, shape := range []string{"1-hop", "2-hop, far tunnel lost"} {
 		t.Run(shape, func(t *testing.T) {
 			var relay *testutil.Relay
