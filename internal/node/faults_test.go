@@ -863,9 +863,11 @@ func TestFaultSlowLinkBusyTunnelStaysUp(t *testing.T) {
 // TestFaultUDPStopOnStalledTunnel: G's udp:// listener sends through L,
 // whose tunnel stalls (black-holed path) while a client sends. G, told to
 // stop with a shutdown_grace of 1s, should stop within about the grace,
-// as it does with a tcp:// connection on the same tunnel; a flow blocked
-// writing to its stream holds the listener's Close until the tunnel is
-// declared dead (dead_after).
+// as it does with a tcp:// connection on the same tunnel. Two things held
+// it until the tunnel was declared dead (dead_after): a flow blocked
+// writing to its stream, which held the listener's Close, and the drain
+// notice, whose failed stream the tunnel closed waiting on the stalled
+// queue (it failed so 5 runs in 6 without the race detector).
 func TestFaultUDPStopOnStalledTunnel(t *testing.T) {
 	sink := udpEcho(t)
 	gUDP := freeUDPAddr(t)

@@ -382,9 +382,13 @@ func (u *UDP) runFlow(pc net.PacketConn, from netip.AddrPort, f *udpFlow, r *udp
 	f.stream.Store(&stream)
 	log.Debug("udp flow started")
 	// A flow ended from outside (eviction, a reroute, Close) may be
-	// blocked writing to a stream whose tunnel has stalled: closing the
-	// stream frees it, rather than the tunnel's death (dead_after).
-	defer context.AfterFunc(f.ctx, func() { stream.Close() })()
+	// blocked writing to a stream whose tunnel has stalled, in the
+	// tunnel's queue or the multiplexer's: a past deadline and the close
+	// free it, rather than the tunnel's death (dead_after).
+	defer context.AfterFunc(f.ctx, func() {
+		stream.SetWriteDeadline(time.Now())
+		stream.Close()
+	})()
 
 	// Replies: stream to client.
 	done := make(chan struct{})

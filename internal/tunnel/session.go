@@ -343,7 +343,7 @@ func (s *Session) open(ctx context.Context, h wire.Header) (*yamux.Stream, error
 		// header goes: its reason is the better answer. The deadline
 		// above still bounds the read.
 		rerr := wire.ReadReply(st)
-		closeStream(st)
+		abandon(st)
 		var re *wire.RejectError
 		if errors.As(rerr, &re) {
 			return nil, fmt.Errorf("stream to %s via %s: %w", h.Target, s.peer, rerr)
@@ -351,7 +351,7 @@ func (s *Session) open(ctx context.Context, h wire.Header) (*yamux.Stream, error
 		return nil, fmt.Errorf("send stream header to %s: %w", s.peer, ctxErr(ctx, err))
 	}
 	if err := wire.ReadReply(st); err != nil {
-		closeStream(st)
+		abandon(st)
 		var re *wire.RejectError
 		if ctx.Err() == nil && !errors.As(err, &re) && s.mux.IsClosed() {
 			// The tunnel ended before the peer took the stream (it
@@ -363,7 +363,7 @@ func (s *Session) open(ctx context.Context, h wire.Header) (*yamux.Stream, error
 		return nil, fmt.Errorf("stream to %s via %s: %w", h.Target, s.peer, ctxErr(ctx, err))
 	}
 	if !stop() {
-		closeStream(st)
+		abandon(st)
 		return nil, fmt.Errorf("stream to %s via %s: %w", h.Target, s.peer, ctx.Err())
 	}
 	st.SetDeadline(time.Time{})
@@ -764,6 +764,12 @@ func (s *Stream) forget() {
 		close(s.closing)
 	}
 }
+
+// abandon closes st, a stream whose open failed, without waiting: over a
+// stalled tunnel the frames that close it wait in the multiplexer's
+// queue, with no deadline, until the session ends, and open must return
+// within its context.
+func abandon(st *yamux.Stream) { go closeStream(st) }
 
 // closeStream closes both directions of st. The end-of-stream goes first,
 // so the peer still reads everything written before it. If the peer has
