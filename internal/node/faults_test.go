@@ -860,45 +860,6 @@ func TestFaultSlowLinkBusyTunnelStaysUp(t *testing.T) {
 	}
 }
 
-// TestFaultUDPStopOnStalledTunnel: G's udp:// listener sends through L,
-// whose tunnel stalls (black-holed path) while a client sends. G, told to
-// stop with a shutdown_grace of 1s, should stop within about the grace,
-// as it does with a tcp:// connection on the same tunnel. Two things held
-// it until the tunnel was declared dead (dead_after): a flow blocked
-// writing to its stream, which held the listener's Close, and the drain
-// notice, whose failed stream the tunnel closed waiting on the stalled
-// queue (it failed so 5 runs in 6 without the race detector).
-func TestFaultUDPStopOnStalledTunnel(t *testing.T) {
-	sink := udpEcho(t)
-	gUDP := freeUDPAddr(t)
-	g, stop := runNode(t, fmt.Sprintf(`{"west": {"nm": "G", "shutdown_grace": "1s", "dead_after": "20s"}, "wsts": {"sp": "ws://127.0.0.1:0"},
-		"proxy": {"udp://%s": {"en": "L", "ou": "udp://%s"}}}`, gUDP, sink), Options{})
-	relay := testutil.StartRelay(t, g.Addrs().Tunnel)
-	runNode(t, fmt.Sprintf(`{"west": {"nm": "L", "dead_after": "20s"}, "wstc": {"ws://%s": {}}}`, relay.Addr()), Options{})
-	waitUp(t, g, "L")
-	c, err := net.Dial("udp", gUDP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if got := askUDP(c); got != "echo hi" {
-		t.Fatalf("before the stall: %q", got)
-	}
-	relay.Stall()
-	// Enough to fill the relay's and the kernel's buffers and the stream's
-	// share of the tunnel's send queue.
-	big := make([]byte, 60000)
-	for range 1500 {
-		c.Write(big)
-		time.Sleep(time.Millisecond)
-	}
-	time.Sleep(500 * time.Millisecond)
-	took := stop()
-	if took > 5*time.Second {
-		t.Errorf("G took %v to stop with a grace of 1s: its udp flow, blocked on the stalled tunnel, held it", took.Round(time.Millisecond))
-	}
-}
-
 // TestFaultTunnelLossResetsRawTCP cuts the tunnel under two raw TCP
 // connections, one downloading and one uploading without end. Neither the
 // listener's client nor the target may take the cut for the other side's
