@@ -129,16 +129,7 @@ func TestChainNearTunnelLossUnderUpgrade(t *testing.T) {
 	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "cut.L"},
 		"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/": {"ou": "http://%s/"}}}}`, relay.Addr(), gListen), faultOpts(t))
 	entry := strings.TrimPrefix(proxyURL(t, l), "http://")
-	down, dbr := rawUpgrade(t, entry, "/down", "tcp")
-	if _, err := io.CopyN(io.Discard, dbr, 1<<20); err != nil {
-		t.Fatalf("first MiB of the download: %v", err)
-	}
-	up, ubr := rawUpgrade(t, entry, "/up", "tcp")
-	if _, err := io.ReadFull(ubr, make([]byte, 1)); err != nil {
-		t.Fatal(err)
-	}
-	go io.Copy(up, &testutil.Pattern{})
-	time.Sleep(200 * time.Millisecond)
+	down, dbr := upgradedDownloadAndUpload(t, entry)
 	relay.Drop()
 	wantBothReset(t, down, dbr, uploadEnd)
 }

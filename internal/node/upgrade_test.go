@@ -162,6 +162,25 @@ func upgradedDownUp(t *testing.T) (be *httptest.Server, uploadEnd <-chan error) 
 	return be, ended
 }
 
+// upgradedDownloadAndUpload starts, through entry, a listener before an
+// upgradedDownUp backend, a download (returned with its reader, its first
+// MiB read) and an upload that runs until its connection fails, as
+// downloadAndUpload does for a tcp:// listener.
+func upgradedDownloadAndUpload(t *testing.T, entry string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	down, dbr := rawUpgrade(t, entry, "/down", "tcp")
+	if _, err := io.CopyN(io.Discard, dbr, 1<<20); err != nil {
+		t.Fatalf("first MiB of the download: %v", err)
+	}
+	up, ubr := rawUpgrade(t, entry, "/up", "tcp")
+	if _, err := io.ReadFull(ubr, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(up, &testutil.Pattern{})
+	time.Sleep(200 * time.Millisecond) // the upload under way
+	return down, dbr
+}
+
 // TestFaultTunnelLossUnderUpgrade: a tunnel lost under an upgraded
 // connection (a raw stream after "Upgrade: tcp", as Docker's attach)
 // must not end either side's connection as if the other had finished:
@@ -192,17 +211,7 @@ func TestFaultTunnelLossUnderUpgrade(t *testing.T) {
 					"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/": {"ou": "http://%s/"}}}}`, g.Addrs().Tunnel, gListen), faultOpts(t))
 				entry = strings.TrimPrefix(proxyURL(t, l), "http://")
 			}
-			down, dbr := rawUpgrade(t, entry, "/down", "tcp")
-			if _, err := io.CopyN(io.Discard, dbr, 1<<20); err != nil {
-				t.Fatalf("first MiB of the download: %v", err)
-			}
-			up, ubr := rawUpgrade(t, entry, "/up", "tcp")
-			if _, err := io.ReadFull(ubr, make([]byte, 1)); err != nil {
-				t.Fatal(err)
-			}
-			go io.Copy(up, &testutil.Pattern{})
-			time.Sleep(200 * time.Millisecond)
-
+			down, dbr := upgradedDownloadAndUpload(t, entry)
 			relay.Drop()
 			wantBothReset(t, down, dbr, uploadEnd)
 		})
