@@ -897,12 +897,7 @@ func (c *upgradedConn) ReadFrom(src io.Reader) (int64, error) {
 }
 
 // CloseWrite passes the backend's end of stream on as a half-close.
-func (c *upgradedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(closeWriter); ok {
-		return cw.CloseWrite()
-	}
-	return c.Conn.Close()
-}
+func (c *upgradedConn) CloseWrite() error { return closeWrite(c.Conn) }
 
 // abortConn has c's close be a failure its peer sees: a tunnel stream's
 // abort (a chain's middle west serving a stream in process), or a TCP
