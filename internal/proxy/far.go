@@ -221,7 +221,7 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 		timeout = 10 * time.Second
 	}
 	if f.holding.Load() {
-		<-ctx.Done() // the session's end (see Wait)
+		f.hold(ctx, req)
 		return
 	}
 	if req.Header.Kind != wire.KindUDP {
@@ -249,7 +249,7 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 		f.reject(req, wire.CodeOverloaded, "this west is stopping")
 		return
 	case drainHold:
-		<-ctx.Done() // the session's end
+		f.hold(ctx, req)
 		return
 	}
 	defer untrack()
@@ -348,6 +348,15 @@ func (f *Far) serveLocal(ctx context.Context, req *tunnel.Request, l *LocalListe
 			f.OnDialError(code)
 		}
 	}
+}
+
+// hold leaves req unanswered until ctx ends (see Wait): with the session,
+// when the answer cannot go, or before it, as a tunnel client's stops, when
+// the peer is told that this west is stopping rather than see the stream
+// unserved.
+func (f *Far) hold(ctx context.Context, req *tunnel.Request) {
+	<-ctx.Done()
+	f.reject(req, wire.CodeOverloaded, "this west is stopping")
 }
 
 // logRefused logs a stream that failed before it was piped, at most once
