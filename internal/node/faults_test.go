@@ -909,3 +909,43 @@ func wantBothReset(t *testing.T, conn net.Conn, down io.Reader, uploadEnd <-chan
 		t.Errorf("the target read a clean end of stream when the tunnel was lost mid-upload; want a reset")
 	}
 }
+
+// TestFaultUDPStopOnStalledTunnel: G's udp:// listener sends through L,
+// whose tunnel stalls (black-holed path) while a client sends. G, told to
+// stop with a shutdown_grace of 1s, should stop within about the grace,
+// as it does with a tcp:// connection on the same tunnel. Three things
+// held it until the tunnel was declared dead (dead_after): a flow blocked
+// writing to its stream; the drain notice, whose failed stream was closed
+// waiting on the stalled queue; and the flow's own close, whose frames
+// waited in the same queue while the listener's Close waited on the flow
+// (it failed 4 runs in 6 without the race detector).
+func TestFaultUDPStopOnStalledTunnel(t *testing.T) {
+	sink := udpEcho(t)
+	gUDP := freeUDPAddr(t)
+	g, stop := runNode(t, fmt.Sprintf(`{"west": {"nm": "G", "shutdown_grace": "1s", "dead_after": "20s"}, "wsts": {"sp": "ws://127.0.0.1:0"},
+		"proxy": {"udp://%s": {"en": "L", "ou": "udp://%s"}}}`, gUDP, sink), Options{})
+	relay := testutil.StartRelay(t, g.Addrs().Tunnel)
+	runNode(t, fmt.Sprintf(`{"west": {"nm": "L", "dead_after": "20s"}, "wstc": {"ws://%s": {}}}`, relay.Addr()), Options{})
+	waitUp(t, g, "L")
+	c, err := net.Dial("udp", gUDP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := askUDP(c); got != "echo hi" {
+		t.Fatalf("before the stall: %q", got)
+	}
+	relay.Stall()
+	// Enough to fill the relay's and the kernel's buffers and the stream's
+	// share of the tunnel's send queue.
+	big := make([]byte, 60000)
+	for range 1500 {
+		c.Write(big)
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	took := stop()
+	if took > 5*time.Second {
+		t.Errorf("G took %v to stop with a grace of 1s: its udp flow, blocked on the stalled tunnel, held it", took.Round(time.Millisecond))
+	}
+}

@@ -382,18 +382,24 @@ func (u *UDP) runFlow(pc net.PacketConn, from netip.AddrPort, f *udpFlow, r *udp
 	f.stream.Store(&stream)
 	log.Debug("udp flow started")
 	// A flow ended from outside (eviction, a reroute, Close) may be
-	// blocked writing to a stream whose tunnel has stalled, in the
-	// tunnel's queue or the multiplexer's: a past deadline and the close
-	// free it, rather than the tunnel's death (dead_after).
-	defer context.AfterFunc(f.ctx, func() {
-		stream.SetWriteDeadline(time.Now())
-		stream.Close()
-	})()
+	// blocked on a stream whose tunnel has stalled, in the tunnel's queue
+	// or the multiplexer's; the frames that close the stream wait there
+	// too, with no deadline, until the tunnel is found dead (dead_after).
+	// A past deadline frees the flow at once, and the close goes on in
+	// the background: a flow of datagrams has no tail worth waiting for.
+	var dropOnce sync.Once
+	drop := func() {
+		dropOnce.Do(func() {
+			stream.SetDeadline(time.Now())
+			go stream.Close()
+		})
+	}
+	defer context.AfterFunc(f.ctx, drop)()
 
 	// Replies: stream to client.
 	done := make(chan struct{})
 	defer func() {
-		stream.Close()
+		drop()
 		<-done
 	}()
 	go func() {
