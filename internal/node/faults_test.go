@@ -949,3 +949,63 @@ func TestFaultUDPStopOnStalledTunnel(t *testing.T) {
 		t.Errorf("G took %v to stop with a grace of 1s: its udp flow, blocked on the stalled tunnel, held it", took.Round(time.Millisecond))
 	}
 }
+
+// TestFaultStopOnStalledTunnel is TestFaultUDPStopOnStalledTunnel for a
+// tcp:// and an http:// listener: a client uploads without pause while
+// the tunnel stalls, and G, told to stop with a shutdown_grace of 1s,
+// must stop within about the grace, not when the tunnel is found dead.
+func TestFaultStopOnStalledTunnel(t *testing.T) {
+	sink, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	discard := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+	})}
+	go discard.Serve(sink)
+	t.Cleanup(func() { discard.Close() })
+
+	for _, scheme := range []string{"tcp", "http"} {
+		t.Run(scheme, func(t *testing.T) {
+			var pre prebound
+			listen := pre.addr(t)
+			rule := fmt.Sprintf(`{"en": "L", "ou": "tcp://%s"}`, sink.Addr())
+			if scheme == "http" {
+				rule = fmt.Sprintf(`{"en": "L", "/": {"ou": "http://%s/"}}`, sink.Addr())
+			}
+			g, stop := runNode(t, fmt.Sprintf(`{"west": {"nm": "G", "shutdown_grace": "1s", "dead_after": "20s"}, "wsts": {"sp": "ws://127.0.0.1:0"},
+				"proxy": {"%s://%s": %s}}`, scheme, listen, rule), withListen(Options{}, pre.listen))
+			relay := testutil.StartRelay(t, g.Addrs().Tunnel)
+			runNode(t, fmt.Sprintf(`{"west": {"nm": "L", "shutdown_grace": "1s", "dead_after": "20s"}, "wstc": {"ws://%s": {}}}`, relay.Addr()), Options{})
+			waitUp(t, g, "L")
+
+			c, err := net.Dial("tcp", listen)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if scheme == "http" {
+				fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", int64(1)<<40)
+			}
+			uploading := make(chan struct{})
+			go func() {
+				defer close(uploading)
+				big := make([]byte, 256<<10)
+				for {
+					if _, err := c.Write(big); err != nil {
+						return
+					}
+				}
+			}()
+			time.Sleep(300 * time.Millisecond)
+			relay.Stall()
+			time.Sleep(time.Second) // the buffers on the way fill
+			took := stop()
+			if took > 5*time.Second {
+				t.Errorf("G took %v to stop with a grace of 1s: its %s client's upload, blocked on the stalled tunnel, held it", took.Round(time.Millisecond), scheme)
+			}
+			c.Close()
+			<-uploading
+		})
+	}
+}
