@@ -330,6 +330,14 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 		ws.Close()
 		return nil, fmt.Errorf("dial tunnel server %s: %w: server chose subprotocol %q, want %q", c.opts.URL, errHandshake, ws.Subprotocol(), wire.Subprotocol)
 	}
+	// The tunnel runs with compression off. The websocket package takes
+	// permessage-deflate from a server that answers with it unasked, and
+	// its read limit then counts compressed bytes: 2 KiB could carry
+	// megabytes.
+	if ext := resp.Header.Values("Sec-WebSocket-Extensions"); len(ext) > 0 {
+		ws.Close()
+		return nil, fmt.Errorf("dial tunnel server %s: %w: server chose extensions %q, none offered", c.opts.URL, errHandshake, ext)
+	}
 	return startSession(ws, true, c.opts.URL, ws.RemoteAddr().String(), c.opts.Mux, c.log)
 }
 
