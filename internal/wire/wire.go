@@ -18,6 +18,8 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 )
 
 // Subprotocol is the WebSocket subprotocol of this version of the protocol.
@@ -189,9 +191,15 @@ type Reply struct {
 //
 //	version(1) code(1) reasonLen(2, big endian) reason(reasonLen)
 func (r Reply) AppendBinary(b []byte) []byte {
-	reason := r.Reason
+	// The reason is UTF-8 on the wire: it may quote a peer's target,
+	// whose bytes need not be, and the cut must not split a character.
+	reason := strings.ToValidUTF8(r.Reason, "\uFFFD")
 	if len(reason) > MaxReasonLen {
-		reason = reason[:MaxReasonLen]
+		n := MaxReasonLen
+		for n > 0 && !utf8.RuneStart(reason[n]) {
+			n--
+		}
+		reason = reason[:n]
 	}
 	b = append(b, Version, byte(r.Code))
 	b = binary.BigEndian.AppendUint16(b, uint16(len(reason)))
