@@ -308,7 +308,7 @@ func (s *Session) NoticeDrain(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("drain notice: %w", err)
 	}
-	closeStream(st)
+	abandon(st) // answered; the close need not hold the drain
 	s.drainNoticed.Store(true)
 	return nil
 }
@@ -423,7 +423,7 @@ func (s *Session) refuseOverloaded(st *yamux.Stream) {
 	}
 	st.SetWriteDeadline(time.Now().Add(time.Second))
 	s.queue.write(st, wire.Reply{Code: wire.CodeOverloaded, Reason: fmt.Sprintf("peer has %d streams open, the limit", s.maxStreams)}.AppendBinary(nil))
-	closeStream(st)
+	abandon(st) // not in the accept loop: the close may wait on a full queue
 }
 
 func (s *Session) serveStream(ctx context.Context, st *yamux.Stream, h StreamHandler) {
@@ -765,10 +765,11 @@ func (s *Stream) forget() {
 	}
 }
 
-// abandon closes st, a stream whose open failed, without waiting: over a
-// stalled tunnel the frames that close it wait in the multiplexer's
-// queue, with no deadline, until the session ends, and open must return
-// within its context.
+// abandon closes st without waiting: over a stalled tunnel the frames
+// that close it wait in the multiplexer's queue, with no deadline, until
+// the session ends. For streams whose close nobody needs to wait for: a
+// failed open, which must return within its context, an answered drain
+// notice, a refusal.
 func abandon(st *yamux.Stream) { go closeStream(st) }
 
 // closeStream closes both directions of st. The end-of-stream goes first,
