@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/west-tunnel/west/internal/acl"
@@ -508,6 +509,23 @@ func sameClient(a, b config.TunnelClient) bool {
 func fixedParts(old, cfg *config.Config) error {
 	var changed []string
 	ow, nw := old.West, cfg.West
+	for _, f := range []struct {
+		key  string
+		same bool
+	}{
+		{"west.nm", ow.Name == nw.Name},
+		{"west.cp", ow.ControlAddr == nw.ControlAddr},
+		{"west.keepalive", ow.KeepAlive == nw.KeepAlive},
+		{"west.dead_after", ow.DeadAfter == nw.DeadAfter},
+		{"west.shutdown_grace", ow.ShutdownGrace == nw.ShutdownGrace},
+		{"west.stream_window", ow.StreamWindow == nw.StreamWindow},
+	} {
+		if !f.same {
+			changed = append(changed, f.key)
+		}
+	}
+	// What the keys above do not name, and a reload may not change either.
+	ow.Name, ow.ControlAddr, ow.KeepAlive, ow.DeadAfter, ow.ShutdownGrace, ow.StreamWindow = nw.Name, nw.ControlAddr, nw.KeepAlive, nw.DeadAfter, nw.ShutdownGrace, nw.StreamWindow
 	ow.DialAllow, nw.DialAllow = nil, nil
 	ow.ControlACL, nw.ControlACL = nil, nil
 	if !reflect.DeepEqual(ow, nw) {
@@ -518,6 +536,16 @@ func fixedParts(old, cfg *config.Config) error {
 		changed = append(changed, "wsts.sp")
 	case old.Server != nil:
 		a, b := *old.Server, *cfg.Server
+		if a.URL.String() != b.URL.String() || a.Addr != b.Addr || a.Path != b.Path {
+			changed = append(changed, "wsts.sp")
+		}
+		if a.CertNames != b.CertNames {
+			changed = append(changed, "wsts.cert_names")
+		}
+		if a.MaxStreams != b.MaxStreams {
+			changed = append(changed, "wsts.max_streams")
+		}
+		a.URL, a.Addr, a.Path, a.CertNames, a.MaxStreams = b.URL, b.Addr, b.Path, b.CertNames, b.MaxStreams
 		a.ACL, b.ACL = nil, nil
 		a.Tokens, b.Tokens = nil, nil
 		a.TLSCertFile, b.TLSCertFile = "", ""
@@ -528,8 +556,7 @@ func fixedParts(old, cfg *config.Config) error {
 		}
 	}
 	if len(changed) > 0 {
-		slices.Sort(changed)
-		return fmt.Errorf("reload: %v changed, which needs a restart; the running configuration stays", changed)
+		return fmt.Errorf("reload: %s changed, which needs a restart; the running configuration stays", strings.Join(changed, ", "))
 	}
 	return nil
 }

@@ -1502,3 +1502,29 @@ func TestReloadAddedUDPListenerAvoidsDrainingTunnel(t *testing.T) {
 	askUDPUntil(t, c, func() bool { return !slices.Contains(g.Server().Sessions(), old) },
 		"the flow of G's added udp listener still holds L's retiring tunnel")
 }
+
+// TestReloadRefusalNamesTheKey: a reload refused for a change that needs
+// a restart names the key that changed, as every config error names its
+// JSON path, so that an operator knows what to put back.
+func TestReloadRefusalNamesTheKey(t *testing.T) {
+	const base = `{"west": {"nm": "L", "cp": ":9702", "keepalive": "5s"}, "wsts": {"sp": "ws://127.0.0.1:9801"}}`
+	old := mustParse(t, base)
+	for _, tc := range []struct{ from, to, want string }{
+		{`"nm": "L"`, `"nm": "L2"`, "west.nm"},
+		{`"cp": ":9702"`, `"cp": ":9703"`, "west.cp"},
+		{`"keepalive": "5s"`, `"keepalive": "2s"`, "west.keepalive"},
+		{`"keepalive": "5s"`, `"keepalive": "5s", "shutdown_grace": "30s"`, "west.shutdown_grace"},
+		{`"keepalive": "5s"`, `"keepalive": "5s", "stream_window": "4MiB"`, "west.stream_window"},
+		{`:9801"`, `:9802"`, "wsts.sp"},
+		{`:9801"`, `:9801", "max_streams": 10`, "wsts.max_streams"},
+	} {
+		next := mustParse(t, strings.Replace(base, tc.from, tc.to, 1))
+		err := fixedParts(old, next)
+		if err == nil || !strings.Contains(err.Error(), tc.want+" changed") {
+			t.Errorf("reload changing %s: %v; want a refusal naming %s", tc.to, err, tc.want)
+		}
+	}
+	if err := fixedParts(old, mustParse(t, base)); err != nil {
+		t.Errorf("reload of the same file: %v", err)
+	}
+}
