@@ -80,6 +80,7 @@ type flags struct {
 	input     string
 	logFormat string
 	version   bool
+	help      bool
 	quiet     bool // warnings and errors only
 }
 
@@ -174,8 +175,12 @@ func parseFlags(name string, args []string, stderr io.Writer) (*flags, *flag.Fla
 	fs.StringVar(&f.input, "input", "", "accepted for the seed's compatibility and ignored")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+	// Defined rather than left to the flag package, which prints the
+	// usage on stderr: asked for, it goes to stdout, as argparse's does.
+	fs.BoolVar(&f.help, "h", false, "print this help and exit")
+	fs.BoolVar(&f.help, "help", false, "same as -h")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: west -c CONFIG [flags]\n       west check -c CONFIG\n       west demo\n\nflags:\n")
+		fmt.Fprintf(fs.Output(), "usage: west -c CONFIG [flags]\n       west check -c CONFIG\n       west demo\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(argparseForms(fs, args)); err != nil {
@@ -184,6 +189,7 @@ func parseFlags(name string, args []string, stderr io.Writer) (*flags, *flag.Fla
 	// The flag package has printed its own errors; print ours alike.
 	var err error
 	switch {
+	case f.help:
 	case fs.NArg() > 0:
 		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	case f.logFormat != "text" && f.logFormat != "json":
@@ -208,6 +214,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		return exitConfig
+	}
+	if f.help {
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return exitOK
 	}
 	if f.version {
 		fmt.Fprintf(stdout, "west %s\n", version)
@@ -247,6 +258,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return exitConfig
 	}
+	var hup chan os.Signal
+	if cmd == "" {
+		// A SIGHUP while west starts is kept for when it runs, rather than
+		// ending it as the signal's default action would: a reload may
+		// follow a start at once (systemd's Type=exec and ExecReload).
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
 	cfg, err := config.Load(f.config)
 	if err != nil {
 		fmt.Fprintf(stderr, "west: %v\n", err)
@@ -282,7 +302,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "west: %v\n", err)
 		return exitRuntime
 	}
-	stopReloads := reloadOnHangup(ctx, n, logger)
+	stopReloads := reloadOnHangup(ctx, n, logger, hup)
 	defer stopReloads()
 	defer procs.Start(logger)()
 	if err := n.Run(ctx); err != nil {
@@ -292,14 +312,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// reloadOnHangup re-reads the config file on every SIGHUP until ctx ends or
+// reloadOnHangup re-reads the config file on every signal on hup, from
+// when n runs (one that came while it started included) until ctx ends or
 // the returned function is called. A bad file is logged and the running
 // configuration stays; a listener that cannot be opened is logged too.
-func reloadOnHangup(ctx context.Context, n *node.Node, logger *slog.Logger) func() {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
+func reloadOnHangup(ctx context.Context, n *node.Node, logger *slog.Logger, hup chan os.Signal) func() {
 	done := make(chan struct{})
 	go func() {
+		select {
+		case <-n.Running():
+		case <-ctx.Done():
+			return
+		case <-done:
+			return
+		}
 		for {
 			select {
 			case <-hup:
@@ -317,10 +343,7 @@ func reloadOnHangup(ctx context.Context, n *node.Node, logger *slog.Logger) func
 			}
 		}
 	}()
-	return func() {
-		signal.Stop(hup)
-		close(done)
-	}
+	return func() { close(done) }
 }
 
 func newLogger(w io.Writer, f *flags) *slog.Logger {

@@ -41,7 +41,6 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"-c", "a.json", "extra"}, exitConfig, `unexpected argument "extra"`},
 		{[]string{"--log-format", "xml", "-c", "a.json"}, exitConfig, "neither text nor json"},
 		{[]string{"-c", "/nonexistent/west.json"}, exitConfig, "no such file"},
-		{[]string{"-h"}, exitOK, "usage: west"},
 		{[]string{"-d=maybe", "-c", "a.json"}, exitConfig, "want -d alone"},
 	} {
 		code, _, stderr := runArgs(t, context.Background(), tc.args...)
@@ -272,5 +271,22 @@ func TestCheckReadsSecrets(t *testing.T) {
 		if code != exitCheckFailed || !strings.Contains(stderr, tc.says) {
 			t.Errorf("check of %s: exit %d, stderr %q; want %d naming %s", tc.conf, code, stderr, exitCheckFailed, tc.says)
 		}
+	}
+}
+
+// TestHelpGoesToStdout: -h and --help print the usage on standard output
+// and exit 0, as the seed's argparse does (and GNU tools), so that
+// "west --help | less" shows it; a usage error still prints it on
+// standard error.
+func TestHelpGoesToStdout(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"check", "--help"}, {"-vh"}} {
+		code, stdout, stderr := runArgs(t, context.Background(), args...)
+		if code != exitOK || !strings.Contains(stdout, "usage: west") || stderr != "" {
+			t.Errorf("west %q: exit %d, stdout %q, stderr %q; want %d and the usage on stdout alone", args, code, stdout, stderr, exitOK)
+		}
+	}
+	code, stdout, stderr := runArgs(t, context.Background(), "--bogus")
+	if code != exitConfig || stdout != "" || !strings.Contains(stderr, "usage: west") {
+		t.Errorf("west --bogus: exit %d, stdout %q, stderr %q; want %d and the usage on stderr", code, stdout, stderr, exitConfig)
 	}
 }

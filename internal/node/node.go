@@ -83,6 +83,7 @@ type Node struct {
 	groupCtx    context.Context
 	clientStops map[string]context.CancelFunc // by server URL
 	running     bool
+	runningCh   chan struct{} // closed once Run has set running
 	// drains counts the listeners Reload stopped that are still
 	// draining; a shutdown waits for them as for its own.
 	drains sync.WaitGroup
@@ -138,7 +139,7 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 	if opts.Mux.StreamWindow == 0 {
 		opts.Mux.StreamWindow = cfg.West.StreamWindow
 	}
-	n := &Node{cfg: cfg, opts: opts, log: opts.Logger, id: tunnel.NewID(), clients: make(map[string]*tunnel.Client)}
+	n := &Node{cfg: cfg, opts: opts, log: opts.Logger, id: tunnel.NewID(), clients: make(map[string]*tunnel.Client), runningCh: make(chan struct{})}
 	targets, err := acl.ParseTargets(cfg.West.DialAllow)
 	if err != nil {
 		return nil, fmt.Errorf("west.dial_allow: %w", err)
@@ -499,6 +500,7 @@ func (n *Node) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(hard)
 	n.mu.Lock()
 	n.group, n.groupCtx, n.running = g, gctx, true
+	close(n.runningCh)
 	n.clientStops = make(map[string]context.CancelFunc)
 	for _, s := range n.servers {
 		n.serveLocked(s)
@@ -521,6 +523,9 @@ func (n *Node) Run(ctx context.Context) error {
 	})
 	return g.Wait()
 }
+
+// Running is closed once Run serves, from when Reload applies.
+func (n *Node) Running() <-chan struct{} { return n.runningCh }
 
 // serveLocked serves s in the run group. n.mu must be held.
 func (n *Node) serveLocked(s *listener) {
