@@ -228,6 +228,9 @@ func (n *Node) addTunnelServer(s *config.TunnelServer) error {
 		OnSession:      n.onSession(control.RoleServer), // metrics; see control.go
 		OnShed:         n.metrics.TunnelShed,
 		OnPeerDraining: n.peerDraining,
+		// Refused before the far side sees them, but refused by this
+		// west all the same, as a stopping west's are.
+		OnOverloaded: func() { n.onDialError(wire.CodeOverloaded) },
 	})
 	mux := http.NewServeMux()
 	mux.Handle(s.Path, n.server)

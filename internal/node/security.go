@@ -18,6 +18,7 @@ import (
 
 	"github.com/west-tunnel/west/internal/acl"
 	"github.com/west-tunnel/west/internal/config"
+	"github.com/west-tunnel/west/internal/lograte"
 )
 
 // gate decides which tunnel clients the tunnel server admits: wsts.ca by
@@ -281,6 +282,9 @@ func tokenHeader(c config.TunnelClient) (http.Header, error) {
 type tlsErrorLog struct {
 	log    *slog.Logger
 	onFail func()
+	// warnLog keeps the warnings to one a second: anyone who reaches the
+	// server can present a certificate it refuses, as often as it likes.
+	warnLog lograte.Limit
 }
 
 const tlsHandshakeError = "http: TLS handshake error from "
@@ -294,10 +298,14 @@ func (w *tlsErrorLog) Write(p []byte) (int, error) {
 	}
 	w.onFail()
 	remote, reason, _ := strings.Cut(rest, ": ")
-	if strings.Contains(reason, "certificate") {
-		w.log.Warn("tunnel client's TLS handshake failed", "remote", remote, "err", reason)
-	} else {
+	if !strings.Contains(reason, "certificate") {
 		w.log.Debug("TLS handshake failed", "remote", remote, "err", reason)
+		return len(p), nil
+	}
+	if ok, skipped := w.warnLog.Allow(); ok {
+		w.log.Warn("tunnel client's TLS handshake failed", "remote", remote, "err", reason, "not_logged_since", skipped)
+	} else {
+		w.log.Debug("tunnel client's TLS handshake failed", "remote", remote, "err", reason)
 	}
 	return len(p), nil
 }

@@ -43,6 +43,9 @@ type ServerOptions struct {
 	// OnShed, if set, is told of every connection Listener closed for
 	// exceeding a bound on handshakes, for metrics.
 	OnShed func()
+	// OnOverloaded, if set, is told of every stream refused because its
+	// peer had Mux.MaxStreams open, for metrics: the Handler never sees it.
+	OnOverloaded func()
 
 	// The bounds on connections in their handshake (see Listener);
 	// zero means DefaultMaxHandshakesPerIP and DefaultMaxHandshakes.
@@ -123,6 +126,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess.onPeerDraining = s.opts.OnPeerDraining
+	sess.onOverloaded = s.opts.OnOverloaded
 	sess.instance = inst
 	// What Admit reads of the request, without its body or context.
 	hs := &http.Request{Method: r.Method, URL: r.URL, Host: r.Host, Header: r.Header.Clone(), RemoteAddr: r.RemoteAddr, TLS: r.TLS}

@@ -75,6 +75,9 @@ type Session struct {
 	handlers   sync.WaitGroup // ServeStream calls in flight
 	serving    atomic.Int64   // streams the peer opened whose handler still runs
 	maxStreams int64          // limit on serving; 0 means none
+	// onOverloaded, set before serve, is told of each stream refused for
+	// maxStreams.
+	onOverloaded func()
 
 	// Drain notices (see NoticeDrain). peerDraining is set once the peer
 	// has told us it drains, drainNoticed once we have told the peer and
@@ -418,6 +421,9 @@ func (s *Session) serve(ctx context.Context, h StreamHandler) {
 // refuseOverloaded answers a stream beyond MaxStreams without reading its
 // header; the opener reads the reply after sending the header anyway.
 func (s *Session) refuseOverloaded(st *yamux.Stream) {
+	if s.onOverloaded != nil {
+		s.onOverloaded()
+	}
 	if ok, skipped := s.overLimitLog.Allow(); ok {
 		s.log.Warn("stream refused: too many open streams", "limit", s.maxStreams, "not_logged_since", skipped)
 	}
