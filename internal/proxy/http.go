@@ -790,7 +790,10 @@ func (r *recorder) WriteHeader(code int) {
 			// answer (RFC 9110, 15.2).
 			return
 		}
-		// Informational answers (103 Early Hints) go out at once.
+		// Informational answers (103 Early Hints) go out at once, without
+		// their hop-by-hop fields (RFC 9110, 7.6.1), as the loop sends
+		// them: the reverse proxy copies a 1xx's header as it came.
+		dropHopHeaders(r.Header())
 		if r.status == 0 {
 			r.status = code
 		}
@@ -801,6 +804,23 @@ func (r *recorder) WriteHeader(code int) {
 		return // net/http would ignore it too
 	}
 	r.status, r.pending = code, code
+}
+
+// dropHopHeaders removes h's hop-by-hop fields and those its Connection
+// names.
+func dropHopHeaders(h http.Header) {
+	for _, v := range h["Connection"] {
+		for name := range strings.SplitSeq(v, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	for name := range h {
+		if isHopHeader(name) {
+			delete(h, name)
+		}
+	}
 }
 
 // commit passes a held-back status on, if any: the response has begun.
