@@ -82,8 +82,11 @@ type Node struct {
 	group       *errgroup.Group
 	groupCtx    context.Context
 	clientStops map[string]context.CancelFunc // by server URL
-	running     bool
-	runningCh   chan struct{} // closed once Run has set running
+	// retiring are the clients a reload replaced that still carry
+	// streams (retireClient): a shutdown waits for their send queues too.
+	retiring  map[*tunnel.Client]struct{}
+	running   bool
+	runningCh chan struct{} // closed once Run has set running
 	// drains counts the listeners Reload stopped that are still
 	// draining; a shutdown waits for them as for its own.
 	drains sync.WaitGroup
@@ -613,8 +616,17 @@ func (n *Node) shutdown() {
 	if err := n.far.Wait(ctx, start.Add(n.opts.ShutdownGrace/2)); err != nil {
 		n.log.Warn("drain deadline reached with streams still open; closing them")
 	}
-	// Their last bytes may still wait in a tunnel's send queue.
-	for _, sess := range n.sessions() {
+	// Their last bytes may still wait in a tunnel's send queue, of a
+	// retiring client's tunnel too.
+	n.mu.Lock()
+	sessions := n.sessionsLocked()
+	for c := range n.retiring {
+		if sess := c.Status().Session; sess != nil {
+			sessions = append(sessions, sess)
+		}
+	}
+	n.mu.Unlock()
+	for _, sess := range sessions {
 		sess.WaitSent(ctx)
 	}
 	for _, s := range servers {

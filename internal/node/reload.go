@@ -438,12 +438,21 @@ func (n *Node) stopListener(l *listener) <-chan struct{} {
 // such as a rerouted listener's requests by its old routes. The shutdown
 // grace bounds the wait, as it bounds theirs. A client whose session has
 // ended stops at once rather than redial: a reload that named its server
-// again has a new client, with a tunnel of its own.
+// again has a new client, with a tunnel of its own. n.mu must be held.
 func (n *Node) retireClient(c *tunnel.Client, stop context.CancelFunc, drained []<-chan struct{}) {
+	if n.retiring == nil {
+		n.retiring = make(map[*tunnel.Client]struct{})
+	}
+	n.retiring[c] = struct{}{}
 	n.group.Go(func() error {
 		defer stop()
-		grace := time.NewTimer(n.opts.ShutdownGrace)
-		defer grace.Stop()
+		defer func() {
+			n.mu.Lock()
+			delete(n.retiring, c)
+			n.mu.Unlock()
+		}()
+		graceCtx, cancel := context.WithTimeout(n.groupCtx, n.opts.ShutdownGrace)
+		defer cancel()
 		poll := time.NewTicker(retirePoll)
 		defer poll.Stop()
 		var noticed *tunnel.Session
@@ -470,13 +479,14 @@ func (n *Node) retireClient(c *tunnel.Client, stop context.CancelFunc, drained [
 			// yet. Dialing: a request that saw the tunnel come up may
 			// not have opened its stream yet.
 			if sess != nil && allClosed(drained) && sess.Streams() == 0 && c.Dialing() == 0 {
+				// The last bytes of those streams may still wait in the
+				// tunnel's send queue, which the stop would drop.
+				sess.WaitSent(graceCtx)
 				return nil
 			}
 			select {
 			case <-poll.C:
-			case <-grace.C:
-				return nil
-			case <-n.groupCtx.Done():
+			case <-graceCtx.Done(): // the grace has passed, or the node is stopping
 				return nil
 			}
 		}
