@@ -195,13 +195,16 @@ func downloadBeside(ctx context.Context, base string, size int64) (mbps float64,
 	if err := getSmall(ctx, client, base+"/small", buf); err != nil {
 		return 0, 0, err
 	}
-	var done atomic.Bool
+	var (
+		done     atomic.Bool
+		probeErr error
+	)
 	probed := make(chan []time.Duration, 1)
 	go func() {
 		var lats []time.Duration
 		for !done.Load() {
 			start := time.Now()
-			if err := getSmall(ctx, client, base+"/small", buf); err != nil {
+			if probeErr = getSmall(ctx, client, base+"/small", buf); probeErr != nil {
 				break
 			}
 			if !done.Load() {
@@ -215,6 +218,9 @@ func downloadBeside(ctx context.Context, base string, size int64) (mbps float64,
 	lats := <-probed
 	if err != nil {
 		return 0, 0, err
+	}
+	if probeErr != nil {
+		return 0, 0, fmt.Errorf("small GET beside the download: %w", probeErr)
 	}
 	if len(lats) == 0 {
 		return 0, 0, fmt.Errorf("no small GET to %s finished during the download", base)
