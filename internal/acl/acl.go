@@ -57,6 +57,15 @@ func (l *List) add(s string, allowNames bool) string {
 		// the entry could never match.
 		return fmt.Sprintf("%s, got %q with surrounding white space", want, s)
 	}
+	// An address in brackets, as URLs and dial_allow write it ("[::1]",
+	// "[10.0.0.0/8]:443"), would be a peer name here: a list without
+	// address rules, admitting any client that calls itself so.
+	if in, ok := strings.CutPrefix(s, "["); ok {
+		a, _, _ := strings.Cut(in, "]")
+		if a, _, _ = strings.Cut(a, "/"); looksLikeAddr(a) {
+			return fmt.Sprintf("want an IP address or CIDR range without brackets, got %q", s)
+		}
+	}
 	if a, err := netip.ParseAddr(s); err == nil {
 		if a.Zone() != "" {
 			return fmt.Sprintf("want an IP address without a zone, got %q", s)
@@ -81,15 +90,16 @@ func (l *List) add(s string, allowNames bool) string {
 }
 
 // looksLikeAddr reports whether s was meant as an IP address: digits and
-// dots with a dot, or hex digits and colons with a colon. Such an entry is
-// an error when it does not parse, rather than a peer name that could
-// never match.
+// dots with a dot (and the wildcards and ranges other tools write, as
+// "10.0.0.*" and "10.0.0.1-10.0.0.9"), or hex digits and colons with a
+// colon. Such an entry is an error when it does not parse, rather than a
+// peer name that could never match.
 func looksLikeAddr(s string) bool {
 	if strings.Contains(s, ":") {
 		s, _, _ = strings.Cut(s, "%") // zone
 		return strings.Trim(s, "0123456789abcdefABCDEF:.") == ""
 	}
-	return strings.Contains(s, ".") && strings.Trim(s, "0123456789.") == ""
+	return strings.Contains(s, ".") && strings.Trim(s, "0123456789.*-") == ""
 }
 
 // reason strips netip's `Func("input"): ` prefix from err, since the

@@ -173,6 +173,15 @@ func TestParseErrors(t *testing.T) {
 		{[]string{"fe80::/10", "fe80::1%eth0/64"}, true, 1, "zone"},
 		{[]string{"::1", "peer"}, false, 1, `(peer names are not allowed here), got "peer"`},
 		{[]string{"example.com"}, false, 0, `want an IP address or CIDR range (peer names are not allowed here), got "example.com"`},
+		// Bracketed as URLs and dial_allow write them: never a peer name.
+		{[]string{"[192.0.2.7]"}, true, 0, `want an IP address or CIDR range without brackets, got "[192.0.2.7]"`},
+		{[]string{"[2001:db8::7]"}, true, 0, "without brackets"},
+		{[]string{"[192.0.2.0/24]"}, true, 0, "without brackets"},
+		{[]string{"[2001:db8::7]:443"}, true, 0, "without brackets"},
+		{[]string{"[::1]"}, false, 0, "without brackets"},
+		// Wildcards and ranges as other tools write them: never a peer name.
+		{[]string{"10.0.0.*"}, true, 0, `want an IP address, got "10.0.0.*"`},
+		{[]string{"10.0.0.1-10.0.0.9"}, true, 0, `want an IP address, got "10.0.0.1-10.0.0.9"`},
 	}
 	for _, tt := range tests {
 		l, err := Parse(tt.entries, tt.allowNames)

@@ -631,3 +631,32 @@ func httpAndTCP(n *Node) (httpAddr, tcpAddr string) {
 	}
 	return httpAddr, tcpAddr
 }
+
+// TestTunnelServerACLBracketedAddress: a wsts.ca entry holding an address
+// in brackets, as dial_allow and URLs write them ("[192.0.2.7]"), was
+// taken for a peer name: the list then had no address rule, and a client
+// at any address that called itself "[192.0.2.7]" was admitted. Such an
+// entry is a config error, as an address with a port is.
+func TestTunnelServerACLBracketedAddress(t *testing.T) {
+	for i, entry := range []string{"[192.0.2.7]", "[2001:db8::7]", "[192.0.2.0/24]", "[2001:db8::7]:443"} {
+		js := fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0", "ca": [%q]}}`, entry)
+		_, err := config.Parse([]byte(js))
+		if err != nil {
+			if !strings.Contains(err.Error(), "without brackets") {
+				t.Errorf("wsts.ca %q: %v, want an error saying brackets are not taken", entry, err)
+			}
+			continue
+		}
+		t.Errorf("wsts.ca %q accepted", entry)
+		if i > 0 {
+			continue
+		}
+		// What it lets in: a client from 127.0.0.1 that takes the entry
+		// for its name.
+		g := startNode(t, js, Options{})
+		srv := "ws://" + g.Addrs().Tunnel
+		impostor := startNode(t, fmt.Sprintf(`{"west": {"nm": %q}, "wstc": {%q: {}}}`, entry, srv), Options{})
+		waitClient(t, impostor, srv, tunnel.StateUp)
+		t.Errorf("wsts.ca %q: a client at 127.0.0.1 calling itself %q was admitted", entry, entry)
+	}
+}
