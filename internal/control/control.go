@@ -128,6 +128,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "west: forbidden", http.StatusForbidden)
 		return
 	}
+	// A page that rebinds its own name to this port reads it as its own
+	// origin. Browsers say where a request comes from: one a page made
+	// (not a typed or bookmarked address, "none") may read only through
+	// an address or localhost, which a page of another site cannot have.
+	// curl and scrapers send no Sec-Fetch-Site, and read by any name.
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "none" && !addressHost(r.Host) {
+		h.log.Warn("control port: a browser page's request by name refused", "remote", r.RemoteAddr, "host", r.Host, "path", r.URL.Path)
+		http.Error(w, "west: a browser page may use the control port only through its address, not a name", http.StatusForbidden)
+		return
+	}
 	reload := r.URL.Path == "/api/reload" && h.opts.Reload != nil
 	switch {
 	case reload && r.Method != http.MethodPost:

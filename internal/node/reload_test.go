@@ -1528,3 +1528,47 @@ func TestReloadRefusalNamesTheKey(t *testing.T) {
 		t.Errorf("reload of the same file: %v", err)
 	}
 }
+
+// TestReadRefusesDNSRebinding: as TestReloadRefusesDNSRebinding, for
+// reads. A page that rebinds its own name to the control port reads
+// /api/state (the peers, listeners, targets) as its own origin. Browsers
+// send Sec-Fetch-Site with a page's requests; those by name are refused.
+// curl (no Sec-Fetch-Site), an address or localhost, and an address typed
+// into the browser ("none") still read.
+func TestReadRefusesDNSRebinding(t *testing.T) {
+	var pre prebound
+	cp := pre.addr(t)
+	runNode(t, fmt.Sprintf(`{"west": {"nm": "G", "cp": %q}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, cp), withListen(Options{}, pre.listen))
+	_, port, _ := net.SplitHostPort(cp)
+	for _, tc := range []struct {
+		host, site string
+		want       int
+	}{
+		{"rebind.attacker.example:" + port, "same-origin", http.StatusForbidden},
+		{"rebind.attacker.example:" + port, "cross-site", http.StatusForbidden},
+		{"rebind.attacker.example:" + port, "none", http.StatusOK}, // typed by its user
+		{"g.example.org:" + port, "", http.StatusOK},               // curl by name
+		{"127.0.0.1:" + port, "same-origin", http.StatusOK},
+		{"localhost:" + port, "same-origin", http.StatusOK},
+	} {
+		for _, path := range []string{"/", "/api/state", "/metrics", "/healthz"} {
+			req, err := http.NewRequest("GET", "http://"+cp+path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Host = tc.host
+			if tc.site != "" {
+				req.Header.Set("Sec-Fetch-Site", tc.site)
+			}
+			resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Errorf("GET %s with Host %s, Sec-Fetch-Site %q: %d, want %d", path, tc.host, tc.site, resp.StatusCode, tc.want)
+			}
+		}
+	}
+}
