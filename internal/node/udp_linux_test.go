@@ -57,3 +57,41 @@ func TestUDPWildcardListenerAnswersBroadcast(t *testing.T) {
 		}
 	}
 }
+
+// A client that sends from one port to two addresses of a listener on
+// every address, as ntpd does from port 123 to each of its servers, gets
+// each answer from the address it sent that datagram to: the first
+// address it used must not answer for the second.
+func TestUDPWildcardListenerOneClientPortTwoAddresses(t *testing.T) {
+	echo := udpEcho(t)
+	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	for i, host := range []string{"0.0.0.0", ""} {
+		_, port, _ := net.SplitHostPort(freeUDPAddr(t))
+		startNode(t, fmt.Sprintf(`{"west": {"nm": "L%d"}, "proxy": {"udp://%s": {"ea": "ws://%s", "ou": "udp://%s"}}}`,
+			i, net.JoinHostPort(host, port), g.Addrs().Tunnel, echo), Options{})
+		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		for _, to := range []string{"127.0.0.1", "127.0.0.2"} {
+			dst, err := net.ResolveUDPAddr("udp4", net.JoinHostPort(to, port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 100)
+			var got string
+			var from net.Addr
+			for try := 0; try < 10 && got == ""; try++ {
+				c.WriteTo([]byte("where from"), dst)
+				c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+				if n, a, err := c.ReadFrom(buf); err == nil {
+					got, from = string(buf[:n]), a
+				}
+			}
+			if got != "echo where from" || from.String() != dst.String() {
+				t.Errorf("listener on %q, one client port sending to %s: got %q from %v, want the echo from %s", host, to, got, from, dst)
+			}
+		}
+	}
+}

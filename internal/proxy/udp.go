@@ -53,13 +53,23 @@ type UDP struct {
 	failLog lograte.Limit // of failed flows (see logDialFailure)
 
 	mu    sync.Mutex
-	flows map[netip.AddrPort]*udpFlow
+	flows map[flowKey]*udpFlow
 	pcs   []net.PacketConn
 
 	// queued counts the bytes of the datagrams in every flow's queue,
 	// which may not pass maxQueued (see enqueue).
 	queued    atomic.Int64
 	maxQueued int64
+}
+
+// flowKey names a flow: its client and, for a listener on every address,
+// the control message that tells the address the client sent to. A
+// client may send from one port to several of the host's addresses (ntpd
+// sends from port 123 to each of its servers), and wants each answer from
+// the address it asked.
+type flowKey struct {
+	client netip.AddrPort
+	to     string
 }
 
 type udpFlow struct {
@@ -115,7 +125,7 @@ func newUDPRoute(opts UDPOptions) *udpRoute {
 // NewUDP returns a UDP listener's server.
 func NewUDP(opts UDPOptions) *UDP {
 	ctx, cancel := context.WithCancel(context.Background())
-	u := &UDP{ctx: ctx, cancel: cancel, flows: make(map[netip.AddrPort]*udpFlow), maxQueued: maxQueuedBytes}
+	u := &UDP{ctx: ctx, cancel: cancel, flows: make(map[flowKey]*udpFlow), maxQueued: maxQueuedBytes}
 	u.route.Store(newUDPRoute(opts))
 	return u
 }
@@ -132,11 +142,11 @@ func (u *UDP) Reroute(opts UDPOptions) {
 	u.route.Store(r)
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	for from, f := range u.flows {
+	for k, f := range u.flows {
 		was := f.route.opts
 		moved := was.Target != opts.Target || was.Peer != opts.Peer || was.PeerDialed != opts.PeerDialed
-		if moved || opts.Allow != nil && !opts.Allow(from.Addr().Unmap()) {
-			delete(u.flows, from)
+		if moved || opts.Allow != nil && !opts.Allow(k.client.Addr().Unmap()) {
+			delete(u.flows, k)
 			f.end()
 		}
 	}
@@ -152,8 +162,8 @@ func (u *UDP) Reroute(opts UDPOptions) {
 func (u *UDP) EndFlows() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	for from, f := range u.flows {
-		delete(u.flows, from)
+	for k, f := range u.flows {
+		delete(u.flows, k)
 		f.end()
 	}
 }
@@ -184,13 +194,13 @@ func (u *UDP) PeerDraining(peer string, dialed bool, done <-chan struct{}, elsew
 		}
 		u.mu.Lock()
 		defer u.mu.Unlock()
-		for from, f := range u.flows {
+		for k, f := range u.flows {
 			p := f.stream.Load()
 			if p == nil {
 				continue
 			}
 			if d, ok := (*p).(interface{ PeerDraining() bool }); ok && d.PeerDraining() {
-				delete(u.flows, from)
+				delete(u.flows, k)
 				f.end()
 			}
 		}
@@ -243,11 +253,11 @@ func (u *UDP) ServePacket(pc net.PacketConn) error {
 			r.log.Debug("datagram from a client outside the access list dropped", "client", from)
 			continue
 		}
-		f := u.flow(pc, from, oob[:oobn])
+		f, queued := u.flow(pc, from, oob[:oobn], buf[:n])
 		if f == nil {
 			continue // closing, or refused by a Reroute since r
 		}
-		if !u.enqueue(f, buf[:n]) {
+		if !queued {
 			r.log.Debug("datagram dropped: its flow's queue, or the listener's, is full", "client", from)
 		}
 	}
@@ -288,22 +298,27 @@ func (u *UDP) discardQueue(f *udpFlow) {
 	}
 }
 
-// flow returns the flow of client from, starting it when new; oob came
-// with the datagram, from a listener on every address.
-func (u *UDP) flow(pc net.PacketConn, from netip.AddrPort, oob []byte) *udpFlow {
+// flow returns the flow of client from, starting it when new, and
+// whether d, which came with oob (from a listener on every address, where
+// it tells apart the client's flows to each of the host's addresses: see
+// flowKey), was queued on it. It queues under mu, as a flow idling out
+// leaves the map (see runFlow): a datagram is then either queued before
+// the flow decides to end, and carried, or finds it gone and starts a new
+// one.
+func (u *UDP) flow(pc net.PacketConn, from netip.AddrPort, oob, d []byte) (*udpFlow, bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.ctx.Err() != nil {
-		return nil
+		return nil, false
 	}
-	if f := u.flows[from]; f != nil {
-		return f
+	if f := u.flows[flowKey{from, string(oob)}]; f != nil {
+		return f, u.enqueue(f, d)
 	}
 	// The route is read under mu, so that a Reroute either sees this
 	// flow in its sweep or has its Allow judge it here.
 	r := u.route.Load()
 	if r.opts.Allow != nil && !r.opts.Allow(from.Addr().Unmap()) {
-		return nil
+		return nil, false
 	}
 	for len(u.flows) >= r.opts.MaxFlows {
 		u.evictLocked(r)
@@ -314,10 +329,11 @@ func (u *UDP) flow(pc net.PacketConn, from netip.AddrPort, oob []byte) *udpFlow 
 		f.from = replyFrom(oob)
 	}
 	f.last.Store(time.Now().UnixNano())
-	u.flows[from] = f
+	k := flowKey{from, string(oob)}
+	u.flows[k] = f
 	u.flowWG.Add(1)
-	go u.runFlow(pc, from, f, r)
-	return f
+	go u.runFlow(pc, k, f, r)
+	return f, u.enqueue(f, d)
 }
 
 // logDialFailure logs a flow whose stream could not be opened, at most
@@ -334,25 +350,25 @@ func (u *UDP) logDialFailure(log *slog.Logger, err error) {
 // u.mu must be held.
 func (u *UDP) evictLocked(r *udpRoute) {
 	var oldest *udpFlow
-	var client netip.AddrPort
-	for from, f := range u.flows {
+	var key flowKey
+	for k, f := range u.flows {
 		if oldest == nil || f.last.Load() < oldest.last.Load() {
-			oldest, client = f, from
+			oldest, key = f, k
 		}
 	}
 	if oldest == nil {
 		return
 	}
 	// Out of the map at once: the client's next datagram starts a flow.
-	delete(u.flows, client)
+	delete(u.flows, key)
 	oldest.end()
-	r.log.Debug("udp flow ended to make room for a new client", "client", client,
+	r.log.Debug("udp flow ended to make room for a new client", "client", key.client,
 		"idle", time.Since(time.Unix(0, oldest.last.Load())).Round(time.Millisecond), "max_flows", r.opts.MaxFlows)
 }
 
 // runFlow opens the flow's stream and carries datagrams both ways until
 // the flow idles out, the stream ends, or the listener closes.
-func (u *UDP) runFlow(pc net.PacketConn, from netip.AddrPort, f *udpFlow, r *udpRoute) {
+func (u *UDP) runFlow(pc net.PacketConn, k flowKey, f *udpFlow, r *udpRoute) {
 	defer u.flowWG.Done()
 	defer func() {
 		f.end() // before the queue is emptied: see enqueue
@@ -360,11 +376,12 @@ func (u *UDP) runFlow(pc net.PacketConn, from netip.AddrPort, f *udpFlow, r *udp
 	}()
 	defer func() {
 		u.mu.Lock()
-		if u.flows[from] == f { // not a newer flow of the client's
-			delete(u.flows, from)
+		if u.flows[k] == f { // not a newer flow of the client's
+			delete(u.flows, k)
 		}
 		u.mu.Unlock()
 	}()
+	from := k.client
 	log := r.log.With("client", from)
 	dctx, cancel := context.WithTimeout(f.ctx, 15*time.Second)
 	stream, err := r.opts.Dialer.Dial(dctx, wire.Header{Kind: wire.KindUDP, Target: r.opts.Target})
@@ -437,6 +454,20 @@ func (u *UDP) runFlow(pc net.PacketConn, from netip.AddrPort, f *udpFlow, r *udp
 				idle.Reset(r.opts.IdleTimeout - quiet)
 				continue
 			}
+			// A datagram may have been queued as the timer fired (select
+			// picks either): the flow ends only with its queue empty, and
+			// leaves the map under mu, where flow queues, so that none is
+			// queued after and dropped with it.
+			u.mu.Lock()
+			if len(f.out) > 0 {
+				u.mu.Unlock()
+				idle.Reset(r.opts.IdleTimeout)
+				continue
+			}
+			if u.flows[k] == f {
+				delete(u.flows, k)
+			}
+			u.mu.Unlock()
 			log.Debug("udp flow idle; ended")
 			return
 		case <-done:
