@@ -419,6 +419,11 @@ func pipe(ctx context.Context, a, b net.Conn, abortB bool) (aToB, bToA int64) {
 				// what it received for the whole.
 				resetIfLost(a, b)
 				resetIfLost(b, a)
+				// A client that reset: the target is reset too, as it
+				// would have been without the tunnel, rather than read
+				// a clean end of an upload cut short.
+				resetIfAborted(a, b)
+				resetIfAborted(b, a)
 			}
 			a.Close()
 			if ab, ok := b.(interface{ Abort() error }); ok && failed && abortB {
@@ -449,6 +454,17 @@ func pipe(ctx context.Context, a, b net.Conn, abortB bool) (aToB, bToA int64) {
 func resetIfLost(c, other net.Conn) {
 	if st, ok := streamOf(other).(*tunnel.Stream); ok && st.Lost() {
 		resetConn(c)
+	}
+}
+
+// resetIfAborted makes c's Close a reset when it is a TCP connection and
+// other a tunnel stream its peer aborted. Only a socket: a stream onward
+// (the middle of a chain) is aborted by pipe itself (abortB).
+func resetIfAborted(c, other net.Conn) {
+	if st, ok := streamOf(other).(*tunnel.Stream); ok && st.Aborted() {
+		if l, ok := streamOf(c).(interface{ SetLinger(int) error }); ok {
+			l.SetLinger(0)
+		}
 	}
 }
 

@@ -535,6 +535,9 @@ type Stream struct {
 	// cutFurther is set once the peer aborted the stream with
 	// lostCode: a tunnel further along a chain was lost under it.
 	cutFurther atomic.Bool
+	// aborted is set once a read or write finds the stream aborted by
+	// the peer with abortCode or lostCode (see Aborted).
+	aborted atomic.Bool
 }
 
 // lostCode is the code of a reset (AbortLost) that tells the peer the
@@ -542,13 +545,30 @@ type Stream struct {
 // resets its own side as it does for a tunnel of its own lost.
 const lostCode uint32 = 0x4c4f5354 // "LOST"
 
-// noteReset records a reset by the peer with lostCode.
+// abortCode is the code of a reset (Abort) that tells the peer the
+// stream failed rather than closed: the reset Close sends after its
+// end-of-stream has code 0, and an older west's Abort too.
+const abortCode uint32 = 0x41425254 // "ABRT"
+
+// noteReset records a reset by the peer with abortCode or lostCode.
 func (s *Stream) noteReset(err error) {
 	var se *yamux.StreamError
-	if err != nil && errors.As(err, &se) && se.Remote && se.ErrorCode == lostCode {
+	if err == nil || !errors.As(err, &se) || !se.Remote {
+		return
+	}
+	switch se.ErrorCode {
+	case lostCode:
 		s.cutFurther.Store(true)
+		s.aborted.Store(true)
+	case abortCode:
+		s.aborted.Store(true)
 	}
 }
+
+// Aborted reports whether a read or write found the stream aborted by the
+// peer (Abort, AbortLost) rather than closed: its listener's client
+// reset, or the stream was cut.
+func (s *Stream) Aborted() bool { return s.aborted.Load() }
 
 var _ interface {
 	net.Conn
@@ -619,6 +639,7 @@ func (s *Stream) Write(b []byte) (int, error) {
 		total += n
 		s.stats.BytesOut.Add(int64(n))
 		if err != nil {
+			s.noteReset(err)
 			return total, err
 		}
 		b = b[len(chunk):]
@@ -747,11 +768,12 @@ func (s *Stream) Close() error {
 // Abort ends the stream with a reset and no end-of-stream before it, as a
 // TCP reset ends a connection: the peer's reads fail rather than end, so
 // that it closes its own side at once rather than take it for a
-// half-close and wait on its target. What the peer has not read yet is
-// lost. Once the stream's end-of-stream has gone, it is Close.
+// half-close and wait on its target, which it resets (Aborted). What the
+// peer has not read yet is lost. Once the stream's end-of-stream has
+// gone, it is Close.
 func (s *Stream) Abort() error {
 	s.forget()
-	return s.st.Reset()
+	return s.st.ResetWithError(abortCode)
 }
 
 // AbortLost is Abort, telling the peer that a tunnel further along a
