@@ -217,6 +217,11 @@ func (ls *listeners) add(addr, p string) error {
 		return nil // port 0 picks a free port each time, so never collides
 	}
 	host = strings.ToLower(host)
+	if a, err := netip.ParseAddr(host); err == nil {
+		// One address, many spellings: "0::1" is "::1", and Go listens
+		// on "::ffff:127.0.0.1" as on 127.0.0.1.
+		host = a.Unmap().String()
+	}
 	switch host {
 	case "", "0.0.0.0", "::":
 		// Each binds every address; Go's "" and "::" take IPv4 too, and

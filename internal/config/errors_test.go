@@ -195,6 +195,12 @@ var badTests = []struct {
 		`proxy["http://0.0.0.0:9806"]`, `got 0.0.0.0:9806, which proxy["http://127.0.0.1:9806"] listens on too`},
 	{"v6 loopback beside v4 wildcard", `{"west": {"nm": "a", "cp": "0.0.0.0:9807"}, "proxy": {"http://[::1]:9807": {"ea": "ws://h", "/": {"ou": "http://h"}}}}`,
 		`proxy["http://[::1]:9807"]`, "got [::1]:9807, which west.cp listens on too"},
+	{"v6 spelled two ways", `{"west": {"nm": "a", "cp": "[::1]:9808"}, "wsts": {"sp": "ws://[0::1]:9808"}}`,
+		"wsts.sp", "got [0::1]:9808, which west.cp listens on too"},
+	{"v6 wildcard spelled out", `{"west": {"nm": "a", "cp": "127.0.0.1:9809"}, "wsts": {"sp": "ws://[0:0:0:0:0:0:0:0]:9809"}}`,
+		"wsts.sp", "got [0:0:0:0:0:0:0:0]:9809, which west.cp listens on too"},
+	{"v4-mapped beside v4", `{"west": {"nm": "a", "cp": "127.0.0.1:9810"}, "wsts": {"sp": "ws://[::ffff:127.0.0.1]:9810"}}`,
+		"wsts.sp", "got [::ffff:127.0.0.1]:9810, which west.cp listens on too"},
 	{"udp beside udp wildcard", wrap(`"proxy": {
 		"udp://:5353": {"ea": "ws://h", "ou": "udp://h:53"},
 		"udp://127.0.0.1:5353": {"ea": "ws://h", "ou": "udp://h:53"}}`),

@@ -117,3 +117,46 @@ func TestForwardedHeadersCrossAChainByName(t *testing.T) {
 		"/": {"ou": "http://localhost:%s/"}}}}`, g.Addrs().Tunnel, port), Options{})
 	wantClientForwarded(t, strings.TrimPrefix(proxyURL(t, l), "http://"))
 }
+
+// hostEcho is an HTTP server on [::1] that answers with the Host header
+// it got.
+func hostEcho(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Host)
+	}))
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return ln.Addr().String()
+}
+
+// An outgoing URL with an IPv6 zone (a link-local backend) sends the
+// backend a Host without the zone, which names an interface of the far
+// west and is no part of a Host (RFC 6874 leaves it out of HTTP): on
+// the listener's own loop (a GET) as on net/http's path (a POST).
+func TestZonedTargetHostHasNoZone(t *testing.T) {
+	be := hostEcho(t)
+	_, port, _ := net.SplitHostPort(be)
+	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://[::1]:0"}}`, Options{})
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"},
+		"proxy": {"http://[::1]:0": {"ea": "ws://%s", "/": {"ou": "http://[::1%%25lo]:%s/"}}}}`, g.Addrs().Tunnel, port), Options{})
+	base := proxyURL(t, l)
+	want := "[::1]:" + port
+	if code, body := getStatus(t, base+"/get"); code != 200 || body != want {
+		t.Errorf("GET: %d, the backend saw Host %q, want %q", code, body, want)
+	}
+	resp, err := http.Post(base+"/post", "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != want {
+		t.Errorf("POST: %d, the backend saw Host %q, want %q", resp.StatusCode, body, want)
+	}
+}

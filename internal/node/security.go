@@ -166,6 +166,11 @@ func clientTLS(c config.TunnelClient) (*tls.Config, error) {
 	}
 	path := fmt.Sprintf("wstc[%q]", c.URL.String())
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName}
+	if a, err := netip.ParseAddr(c.URL.Hostname()); err == nil && a.Zone() != "" && tc.ServerName == "" {
+		// The websocket package would verify "[fe80::1%eth0]", which no
+		// certificate names: the zone only says which interface to dial.
+		tc.ServerName = a.WithZone("").String()
+	}
 	if c.CAFile != "" {
 		pool, err := loadCAs(c.CAFile, path+".ca_file")
 		if err != nil {

@@ -660,3 +660,40 @@ func TestTunnelServerACLBracketedAddress(t *testing.T) {
 		t.Errorf("wsts.ca %q: a client at 127.0.0.1 calling itself %q was admitted", entry, entry)
 	}
 }
+
+// A wss:// tunnel server named by an IPv6 literal with a zone
+// ("wss://[fe80::1%25eth0]:443", a link-local address) is verified by
+// its address, as one without a zone is: the zone says which interface
+// to dial by, and is no part of a certificate's names.
+func TestTLSServerAtZonedAddress(t *testing.T) {
+	if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		ln.Close()
+	}
+	ca := newTestCA(t, "west-test")
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "v6"},
+		IPAddresses:  []net.IP{net.IPv6loopback},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	cert, keyFile := ca.write(t, "v6.pem", "CERTIFICATE", der), ca.write(t, "v6.key", "EC PRIVATE KEY", kder)
+	g := startNode(t, fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "wss://[::1]:0",
+		"tls_cert_file": %q, "tls_key_file": %q}}`, cert, keyFile), Options{})
+	_, port, _ := net.SplitHostPort(g.Addrs().Tunnel)
+	// Linux takes a zone on ::1 too, which a test can count on.
+	for i, srv := range []string{"wss://[::1]:" + port, "wss://[::1%25lo]:" + port} {
+		l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L%d"}, "wstc": {%q: {"ca_file": %q}}}`, i, srv, ca.file), Options{})
+		waitClient(t, l, srv, tunnel.StateUp)
+	}
+}

@@ -283,6 +283,17 @@ func validHost(h string) bool {
 	return true
 }
 
+// hostHeader is a URL's host as a Host header: without the zone of an
+// IPv6 literal ("[fe80::1%eth0]:80"), which names an interface of the
+// far west and is no part of a Host; net/http's path leaves it out too.
+func hostHeader(host string) string {
+	i := strings.IndexByte(host, '%')
+	if j := strings.LastIndexByte(host, ']'); i >= 0 && j > i {
+		return host[:i] + host[j:]
+	}
+	return host
+}
+
 // outgoingHead writes the request head that goes through the tunnel: the
 // request line and Host of the route's target, the client's end-to-end
 // headers in their order, and the listener's X-Forwarded headers, as the
@@ -297,7 +308,7 @@ func (r *fastRequest) outgoingHead(b []byte, rt *route, clientIP string, fromWes
 		b = append(b, q...)
 	}
 	b = append(b, " HTTP/1.1\r\nHost: "...)
-	b = append(b, rt.Target.Host...)
+	b = append(b, hostHeader(rt.Target.Host)...)
 	b = append(b, "\r\n"...)
 	rest := r.lines
 	for len(rest) > 2 {
