@@ -703,11 +703,13 @@ func (n *Node) liveTunnel(peer string) bool {
 	return false
 }
 
-// tellDrainingLocked tells handlers, new to their listeners, of the peers
-// that have begun to drain, as peerDraining told the handlers before
-// them. n.mu must be held.
-func (n *Node) tellDrainingLocked(handlers []*proxy.HTTP) {
-	if len(handlers) == 0 {
+// tellDrainingLocked tells handlers and udps, new to their listeners, of
+// the peers that have begun to drain, as peerDraining told those before
+// them: a UDP flow may start on a draining tunnel, the only one to its
+// peer (tunnel.Server.Dial), and must leave it once another is up.
+// n.mu must be held.
+func (n *Node) tellDrainingLocked(handlers []*proxy.HTTP, udps []*proxy.UDP) {
+	if len(handlers) == 0 && len(udps) == 0 {
 		return
 	}
 	for _, sess := range n.sessionsLocked() {
@@ -716,6 +718,12 @@ func (n *Node) tellDrainingLocked(handlers []*proxy.HTTP) {
 		}
 		for _, h := range handlers {
 			h.PeerDraining(sess.Peer(), sess.Dialed(), sess.Done())
+		}
+		if sess.Dialed() {
+			continue // as peerDraining
+		}
+		for _, u := range udps {
+			u.PeerDraining(sess.Peer(), false, sess.Done(), func() bool { return n.liveTunnel(sess.Peer()) })
 		}
 	}
 }

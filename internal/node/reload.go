@@ -230,6 +230,7 @@ func (n *Node) Reload(cfg *config.Config) error {
 	// Handlers new to their listeners learn of the peers already
 	// draining, which told only the handlers before them.
 	var fresh []*proxy.HTTP
+	var freshUDP []*proxy.UDP
 	for _, l := range starts {
 		if err := n.listen(l); err != nil {
 			errs = append(errs, err)
@@ -240,6 +241,9 @@ func (n *Node) Reload(cfg *config.Config) error {
 		if l.handler != nil {
 			fresh = append(fresh, l.handler.current())
 		}
+		if u, ok := l.srv.(*proxy.UDP); ok {
+			freshUDP = append(freshUDP, u)
+		}
 	}
 	for _, sw := range swaps {
 		sw.apply()
@@ -248,8 +252,13 @@ func (n *Node) Reload(cfg *config.Config) error {
 		if sw.l.handler != nil {
 			fresh = append(fresh, sw.l.handler.current())
 		}
+		// Rerouted to a peer that drains, its new flows may start on the
+		// draining tunnel too.
+		if u, ok := sw.l.srv.(*proxy.UDP); ok {
+			freshUDP = append(freshUDP, u)
+		}
 	}
-	n.tellDrainingLocked(fresh)
+	n.tellDrainingLocked(fresh, freshUDP)
 	for url, stop := range n.clientStops {
 		// Removed, renamed or changed, the old client finishes what it
 		// carries. The server keeps a new client's session beside the old

@@ -1448,61 +1448,6 @@ func askUDPUntil(t *testing.T, c net.Conn, moved func() bool, stuck string) {
 	}
 }
 
-// TestReloadAddedUDPListenerAvoidsDrainingTunnel: as
-// TestReloadReplacedClientMovesENUDPFlows, with G's udp:// listener added
-// by a reload of G after L's retiring tunnel has told G that it drains,
-// and before L's new tunnel is up. Only the handlers of HTTP listeners
-// added by a reload are told of earlier drain notices; a UDP listener
-// needs none, since no new stream goes to a draining tunnel: its first
-// datagram finds no tunnel, and once the new one is up its flow starts
-// there and leaves the retiring one free to go.
-func TestReloadAddedUDPListenerAvoidsDrainingTunnel(t *testing.T) {
-	echo := udpEcho(t)
-	udpAddr := freeUDPAddr(t)
-	t.Setenv("WEST_TEST_TOKEN_ADDED_L", "s3cret")
-	tokFile := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(tokFile, []byte("s3cret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var pre prebound
-	gTunnel := pre.addr(t)
-	gconf := func(proxy string) string {
-		return fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "ws://%s", "tokens": {"L": "env:WEST_TEST_TOKEN_ADDED_L"}}%s}`, gTunnel, proxy)
-	}
-	g, _ := runNode(t, gconf(""), withListen(Options{}, pre.listen))
-	relay := testutil.StartRelay(t, gTunnel)
-	lconf := func(token string) string {
-		return fmt.Sprintf(`{"west": {"nm": "L", "shutdown_grace": "30s"}, "wstc": {"ws://%s": {"token": %q}}}`, relay.Addr(), token)
-	}
-	l, _ := runNode(t, lconf("env:WEST_TEST_TOKEN_ADDED_L"), Options{})
-	waitUp(t, g, "L")
-	old := g.Server().Sessions()[0]
-
-	// L's new tunnel cannot come up yet; its old one tells G it drains.
-	relay.Refuse(true)
-	if err := l.Reload(mustParse(t, lconf("file:"+tokFile))); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "G told that L's old tunnel drains", old.PeerDraining)
-	if err := g.Reload(mustParse(t, gconf(fmt.Sprintf(`, "proxy": {"udp://%s": {"en": "L", "ou": "udp://%s"}}`, udpAddr, echo)))); err != nil {
-		t.Fatal(err)
-	}
-	c, err := net.Dial("udp", udpAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if got := askUDP(c); got != "no answer" {
-		t.Fatalf("with only a draining tunnel to L: %q, want no answer", got)
-	}
-	relay.Refuse(false)
-	waitFor(t, "L's new tunnel up", func() bool {
-		return slices.ContainsFunc(g.Server().Sessions(), func(s *tunnel.Session) bool { return s != old })
-	})
-	askUDPUntil(t, c, func() bool { return !slices.Contains(g.Server().Sessions(), old) },
-		"the flow of G's added udp listener still holds L's retiring tunnel")
-}
-
 // TestReloadRefusalNamesTheKey: a reload refused for a change that needs
 // a restart names the key that changed, as every config error names its
 // JSON path, so that an operator knows what to put back.
@@ -1571,4 +1516,67 @@ func TestReadRefusesDNSRebinding(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestReloadAddedUDPListenerLeavesHeldDrainingTunnel: as
+// TestReloadReplacedClientMovesENUDPFlows, with G's udp:// listener added
+// by a reload of G after L's retiring tunnel has told G that it drains,
+// and before L's new tunnel is up. L's retiring tunnel is held up by a
+// TCP connection, so that the added listener's first flow finds it, the
+// only tunnel to L (Dial takes a draining one then).
+// Once L's new tunnel is up, the flow moves there, as those of a UDP
+// listener that took the notice do, rather than hold the retiring tunnel
+// for the whole grace.
+func TestReloadAddedUDPListenerLeavesHeldDrainingTunnel(t *testing.T) {
+	echo := udpEcho(t)
+	udpAddr := freeUDPAddr(t)
+	t.Setenv("WEST_TEST_TOKEN_HELD_L", "s3cret")
+	tokFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hold := connTarget(t, func(c *net.TCPConn) { io.Copy(io.Discard, c) })
+	var pre prebound
+	gTunnel := pre.addr(t)
+	tcpAddr := pre.addr(t)
+	gconf := func(proxy string) string {
+		return fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "ws://%s", "tokens": {"L": "env:WEST_TEST_TOKEN_HELD_L"}}, "proxy": {"tcp://%s": {"en": "L", "ou": "tcp://%s"}%s}}`,
+			gTunnel, tcpAddr, hold, proxy)
+	}
+	g, _ := runNode(t, gconf(""), withListen(Options{}, pre.listen))
+	relay := testutil.StartRelay(t, gTunnel)
+	lconf := func(token string) string {
+		return fmt.Sprintf(`{"west": {"nm": "L", "shutdown_grace": "30s"}, "wstc": {"ws://%s": {"token": %q}}}`, relay.Addr(), token)
+	}
+	l, _ := runNode(t, lconf("env:WEST_TEST_TOKEN_HELD_L"), Options{})
+	waitUp(t, g, "L")
+	old := g.Server().Sessions()[0]
+	tc, err := net.Dial("tcp", tcpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	tc.Write([]byte("held"))
+	waitFor(t, "the TCP connection's stream on L's tunnel", func() bool { return old.Streams() == 1 })
+
+	relay.Refuse(true)
+	if err := l.Reload(mustParse(t, lconf("file:"+tokFile))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "G told that L's old tunnel drains", old.PeerDraining)
+	if err := g.Reload(mustParse(t, gconf(fmt.Sprintf(`, "udp://%s": {"en": "L", "ou": "udp://%s"}`, udpAddr, echo)))); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("udp", udpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	askUDP(c) // the flow starts on the only tunnel to L
+	relay.Refuse(false)
+	waitFor(t, "L's new tunnel up", func() bool {
+		return slices.ContainsFunc(g.Server().Sessions(), func(s *tunnel.Session) bool { return s != old })
+	})
+	askUDPUntil(t, c, func() bool { return old.Streams() == 1 },
+		"the flow of G's added udp listener still holds L's retiring tunnel")
 }
