@@ -472,6 +472,11 @@ func (n *Node) listen(s *listener) error {
 		// Every http:// and tcp:// listener has a limit, unbounded without
 		// max_conns, so that a reload can add or take away the bound in place.
 		s.limit = proxy.LimitListener(ln, s.maxConns)
+		if ps, ok := s.srv.(*proxy.Server); ok {
+			// At max_conns, a new client takes the place of the one
+			// idle longest between requests.
+			s.limit.SetReclaim(ps.CloseIdlest)
+		}
 		ln = s.limit
 	}
 	if s.role == "tunnel" {

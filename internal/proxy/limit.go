@@ -4,6 +4,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // LimitListener returns a listener that has at most n accepted connections
@@ -30,7 +31,21 @@ type Limited struct {
 	wake      chan struct{} // holds a token once a slot frees or the bound changes
 	done      chan struct{}
 	closeOnce sync.Once
+	reclaim   atomic.Pointer[func() bool] // see SetReclaim
 }
+
+// SetReclaim gives l a way to make room at the bound: f closes the
+// connection idle longest (an http:// listener's kept alive between
+// requests) and reports whether there was one. Without it, idle
+// connections would hold every slot and keep new clients in the backlog
+// until the idle timeout, 120 s; with it, l accepts one client beyond the
+// bound and closes an idle connection for it, as nginx reuses its idle
+// keep-alive connections when it runs short of them.
+func (l *Limited) SetReclaim(f func() bool) { l.reclaim.Store(&f) }
+
+// reclaimRetry is how often a client accepted at the bound looks again
+// for an idle connection to take the place of, while all are busy.
+const reclaimRetry = 50 * time.Millisecond
 
 // SetLimit changes the bound for the connections accepted from now on;
 // 0 takes it away. Those open above a lowered bound stay, and count.
@@ -53,8 +68,15 @@ func (l *Limited) Accept() (net.Conn, error) {
 	l.accepting.Lock()
 	defer l.accepting.Unlock()
 	// Wait for a slot before accepting, so that clients beyond the bound
-	// wait in the kernel's backlog rather than here.
-	if err := l.waitRoom(1); err != nil {
+	// wait in the kernel's backlog rather than here; with a way to make
+	// room, one waits here, holding a slot beyond the bound, while an idle
+	// connection is closed for it.
+	var reclaim func() bool
+	ahead := int64(1)
+	if f := l.reclaim.Load(); f != nil {
+		reclaim, ahead = *f, 0
+	}
+	if err := l.waitRoom(ahead, nil); err != nil {
 		return nil, err
 	}
 	l.open.Add(1)
@@ -65,7 +87,7 @@ func (l *Limited) Accept() (net.Conn, error) {
 	}
 	// A bound set or lowered while that accept waited in the kernel holds
 	// the connection until it has a slot, as the backlog would have.
-	if err := l.waitRoom(0); err != nil {
+	if err := l.waitRoom(0, reclaim); err != nil {
 		c.Close()
 		l.release()
 		return nil, err
@@ -74,9 +96,11 @@ func (l *Limited) Accept() (net.Conn, error) {
 }
 
 // waitRoom waits until the connections open, and n more, are within the
-// bound, or the listener closes.
-func (l *Limited) waitRoom(n int64) error {
+// bound, or the listener closes. reclaim, if not nil, is called to close
+// an idle connection meanwhile.
+func (l *Limited) waitRoom(n int64, reclaim func() bool) error {
 	woken := false
+	var retry <-chan time.Time
 	for {
 		bound := l.max.Load()
 		if bound == 0 {
@@ -88,9 +112,15 @@ func (l *Limited) waitRoom(n int64) error {
 			}
 			return nil
 		}
+		// A connection reclaimed wakes this wait as its close releases
+		// its slot; with none idle, one may turn idle without a wake-up.
+		if retry = nil; reclaim != nil && !reclaim() {
+			retry = time.After(reclaimRetry)
+		}
 		select {
 		case <-l.wake:
 			woken = true
+		case <-retry:
 		case <-l.done:
 			return net.ErrClosed
 		}

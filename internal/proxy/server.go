@@ -111,6 +111,7 @@ func (s *Server) track(c *serverConn) bool {
 	if s.closing.Load() {
 		return false
 	}
+	c.idleSince.Store(time.Now().UnixNano())
 	c.idle.Store(true)
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
@@ -122,8 +123,33 @@ func (s *Server) track(c *serverConn) bool {
 // connections it finds idle; one that turned busy first answers its
 // request, and then finds the server closing.
 func (s *Server) setIdle(c *serverConn, idle bool) bool {
+	if idle {
+		c.idleSince.Store(time.Now().UnixNano())
+	}
 	c.idle.Store(idle)
 	return !s.closing.Load()
+}
+
+// CloseIdlest closes the connection that has waited longest for a
+// request, if one does, to make room for a new client at max_conns (see
+// Limited.SetReclaim). It reports whether it closed one.
+func (s *Server) CloseIdlest() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var idlest *serverConn
+	for c := range s.conns {
+		if c.idle.Load() && !c.ended && (idlest == nil || c.idleSince.Load() < idlest.idleSince.Load()) {
+			idlest = c
+		}
+	}
+	if idlest == nil {
+		return false
+	}
+	// Marked ended, so that it is not picked again before its goroutine
+	// has seen the close and untracked it.
+	idlest.ended = true
+	idlest.conn.Close()
+	return true
 }
 
 // untrack ends the loop's service of c. One handed to fallback stays in
@@ -291,6 +317,8 @@ type serverConn struct {
 	conn net.Conn
 	br   *bufio.Reader
 	idle atomic.Bool // waiting for a request
+	// idleSince is when it last began to wait, in Unix nanoseconds.
+	idleSince atomic.Int64
 	// ctx ends with the connection, or when its client is seen to leave
 	// (clientWatch) or Recheck refuses it: its requests are abandoned
 	// then. A connection handed to fallback keeps it until it closes, as
@@ -299,7 +327,8 @@ type serverConn struct {
 	cancel context.CancelFunc
 	// handedOver is set under s.mu once fallback serves the connection.
 	handedOver bool
-	// ended is set under s.mu once Recheck has ended the connection.
+	// ended is set under s.mu once Recheck or CloseIdlest has ended the
+	// connection.
 	ended bool
 	// reqMu guards path, the escaped path of the request in progress ("",
 	// between requests), which Recheck reads.
@@ -440,6 +469,16 @@ func (s *Server) followHandedOver() {
 		ctx, cancel := context.WithCancel(ctx)
 		context.AfterFunc(hc.c.ctx, cancel) // released as the connection closes
 		return context.WithValue(ctx, servedConnKey{}, hc.c)
+	}
+	// One waiting for its next request may make room at max_conns too.
+	prevState := s.fallback.ConnState
+	s.fallback.ConnState = func(nc net.Conn, st http.ConnState) {
+		if prevState != nil {
+			prevState(nc, st)
+		}
+		if hc, ok := nc.(*handedConn); ok && (st == http.StateIdle || st == http.StateActive) {
+			s.setIdle(hc.c, st == http.StateIdle)
+		}
 	}
 	h := s.fallback.Handler
 	s.fallback.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
