@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -208,5 +209,66 @@ func TestQueuedWriteEnds(t *testing.T) {
 				t.Fatal("the write still waits 5s after its end")
 			}
 		})
+	}
+}
+
+// TestBulkStreamStartDoesNotDelayOthers: when a bulk stream starts on a
+// slow link, its first frames go into the kernel's buffers at once, and a
+// limit measured from those writes alone would let it queue megabytes
+// before the link's real rate shows: a reply on another stream then
+// waits behind seconds of data. The limit may grow only by what has been
+// written, so the reply waits behind little more than the kernel and the
+// path hold anyway. (The relay's path holds about 220 KiB, its buffers
+// and the sender's 64 KiB unsent: some 0.45 s at this rate.)
+func TestBulkStreamStartDoesNotDelayOthers(t *testing.T) {
+	const rate = 512 << 10
+	h := newHarness(t, ServerOptions{Handler: floodHandler(MaxPayload)})
+	relay := testutil.StartRelay(t, strings.TrimPrefix(h.url, "ws://"))
+	relay.Rate(rate)
+	c := h.startClient(ClientOptions{Name: "n", URL: "ws://" + relay.Addr()})
+	echo, err := c.Dial(context.Background(), wire.Header{Kind: wire.KindTCP, Target: "echo:1"})
+	if err != nil {
+		t.Fatalf("dial the echo stream: %v", err)
+	}
+	defer echo.Close()
+	echo.SetDeadline(time.Now().Add(30 * time.Second))
+	ping := func() time.Duration {
+		start := time.Now()
+		if _, err := echo.Write([]byte("x")); err != nil {
+			t.Fatalf("write to the echo stream: %v", err)
+		}
+		if _, err := io.ReadFull(echo, make([]byte, 1)); err != nil {
+			t.Fatalf("read the echo: %v", err)
+		}
+		return time.Since(start)
+	}
+	for range 3 { // a few small frames each way, as before any download
+		ping()
+	}
+
+	flood, err := c.Dial(context.Background(), wire.Header{Kind: wire.KindTCP, Target: "flood:1"})
+	if err != nil {
+		t.Fatalf("dial the bulk stream: %v", err)
+	}
+	defer flood.Close()
+	go io.Copy(io.Discard, flood)
+	q := h.server.Session("n").queue
+	var most int64
+	for range 50 { // for the bulk stream to queue what it may
+		most = max(most, q.waiting.Load())
+		time.Sleep(time.Millisecond)
+	}
+	t.Logf("most queued at the start: %d KiB, limit now %d KiB", most>>10, q.limit.Load()>>10)
+
+	first := ping()
+	time.Sleep(2 * time.Second)
+	later := ping()
+	t.Logf("echo beside a bulk stream at its start: %v; 2s later: %v", first.Round(time.Millisecond), later.Round(time.Millisecond))
+	// With a limit measured from the kernel's buffers alone the stream
+	// queued 512 KiB here (1.5 MiB through two wests and HTTP), and the
+	// echo took 1.4 s; growing by what was written, 112-255 KiB and
+	// 0.6-0.9 s.
+	if most > 384<<10 {
+		t.Fatalf("a bulk stream queued %d KiB as it started on a %d KiB/s link, want at most 384 KiB", most>>10, rate>>10)
 	}
 }

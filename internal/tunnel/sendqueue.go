@@ -159,6 +159,14 @@ func (q *sendQueue) wrote(n int, d time.Duration) {
 	if q.wroteTime <= 0 {
 		return
 	}
+	// The first writes after a pause go into the kernel's buffers at
+	// once and say nothing of the link: measured from them alone, a
+	// bulk stream starting on a slow link was let queue megabytes
+	// (seconds) before its first frame met the link. So, as TCP's window
+	// grows by what was acknowledged, the limit grows by at most what
+	// was written, and the queue by at most what the kernel and the
+	// path hold anyway; it falls at once.
 	limit := q.wroteBytes * int64(queueDelay) / int64(q.wroteTime)
+	limit = min(limit, q.limit.Load()+int64(n))
 	q.limit.Store(min(max(limit, minQueue), maxQueue))
 }
