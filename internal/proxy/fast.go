@@ -417,11 +417,12 @@ func (h *HTTP) serveFast(c *serverConn, rt *route, req *fastRequest) bool {
 		if c.stopWatch() && err != nil {
 			w.clientGone, err = true, errClientGone
 		}
+	} else if c.stopWatch() {
+		// The client left while the response was awaited: the failure
+		// is its own, not the backend's, and net/http's path tells it
+		// nothing either.
+		w.clientGone, w.status = true, statusFor(err)
 	} else {
-		if c.stopWatch() {
-			// The client left while the response was awaited.
-			w.clientGone = true
-		}
 		w.error(statusFor(err), err, (*bp)[:0])
 	}
 	record := Record{

@@ -175,3 +175,34 @@ func TestLoopDropsContentLengthOn204(t *testing.T) {
 		head, err = br.ReadString('\n')
 	}
 }
+
+// TestHalfClosedClientIsNotBlamedOnTheBackend: a client that half-closes
+// before its answer is taken for gone, and its request abandoned (as
+// nginx and net/http do); the loop then wrote it a 502 Bad Gateway, which
+// blames the backend for what the client did, where net/http's path
+// writes nothing. Neither should answer it now.
+func TestHalfClosedClientIsNotBlamedOnTheBackend(t *testing.T) {
+	_, backend, _ := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		time.Sleep(300 * time.Millisecond)
+		io.WriteString(w, "done")
+	}))
+	h := tunnelledTo(t, backend)
+	_, addr := startServer(t, h)
+	for _, req := range []string{
+		"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n",                         // the loop
+		"POST /slow HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi", // net/http's path
+	} {
+		c := testutil.DialClient(t, addr)
+		io.WriteString(c, req)
+		c.CloseWrite()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got, err := io.ReadAll(c)
+		if err != nil {
+			t.Fatalf("%q: %v", req, err)
+		}
+		if len(got) > 0 {
+			t.Errorf("%q, then a half-close: the client was answered %q, want nothing", req, strings.SplitN(string(got), "\r\n", 2)[0])
+		}
+	}
+}
