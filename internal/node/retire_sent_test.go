@@ -94,24 +94,7 @@ func TestStopWhileClientRetiresSendsLastBytes(t *testing.T) {
 func sendingBackend(t *testing.T, size int) string {
 	t.Helper()
 	body := strings.Repeat("x", size)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.WriteString(c, body)
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return connTarget(t, func(c *net.TCPConn) { io.WriteString(c, body) })
 }
 
 // fetchAllFrom connects to addr, half-closes, and reads to the end; the

@@ -20,9 +20,7 @@ func TestUDPWildcardListenerAnswersBroadcast(t *testing.T) {
 	echo := udpEcho(t)
 	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
 	for i, host := range []string{"0.0.0.0", ""} {
-		_, port, _ := net.SplitHostPort(freeUDPAddr(t))
-		startNode(t, fmt.Sprintf(`{"west": {"nm": "L%d"}, "proxy": {"udp://%s": {"ea": "ws://%s", "ou": "udp://%s"}}}`,
-			i, net.JoinHostPort(host, port), g.Addrs().Tunnel, echo), Options{})
+		port := wildcardUDPListener(t, g, i, host, echo)
 		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -66,9 +64,7 @@ func TestUDPWildcardListenerOneClientPortTwoAddresses(t *testing.T) {
 	echo := udpEcho(t)
 	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
 	for i, host := range []string{"0.0.0.0", ""} {
-		_, port, _ := net.SplitHostPort(freeUDPAddr(t))
-		startNode(t, fmt.Sprintf(`{"west": {"nm": "L%d"}, "proxy": {"udp://%s": {"ea": "ws://%s", "ou": "udp://%s"}}}`,
-			i, net.JoinHostPort(host, port), g.Addrs().Tunnel, echo), Options{})
+		port := wildcardUDPListener(t, g, i, host, echo)
 		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -94,4 +90,15 @@ func TestUDPWildcardListenerOneClientPortTwoAddresses(t *testing.T) {
 			}
 		}
 	}
+}
+
+// wildcardUDPListener starts west Li with a udp:// listener on every
+// address (host "0.0.0.0" or "") that sends up to g, to echo, and returns
+// the listener's port.
+func wildcardUDPListener(t *testing.T, g *Node, i int, host, echo string) string {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(freeUDPAddr(t))
+	startNode(t, fmt.Sprintf(`{"west": {"nm": "L%d"}, "proxy": {"udp://%s": {"ea": "ws://%s", "ou": "udp://%s"}}}`,
+		i, net.JoinHostPort(host, port), g.Addrs().Tunnel, echo), Options{})
+	return port
 }

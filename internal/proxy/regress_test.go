@@ -137,13 +137,7 @@ func TestLoopIdleTimeouts(t *testing.T) {
 // not then be told it succeeded: the error handler wrote nothing, and
 // net/http sent an implicit empty 200.
 func TestHalfClosedClientIsNotToldSuccess(t *testing.T) {
-	_, backend, _ := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.ReadAll(r.Body)
-		time.Sleep(300 * time.Millisecond)
-		io.WriteString(w, "done")
-	}))
-	h := tunnelledTo(t, backend)
-	_, addr := startServer(t, h)
+	addr := slowAnswerListener(t)
 	c := testutil.DialClient(t, addr)
 	io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi")
 	c.CloseWrite()
@@ -182,13 +176,7 @@ func TestLoopDropsContentLengthOn204(t *testing.T) {
 // blames the backend for what the client did, where net/http's path
 // writes nothing. Neither should answer it now.
 func TestHalfClosedClientIsNotBlamedOnTheBackend(t *testing.T) {
-	_, backend, _ := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.ReadAll(r.Body)
-		time.Sleep(300 * time.Millisecond)
-		io.WriteString(w, "done")
-	}))
-	h := tunnelledTo(t, backend)
-	_, addr := startServer(t, h)
+	addr := slowAnswerListener(t)
 	for _, req := range []string{
 		"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n",                         // the loop
 		"POST /slow HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi", // net/http's path
@@ -205,4 +193,17 @@ func TestHalfClosedClientIsNotBlamedOnTheBackend(t *testing.T) {
 			t.Errorf("%q, then a half-close: the client was answered %q, want nothing", req, strings.SplitN(string(got), "\r\n", 2)[0])
 		}
 	}
+}
+
+// slowAnswerListener is a listener in front of a tunnel to a backend that
+// reads the request and answers "done" 300 ms later.
+func slowAnswerListener(t *testing.T) string {
+	t.Helper()
+	_, backend, _ := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		time.Sleep(300 * time.Millisecond)
+		io.WriteString(w, "done")
+	}))
+	_, addr := startServer(t, tunnelledTo(t, backend))
+	return addr
 }
