@@ -111,8 +111,7 @@ func (s *Server) track(c *serverConn) bool {
 	if s.closing.Load() {
 		return false
 	}
-	c.idleSince.Store(time.Now().UnixNano())
-	c.idle.Store(true)
+	c.idle.Store(true) // idleSince stays 0 until a first answer: see CloseIdlest
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	return true
@@ -132,13 +131,16 @@ func (s *Server) setIdle(c *serverConn, idle bool) bool {
 
 // CloseIdlest closes the connection that has waited longest for a
 // request, if one does, to make room for a new client at max_conns (see
-// Limited.SetReclaim). It reports whether it closed one.
+// Limited.SetReclaim). It reports whether it closed one. One whose first
+// request has not arrived yet (idleSince 0) is not kept alive but a new
+// client, its request perhaps on its way or behind a TLS handshake: it
+// keeps its place, bounded by the header timeout.
 func (s *Server) CloseIdlest() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var idlest *serverConn
 	for c := range s.conns {
-		if c.idle.Load() && !c.ended && (idlest == nil || c.idleSince.Load() < idlest.idleSince.Load()) {
+		if c.idle.Load() && !c.ended && c.idleSince.Load() != 0 && (idlest == nil || c.idleSince.Load() < idlest.idleSince.Load()) {
 			idlest = c
 		}
 	}
@@ -317,7 +319,8 @@ type serverConn struct {
 	conn net.Conn
 	br   *bufio.Reader
 	idle atomic.Bool // waiting for a request
-	// idleSince is when it last began to wait, in Unix nanoseconds.
+	// idleSince is when it last began to wait after an answer, in Unix
+	// nanoseconds; 0 before the first.
 	idleSince atomic.Int64
 	// ctx ends with the connection, or when its client is seen to leave
 	// (clientWatch) or Recheck refuses it: its requests are abandoned
