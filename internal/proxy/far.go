@@ -334,7 +334,7 @@ func (f *Far) serveLocal(ctx context.Context, req *tunnel.Request, l *LocalListe
 	// dialled on (a raw TCP one): see pendingStream. A listener at its
 	// max_conns for the whole timeout refuses it, as a dial that timed
 	// out, rather than accept and then close it.
-	pending := &pendingStream{req: req}
+	pending := newPendingStream(req)
 	defer pending.refuse(errors.New("not served by this west's listener"))
 	var stream net.Conn = pending
 	log.Debug("stream handed to this west's own listener")

@@ -207,6 +207,25 @@ func (l *LocalListener) serve(ctx context.Context, stream net.Conn, from netip.A
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	// Taken, an HTTP stream not yet answered may still wait for a slot:
+	// an http:// listener at max_conns holds one client while it closes
+	// an idle connection for it, and all may be busy. Not served within
+	// the timeout, it is refused as one not taken would be. (A raw one is
+	// answered once the listener has dialled on, which has its own
+	// timeout and failure to tell.)
+	if p, ok := stream.(*pendingStream); ok && fromWest {
+		select {
+		case <-p.answered:
+		case <-wait.C:
+			if p.refuse(errLocalBusy) {
+				c.Close()
+				return errLocalBusy
+			}
+		case <-ctx.Done():
+			c.Close()
+			return nil
+		}
+	}
 	select {
 	case <-c.done:
 	case <-ctx.Done():
@@ -296,12 +315,17 @@ func (c *localConn) CloseWrite() error {
 // the opener's listener resets its client as it does when the target is
 // one tunnel away, rather than opening a connection that ends at once.
 type pendingStream struct {
-	req    *tunnel.Request
-	answer sync.Once
-	conn   net.Conn // once accepted
-	err    error
+	req      *tunnel.Request
+	answer   sync.Once
+	answered chan struct{} // closed once accepted or refused
+	conn     net.Conn      // once accepted
+	err      error
 	// ready is set once conn is, for readers outside answer (streamOf).
 	ready atomic.Bool
+}
+
+func newPendingStream(req *tunnel.Request) *pendingStream {
+	return &pendingStream{req: req, answered: make(chan struct{})}
 }
 
 // accept answers the stream, unless it was refused, and returns it.
@@ -309,6 +333,7 @@ func (p *pendingStream) accept() (net.Conn, error) {
 	p.answer.Do(func() {
 		p.conn, p.err = p.req.Accept()
 		p.ready.Store(p.err == nil)
+		close(p.answered)
 	})
 	return p.conn, p.err
 }
@@ -320,6 +345,7 @@ func (p *pendingStream) refuse(why error) bool {
 	p.answer.Do(func() {
 		p.req.Reject(refusal(why))
 		p.err, refused = net.ErrClosed, true
+		close(p.answered)
 	})
 	return refused
 }
