@@ -80,7 +80,7 @@ func NewMetrics() *Metrics {
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "west_requests_total",
-			Help: "HTTP requests finished by proxy listeners, by listener, route and status class (2xx..5xx).",
+			Help: "HTTP requests finished by proxy listeners, by listener, route and status class (1xx..5xx, or other).",
 		}, []string{"listener", "route", "code_class"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "west_request_duration_seconds",
