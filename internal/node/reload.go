@@ -575,7 +575,7 @@ func fixedParts(old, cfg *config.Config) error {
 		}
 	}
 	if len(changed) > 0 {
-		return fmt.Errorf("reload: %s changed, which needs a restart; the running configuration stays", strings.Join(changed, ", "))
+		return fmt.Errorf("reload: %s changed, which needs a restart", strings.Join(changed, ", "))
 	}
 	return nil
 }
