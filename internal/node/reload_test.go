@@ -1349,6 +1349,10 @@ func TestReloadForgetsRoutesOfListenerReAddedWithout(t *testing.T) {
 	if code, body := fetch(t, rig.client, "http://"+rig.entry+"/a"); code != 200 {
 		t.Fatalf("GET /a on the listener added back: %d %q", code, body)
 	}
+	// A request is counted just after its answer has gone: wait for it,
+	// before the old listener's forgets can run, so that the check below
+	// sees what they did to /a rather than a count not yet made.
+	waitFor(t, "the series of /a", func() bool { return rig.series(t, "/a") > 0 })
 	close(rig.release)
 	if err := <-held; err != nil {
 		t.Fatalf("the request across the reloads: %v", err)
