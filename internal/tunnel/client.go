@@ -1,26 +1,19 @@
 package tunnel
 
 import (
-	"bufio"
-	"cmp"
 	"context"
 	"crypto/tls"
-	"encoding/base64"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
 
-	"github.com/west-tunnel/west/internal/sockio"
 	"github.com/west-tunnel/west/internal/wire"
 )
 
@@ -53,7 +46,9 @@ type ClientOptions struct {
 	ConnectWait time.Duration
 	// HandshakeTimeout bounds the WebSocket handshake. Zero means 10s.
 	HandshakeTimeout time.Duration
-	// TLSConfig is used for wss:// URLs; nil means the system roots.
+	// TLSConfig is used for wss:// URLs; nil means the system roots. It
+	// is the tunnel server's alone: an https:// proxy is checked against
+	// the system roots and shown no client certificate.
 	TLSConfig *tls.Config
 	// Header holds extra handshake headers (for example a token).
 	Header http.Header
@@ -294,29 +289,12 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 		WriteBufferSize: wsWriteBufferSize,
 		WriteBufferPool: wsWriteBuffers,
 		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			server, through := addr, proxy != nil && proxy.Scheme == "http"
-			if through {
-				addr = net.JoinHostPort(proxy.Hostname(), cmp.Or(proxy.Port(), "80"))
-			}
-			var d net.Dialer
-			c, err := d.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			dialled.Lock()
-			dialled.conn = c
-			dialled.Unlock()
-			if through {
-				if err := connectThrough(ctx, c, proxy, server); err != nil {
-					c.Close()
-					return nil, err
-				}
-			}
-			return sockio.Wrap(c), nil
+			return dialServer(ctx, proxy, network, addr, func(c net.Conn) {
+				dialled.Lock()
+				dialled.conn = c
+				dialled.Unlock()
+			})
 		},
-	}
-	if proxy != nil && proxy.Scheme != "http" {
-		dialer.Proxy = http.ProxyURL(proxy) // socks5: the websocket package's own
 	}
 	stopped := context.AfterFunc(hctx, func() {
 		dialled.Lock()
@@ -356,60 +334,6 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 		return nil, fmt.Errorf("dial tunnel server %s: %w: server chose extensions %q, none offered", c.opts.URL, errHandshake, ext)
 	}
 	return startSession(ws, true, c.opts.URL, ws.RemoteAddr().String(), c.opts.Mux, c.log)
-}
-
-// proxyFor is the HTTP proxy the environment names for a tunnel server,
-// as for any Go program: HTTP_PROXY for ws://, HTTPS_PROXY for wss://,
-// neither for hosts in NO_PROXY or on loopback. Nil means none.
-func proxyFor(server string) (*url.URL, error) {
-	u, err := url.Parse(server)
-	if err != nil {
-		return nil, err
-	}
-	target := *u
-	switch u.Scheme {
-	case "ws":
-		target.Scheme = "http"
-	case "wss":
-		target.Scheme = "https"
-	}
-	proxy, err := http.ProxyFromEnvironment(&http.Request{URL: &target})
-	if err != nil {
-		return nil, fmt.Errorf("proxy from the environment: %w", err)
-	}
-	return proxy, nil
-}
-
-// connectThrough asks an HTTP proxy, on c, to CONNECT to server. The
-// websocket package's own CONNECT panics on a refusal whose status line
-// has no reason phrase ("HTTP/1.1 407"), which some proxies send.
-func connectThrough(ctx context.Context, c net.Conn, proxy *url.URL, server string) error {
-	if deadline, ok := ctx.Deadline(); ok {
-		c.SetDeadline(deadline) // a proxy that does not answer
-	}
-	req := &http.Request{Method: http.MethodConnect, URL: &url.URL{Opaque: server}, Host: server, Header: http.Header{}}
-	if u := proxy.User; u != nil {
-		// As net/http sends it: a user without a password too.
-		password, _ := u.Password()
-		req.Header.Set("Proxy-Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(u.Username()+":"+password)))
-	}
-	if err := req.Write(c); err != nil {
-		return err
-	}
-	// Nothing follows the answer before we speak, so the reader may go.
-	resp, err := http.ReadResponse(bufio.NewReader(c), req)
-	if err != nil {
-		return err
-	}
-	// Its body, if any, is the tunnel: left alone.
-	if resp.StatusCode/100 != 2 {
-		// The reason alone, as before; the code when there is none.
-		if _, reason, _ := strings.Cut(resp.Status, " "); reason != "" {
-			return errors.New(reason)
-		}
-		return errors.New(resp.Status)
-	}
-	return nil
 }
 
 // describeRefusal adds the server's own reason, when it gave one.

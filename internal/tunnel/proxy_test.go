@@ -36,62 +36,157 @@ func inOwnProcess(t *testing.T) bool {
 	return false
 }
 
-// connectProxy is an HTTP proxy that serves CONNECT only, to target
-// whatever host is asked for, with answer (when set) as its raw refusal.
-type connectProxy struct {
+// proxyServer is the accept loop of the test proxies. It keeps every
+// connection open until the far side closes it (or the test ends), so
+// that open() says whether the client closed its own.
+type proxyServer struct {
 	ln      net.Listener
-	target  string
-	auth    string // the Proxy-Authorization it wants
-	answer  string
-	mu      sync.Mutex
-	reqs    []string // the requests, "METHOD host", in order
 	wg      sync.WaitGroup
-	closing chan struct{}
+	connsMu sync.Mutex // guards conns
+	conns   map[net.Conn]bool
 }
 
-func startConnectProxy(t *testing.T, target, user, password string) *connectProxy {
+func startProxyServer(t *testing.T, serve func(down net.Conn)) *proxyServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &connectProxy{ln: ln, target: target, closing: make(chan struct{}),
-		auth: "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))}
-	p.wg.Add(1)
+	s := &proxyServer{ln: ln, conns: map[net.Conn]bool{}}
+	s.wg.Add(1)
 	go func() {
-		defer p.wg.Done()
+		defer s.wg.Done()
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			p.wg.Add(1)
-			go func() { defer p.wg.Done(); p.serve(c) }()
+			s.track(c, true)
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				defer s.track(c, false)
+				defer c.Close()
+				serve(c)
+			}()
 		}
 	}()
-	t.Cleanup(func() { close(p.closing); ln.Close(); p.wg.Wait() })
+	t.Cleanup(func() {
+		ln.Close()
+		s.connsMu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.connsMu.Unlock()
+		s.wg.Wait()
+	})
+	return s
+}
+
+func (s *proxyServer) track(c net.Conn, open bool) {
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	if open {
+		s.conns[c] = true
+	} else {
+		delete(s.conns, c)
+	}
+}
+
+// open is how many connections from clients are still open.
+func (s *proxyServer) open() int {
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	return len(s.conns)
+}
+
+// waitClosed waits until the client has closed every connection it made.
+func (s *proxyServer) waitClosed(t *testing.T) {
+	t.Helper()
+	waitFor(t, "the client to close its connections to the proxy", func() bool { return s.open() == 0 })
+}
+
+// drain waits for the client to close down, after a refusal.
+func drain(down net.Conn) { io.Copy(io.Discard, down) }
+
+// relay carries bytes between down and up until either side closes.
+func relay(down, up net.Conn) {
+	done := make(chan struct{})
+	go func() {
+		io.Copy(up, down)
+		up.Close()
+		close(done)
+	}()
+	io.Copy(down, up)
+	down.Close()
+	<-done
+}
+
+// connectProxy is an HTTP proxy that serves CONNECT only, to target
+// whatever host is asked for, with answer (when set) as its raw refusal.
+// With a certificate it is an HTTPS proxy: TLS first, asking for (but
+// not needing) a client certificate.
+type connectProxy struct {
+	*proxyServer
+	target string
+	mu     sync.Mutex // guards the fields below
+	auth   string     // the Proxy-Authorization it wants
+	answer string
+	cert   *tls.Certificate
+	reqs   []string // the requests, "METHOD host", in order
+	certs  int      // client certificates presented to it
+}
+
+func startConnectProxy(t *testing.T, target, user, password string) *connectProxy {
+	t.Helper()
+	p := &connectProxy{target: target}
+	p.setAuth(user, password)
+	p.proxyServer = startProxyServer(t, p.serve)
+	return p
+}
+
+// startHTTPSProxy is startConnectProxy speaking TLS with cert.
+func startHTTPSProxy(t *testing.T, target, user, password string, cert tls.Certificate) *connectProxy {
+	t.Helper()
+	p := &connectProxy{target: target, cert: &cert}
+	p.setAuth(user, password)
+	p.proxyServer = startProxyServer(t, p.serve)
 	return p
 }
 
 func (p *connectProxy) serve(down net.Conn) {
-	defer down.Close()
+	p.mu.Lock()
+	cert := p.cert
+	p.mu.Unlock()
+	if cert != nil {
+		tc := tls.Server(down, &tls.Config{Certificates: []tls.Certificate{*cert}, ClientAuth: tls.RequestClientCert})
+		if err := tc.Handshake(); err != nil {
+			drain(down)
+			return
+		}
+		p.mu.Lock()
+		p.certs += len(tc.ConnectionState().PeerCertificates)
+		p.mu.Unlock()
+		down = tc
+	}
 	req, err := http.ReadRequest(bufio.NewReader(down))
 	if err != nil {
 		return
 	}
 	p.mu.Lock()
 	p.reqs = append(p.reqs, req.Method+" "+req.Host)
-	answer := p.answer
+	answer, auth := p.answer, p.auth
 	p.mu.Unlock()
 	switch {
 	case answer != "":
-		io.WriteString(down, answer)
-		return
 	case req.Method != http.MethodConnect:
-		io.WriteString(down, "HTTP/1.1 405 Method Not Allowed\r\n\r\n")
-		return
-	case req.Header.Get("Proxy-Authorization") != p.auth:
-		io.WriteString(down, "HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
+		answer = "HTTP/1.1 405 Method Not Allowed\r\n\r\n"
+	case req.Header.Get("Proxy-Authorization") != auth:
+		answer = "HTTP/1.1 407 Proxy Authentication Required\r\n\r\n"
+	}
+	if answer != "" {
+		io.WriteString(down, answer)
+		drain(down)
 		return
 	}
 	up, err := net.Dial("tcp", p.target)
@@ -99,17 +194,8 @@ func (p *connectProxy) serve(down net.Conn) {
 		io.WriteString(down, "HTTP/1.1 502 Bad Gateway\r\n\r\n")
 		return
 	}
-	defer up.Close()
 	io.WriteString(down, "HTTP/1.1 200 Connection established\r\n\r\n")
-	go func() {
-		select {
-		case <-p.closing:
-			up.Close()
-			down.Close()
-		}
-	}()
-	go io.Copy(up, down)
-	io.Copy(down, up)
+	relay(down, up)
 }
 
 func (p *connectProxy) asked() []string {
@@ -124,6 +210,42 @@ func (p *connectProxy) setAnswer(a string) {
 	p.mu.Unlock()
 }
 
+func (p *connectProxy) setAuth(user, password string) {
+	p.mu.Lock()
+	p.auth = "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))
+	p.mu.Unlock()
+}
+
+func (p *connectProxy) setCert(cert tls.Certificate) {
+	p.mu.Lock()
+	p.cert = &cert
+	p.mu.Unlock()
+}
+
+func (p *connectProxy) clientCerts() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.certs
+}
+
+// clearProxyEnv empties the proxy variables, for a test to set its own.
+func clearProxyEnv(t *testing.T) {
+	for _, k := range []string{"NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"} {
+		t.Setenv(k, "")
+	}
+}
+
+// lastError runs a client of opts until its first attempt fails, and
+// returns why.
+func lastError(t *testing.T, opts ClientOptions) string {
+	t.Helper()
+	opts.Handler, opts.MinBackoff = echoHandler, time.Hour
+	c, stop := runClient(t, opts)
+	defer stop()
+	waitFor(t, "a failed attempt", func() bool { return c.Status().State == StateBackoff })
+	return c.Status().LastError.Error()
+}
+
 // TestThroughProxy dials a tunnel server through the proxy HTTP_PROXY
 // names, with its credentials, and shows the proxy's refusals as failed
 // attempts that name the proxy without its password: also a refusal
@@ -134,9 +256,7 @@ func TestThroughProxy(t *testing.T) {
 	}
 	h := newHarness(t, ServerOptions{})
 	p := startConnectProxy(t, h.http.Listener.Addr().String(), "west", "s3cret")
-	for _, k := range []string{"NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "http_proxy"} {
-		t.Setenv(k, "")
-	}
+	clearProxyEnv(t)
 	t.Setenv("HTTP_PROXY", "http://west:s3cret@"+p.ln.Addr().String())
 	var sni sync.Map
 	hs := httptest.NewUnstartedServer(h.server)
@@ -181,9 +301,8 @@ func TestThroughProxy(t *testing.T) {
 		"HTTP/1.1 502\r\n\r\n":                               ": 502",
 	} {
 		p.setAnswer(answer)
-		c, _ := runClient(t, ClientOptions{URL: server, Name: "refused", Handler: echoHandler, MinBackoff: time.Hour})
-		waitFor(t, "a failed attempt", func() bool { return c.Status().State == StateBackoff })
-		msg := c.Status().LastError.Error()
+		msg := lastError(t, ClientOptions{URL: server, Name: "refused"})
+		p.waitClosed(t)
 		if !strings.Contains(msg, "through proxy http://west:xxxxx@") || !strings.HasSuffix(msg, want) || strings.Contains(msg, "s3cret") {
 			t.Errorf("proxy answering %q: last error %q, want it to name the proxy without its password, ending %q", answer, msg, want)
 		}
