@@ -402,6 +402,15 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rec.err = fmt.Errorf("client %s not in the access list of %s", r.RemoteAddr, rt.Path)
 		writeError(rec, http.StatusForbidden, rec.err)
 	default:
+		// A switch to h2c would turn the connection into HTTP/2 frames
+		// passed on unread: requests for any path of the backend, past
+		// the path table and its access lists (h2c smuggling). The
+		// request goes on as HTTP/1.1, as a server may ignore an Upgrade;
+		// the reverse proxy forwards it until golang/go#80416.
+		if tokenIn(r.Header["Upgrade"], "h2c") {
+			r.Header.Del("Upgrade")
+			r.Header.Del("Http2-Settings")
+		}
 		// Let the request body keep streaming after the response starts
 		// (an echo, a bidirectional stream); Go's HTTP/1 server otherwise
 		// stops reading it then. HTTP/2 is always full duplex.
