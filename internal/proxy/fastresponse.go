@@ -157,19 +157,26 @@ func (w *fastWriter) appendHead(b []byte, resp *http.Response) ([]byte, bool) {
 		b = appendDate(b)
 	}
 	if len(resp.Trailer) > 0 && chunked {
-		b = append(b, "Trailer: "...)
-		i := 0
+		listed := 0
+		conn := resp.Trailer["Connection"]
 		for name := range resp.Trailer {
-			if !validName(name) {
-				continue // appendHeader leaves it out
+			if !passedOn(name, conn) {
+				// appendHeader leaves it out. Read ahead of the head, a
+				// trailer the backend did not list may be one a client
+				// refuses to see listed (Content-Length).
+				continue
 			}
-			if i > 0 {
+			if listed == 0 {
+				b = append(b, "Trailer: "...)
+			} else {
 				b = append(b, ", "...)
 			}
 			b = append(b, name...)
-			i++
+			listed++
 		}
-		b = append(b, "\r\n"...)
+		if listed > 0 {
+			b = append(b, "\r\n"...)
+		}
 	}
 	switch {
 	case bodyless:
@@ -383,7 +390,7 @@ func appendStatusLine(b []byte, code int) []byte {
 func appendHeader(b []byte, h http.Header) []byte {
 	conn := h["Connection"]
 	for name, values := range h {
-		if isHopHeader(name) || name == "Content-Length" || !validName(name) || len(conn) > 0 && tokenIn(conn, name) {
+		if !passedOn(name, conn) {
 			continue
 		}
 		for _, v := range values {
@@ -394,6 +401,12 @@ func appendHeader(b []byte, h http.Header) []byte {
 		}
 	}
 	return b
+}
+
+// passedOn reports whether appendHeader writes the field name of a
+// header whose Connection values are conn.
+func passedOn(name string, conn []string) bool {
+	return !isHopHeader(name) && name != "Content-Length" && validName(name) && (len(conn) == 0 || !tokenIn(conn, name))
 }
 
 func isHopHeader(name string) bool {
