@@ -46,23 +46,41 @@ func (w *fastWriter) write(b []byte) error { return w.writeBoth(nil, b) }
 
 // writeBoth writes head, which may be empty, then body, in one system
 // call where the connection takes a vector: an empty write would still
-// cost one.
+// cost one. A client that takes some of it before the write deadline is
+// slow, not gone: the rest gets a deadline of its own (armWrite).
 func (w *fastWriter) writeBoth(head, body []byte) error {
-	var err error
+	for {
+		w.conn.armWrite()
+		n, err := w.writeOnce(head, body)
+		if err == nil {
+			return nil
+		}
+		if n == 0 || !isTimeout(err) {
+			w.clientGone = true
+			return err
+		}
+		w.conn.writeArmed.Store(0)
+		if n < int64(len(head)) {
+			head = head[n:]
+		} else {
+			body, head = body[n-int64(len(head)):], nil
+		}
+	}
+}
+
+func (w *fastWriter) writeOnce(head, body []byte) (int64, error) {
 	if len(head) == 0 {
-		_, err = w.conn.conn.Write(body)
-	} else if vw, ok := w.conn.conn.(vectorWriter); ok {
+		n, err := w.conn.conn.Write(body)
+		return int64(n), err
+	}
+	if vw, ok := w.conn.conn.(vectorWriter); ok {
 		w.vec = [2][]byte{head, body}
-		_, err = vw.WriteVec(w.vec[:])
+		n, err := vw.WriteVec(w.vec[:])
 		w.vec = [2][]byte{}
-	} else {
-		bufs := net.Buffers{head, body}
-		_, err = bufs.WriteTo(w.conn.conn)
+		return n, err
 	}
-	if err != nil {
-		w.clientGone = true
-	}
-	return err
+	bufs := net.Buffers{head, body}
+	return bufs.WriteTo(w.conn.conn)
 }
 
 // response writes resp's head and body. The head waits for the body's

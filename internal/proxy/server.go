@@ -346,6 +346,10 @@ type serverConn struct {
 	// armed is when the read deadline was last set for the wait for a
 	// request; zero when it must be set again.
 	armed time.Time
+	// writeArmed is when the write deadline was last set (armWrite), in
+	// Unix nanoseconds: net/http and a hijacker write from goroutines of
+	// their own.
+	writeArmed atomic.Int64
 	// The client's address, for access lists and X-Forwarded-For, and
 	// whether the client is a west's listener (see fromWest).
 	addr     netip.Addr
@@ -431,6 +435,24 @@ func (s *Server) headerTimeout() time.Duration {
 
 func (s *Server) idleTimeout() time.Duration {
 	return cmp.Or(s.fallback.IdleTimeout, s.fallback.ReadTimeout)
+}
+
+// armWrite bounds the write about to start. A client that takes nothing
+// of an answer for as long as one may idle between requests is gone, as
+// nginx's send_timeout has it: otherwise it would hold its tunnel stream,
+// a window of unread data and the far side's backend connection for ever.
+// Setting a deadline costs a timer update, so while writes go through it
+// is set again once a second (or a quarter of a short idle) at most.
+func (c *serverConn) armWrite() {
+	idle := c.s.idleTimeout()
+	if idle <= 0 {
+		return
+	}
+	now := time.Now()
+	if now.UnixNano()-c.writeArmed.Load() > int64(min(time.Second, idle/4)) {
+		c.conn.SetWriteDeadline(now.Add(idle))
+		c.writeArmed.Store(now.UnixNano())
+	}
 }
 
 // setRequest notes the path of the request c is serving, "" once done.
@@ -538,6 +560,21 @@ func (c *handedConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return c.Close()
+}
+
+// Write bounds each write as the loop's are (armWrite): net/http's writes
+// of an answer, and a hijacker's of an upgraded connection.
+func (c *handedConn) Write(b []byte) (int, error) {
+	written := 0
+	for {
+		c.c.armWrite()
+		n, err := c.Conn.Write(b[written:])
+		written += n
+		if err == nil || n == 0 || !isTimeout(err) {
+			return written, err
+		}
+		c.c.writeArmed.Store(0) // slow, not gone: a deadline for the rest
+	}
 }
 
 func (c *handedConn) Read(b []byte) (int, error) {
