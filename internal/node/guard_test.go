@@ -3,6 +3,7 @@ package node
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -64,6 +65,38 @@ func TestRouteACLPathSpellings(t *testing.T) {
 			if code, seen := rawRequest(t, addr, method, target); code != 403 {
 				t.Errorf("%s %s: %d (backend saw %q), want 403", method, target, code, seen)
 			}
+		}
+	}
+}
+
+// TestRouteACLRefusalNamesItsList: a path that reaches a guarded route
+// only once decoded and cleaned is refused naming that route's access
+// list, not the wider route it matched as sent, which has none.
+func TestRouteACLRefusalNamesItsList(t *testing.T) {
+	be := backend(t)
+	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {"http://127.0.0.1:0": {"ea": "ws://%s",
+		"/": {"ou": "%s/"},
+		"/admin": {"ou": "%s/admin", "ca": ["10.0.0.0/8"]}}}}`, g.Addrs().Tunnel, be.URL, be.URL), Options{})
+	var addr string
+	for _, a := range l.Addrs().Proxies {
+		addr = a
+	}
+	for _, target := range []string{"/admin/x", "/%61dmin/x", "/pub/../admin/x", "//admin/x"} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", target)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("GET %s: %v", target, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		c.Close()
+		if resp.StatusCode != 403 || !strings.Contains(string(body), "not in the access list of /admin\n") {
+			t.Errorf("GET %s: %d %q, want 403 naming the access list of /admin", target, resp.StatusCode, body)
 		}
 	}
 }

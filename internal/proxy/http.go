@@ -292,23 +292,31 @@ func (h *HTTP) match(path string) *route {
 // list of the route whose outgoing path is the nearest above the path
 // sent, as the backend will read it, too.
 func (h *HTTP) allows(rt *route, escaped string, addr netip.Addr) bool {
+	return h.refusedBy(rt, escaped, addr) == nil
+}
+
+// refusedBy returns the route whose access list refuses a client at addr
+// a request for escaped that rt serves, as allows judges it, or nil if
+// none does: rt itself, or the route the path reaches once decoded and
+// cleaned.
+func (h *HTTP) refusedBy(rt *route, escaped string, addr netip.Addr) *route {
 	if rt.Allow != nil && !rt.Allow(addr) {
-		return false
+		return rt
 	}
 	clean := cleanPath(escaped)
 	if clean == escaped {
-		return true
+		return nil
 	}
 	if ct := h.match(clean); ct != nil && ct.Allow != nil && !ct.Allow(addr) {
-		return false
+		return ct
 	}
 	if rt.Target != nil && hasDotSegment(escaped) {
 		sent := cleanPath(joinPath(escaped, rt.Path, rt.Target))
 		if ot := h.matchSent(rt, sent); ot != nil && ot.Allow != nil && !ot.Allow(addr) {
-			return false
+			return ot
 		}
 	}
-	return true
+	return nil
 }
 
 // matchSent returns the route to rt's backend whose outgoing path is the
@@ -393,13 +401,17 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w, http10: !r.ProtoAtLeast(1, 1)}
 	rt := h.match(r.URL.EscapedPath())
+	var refused *route // the route whose access list refuses the client
+	if rt != nil {
+		refused = h.refusedBy(rt, r.URL.EscapedPath(), acl.PeerAddr(r.RemoteAddr))
+	}
 	brokeOff := false // the response broke off: see proxy
 	switch {
 	case rt == nil:
 		rec.err = fmt.Errorf("no route for %s", r.URL.Path)
 		writeError(rec, http.StatusNotFound, rec.err)
-	case !h.allows(rt, r.URL.EscapedPath(), acl.PeerAddr(r.RemoteAddr)):
-		rec.err = fmt.Errorf("client %s not in the access list of %s", r.RemoteAddr, rt.Path)
+	case refused != nil:
+		rec.err = fmt.Errorf("client %s not in the access list of %s", r.RemoteAddr, refused.Path)
 		writeError(rec, http.StatusForbidden, rec.err)
 	default:
 		// A switch to h2c would turn the connection into HTTP/2 frames
