@@ -456,8 +456,8 @@ func TestFailuresAreClear(t *testing.T) {
 	}
 	start := time.Now()
 	status, body, _ = get(t, base+"/slow")
-	if status != 504 || time.Since(start) > 2*time.Second {
-		t.Errorf("slow backend: %d %q after %s, want 504 after the 500ms timeout", status, body, time.Since(start))
+	if status != 504 || time.Since(start) > 2*time.Second || !strings.Contains(body, "timeout awaiting response headers (the listener's timeout is 500ms)") {
+		t.Errorf("slow backend: %d %q after %s, want 504 after the 500ms timeout, saying so", status, body, time.Since(start))
 	}
 
 	// A tunnel server that is not there: 503 within a couple of seconds.

@@ -252,6 +252,17 @@ func (t *streamTransport) send(ctx context.Context, addr string, r *streamReques
 	}
 }
 
+// headTimeoutError is why a request failed whose response head did not
+// come within the listener's timeout. It is a net.Error that timed out,
+// as the read deadline's error was, so the client gets 504.
+type headTimeoutError struct{ timeout time.Duration }
+
+func (e headTimeoutError) Error() string {
+	return fmt.Sprintf("timeout awaiting response headers (the listener's timeout is %v)", e.timeout)
+}
+func (headTimeoutError) Timeout() bool   { return true }
+func (headTimeoutError) Temporary() bool { return true }
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
@@ -284,7 +295,12 @@ func (t *streamTransport) roundTrip(ctx context.Context, sc *streamConn, r *stre
 	sc.armHeadTimer(t.headerTimeout)
 	fail := func(err error) (*http.Response, error) {
 		abandoned.done()
-		sc.headInTime()
+		if !sc.headInTime() && isTimeout(err) {
+			// The head timer passed the stream's read deadline: say
+			// so, as the fallback transport does, rather than "i/o
+			// deadline reached".
+			err = headTimeoutError{t.headerTimeout}
+		}
 		br.Reset(nil)
 		readers.Put(br)
 		return nil, err
