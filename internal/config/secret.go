@@ -7,6 +7,14 @@ import (
 	"unicode"
 )
 
+// EnvUnsetError is the error of an "env:NAME" secret whose variable is
+// not set.
+type EnvUnsetError struct{ Name string }
+
+func (e *EnvUnsetError) Error() string {
+	return fmt.Sprintf("environment variable %s is not set", e.Name)
+}
+
 // Resolve reads the secret from where s says it is kept. An empty secret
 // is an error: it would let anyone in.
 func (s Secret) Resolve() (string, error) {
@@ -16,7 +24,7 @@ func (s Secret) Resolve() (string, error) {
 	case "env":
 		v, ok := os.LookupEnv(ref)
 		if !ok {
-			return "", fmt.Errorf("environment variable %s is not set", ref)
+			return "", &EnvUnsetError{Name: ref}
 		}
 		val = v
 	case "file":

@@ -67,7 +67,15 @@ func (n *Node) ReloadFile() error {
 // is one that cannot be built, and then nothing changes. Listeners that
 // cannot bind are reported, after the rest has been applied, as a
 // *PartialError.
-func (n *Node) Reload(cfg *config.Config) error {
+func (n *Node) Reload(cfg *config.Config) (err error) {
+	defer func() {
+		// A variable set since west started (in a systemd unit's
+		// EnvironmentFile, say, which "west check" then reads) is not
+		// in its environment: say how it gets there.
+		if unset := (*config.EnvUnsetError)(nil); errors.As(err, &unset) {
+			err = fmt.Errorf("%w (west reads its environment once, at start: restart it to set one)", err)
+		}
+	}()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if !n.running {

@@ -151,6 +151,22 @@ func TestReloadTokens(t *testing.T) {
 	waitClient(t, c, srv, tunnel.StateUp)
 }
 
+// TestReloadUnsetVariableSaysRestart: a reload naming a variable that
+// west's environment lacks is refused, saying that the environment is
+// read at start only, so that one set since (in a systemd unit's
+// EnvironmentFile) takes a restart.
+func TestReloadUnsetVariableSaysRestart(t *testing.T) {
+	t.Setenv("WEST_TEST_TOKEN_A", "token-a-0123456789abcdef")
+	gconf := `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0", "tokens": {"A": "env:WEST_TEST_TOKEN_A"%s}}}`
+	g, _ := runNode(t, fmt.Sprintf(gconf, ""), Options{})
+	<-g.Running()
+	err := g.Reload(mustParse(t, fmt.Sprintf(gconf, `, "B": "env:WEST_TEST_TOKEN_NEVER_SET"`)))
+	if err == nil || !strings.Contains(err.Error(), `wsts.tokens["B"]: environment variable WEST_TEST_TOKEN_NEVER_SET is not set`) ||
+		!strings.Contains(err.Error(), "restart") {
+		t.Errorf("reload naming an unset variable: %v; want it refused, naming the variable and saying to restart", err)
+	}
+}
+
 func TestReloadFileThroughControlPort(t *testing.T) {
 	be := backend(t)
 	dir := t.TempDir()
