@@ -88,13 +88,21 @@ type flags struct {
 // (Python's argparse) that the flag package does not read: one-letter
 // flags grouped ("-dd", "-vd", "-vc FILE"), a value joined to its
 // one-letter flag ("-cFILE"), and a long flag cut to a unique prefix
-// ("--verb"). What it cannot read as one of these it leaves for the flag
-// package to refuse.
-func argparseForms(fs *flag.FlagSet, args []string) []string {
+// ("--verb"). A long flag cut short to a prefix of several it refuses,
+// naming them, as argparse does ("--ver": --verbose or --version); what
+// else it cannot read as one of these it leaves for the flag package to
+// refuse.
+func argparseForms(fs *flag.FlagSet, args []string) ([]string, error) {
 	var out []string
 	for i := 0; i < len(args); i++ {
 		if args[i] == "--" {
-			return append(out, args[i:]...)
+			return append(out, args[i:]...), nil
+		}
+		if name, ok := strings.CutPrefix(args[i], "--"); ok {
+			name, _, _ = strings.Cut(name, "=")
+			if all := longFlags(fs, name); fs.Lookup(name) == nil && len(all) > 1 {
+				return nil, fmt.Errorf("ambiguous option: --%s could match --%s", name, strings.Join(all, ", --"))
+			}
 		}
 		spelled, wantsValue := respell(fs, args[i])
 		out = append(out, spelled...)
@@ -103,7 +111,7 @@ func argparseForms(fs *flag.FlagSet, args []string) []string {
 			out = append(out, args[i]) // a value, whatever it looks like
 		}
 	}
-	return out
+	return out, nil
 }
 
 // respell spells one argument as flags the flag package reads, and says
@@ -142,16 +150,22 @@ func respell(fs *flag.FlagSet, arg string) (spelled []string, wantsValue bool) {
 // uniqueLongFlag returns the one flag of more than a letter whose name
 // starts with prefix, or "" if none or several do.
 func uniqueLongFlag(fs *flag.FlagSet, prefix string) string {
+	if found := longFlags(fs, prefix); len(found) == 1 {
+		return found[0]
+	}
+	return ""
+}
+
+// longFlags returns the flags of more than a letter whose names start
+// with prefix, in order.
+func longFlags(fs *flag.FlagSet, prefix string) []string {
 	var found []string
 	fs.VisitAll(func(f *flag.Flag) {
 		if len(f.Name) > 1 && prefix != "" && strings.HasPrefix(f.Name, prefix) {
 			found = append(found, f.Name)
 		}
 	})
-	if len(found) != 1 {
-		return ""
-	}
-	return found[0]
+	return found
 }
 
 // takesValue says whether the named flag reads a value (it is not a
@@ -183,12 +197,15 @@ func parseFlags(name string, args []string, stderr io.Writer) (*flags, *flag.Fla
 		fmt.Fprintf(fs.Output(), "usage: west -c CONFIG [flags]\n       west check -c CONFIG\n       west demo\n\nflags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(argparseForms(fs, args)); err != nil {
-		return nil, fs, err
+	args, err := argparseForms(fs, args)
+	if err == nil {
+		if err := fs.Parse(args); err != nil {
+			return nil, fs, err
+		}
 	}
 	// The flag package has printed its own errors; print ours alike.
-	var err error
 	switch {
+	case err != nil:
 	case f.help:
 	case fs.NArg() > 0:
 		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))

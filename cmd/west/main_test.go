@@ -38,6 +38,7 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{nil, exitConfig, "no configuration"},
 		{[]string{"-x"}, exitConfig, "flag provided but not defined"},
+		{[]string{"--ver", "-c", "a.json"}, exitConfig, "ambiguous option: --ver could match --verbose, --version"},
 		{[]string{"-c", "a.json", "extra"}, exitConfig, `unexpected argument "extra"`},
 		{[]string{"--log-format", "xml", "-c", "a.json"}, exitConfig, "neither text nor json"},
 		{[]string{"-c", "/nonexistent/west.json"}, exitConfig, "no such file"},
