@@ -291,6 +291,9 @@ func (h *HTTP) match(path string) *route {
 // "/v1/../v1/admin" there. So with dot segments the client must pass the
 // list of the route whose outgoing path is the nearest above the path
 // sent, as the backend will read it, too.
+//
+// All this holds for each reading (below) that reads escaped otherwise:
+// which ways a backend reads paths, west cannot know.
 func (h *HTTP) allows(rt *route, escaped string, addr netip.Addr) bool {
 	return h.refusedBy(rt, escaped, addr) == nil
 }
@@ -303,15 +306,29 @@ func (h *HTTP) refusedBy(rt *route, escaped string, addr netip.Addr) *route {
 	if rt.Allow != nil && !rt.Allow(addr) {
 		return rt
 	}
-	clean := cleanPath(escaped)
+	ways := readingsOf(escaped)
+	for r := range ways + 1 {
+		if r&^ways != 0 {
+			continue
+		}
+		if by := h.refusedRead(rt, escaped, addr, r); by != nil {
+			return by
+		}
+	}
+	return nil
+}
+
+// refusedRead is refusedBy for a backend that reads paths r's way.
+func (h *HTTP) refusedRead(rt *route, escaped string, addr netip.Addr, r reading) *route {
+	clean, dots := readPath(escaped, r)
 	if clean == escaped {
 		return nil
 	}
 	if ct := h.match(clean); ct != nil && ct.Allow != nil && !ct.Allow(addr) {
 		return ct
 	}
-	if rt.Target != nil && hasDotSegment(escaped) {
-		sent := cleanPath(joinPath(escaped, rt.Path, rt.Target))
+	if rt.Target != nil && dots {
+		sent, _ := readPath(joinPath(escaped, rt.Path, rt.Target), r)
 		if ot := h.matchSent(rt, sent); ot != nil && ot.Allow != nil && !ot.Allow(addr) {
 			return ot
 		}
@@ -338,39 +355,112 @@ func (h *HTTP) matchSent(rt *route, sent string) *route {
 	return best
 }
 
-// hasDotSegment reports whether escaped, decoded, has a "." or ".."
-// segment.
-func hasDotSegment(escaped string) bool {
-	p, err := url.PathUnescape(escaped)
-	if err != nil {
-		return false
-	}
-	for seg := range strings.SplitSeq(p, "/") {
-		if seg == "." || seg == ".." {
-			return true
+// A reading is a way in which backends read a path otherwise than by
+// decoding it and removing its dot segments (RFC 3986). Each lets other
+// spellings reach a route, and its ca must hold for those too.
+type reading uint8
+
+const (
+	// params: a segment's name ends at ";", as servlet containers
+	// (Tomcat, Jetty, Spring) drop path parameters before removing dot
+	// segments: "/admin;x" and "/x/..;/admin" are their /admin.
+	params reading = 1 << iota
+	// backslash: "\" and "%5C" separate segments as "/" does, on IIS
+	// and wherever Windows paths are served: "/x%5C..%5Cadmin".
+	backslash
+	// rawSlash: "%2F" and "%5C" are part of a segment's name (Apache's
+	// AllowEncodedSlashes NoDecode, Tomcat's encodedSolidusHandling
+	// passthrough), so "/x/../admin/y%2F..%2F../.." is their /admin/.
+	rawSlash
+)
+
+// readingsOf returns the readings that may read escaped otherwise than
+// cleanPath does. It is nothing for most paths, which cost no more.
+func readingsOf(escaped string) reading {
+	var ways reading
+	for i := 0; i < len(escaped); i++ {
+		switch escaped[i] {
+		case ';':
+			ways |= params
+		case '\\':
+			ways |= backslash
+		case '%':
+			switch hex := escaped[i+1 : min(i+3, len(escaped))]; {
+			case strings.EqualFold(hex, "2f"):
+				ways |= rawSlash
+			case strings.EqualFold(hex, "5c"):
+				ways |= backslash | rawSlash
+			}
 		}
 	}
-	return false
+	return ways
 }
 
-// cleanPath is escaped decoded, with its dot segments and repeated
-// slashes gone, keeping a trailing slash; escaped itself when it has
-// nothing to decode or clean.
-func cleanPath(escaped string) string {
-	if !strings.Contains(escaped, "%") && !strings.Contains(escaped, "//") && !strings.Contains(escaped, "/.") {
-		return escaped
+// encodedSlashes keeps "%2F" and "%5C" encoded through url.PathUnescape.
+var encodedSlashes = strings.NewReplacer("%2f", "%252f", "%2F", "%252F", "%5c", "%255c", "%5C", "%255C")
+
+// readPath is escaped as a backend reading it r's way sees it: decoded,
+// with its dot segments and repeated slashes gone, keeping a trailing
+// slash; escaped itself when r is none and it has nothing to decode or
+// clean. dots reports whether it had a dot segment.
+func readPath(escaped string, r reading) (clean string, dots bool) {
+	if r == 0 && !strings.Contains(escaped, "%") && !strings.Contains(escaped, "//") && !strings.Contains(escaped, "/.") {
+		return escaped, false
 	}
-	p, err := url.PathUnescape(escaped)
+	p := escaped
+	if r&params != 0 {
+		p = dropParams(p, r&backslash != 0)
+	}
+	if r&rawSlash != 0 {
+		p = encodedSlashes.Replace(p)
+	}
+	p, err := url.PathUnescape(p)
 	if err != nil {
-		return escaped
+		return escaped, false
 	}
-	clean := path.Clean("/" + p)
+	if r&backslash != 0 {
+		p = strings.ReplaceAll(p, `\`, "/")
+	}
+	for seg := range strings.SplitSeq(p, "/") {
+		dots = dots || seg == "." || seg == ".."
+	}
+	clean = path.Clean("/" + p)
 	// A final "." or ".." leaves its slash, as RFC 3986 (5.2.4) removes
 	// dot segments and backends read them: "/admin/." is "/admin/".
 	if (strings.HasSuffix(p, "/") || strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..")) && clean != "/" {
 		clean += "/"
 	}
+	return clean, dots
+}
+
+// cleanPath is readPath's clean path for a backend that reads paths as
+// RFC 3986 does.
+func cleanPath(escaped string) string {
+	clean, _ := readPath(escaped, 0)
 	return clean
+}
+
+// dropParams is escaped without its segments' parameters: each ";" up to
+// the next "/" (or "\" with backslash).
+func dropParams(escaped string, backslash bool) string {
+	seps := "/"
+	if backslash {
+		seps = `/\`
+	}
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(escaped, ';')
+		if i < 0 {
+			b.WriteString(escaped)
+			return b.String()
+		}
+		b.WriteString(escaped[:i])
+		j := strings.IndexAny(escaped[i:], seps)
+		if j < 0 {
+			return b.String()
+		}
+		escaped = escaped[i+j:]
+	}
 }
 
 // bodyBufSize is the body copy buffer of the reverse proxy and of the
