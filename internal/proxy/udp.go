@@ -268,8 +268,7 @@ func (u *UDP) ServePacket(pc net.PacketConn) error {
 // cannot pass is dropped.
 func (u *UDP) enqueue(f *udpFlow, d []byte) bool {
 	n := int64(len(d))
-	if u.queued.Add(n) > u.maxQueued {
-		u.queued.Add(-n)
+	if !u.reserve(n) {
 		return false
 	}
 	select {
@@ -283,6 +282,21 @@ func (u *UDP) enqueue(f *udpFlow, d []byte) bool {
 		u.discardQueue(f)
 	}
 	return true
+}
+
+// reserve counts n more bytes as queued if that keeps the count within
+// maxQueued. It never passes the bound, even for a moment, so that what
+// /metrics or a test reads of it is a count the listener allowed.
+func (u *UDP) reserve(n int64) bool {
+	for {
+		q := u.queued.Load()
+		if q+n > u.maxQueued {
+			return false
+		}
+		if u.queued.CompareAndSwap(q, q+n) {
+			return true
+		}
+	}
 }
 
 // discardQueue empties the queue of a flow that has ended. Both the flow
