@@ -320,14 +320,23 @@ func (h *HTTP) refusedBy(rt *route, escaped string, addr netip.Addr) *route {
 
 // refusedRead is refusedBy for a backend that reads paths r's way.
 func (h *HTTP) refusedRead(rt *route, escaped string, addr netip.Addr, r reading) *route {
-	clean, dots := readPath(escaped, r)
+	clean, kept := readPath(escaped, r)
 	if clean == escaped {
 		return nil
 	}
 	if ct := h.match(clean); ct != nil && ct.Allow != nil && !ct.Allow(addr) {
 		return ct
 	}
-	if rt.Target != nil && dots {
+	if kept == "" {
+		return nil
+	}
+	// A backend may decode a path and route it by its prefix with its dot
+	// segments in place: WSGI servers pass Flask and Django "/%61dmin/../x"
+	// as "/admin/../x" (PEP 3333), under /admin.
+	if kt := h.match(kept); kt != nil && kt.Allow != nil && !kt.Allow(addr) {
+		return kt
+	}
+	if rt.Target != nil {
 		sent, _ := readPath(joinPath(escaped, rt.Path, rt.Target), r)
 		if ot := h.matchSent(rt, sent); ot != nil && ot.Allow != nil && !ot.Allow(addr) {
 			return ot
@@ -402,10 +411,11 @@ var encodedSlashes = strings.NewReplacer("%2f", "%252f", "%2F", "%252F", "%5c", 
 // readPath is escaped as a backend reading it r's way sees it: decoded,
 // with its dot segments and repeated slashes gone, keeping a trailing
 // slash; escaped itself when r is none and it has nothing to decode or
-// clean. dots reports whether it had a dot segment.
-func readPath(escaped string, r reading) (clean string, dots bool) {
+// clean. kept is the path decoded with its dot segments kept, "" if it
+// has none.
+func readPath(escaped string, r reading) (clean, kept string) {
 	if r == 0 && !strings.Contains(escaped, "%") && !strings.Contains(escaped, "//") && !strings.Contains(escaped, "/.") {
-		return escaped, false
+		return escaped, ""
 	}
 	p := escaped
 	if r&params != 0 {
@@ -416,13 +426,15 @@ func readPath(escaped string, r reading) (clean string, dots bool) {
 	}
 	p, err := url.PathUnescape(p)
 	if err != nil {
-		return escaped, false
+		return escaped, ""
 	}
 	if r&backslash != 0 {
 		p = strings.ReplaceAll(p, `\`, "/")
 	}
 	for seg := range strings.SplitSeq(p, "/") {
-		dots = dots || seg == "." || seg == ".."
+		if seg == "." || seg == ".." {
+			kept = p
+		}
 	}
 	clean = path.Clean("/" + p)
 	// A final "." or ".." leaves its slash, as RFC 3986 (5.2.4) removes
@@ -430,7 +442,7 @@ func readPath(escaped string, r reading) (clean string, dots bool) {
 	if (strings.HasSuffix(p, "/") || strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..")) && clean != "/" {
 		clean += "/"
 	}
-	return clean, dots
+	return clean, kept
 }
 
 // cleanPath is readPath's clean path for a backend that reads paths as
