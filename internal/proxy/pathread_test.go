@@ -35,10 +35,10 @@ func lineBackend(t *testing.T) (addr string, last func() string) {
 // TestRouteACLPathReadings: backends differ in how they read a path, and
 // a route's ca must hold for each: servlet containers drop path
 // parameters ("/admin;x", "/x/..;/admin" are their /admin), IIS reads "\"
-// as "/", Apache or Tomcat may keep "%2F" in a segment's name, and WSGI
-// servers decode a path but keep its dot segments ("/%61dmin/../x" is
-// Flask's and Django's "/admin/../x"). On the loop (GET) and net/http
-// (POST) alike; ";" stays usable elsewhere.
+// as "/" and "/ADMIN" as "/admin", Apache or Tomcat may keep "%2F" in a
+// segment's name, and WSGI servers decode a path but keep its dot
+// segments ("/%61dmin/../x" is Flask's and Django's "/admin/../x"). On
+// the loop (GET) and net/http (POST) alike; ";" stays usable elsewhere.
 func TestRouteACLPathReadings(t *testing.T) {
 	be, last := lineBackend(t)
 	refuse := func(a netip.Addr) bool { return !a.IsLoopback() }
@@ -74,6 +74,7 @@ func TestRouteACLPathReadings(t *testing.T) {
 			`/x\..\admin`, "/x%5c..%5cadmin", "/x/..%5Cadmin", `/admin\x`, "/x;y%5c..%5cadmin",
 			"/x/../admin/y%2F..%2F../..",
 			"/%61dmin/../x", "/admin%2F..%2Fx", "/%61dmin/%2e%2e/x", "/admin%5C..%5Cx",
+			"/ADMIN", "/Admin/x", "/%41dmin", "/x/..%5CADMIN", "/app/../V1/ADMIN", "/APP/ADMIN;x",
 		} {
 			if got := send(method, target); !strings.HasPrefix(got, "403") {
 				t.Errorf("%s %s: %s (backend got %q), want 403", method, target, got, last())
