@@ -277,17 +277,35 @@ func (h *HTTP) match(path string) *route {
 	return nil
 }
 
-// matchFold is match for a backend that reads paths in any case of their
-// letters: the longest Path equal to path or above it at a "/" boundary,
-// letters compared without regard to case.
-func (h *HTTP) matchFold(path string) *route {
+// refusedFold returns the route whose access list refuses a client at
+// addr path as a backend reads it in any case of its letters, or nil: the
+// longest routes path lies at or under, letters compared without regard
+// to case. Among routes of that length, one spelt as path is decides
+// alone: routes "/Docs" and "/docs" tell that their backend reads case.
+func (h *HTTP) refusedFold(path string, addr netip.Addr) *route {
+	var refused *route
+	longest := -1
 	for i := range h.routes {
-		p := h.routes[i].Path
-		if hasPrefixFold(path, p) && (len(path) == len(p) || strings.HasSuffix(p, "/") || path[len(p)] == '/') {
-			return &h.routes[i]
+		rt := &h.routes[i]
+		p := rt.Path
+		if len(p) < longest {
+			break
+		}
+		if !hasPrefixFold(path, p) || len(path) > len(p) && !strings.HasSuffix(p, "/") && path[len(p)] != '/' {
+			continue
+		}
+		longest = len(p)
+		if path[:len(p)] == p {
+			if rt.Allow != nil && !rt.Allow(addr) {
+				return rt
+			}
+			return nil
+		}
+		if refused == nil && rt.Allow != nil && !rt.Allow(addr) {
+			refused = rt
 		}
 	}
-	return nil
+	return refused
 }
 
 // under reports whether path is dir or lies below it at a "/"; with fold,
@@ -304,7 +322,7 @@ func under(path, dir string, fold bool) bool {
 
 // hasPrefixFold reports whether s begins with prefix, ASCII letters
 // compared without regard to case. Not strings.EqualFold, which made
-// allows three times as slow for a plain path: matchFold reads every one.
+// allows three times as slow for a plain path: refusedFold reads every one.
 func hasPrefixFold(s, prefix string) bool {
 	if len(s) < len(prefix) {
 		return false
@@ -363,7 +381,7 @@ func (h *HTTP) refusedRead(rt *route, escaped string, addr netip.Addr, r reading
 	clean, kept := readPath(escaped, r)
 	// IIS, and a backend serving files from a case-insensitive file
 	// system, reads "/ADMIN" and "/%41dmin" as /admin.
-	if ft := h.matchFold(clean); ft != nil && ft.Allow != nil && !ft.Allow(addr) {
+	if ft := h.refusedFold(clean, addr); ft != nil {
 		return ft
 	}
 	if clean == escaped {

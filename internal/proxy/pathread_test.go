@@ -92,3 +92,36 @@ func TestRouteACLPathReadings(t *testing.T) {
 		t.Errorf("allows allocates %v times for a plain path", n)
 	}
 }
+
+// TestRouteACLCaseSpeltRoutes: routes that differ only in case tell that
+// their backend reads case, so the route spelt as sent decides; a path
+// spelt as neither is refused if either refuses, as a backend that folds
+// case would read it as the guarded one.
+func TestRouteACLCaseSpeltRoutes(t *testing.T) {
+	be, last := lineBackend(t)
+	refuse := func(a netip.Addr) bool { return !a.IsLoopback() }
+	for _, order := range [][2]string{{"/Docs", "/docs"}, {"/docs", "/Docs"}} {
+		routes := []Route{{Path: "/", Target: mustURL(t, "http://"+be+"/")}}
+		for _, p := range order {
+			rt := Route{Path: p, Target: mustURL(t, "http://"+be+p)}
+			if p == "/docs" {
+				rt.Allow = refuse
+			}
+			routes = append(routes, rt)
+		}
+		h := NewHTTP(HTTPOptions{Dialer: tunnelPair(t), Routes: routes})
+		_, addr := startServer(t, h)
+		for target, want := range map[string]string{
+			"/Docs/x": "200", "/Docs": "200", "/docs/x": "403", "/DOCS/x": "403", "/dOcs": "403", "/x/../DOCS": "403",
+		} {
+			resp, err := http.Get("http://" + addr + target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if !strings.HasPrefix(resp.Status, want) {
+				t.Errorf("routes %v: GET %s: %s (backend got %q), want %s", order, target, resp.Status, last(), want)
+			}
+		}
+	}
+}
