@@ -93,6 +93,7 @@ type HTTP struct {
 	opts      HTTPOptions
 	log       *slog.Logger
 	routes    []route // longest Path first
+	guarded   bool    // a route has an access list
 	transport *streamTransport
 
 	// active counts the requests being served, so that a retired handler
@@ -164,6 +165,7 @@ func NewHTTP(opts HTTPOptions) *HTTP {
 			rt.addr = canonicalAddr(r.Target)
 		}
 		h.routes = append(h.routes, rt)
+		h.guarded = h.guarded || r.Allow != nil
 	}
 	// Longest prefix first, so the first match is the best.
 	for i := 1; i < len(h.routes); i++ {
@@ -361,6 +363,10 @@ func (h *HTTP) allows(rt *route, escaped string, addr netip.Addr) bool {
 // none does: rt itself, or the route the path reaches once decoded and
 // cleaned.
 func (h *HTTP) refusedBy(rt *route, escaped string, addr netip.Addr) *route {
+	if !h.guarded {
+		// No list to get past: the common case reads no path.
+		return nil
+	}
 	if rt.Allow != nil && !rt.Allow(addr) {
 		return rt
 	}
