@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -289,21 +290,36 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 		WriteBufferSize: wsWriteBufferSize,
 		WriteBufferPool: wsWriteBuffers,
 		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return dialServer(ctx, proxy, network, addr, func(c net.Conn) {
+			conn, err := dialServer(ctx, proxy, network, addr, func(c net.Conn) {
 				dialled.Lock()
 				dialled.conn = c
 				dialled.Unlock()
 			})
+			if err == nil && dialledHook != nil {
+				dialledHook(conn)
+			}
+			return conn, err
 		},
 	}
-	stopped := context.AfterFunc(hctx, func() {
+	interrupt := func() {
 		dialled.Lock()
 		defer dialled.Unlock()
 		if dialled.conn != nil {
 			dialled.conn.SetDeadline(aLongTimeAgo)
 		}
-	})
-	ws, resp, err := dialer.DialContext(hctx, c.opts.URL, header)
+	}
+	stopped := context.AfterFunc(hctx, interrupt)
+	// Once the dial has returned the connection, the websocket package
+	// sets the handshake's deadline on it, over the past one of a stop
+	// that came in between; it reports the connection to GotConn next.
+	// A stop by then sets the past deadline again there; one after it
+	// sets it in interrupt, after the package's own.
+	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) {
+		if hctx.Err() != nil {
+			interrupt()
+		}
+	}}
+	ws, resp, err := dialer.DialContext(httptrace.WithClientTrace(hctx, trace), c.opts.URL, header)
 	if !stopped() && err == nil {
 		// Stopped as the handshake ended: the connection may carry the
 		// past deadline.
@@ -335,6 +351,10 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 	}
 	return startSession(ws, true, c.opts.URL, ws.RemoteAddr().String(), c.opts.Mux, c.log)
 }
+
+// dialledHook, set by tests only, sees each connection to the tunnel
+// server as the dial hands it to the websocket package.
+var dialledHook func(net.Conn)
 
 // describeRefusal adds the server's own reason, when it gave one.
 func describeRefusal(resp *http.Response, err error) error {
