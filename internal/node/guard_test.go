@@ -40,11 +40,11 @@ func rawRequest(t *testing.T, addr, method, target string) (int, string) {
 	return resp.StatusCode, resp.Header.Get("X-Backend-Path")
 }
 
-// A route's ca must hold whatever spelling of the path reaches it: a
-// backend decodes and cleans the path it is sent, so "/%61dmin/x",
-// "/x/../admin/x" and "//admin/x" sent through a wider open route are
-// requests for its /admin/x.
-func TestRouteACLPathSpellings(t *testing.T) {
+// guardedAdmin starts G and L, L's http:// listener routing / to a
+// backend open to all and /admin to it for 10.0.0.0/8 only (not the
+// loopback test client), and returns the listener's address.
+func guardedAdmin(t *testing.T) string {
+	t.Helper()
 	be := backend(t)
 	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
 	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {"http://127.0.0.1:0": {"ea": "ws://%s",
@@ -54,6 +54,15 @@ func TestRouteACLPathSpellings(t *testing.T) {
 	for _, a := range l.Addrs().Proxies {
 		addr = a
 	}
+	return addr
+}
+
+// A route's ca must hold whatever spelling of the path reaches it: a
+// backend decodes and cleans the path it is sent, so "/%61dmin/x",
+// "/x/../admin/x" and "//admin/x" sent through a wider open route are
+// requests for its /admin/x.
+func TestRouteACLPathSpellings(t *testing.T) {
+	addr := guardedAdmin(t)
 	if code, _ := rawRequest(t, addr, "GET", "/admin/x"); code != 403 {
 		t.Fatalf("GET /admin/x: %d, want 403", code)
 	}
@@ -73,15 +82,7 @@ func TestRouteACLPathSpellings(t *testing.T) {
 // only once decoded and cleaned is refused naming that route's access
 // list, not the wider route it matched as sent, which has none.
 func TestRouteACLRefusalNamesItsList(t *testing.T) {
-	be := backend(t)
-	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
-	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {"http://127.0.0.1:0": {"ea": "ws://%s",
-		"/": {"ou": "%s/"},
-		"/admin": {"ou": "%s/admin", "ca": ["10.0.0.0/8"]}}}}`, g.Addrs().Tunnel, be.URL, be.URL), Options{})
-	var addr string
-	for _, a := range l.Addrs().Proxies {
-		addr = a
-	}
+	addr := guardedAdmin(t)
 	for _, target := range []string{"/admin/x", "/%61dmin/x", "/pub/../admin/x", "//admin/x"} {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
