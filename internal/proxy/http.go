@@ -283,31 +283,59 @@ func (h *HTTP) match(path string) *route {
 // addr path as a backend reads it in any case of its letters, or nil: the
 // longest routes path lies at or under, letters compared without regard
 // to case. Among routes of that length, one spelt as path is decides
-// alone: routes "/Docs" and "/docs" tell that their backend reads case.
-func (h *HTTP) refusedFold(path string, addr netip.Addr) *route {
-	var refused *route
-	longest := -1
+// alone over those to its backend: routes "/Docs" and "/docs" tell that
+// their backend reads case. They tell nothing of another backend: over
+// a route to one, it decides only for a request that it serves itself,
+// rt, which goes to its own backend.
+func (h *HTTP) refusedFold(rt *route, path string, addr netip.Addr) *route {
+	first, longest := -1, -1
+	var exact *route
 	for i := range h.routes {
-		rt := &h.routes[i]
-		p := rt.Path
+		ft := &h.routes[i]
+		p := ft.Path
 		if len(p) < longest {
 			break
 		}
-		if !hasPrefixFold(path, p) || len(path) > len(p) && !strings.HasSuffix(p, "/") && path[len(p)] != '/' {
+		if !underFold(path, p) {
 			continue
 		}
-		longest = len(p)
-		if path[:len(p)] == p {
-			if rt.Allow != nil && !rt.Allow(addr) {
-				return rt
-			}
-			return nil
+		if first < 0 {
+			first, longest = i, len(p)
 		}
-		if refused == nil && rt.Allow != nil && !rt.Allow(addr) {
-			refused = rt
+		if path[:len(p)] == p {
+			exact = ft
+			break
 		}
 	}
-	return refused
+	if first < 0 {
+		return nil
+	}
+	if exact != nil && exact.Allow != nil && !exact.Allow(addr) {
+		return exact
+	}
+	for i := first; i < len(h.routes) && len(h.routes[i].Path) == longest; i++ {
+		ft := &h.routes[i]
+		if ft == exact || ft.Allow == nil || ft.Allow(addr) || !underFold(path, ft.Path) {
+			continue
+		}
+		if exact != nil && (rt == exact || sameBackend(exact, ft)) {
+			continue
+		}
+		return ft
+	}
+	return nil
+}
+
+// underFold reports whether path is route path p or lies below it, as
+// match reads it, letters compared without regard to case.
+func underFold(path, p string) bool {
+	return hasPrefixFold(path, p) && (len(path) == len(p) || strings.HasSuffix(p, "/") || path[len(p)] == '/')
+}
+
+// sameBackend reports whether routes a and b go to one backend.
+func sameBackend(a, b *route) bool {
+	// Host names are case-insensitive: "BE" and "be" are one backend.
+	return a.Target != nil && b.Target != nil && strings.EqualFold(a.addr, b.addr) && a.Target.Scheme == b.Target.Scheme
 }
 
 // under reports whether path is dir or lies below it at a "/"; with fold,
@@ -387,7 +415,7 @@ func (h *HTTP) refusedRead(rt *route, escaped string, addr netip.Addr, r reading
 	clean, kept := readPath(escaped, r)
 	// IIS, and a backend serving files from a case-insensitive file
 	// system, reads "/ADMIN" and "/%41dmin" as /admin.
-	if ft := h.refusedFold(clean, addr); ft != nil {
+	if ft := h.refusedFold(rt, clean, addr); ft != nil {
 		return ft
 	}
 	if clean == escaped {

@@ -125,3 +125,42 @@ func TestRouteACLCaseSpeltRoutes(t *testing.T) {
 		}
 	}
 }
+
+// TestRouteACLCaseSpeltRoutesTwoBackends: routes spelt in two cases to
+// two backends tell nothing of how the guarded one's backend reads case.
+// A path spelt as the open route's, sent through a wider route to the
+// guarded route's backend, is refused: a backend that folds case reads
+// "/%44ocs/x" as /docs/x. Through the open route itself, it is served.
+func TestRouteACLCaseSpeltRoutesTwoBackends(t *testing.T) {
+	guardedBE, last := lineBackend(t)
+	openBE, _ := lineBackend(t)
+	refuse := func(a netip.Addr) bool { return !a.IsLoopback() }
+	for _, order := range [][2]string{{"/Docs", "/docs"}, {"/docs", "/Docs"}} {
+		routes := []Route{{Path: "/", Target: mustURL(t, "http://"+guardedBE+"/")}}
+		for _, p := range order {
+			rt := Route{Path: p, Target: mustURL(t, "http://"+openBE+p)}
+			if p == "/docs" {
+				rt = Route{Path: p, Target: mustURL(t, "http://"+guardedBE+p), Allow: refuse}
+			}
+			routes = append(routes, rt)
+		}
+		h := NewHTTP(HTTPOptions{Dialer: tunnelPair(t), Routes: routes})
+		_, addr := startServer(t, h)
+		for target, want := range map[string]string{
+			"/%44ocs/x": "403", "//Docs/x": "403", "/Docs;a/x": "403", "/DOCS/x": "403",
+			"/Docs/x": "200", "/Docs": "200", "/Docs/%78": "200", "/other": "200",
+		} {
+			c := testutil.DialClient(t, addr)
+			io.WriteString(c, "GET "+target+" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			c.Close()
+			if err != nil {
+				t.Fatalf("GET %s: %v", target, err)
+			}
+			resp.Body.Close()
+			if !strings.HasPrefix(resp.Status, want) {
+				t.Errorf("routes %v: GET %s: %s (guarded backend got %q), want %s", order, target, resp.Status, last(), want)
+			}
+		}
+	}
+}
