@@ -435,8 +435,29 @@ func (h *HTTP) refusedRead(rt *route, escaped string, addr netip.Addr, r reading
 	}
 	if rt.Target != nil {
 		sent, _ := readPath(joinPath(escaped, rt.Path, rt.Target), r)
-		for _, fold := range [...]bool{false, true} {
-			if ot := h.matchSent(rt, sent, fold); ot != nil && ot.Allow != nil && !ot.Allow(addr) {
+		return h.refusedSent(rt, sent, addr)
+	}
+	return nil
+}
+
+// refusedSent returns the route to rt's backend whose access list refuses
+// a client at addr sent, a path as the backend reads it, or nil: the
+// route whose outgoing path is the longest that sent lies at or under,
+// and in any case of its letters the longest such. Among these of one
+// length, one spelt as sent decides alone, as in refusedFold: outgoing
+// paths to one backend spelt in two cases tell that it reads case.
+func (h *HTTP) refusedSent(rt *route, sent string, addr netip.Addr) *route {
+	exact, exactLen := h.matchSent(rt, sent, false)
+	if exact != nil && exact.Allow != nil && !exact.Allow(addr) {
+		return exact
+	}
+	if _, foldLen := h.matchSent(rt, sent, true); foldLen > exactLen {
+		for i := range h.routes {
+			ot := &h.routes[i]
+			if ot.Allow == nil || !sameBackend(ot, rt) {
+				continue
+			}
+			if dir := sentDir(ot); len(dir) == foldLen && under(sent, dir, true) && !ot.Allow(addr) {
 				return ot
 			}
 		}
@@ -446,22 +467,26 @@ func (h *HTTP) refusedRead(rt *route, escaped string, addr netip.Addr, r reading
 
 // matchSent returns the route to rt's backend whose outgoing path is the
 // longest that sent, a path as the backend reads it, lies at or under;
-// with fold, in any case of its letters.
-func (h *HTTP) matchSent(rt *route, sent string, fold bool) *route {
-	var best *route
-	bestLen := -1
+// with fold, in any case of its letters. n is that path's length, -1
+// with no route.
+func (h *HTTP) matchSent(rt *route, sent string, fold bool) (best *route, n int) {
+	n = -1
 	for i := range h.routes {
 		ot := &h.routes[i]
-		// Host names are case-insensitive: "BE" and "be" are one backend.
-		if ot.Target == nil || !strings.EqualFold(ot.addr, rt.addr) || ot.Target.Scheme != rt.Target.Scheme {
+		if !sameBackend(ot, rt) {
 			continue
 		}
-		dir := strings.TrimSuffix(cleanPath(ot.Target.EscapedPath()), "/")
-		if (dir == "" || under(sent, dir, fold)) && len(dir) > bestLen {
-			best, bestLen = ot, len(dir)
+		dir := sentDir(ot)
+		if (dir == "" || under(sent, dir, fold)) && len(dir) > n {
+			best, n = ot, len(dir)
 		}
 	}
-	return best
+	return best, n
+}
+
+// sentDir is rt's outgoing path as its backend reads it, with no final "/".
+func sentDir(rt *route) string {
+	return strings.TrimSuffix(cleanPath(rt.Target.EscapedPath()), "/")
 }
 
 // A reading is a way in which backends read a path otherwise than by

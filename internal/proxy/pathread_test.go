@@ -164,3 +164,43 @@ func TestRouteACLCaseSpeltRoutesTwoBackends(t *testing.T) {
 		}
 	}
 }
+
+// TestRouteACLCaseSpeltOutgoingPaths: outgoing paths to one backend spelt
+// in two cases tell that it reads case, whatever the routes' order: a
+// path with dot segments sent as the open one's is served, and one sent
+// as neither is refused, as refusedFold reads the table's paths.
+func TestRouteACLCaseSpeltOutgoingPaths(t *testing.T) {
+	be, last := lineBackend(t)
+	refuse := func(a netip.Addr) bool { return !a.IsLoopback() }
+	for _, order := range [][2]string{{"/Docs", "/docs"}, {"/docs", "/Docs"}} {
+		routes := []Route{
+			{Path: "/", Target: mustURL(t, "http://"+be+"/")},
+			{Path: "/app", Target: mustURL(t, "http://"+be+"/")},
+		}
+		for _, p := range order {
+			rt := Route{Path: p, Target: mustURL(t, "http://"+be+p)}
+			if p == "/docs" {
+				rt.Allow = refuse
+			}
+			routes = append(routes, rt)
+		}
+		h := NewHTTP(HTTPOptions{Dialer: tunnelPair(t), Routes: routes})
+		_, addr := startServer(t, h)
+		for target, want := range map[string]string{
+			"/Docs/./x": "200", "/Docs/y/../x": "200", "/x/../Docs/x": "200", "/app/./Docs/x": "200",
+			"/app/./DOCS/x": "403", "/app/./docs/x": "403", "/x/../DOCS/x": "403",
+		} {
+			c := testutil.DialClient(t, addr)
+			io.WriteString(c, "GET "+target+" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			c.Close()
+			if err != nil {
+				t.Fatalf("GET %s: %v", target, err)
+			}
+			resp.Body.Close()
+			if !strings.HasPrefix(resp.Status, want) {
+				t.Errorf("routes %v: GET %s: %s (backend got %q), want %s", order, target, resp.Status, last(), want)
+			}
+		}
+	}
+}
