@@ -326,6 +326,26 @@ func (h *HTTP) refusedFold(rt *route, path string, addr netip.Addr) *route {
 	return nil
 }
 
+// refusedDir returns a route whose Path is path with a final "/" and
+// whose access list refuses a client at addr, or nil. Such a route does
+// not match path itself, but many backends serve "/docs" as "/docs/"
+// (Express's mounted routers, Flask without strict slashes). A route
+// of path's own, rt, serving the request tells that it is routed apart.
+func (h *HTTP) refusedDir(rt *route, path string, addr netip.Addr) *route {
+	var refused *route
+	for i := range h.routes {
+		dt := &h.routes[i]
+		p := dt.Path
+		if p == path && dt == rt {
+			return nil
+		}
+		if refused == nil && len(p) == len(path)+1 && p[len(path)] == '/' && dt.Allow != nil && hasPrefixFold(p, path) && !dt.Allow(addr) {
+			refused = dt
+		}
+	}
+	return refused
+}
+
 // underFold reports whether path is route path p or lies below it, as
 // match reads it, letters compared without regard to case.
 func underFold(path, p string) bool {
@@ -417,6 +437,9 @@ func (h *HTTP) refusedRead(rt *route, escaped string, addr netip.Addr, r reading
 	// system, reads "/ADMIN" and "/%41dmin" as /admin.
 	if ft := h.refusedFold(rt, clean, addr); ft != nil {
 		return ft
+	}
+	if st := h.refusedDir(rt, clean, addr); st != nil {
+		return st
 	}
 	if clean == escaped {
 		return nil

@@ -204,3 +204,36 @@ func TestRouteACLCaseSpeltOutgoingPaths(t *testing.T) {
 		}
 	}
 }
+
+// TestRouteACLDirRoute: a guarded route written with a final slash,
+// "/docs/", does not match "/docs", which an open "/" then serves; many
+// backends serve "/docs" as "/docs/", so it is refused too, unless a
+// route of its own routes it apart.
+func TestRouteACLDirRoute(t *testing.T) {
+	be, last := lineBackend(t)
+	refuse := func(a netip.Addr) bool { return !a.IsLoopback() }
+	for _, apart := range []bool{false, true} {
+		routes := []Route{
+			{Path: "/", Target: mustURL(t, "http://"+be+"/")},
+			{Path: "/docs/", Target: mustURL(t, "http://"+be+"/docs/"), Allow: refuse},
+		}
+		want := map[string]string{"/docs": "403", "/DOCS": "403", "/%64ocs": "403", "/x/../docs": "403",
+			"/docs/x": "403", "/docsx": "200", "/doc": "200"}
+		if apart {
+			routes = append(routes, Route{Path: "/docs", Target: mustURL(t, "http://"+be+"/about-docs")})
+			want["/docs"] = "200"
+		}
+		h := NewHTTP(HTTPOptions{Dialer: tunnelPair(t), Routes: routes})
+		_, addr := startServer(t, h)
+		for target, code := range want {
+			resp, err := http.Get("http://" + addr + target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if !strings.HasPrefix(resp.Status, code) {
+				t.Errorf("route /docs apart %v: GET %s: %s (backend got %q), want %s", apart, target, resp.Status, last(), code)
+			}
+		}
+	}
+}
