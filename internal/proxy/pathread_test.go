@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -99,30 +100,13 @@ func TestRouteACLPathReadings(t *testing.T) {
 // case would read it as the guarded one.
 func TestRouteACLCaseSpeltRoutes(t *testing.T) {
 	be, last := lineBackend(t)
-	refuse := func(a netip.Addr) bool { return !a.IsLoopback() }
 	for _, order := range [][2]string{{"/Docs", "/docs"}, {"/docs", "/Docs"}} {
-		routes := []Route{{Path: "/", Target: mustURL(t, "http://"+be+"/")}}
-		for _, p := range order {
-			rt := Route{Path: p, Target: mustURL(t, "http://"+be+p)}
-			if p == "/docs" {
-				rt.Allow = refuse
-			}
-			routes = append(routes, rt)
-		}
+		routes := caseTwins(t, be, order, Route{Path: "/", Target: mustURL(t, "http://"+be+"/")})
 		h := NewHTTP(HTTPOptions{Dialer: tunnelPair(t), Routes: routes})
 		_, addr := startServer(t, h)
-		for target, want := range map[string]string{
+		checkStatuses(t, addr, fmt.Sprintf("routes %v", order), last, map[string]string{
 			"/Docs/x": "200", "/Docs": "200", "/docs/x": "403", "/DOCS/x": "403", "/dOcs": "403", "/x/../DOCS": "403",
-		} {
-			resp, err := http.Get("http://" + addr + target)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if !strings.HasPrefix(resp.Status, want) {
-				t.Errorf("routes %v: GET %s: %s (backend got %q), want %s", order, target, resp.Status, last(), want)
-			}
-		}
+		})
 	}
 }
 
@@ -146,22 +130,10 @@ func TestRouteACLCaseSpeltRoutesTwoBackends(t *testing.T) {
 		}
 		h := NewHTTP(HTTPOptions{Dialer: tunnelPair(t), Routes: routes})
 		_, addr := startServer(t, h)
-		for target, want := range map[string]string{
+		checkStatuses(t, addr, fmt.Sprintf("routes %v", order), last, map[string]string{
 			"/%44ocs/x": "403", "//Docs/x": "403", "/Docs;a/x": "403", "/DOCS/x": "403",
 			"/Docs/x": "200", "/Docs": "200", "/Docs/%78": "200", "/other": "200",
-		} {
-			c := testutil.DialClient(t, addr)
-			io.WriteString(c, "GET "+target+" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-			c.Close()
-			if err != nil {
-				t.Fatalf("GET %s: %v", target, err)
-			}
-			resp.Body.Close()
-			if !strings.HasPrefix(resp.Status, want) {
-				t.Errorf("routes %v: GET %s: %s (guarded backend got %q), want %s", order, target, resp.Status, last(), want)
-			}
-		}
+		})
 	}
 }
 
@@ -171,37 +143,16 @@ func TestRouteACLCaseSpeltRoutesTwoBackends(t *testing.T) {
 // as neither is refused, as refusedFold reads the table's paths.
 func TestRouteACLCaseSpeltOutgoingPaths(t *testing.T) {
 	be, last := lineBackend(t)
-	refuse := func(a netip.Addr) bool { return !a.IsLoopback() }
 	for _, order := range [][2]string{{"/Docs", "/docs"}, {"/docs", "/Docs"}} {
-		routes := []Route{
-			{Path: "/", Target: mustURL(t, "http://"+be+"/")},
-			{Path: "/app", Target: mustURL(t, "http://"+be+"/")},
-		}
-		for _, p := range order {
-			rt := Route{Path: p, Target: mustURL(t, "http://"+be+p)}
-			if p == "/docs" {
-				rt.Allow = refuse
-			}
-			routes = append(routes, rt)
-		}
+		routes := caseTwins(t, be, order,
+			Route{Path: "/", Target: mustURL(t, "http://"+be+"/")},
+			Route{Path: "/app", Target: mustURL(t, "http://"+be+"/")})
 		h := NewHTTP(HTTPOptions{Dialer: tunnelPair(t), Routes: routes})
 		_, addr := startServer(t, h)
-		for target, want := range map[string]string{
+		checkStatuses(t, addr, fmt.Sprintf("routes %v", order), last, map[string]string{
 			"/Docs/./x": "200", "/Docs/y/../x": "200", "/x/../Docs/x": "200", "/app/./Docs/x": "200",
 			"/app/./DOCS/x": "403", "/app/./docs/x": "403", "/x/../DOCS/x": "403",
-		} {
-			c := testutil.DialClient(t, addr)
-			io.WriteString(c, "GET "+target+" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-			c.Close()
-			if err != nil {
-				t.Fatalf("GET %s: %v", target, err)
-			}
-			resp.Body.Close()
-			if !strings.HasPrefix(resp.Status, want) {
-				t.Errorf("routes %v: GET %s: %s (backend got %q), want %s", order, target, resp.Status, last(), want)
-			}
-		}
+		})
 	}
 }
 
@@ -225,15 +176,38 @@ func TestRouteACLDirRoute(t *testing.T) {
 		}
 		h := NewHTTP(HTTPOptions{Dialer: tunnelPair(t), Routes: routes})
 		_, addr := startServer(t, h)
-		for target, code := range want {
-			resp, err := http.Get("http://" + addr + target)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if !strings.HasPrefix(resp.Status, code) {
-				t.Errorf("route /docs apart %v: GET %s: %s (backend got %q), want %s", apart, target, resp.Status, last(), code)
-			}
+		checkStatuses(t, addr, fmt.Sprintf("route /docs apart %v", apart), last, want)
+	}
+}
+
+// checkStatuses sends GET for each target of want, as written, to addr
+// and checks the status each gets; last tells what a backend got.
+func checkStatuses(t *testing.T, addr, label string, last func() string, want map[string]string) {
+	t.Helper()
+	for target, code := range want {
+		c := testutil.DialClient(t, addr)
+		io.WriteString(c, "GET "+target+" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		c.Close()
+		if err != nil {
+			t.Fatalf("%s: GET %s: %v", label, target, err)
+		}
+		resp.Body.Close()
+		if !strings.HasPrefix(resp.Status, code) {
+			t.Errorf("%s: GET %s: %s (backend got %q), want %s", label, target, resp.Status, last(), code)
 		}
 	}
+}
+
+// caseTwins is routes and then, in order, "/Docs" to be's /Docs, open
+// to all, and "/docs" to be's /docs, refusing loopback clients.
+func caseTwins(t *testing.T, be string, order [2]string, routes ...Route) []Route {
+	for _, p := range order {
+		rt := Route{Path: p, Target: mustURL(t, "http://"+be+p)}
+		if p == "/docs" {
+			rt.Allow = func(a netip.Addr) bool { return !a.IsLoopback() }
+		}
+		routes = append(routes, rt)
+	}
+	return routes
 }
