@@ -271,6 +271,8 @@ func joinQuery(in, target string) string {
 // above it at a "/" boundary.
 func (h *HTTP) match(path string) *route {
 	for i := range h.routes {
+		// atOrUnder's test, written out: this runs for every request, and
+		// atOrUnder is too large to inline.
 		p := h.routes[i].Path
 		if path == p || strings.HasPrefix(path, p) && (strings.HasSuffix(p, "/") || path[len(p)] == '/') {
 			return &h.routes[i]
@@ -296,7 +298,7 @@ func (h *HTTP) refusedFold(rt *route, path string, addr netip.Addr) *route {
 		if len(p) < longest {
 			break
 		}
-		if !underFold(path, p) {
+		if !atOrUnder(path, p, true) {
 			continue
 		}
 		if first < 0 {
@@ -315,7 +317,7 @@ func (h *HTTP) refusedFold(rt *route, path string, addr netip.Addr) *route {
 	}
 	for i := first; i < len(h.routes) && len(h.routes[i].Path) == longest; i++ {
 		ft := &h.routes[i]
-		if ft == exact || ft.Allow == nil || ft.Allow(addr) || !underFold(path, ft.Path) {
+		if ft == exact || ft.Allow == nil || ft.Allow(addr) || !atOrUnder(path, ft.Path, true) {
 			continue
 		}
 		if exact != nil && (rt == exact || sameBackend(exact, ft)) {
@@ -346,28 +348,19 @@ func (h *HTTP) refusedDir(rt *route, path string, addr netip.Addr) *route {
 	return refused
 }
 
-// underFold reports whether path is route path p or lies below it, as
-// match reads it, letters compared without regard to case.
-func underFold(path, p string) bool {
-	return hasPrefixFold(path, p) && (len(path) == len(p) || strings.HasSuffix(p, "/") || path[len(p)] == '/')
-}
-
 // sameBackend reports whether routes a and b go to one backend.
 func sameBackend(a, b *route) bool {
 	// Host names are case-insensitive: "BE" and "be" are one backend.
 	return a.Target != nil && b.Target != nil && strings.EqualFold(a.addr, b.addr) && a.Target.Scheme == b.Target.Scheme
 }
 
-// under reports whether path is dir or lies below it at a "/"; with fold,
-// in any case of their letters. dir ends in no "/".
-func under(path, dir string, fold bool) bool {
-	if len(path) < len(dir) || len(path) > len(dir) && path[len(dir)] != '/' {
+// atOrUnder reports whether path is p or lies below it at a "/", p's own
+// final "/" counting as one; with fold, ASCII letters in any case.
+func atOrUnder(path, p string, fold bool) bool {
+	if fold && !hasPrefixFold(path, p) || !fold && !strings.HasPrefix(path, p) {
 		return false
 	}
-	if fold {
-		return hasPrefixFold(path, dir)
-	}
-	return path[:len(dir)] == dir
+	return len(path) == len(p) || strings.HasSuffix(p, "/") || path[len(p)] == '/'
 }
 
 // hasPrefixFold reports whether s begins with prefix, ASCII letters
@@ -480,7 +473,7 @@ func (h *HTTP) refusedSent(rt *route, sent string, addr netip.Addr) *route {
 			if ot.Allow == nil || !sameBackend(ot, rt) {
 				continue
 			}
-			if dir := sentDir(ot); len(dir) == foldLen && under(sent, dir, true) && !ot.Allow(addr) {
+			if dir := sentDir(ot); len(dir) == foldLen && atOrUnder(sent, dir, true) && !ot.Allow(addr) {
 				return ot
 			}
 		}
@@ -500,7 +493,7 @@ func (h *HTTP) matchSent(rt *route, sent string, fold bool) (best *route, n int)
 			continue
 		}
 		dir := sentDir(ot)
-		if (dir == "" || under(sent, dir, fold)) && len(dir) > n {
+		if (dir == "" || atOrUnder(sent, dir, fold)) && len(dir) > n {
 			best, n = ot, len(dir)
 		}
 	}
@@ -582,6 +575,7 @@ func readPath(escaped string, r reading) (clean, kept string) {
 	for seg := range strings.SplitSeq(p, "/") {
 		if seg == "." || seg == ".." {
 			kept = p
+			break
 		}
 	}
 	clean = path.Clean("/" + p)
