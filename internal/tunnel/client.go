@@ -295,8 +295,8 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 				dialled.conn = c
 				dialled.Unlock()
 			})
-			if err == nil && dialledHook != nil {
-				dialledHook(conn)
+			if hook := dialledHook.Load(); err == nil && hook != nil {
+				(*hook)(conn)
 			}
 			return conn, err
 		},
@@ -353,8 +353,9 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 }
 
 // dialledHook, set by tests only, sees each connection to the tunnel
-// server as the dial hands it to the websocket package.
-var dialledHook func(net.Conn)
+// server as the dial hands it to the websocket package. Atomic, as a
+// client left redialling by an earlier test may read it as a test sets it.
+var dialledHook atomic.Pointer[func(net.Conn)]
 
 // describeRefusal adds the server's own reason, when it gave one.
 func describeRefusal(resp *http.Response, err error) error {

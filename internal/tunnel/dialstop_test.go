@@ -42,7 +42,7 @@ func TestStopAsDialReturns(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var stopped time.Time
-	dialledHook = func(c net.Conn) {
+	hook := func(c net.Conn) {
 		if c.RemoteAddr().String() != ln.Addr().String() {
 			return
 		}
@@ -64,7 +64,8 @@ func TestStopAsDialReturns(t *testing.T) {
 			t.Error("the stop set no deadline on the connection it dialled")
 		}
 	}
-	t.Cleanup(func() { dialledHook = nil })
+	dialledHook.Store(&hook)
+	t.Cleanup(func() { dialledHook.Store(nil) })
 
 	c := NewClient(ClientOptions{URL: "ws://" + ln.Addr().String() + "/", Name: "silent", Handler: echoHandler, HandshakeTimeout: 5 * time.Second})
 	done := make(chan struct{})
