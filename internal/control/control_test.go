@@ -176,6 +176,13 @@ func TestHealthz(t *testing.T) {
 	src.set(func(s *State) { *s = healthyG() })
 	check("all back", 200)
 
+	src.set(func(s *State) {
+		s.Proxies[0].Addr, s.Proxies[0].LastError = "", "listen tcp 127.0.0.1:9931: bind: address already in use"
+	})
+	check("listener not listening", 503,
+		"listener http://127.0.0.1:9931 is not listening: listen tcp 127.0.0.1:9931: bind: address already in use")
+	src.set(func(s *State) { *s = healthyG() })
+
 	// A lazy client that has been asked for counts once it is connecting.
 	src.set(func(s *State) { s.Clients[1].State = ClientConnecting })
 	check("lazy client connecting", 503, "tunnel client to ws://127.0.0.1:9803 is connecting")
@@ -262,6 +269,15 @@ func TestJSON(t *testing.T) {
 		if !strings.Contains(body, k) {
 			t.Errorf("no field %s", k)
 		}
+	}
+	// A client's or listener's last_error only when it has one.
+	if strings.Contains(body, `"last_error"`) {
+		t.Errorf("last_error shown with no error:\n%s", body)
+	}
+	src.set(func(s *State) { s.Proxies[0].Addr, s.Proxies[0].LastError = "", "bind: address already in use" })
+	_, body, _ = do(h, "GET", "/api/state", "127.0.0.1:1")
+	if !strings.Contains(body, `"last_error": "bind: address already in use"`) {
+		t.Errorf("a listener's last_error missing:\n%s", body)
 	}
 
 	// Empty lists are [], never null.

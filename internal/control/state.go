@@ -67,6 +67,9 @@ type Proxy struct {
 	PeerUp bool    `json:"peer_up"`          // whether a tunnel to Peer is up now
 	Routes []Route `json:"routes,omitempty"` // http: the path table, longest path first
 	Target string  `json:"target,omitempty"` // tcp: where the far side connects
+	// Why the listener is not listening (Addr is "" then): the error a
+	// reload met opening its socket. A later reload tries again.
+	LastError string `json:"last_error,omitempty"`
 }
 
 // Route is one path of an HTTP proxy listener.
@@ -77,8 +80,10 @@ type Route struct {
 
 // Problems lists, one line each, why the state is not healthy: an early
 // tunnel client that is not up, a lazy one that has been asked for and is
-// not up, or a peer named by an "en" listener that is not connected to our
-// tunnel server. It is empty when every tunnel that should be up is up.
+// not up, a peer named by an "en" listener that is not connected to our
+// tunnel server, or a listener that is not listening (a reload could not
+// open its socket). It is empty when every tunnel that should be up is up
+// and every listener listens.
 func (s State) Problems() []string {
 	var out []string
 	for _, c := range s.Clients {
@@ -107,6 +112,11 @@ func (s State) Problems() []string {
 		}
 		reported[p.Peer] = true
 		out = append(out, fmt.Sprintf("peer %s is not connected (needed by %s)", p.Peer, p.URL))
+	}
+	for _, p := range s.Proxies {
+		if p.LastError != "" {
+			out = append(out, fmt.Sprintf("listener %s is not listening: %s", p.URL, p.LastError))
+		}
 	}
 	return out
 }

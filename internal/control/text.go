@@ -14,7 +14,8 @@ import (
 //     tunnel client connected to us;
 //   - each wstc entry: "state", "since", "connects", and "last_error",
 //     "retry_at" or "remote_addr" when they apply;
-//   - each proxy entry: "peer_up", whether the tunnel to its en or ea is up.
+//   - each proxy entry: "peer_up", whether the tunnel to its en or ea is up,
+//     and "last_error" when it is not listening.
 //
 // As the seed's did, wstc also lists the peer of each en listener, under
 // this west's name, with "ee" "no": the seed's config check added such an
@@ -67,6 +68,9 @@ func Render(cfg *config.Config, s State) string {
 			continue
 		}
 		o["peer_up"] = p.PeerUp // the peer itself is "en" or "ea"
+		if p.LastError != "" {
+			o["last_error"] = p.LastError
+		}
 	}
 	return config.RenderSections(west, wsts, wstc, proxy)
 }
