@@ -49,9 +49,11 @@ func (n *Node) allowControl(a netip.Addr) bool {
 // State returns a snapshot of the node for the control port. Call it after
 // Start, so that bound addresses are known.
 func (n *Node) State() control.State {
-	addrs := n.Addrs()
+	// Under one lock, so that a listener a reload is adding shows either
+	// not yet or with its address or error.
 	n.mu.Lock()
-	cfg, clients := n.cfg, n.clients
+	addrs := n.addrsLocked()
+	cfg, clients, unopened := n.cfg, n.clients, n.unopened
 	n.mu.Unlock()
 	s := control.State{
 		Name:        cfg.West.Name,
@@ -104,6 +106,9 @@ func (n *Node) State() control.State {
 			ps.Peer, ps.Via = p.Peer, "server"
 		}
 		ps.PeerUp = connected[peerKey{ps.Via, ps.Peer}]
+		if err := unopened[ps.URL]; err != nil {
+			ps.LastError = err.Error()
+		}
 		if p.Target != nil {
 			ps.Target = p.Target.Host
 		}

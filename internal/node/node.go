@@ -57,6 +57,10 @@ type Node struct {
 	clients map[string]*tunnel.Client // by server URL
 	servers []*listener               // tunnel server, proxy listeners, control port
 	metrics *control.Metrics          // fed by the engines' hooks; see control.go
+	// unopened are the proxy listeners of cfg that the last reload could
+	// not open, by name, with why. Reload replaces the map, never changes
+	// it: a reader may keep it past n.mu.
+	unopened map[string]error
 
 	// tunnelTLS is the tunnel server's TLS configuration in force, nil
 	// for ws://; Reload replaces it with the files read anew.
@@ -454,17 +458,34 @@ func (n *Node) Start() error {
 
 // listen opens the socket of s.
 func (n *Node) listen(s *listener) error {
+	if err := n.openSocket(s); err != nil {
+		return listenFailed(s, err)
+	}
+	return nil
+}
+
+// listenFailed says which listener err, from openSocket, kept closed.
+func listenFailed(s *listener, err error) error {
+	if _, ok := s.srv.(*proxy.UDP); ok {
+		return fmt.Errorf("listen for %s %s on udp %s: %w", s.role, s.name, s.addr, err)
+	}
+	return fmt.Errorf("listen for %s %s on %s: %w", s.role, s.name, s.addr, err)
+}
+
+// openSocket is listen without naming s in its error, which the control
+// port shows beside the listener's name already.
+func (n *Node) openSocket(s *listener) error {
 	if _, ok := s.srv.(*proxy.UDP); ok {
 		pc, err := net.ListenPacket("udp", s.addr)
 		if err != nil {
-			return fmt.Errorf("listen for %s %s on udp %s: %w", s.role, s.name, s.addr, err)
+			return err
 		}
 		s.pc = pc
 		return nil
 	}
 	ln, err := n.opts.Listen("tcp", s.addr)
 	if err != nil {
-		return fmt.Errorf("listen for %s %s on %s: %w", s.role, s.name, s.addr, err)
+		return err
 	}
 	ln = sockio.WrapListener(ln) // first, so that the wrappers below keep its connections
 	if s.role == "proxy" {
@@ -764,9 +785,14 @@ type Addrs struct {
 
 // Addrs returns the bound addresses; call it after Start.
 func (n *Node) Addrs() Addrs {
-	a := Addrs{Proxies: make(map[string]string)}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	return n.addrsLocked()
+}
+
+// addrsLocked is Addrs with n.mu held.
+func (n *Node) addrsLocked() Addrs {
+	a := Addrs{Proxies: make(map[string]string)}
 	for _, s := range n.servers {
 		addr := s.boundAddr()
 		if addr == "" {

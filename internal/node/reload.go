@@ -66,7 +66,8 @@ func (n *Node) ReloadFile() error {
 // the rest of wsts need a restart: a cfg that changes them is refused, as
 // is one that cannot be built, and then nothing changes. Listeners that
 // cannot bind are reported, after the rest has been applied, as a
-// *PartialError.
+// *PartialError, and in State (which the control port's /healthz reads)
+// until a later reload, which tries to open them again, has opened them.
 func (n *Node) Reload(cfg *config.Config) (err error) {
 	defer func() {
 		// A variable set since west started (in a systemd unit's
@@ -239,9 +240,13 @@ func (n *Node) Reload(cfg *config.Config) (err error) {
 	// draining, which told only the handlers before them.
 	var fresh []*proxy.HTTP
 	var freshUDP []*proxy.UDP
+	// A listener that did not open is not among servers, so the next
+	// reload starts it again, with the same config or another.
+	unopened := make(map[string]error)
 	for _, l := range starts {
-		if err := n.listen(l); err != nil {
-			errs = append(errs, err)
+		if err := n.openSocket(l); err != nil {
+			unopened[l.name] = err
+			errs = append(errs, listenFailed(l, err))
 			continue
 		}
 		n.serveLocked(l)
@@ -299,7 +304,7 @@ func (n *Node) Reload(cfg *config.Config) (err error) {
 	if n.controlAllow.Load() != nil {
 		n.controlAllow.Store(&controlAllow)
 	}
-	n.clients, n.servers, n.cfg = clients, servers, cfg
+	n.clients, n.servers, n.cfg, n.unopened = clients, servers, cfg, unopened
 	n.warnCerts(cfg)
 	n.log.Info("configuration reloaded",
 		"listeners_started", len(starts)-len(errs), "listeners_failed", len(errs),
