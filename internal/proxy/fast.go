@@ -28,7 +28,8 @@ func (c *serverConn) serveRequest() (keep, handOff bool) {
 		return false, false // the client left, or stalled mid-head
 	}
 	var req fastRequest
-	if head == nil || !req.parse(head) {
+	// net/http answers a path with a NUL 400 (nulPath).
+	if head == nil || !req.parse(head) || nulPath(req.path) {
 		return false, true
 	}
 	// Noted before the routes are read: see followHandedOver.

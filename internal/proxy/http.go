@@ -617,6 +617,30 @@ func dropParams(escaped string, backslash bool) string {
 	}
 }
 
+// nulPath reports whether escaped holds a NUL once decoded ("%00"), or
+// decoded twice ("%2500") as some backends do. A backend written in C
+// ends the path there: "/admin%00.png" is its /admin. No name of a file
+// or route holds a NUL, and nginx answers such a path 400 too; so every
+// listener answers it 400, whatever its routes, rather than read each
+// path ended at its NUL too.
+func nulPath(escaped string) bool {
+	i := strings.IndexByte(escaped, '%')
+	if i < 0 {
+		return false
+	}
+	if strings.Contains(escaped[i:], "%00") {
+		return true
+	}
+	if !strings.Contains(escaped[i:], "%25") {
+		return false
+	}
+	once, err := url.PathUnescape(escaped)
+	return err == nil && strings.Contains(once, "%00")
+}
+
+// errNULPath is why a path with a NUL was answered 400.
+var errNULPath = errors.New("a NUL in the path")
+
 // bodyBufSize is the body copy buffer of the reverse proxy and of the
 // request loop's responses. It was one multiplexer frame when frames
 // were 64 KiB (32 KiB, the reverse proxy's own size, took two writes per
@@ -644,13 +668,19 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer h.leave()
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w, http10: !r.ProtoAtLeast(1, 1)}
-	rt := h.match(r.URL.EscapedPath())
-	var refused *route // the route whose access list refuses the client
+	nul := nulPath(r.URL.EscapedPath())
+	var rt, refused *route // refused: the route whose access list refuses the client
+	if !nul {
+		rt = h.match(r.URL.EscapedPath())
+	}
 	if rt != nil {
 		refused = h.refusedBy(rt, r.URL.EscapedPath(), acl.PeerAddr(r.RemoteAddr))
 	}
 	brokeOff := false // the response broke off: see proxy
 	switch {
+	case nul:
+		rec.err = errNULPath
+		writeError(rec, http.StatusBadRequest, rec.err)
 	case rt == nil:
 		rec.err = fmt.Errorf("no route for %s", r.URL.Path)
 		writeError(rec, http.StatusNotFound, rec.err)

@@ -211,3 +211,47 @@ func caseTwins(t *testing.T, be string, order [2]string, routes ...Route) []Rout
 	}
 	return routes
 }
+
+// TestNULPathRefused: a backend written in C ends a path at a decoded
+// NUL ("/admin%00.png" is its /admin), so a path with one, decoded once
+// or twice, is answered 400 on every listener, guarded or not, by the
+// loop (GET) and net/http (POST) alike; "%" and other escapes go on.
+func TestNULPathRefused(t *testing.T) {
+	be, last := lineBackend(t)
+	refuse := func(a netip.Addr) bool { return !a.IsLoopback() }
+	for _, guarded := range []bool{false, true} {
+		routes := []Route{{Path: "/", Target: mustURL(t, "http://"+be+"/")}}
+		if guarded {
+			routes = append(routes, Route{Path: "/admin", Target: mustURL(t, "http://"+be+"/admin"), Allow: refuse})
+		}
+		h := NewHTTP(HTTPOptions{Dialer: tunnelPair(t), Routes: routes})
+		_, addr := startServer(t, h)
+		label := fmt.Sprintf("guarded %v", guarded)
+		want := map[string]string{
+			"/admin%00.png": "400", "/admin%00/x": "400", "/x%00": "400", "/%00": "400",
+			"/x/..%00/admin": "400", "/admin%2500.png": "400", "/x/%25%30%30": "400",
+			"/x%01": "200", "/100%25": "200", "/x/%2541": "200", "/x/%25100": "200",
+		}
+		checkStatuses(t, addr, label, last, want)
+		for target, code := range want {
+			if got := postStatus(t, addr, target); !strings.HasPrefix(got, code) {
+				t.Errorf("%s: POST %s: %s (backend got %q), want %s", label, target, got, last(), code)
+			}
+		}
+	}
+}
+
+// postStatus sends a POST for target, as written, to addr and returns
+// the status it gets.
+func postStatus(t *testing.T, addr, target string) string {
+	t.Helper()
+	c := testutil.DialClient(t, addr)
+	defer c.Close()
+	io.WriteString(c, "POST "+target+" HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("POST %s: %v", target, err)
+	}
+	resp.Body.Close()
+	return resp.Status
+}
