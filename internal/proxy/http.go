@@ -522,6 +522,10 @@ const (
 	// AllowEncodedSlashes NoDecode, Tomcat's encodedSolidusHandling
 	// passthrough), so "/x/../admin/y%2F..%2F../.." is their /admin/.
 	rawSlash
+	// trailing: a segment's trailing dots and spaces are dropped, as
+	// Windows drops them from file names (IIS serving files): "/admin./x",
+	// "/admin%20/x" and "/admin..." are its /admin.
+	trailing
 )
 
 // readingsOf returns the readings that may read escaped otherwise than
@@ -534,16 +538,64 @@ func readingsOf(escaped string) reading {
 			ways |= params
 		case '\\':
 			ways |= backslash
+		case '.':
+			if segmentEnds(escaped, i+1) && !dotSegment(escaped, i+1) {
+				ways |= trailing
+			}
 		case '%':
 			switch hex := escaped[i+1 : min(i+3, len(escaped))]; {
 			case strings.EqualFold(hex, "2f"):
 				ways |= rawSlash
 			case strings.EqualFold(hex, "5c"):
 				ways |= backslash | rawSlash
+			case hex == "20":
+				if segmentEnds(escaped, i+3) {
+					ways |= trailing
+				}
+			case strings.EqualFold(hex, "2e"):
+				if segmentEnds(escaped, i+3) && !dotSegment(escaped, i+3) {
+					ways |= trailing
+				}
 			}
 		}
 	}
 	return ways
+}
+
+// segmentEnds reports whether a segment of escaped may end at i, in some
+// reading: at its end, a "/", "\", ";", or an encoded "/" or "\".
+func segmentEnds(escaped string, i int) bool {
+	if i == len(escaped) {
+		return true
+	}
+	switch escaped[i] {
+	case '/', '\\', ';':
+		return true
+	case '%':
+		hex := escaped[i+1 : min(i+3, len(escaped))]
+		return strings.EqualFold(hex, "2f") || strings.EqualFold(hex, "5c")
+	}
+	return false
+}
+
+// dotSegment reports whether the segment of escaped that ends at end is
+// "." or "..", its dots encoded or not.
+func dotSegment(escaped string, end int) bool {
+	dots := 0
+	for i := end - 1; i >= 0; i-- {
+		switch {
+		case escaped[i] == '/' || escaped[i] == '\\':
+			return dots == 1 || dots == 2
+		case escaped[i] == '.':
+			dots++
+		case i >= 2 && escaped[i-2] == '%' && escaped[i-1] == '2' && escaped[i]|0x20 == 'e':
+			dots++
+			i -= 2
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 // encodedSlashes keeps "%2F" and "%5C" encoded through url.PathUnescape.
@@ -572,6 +624,9 @@ func readPath(escaped string, r reading) (clean, kept string) {
 	if r&backslash != 0 {
 		p = strings.ReplaceAll(p, `\`, "/")
 	}
+	if r&trailing != 0 {
+		p = trimSegments(p)
+	}
 	for seg := range strings.SplitSeq(p, "/") {
 		if seg == "." || seg == ".." {
 			kept = p
@@ -592,6 +647,35 @@ func readPath(escaped string, r reading) (clean, kept string) {
 func cleanPath(escaped string) string {
 	clean, _ := readPath(escaped, 0)
 	return clean
+}
+
+// trimSegments is p, a decoded path, with its segments' trailing dots
+// and spaces dropped, as Windows reads file names. A segment of dots and
+// spaces only is "." or ".." if it is one but for its spaces, as for a
+// backend that drops only those, and otherwise goes ("..." is "").
+func trimSegments(p string) string {
+	var b strings.Builder
+	b.Grow(len(p))
+	for {
+		seg, rest, more := strings.Cut(p, "/")
+		n := len(seg)
+		if seg != "." && seg != ".." {
+			for n > 0 && (seg[n-1] == '.' || seg[n-1] == ' ') {
+				n--
+			}
+			if n == 0 {
+				if t := strings.TrimRight(seg, " "); t == "." || t == ".." {
+					seg, n = t, len(t)
+				}
+			}
+		}
+		b.WriteString(seg[:n])
+		if !more {
+			return b.String()
+		}
+		b.WriteByte('/')
+		p = rest
+	}
 }
 
 // dropParams is escaped without its segments' parameters: each ";" up to

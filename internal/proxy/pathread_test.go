@@ -38,7 +38,8 @@ func lineBackend(t *testing.T) (addr string, last func() string) {
 // parameters ("/admin;x", "/x/..;/admin" are their /admin), IIS reads "\"
 // as "/" and "/ADMIN" as "/admin", Apache or Tomcat may keep "%2F" in a
 // segment's name, and WSGI servers decode a path but keep its dot
-// segments ("/%61dmin/../x" is Flask's and Django's "/admin/../x"). On
+// segments ("/%61dmin/../x" is Flask's and Django's "/admin/../x"), and
+// Windows drops a segment's trailing dots and spaces ("/admin./x"). On
 // the loop (GET) and net/http (POST) alike; ";" stays usable elsewhere.
 func TestRouteACLPathReadings(t *testing.T) {
 	be, last := lineBackend(t)
@@ -76,12 +77,16 @@ func TestRouteACLPathReadings(t *testing.T) {
 			"/x/../admin/y%2F..%2F../..",
 			"/%61dmin/../x", "/admin%2F..%2Fx", "/%61dmin/%2e%2e/x", "/admin%5C..%5Cx",
 			"/ADMIN", "/Admin/x", "/%41dmin", "/x/..%5CADMIN", "/app/../V1/ADMIN", "/APP/ADMIN;x",
+			"/admin./x", "/admin%20/x", "/admin.", "/admin...", "/ADMIN.%20/x", "/admin%2E", "/admin.%20.",
+			"/x/..%20/admin", "/admin.;x/y", `/x\..\admin.`, "/x%5C..%5Cadmin%20", "/app/admin./x",
+			"/app/..%20/v1/admin/x", "/x/.../../admin",
 		} {
 			if got := send(method, target); !strings.HasPrefix(got, "403") {
 				t.Errorf("%s %s: %s (backend got %q), want 403", method, target, got, last())
 			}
 		}
-		for _, target := range []string{"/docs;v=1", "/a;b/c", "/x/..;/y", "/x%5Cy", "/x%2Fy", "/app;v=1/x"} {
+		for _, target := range []string{"/docs;v=1", "/a;b/c", "/x/..;/y", "/x%5Cy", "/x%2Fy", "/app;v=1/x",
+			"/admin.html", "/administrator", "/admin.html.", "/x./y", "/x%20/y", "/adminx.", "/admin%20x", "/.well-known/x"} {
 			if got := send(method, target); !strings.HasPrefix(got, "200") {
 				t.Errorf("%s %s: %s, want 200", method, target, got)
 			}
