@@ -526,11 +526,28 @@ const (
 	// Windows drops them from file names (IIS serving files): "/admin./x",
 	// "/admin%20/x" and "/admin..." are its /admin.
 	trailing
+	// double: the path is decoded twice, as IIS once did and as does a
+	// framework that unescapes a path its server already unescaped:
+	// "/%2561dmin" and "/x/%252e%252e/admin" are its /admin.
+	double
 )
 
 // readingsOf returns the readings that may read escaped otherwise than
 // cleanPath does. It is nothing for most paths, which cost no more.
 func readingsOf(escaped string) reading {
+	ways := triggers(escaped)
+	if ways&double != 0 {
+		// What the first decoding spells ("%255C" is "%5C") calls for
+		// readings of its own; once, not again for each "%2525".
+		if once, err := url.PathUnescape(escaped); err == nil {
+			ways |= triggers(once) &^ double
+		}
+	}
+	return ways
+}
+
+// triggers returns the readings that escaped's own spelling calls for.
+func triggers(escaped string) reading {
 	var ways reading
 	for i := 0; i < len(escaped); i++ {
 		switch escaped[i] {
@@ -548,6 +565,8 @@ func readingsOf(escaped string) reading {
 				ways |= rawSlash
 			case strings.EqualFold(hex, "5c"):
 				ways |= backslash | rawSlash
+			case hex == "25":
+				ways |= double
 			case hex == "20":
 				if segmentEnds(escaped, i+3) {
 					ways |= trailing
@@ -611,6 +630,13 @@ func readPath(escaped string, r reading) (clean, kept string) {
 		return escaped, ""
 	}
 	p := escaped
+	if r&double != 0 {
+		once, err := url.PathUnescape(p)
+		if err != nil {
+			return escaped, ""
+		}
+		p = escapeStrays(once)
+	}
 	if r&params != 0 {
 		p = dropParams(p, r&backslash != 0)
 	}
@@ -647,6 +673,27 @@ func readPath(escaped string, r reading) (clean, kept string) {
 func cleanPath(escaped string) string {
 	clean, _ := readPath(escaped, 0)
 	return clean
+}
+
+// escapeStrays is s with each "%" that begins no escape written "%25",
+// so that it decodes as a backend that decodes leniently keeps it.
+func escapeStrays(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && (i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2])) {
+			if b.Len() == 0 {
+				b.Grow(len(s) + 8)
+			}
+			b.WriteString(s[:i])
+			b.WriteString("%25")
+			s, i = s[i+1:], -1
+		}
+	}
+	if b.Len() == 0 {
+		return s
+	}
+	b.WriteString(s)
+	return b.String()
 }
 
 // trimSegments is p, a decoded path, with its segments' trailing dots

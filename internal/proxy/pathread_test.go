@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -39,7 +40,8 @@ func lineBackend(t *testing.T) (addr string, last func() string) {
 // as "/" and "/ADMIN" as "/admin", Apache or Tomcat may keep "%2F" in a
 // segment's name, and WSGI servers decode a path but keep its dot
 // segments ("/%61dmin/../x" is Flask's and Django's "/admin/../x"), and
-// Windows drops a segment's trailing dots and spaces ("/admin./x"). On
+// Windows drops a segment's trailing dots and spaces ("/admin./x"), and
+// some backends decode a path twice ("/%2561dmin"). On
 // the loop (GET) and net/http (POST) alike; ";" stays usable elsewhere.
 func TestRouteACLPathReadings(t *testing.T) {
 	be, last := lineBackend(t)
@@ -80,13 +82,17 @@ func TestRouteACLPathReadings(t *testing.T) {
 			"/admin./x", "/admin%20/x", "/admin.", "/admin...", "/ADMIN.%20/x", "/admin%2E", "/admin.%20.",
 			"/x/..%20/admin", "/admin.;x/y", `/x\..\admin.`, "/x%5C..%5Cadmin%20", "/app/admin./x",
 			"/app/..%20/v1/admin/x", "/x/.../../admin",
+			"/%2561dmin", "/%2561dmin/x", "/x/%252e%252e/admin", "/x/%252E%252E%252Fadmin", "/%25%36%31dmin",
+			"/x%255c..%255cadmin", "/%2541DMIN", "/%2561dmin%252e", "/app/%252e%252e/v1/admin/x",
+			"/%2561dmin;x/y", "/%2561dmin/%25zz",
 		} {
 			if got := send(method, target); !strings.HasPrefix(got, "403") {
 				t.Errorf("%s %s: %s (backend got %q), want 403", method, target, got, last())
 			}
 		}
 		for _, target := range []string{"/docs;v=1", "/a;b/c", "/x/..;/y", "/x%5Cy", "/x%2Fy", "/app;v=1/x",
-			"/admin.html", "/administrator", "/admin.html.", "/x./y", "/x%20/y", "/adminx.", "/admin%20x", "/.well-known/x"} {
+			"/admin.html", "/administrator", "/admin.html.", "/x./y", "/x%20/y", "/adminx.", "/admin%20x", "/.well-known/x",
+			"/100%25", "/x/%2561", "/%2525admin", "/x%25zz", "/%2561dministrator"} {
 			if got := send(method, target); !strings.HasPrefix(got, "200") {
 				t.Errorf("%s %s: %s, want 200", method, target, got)
 			}
@@ -259,4 +265,34 @@ func postStatus(t *testing.T, addr, target string) string {
 	}
 	resp.Body.Close()
 	return resp.Status
+}
+
+// BenchmarkAllowsEveryReading: a path that calls for every reading is
+// read in each of their combinations (32 with five readings), short and
+// as long as a request head may be (64 KiB at node's listeners).
+func BenchmarkAllowsEveryReading(b *testing.B) {
+	refuse := func(a netip.Addr) bool { return !a.IsLoopback() }
+	target := func(p string) *url.URL { u, _ := url.Parse("http://be:80" + p); return u }
+	h := NewHTTP(HTTPOptions{Routes: []Route{
+		{Path: "/", Target: target("/")},
+		{Path: "/admin", Target: target("/admin"), Allow: refuse},
+		{Path: "/app", Target: target("/v1")},
+		{Path: "/app/admin", Target: target("/v1/admin"), Allow: refuse},
+		{Path: "/docs/", Target: target("/docs/"), Allow: refuse},
+		{Path: "/static", Target: target("/static")},
+	}})
+	every := "/app/x;a/y.%5Cz%2F%2561/..%20/"
+	if w := readingsOf(every); w != params|backslash|rawSlash|trailing|double {
+		b.Fatalf("readingsOf(%q) = %b, want every reading", every, w)
+	}
+	client := netip.MustParseAddr("127.0.0.1")
+	for _, size := range []int{len(every), 60 << 10} {
+		path := every + strings.Repeat("a/", (size-len(every))/2)
+		rt := h.match(path)
+		b.Run(fmt.Sprintf("%dB", len(path)), func(b *testing.B) {
+			for b.Loop() {
+				h.allows(rt, path, client)
+			}
+		})
+	}
 }
