@@ -457,17 +457,18 @@ func (h *HTTP) refusedRead(rt *route, escaped string, addr netip.Addr, r reading
 }
 
 // refusedSent returns the route to rt's backend whose access list refuses
-// a client at addr sent, a path as the backend reads it, or nil: the
-// route whose outgoing path is the longest that sent lies at or under,
-// and in any case of its letters the longest such. Among these of one
-// length, one spelt as sent decides alone, as in refusedFold: outgoing
-// paths to one backend spelt in two cases tell that it reads case.
+// a client at addr sent, a path as the backend reads it, or nil: a route
+// whose outgoing path is the longest that sent lies at or under
+// (refusedTied), and in any case of its letters the longest such. Among
+// these of one length, one spelt as sent decides alone, as in
+// refusedFold: outgoing paths to one backend spelt in two cases tell
+// that it reads case.
 func (h *HTTP) refusedSent(rt *route, sent string, addr netip.Addr) *route {
-	exact, exactLen := h.matchSent(rt, sent, false)
-	if exact != nil && exact.Allow != nil && !exact.Allow(addr) {
-		return exact
+	exactLen := h.matchSent(rt, sent, false)
+	if by := h.refusedTied(rt, sent, exactLen, addr); by != nil {
+		return by
 	}
-	if _, foldLen := h.matchSent(rt, sent, true); foldLen > exactLen {
+	if foldLen := h.matchSent(rt, sent, true); foldLen > exactLen {
 		for i := range h.routes {
 			ot := &h.routes[i]
 			if ot.Allow == nil || !sameBackend(ot, rt) {
@@ -481,23 +482,47 @@ func (h *HTTP) refusedSent(rt *route, sent string, addr netip.Addr) *route {
 	return nil
 }
 
-// matchSent returns the route to rt's backend whose outgoing path is the
-// longest that sent, a path as the backend reads it, lies at or under;
-// with fold, in any case of its letters. n is that path's length, -1
-// with no route.
-func (h *HTTP) matchSent(rt *route, sent string, fold bool) (best *route, n int) {
-	n = -1
+// matchSent returns the length of the longest outgoing path to rt's
+// backend that sent, a path as the backend reads it, lies at or under;
+// with fold, in any case of its letters; -1 with none.
+func (h *HTTP) matchSent(rt *route, sent string, fold bool) int {
+	n := -1
 	for i := range h.routes {
 		ot := &h.routes[i]
 		if !sameBackend(ot, rt) {
 			continue
 		}
-		dir := sentDir(ot)
-		if (dir == "" || atOrUnder(sent, dir, fold)) && len(dir) > n {
-			best, n = ot, len(dir)
+		if dir := sentDir(ot); (dir == "" || atOrUnder(sent, dir, fold)) && len(dir) > n {
+			n = len(dir)
 		}
 	}
-	return best, n
+	return n
+}
+
+// refusedTied returns the route whose access list refuses a client at
+// addr among the routes to rt's backend whose outgoing path, n long,
+// sent lies at or under, or nil. Routes that send to one path tell
+// nothing of which of them the backend serves sent as: rt, if one of
+// them, decides, as it passed its own list; otherwise any that refuses
+// does, whatever the routes' order.
+func (h *HTTP) refusedTied(rt *route, sent string, n int, addr netip.Addr) *route {
+	var refused *route
+	for i := range h.routes {
+		ot := &h.routes[i]
+		if !sameBackend(ot, rt) {
+			continue
+		}
+		if dir := sentDir(ot); len(dir) != n || dir != "" && !atOrUnder(sent, dir, false) {
+			continue
+		}
+		if ot == rt {
+			return nil
+		}
+		if refused == nil && ot.Allow != nil && !ot.Allow(addr) {
+			refused = ot
+		}
+	}
+	return refused
 }
 
 // sentDir is rt's outgoing path as its backend reads it, with no final "/".

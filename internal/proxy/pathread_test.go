@@ -296,3 +296,27 @@ func BenchmarkAllowsEveryReading(b *testing.B) {
 		})
 	}
 }
+
+// TestRouteACLSentTies: two routes that send to one outgoing path, one
+// open and one guarded, tell nothing of which the backend serves, in
+// either order: a request with dot segments through the open one is
+// judged by it, as the same without them is served, and one through a
+// third route that reaches that path is refused, as the guarded route
+// would refuse it.
+func TestRouteACLSentTies(t *testing.T) {
+	be, last := lineBackend(t)
+	refuse := func(a netip.Addr) bool { return !a.IsLoopback() }
+	open := Route{Path: "/a/", Target: mustURL(t, "http://"+be+"/x/")}
+	guarded := Route{Path: "/b/", Target: mustURL(t, "http://"+be+"/x/"), Allow: refuse}
+	for _, order := range [][2]Route{{open, guarded}, {guarded, open}} {
+		h := NewHTTP(HTTPOptions{Dialer: tunnelPair(t), Routes: []Route{
+			{Path: "/", Target: mustURL(t, "http://"+be+"/")}, order[0], order[1],
+		}})
+		_, addr := startServer(t, h)
+		checkStatuses(t, addr, fmt.Sprintf("routes %s, %s", order[0].Path, order[1].Path), last, map[string]string{
+			"/a/y": "200", "/a/./y": "200", "/a/z/../y": "200", "/a/%2e/y": "200",
+			"/b/y": "403", "/b/./y": "403",
+			"/./x/y": "403", "/z/../x/y": "403", "/x/./y": "403",
+		})
+	}
+}
