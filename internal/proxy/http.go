@@ -584,6 +584,12 @@ func triggers(escaped string) reading {
 			if segmentEnds(escaped, i+1) && !dotSegment(escaped, i+1) {
 				ways |= trailing
 			}
+		case ' ':
+			// Only in a path decoded once (readingsOf): "%2520" is "%20"
+			// there, but "%20%252F" is " %2F", its space ending a segment.
+			if segmentEnds(escaped, i+1) {
+				ways |= trailing
+			}
 		case '%':
 			switch hex := escaped[i+1 : min(i+3, len(escaped))]; {
 			case strings.EqualFold(hex, "2f"):

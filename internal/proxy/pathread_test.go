@@ -84,7 +84,7 @@ func TestRouteACLPathReadings(t *testing.T) {
 			"/app/..%20/v1/admin/x", "/x/.../../admin",
 			"/%2561dmin", "/%2561dmin/x", "/x/%252e%252e/admin", "/x/%252E%252E%252Fadmin", "/%25%36%31dmin",
 			"/x%255c..%255cadmin", "/%2541DMIN", "/%2561dmin%252e", "/app/%252e%252e/v1/admin/x",
-			"/%2561dmin;x/y", "/%2561dmin/%25zz",
+			"/%2561dmin;x/y", "/%2561dmin/%25zz", "/admin%20%252Fx", "/admin%20%255Cx", "/x/..%20%252Fadmin",
 		} {
 			if got := send(method, target); !strings.HasPrefix(got, "403") {
 				t.Errorf("%s %s: %s (backend got %q), want 403", method, target, got, last())
