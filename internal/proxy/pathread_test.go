@@ -269,7 +269,10 @@ func postStatus(t *testing.T, addr, target string) string {
 
 // BenchmarkAllowsEveryReading: a path that calls for every reading is
 // read in each of their combinations (32 with five readings), short and
-// as long as a request head may be (64 KiB at node's listeners).
+// as long as a request head may be (64 KiB at node's listeners), through
+// a route that renames its prefix (/app) and one that does not (/), for a
+// client the guarded routes refuse (loopback), whom no reading of these
+// paths sends to them, the worst case, and for one every route allows.
 func BenchmarkAllowsEveryReading(b *testing.B) {
 	refuse := func(a netip.Addr) bool { return !a.IsLoopback() }
 	target := func(p string) *url.URL { u, _ := url.Parse("http://be:80" + p); return u }
@@ -281,19 +284,25 @@ func BenchmarkAllowsEveryReading(b *testing.B) {
 		{Path: "/docs/", Target: target("/docs/"), Allow: refuse},
 		{Path: "/static", Target: target("/static")},
 	}})
-	every := "/app/x;a/y.%5Cz%2F%2561/..%20/"
-	if w := readingsOf(every); w != params|backslash|rawSlash|trailing|double {
-		b.Fatalf("readingsOf(%q) = %b, want every reading", every, w)
-	}
-	client := netip.MustParseAddr("127.0.0.1")
-	for _, size := range []int{len(every), 60 << 10} {
-		path := every + strings.Repeat("a/", (size-len(every))/2)
-		rt := h.match(path)
-		b.Run(fmt.Sprintf("%dB", len(path)), func(b *testing.B) {
-			for b.Loop() {
-				h.allows(rt, path, client)
+	for _, every := range []string{"/app/x;a/y.%5Cz%2F%2561/..%20/", "/pub/x;a/y.%5Cz%2F%2561/..%20/"} {
+		if w := readingsOf(every); w != params|backslash|rawSlash|trailing|double {
+			b.Fatalf("readingsOf(%q) = %b, want every reading", every, w)
+		}
+		for _, size := range []int{len(every), 60 << 10} {
+			path := every + strings.Repeat("a/", (size-len(every))/2)
+			rt := h.match(path)
+			for _, client := range []string{"127.0.0.1", "192.0.2.1"} {
+				addr := netip.MustParseAddr(client)
+				if !h.allows(rt, path, addr) {
+					b.Fatalf("%s refused %.40s", client, path)
+				}
+				b.Run(fmt.Sprintf("%s/%dB/%s", every[1:4], len(path), client), func(b *testing.B) {
+					for b.Loop() {
+						h.allows(rt, path, addr)
+					}
+				})
 			}
-		})
+		}
 	}
 }
 
