@@ -466,7 +466,13 @@ func (h *HTTP) refusedRead(rt *route, escaped string, addr netip.Addr, r reading
 		return kt
 	}
 	if rt.Target != nil {
-		sent, _ := readPath(joinPath(escaped, rt.Path, rt.Target), r)
+		// A route that sends its path as it came ("/admin" to "/admin")
+		// sends escaped, read as clean already: a long path is not read
+		// twice.
+		sent := clean
+		if out := joinPath(escaped, rt.Path, rt.Target); out != escaped {
+			sent, _ = readPath(out, r)
+		}
 		return h.refusedSent(rt, sent, addr)
 	}
 	return nil
