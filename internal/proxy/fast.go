@@ -37,7 +37,7 @@ func (c *serverConn) serveRequest() (keep, handOff bool) {
 	defer c.setRequest("")
 	h := c.s.current()
 	rt := h.match(req.path)
-	if rt == nil || !h.allows(rt, req.path, c.addr) || rt.Target.Scheme != "http" {
+	if rt == nil || h.tooLong(req.path) || !h.allows(rt, req.path, c.addr) || rt.Target.Scheme != "http" {
 		return false, true
 	}
 	c.br.Discard(len(head))

@@ -196,16 +196,8 @@ func TestRouteACLDirRoute(t *testing.T) {
 func checkStatuses(t *testing.T, addr, label string, last func() string, want map[string]string) {
 	t.Helper()
 	for target, code := range want {
-		c := testutil.DialClient(t, addr)
-		io.WriteString(c, "GET "+target+" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		c.Close()
-		if err != nil {
-			t.Fatalf("%s: GET %s: %v", label, target, err)
-		}
-		resp.Body.Close()
-		if !strings.HasPrefix(resp.Status, code) {
-			t.Errorf("%s: GET %s: %s (backend got %q), want %s", label, target, resp.Status, last(), code)
+		if got := getStatus(t, addr, target); !strings.HasPrefix(got, code) {
+			t.Errorf("%s: GET %s: %s (backend got %q), want %s", label, target, got, last(), code)
 		}
 	}
 }
@@ -252,6 +244,57 @@ func TestNULPathRefused(t *testing.T) {
 	}
 }
 
+// TestLongPathOnGuardedListener: a listener with a route's access list
+// reads a path every way a backend may, at a cost that grows with its
+// length, so it answers a path over maxGuardedPath 414, as nginx and
+// Apache do by default; one without reads none and passes it on.
+func TestLongPathOnGuardedListener(t *testing.T) {
+	be, last := lineBackend(t)
+	refuse := func(a netip.Addr) bool { return !a.IsLoopback() }
+	atBound := "/x/" + strings.Repeat("a;%5C.", maxGuardedPath/8) // calls for readings
+	atBound += strings.Repeat("b", maxGuardedPath-len(atBound))
+	over := atBound + "c"
+	for _, guarded := range []bool{false, true} {
+		routes := []Route{{Path: "/", Target: mustURL(t, "http://"+be+"/")}}
+		if guarded {
+			routes = append(routes, Route{Path: "/admin", Target: mustURL(t, "http://"+be+"/admin"), Allow: refuse})
+		}
+		h := NewHTTP(HTTPOptions{Dialer: tunnelPair(t), Routes: routes})
+		_, addr := startServer(t, h)
+		want := map[string]string{atBound: "200", over: "200"}
+		if guarded {
+			want[over] = "414"
+		}
+		for target, code := range want {
+			label := fmt.Sprintf("guarded %v, a path of %d bytes", guarded, len(target))
+			if got := getStatus(t, addr, target); !strings.HasPrefix(got, code) {
+				t.Errorf("%s: GET: %s, want %s", label, got, code)
+			}
+			if got := postStatus(t, addr, target); !strings.HasPrefix(got, code) {
+				t.Errorf("%s: POST: %s, want %s", label, got, code)
+			}
+			if code == "200" && !strings.HasSuffix(last(), " "+target) {
+				t.Errorf("%s: the backend got %.40q..., not the path", label, last())
+			}
+		}
+	}
+}
+
+// getStatus sends a GET for target, as written, to addr and returns the
+// status it gets.
+func getStatus(t *testing.T, addr, target string) string {
+	t.Helper()
+	c := testutil.DialClient(t, addr)
+	defer c.Close()
+	io.WriteString(c, "GET "+target+" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("GET %s: %v", target, err)
+	}
+	resp.Body.Close()
+	return resp.Status
+}
+
 // postStatus sends a POST for target, as written, to addr and returns
 // the status it gets.
 func postStatus(t *testing.T, addr, target string) string {
@@ -269,7 +312,8 @@ func postStatus(t *testing.T, addr, target string) string {
 
 // BenchmarkAllowsEveryReading: a path that calls for every reading is
 // read in each of their combinations (32 with five readings), short and
-// as long as a request head may be (64 KiB at node's listeners), through
+// as long as a listener reads (maxGuardedPath; it answers a longer one
+// 414), through
 // a route that renames its prefix (/app) and one that does not (/), for a
 // client the guarded routes refuse (loopback), whom no reading of these
 // paths sends to them, the worst case, and for one every route allows.
@@ -288,7 +332,7 @@ func BenchmarkAllowsEveryReading(b *testing.B) {
 		if w := readingsOf(every); w != params|backslash|rawSlash|trailing|double {
 			b.Fatalf("readingsOf(%q) = %b, want every reading", every, w)
 		}
-		for _, size := range []int{len(every), 60 << 10} {
+		for _, size := range []int{len(every), maxGuardedPath} {
 			path := every + strings.Repeat("a/", (size-len(every))/2)
 			rt := h.match(path)
 			for _, client := range []string{"127.0.0.1", "192.0.2.1"} {
