@@ -283,28 +283,24 @@ func TestLongPathOnGuardedListener(t *testing.T) {
 // getStatus sends a GET for target, as written, to addr and returns the
 // status it gets.
 func getStatus(t *testing.T, addr, target string) string {
-	t.Helper()
-	c := testutil.DialClient(t, addr)
-	defer c.Close()
-	io.WriteString(c, "GET "+target+" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatalf("GET %s: %v", target, err)
-	}
-	resp.Body.Close()
-	return resp.Status
+	return sendStatus(t, addr, "GET "+target+" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
 }
 
 // postStatus sends a POST for target, as written, to addr and returns
 // the status it gets.
 func postStatus(t *testing.T, addr, target string) string {
+	return sendStatus(t, addr, "POST "+target+" HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi")
+}
+
+// sendStatus sends request to addr and returns the status it gets.
+func sendStatus(t *testing.T, addr, request string) string {
 	t.Helper()
 	c := testutil.DialClient(t, addr)
 	defer c.Close()
-	io.WriteString(c, "POST "+target+" HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi")
+	io.WriteString(c, request)
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
-		t.Fatalf("POST %s: %v", target, err)
+		t.Fatalf("%.60q: %v", request, err)
 	}
 	resp.Body.Close()
 	return resp.Status
@@ -313,21 +309,12 @@ func postStatus(t *testing.T, addr, target string) string {
 // BenchmarkAllowsEveryReading: a path that calls for every reading is
 // read in each of their combinations (32 with five readings), short and
 // as long as a listener reads (maxGuardedPath; it answers a longer one
-// 414), through
-// a route that renames its prefix (/app) and one that does not (/), for a
-// client the guarded routes refuse (loopback), whom no reading of these
-// paths sends to them, the worst case, and for one every route allows.
+// 414), through a route that renames its prefix (/app) and one that does
+// not (/), for a client the guarded routes refuse (loopback), whom no
+// reading of these paths sends to them, the worst case, and for one every
+// route allows.
 func BenchmarkAllowsEveryReading(b *testing.B) {
-	refuse := func(a netip.Addr) bool { return !a.IsLoopback() }
-	target := func(p string) *url.URL { u, _ := url.Parse("http://be:80" + p); return u }
-	h := NewHTTP(HTTPOptions{Routes: []Route{
-		{Path: "/", Target: target("/")},
-		{Path: "/admin", Target: target("/admin"), Allow: refuse},
-		{Path: "/app", Target: target("/v1")},
-		{Path: "/app/admin", Target: target("/v1/admin"), Allow: refuse},
-		{Path: "/docs/", Target: target("/docs/"), Allow: refuse},
-		{Path: "/static", Target: target("/static")},
-	}})
+	h := readingRoutes()
 	for _, every := range []string{"/app/x;a/y.%5Cz%2F%2561/..%20/", "/pub/x;a/y.%5Cz%2F%2561/..%20/"} {
 		if w := readingsOf(every); w != params|backslash|rawSlash|trailing|double {
 			b.Fatalf("readingsOf(%q) = %b, want every reading", every, w)
@@ -348,6 +335,21 @@ func BenchmarkAllowsEveryReading(b *testing.B) {
 			}
 		}
 	}
+}
+
+// readingRoutes is a table of routes, some guarded against loopback
+// clients, for the access check alone: its backend is never dialled.
+func readingRoutes() *HTTP {
+	refuse := func(a netip.Addr) bool { return !a.IsLoopback() }
+	target := func(p string) *url.URL { u, _ := url.Parse("http://be:80" + p); return u }
+	return NewHTTP(HTTPOptions{Routes: []Route{
+		{Path: "/", Target: target("/")},
+		{Path: "/admin", Target: target("/admin"), Allow: refuse},
+		{Path: "/app", Target: target("/v1")},
+		{Path: "/app/admin", Target: target("/v1/admin"), Allow: refuse},
+		{Path: "/docs/", Target: target("/docs/"), Allow: refuse},
+		{Path: "/static", Target: target("/static")},
+	}})
 }
 
 // TestRouteACLSentTies: two routes that send to one outgoing path, one

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"net/netip"
-	"net/url"
 	"strings"
 	"testing"
 )
@@ -21,15 +20,7 @@ func FuzzReadingsOf(f *testing.F) {
 	} {
 		f.Add(s)
 	}
-	refuse := func(a netip.Addr) bool { return !a.IsLoopback() }
-	target := func(p string) *url.URL { u, _ := url.Parse("http://be:80" + p); return u }
-	h := NewHTTP(HTTPOptions{Routes: []Route{
-		{Path: "/", Target: target("/")},
-		{Path: "/admin", Target: target("/admin"), Allow: refuse},
-		{Path: "/app", Target: target("/v1")},
-		{Path: "/app/admin", Target: target("/v1/admin"), Allow: refuse},
-		{Path: "/docs/", Target: target("/docs/"), Allow: refuse},
-	}})
+	h := readingRoutes()
 	client := netip.MustParseAddr("127.0.0.1")
 	f.Fuzz(func(t *testing.T, path string) {
 		if !strings.HasPrefix(path, "/") || len(path) > 256 {
