@@ -221,14 +221,8 @@ func caseTwins(t *testing.T, be string, order [2]string, routes ...Route) []Rout
 // loop (GET) and net/http (POST) alike; "%" and other escapes go on.
 func TestNULPathRefused(t *testing.T) {
 	be, last := lineBackend(t)
-	refuse := func(a netip.Addr) bool { return !a.IsLoopback() }
 	for _, guarded := range []bool{false, true} {
-		routes := []Route{{Path: "/", Target: mustURL(t, "http://"+be+"/")}}
-		if guarded {
-			routes = append(routes, Route{Path: "/admin", Target: mustURL(t, "http://"+be+"/admin"), Allow: refuse})
-		}
-		h := NewHTTP(HTTPOptions{Dialer: tunnelPair(t), Routes: routes})
-		_, addr := startServer(t, h)
+		addr := openOrGuarded(t, be, guarded)
 		label := fmt.Sprintf("guarded %v", guarded)
 		want := map[string]string{
 			"/admin%00.png": "400", "/admin%00/x": "400", "/x%00": "400", "/%00": "400",
@@ -250,17 +244,11 @@ func TestNULPathRefused(t *testing.T) {
 // Apache do by default; one without reads none and passes it on.
 func TestLongPathOnGuardedListener(t *testing.T) {
 	be, last := lineBackend(t)
-	refuse := func(a netip.Addr) bool { return !a.IsLoopback() }
 	atBound := "/x/" + strings.Repeat("a;%5C.", maxGuardedPath/8) // calls for readings
 	atBound += strings.Repeat("b", maxGuardedPath-len(atBound))
 	over := atBound + "c"
 	for _, guarded := range []bool{false, true} {
-		routes := []Route{{Path: "/", Target: mustURL(t, "http://"+be+"/")}}
-		if guarded {
-			routes = append(routes, Route{Path: "/admin", Target: mustURL(t, "http://"+be+"/admin"), Allow: refuse})
-		}
-		h := NewHTTP(HTTPOptions{Dialer: tunnelPair(t), Routes: routes})
-		_, addr := startServer(t, h)
+		addr := openOrGuarded(t, be, guarded)
 		want := map[string]string{atBound: "200", over: "200"}
 		if guarded {
 			want[over] = "414"
@@ -278,6 +266,19 @@ func TestLongPathOnGuardedListener(t *testing.T) {
 			}
 		}
 	}
+}
+
+// openOrGuarded starts a listener whose route "/" goes to be, open to
+// all, with, if guarded, a route "/admin" that refuses loopback clients;
+// it returns the listener's address.
+func openOrGuarded(t *testing.T, be string, guarded bool) string {
+	routes := []Route{{Path: "/", Target: mustURL(t, "http://"+be+"/")}}
+	if guarded {
+		refuse := func(a netip.Addr) bool { return !a.IsLoopback() }
+		routes = append(routes, Route{Path: "/admin", Target: mustURL(t, "http://"+be+"/admin"), Allow: refuse})
+	}
+	_, addr := startServer(t, NewHTTP(HTTPOptions{Dialer: tunnelPair(t), Routes: routes}))
+	return addr
 }
 
 // getStatus sends a GET for target, as written, to addr and returns the
