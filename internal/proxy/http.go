@@ -411,12 +411,15 @@ func (h *HTTP) refusedBy(rt *route, escaped string, addr netip.Addr) *route {
 	if rt.Allow != nil && !rt.Allow(addr) {
 		return rt
 	}
-	ways := readingsOf(escaped)
-	if ways != 0 && h.allowedByAll(addr) {
+	// The readings a path calls for are none only if its spelling calls
+	// for none: readingsOf adds to triggers only for a "%25" in it.
+	if triggers(escaped) != 0 && h.allowedByAll(addr) {
 		// No reading can reach a route that refuses the client: spare
-		// the readings, which a long path makes cost milliseconds.
+		// the readings, which a long path makes cost milliseconds, and
+		// the decoding that finds those a "%25" calls for.
 		return nil
 	}
+	ways := readingsOf(escaped)
 	for r := range ways + 1 {
 		if r&^ways != 0 {
 			continue
