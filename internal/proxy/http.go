@@ -115,6 +115,9 @@ type route struct {
 	Route
 	proxy *httputil.ReverseProxy
 	addr  string // the target's host:port
+	// sentDir is the target's path as its backend reads it, with no
+	// final "/": where the access check finds what a path sent reaches.
+	sentDir string
 }
 
 // NewHTTP returns the handler for an HTTP listener.
@@ -163,6 +166,7 @@ func NewHTTP(opts HTTPOptions) *HTTP {
 		rt := route{Route: r, proxy: h.newReverseProxy(r)}
 		if r.Target != nil {
 			rt.addr = canonicalAddr(r.Target)
+			rt.sentDir = strings.TrimSuffix(cleanPath(r.Target.EscapedPath()), "/")
 		}
 		h.routes = append(h.routes, rt)
 		h.guarded = h.guarded || r.Allow != nil
@@ -411,15 +415,14 @@ func (h *HTTP) refusedBy(rt *route, escaped string, addr netip.Addr) *route {
 	if rt.Allow != nil && !rt.Allow(addr) {
 		return rt
 	}
-	// The readings a path calls for are none only if its spelling calls
-	// for none: readingsOf adds to triggers only for a "%25" in it.
-	if triggers(escaped) != 0 && h.allowedByAll(addr) {
+	ways := triggers(escaped)
+	if ways != 0 && h.allowedByAll(addr) {
 		// No reading can reach a route that refuses the client: spare
 		// the readings, which a long path makes cost milliseconds, and
 		// the decoding that finds those a "%25" calls for.
 		return nil
 	}
-	ways := readingsOf(escaped)
+	ways = decodedTriggers(escaped, ways)
 	for r := range ways + 1 {
 		if r&^ways != 0 {
 			continue
@@ -499,7 +502,7 @@ func (h *HTTP) refusedSent(rt *route, sent string, addr netip.Addr) *route {
 			if ot.Allow == nil || !sameBackend(ot, rt) {
 				continue
 			}
-			if dir := sentDir(ot); len(dir) == foldLen && atOrUnder(sent, dir, true) && !ot.Allow(addr) {
+			if dir := ot.sentDir; len(dir) == foldLen && atOrUnder(sent, dir, true) && !ot.Allow(addr) {
 				return ot
 			}
 		}
@@ -517,7 +520,7 @@ func (h *HTTP) matchSent(rt *route, sent string, fold bool) int {
 		if !sameBackend(ot, rt) {
 			continue
 		}
-		if dir := sentDir(ot); (dir == "" || atOrUnder(sent, dir, fold)) && len(dir) > n {
+		if dir := ot.sentDir; (dir == "" || atOrUnder(sent, dir, fold)) && len(dir) > n {
 			n = len(dir)
 		}
 	}
@@ -537,7 +540,7 @@ func (h *HTTP) refusedTied(rt *route, sent string, n int, addr netip.Addr) *rout
 		if !sameBackend(ot, rt) {
 			continue
 		}
-		if dir := sentDir(ot); len(dir) != n || dir != "" && !atOrUnder(sent, dir, false) {
+		if dir := ot.sentDir; len(dir) != n || dir != "" && !atOrUnder(sent, dir, false) {
 			continue
 		}
 		if ot == rt {
@@ -548,11 +551,6 @@ func (h *HTTP) refusedTied(rt *route, sent string, n int, addr netip.Addr) *rout
 		}
 	}
 	return refused
-}
-
-// sentDir is rt's outgoing path as its backend reads it, with no final "/".
-func sentDir(rt *route) string {
-	return strings.TrimSuffix(cleanPath(rt.Target.EscapedPath()), "/")
 }
 
 // A reading is a way in which backends read a path otherwise than by
@@ -585,7 +583,13 @@ const (
 // readingsOf returns the readings that may read escaped otherwise than
 // cleanPath does. It is nothing for most paths, which cost no more.
 func readingsOf(escaped string) reading {
-	ways := triggers(escaped)
+	return decodedTriggers(escaped, triggers(escaped))
+}
+
+// decodedTriggers is ways, the readings escaped's spelling calls for,
+// with those its first decoding calls for when ways holds double (a path
+// with no trigger of its own has none once decoded either).
+func decodedTriggers(escaped string, ways reading) reading {
 	if ways&double != 0 {
 		// What the first decoding spells ("%255C" is "%5C") calls for
 		// readings of its own; once, not again for each "%2525".
