@@ -871,14 +871,16 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer h.leave()
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w, http10: !r.ProtoAtLeast(1, 1)}
-	nul := nulPath(r.URL.EscapedPath())
-	long := !nul && h.tooLong(r.URL.EscapedPath())
+	// Worked out once: EscapedPath checks RawPath against Path each call.
+	escaped := r.URL.EscapedPath()
+	nul := nulPath(escaped)
+	long := !nul && h.tooLong(escaped)
 	var rt, refused *route // refused: the route whose access list refuses the client
 	if !nul && !long {
-		rt = h.match(r.URL.EscapedPath())
+		rt = h.match(escaped)
 	}
 	if rt != nil {
-		refused = h.refusedBy(rt, r.URL.EscapedPath(), acl.PeerAddr(r.RemoteAddr))
+		refused = h.refusedBy(rt, escaped, acl.PeerAddr(r.RemoteAddr))
 	}
 	brokeOff := false // the response broke off: see proxy
 	switch {
@@ -886,7 +888,7 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rec.err = errNULPath
 		writeError(rec, http.StatusBadRequest, rec.err)
 	case long:
-		rec.err = fmt.Errorf("a path of %d bytes, over the %d a listener with an access list reads", len(r.URL.EscapedPath()), maxGuardedPath)
+		rec.err = fmt.Errorf("a path of %d bytes, over the %d a listener with an access list reads", len(escaped), maxGuardedPath)
 		writeError(rec, http.StatusRequestURITooLong, rec.err)
 	case rt == nil:
 		rec.err = fmt.Errorf("no route for %s", r.URL.Path)
