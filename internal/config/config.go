@@ -140,6 +140,10 @@ type Proxy struct {
 	// client's ending the flow idle longest. Zero means no limit (udp:
 	// the listener's default).
 	MaxConns int
+	// BriefErrors is "error_detail": "no" (KindHTTP): the listener's own
+	// error answers give their status alone, and why only to the log, for
+	// a listener that clients outside the operator's trust reach.
+	BriefErrors bool
 }
 
 // DefaultTimeout is the default of Proxy.Timeout.

@@ -109,8 +109,8 @@ var badTests = []struct {
 
 	// http routes
 	{"no routes", wrap(`"proxy": {"http://h:1": {"ea": "ws://h"}}`), `proxy["http://h:1"]`, `want at least one route, a key such as "/" holding {"ou": "http://..."}, got none`},
-	{"http unknown key", wrap(`"proxy": {"http://h:1": {"ea": "ws://h", "px": {"ou": "http://h"}}}`), `proxy["http://h:1"].px`, `unknown key; want "en", "ea", "timeout", "tls_ca_file", "max_conns" or a path starting with "/"`},
-	{"http ou outside route", wrap(`"proxy": {"http://h:1": {"ea": "ws://h", "ou": "http://h"}}`), `proxy["http://h:1"].ou`, `"ou" goes inside a path key such as "/"; want "en", "ea", "timeout", "tls_ca_file", "max_conns" or a path starting with "/"`},
+	{"http unknown key", wrap(`"proxy": {"http://h:1": {"ea": "ws://h", "px": {"ou": "http://h"}}}`), `proxy["http://h:1"].px`, `unknown key; want "en", "ea", "timeout", "tls_ca_file", "max_conns", "error_detail" or a path starting with "/"`},
+	{"http ou outside route", wrap(`"proxy": {"http://h:1": {"ea": "ws://h", "ou": "http://h"}}`), `proxy["http://h:1"].ou`, `"ou" goes inside a path key such as "/"; want "en", "ea", "timeout", "tls_ca_file", "max_conns", "error_detail" or a path starting with "/"`},
 	{"route not object", wrap(`"proxy": {"http://h:1": {"ea": "ws://h", "/px": "http://h"}}`), `proxy["http://h:1"]["/px"]`, `want an object with "ou" and optional "ca", got string "http://h"`},
 	{"route bad path", wrap(`"proxy": {"http://h:1": {"ea": "ws://h", "/a b": {"ou": "http://h"}}}`), `proxy["http://h:1"]["/a b"]`, `want a path of URL characters and %XX escapes, got "/a b"`},
 	{"route bad escape", wrap(`"proxy": {"http://h:1": {"ea": "ws://h", "/a%zz": {"ou": "http://h"}}}`), `proxy["http://h:1"]["/a%zz"]`, "want a path of URL characters"},
@@ -132,6 +132,8 @@ var badTests = []struct {
 	{"tcp ou http", wrap(`"proxy": {"tcp://h:1": {"ea": "ws://h", "ou": "http://h:2"}}`), `proxy["tcp://h:1"].ou`, `scheme "http" is not allowed here`},
 	{"tcp path key", wrap(`"proxy": {"tcp://h:1": {"ea": "ws://h", "ou": "tcp://h:2", "/x": {"ou": "http://h"}}}`), `proxy["tcp://h:1"]["/x"]`, `unknown key for a tcp:// listener, which has no paths; want "en", "ea", "ou", "ca" or "max_conns"`},
 	{"tcp timeout", wrap(`"proxy": {"tcp://h:1": {"ea": "ws://h", "ou": "tcp://h:2", "timeout": "1s"}}`), `proxy["tcp://h:1"].timeout`, `unknown key for a tcp:// listener, since timeout bounds HTTP responses; want "en", "ea", "ou", "ca" or "max_conns"`},
+	{"tcp error_detail", wrap(`"proxy": {"tcp://h:1": {"ea": "ws://h", "ou": "tcp://h:2", "error_detail": "no"}}`), `proxy["tcp://h:1"].error_detail`, `unknown key for a tcp:// listener, which answers no errors of its own; want "en", "ea", "ou", "ca" or "max_conns"`},
+	{"http error_detail not yes or no", wrap(`"proxy": {"http://h:1": {"ea": "ws://h", "error_detail": "brief", "/": {"ou": "http://h"}}}`), `proxy["http://h:1"].error_detail`, `want "yes" or "no", got "brief"`},
 	{"tcp unknown key", wrap(`"proxy": {"tcp://h:1": {"ea": "ws://h", "ou": "tcp://h:2", "x": 1}}`), `proxy["tcp://h:1"].x`, `unknown key; want "en", "ea", "ou", "ca" or "max_conns"`},
 	{"udp no port", wrap(`"proxy": {"udp://h": {"ea": "ws://h", "ou": "udp://h:2"}}`), `proxy["udp://h"]`, `a udp:// listener needs a port`},
 	{"udp ou tcp", wrap(`"proxy": {"udp://h:1": {"ea": "ws://h", "ou": "tcp://h:2"}}`), `proxy["udp://h:1"].ou`, `want a udp://host:port URL to connect to, got "tcp://h:2": scheme "tcp" is not allowed here`},

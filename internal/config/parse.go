@@ -396,7 +396,7 @@ func parseProxy(key string, v *value, p string, haveServer bool) (Proxy, error) 
 	if err := wantObject(v, p, `an object with "en" or "ea"`); err != nil {
 		return px, err
 	}
-	httpKeys := []string{"en", "ea", "timeout", "tls_ca_file", "max_conns", `a path starting with "/"`}
+	httpKeys := []string{"en", "ea", "timeout", "tls_ca_file", "max_conns", "error_detail", `a path starting with "/"`}
 	tcpKeys := []string{"en", "ea", "ou", "ca", "max_conns"}
 	for _, m := range v.members {
 		mp := field(p, m.key)
@@ -416,6 +416,10 @@ func parseProxy(key string, v *value, p string, haveServer bool) (Proxy, error) 
 			px.Timeout, err = parseTimeout(m.val, mp)
 		case px.Kind == KindHTTP && m.key == "tls_ca_file":
 			px.TLSCAFile, err = parseFile(m.val, mp)
+		case px.Kind == KindHTTP && m.key == "error_detail":
+			var detail bool
+			detail, err = parseYesNo(m.val, mp)
+			px.BriefErrors = !detail
 		case px.Kind == KindHTTP && strings.HasPrefix(m.key, "/"):
 			var r Route
 			if r, err = parseRoute(m.key, m.val, mp); err == nil {
@@ -433,6 +437,8 @@ func parseProxy(key string, v *value, p string, haveServer bool) (Proxy, error) 
 			err = errf(mp, "unknown key for a %s:// listener, which has no paths; want %s", raw, keyList(tcpKeys))
 		case m.key == "timeout":
 			err = errf(mp, "unknown key for a %s:// listener, since timeout bounds HTTP responses; want %s", raw, keyList(tcpKeys))
+		case m.key == "error_detail":
+			err = errf(mp, "unknown key for a %s:// listener, which answers no errors of its own; want %s", raw, keyList(tcpKeys))
 		default:
 			err = errf(mp, "unknown key; want %s", keyList(tcpKeys))
 		}

@@ -113,6 +113,9 @@ func (c *Config) RenderObjects() (west, wsts, wstc, proxy map[string]any) {
 		if p.MaxConns > 0 {
 			o["max_conns"] = p.MaxConns
 		}
+		if p.BriefErrors {
+			o["error_detail"] = "no"
+		}
 		proxy[p.URL.String()] = o
 	}
 	return west, wsts, wstc, proxy

@@ -385,15 +385,16 @@ func (n *Node) buildHTTP(p config.Proxy, clients map[string]*tunnel.Client) (*pr
 		return nil, err
 	}
 	return proxy.NewHTTP(proxy.HTTPOptions{
-		Name:       p.URL.String(),
-		Peer:       peer,
-		PeerDialed: p.ServerURL != nil, // as dialerFor chose
-		Routes:     routes,
-		Dialer:     dialer,
-		Timeout:    p.Timeout,
-		TLSConfig:  tc,
-		Logger:     n.log.With("part", "proxy"),
-		Observe:    n.observeHTTP, // metrics; see control.go
+		Name:        p.URL.String(),
+		Peer:        peer,
+		PeerDialed:  p.ServerURL != nil, // as dialerFor chose
+		Routes:      routes,
+		Dialer:      dialer,
+		Timeout:     p.Timeout,
+		TLSConfig:   tc,
+		Logger:      n.log.With("part", "proxy"),
+		Observe:     n.observeHTTP, // metrics; see control.go
+		BriefErrors: p.BriefErrors,
 	}), nil
 }
 

@@ -398,7 +398,7 @@ func (h *HTTP) serveFast(c *serverConn, rt *route, req *fastRequest) bool {
 	// The writer and the request live in c, made once per connection, so
 	// that a request does not allocate them and their method values.
 	w := &c.w
-	*w = fastWriter{conn: c, method: req.method, keep: !req.close, headBuf: (*hp)[:0]}
+	*w = fastWriter{conn: c, method: req.method, keep: !req.close, headBuf: (*hp)[:0], brief: h.opts.BriefErrors}
 	if c.sreq.write == nil {
 		c.sreq = streamRequest{write: c.writeOut, readHead: w.readResponseHead, on1xx: w.informational,
 			abandon: &abandonHook{}}

@@ -26,6 +26,7 @@ type fastWriter struct {
 	status     int
 	keep       bool      // the connection may carry another request
 	clientGone bool      // a write to the client failed
+	brief      bool      // errors without why (HTTPOptions.BriefErrors)
 	vec        [2][]byte // writeBoth's buffers, kept here so that a write allocates nothing
 }
 
@@ -367,7 +368,7 @@ func (b *fixedBody) Close() error { return nil }
 // error answers status with err as the text, as writeError does.
 func (w *fastWriter) error(status int, err error, b []byte) {
 	w.status = status
-	text := errorText(status, err)
+	text := errorText(status, err, w.brief)
 	b = appendStatusLine(b, status)
 	b = fmt.Appendf(b, "Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: %d\r\n", len(text))
 	b = w.endHead(b)

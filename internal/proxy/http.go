@@ -73,6 +73,11 @@ type HTTPOptions struct {
 	Logger *slog.Logger
 	// Observe, if set, is told of every finished request, for metrics.
 	Observe func(Record)
+	// BriefErrors keeps why out of the listener's own error answers: the
+	// body gives the status alone, and why goes only to the log (Record's
+	// Err), for clients who should not learn the tunnel's or a route's
+	// names.
+	BriefErrors bool
 }
 
 // Record describes one proxied request once it has finished.
@@ -886,16 +891,16 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case nul:
 		rec.err = errNULPath
-		writeError(rec, http.StatusBadRequest, rec.err)
+		h.writeError(rec, http.StatusBadRequest, rec.err)
 	case long:
 		rec.err = fmt.Errorf("a path of %d bytes, over the %d a listener with an access list reads", len(escaped), maxGuardedPath)
-		writeError(rec, http.StatusRequestURITooLong, rec.err)
+		h.writeError(rec, http.StatusRequestURITooLong, rec.err)
 	case rt == nil:
 		rec.err = fmt.Errorf("no route for %s", r.URL.Path)
-		writeError(rec, http.StatusNotFound, rec.err)
+		h.writeError(rec, http.StatusNotFound, rec.err)
 	case refused != nil:
 		rec.err = fmt.Errorf("client %s not in the access list of %s", r.RemoteAddr, refused.Path)
-		writeError(rec, http.StatusForbidden, rec.err)
+		h.writeError(rec, http.StatusForbidden, rec.err)
 	default:
 		// A switch to h2c would turn the connection into HTTP/2 frames
 		// passed on unread: requests for any path of the backend, past
@@ -1069,7 +1074,7 @@ func (h *HTTP) serveError(w http.ResponseWriter, r *http.Request, err error) {
 		// backend's answer: the client is told so.
 		status = http.StatusBadRequest
 	}
-	writeError(w, status, err)
+	h.writeError(w, status, err)
 }
 
 // statusFor maps a proxying error to the status the HTTP client sees.
@@ -1096,15 +1101,19 @@ func statusFor(err error) int {
 	return http.StatusBadGateway
 }
 
-func writeError(w http.ResponseWriter, status int, err error) {
+func (h *HTTP) writeError(w http.ResponseWriter, status int, err error) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	io.WriteString(w, errorText(status, err))
+	io.WriteString(w, errorText(status, err, h.opts.BriefErrors))
 }
 
-// errorText is the body of an error answer: the status and why.
-func errorText(status int, err error) string {
+// errorText is the body of an error answer: the status and, unless
+// brief, why.
+func errorText(status int, err error, brief bool) string {
+	if brief {
+		return fmt.Sprintf("west: %d %s\n", status, http.StatusText(status))
+	}
 	return fmt.Sprintf("west: %d %s: %v\n", status, http.StatusText(status), err)
 }
 
