@@ -71,6 +71,9 @@ type Node struct {
 	// notices sent to tunnels that come up during the drain (the tunnel
 	// server still admits them, and clients still redial).
 	drainCtx atomic.Pointer[context.Context]
+	// stopping is closed as the tunnel server closes, ending the waits of
+	// the handshakes it refuses (gate.admit).
+	stopping chan struct{}
 
 	startOnce sync.Once
 	startErr  error
@@ -146,7 +149,7 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 	if opts.Mux.StreamWindow == 0 {
 		opts.Mux.StreamWindow = cfg.West.StreamWindow
 	}
-	n := &Node{cfg: cfg, opts: opts, log: opts.Logger, id: tunnel.NewID(), clients: make(map[string]*tunnel.Client), runningCh: make(chan struct{})}
+	n := &Node{cfg: cfg, opts: opts, log: opts.Logger, id: tunnel.NewID(), clients: make(map[string]*tunnel.Client), runningCh: make(chan struct{}), stopping: make(chan struct{})}
 	targets, err := acl.ParseTargets(cfg.West.DialAllow)
 	if err != nil {
 		return nil, fmt.Errorf("west.dial_allow: %w", err)
@@ -218,6 +221,7 @@ func (n *Node) addTunnelServer(s *config.TunnelServer) error {
 		return err
 	}
 	g.onRefuse = n.metrics.TunnelRefused
+	g.stop = n.stopping
 	n.gate.Store(g)
 	if !g.authenticated() && s.ClientCAFile == "" && !isLoopback(s.Addr) {
 		n.log.Warn("UNAUTHENTICATED TUNNEL SERVER on a non-loopback address: anyone who reaches it can take any peer name "+
@@ -656,6 +660,7 @@ func (n *Node) shutdown() {
 	for _, sess := range sessions {
 		sess.WaitSent(ctx)
 	}
+	close(n.stopping)
 	for _, s := range servers {
 		if s.role == "tunnel" {
 			s.srv.Close()

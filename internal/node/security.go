@@ -28,9 +28,10 @@ type gate struct {
 	acl       *acl.List
 	tokens    map[string][sha256.Size]byte // by peer name; nil means no tokens
 	certNames bool
-	failDelay time.Duration // how long a refusal takes, so guessing is slow
-	failures  atomic.Int64  // refusals so far
-	onRefuse  func()        // told of each refusal, for metrics; may be nil
+	failDelay time.Duration   // how long a refusal takes, so guessing is slow
+	failures  atomic.Int64    // refusals so far
+	onRefuse  func()          // told of each refusal, for metrics; may be nil
+	stop      <-chan struct{} // closed as the node stops, ending the waits; may be nil
 	log       *slog.Logger
 }
 
@@ -70,13 +71,16 @@ func (g *gate) admit(r *http.Request, name string) error {
 		g.onRefuse()
 	}
 	// Every refusal takes about failDelay, whatever its cause, so that
-	// neither guessing nor timing pays.
+	// neither guessing nor timing pays. Not cut short when the request's
+	// context ends: a peer that half-closes its side after the request
+	// ends that context at once, yet still reads the answer, so it would
+	// get its 403 at once, and guess as fast as the server answers.
 	d := g.failDelay/2 + rand.N(g.failDelay)
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
-	case <-r.Context().Done():
+	case <-g.stop:
 	}
 	return err
 }

@@ -697,3 +697,38 @@ func TestTLSServerAtZonedAddress(t *testing.T) {
 		waitClient(t, l, srv, tunnel.StateUp)
 	}
 }
+
+// TestRefusalTakesItsTimeForHalfClosedPeer: a refused handshake is
+// answered only after about gate.failDelay, so that tokens cannot be
+// guessed fast. The wait ended with the request's context, which ends
+// when the peer half-closes its side after the request; such a peer got
+// its 403 at once, and could guess as fast as the server answered.
+func TestRefusalTakesItsTimeForHalfClosedPeer(t *testing.T) {
+	t.Setenv("WEST_TEST_TOKEN_HC", "right-0123456789abcdef")
+	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0/tunnel", "tokens": {"L": "env:WEST_TEST_TOKEN_HC"}}}`, Options{})
+	const delay = 400 * time.Millisecond // a refusal takes from half of it to one and a half
+	g.gate.Load().failDelay = delay
+	upgrade := "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: " + wire.Subprotocol + "\r\n"
+	conn, err := net.Dial("tcp", g.Addrs().Tunnel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	if _, err := io.WriteString(conn, "GET /tunnel HTTP/1.1\r\nHost: g\r\nOrigin: L\r\nAuthorization: Bearer wrong\r\n"+upgrade+"\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("response: %v", err)
+	}
+	resp.Body.Close()
+	if took := time.Since(start); resp.StatusCode != http.StatusForbidden || took < delay/2 {
+		t.Errorf("half-closed peer with a wrong token: %d after %v; want %d after at least %v", resp.StatusCode, took, http.StatusForbidden, delay/2)
+	}
+}
