@@ -732,3 +732,27 @@ func TestRefusalTakesItsTimeForHalfClosedPeer(t *testing.T) {
 		t.Errorf("half-closed peer with a wrong token: %d after %v; want %d after at least %v", resp.StatusCode, took, http.StatusForbidden, delay/2)
 	}
 }
+
+// TestWarnsWhenReloadUnauthenticates: a reload may take wsts.tokens (or
+// client_ca_file) away; the tunnel server then admits anyone, and says so
+// as loudly as at start. It said nothing.
+func TestWarnsWhenReloadUnauthenticates(t *testing.T) {
+	t.Setenv("WEST_TEST_TOKEN", "0123456789abcdef0123")
+	var logs testutil.Buffer
+	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://0.0.0.0:0", "tokens": {"L": "env:WEST_TEST_TOKEN"}}}`,
+		Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if strings.Contains(logs.String(), "UNAUTHENTICATED TUNNEL SERVER") {
+		t.Fatalf("warned with tokens; logs:\n%s", logs.String())
+	}
+	<-g.Running()
+	cfg, err := config.Parse([]byte(`{"west": {"nm": "G"}, "wsts": {"sp": "ws://0.0.0.0:0"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Reload(cfg); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if !strings.Contains(logs.String(), "UNAUTHENTICATED TUNNEL SERVER") {
+		t.Errorf("a reload that took the tokens away did not warn; logs:\n%s", logs.String())
+	}
+}
