@@ -132,6 +132,22 @@ func TestCheckWarnsOfExpiringCertificate(t *testing.T) {
 	}
 }
 
+// A token sent in the clear passes the check, with a warning that names
+// it; so does a short one.
+func TestCheckWarnsOfTokens(t *testing.T) {
+	t.Setenv("WEST_TEST_TOKEN", "letmein")
+	p := writeFile(t, "clear.json", `{"west": {"nm": "n"}, "wstc": {"ws://203.0.113.7:9801": {"token": "env:WEST_TEST_TOKEN"}}}`)
+	code, _, stderr := runArgs(t, context.Background(), "check", "-c", p)
+	for _, want := range []string{
+		`west: warning: wstc["ws://203.0.113.7:9801"].token is 7 characters; use at least 16 random ones`,
+		`west: warning: wstc["ws://203.0.113.7:9801"].token: sent in the clear at each handshake`,
+	} {
+		if code != exitOK || !strings.Contains(stderr, want) {
+			t.Errorf("check: exit %d, stderr %q; want %d and %q", code, stderr, exitOK, want)
+		}
+	}
+}
+
 // TestRunLogsToFileAndStops: -O sends logs to a file, --input is noted and
 // ignored, -d enables debug, and cancelling the context stops the node.
 // TestArgparseForms: the command lines the seed's argparse read, west

@@ -74,10 +74,3 @@ func daysLeft(d time.Duration) string {
 	}
 	return fmt.Sprintf("%d days", int(d/(24*time.Hour)))
 }
-
-// warnCerts logs CertWarnings, at start and at each reload.
-func (n *Node) warnCerts(cfg *config.Config) {
-	for _, w := range CertWarnings(cfg, time.Now()) {
-		n.log.Warn("certificate " + w)
-	}
-}

@@ -177,7 +177,7 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 	if cfg.West.ControlAddr != "" {
 		n.addServer("control", cfg.West.ControlAddr, cfg.West.ControlAddr, n.controlHandler(), nil)
 	}
-	n.warnCerts(cfg)
+	n.warnConfig(cfg)
 	return n, nil
 }
 

@@ -307,7 +307,7 @@ func (n *Node) Reload(cfg *config.Config) (err error) {
 		n.controlAllow.Store(&controlAllow)
 	}
 	n.clients, n.servers, n.cfg, n.unopened = clients, servers, cfg, unopened
-	n.warnCerts(cfg)
+	n.warnConfig(cfg)
 	n.log.Info("configuration reloaded",
 		"listeners_started", len(starts)-len(errs), "listeners_failed", len(errs),
 		"listeners_stopped", len(stops), "listeners_rerouted", len(swaps),

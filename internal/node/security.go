@@ -7,11 +7,13 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -47,9 +49,6 @@ func newGate(s *config.TunnelServer, log *slog.Logger) (*gate, error) {
 			tok, err := sec.Resolve()
 			if err != nil {
 				return nil, fmt.Errorf("wsts.tokens[%q]: %w", name, err)
-			}
-			if len(tok) < 16 {
-				log.Warn("short tunnel token: use at least 16 random characters", "peer", name)
 			}
 			g.tokens[name] = sha256.Sum256([]byte(tok))
 		}
@@ -232,6 +231,53 @@ func CheckSecrets(cfg *config.Config) error {
 	return nil
 }
 
+// minTokenLen is the length below which a token is worth a warning.
+const minTokenLen = 16
+
+// TokenWarnings names the tokens cfg uses unwisely: shorter than 16
+// characters, or sent in the clear over ws:// to or from a host other
+// than this one (where anyone on the path can read a token and take its
+// peer's name). A secret that does not resolve is not for here:
+// CheckSecrets and New refuse it.
+func TokenWarnings(cfg *config.Config) []string {
+	var out []string
+	short := func(key string, sec config.Secret) {
+		if tok, err := sec.Resolve(); err == nil && len(tok) < minTokenLen {
+			out = append(out, fmt.Sprintf("%s is %d characters; use at least %d random ones", key, len(tok), minTokenLen))
+		}
+	}
+	if s := cfg.Server; s != nil && len(s.Tokens) > 0 {
+		for _, name := range slices.Sorted(maps.Keys(s.Tokens)) {
+			short(fmt.Sprintf("wsts.tokens[%q]", name), s.Tokens[name])
+		}
+		if s.URL.Scheme == "ws" && !isLoopback(s.Addr) {
+			out = append(out, fmt.Sprintf("wsts.tokens: peers send them in the clear to %s, where anyone on the path can read them; use wss://", s.URL))
+		}
+	}
+	for _, c := range cfg.Clients {
+		if c.Token == "" {
+			continue
+		}
+		key := fmt.Sprintf("wstc[%q].token", c.URL.String())
+		short(key, c.Token)
+		if c.URL.Scheme == "ws" && !loopbackHost(c.URL.Hostname()) {
+			out = append(out, key+": sent in the clear at each handshake, where anyone on the path can read it and take this west's name; use wss://")
+		}
+	}
+	return out
+}
+
+// warnConfig logs CertWarnings and TokenWarnings, at start and at each
+// reload.
+func (n *Node) warnConfig(cfg *config.Config) {
+	for _, w := range CertWarnings(cfg, time.Now()) {
+		n.log.Warn("certificate " + w)
+	}
+	for _, w := range TokenWarnings(cfg) {
+		n.log.Warn("tunnel token: " + w)
+	}
+}
+
 // backendTLS is how an HTTP listener verifies https:// outgoing URLs.
 func backendTLS(p config.Proxy) (*tls.Config, error) {
 	if p.TLSCAFile == "" {
@@ -262,6 +308,11 @@ func isLoopback(hostport string) bool {
 	if err != nil {
 		return false
 	}
+	return loopbackHost(host)
+}
+
+// loopbackHost reports whether host, a name or address, is this machine.
+func loopbackHost(host string) bool {
 	if host == "localhost" {
 		return true
 	}

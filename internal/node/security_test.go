@@ -19,6 +19,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -754,5 +755,63 @@ func TestWarnsWhenReloadUnauthenticates(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "UNAUTHENTICATED TUNNEL SERVER") {
 		t.Errorf("a reload that took the tokens away did not warn; logs:\n%s", logs.String())
+	}
+}
+
+// TestTokenWarnings: a short token, or one that crosses ws:// to or from
+// another host, is named; a long one over wss://, or over ws:// on
+// loopback, is not.
+func TestTokenWarnings(t *testing.T) {
+	t.Setenv("WEST_TEST_SHORT", "letmein")
+	t.Setenv("WEST_TEST_LONG", "0123456789abcdef0123")
+	for _, tc := range []struct {
+		conf string
+		want []string
+	}{
+		{`{"west": {"nm": "n"}, "wsts": {"sp": "ws://0.0.0.0:9801", "tokens": {"b": "env:WEST_TEST_LONG", "a": "env:WEST_TEST_SHORT"}}}`, []string{
+			`wsts.tokens["a"] is 7 characters; use at least 16 random ones`,
+			`wsts.tokens: peers send them in the clear to ws://0.0.0.0:9801, where anyone on the path can read them; use wss://`,
+		}},
+		{`{"west": {"nm": "n"}, "wsts": {"sp": "ws://127.0.0.1:9801", "tokens": {"a": "env:WEST_TEST_LONG"}}}`, nil},
+		{`{"west": {"nm": "n"}, "wstc": {
+			"ws://203.0.113.7:9801": {"token": "env:WEST_TEST_LONG"},
+			"ws://localhost:9802": {"token": "env:WEST_TEST_SHORT"},
+			"wss://tunnel.example.org": {"token": "env:WEST_TEST_LONG"},
+			"ws://[::1]:9803": {"token": "env:WEST_TEST_LONG"},
+			"ws://198.51.100.1:9804": {}}}`, []string{
+			`wstc["ws://203.0.113.7:9801"].token: sent in the clear at each handshake, where anyone on the path can read it and take this west's name; use wss://`,
+			`wstc["ws://localhost:9802"].token is 7 characters; use at least 16 random ones`,
+		}},
+	} {
+		cfg, err := config.Parse([]byte(tc.conf))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := TokenWarnings(cfg)
+		slices.Sort(got)
+		slices.Sort(tc.want)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s:\ngot  %q\nwant %q", tc.conf, got, tc.want)
+		}
+	}
+}
+
+// TestStartAndReloadWarnOfTokens: the warnings reach the log at start and
+// at each reload, not only from west check.
+func TestStartAndReloadWarnOfTokens(t *testing.T) {
+	t.Setenv("WEST_TEST_SHORT", "letmein")
+	var logs testutil.Buffer
+	conf := `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0", "tokens": {"L": "env:WEST_TEST_SHORT"}}}`
+	g := startNode(t, conf, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	<-g.Running()
+	const want = `tunnel token: wsts.tokens[\"L\"] is 7 characters`
+	if n := strings.Count(logs.String(), want); n != 1 {
+		t.Fatalf("%d warnings at start, want 1; logs:\n%s", n, logs.String())
+	}
+	if err := g.Reload(mustParse(t, conf)); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(logs.String(), want); n != 2 {
+		t.Errorf("%d warnings after a reload, want 2; logs:\n%s", n, logs.String())
 	}
 }
