@@ -104,10 +104,18 @@ func TestCheckInvalid(t *testing.T) {
 func TestCheckLoadsTLSFiles(t *testing.T) {
 	dir := t.TempDir()
 	notPEM := writeFile(t, "not.pem", "not a certificate\n")
+	// A bundle whose second certificate is cut short: not skipped unsaid.
+	good, _ := testutil.SelfSigned(t, "ca.test", time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	goodPEM, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := writeFile(t, "cut.pem", string(goodPEM)+"-----BEGIN CERTIFICATE-----\nMIIBkTCB+wIJAKHBfpegPjMCMA0GCSqGSIb3\n-----END CERTIFICATE-----\n")
 	for _, tc := range []struct{ conf, says string }{
 		{fmt.Sprintf(`{"west": {"nm": "n"}, "wsts": {"sp": "wss://127.0.0.1:0",
 			"tls_cert_file": "%[1]s/tls.pem", "tls_key_file": "%[1]s/tls.key"}}`, dir), dir + "/tls.pem"},
 		{fmt.Sprintf(`{"west": {"nm": "n"}, "wstc": {"wss://127.0.0.1:9": {"ca_file": %q}}}`, notPEM), notPEM},
+		{fmt.Sprintf(`{"west": {"nm": "n"}, "wstc": {"wss://127.0.0.1:9": {"ca_file": %q}}}`, cut), cut + ": certificate 2: x509: "},
 		{fmt.Sprintf(`{"west": {"nm": "n"}, "proxy": {"http://127.0.0.1:0": {"ea": "ws://127.0.0.1:9",
 			"tls_ca_file": "%s/ca.pem", "/": {"ou": "https://127.0.0.1:1/"}}}}`, dir), dir + "/ca.pem"},
 	} {

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -291,12 +292,31 @@ func backendTLS(p config.Proxy) (*tls.Config, error) {
 }
 
 func loadCAs(file, path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(file)
+	data, err := os.ReadFile(file)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	// Block by block, not AppendCertsFromPEM, which skips a certificate
+	// that does not parse: a CA left out of a bundle unsaid is a refusal
+	// to be puzzled over later, at a handshake.
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
+	n := 0
+	for rest := data; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		n++
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s: certificate %d: %w", path, file, n, err)
+		}
+		pool.AddCert(c)
+	}
+	if n == 0 {
 		return nil, fmt.Errorf("%s: %s holds no PEM certificate", path, file)
 	}
 	return pool, nil
