@@ -304,7 +304,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "west: %v\n", err)
 			return exitCheckFailed
 		}
-		for _, w := range append(node.CertWarnings(cfg, time.Now()), node.TokenWarnings(cfg)...) {
+		for _, w := range node.Warnings(cfg, time.Now()) {
 			fmt.Fprintf(stderr, "west: warning: %s\n", w)
 		}
 		fmt.Fprint(stdout, cfg.Render())

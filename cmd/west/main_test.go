@@ -141,14 +141,16 @@ func TestCheckWarnsOfExpiringCertificate(t *testing.T) {
 }
 
 // A token sent in the clear passes the check, with a warning that names
-// it; so does a short one.
+// it; so do a short one and a proxy variable that does not parse.
 func TestCheckWarnsOfTokens(t *testing.T) {
 	t.Setenv("WEST_TEST_TOKEN", "letmein")
+	t.Setenv("HTTP_PROXY", "http://west:50%off@proxy.test:3128")
 	p := writeFile(t, "clear.json", `{"west": {"nm": "n"}, "wstc": {"ws://203.0.113.7:9801": {"token": "env:WEST_TEST_TOKEN"}}}`)
 	code, _, stderr := runArgs(t, context.Background(), "check", "-c", p)
 	for _, want := range []string{
 		`west: warning: wstc["ws://203.0.113.7:9801"].token is 7 characters; use at least 16 random ones`,
 		`west: warning: wstc["ws://203.0.113.7:9801"].token: sent in the clear at each handshake`,
+		`west: warning: HTTP_PROXY does not parse as a proxy URL, so ws:// tunnel clients may go direct or fail`,
 	} {
 		if code != exitOK || !strings.Contains(stderr, want) {
 			t.Errorf("check: exit %d, stderr %q; want %d and %q", code, stderr, exitOK, want)

@@ -22,6 +22,7 @@ import (
 	"github.com/west-tunnel/west/internal/acl"
 	"github.com/west-tunnel/west/internal/config"
 	"github.com/west-tunnel/west/internal/lograte"
+	"github.com/west-tunnel/west/internal/tunnel"
 )
 
 // gate decides which tunnel clients the tunnel server admits: wsts.ca by
@@ -268,14 +269,33 @@ func TokenWarnings(cfg *config.Config) []string {
 	return out
 }
 
-// warnConfig logs CertWarnings and TokenWarnings, at start and at each
-// reload.
+// proxyWarnings is tunnel.ProxyWarnings for the schemes cfg's tunnel
+// clients dial.
+func proxyWarnings(cfg *config.Config) []string {
+	var schemes []string
+	for _, c := range cfg.Clients {
+		schemes = append(schemes, c.URL.Scheme)
+	}
+	return tunnel.ProxyWarnings(schemes...)
+}
+
+// Warnings is what `west check` warns of: CertWarnings, TokenWarnings,
+// and the proxy variables cfg's tunnel clients would read that do not
+// parse.
+func Warnings(cfg *config.Config, now time.Time) []string {
+	return slices.Concat(CertWarnings(cfg, now), TokenWarnings(cfg), proxyWarnings(cfg))
+}
+
+// warnConfig logs Warnings, at start and at each reload.
 func (n *Node) warnConfig(cfg *config.Config) {
 	for _, w := range CertWarnings(cfg, time.Now()) {
 		n.log.Warn("certificate " + w)
 	}
 	for _, w := range TokenWarnings(cfg) {
 		n.log.Warn("tunnel token: " + w)
+	}
+	for _, w := range proxyWarnings(cfg) {
+		n.log.Warn("tunnel client proxy: " + w)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 
 	xproxy "golang.org/x/net/proxy"
@@ -48,6 +49,42 @@ func proxyFor(server string) (*url.URL, error) {
 	}
 	return nil, fmt.Errorf("%s names a proxy of scheme %q (%s); west speaks http, https, socks5 and socks5h",
 		proxyVariable(target.Scheme), proxy.Scheme, proxy.Redacted())
+}
+
+// ProxyWarnings names the proxy variables that clients of the given
+// schemes ("ws", "wss") read and that net/http skips unsaid (a password's
+// "%" left unescaped) or misreads (a URL that does not parse, read as a
+// host named "http:"), so that a tunnel would go direct, or nowhere, with
+// nothing said of the proxy. Values are not shown: they may hold a
+// password.
+func ProxyWarnings(schemes ...string) []string {
+	var out []string
+	for _, s := range []struct{ ws, http string }{{"ws", "http"}, {"wss", "https"}} {
+		if !slices.Contains(schemes, s.ws) {
+			continue
+		}
+		name := proxyVariable(s.http)
+		if v := os.Getenv(name); v != "" && !parsesAsProxy(v) {
+			out = append(out, fmt.Sprintf("%s does not parse as a proxy URL, so %s:// tunnel clients may go direct or fail "+
+				"(its value is not shown, as it may hold a password): write a %%, @, : or / in its user or password as %%25, %%40, %%3A or %%2F",
+				name, s.ws))
+		}
+	}
+	return out
+}
+
+// parsesAsProxy reports whether net/http reads v as the proxy it names:
+// a URL with a scheme and a host, or a host:port once "http://" is put
+// before it.
+func parsesAsProxy(v string) bool {
+	if u, err := url.Parse(v); err == nil && u.Scheme != "" && u.Host != "" {
+		return true
+	}
+	if strings.Contains(v, "://") {
+		return false // net/http would read "http://" + v: the scheme as a host
+	}
+	_, err := url.Parse("http://" + v)
+	return err == nil
 }
 
 // proxyVariable is the variable net/http took the proxy from for a

@@ -212,3 +212,28 @@ func TestProxyUnknownScheme(t *testing.T) {
 		}
 	}
 }
+
+// TestProxyWarnings: a proxy variable net/http would skip (a password's
+// "%" unescaped) or misread (a URL that does not parse) is named, never
+// its value, for the clients that read it; a value net/http reads, with
+// a scheme or without, is not.
+func TestProxyWarnings(t *testing.T) {
+	clearProxyEnv(t)
+	t.Setenv("HTTP_PROXY", "http://west:50%off@proxy.test:3128")
+	t.Setenv("https_proxy", "http://[proxy.test:3128")
+	got := ProxyWarnings("ws", "wss")
+	if len(got) != 2 || !strings.HasPrefix(got[0], "HTTP_PROXY does not parse as a proxy URL, so ws:// tunnel clients") ||
+		!strings.HasPrefix(got[1], "https_proxy does not parse as a proxy URL, so wss:// tunnel clients") ||
+		strings.Contains(strings.Join(got, ""), "50%off") {
+		t.Errorf("warnings %q, want HTTP_PROXY's and https_proxy's, without their values", got)
+	}
+	if got := ProxyWarnings("wss"); len(got) != 1 || !strings.HasPrefix(got[0], "https_proxy") {
+		t.Errorf("wss:// clients only: %q, want https_proxy's alone", got)
+	}
+	for _, fine := range []string{"proxy.test:3128", "http://west:50%25off@proxy.test:3128", "socks5h://[::1]:1080", "https://proxy.test"} {
+		t.Setenv("HTTP_PROXY", fine)
+		if got := ProxyWarnings("ws"); len(got) != 0 {
+			t.Errorf("HTTP_PROXY=%s: %q, want none", fine, got)
+		}
+	}
+}
