@@ -300,11 +300,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "west: %v\n", err)
 			return exitCheckFailed
 		}
-		if err := node.CheckSecrets(cfg); err != nil {
+		weak, err := node.CheckSecrets(cfg)
+		if err != nil {
 			fmt.Fprintf(stderr, "west: %v\n", err)
 			return exitCheckFailed
 		}
-		for _, w := range node.Warnings(cfg, time.Now()) {
+		for _, w := range append(node.Warnings(cfg, time.Now()), weak...) {
 			fmt.Fprintf(stderr, "west: warning: %s\n", w)
 		}
 		fmt.Fprint(stdout, cfg.Render())

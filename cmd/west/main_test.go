@@ -145,10 +145,11 @@ func TestCheckWarnsOfExpiringCertificate(t *testing.T) {
 func TestCheckWarnsOfTokens(t *testing.T) {
 	t.Setenv("WEST_TEST_TOKEN", "letmein")
 	t.Setenv("HTTP_PROXY", "http://west:50%off@proxy.test:3128")
-	p := writeFile(t, "clear.json", `{"west": {"nm": "n"}, "wstc": {"ws://203.0.113.7:9801": {"token": "env:WEST_TEST_TOKEN"}}}`)
+	p := writeFile(t, "clear.json", `{"west": {"nm": "n"}, "wsts": {"sp": "ws://127.0.0.1:0", "tokens": {"L": "env:WEST_TEST_TOKEN"}},
+		"wstc": {"ws://203.0.113.7:9801": {"token": "env:WEST_TEST_TOKEN"}}}`)
 	code, _, stderr := runArgs(t, context.Background(), "check", "-c", p)
 	for _, want := range []string{
-		`west: warning: wstc["ws://203.0.113.7:9801"].token is 7 characters; use at least 16 random ones`,
+		`west: warning: wsts.tokens["L"] is 7 characters; use at least 16 random ones`,
 		`west: warning: wstc["ws://203.0.113.7:9801"].token: sent in the clear at each handshake`,
 		`west: warning: HTTP_PROXY does not parse as a proxy URL, so ws:// tunnel clients may go direct or fail`,
 	} {

@@ -223,7 +223,7 @@ func (n *Node) addTunnelServer(s *config.TunnelServer) error {
 	g.onRefuse = n.metrics.TunnelRefused
 	g.stop = n.stopping
 	n.gate.Store(g)
-	n.warnUnauthenticated(s, g)
+	n.warnGate(s, g)
 	mo := n.opts.Mux
 	mo.MaxStreams = cmp.Or(s.MaxStreams, DefaultMaxStreams)
 	n.server = tunnel.NewServer(tunnel.ServerOptions{
@@ -263,10 +263,13 @@ func (n *Node) addTunnelServer(s *config.TunnelServer) error {
 	return nil
 }
 
-// warnUnauthenticated says loudly, at start and at each reload (which may
-// take wsts.tokens or client_ca_file away), when anyone who reaches the
-// tunnel server may connect.
-func (n *Node) warnUnauthenticated(s *config.TunnelServer, g *gate) {
+// warnGate says, at start and at each reload (which may take wsts.tokens
+// or client_ca_file away), which tokens are short, and loudly when anyone
+// who reaches the tunnel server may connect.
+func (n *Node) warnGate(s *config.TunnelServer, g *gate) {
+	for _, w := range g.weak {
+		n.log.Warn("tunnel token: " + w)
+	}
 	if !g.authenticated() && s.ClientCAFile == "" && !isLoopback(s.Addr) {
 		n.log.Warn("UNAUTHENTICATED TUNNEL SERVER on a non-loopback address: anyone who reaches it can take any peer name "+
 			"and make this west dial any target; set wsts.tokens or wsts.client_ca_file, and west.dial_allow",

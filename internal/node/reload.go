@@ -294,7 +294,7 @@ func (n *Node) Reload(cfg *config.Config) (err error) {
 		admission.onRefuse = n.metrics.TunnelRefused
 		admission.stop = n.stopping
 		n.gate.Store(admission)
-		n.warnUnauthenticated(cfg.Server, admission)
+		n.warnGate(cfg.Server, admission)
 		// Peers admitted before are judged again: a revoked token or
 		// address loses its tunnel now, not at its next handshake.
 		n.server.Recheck(admission.check)

@@ -8,7 +8,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"log/slog"
-	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -36,6 +35,7 @@ type gate struct {
 	failures  atomic.Int64    // refusals so far
 	onRefuse  func()          // told of each refusal, for metrics; may be nil
 	stop      <-chan struct{} // closed as the node stops, ending the waits; may be nil
+	weak      []string        // warnings of tokens too short to resist guessing
 	log       *slog.Logger
 }
 
@@ -51,6 +51,9 @@ func newGate(s *config.TunnelServer, log *slog.Logger) (*gate, error) {
 			tok, err := sec.Resolve()
 			if err != nil {
 				return nil, fmt.Errorf("wsts.tokens[%q]: %w", name, err)
+			}
+			if len(tok) < minTokenLen {
+				g.weak = append(g.weak, fmt.Sprintf("wsts.tokens[%q] is %d characters; use at least %d random ones", name, len(tok), minTokenLen))
 			}
 			g.tokens[name] = sha256.Sum256([]byte(tok))
 		}
@@ -218,52 +221,41 @@ func CheckTLS(cfg *config.Config) error {
 }
 
 // CheckSecrets reads every secret that cfg names (wsts.tokens, each
-// wstc token), as New does: what `west check` runs beside CheckTLS.
-func CheckSecrets(cfg *config.Config) error {
+// wstc token), as New does: what `west check` runs beside CheckTLS. It
+// returns the warnings of tokens too short, which start and each reload
+// log.
+func CheckSecrets(cfg *config.Config) (warnings []string, err error) {
 	if cfg.Server != nil {
-		if _, err := newGate(cfg.Server, slog.New(slog.DiscardHandler)); err != nil {
-			return err
+		g, err := newGate(cfg.Server, slog.New(slog.DiscardHandler))
+		if err != nil {
+			return nil, err
 		}
+		warnings = g.weak
 	}
 	for _, c := range cfg.Clients {
 		if _, err := tokenHeader(c); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return warnings, nil
 }
 
 // minTokenLen is the length below which a token is worth a warning.
 const minTokenLen = 16
 
-// TokenWarnings names the tokens cfg uses unwisely: shorter than 16
-// characters, or sent in the clear over ws:// to or from a host other
-// than this one (where anyone on the path can read a token and take its
-// peer's name). A secret that does not resolve is not for here:
-// CheckSecrets and New refuse it.
+// TokenWarnings names the tokens cfg sends in the clear: over ws:// to or
+// from a host other than this one, where anyone on the path can read a
+// token and take its peer's name. It reads no secret: a file: secret may
+// be a pipe that gives it once (short ones are the gate's to tell, as it
+// reads them).
 func TokenWarnings(cfg *config.Config) []string {
 	var out []string
-	short := func(key string, sec config.Secret) {
-		if tok, err := sec.Resolve(); err == nil && len(tok) < minTokenLen {
-			out = append(out, fmt.Sprintf("%s is %d characters; use at least %d random ones", key, len(tok), minTokenLen))
-		}
-	}
-	if s := cfg.Server; s != nil && len(s.Tokens) > 0 {
-		for _, name := range slices.Sorted(maps.Keys(s.Tokens)) {
-			short(fmt.Sprintf("wsts.tokens[%q]", name), s.Tokens[name])
-		}
-		if s.URL.Scheme == "ws" && !isLoopback(s.Addr) {
-			out = append(out, fmt.Sprintf("wsts.tokens: peers send them in the clear to %s, where anyone on the path can read them; use wss://", s.URL))
-		}
+	if s := cfg.Server; s != nil && len(s.Tokens) > 0 && s.URL.Scheme == "ws" && !isLoopback(s.Addr) {
+		out = append(out, fmt.Sprintf("wsts.tokens: peers send them in the clear to %s, where anyone on the path can read them; use wss://", s.URL))
 	}
 	for _, c := range cfg.Clients {
-		if c.Token == "" {
-			continue
-		}
-		key := fmt.Sprintf("wstc[%q].token", c.URL.String())
-		short(key, c.Token)
-		if c.URL.Scheme == "ws" && !loopbackHost(c.URL.Hostname()) {
-			out = append(out, key+": sent in the clear at each handshake, where anyone on the path can read it and take this west's name; use wss://")
+		if c.Token != "" && c.URL.Scheme == "ws" && !loopbackHost(c.URL.Hostname()) {
+			out = append(out, fmt.Sprintf("wstc[%q].token: sent in the clear at each handshake, where anyone on the path can read it and take this west's name; use wss://", c.URL.String()))
 		}
 	}
 	return out
@@ -279,14 +271,15 @@ func proxyWarnings(cfg *config.Config) []string {
 	return tunnel.ProxyWarnings(schemes...)
 }
 
-// Warnings is what `west check` warns of: CertWarnings, TokenWarnings,
-// and the proxy variables cfg's tunnel clients would read that do not
-// parse.
+// Warnings is what `west check` warns of beside CheckSecrets:
+// CertWarnings, TokenWarnings, and the proxy variables cfg's tunnel
+// clients would read that do not parse.
 func Warnings(cfg *config.Config, now time.Time) []string {
 	return slices.Concat(CertWarnings(cfg, now), TokenWarnings(cfg), proxyWarnings(cfg))
 }
 
-// warnConfig logs Warnings, at start and at each reload.
+// warnConfig logs Warnings, at start and at each reload (the gate's
+// own, of short tokens, are logged as it is made: warnGate).
 func (n *Node) warnConfig(cfg *config.Config) {
 	for _, w := range CertWarnings(cfg, time.Now()) {
 		n.log.Warn("certificate " + w)
