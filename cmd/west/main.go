@@ -100,7 +100,7 @@ func argparseForms(fs *flag.FlagSet, args []string) ([]string, error) {
 		}
 		if name, ok := strings.CutPrefix(args[i], "--"); ok {
 			name, _, _ = strings.Cut(name, "=")
-			if all := longFlags(fs, name); fs.Lookup(name) == nil && len(all) > 1 {
+			if all := longFlags(fs, name); !longFlag(fs, name) && len(all) > 1 {
 				return nil, fmt.Errorf("ambiguous option: --%s could match --%s", name, strings.Join(all, ", --"))
 			}
 		}
@@ -122,7 +122,7 @@ func respell(fs *flag.FlagSet, arg string) (spelled []string, wantsValue bool) {
 	}
 	long := strings.HasPrefix(arg, "--")
 	name, _, hasValue := strings.Cut(strings.TrimLeft(arg, "-"), "=")
-	if full := uniqueLongFlag(fs, name); long && fs.Lookup(name) == nil && full != "" {
+	if full := uniqueLongFlag(fs, name); long && !longFlag(fs, name) && full != "" {
 		arg, name = "--"+full+strings.TrimPrefix(arg, "--"+name), full
 	}
 	if fs.Lookup(name) != nil {
@@ -145,6 +145,12 @@ func respell(fs *flag.FlagSet, arg string) (spelled []string, wantsValue bool) {
 		}
 	}
 	return spelled, false
+}
+
+// longFlag says whether name is a flag of more than a letter. After two
+// dashes argparse reads only those: "--d" is --debug cut short, not -d.
+func longFlag(fs *flag.FlagSet, name string) bool {
+	return len(name) > 1 && fs.Lookup(name) != nil
 }
 
 // uniqueLongFlag returns the one flag of more than a letter whose name

@@ -207,6 +207,34 @@ func TestArgparseForms(t *testing.T) {
 	}
 }
 
+// TestArgparseOneLetterPrefix: after two dashes argparse reads only its
+// long options, so "--d" is --debug cut short, not -d, and "--v" is
+// --verbose or --version.
+func TestArgparseOneLetterPrefix(t *testing.T) {
+	for _, tc := range []struct {
+		args   []string
+		debugN int
+		help   bool
+	}{
+		{[]string{"--d", "3", "-c", "a.json"}, 3, false},
+		{[]string{"--d=2", "-c", "a.json"}, 2, false},
+		{[]string{"--h"}, 0, true},
+	} {
+		f, _, err := parseFlags("west", tc.args, &bytes.Buffer{})
+		if err != nil {
+			t.Errorf("west %q: %v", tc.args, err)
+			continue
+		}
+		if f.debugN != tc.debugN || f.help != tc.help || f.debug != 0 {
+			t.Errorf("west %q: debug level %d, -d %d, help %v; want level %d, help %v", tc.args, f.debugN, f.debug, f.help, tc.debugN, tc.help)
+		}
+	}
+	var stderr bytes.Buffer
+	if _, _, err := parseFlags("west", []string{"--v", "-c", "a.json"}, &stderr); err == nil || !strings.Contains(stderr.String(), "could match --verbose, --version") {
+		t.Errorf("west --v: err %v, stderr %q; want ambiguous between --verbose and --version", err, stderr.String())
+	}
+}
+
 // TestOutputDashIsStdout: "-O -" is the seed's default, standard output,
 // not a file named "-".
 func TestOutputDashIsStdout(t *testing.T) {
