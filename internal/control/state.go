@@ -14,6 +14,7 @@ type State struct {
 	Server      *Server  `json:"server"`       // the tunnel server ("wsts"); null without one
 	Clients     []Client `json:"clients"`      // tunnel clients ("wstc" and those implied by "ea"), by URL
 	Proxies     []Proxy  `json:"proxies"`      // proxy listeners ("proxy"), by listen URL
+	Draining    bool     `json:"draining"`     // stopping: finishing what it carries, taking nothing new
 }
 
 // Server is the tunnel server and the peers connected to it.
@@ -78,7 +79,8 @@ type Route struct {
 	Target string `json:"target"` // "ou": the outgoing URL
 }
 
-// Problems lists, one line each, why the state is not healthy: an early
+// Problems lists, one line each, why the state is not healthy: a west
+// that is stopping (draining), an early
 // tunnel client that is not up, a lazy one that has been asked for and is
 // not up, a peer named by an "en" listener that is not connected to our
 // tunnel server, or a listener that is not listening (a reload could not
@@ -86,6 +88,9 @@ type Route struct {
 // and every listener listens.
 func (s State) Problems() []string {
 	var out []string
+	if s.Draining {
+		out = append(out, "west is stopping: it finishes what it carries and takes nothing new")
+	}
 	for _, c := range s.Clients {
 		if c.State == ClientUp || c.State == ClientIdle && !c.Early {
 			continue

@@ -60,6 +60,7 @@ func (n *Node) State() control.State {
 		ControlAddr: addrs.Control,
 		Clients:     make([]control.Client, 0, len(cfg.Clients)),
 		Proxies:     make([]control.Proxy, 0, len(cfg.Proxies)),
+		Draining:    n.drainCtx.Load() != nil,
 	}
 	// Whose tunnel is up, by side: a client's name and a server's URL
 	// may be spelled alike.

@@ -3,11 +3,14 @@ package node
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -126,6 +129,59 @@ func TestGracefulDrain(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestControlPortShowsTheDrain: while a west drains, its control port
+// still answers: /healthz is 503 saying it is stopping, /api/state says
+// draining, /metrics answers, and a reload is refused; once the drain ends, the port closes.
+func TestControlPortShowsTheDrain(t *testing.T) {
+	be := backend(t) // /x/slow answers after 3s
+	g, _ := runNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	conf := fmt.Sprintf(`{"west": {"nm": "L", "cp": "127.0.0.1:0", "shutdown_grace": "20s"},
+		"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/": {"ou": "%s/x"}}}}`, g.Addrs().Tunnel, be.URL)
+	file := filepath.Join(t.TempDir(), "l.json")
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, stopL := runNode(t, conf, Options{ConfigPath: file})
+	base, cp := proxyURL(t, l), "http://"+l.Addrs().Control
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	waitFor(t, "health before the drain", func() bool {
+		code, _ := fetch(t, client, cp+"/healthz")
+		return code == 200
+	})
+	res := getLater(base + "/slow")
+	time.Sleep(500 * time.Millisecond) // the request is in flight
+	stopped := make(chan struct{})
+	go func() { stopL(); close(stopped) }()
+	waitFor(t, "the drain", func() bool { return l.State().Draining })
+
+	if code, body := fetch(t, client, cp+"/healthz"); code != 503 || !strings.Contains(body, "west is stopping") {
+		t.Errorf("during the drain: /healthz %d %q, want 503 saying west is stopping", code, body)
+	}
+	var st struct{ Draining bool }
+	if code, body := fetch(t, client, cp+"/api/state"); code != 200 || json.Unmarshal([]byte(body), &st) != nil || !st.Draining {
+		t.Errorf("during the drain: /api/state %d %q, want draining", code, body)
+	}
+	if code, body := fetch(t, client, cp+"/metrics"); code != 200 || !strings.Contains(body, "west_tunnel_handshakes_refused_total") {
+		t.Errorf("during the drain: /metrics %d", code)
+	}
+	resp, err := client.Post(cp+"/api/reload", "", nil)
+	if err != nil {
+		t.Fatalf("reload during the drain: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnprocessableEntity {
+		t.Errorf("reload during the drain: %d, want 422", resp.StatusCode)
+	}
+
+	if r := <-res; r.err != nil || r.code != 200 {
+		t.Fatalf("the request in flight: %d, %v", r.code, r.err)
+	}
+	<-stopped
+	if _, err := client.Get(cp + "/healthz"); err == nil {
+		t.Errorf("the control port still answers after the drain")
 	}
 }
 

@@ -623,8 +623,10 @@ func (n *Node) shutdown() {
 	n.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, s := range servers {
-		if s.role == "tunnel" {
-			continue // tunnels carry the requests being drained
+		if s.role == "tunnel" || s.role == "control" {
+			// Tunnels carry the requests being drained; the control port
+			// shows the drain (health 503, metrics) until it ends.
+			continue
 		}
 		wg.Add(1)
 		go func() {
@@ -672,7 +674,7 @@ func (n *Node) shutdown() {
 	}
 	close(n.stopping)
 	for _, s := range servers {
-		if s.role == "tunnel" {
+		if s.role == "tunnel" || s.role == "control" {
 			s.srv.Close()
 		}
 	}
