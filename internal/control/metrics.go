@@ -297,6 +297,19 @@ func (m *Metrics) TunnelShed() {
 	m.shed.Inc()
 }
 
+// WatchHealth exports problems, read at each scrape, as the gauge
+// west_health_problems: the reasons /healthz answers 503, 0 when healthy,
+// so that an alert needs no probe of /healthz of its own.
+func (m *Metrics) WatchHealth(problems func() int) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "west_health_problems",
+		Help: "Reasons /healthz answers 503 now, one per line of its body (a tunnel that should be up and is not, a listener not listening, a drain to stop); 0 when healthy.",
+	}, func() float64 { return float64(problems()) }))
+}
+
 // DialFailed records a stream whose target this west could not connect
 // to; reason is short and from a fixed set (such as "dial_failed").
 func (m *Metrics) DialFailed(reason string) {

@@ -80,6 +80,10 @@ func TestControlPortCase2(t *testing.T) {
 	if code, _ := fetch(t, client, base+"/pa"); code != 503 {
 		t.Errorf("request before L connects: %d, want 503", code)
 	}
+	_, body := fetch(t, client, gCP+"/metrics")
+	if n, _ := metric(body, "west_health_problems"); n != 1 {
+		t.Errorf("G's west_health_problems before L connects: %v, want 1", n)
+	}
 
 	l, stopL := runNode(t, fmt.Sprintf(`{
 		"west": {"nm": "ws://case2.L", "cp": "127.0.0.1:0"},
@@ -87,6 +91,10 @@ func TestControlPortCase2(t *testing.T) {
 	}`, gAddrs.Tunnel), Options{})
 	lCP := "http://" + l.Addrs().Control
 	waitUp(t, g, "ws://case2.L")
+	_, body = fetch(t, client, gCP+"/metrics")
+	if n, count := metric(body, "west_health_problems"); n != 0 || count != 1 {
+		t.Errorf("G's west_health_problems with L up: %v in %d series, want 0 in one", n, count)
+	}
 	const n = 7
 	for i := range n {
 		resp, err := client.Post(fmt.Sprintf("%s/pa/r%d", base, i), "text/plain", strings.NewReader(strings.Repeat("x", 100+i)))

@@ -134,7 +134,8 @@ func TestGracefulDrain(t *testing.T) {
 
 // TestControlPortShowsTheDrain: while a west drains, its control port
 // still answers: /healthz is 503 saying it is stopping, /api/state says
-// draining, /metrics answers, and a reload is refused; once the drain ends, the port closes.
+// draining, /metrics counts it among the health problems, and a reload
+// is refused; once the drain ends, the port closes.
 func TestControlPortShowsTheDrain(t *testing.T) {
 	be := backend(t) // /x/slow answers after 3s
 	g, _ := runNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
@@ -164,8 +165,10 @@ func TestControlPortShowsTheDrain(t *testing.T) {
 	if code, body := fetch(t, client, cp+"/api/state"); code != 200 || json.Unmarshal([]byte(body), &st) != nil || !st.Draining {
 		t.Errorf("during the drain: /api/state %d %q, want draining", code, body)
 	}
-	if code, body := fetch(t, client, cp+"/metrics"); code != 200 || !strings.Contains(body, "west_tunnel_handshakes_refused_total") {
+	if code, body := fetch(t, client, cp+"/metrics"); code != 200 {
 		t.Errorf("during the drain: /metrics %d", code)
+	} else if n, _ := metric(body, "west_health_problems"); n != 1 {
+		t.Errorf("during the drain: west_health_problems %v, want 1", n)
 	}
 	resp, err := client.Post(cp+"/api/reload", "", nil)
 	if err != nil {

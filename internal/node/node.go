@@ -155,6 +155,7 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("west.dial_allow: %w", err)
 	}
 	n.metrics = control.NewMetrics()
+	n.metrics.WatchHealth(func() int { return len(n.State().Problems()) })
 	n.far = &proxy.Far{Targets: targets, Logger: n.log.With("part", "far"), OnDialError: n.onDialError, Locals: &n.locals}
 
 	if s := cfg.Server; s != nil {
