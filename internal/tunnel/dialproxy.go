@@ -47,8 +47,15 @@ func proxyFor(server string) (*url.URL, error) {
 	case "http", "https", "socks5", "socks5h":
 		return proxy, nil
 	}
+	// Redacted hides a password only in a URL with a host: one net/http
+	// read as a scheme and an opaque rest ("user:pa%ss@proxy:3128") is not
+	// shown at all.
+	shown := proxy.Redacted()
+	if proxy.Host == "" {
+		shown = "its value not shown, as it may hold a password"
+	}
 	return nil, fmt.Errorf("%s names a proxy of scheme %q (%s); west speaks http, https, socks5 and socks5h",
-		proxyVariable(target.Scheme), proxy.Scheme, proxy.Redacted())
+		proxyVariable(target.Scheme), proxy.Scheme, shown)
 }
 
 // ProxyWarnings names the proxy variables that clients of the given

@@ -237,3 +237,21 @@ func TestProxyWarnings(t *testing.T) {
 		}
 	}
 }
+
+// TestProxyUnparsedNotShown: a proxy variable with a password's "%" left
+// unescaped and no "http://" ("west:s3cret%@proxy.test:3128") is read by
+// net/http as a URL of scheme "west" with the rest opaque, which Redacted
+// shows whole: the error, which reaches last_error, the control port and
+// a listener's 503, showed the password. It names the variable and the
+// scheme alone.
+func TestProxyUnparsedNotShown(t *testing.T) {
+	if !inOwnProcess(t) {
+		return
+	}
+	clearProxyEnv(t)
+	t.Setenv("HTTP_PROXY", "west:s3cret%@proxy.test:3128")
+	msg := lastError(t, ClientOptions{URL: "ws://tunnel.test:1/", Name: "unparsed"})
+	if !strings.Contains(msg, `HTTP_PROXY names a proxy of scheme "west"`) || strings.Contains(msg, "s3cret") {
+		t.Errorf("last error %q, want it to name HTTP_PROXY and scheme \"west\", without the password", msg)
+	}
+}
