@@ -346,3 +346,29 @@ func TestHelpGoesToStdout(t *testing.T) {
 		t.Errorf("west --bogus: exit %d, stdout %q, stderr %q; want %d and the usage on stderr", code, stdout, stderr, exitConfig)
 	}
 }
+
+// Short tokens are warned of in the order of their names, as every other
+// list west check prints: the gate read them in the map's order, which
+// changes from run to run.
+func TestCheckWarnsOfShortTokensInOrder(t *testing.T) {
+	t.Setenv("WEST_TEST_TOKEN", "letmein")
+	names := []string{"a", "b", "c", "d", "e", "f"}
+	var tokens, want []string
+	for _, n := range names {
+		tokens = append(tokens, fmt.Sprintf("%q: \"env:WEST_TEST_TOKEN\"", n))
+		want = append(want, fmt.Sprintf("west: warning: wsts.tokens[%q] is 7 characters", n))
+	}
+	p := writeFile(t, "short.json", `{"west": {"nm": "n"}, "wsts": {"sp": "ws://127.0.0.1:0", "tokens": {`+strings.Join(tokens, ", ")+`}}}`)
+	for range 5 {
+		code, _, stderr := runArgs(t, context.Background(), "check", "-c", p)
+		var got []string
+		for _, line := range strings.Split(stderr, "\n") {
+			if strings.Contains(line, " is 7 characters") {
+				got = append(got, line[:strings.Index(line, " characters")+len(" characters")])
+			}
+		}
+		if code != exitOK || strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Fatalf("check: exit %d, short-token warnings\n%s\nwant, in order,\n%s", code, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+}

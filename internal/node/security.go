@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -47,8 +48,10 @@ func newGate(s *config.TunnelServer, log *slog.Logger) (*gate, error) {
 	g := &gate{acl: list, certNames: s.CertNames, failDelay: time.Second, log: log}
 	if len(s.Tokens) > 0 {
 		g.tokens = make(map[string][sha256.Size]byte, len(s.Tokens))
-		for name, sec := range s.Tokens {
-			tok, err := sec.Resolve()
+		// In the names' order, so that warnings and errors come alike at
+		// every start, reload and west check.
+		for _, name := range slices.Sorted(maps.Keys(s.Tokens)) {
+			tok, err := s.Tokens[name].Resolve()
 			if err != nil {
 				return nil, fmt.Errorf("wsts.tokens[%q]: %w", name, err)
 			}
