@@ -137,7 +137,17 @@ func TestGracefulDrain(t *testing.T) {
 // draining, /metrics counts it among the health problems, and a reload
 // is refused; once the drain ends, the port closes.
 func TestControlPortShowsTheDrain(t *testing.T) {
-	be := backend(t) // /x/slow answers after 3s
+	// The backend answers once the test has looked at the drain.
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	t.Cleanup(be.Close)
+	free := sync.OnceFunc(func() { close(release) })
 	g, _ := runNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
 	conf := fmt.Sprintf(`{"west": {"nm": "L", "cp": "127.0.0.1:0", "shutdown_grace": "20s"},
 		"proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/": {"ou": "%s/x"}}}}`, g.Addrs().Tunnel, be.URL)
@@ -146,6 +156,7 @@ func TestControlPortShowsTheDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	l, stopL := runNode(t, conf, Options{ConfigPath: file})
+	t.Cleanup(free) // before the nodes stop (cleanups run last first), should the test end early
 	base, cp := proxyURL(t, l), "http://"+l.Addrs().Control
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	waitFor(t, "health before the drain", func() bool {
@@ -153,7 +164,7 @@ func TestControlPortShowsTheDrain(t *testing.T) {
 		return code == 200
 	})
 	res := getLater(base + "/slow")
-	time.Sleep(500 * time.Millisecond) // the request is in flight
+	<-arrived // the request is in flight
 	stopped := make(chan struct{})
 	go func() { stopL(); close(stopped) }()
 	waitFor(t, "the drain", func() bool { return l.State().Draining })
@@ -179,6 +190,7 @@ func TestControlPortShowsTheDrain(t *testing.T) {
 		t.Errorf("reload during the drain: %d, want 422", resp.StatusCode)
 	}
 
+	free()
 	if r := <-res; r.err != nil || r.code != 200 {
 		t.Fatalf("the request in flight: %d, %v", r.code, r.err)
 	}

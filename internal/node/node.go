@@ -221,9 +221,7 @@ func (n *Node) addTunnelServer(s *config.TunnelServer) error {
 	if err != nil {
 		return err
 	}
-	g.onRefuse = n.metrics.TunnelRefused
-	g.stop = n.stopping
-	n.gate.Store(g)
+	n.useGate(g)
 	n.warnGate(s, g)
 	mo := n.opts.Mux
 	mo.MaxStreams = cmp.Or(s.MaxStreams, DefaultMaxStreams)
@@ -262,6 +260,14 @@ func (n *Node) addTunnelServer(s *config.TunnelServer) error {
 		}
 	}
 	return nil
+}
+
+// useGate makes g the tunnel server's admission, counting its refusals
+// and ending their waits when the node stops.
+func (n *Node) useGate(g *gate) {
+	g.onRefuse = n.metrics.TunnelRefused
+	g.stop = n.stopping
+	n.gate.Store(g)
 }
 
 // warnGate says, at start and at each reload (which may take wsts.tokens

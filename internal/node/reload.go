@@ -291,9 +291,7 @@ func (n *Node) Reload(cfg *config.Config) (err error) {
 	}
 	if admission != nil {
 		admission.failDelay = n.gate.Load().failDelay
-		admission.onRefuse = n.metrics.TunnelRefused
-		admission.stop = n.stopping
-		n.gate.Store(admission)
+		n.useGate(admission)
 		n.warnGate(cfg.Server, admission)
 		// Peers admitted before are judged again: a revoked token or
 		// address loses its tunnel now, not at its next handshake.
