@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -94,6 +95,8 @@ type Client struct {
 	opts ClientOptions
 	log  *slog.Logger
 	id   string // this client's half of InstanceHeader, for its life
+
+	attempts uint64 // connection attempts so far (AttemptHeader); Run's alone
 
 	demand  chan struct{} // poked by Dial when lazy and idle
 	dialing atomic.Int32  // Dial calls under way (see Dialing)
@@ -267,8 +270,10 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 		header = http.Header{}
 	}
 	header.Set("Origin", c.opts.Name)
+	c.attempts++
 	if c.opts.West != "" {
 		header.Set(InstanceHeader, c.opts.West+"/"+c.id)
+		header.Set(AttemptHeader, strconv.FormatUint(c.attempts, 10))
 	}
 	proxy, err := proxyFor(c.opts.URL)
 	if err != nil {

@@ -15,6 +15,15 @@ import (
 // coming back, or another west under the name, still replaces the old one.
 const InstanceHeader = "West-Instance"
 
+// AttemptHeader carries, beside InstanceHeader, the number of the
+// client's connection attempt, counted from 1 over its life. A server
+// stopped or paused (SIGSTOP, a VM suspended) keeps the handshakes the
+// client sent meanwhile in its backlog, each given up on in turn, and
+// reads them all once it runs again; without the count, those it reads
+// after the client's latest attempt took the name from it, and the client
+// took that for another client under its name.
+const AttemptHeader = "West-Attempt"
+
 // maxSessionsPerName bounds the tunnels one west may hold under one
 // name; beyond it the oldest is replaced.
 const maxSessionsPerName = 8
@@ -26,8 +35,12 @@ func NewID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// instance is a client's InstanceHeader, parsed; zero without one.
-type instance struct{ west, client string }
+// instance is a client's InstanceHeader, parsed, and its AttemptHeader;
+// zero without them.
+type instance struct {
+	west, client string
+	attempt      uint64
+}
 
 // parseInstance parses an InstanceHeader value: two IDs of 1 to 64
 // letters, digits, '-' or '_', joined by '/'. An empty value is no ID.
@@ -40,7 +53,7 @@ func parseInstance(v string) (instance, error) {
 		return instance{}, fmt.Errorf("%w: a %s header of %q; want two IDs of 1 to 64 letters, digits, '-' or '_', as west/client",
 			errHandshake, InstanceHeader, truncate(v, 80))
 	}
-	return instance{west, client}, nil
+	return instance{west: west, client: client}, nil
 }
 
 func validID(s string) bool {
@@ -58,6 +71,17 @@ func validID(s string) bool {
 // sibling reports whether a and b are two tunnel clients of one west.
 func (a instance) sibling(b instance) bool {
 	return a.west != "" && a.west == b.west && a.client != b.client
+}
+
+// outlivedBy reports whether b is a later attempt of the client that
+// sent a: a handshake that client has given up on.
+func (a instance) outlivedBy(b instance) bool {
+	return a.sameClient(b) && a.attempt < b.attempt
+}
+
+// sameClient reports whether a and b are handshakes of one tunnel client.
+func (a instance) sameClient(b instance) bool {
+	return a.client != "" && a.west == b.west && a.client == b.client
 }
 
 func truncate(s string, n int) string {

@@ -160,8 +160,8 @@ func TestSiblingTunnelsAreBounded(t *testing.T) {
 	}
 }
 
-// A malformed InstanceHeader is refused before the upgrade, with the
-// reason.
+// A malformed InstanceHeader or AttemptHeader is refused before the
+// upgrade, with the reason.
 func TestBadInstanceHeader(t *testing.T) {
 	h := newHarness(t, ServerOptions{})
 	for _, v := range []string{"nowest", "w/", "/c", "w/c/d", "w/c d", "w/" + strings.Repeat("c", 65)} {
@@ -174,6 +174,18 @@ func TestBadInstanceHeader(t *testing.T) {
 		resp.Body.Close()
 		if !strings.Contains(string(body), InstanceHeader) {
 			t.Errorf("%s %q: refused with %q, want the header named", InstanceHeader, v, body)
+		}
+	}
+	for _, v := range []string{"x", "-1", "1.5", "18446744073709551616"} {
+		d := websocket.Dialer{Subprotocols: []string{wire.Subprotocol}, HandshakeTimeout: 5 * time.Second}
+		_, resp, err := d.Dial(h.url, http.Header{"Origin": {"p"}, InstanceHeader: {"w/c"}, AttemptHeader: {v}})
+		if err == nil || resp == nil || resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("%s %q: %v, %v; want 400", AttemptHeader, v, resp, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), AttemptHeader) {
+			t.Errorf("%s %q: refused with %q, want the header named", AttemptHeader, v, body)
 		}
 	}
 	if n := len(h.server.Sessions()); n != 0 {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -130,7 +131,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sess.instance = inst
 	// What Admit reads of the request, without its body or context.
 	hs := &http.Request{Method: r.Method, URL: r.URL, Host: r.Host, Header: r.Header.Clone(), RemoteAddr: r.RemoteAddr, TLS: r.TLS}
-	if !s.register(sess, hs, rechecks) {
+	registered, later := s.register(sess, hs, rechecks)
+	if later != nil {
+		// A handshake its client gave up on, read late (this server was
+		// stopped or paused): the client's later attempt keeps the name.
+		log.Info("tunnel handshake outlived by a later one of its client; closed", "later_remote", later.remote)
+		sess.closeFor(closeReplaced, "replaced by a newer tunnel under this name, from "+later.remote)
+		return
+	}
+	if !registered {
 		// Closed between the upgrade and now: the client has its tunnel
 		// up already, and learns why it ends as those registered do.
 		sess.closeFor(closeStopping, stoppingReason)
@@ -177,19 +186,33 @@ func (s *Server) checkHandshake(r *http.Request, name string) (instance, error) 
 	if !slices.Contains(offered, wire.Subprotocol) {
 		return instance{}, fmt.Errorf("%w: subprotocols %q offered, this west speaks %q", errHandshake, offered, wire.Subprotocol)
 	}
-	return parseInstance(r.Header.Get(InstanceHeader))
+	inst, err := parseInstance(r.Header.Get(InstanceHeader))
+	if v := r.Header.Get(AttemptHeader); err == nil && v != "" {
+		if inst.attempt, err = strconv.ParseUint(v, 10, 64); err != nil {
+			return instance{}, fmt.Errorf("%w: a %s header of %q; want a decimal count", errHandshake, AttemptHeader, truncate(v, 80))
+		}
+	}
+	return inst, err
 }
 
 // register makes sess the newest session under its name. It replaces
 // the older ones at once, so that a client that reconnects is never
 // locked out by its own dead session, but for those of its west's other
 // clients (one server reached by two URLs; see InstanceHeader), which it
-// keeps, up to maxSessionsPerName.
-func (s *Server) register(sess *Session, handshake *http.Request, rechecks int) bool {
+// keeps, up to maxSessionsPerName. It registers nothing when the server
+// has closed, nor a handshake outlived by a later one of its client: it
+// returns that one's session then.
+func (s *Server) register(sess *Session, handshake *http.Request, rechecks int) (registered bool, later *Session) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return false
+		return false, nil
+	}
+	for _, o := range s.peers[sess.peer] {
+		if sess.instance.outlivedBy(o.instance) {
+			s.mu.Unlock()
+			return false, o
+		}
 	}
 	var judge func(r *http.Request, name string) error
 	if s.rechecks != rechecks {
@@ -232,7 +255,7 @@ func (s *Server) register(sess *Session, handshake *http.Request, rechecks int) 
 	for _, old := range replaced {
 		s.replace(old, sess)
 	}
-	return true
+	return true, nil
 }
 
 // replace closes old, which sess has taken the name from.
@@ -240,9 +263,10 @@ func (s *Server) replace(old, sess *Session) {
 	// A client that reconnects replaces its own dead session now and then,
 	// one that has heard nothing since the client lost it; a name that
 	// changes hands again and again from sessions still heard, which a
-	// live peer pings every keepalive, has two live owners.
+	// live peer pings every keepalive, has two live owners; a client that
+	// replaces its own (one it gave up on, read late) is never two.
 	live := old.silent(sess.tookOver) < 2*s.opts.Mux.withDefaults().KeepAliveInterval
-	if live && !old.tookOver.IsZero() && sess.tookOver.Sub(old.tookOver) < tradeWindow {
+	if live && !old.instance.sameClient(sess.instance) && !old.tookOver.IsZero() && sess.tookOver.Sub(old.tookOver) < tradeWindow {
 		s.log.Warn("tunnel name changes hands again: two tunnel clients use it, and each replaces the other; "+
 			"give each west its own name, or spell each tunnel server one way (not both 127.0.0.1 and localhost)",
 			"peer", sess.peer, "remote", sess.remote, "old_remote", old.remote)
