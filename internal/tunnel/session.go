@@ -201,11 +201,19 @@ func (s *Session) peerClosed() (code int, reason string) {
 // that write, and every frame behind it waits, the acknowledgements of
 // the streams the peer opens among them, so that those streams pile up
 // in the multiplexer's backlog, beyond max_streams.
+//
+// A watch that wakes an interval or more after its time has itself been
+// stopped (SIGSTOP, a paused VM), and the session's reader with it: what
+// the peer sent meanwhile waits unread in the socket, so the silence is
+// this west's, not the peer's. It gives the reader an interval to read
+// it, and the peer its ping's answer, before it judges the peer silent.
 func (s *Session) watch(heard, sent *atomic.Int64, interval, timeout time.Duration) {
 	t := time.NewTimer(interval)
 	defer t.Stop()
-	pinging := make(chan struct{}, 1)  // holds a token while a ping waits
-	pinged := int64(math.MinInt64 / 2) // when the last ping started: never
+	wake := monoNow() + int64(interval) // when t is due
+	judge := int64(math.MinInt64 / 2)   // no dead tunnel before then
+	pinging := make(chan struct{}, 1)   // holds a token while a ping waits
+	pinged := int64(math.MinInt64 / 2)  // when the last ping started: never
 	var stall sendStall
 	for {
 		select {
@@ -214,8 +222,11 @@ func (s *Session) watch(heard, sent *atomic.Int64, interval, timeout time.Durati
 			return
 		}
 		now := monoNow()
+		if now-wake >= int64(interval) {
+			judge = now + int64(interval)
+		}
 		last := heard.Load()
-		if quiet := time.Duration(now - last); quiet >= timeout {
+		if quiet := time.Duration(now - last); quiet >= timeout && now >= judge {
 			s.log.Warn("tunnel silent; closed as dead", "silent", quiet.Round(time.Millisecond))
 			why := fmt.Sprintf("peer silent for %s; closed as dead", quiet.Round(time.Millisecond))
 			s.dead.Store(&why)
@@ -244,7 +255,9 @@ func (s *Session) watch(heard, sent *atomic.Int64, interval, timeout time.Durati
 			}
 			due = now + int64(interval)
 		}
-		t.Reset(time.Duration(min(last+int64(timeout), due) - now))
+		next := min(max(last+int64(timeout), judge), due)
+		t.Reset(time.Duration(next - now))
+		wake = next
 	}
 }
 

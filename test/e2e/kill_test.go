@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -215,5 +216,51 @@ func waitStopped(t *testing.T, pid int) {
 			t.Fatalf("process %d not stopped 5 s after SIGSTOP: %s", pid, b)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestFrozenTunnelClientKeepsLiveTunnel stops a tunnel client's process
+// for longer than its own dead_after but not its server's (a paused VM, a
+// SIGSTOP): the server, still waiting, goes on pinging, and its pings wait
+// in the client's socket. Once it runs again the client must read them
+// before it judges its peer silent: it closed the live tunnel instead, and
+// cut the connection carried on it.
+func TestFrozenTunnelClientKeepsLiveTunnel(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, js string) string { return writeConfig(t, dir, name, js) }
+	tun, entry, cp := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
+	echo := testutil.EchoServer(t)
+	g := write("G", fmt.Sprintf(`{"west": {"nm": "thaw.G", "keepalive": "300ms", "dead_after": "30s"}, "wsts": {"sp": "ws://%s"}}`, tun))
+	l := write("L", fmt.Sprintf(`{"west": {"nm": "thaw.L", "cp": %q, "keepalive": "300ms", "dead_after": "1s"},
+		"proxy": {"tcp://%s": {"ea": "ws://%s", "ou": "tcp://%s"}}}`, cp, entry, tun, echo))
+	west(t, "-c", g)
+	lProc := startKillable(t, "-c", l)
+	defer lProc.Process.Signal(syscall.SIGCONT) // before the cleanup's SIGTERM
+	eventually(t, "GET", "http://"+cp+"/healthz", "")
+
+	c := testutil.DialClient(t, entry)
+	buf := make([]byte, 5)
+	echoes := func(what, msg string) {
+		t.Helper()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != msg {
+			t.Fatalf("%s: %q, %v", what, buf, err)
+		}
+	}
+	echoes("echo before the freeze", "hello")
+
+	if err := lProc.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	waitStopped(t, lProc.Process.Pid)
+	time.Sleep(2 * time.Second) // twice the client's dead_after
+	lProc.Process.Signal(syscall.SIGCONT)
+	echoes("echo through the tunnel after the thaw", "again")
+	_, state := get(t, "http://"+cp+"/api/state")
+	if !strings.Contains(state, `"connects": 1,`) {
+		t.Errorf("client state after the thaw, want its first tunnel still up:\n%s", state)
 	}
 }
