@@ -19,6 +19,7 @@ import (
 	"github.com/west-tunnel/west/internal/acl"
 	"github.com/west-tunnel/west/internal/config"
 	"github.com/west-tunnel/west/internal/control"
+	"github.com/west-tunnel/west/internal/lograte"
 	"github.com/west-tunnel/west/internal/proxy"
 	"github.com/west-tunnel/west/internal/sockio"
 	"github.com/west-tunnel/west/internal/tunnel"
@@ -509,6 +510,9 @@ func (n *Node) openSocket(s *listener) error {
 	if err != nil {
 		return err
 	}
+	if _, ok := s.srv.(*proxy.TCP); !ok { // which logs its own
+		ln = &acceptLogger{Listener: ln, log: n.log.With("role", s.role, "name", s.name)}
+	}
 	ln = sockio.WrapListener(ln) // first, so that the wrappers below keep its connections
 	if s.role == "proxy" {
 		ln = proxy.NewLocalListener(ln, &n.locals) // inside its limit, which counts streams too
@@ -531,6 +535,31 @@ func (n *Node) openSocket(s *listener) error {
 	}
 	s.ln = ln
 	return nil
+}
+
+// acceptLogger logs the errors its listener's Accept returns, at most one
+// a second with a count of those held back. The servers behind it wait
+// and retry, as net/http does, but say nothing, or only at debug: a west
+// out of file descriptors would leave its clients waiting in the backlog
+// with no word of why.
+type acceptLogger struct {
+	net.Listener
+	log     *slog.Logger
+	warnLog lograte.Limit
+}
+
+func (l *acceptLogger) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		if ok, skipped := l.warnLog.Allow(); ok {
+			args := []any{"err", err, "not_logged_since", skipped}
+			if hint := proxy.LimitHint(err); hint != "" {
+				args = append(args, "hint", hint)
+			}
+			l.log.Warn("accept failed; clients wait until it succeeds", args...)
+		}
+	}
+	return c, err
 }
 
 func (n *Node) closeListeners() {

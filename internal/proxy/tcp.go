@@ -123,7 +123,11 @@ func (t *TCP) Serve(ln net.Listener) error {
 			// Out of descriptors and the like: wait a little, as
 			// http.Server does, rather than spin.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			t.route.Load().log.Warn("accept failed", "err", err, "retry_in", delay)
+			args := []any{"err", err, "retry_in", delay}
+			if hint := LimitHint(err); hint != "" {
+				args = append(args, "hint", hint)
+			}
+			t.route.Load().log.Warn("accept failed", args...)
 			time.Sleep(delay)
 			continue
 		}

@@ -1,0 +1,22 @@
+package proxy
+
+import (
+	"errors"
+	"syscall"
+)
+
+// LimitHint says which limit to raise when err, from an accept or a
+// dial, is the system's refusal of another socket; "" for any other
+// error. The error alone ("too many open files") does not say where the
+// limit is set.
+func LimitHint(err error) string {
+	switch {
+	case errors.Is(err, syscall.EMFILE):
+		return "west is out of file descriptors: raise its limit (LimitNOFILE= in its systemd unit, ulimit -n)"
+	case errors.Is(err, syscall.ENFILE):
+		return "the system is out of file descriptors: raise fs.file-max"
+	case errors.Is(err, syscall.ENOBUFS), errors.Is(err, syscall.ENOMEM):
+		return "the system is short of memory for sockets"
+	}
+	return ""
+}
