@@ -287,6 +287,13 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 			code = wire.CodeForbidden
 			err = fmt.Errorf("target %s is outside this west's dial policy (dial_allow)", req.Header.Target)
 		}
+		if hint := LimitHint(err); hint != "" {
+			// This west is at a limit, not the target: the client may
+			// try later (503), and the operator has a limit to raise.
+			f.logRefused(log.With("hint", hint), slog.LevelWarn, "dial failed", err)
+			f.reject(req, wire.CodeOverloaded, err.Error())
+			return
+		}
 		f.logRefused(log, slog.LevelInfo, "dial failed", err)
 		f.reject(req, code, err.Error())
 		return
