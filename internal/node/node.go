@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/west-tunnel/west/internal/acl"
@@ -558,9 +559,35 @@ func (l *acceptLogger) Accept() (net.Conn, error) {
 			}
 			l.log.Warn("accept failed; clients wait until it succeeds", args...)
 		}
+		if retryAccept(err) {
+			err = temporaryError{err}
+		}
 	}
 	return c, err
 }
+
+// retryAccept reports whether err, from accept(2), passes as EMFILE does,
+// though net.Error does not call it temporary: short of socket memory, or
+// one of the errors of the connection accepted that accept(2) reports in
+// its stead, for which the Linux manual says to retry. The servers behind
+// the listener retry only what is temporary, and end on the rest, and
+// with them this west.
+func retryAccept(err error) bool {
+	for _, e := range []syscall.Errno{syscall.ENOBUFS, syscall.ENOMEM, syscall.EPERM, syscall.EPROTO,
+		syscall.ENETDOWN, syscall.ENETUNREACH, syscall.EHOSTDOWN, syscall.EHOSTUNREACH, syscall.ENOPROTOOPT} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// temporaryError is an accept error that the servers retry after a wait.
+type temporaryError struct{ error }
+
+func (e temporaryError) Unwrap() error   { return e.error }
+func (e temporaryError) Timeout() bool   { return false }
+func (e temporaryError) Temporary() bool { return true }
 
 func (n *Node) closeListeners() {
 	for _, s := range n.servers {
