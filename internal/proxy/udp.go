@@ -51,6 +51,7 @@ type UDP struct {
 	flowWG sync.WaitGroup
 
 	failLog lograte.Limit // of failed flows (see logDialFailure)
+	readLog lograte.Limit // of failed reads (see ServePacket)
 
 	mu    sync.Mutex
 	flows map[flowKey]*udpFlow
@@ -225,6 +226,7 @@ func (u *UDP) ServePacket(pc net.PacketConn) error {
 		oob = make([]byte, destinationBufSize)
 	}
 	buf := make([]byte, wire.MaxDatagram)
+	var delay time.Duration
 	for {
 		var n, oobn int
 		var from netip.AddrPort
@@ -242,9 +244,20 @@ func (u *UDP) ServePacket(pc net.PacketConn) error {
 			if errors.Is(err, net.ErrClosed) || u.ctx.Err() != nil {
 				return net.ErrClosed
 			}
-			u.route.Load().log.Warn("udp read failed", "err", err)
+			// Short of memory and the like: wait a little, as the accept
+			// loops do, rather than spin on a read that fails at once.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			if ok, skipped := u.readLog.Allow(); ok {
+				args := []any{"err", err, "retry_in", delay, "not_logged_since", skipped}
+				if hint := LimitHint(err); hint != "" {
+					args = append(args, "hint", hint)
+				}
+				u.route.Load().log.Warn("udp read failed", args...)
+			}
+			time.Sleep(delay)
 			continue
 		}
+		delay = 0
 		if !from.IsValid() {
 			continue
 		}
