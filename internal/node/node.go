@@ -511,9 +511,7 @@ func (n *Node) openSocket(s *listener) error {
 	if err != nil {
 		return err
 	}
-	if _, ok := s.srv.(*proxy.TCP); !ok { // which logs its own
-		ln = &acceptLogger{Listener: ln, log: n.log.With("role", s.role, "name", s.name)}
-	}
+	ln = &acceptLogger{Listener: ln, log: n.log.With("role", s.role, "name", s.name)}
 	ln = sockio.WrapListener(ln) // first, so that the wrappers below keep its connections
 	if s.role == "proxy" {
 		ln = proxy.NewLocalListener(ln, &n.locals) // inside its limit, which counts streams too

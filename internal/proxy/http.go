@@ -585,12 +585,6 @@ const (
 	double
 )
 
-// readingsOf returns the readings that may read escaped otherwise than
-// cleanPath does. It is nothing for most paths, which cost no more.
-func readingsOf(escaped string) reading {
-	return decodedTriggers(escaped, triggers(escaped))
-}
-
 // decodedTriggers is ways, the readings escaped's spelling calls for,
 // with those its first decoding calls for when ways holds double (a path
 // with no trigger of its own has none once decoded either).
@@ -619,7 +613,7 @@ func triggers(escaped string) reading {
 				ways |= trailing
 			}
 		case ' ':
-			// Only in a path decoded once (readingsOf): "%2520" is "%20"
+			// Only in a path decoded once (decodedTriggers): "%2520" is "%20"
 			// there, but "%20%252F" is " %2F", its space ending a segment.
 			if segmentEnds(escaped, i+1) {
 				ways |= trailing

@@ -45,3 +45,10 @@ func FuzzReadingsOf(f *testing.F) {
 		}
 	})
 }
+
+// readingsOf returns the readings that may read escaped otherwise than
+// cleanPath does, as refusedBy finds them (triggers, then those of the
+// first decoding).
+func readingsOf(escaped string) reading {
+	return decodedTriggers(escaped, triggers(escaped))
+}

@@ -121,13 +121,9 @@ func (t *TCP) Serve(ln net.Listener) error {
 				return net.ErrClosed
 			}
 			// Out of descriptors and the like: wait a little, as
-			// http.Server does, rather than spin.
+			// http.Server does, rather than spin. The node's listener
+			// logs the error, as it does for every listener.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			args := []any{"err", err, "retry_in", delay}
-			if hint := LimitHint(err); hint != "" {
-				args = append(args, "hint", hint)
-			}
-			t.route.Load().log.Warn("accept failed", args...)
 			time.Sleep(delay)
 			continue
 		}
