@@ -112,6 +112,12 @@ func (w *fastWriter) response(resp *http.Response, b []byte) (int64, error) {
 	}
 	var written int64
 	for {
+		if err == io.EOF {
+			// The whole response is in hand, one write from its client:
+			// a client that reads it may ask again at once, on a
+			// connection Recheck must then see idle, not end.
+			w.conn.setRequest("")
+		}
 		if n > 0 {
 			if chunked {
 				b = strconv.AppendInt(b, int64(n), 16)

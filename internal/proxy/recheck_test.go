@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -123,5 +124,86 @@ func TestServerRecheck(t *testing.T) {
 	}
 	if n := srv.Recheck(); n != 0 {
 		t.Errorf("a second Recheck ended %d exchanges, want none", n)
+	}
+}
+
+// TestRecheckSparesAnsweredRequest: a request whose whole response its
+// client has read is over for Recheck, though the loop is still logging
+// it: a reload then neither ends the connection nor counts it, and the
+// client's next request on it is judged by the new routes (403). A
+// response of known length and a chunked one each get their turn.
+func TestRecheckSparesAnsweredRequest(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/chunked" {
+			io.WriteString(w, "part one, ")
+			w.(http.Flusher).Flush()
+		}
+		io.WriteString(w, "answer")
+	}))
+	t.Cleanup(be.Close)
+
+	dialer := tunnelPair(t)
+	target := mustURL(t, be.URL+"/")
+	// The old handler's Observe, which runs after the response is written
+	// and before the loop is done with the request, holds it there.
+	observed, release := make(chan string, 1), make(chan struct{})
+	old := NewHTTP(HTTPOptions{Dialer: dialer, Routes: []Route{{Path: "/", Target: target}},
+		Observe: func(r Record) {
+			observed <- r.Path
+			<-release
+		}})
+	narrowed := NewHTTP(HTTPOptions{Dialer: dialer, Routes: []Route{{Path: "/", Target: target, Allow: func(netip.Addr) bool { return false }}}})
+	t.Cleanup(func() { old.Retire(); narrowed.Retire() })
+	var current atomic.Pointer[HTTP]
+	srv := NewServer(current.Load, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		current.Load().ServeHTTP(w, r)
+	}), ReadHeaderTimeout: 10 * time.Second})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Close()
+		<-served
+	})
+
+	for _, path := range []string{"/length", "/chunked"} {
+		current.Store(old)
+		c := testutil.DialClient(t, ln.Addr().String())
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		ask := func() (string, error) {
+			if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: west\r\n\r\n"); err != nil {
+				return "", err
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				return "", err
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return fmt.Sprintf("%d %s", resp.StatusCode, b), err
+		}
+		got, err := ask()
+		if err != nil || !strings.HasSuffix(got, "answer") || !strings.HasPrefix(got, "200 ") {
+			t.Fatalf("%s: %q, %v", path, got, err)
+		}
+		select {
+		case <-observed:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: never observed", path)
+		}
+		current.Store(narrowed)
+		n := srv.Recheck()
+		release <- struct{}{}
+		if n != 0 {
+			t.Errorf("%s: Recheck ended %d exchanges whose response was read, want none", path, n)
+		}
+		if got, err := ask(); err != nil || !strings.HasPrefix(got, "403 ") {
+			t.Errorf("%s: the next request on the connection: %q, %v; want 403", path, got, err)
+		}
 	}
 }
