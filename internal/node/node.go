@@ -552,7 +552,7 @@ func (l *acceptLogger) Accept() (net.Conn, error) {
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		if ok, skipped := l.warnLog.Allow(); ok {
 			args := []any{"err", err, "not_logged_since", skipped}
-			if hint := proxy.LimitHint(err); hint != "" {
+			if hint := sockio.LimitHint(err); hint != "" {
 				args = append(args, "hint", hint)
 			}
 			l.log.Warn("accept failed; clients wait until it succeeds", args...)

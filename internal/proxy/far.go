@@ -287,7 +287,7 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 			code = wire.CodeForbidden
 			err = fmt.Errorf("target %s is outside this west's dial policy (dial_allow)", req.Header.Target)
 		}
-		if hint := LimitHint(err); hint != "" {
+		if hint := sockio.LimitHint(err); hint != "" {
 			// This west is at a limit, not the target: the client may
 			// try later (503), and the operator has a limit to raise.
 			f.logRefused(log.With("hint", hint), slog.LevelWarn, "dial failed", err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/west-tunnel/west/internal/lograte"
+	"github.com/west-tunnel/west/internal/sockio"
 	"github.com/west-tunnel/west/internal/wire"
 )
 
@@ -249,7 +250,7 @@ func (u *UDP) ServePacket(pc net.PacketConn) error {
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			if ok, skipped := u.readLog.Allow(); ok {
 				args := []any{"err", err, "retry_in", delay, "not_logged_since", skipped}
-				if hint := LimitHint(err); hint != "" {
+				if hint := sockio.LimitHint(err); hint != "" {
 					args = append(args, "hint", hint)
 				}
 				u.route.Load().log.Warn("udp read failed", args...)

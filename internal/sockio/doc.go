@@ -28,4 +28,8 @@
 //
 // Outside Linux, Wrap and WrapListener return what they are given. Under
 // the race detector the calls are ordinary ones (see race_linux.go).
+//
+// LimitHint, for an accept or a dial that failed, names the system limit
+// that refused the socket, for the node, the far side and the tunnel
+// client alike.
 package sockio

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/west-tunnel/west/internal/sockio"
 	"github.com/west-tunnel/west/internal/wire"
 )
 
@@ -224,7 +225,11 @@ func (c *Client) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			c.log.Warn("tunnel connect failed", "err", err, "retry_in", backoff)
+			args := []any{"err", err, "retry_in", backoff}
+			if hint := sockio.LimitHint(err); hint != "" {
+				args = append(args, "hint", hint)
+			}
+			c.log.Warn("tunnel connect failed", args...)
 		}
 		wait := jitter(backoff)
 		c.setStatus(func(s *Status) {

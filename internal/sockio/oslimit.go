@@ -1,4 +1,4 @@
-package proxy
+package sockio
 
 import (
 	"errors"
@@ -9,6 +9,9 @@ import (
 // dial, is the system's refusal of another socket; "" for any other
 // error. The error alone ("too many open files") does not say where the
 // limit is set.
+//
+// On Windows, Winsock reports these as WSAE… numbers that match none of
+// the errnos here, so there is no hint.
 func LimitHint(err error) string {
 	switch {
 	case errors.Is(err, syscall.EMFILE):
