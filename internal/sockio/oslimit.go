@@ -20,6 +20,12 @@ func LimitHint(err error) string {
 		return "the system is out of file descriptors: raise fs.file-max"
 	case errors.Is(err, syscall.ENOBUFS), errors.Is(err, syscall.ENOMEM):
 		return "the system is short of memory for sockets"
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		// Mostly connect(2) finding no free ephemeral port towards the
+		// address dialled (many connections there, or in TIME_WAIT);
+		// rarely a source address that went away, hence "may".
+		return "no local port left to dial from: the ephemeral ports may be used up " +
+			"(widen net.ipv4.ip_local_port_range, or have connections to the target kept alive)"
 	}
 	return ""
 }
