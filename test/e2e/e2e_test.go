@@ -47,12 +47,13 @@ func west(t *testing.T, args ...string) {
 }
 
 // startWest starts cmd, a west, and returns a function that stops it with
-// SIGTERM and checks that it exits cleanly; the test's end calls it too.
-func startWest(t *testing.T, cmd *exec.Cmd) (stop func()) {
+// SIGTERM and checks that it exits cleanly (the test's end calls it too),
+// and its output so far.
+func startWest(t *testing.T, cmd *exec.Cmd) (stop func(), out *syncBuffer) {
 	t.Helper()
 	args := cmd.Args[1:]
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	out = new(syncBuffer)
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +81,26 @@ func startWest(t *testing.T, cmd *exec.Cmd) (stop func()) {
 			t.Logf("west %s output:\n%s", strings.Join(args, " "), out.String())
 		}
 	})
-	return stop
+	return stop, out
+}
+
+// syncBuffer holds a west's output, which a test may read while west
+// writes more.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // backend serves HTTP on a fixed address and reports what it received.

@@ -61,32 +61,13 @@ type natSite struct{ router, lan string }
 
 func newNATLab(t *testing.T, sites int) *natLab {
 	t.Helper()
-	var missing []string
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root")
-	}
-	for _, tool := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
-		}
-	}
-	if len(missing) > 0 {
-		if os.Getenv("WEST_REQUIRE_NETNS") != "" {
-			t.Fatalf("WEST_REQUIRE_NETNS is set, but the NAT tests lack %s", strings.Join(missing, ", "))
-		}
-		t.Skipf("the NAT tests need %s (set WEST_REQUIRE_NETNS to fail instead)", strings.Join(missing, ", "))
-	}
-	id := fmt.Sprintf("west-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
+	needNetns(t, "ip", "nft")
+	id := labID()
 	lab := &natLab{pub: id + "-pub"}
-	addNS := func(ns string) {
-		sh(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-		sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
-	}
 	forward := func(ns string) {
 		sh(t, "ip", "netns", "exec", ns, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
 	}
-	addNS(lab.pub)
+	addNetns(t, lab.pub)
 	sh(t, "ip", "-n", lab.pub, "link", "add", "br0", "type", "bridge")
 	sh(t, "ip", "-n", lab.pub, "addr", "add", gAddr+"/24", "dev", "br0")
 	sh(t, "ip", "-n", lab.pub, "link", "set", "br0", "up")
@@ -94,8 +75,8 @@ func newNATLab(t *testing.T, sites int) *natLab {
 	for i := range sites {
 		site := natSite{router: fmt.Sprintf("%s-router%d", id, i), lan: fmt.Sprintf("%s-lan%d", id, i)}
 		lab.sites = append(lab.sites, site)
-		addNS(site.router)
-		addNS(site.lan)
+		addNetns(t, site.router)
+		addNetns(t, site.lan)
 		wan := fmt.Sprintf("198.51.100.%d", 1+10*i)
 		lanNet := fmt.Sprintf("10.%d.0", 77+i)
 		// Each veth is made inside the router and its far end moved into
@@ -130,6 +111,38 @@ func newNATLab(t *testing.T, sites int) *natLab {
 			}`)
 	}
 	return lab
+}
+
+// needNetns skips the test unless it runs as root with tools at hand to
+// make namespaces; with WEST_REQUIRE_NETNS set it fails instead.
+func needNetns(t *testing.T, tools ...string) {
+	t.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root")
+	}
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+		}
+	}
+	if len(missing) > 0 {
+		if os.Getenv("WEST_REQUIRE_NETNS") != "" {
+			t.Fatalf("WEST_REQUIRE_NETNS is set, but the netns tests lack %s", strings.Join(missing, ", "))
+		}
+		t.Skipf("the netns tests need %s (set WEST_REQUIRE_NETNS to fail instead)", strings.Join(missing, ", "))
+	}
+}
+
+// labID names a test's namespaces apart from those of other runs.
+func labID() string { return fmt.Sprintf("west-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6) }
+
+// addNetns makes namespace ns, with its loopback up, for the test's time.
+func addNetns(t *testing.T, ns string) {
+	t.Helper()
+	sh(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
 }
 
 // nft loads rules into a site's router.
@@ -253,10 +266,12 @@ func (lab *natLab) client(ns string) *http.Client {
 	}
 }
 
-// westIn runs the binary inside ns, as west does on loopback.
-func westIn(t *testing.T, ns string, args ...string) {
+// westIn runs the binary inside ns, as west does on loopback, and
+// returns its output.
+func westIn(t *testing.T, ns string, args ...string) *syncBuffer {
 	t.Helper()
-	startWest(t, exec.Command("ip", append([]string{"netns", "exec", ns, westBin}, args...)...))
+	_, out := startWest(t, exec.Command("ip", append([]string{"netns", "exec", ns, westBin}, args...)...))
+	return out
 }
 
 // whoBackend answers every request with its method, path and the address
@@ -666,7 +681,7 @@ func TestNATTunnelThroughHTTPProxy(t *testing.T) {
 	// A wrong password first: the proxy's refusal is what L reports.
 	bad := exec.Command("ip", "netns", "exec", site.lan, westBin, "-c", l)
 	bad.Env = append(os.Environ(), "HTTP_PROXY=http://west:wrong@10.77.0.1:3128")
-	stopBad := startWest(t, bad)
+	stopBad, _ := startWest(t, bad)
 	until(t, 10*time.Second, "L reports the proxy's refusal", func() error {
 		code, body, err := lab.getFrom(site.lan, "http://127.0.0.1:9702/api/state")
 		if err != nil {
