@@ -119,6 +119,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.warnRefused(log, "tunnel upgrade failed", err)
 		return
 	}
+	if peerGone(c.NetConn()) {
+		// A handshake its client gave up on and closed, read late: this
+		// server was stopped or paused, and its kernel kept the backlog.
+		// Registered, it would take the name from the tunnel the client,
+		// or the west restarted in its place, has brought up since.
+		log.Info("tunnel handshake from a client already gone; dropped")
+		c.Close()
+		return
+	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	sess, err := startSession(c, false, name, r.RemoteAddr, s.opts.Mux, log)

@@ -60,3 +60,20 @@ func rawSocket(c net.Conn) syscall.RawConn {
 	}
 	return raw
 }
+
+// peerGone reports whether c's peer has closed its end already: the
+// kernel holds its FIN, or has had its RST, with nothing unread before
+// it. It does not wait, so a peer that is merely quiet is not gone.
+func peerGone(c net.Conn) bool {
+	raw := rawSocket(c)
+	if raw == nil {
+		return false
+	}
+	gone := false
+	raw.Control(func(fd uintptr) {
+		var b [1]byte
+		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		gone = n == 0 && err == nil || err == unix.ECONNRESET
+	})
+	return gone
+}
