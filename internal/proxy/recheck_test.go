@@ -49,24 +49,12 @@ func TestServerRecheck(t *testing.T) {
 	t.Cleanup(func() { old.Retire(); narrowed.Retire() })
 	var current atomic.Pointer[HTTP]
 	current.Store(old)
-	srv := NewServer(current.Load, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		current.Load().ServeHTTP(w, r)
-	}), ReadHeaderTimeout: 10 * time.Second})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		srv.Close()
-		<-served
-	})
+	srv, addr := serveCurrent(t, &current)
 
 	// send writes a request on a new connection; the answer, or how the
 	// connection ended, comes on the channel.
 	send := func(raw string) <-chan string {
-		c := testutil.DialClient(t, ln.Addr().String())
+		c := testutil.DialClient(t, addr)
 		t.Cleanup(func() { c.Close() })
 		if _, err := io.WriteString(c, raw); err != nil {
 			t.Fatal(err)
@@ -155,23 +143,11 @@ func TestRecheckSparesAnsweredRequest(t *testing.T) {
 	narrowed := NewHTTP(HTTPOptions{Dialer: dialer, Routes: []Route{{Path: "/", Target: target, Allow: func(netip.Addr) bool { return false }}}})
 	t.Cleanup(func() { old.Retire(); narrowed.Retire() })
 	var current atomic.Pointer[HTTP]
-	srv := NewServer(current.Load, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		current.Load().ServeHTTP(w, r)
-	}), ReadHeaderTimeout: 10 * time.Second})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		srv.Close()
-		<-served
-	})
+	srv, addr := serveCurrent(t, &current)
 
 	for _, path := range []string{"/length", "/chunked"} {
 		current.Store(old)
-		c := testutil.DialClient(t, ln.Addr().String())
+		c := testutil.DialClient(t, addr)
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(10 * time.Second))
 		br := bufio.NewReader(c)
@@ -206,4 +182,25 @@ func TestRecheckSparesAnsweredRequest(t *testing.T) {
 			t.Errorf("%s: the next request on the connection: %q, %v; want 403", path, got, err)
 		}
 	}
+}
+
+// serveCurrent serves, on a new loopback listener, with whichever
+// handler current holds at each request, as a reload swaps them; it
+// returns the server and its address.
+func serveCurrent(t *testing.T, current *atomic.Pointer[HTTP]) (*Server, string) {
+	t.Helper()
+	srv := NewServer(current.Load, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		current.Load().ServeHTTP(w, r)
+	}), ReadHeaderTimeout: 10 * time.Second})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Close()
+		<-served
+	})
+	return srv, ln.Addr().String()
 }

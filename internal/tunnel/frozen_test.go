@@ -61,14 +61,7 @@ func TestFrozenServerKeepsNewestHandshake(t *testing.T) {
 		return int64(read) >= dials.Load()
 	})
 	waitFor(t, "the tunnel up", func() bool { return c.Status().Connects > 0 })
-	time.Sleep(50 * time.Millisecond) // for a replaced session's close to reach the client
-	if st := c.Status(); st.State != StateUp || st.Connects != 1 {
-		t.Fatalf("client %s after %d tunnels (last error: %v), want its first still up\nclient log:\n%s\nserver log:\n%s",
-			st.State, st.Connects, st.LastError, cliLog.String(), srvLog.String())
-	}
-	if n := sessionsNamed(h.server, "frozen"); n != 1 {
-		t.Fatalf("server holds %d tunnels under the name, want 1", n)
-	}
+	keepsFirstTunnel(t, h, c, "frozen", &cliLog, &srvLog)
 	if logs := srvLog.String(); strings.Contains(logs, "changes hands again") {
 		t.Fatalf("server warns of two clients under one name:\n%s\nclient log:\n%s", logs, cliLog.String())
 	}
@@ -115,14 +108,7 @@ func TestFrozenServerDropsHandshakeOfGoneClient(t *testing.T) {
 		logs := srvLog.String()
 		return strings.Count(logs, "tunnel client connected")+strings.Count(logs, "already gone") >= 2
 	})
-	time.Sleep(50 * time.Millisecond) // for a replaced session's close to reach the client
-	if st := c.Status(); st.State != StateUp || st.Connects != 1 {
-		t.Fatalf("new client %s after %d tunnels (last error: %v), want its first still up\nclient log:\n%s\nserver log:\n%s",
-			st.State, st.Connects, st.LastError, cliLog.String(), srvLog.String())
-	}
-	if n := sessionsNamed(h.server, "restarted"); n != 1 {
-		t.Fatalf("server holds %d tunnels under the name, want 1", n)
-	}
+	keepsFirstTunnel(t, h, c, "restarted", &cliLog, &srvLog)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	stream, err := h.server.Dial(ctx, "restarted", wire.Header{Kind: wire.KindTCP, Target: "x:1"})
@@ -130,6 +116,21 @@ func TestFrozenServerDropsHandshakeOfGoneClient(t *testing.T) {
 		t.Fatalf("a stream to the name: %v", err)
 	}
 	roundTrip(t, stream, []byte("still here"))
+}
+
+// keepsFirstTunnel checks, once a replaced session's close has had time
+// to reach it, that client c still has its first tunnel up, the only one
+// the server holds under name.
+func keepsFirstTunnel(t *testing.T, h *harness, c *Client, name string, cliLog, srvLog *testutil.Buffer) {
+	t.Helper()
+	time.Sleep(50 * time.Millisecond)
+	if st := c.Status(); st.State != StateUp || st.Connects != 1 {
+		t.Fatalf("client %s after %d tunnels (last error: %v), want its first still up\nclient log:\n%s\nserver log:\n%s",
+			st.State, st.Connects, st.LastError, cliLog.String(), srvLog.String())
+	}
+	if n := sessionsNamed(h.server, name); n != 1 {
+		t.Fatalf("server holds %d tunnels under the name, want 1", n)
+	}
 }
 
 // newestFirstListener accepts nothing until thaw is closed; then it takes
