@@ -43,6 +43,9 @@ type Far struct {
 	// refusedLog limits the lines of streams that fail before they are
 	// piped (see logRefused): a peer opens as many as it likes.
 	refusedLog lograte.Limit
+	// lostLog limits the lines of UDP datagrams the target refused or
+	// the socket could not send (see logDatagramLost).
+	lostLog lograte.Limit
 
 	mu      sync.Mutex
 	streams map[*activity]struct{} // streams being served
@@ -317,7 +320,7 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 	log.Debug("stream connected")
 	switch req.Header.Kind {
 	case wire.KindUDP:
-		pipeDatagrams(ctx, stream, backend, act)
+		pipeDatagrams(ctx, stream, backend, act, func(err error) { f.logDatagramLost(log, err) })
 	case wire.KindHTTP:
 		Pipe(ctx, stream, trackedConn{backend, act})
 	default:
@@ -378,6 +381,15 @@ func (f *Far) logRefused(log *slog.Logger, level slog.Level, msg string, err err
 		args = append(args, "err", err)
 	}
 	log.Log(context.Background(), level, msg, args...)
+}
+
+// logDatagramLost logs a datagram of a UDP flow that did not reach its
+// target, at most once a second with a count of those held back: a
+// client that keeps sending to a target that is down would fill the log.
+func (f *Far) logDatagramLost(log *slog.Logger, err error) {
+	if ok, skipped := f.lostLog.Allow(); ok {
+		log.Info("udp datagram to the target lost; the flow goes on", "err", err, "not_logged_since", skipped)
+	}
 }
 
 // errPolicy marks a dial stopped by the dial policy.

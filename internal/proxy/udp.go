@@ -554,7 +554,12 @@ func writeDatagram(stream net.Conn, d []byte) error {
 // connected UDP socket, until either ends or ctx does. A flow holds no
 // buffer between datagrams: with a one-shot query per client port, as
 // DNS clients make, thousands of flows wait out their idle time at once.
-func pipeDatagrams(ctx context.Context, stream, conn net.Conn, act *activity) {
+//
+// A datagram the socket could not send, or one the network refused and
+// reported back as an error of the next read (ICMP port unreachable: the
+// target is down, or its port wrong), is told to lost and the flow goes
+// on, as the client's own socket would: the target may answer the next.
+func pipeDatagrams(ctx context.Context, stream, conn net.Conn, act *activity, lost func(error)) {
 	stop := context.AfterFunc(ctx, func() { stream.Close(); conn.Close() })
 	defer stop()
 	done := make(chan struct{})
@@ -580,6 +585,11 @@ func pipeDatagrams(ctx context.Context, stream, conn net.Conn, act *activity) {
 				n, err = conn.Read((*bp)[2 : 2+wire.MaxDatagram])
 			}
 			if err != nil {
+				if icmpReported(err) {
+					// Reported once: the next read waits again.
+					lost(err)
+					continue
+				}
 				if bp != nil {
 					copyBufs.Put(bp)
 				}
@@ -602,7 +612,9 @@ func pipeDatagrams(ctx context.Context, stream, conn net.Conn, act *activity) {
 			break
 		}
 		act.last.Store(time.Now().UnixNano())
-		conn.Write(d) // a refused or lost datagram is UDP's way
+		if _, err := conn.Write(d); err != nil {
+			lost(err) // too large, refused: UDP's way, but logged
+		}
 		copyBufs.Put(bp)
 	}
 	conn.Close()

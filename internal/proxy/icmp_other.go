@@ -1,0 +1,7 @@
+//go:build !windows
+
+package proxy
+
+import "syscall"
+
+var icmpErrnosOS []syscall.Errno
