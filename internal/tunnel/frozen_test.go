@@ -23,8 +23,17 @@ type frozenListener struct {
 
 func (l frozenListener) Accept() (net.Conn, error) {
 	<-l.thaw
-	return l.Listener.Accept()
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return socketHidden{c}, nil
 }
+
+// socketHidden is a connection whose socket the server cannot look
+// into (peerGone), as when a FIN has not come, or a proxy in front of
+// the server keeps its side open after the client gave up.
+type socketHidden struct{ net.Conn }
 
 // TestFrozenServerKeepsNewestHandshake: a client that redials a frozen
 // server gives up on one WebSocket handshake after another, each left in
@@ -32,7 +41,9 @@ func (l frozenListener) Accept() (net.Conn, error) {
 // it reads them all; those the client abandoned must not take the name
 // from the tunnel its latest attempt brought up. They did: the client was
 // told it was replaced by another client under its name, and waited its
-// longest backoff (15 s by default) before it came back.
+// longest backoff (15 s by default) before it came back. The server sees
+// none of the abandoned connections' FINs here (socketHidden): peerGone
+// would drop them all, and only the attempt count is tested.
 func TestFrozenServerKeepsNewestHandshake(t *testing.T) {
 	var srvLog, cliLog testutil.Buffer
 	thaw := make(chan struct{})
@@ -56,8 +67,7 @@ func TestFrozenServerKeepsNewestHandshake(t *testing.T) {
 	// dropped as outlived by a later one.
 	waitFor(t, "every handshake read", func() bool {
 		logs := srvLog.String()
-		read := strings.Count(logs, "tunnel client connected") + strings.Count(logs, "outlived by a later one") +
-			strings.Count(logs, "already gone")
+		read := strings.Count(logs, "tunnel client connected") + strings.Count(logs, "outlived by a later one")
 		return int64(read) >= dials.Load()
 	})
 	waitFor(t, "the tunnel up", func() bool { return c.Status().Connects > 0 })
