@@ -148,3 +148,42 @@ func waitOutput(t *testing.T, out *syncBuffer, pattern string) {
 		return nil
 	})
 }
+
+// TestFarDialWithIPv6Off: connect(2) says "cannot assign requested
+// address" (EADDRNOTAVAIL) both when the ephemeral ports are used up and
+// when the host has no address to reach the target from, as where IPv6
+// is off (many containers) and the target is an IPv6 address. The second
+// is the target's failure, not a limit of the far west: the client gets
+// 502, as for any other dial that fails, not 503 (try later), and the far
+// west names no limit to raise.
+func TestFarDialWithIPv6Off(t *testing.T) {
+	lab := newLoopbackLab(t)
+	ns := lab.pub
+	for _, f := range []string{"all", "default", "lo"} {
+		sh(t, "ip", "netns", "exec", ns, "sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/"+f+"/disable_ipv6")
+	}
+	const tunnelAddr, proxyAddr = "127.0.0.1:9801", "127.0.0.1:8090"
+	dir := t.TempDir()
+	g := writeConfig(t, dir, "G", `{"west": {"nm": "v6off.G"}, "wsts": {"sp": "ws://`+tunnelAddr+`"}}`)
+	l := writeConfig(t, dir, "L", `{"west": {"nm": "v6off.L"},
+		"wstc": {"ws://`+tunnelAddr+`": {}},
+		"proxy": {"http://`+proxyAddr+`": {"ea": "ws://`+tunnelAddr+`", "/": {"ou": "http://[::1]:8081/"}}}}`)
+	gOut := westIn(t, ns, "-c", g)
+	waitOutput(t, gOut, `msg=listening role=tunnel`)
+	lOut := westIn(t, ns, "-c", l)
+	waitOutput(t, lOut, `msg="tunnel up"`)
+
+	code, body, err := lab.getFrom(ns, "http://"+proxyAddr+"/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code != http.StatusBadGateway || !strings.Contains(body, "cannot assign requested address") {
+		t.Errorf("far side with no IPv6 address, target [::1]: %d %q, want 502 with the reason", code, body)
+	}
+	waitOutput(t, gOut, `msg="dial failed" .*cannot assign requested address`)
+	for line := range strings.Lines(gOut.String()) {
+		if strings.Contains(line, `msg="dial failed"`) && strings.Contains(line, "hint=") {
+			t.Errorf("far side names a limit for a host without IPv6:\n%s", line)
+		}
+	}
+}
