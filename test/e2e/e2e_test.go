@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/west-tunnel/west/internal/testutil"
 )
 
 var westBin string
@@ -49,10 +50,10 @@ func west(t *testing.T, args ...string) {
 // startWest starts cmd, a west, and returns a function that stops it with
 // SIGTERM and checks that it exits cleanly (the test's end calls it too),
 // and its output so far.
-func startWest(t *testing.T, cmd *exec.Cmd) (stop func(), out *syncBuffer) {
+func startWest(t *testing.T, cmd *exec.Cmd) (stop func(), out *testutil.Buffer) {
 	t.Helper()
 	args := cmd.Args[1:]
-	out = new(syncBuffer)
+	out = new(testutil.Buffer)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -82,25 +83,6 @@ func startWest(t *testing.T, cmd *exec.Cmd) (stop func(), out *syncBuffer) {
 		}
 	})
 	return stop, out
-}
-
-// syncBuffer holds a west's output, which a test may read while west
-// writes more.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // backend serves HTTP on a fixed address and reports what it received.

@@ -268,7 +268,7 @@ func (lab *natLab) client(ns string) *http.Client {
 
 // westIn runs the binary inside ns, as west does on loopback, and
 // returns its output.
-func westIn(t *testing.T, ns string, args ...string) *syncBuffer {
+func westIn(t *testing.T, ns string, args ...string) *testutil.Buffer {
 	t.Helper()
 	_, out := startWest(t, exec.Command("ip", append([]string{"netns", "exec", ns, westBin}, args...)...))
 	return out

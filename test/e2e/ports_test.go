@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/west-tunnel/west/internal/testutil"
 )
 
 // TestEphemeralPortsUsedUp runs G and L in a namespace whose ephemeral
@@ -138,7 +140,7 @@ func getFromPort(ns string, port int, url string) (int, string, error) {
 }
 
 // waitOutput waits up to 5 s for a west's output to match pattern.
-func waitOutput(t *testing.T, out *syncBuffer, pattern string) {
+func waitOutput(t *testing.T, out *testutil.Buffer, pattern string) {
 	t.Helper()
 	re := regexp.MustCompile(pattern)
 	until(t, 5*time.Second, "west's output to match "+pattern, func() error {
