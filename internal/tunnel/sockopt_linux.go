@@ -62,8 +62,10 @@ func rawSocket(c net.Conn) syscall.RawConn {
 }
 
 // peerGone reports whether c's peer has closed its end already: the
-// kernel holds its FIN, or has had its RST, with nothing unread before
-// it. It does not wait, so a peer that is merely quiet is not gone.
+// kernel holds its FIN (CLOSE_WAIT), or has had its RST (CLOSE). The
+// state counts, not what is left to read, since a TLS client sends its
+// close_notify ahead of its FIN, and a tunnel client never half-closes.
+// It does not wait, so a peer that is merely quiet is not gone.
 func peerGone(c net.Conn) bool {
 	raw := rawSocket(c)
 	if raw == nil {
@@ -71,9 +73,8 @@ func peerGone(c net.Conn) bool {
 	}
 	gone := false
 	raw.Control(func(fd uintptr) {
-		var b [1]byte
-		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		gone = n == 0 && err == nil || err == unix.ECONNRESET
+		info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+		gone = err == nil && (info.State == unix.BPF_TCP_CLOSE_WAIT || info.State == unix.BPF_TCP_CLOSE)
 	})
 	return gone
 }

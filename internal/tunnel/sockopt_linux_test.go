@@ -69,3 +69,86 @@ func notSentLowat(t *testing.T, c net.Conn) int {
 	}
 	return v
 }
+
+// TestPeerGone: a handshake's connection counts as gone once its client
+// has closed it, whether or not bytes wait unread ahead of the FIN (as a
+// TLS client's close_notify does), and only then.
+func TestPeerGone(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// pair returns the server's end of a new connection, and the client's.
+	pair := func() (srv, cli net.Conn) {
+		t.Helper()
+		cli, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, err = ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cli.Close(); srv.Close() })
+		return srv, cli
+	}
+	goneAfter := func(what string, close func(cli net.Conn)) {
+		t.Helper()
+		srv, cli := pair()
+		close(cli)
+		waitFor(t, what+": gone", func() bool { return peerGone(srv) })
+	}
+
+	srv, cli := pair()
+	if _, err := cli.Write([]byte("GET / HTTP/1.1\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the request", func() bool { return unread(srv) > 0 })
+	if peerGone(srv) {
+		t.Fatal("a client that is open, its request unread: gone")
+	}
+
+	goneAfter("closed, nothing unread", func(cli net.Conn) { cli.Close() })
+	goneAfter("closed after its request", func(cli net.Conn) {
+		cli.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+		cli.Close()
+	})
+	goneAfter("reset", func(cli net.Conn) {
+		cli.(*net.TCPConn).SetLinger(0)
+		cli.Close()
+	})
+
+	// Under TLS: the handshake done, the request sent, then close_notify
+	// and the FIN.
+	cert, _ := selfSigned(t, "localhost")
+	raw, rawCli := pair()
+	srvTLS := tls.Server(raw, &tls.Config{Certificates: []tls.Certificate{cert}})
+	cliTLS := tls.Client(rawCli, &tls.Config{InsecureSkipVerify: true})
+	done := make(chan error, 1)
+	go func() { done <- srvTLS.Handshake() }()
+	if err := cliTLS.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cliTLS.Write([]byte("GET / HTTP/1.1\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the request under TLS", func() bool { return unread(raw) > 0 })
+	if peerGone(srvTLS) {
+		t.Fatal("an open TLS client, its request unread: gone")
+	}
+	cliTLS.Close()
+	waitFor(t, "a TLS client closed after its request: gone", func() bool { return peerGone(srvTLS) })
+}
+
+// unread returns how many bytes wait to be read on c (SIOCINQ).
+func unread(c net.Conn) int {
+	n := 0
+	rawSocket(c).Control(func(fd uintptr) {
+		n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+	})
+	return n
+}
