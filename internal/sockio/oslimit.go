@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 )
 
@@ -22,11 +23,21 @@ func LimitHint(err error) string {
 		return "the system is out of file descriptors: raise fs.file-max"
 	case errors.Is(err, syscall.ENOBUFS), errors.Is(err, syscall.ENOMEM):
 		return "the system is short of memory for sockets"
-	case errors.Is(err, syscall.EADDRNOTAVAIL) && portsUsedUp(err):
+	case errors.Is(err, syscall.EADDRNOTAVAIL) && portsUsedUp(err),
+		errors.Is(err, syscall.EAGAIN) && udpConnect(err):
 		return "no local port left to dial from: the ephemeral ports may be used up " +
 			"(widen net.ipv4.ip_local_port_range, or have connections to the target kept alive)"
 	}
 	return ""
+}
+
+// udpConnect tells whether err is from connect(2) on a UDP socket, which
+// fails with EAGAIN only when it finds no free ephemeral port to bind.
+func udpConnect(err error) bool {
+	var oe *net.OpError
+	var se *os.SyscallError
+	return errors.As(err, &oe) && strings.HasPrefix(oe.Net, "udp") &&
+		errors.As(err, &se) && se.Syscall == "connect"
 }
 
 // portsUsedUp tells, of a dial that failed with EADDRNOTAVAIL, whether

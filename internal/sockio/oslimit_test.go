@@ -38,6 +38,9 @@ func TestLimitHint(t *testing.T) {
 		// a missing local address.
 		{"UDP dial, no local address", &net.OpError{Op: "dial", Net: "udp", Addr: &net.UDPAddr{IP: net.ParseIP("2001:db8::1"), Port: 53},
 			Err: os.NewSyscallError("connect", syscall.EADDRNOTAVAIL)}, ""},
+		{"UDP dial, no ephemeral port", &net.OpError{Op: "dial", Net: "udp4", Addr: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53},
+			Err: os.NewSyscallError("connect", syscall.EAGAIN)}, "ip_local_port_range"},
+		{"TCP read, would block", &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.EAGAIN)}, ""},
 		{"dial from a local address the system lacks", bindErr(t), ""},
 		{"dial, refused", dialErr(syscall.ECONNREFUSED), ""},
 		{"plain error", errors.New("cannot assign requested address"), ""},
