@@ -51,8 +51,9 @@ type UDP struct {
 	cancel context.CancelFunc
 	flowWG sync.WaitGroup
 
-	failLog lograte.Limit // of failed flows (see logDialFailure)
-	readLog lograte.Limit // of failed reads (see ServePacket)
+	failLog  lograte.Limit // of failed flows (see logDialFailure)
+	readLog  lograte.Limit // of failed reads (see ServePacket)
+	replyLog lograte.Limit // of replies the socket could not send (see logReplyLost)
 
 	mu    sync.Mutex
 	flows map[flowKey]*udpFlow
@@ -374,6 +375,18 @@ func (u *UDP) logDialFailure(log *slog.Logger, err error) {
 	}
 }
 
+// logReplyLost logs a datagram from the tunnel that the listener's socket
+// could not send to its client (too large for the client's network,
+// EMSGSIZE; no route to it), at most once a second per listener with how
+// many it left out since, as the far side logs those it cannot send to
+// the target: a target that keeps answering too large would fill the log.
+// The failure is the datagram's, so the flow goes on.
+func (u *UDP) logReplyLost(log *slog.Logger, err error) {
+	if ok, skipped := u.replyLog.Allow(); ok {
+		log.Info("udp reply to the client lost; the flow goes on", "err", err, "not_logged_since", skipped)
+	}
+}
+
 // evictLocked ends the flow idle longest, to make room for a new one.
 // u.mu must be held.
 func (u *UDP) evictLocked(r *udpRoute) {
@@ -458,11 +471,17 @@ func (u *UDP) runFlow(pc net.PacketConn, k flowKey, f *udpFlow, r *udpRoute) {
 			}
 			f.last.Store(time.Now().UnixNano())
 			if f.from != nil && uc != nil {
-				uc.WriteMsgUDPAddrPort(d, f.from, from)
+				_, _, err = uc.WriteMsgUDPAddrPort(d, f.from, from)
 			} else {
-				pc.WriteTo(d, to)
+				_, err = pc.WriteTo(d, to)
 			}
 			copyBufs.Put(bp)
+			if errors.Is(err, net.ErrClosed) {
+				return // the listener's socket is gone: no reply can go
+			}
+			if err != nil {
+				u.logReplyLost(log, err)
+			}
 		}
 	}()
 

@@ -39,6 +39,12 @@ func countingDialer(d Dialer, n *atomic.Int64) Dialer {
 // echoUDPOn answers every datagram to addr with "echo " and the datagram.
 func echoUDPOn(t *testing.T, addr string) {
 	t.Helper()
+	answerUDPOn(t, addr, func(d []byte) []byte { return append([]byte("echo "), d...) })
+}
+
+// answerUDPOn answers every datagram to addr with what answer makes of it.
+func answerUDPOn(t *testing.T, addr string, answer func(d []byte) []byte) {
+	t.Helper()
 	pc, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +57,7 @@ func echoUDPOn(t *testing.T, addr string) {
 			if err != nil {
 				return
 			}
-			pc.WriteTo(append([]byte("echo "), buf[:n]...), from)
+			pc.WriteTo(answer(buf[:n]), from)
 		}
 	}()
 }
@@ -156,5 +162,64 @@ func TestUDPDatagramTooLargeForTargetLogged(t *testing.T) {
 	}
 	if got != "echo small" {
 		t.Fatalf("after a datagram too large: got %q, want the echo of the next", got)
+	}
+}
+
+// TestUDPReplyTooLargeForClientLogged: a reply the listener's socket
+// cannot send to its client (65 520 bytes from a target on IPv6, more
+// than an IPv4 datagram holds, for a client on IPv4) is logged on the
+// listener's side, naming the listener and the client, and the flow
+// carries the client's next datagram on the same stream. It was dropped
+// without a word, so a client that got no answer left no trace in
+// either west's log.
+func TestUDPReplyTooLargeForClientLogged(t *testing.T) {
+	tp, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	target := tp.LocalAddr().String()
+	tp.Close()
+	answerUDPOn(t, target, func(d []byte) []byte {
+		if string(d) == "big" {
+			return make([]byte, 65520)
+		}
+		return append([]byte("echo "), d...)
+	})
+	var log testutil.Buffer
+	var dials atomic.Int64
+	entry := serveUDP(t, UDPOptions{Name: "udp://reply-test", Target: target,
+		Dialer: countingDialer(tunnelPair(t), &dials), Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	c, err := net.Dial("udp4", entry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("big"))
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(log.String(), "message too long") {
+		if time.Now().After(deadline) {
+			t.Fatalf("a reply too large for the client's socket was not logged on the listener's side; log:\n%s", log.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, want := range []string{"listener=udp://reply-test", "client=" + c.LocalAddr().String()} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("the lost reply's line does not name %s; log:\n%s", want, log.String())
+		}
+	}
+	buf := make([]byte, 100)
+	var got string
+	for try := 0; try < 20 && got == ""; try++ {
+		c.Write([]byte("small"))
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if n, err := c.Read(buf); err == nil {
+			got = string(buf[:n])
+		}
+	}
+	if got != "echo small" {
+		t.Fatalf("after a reply too large: got %q, want the echo of the next datagram", got)
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("%d streams for one client; want its flow kept through the lost reply, on one", n)
 	}
 }
