@@ -63,6 +63,10 @@ type UDP struct {
 	// which may not pass maxQueued (see enqueue).
 	queued    atomic.Int64
 	maxQueued int64
+
+	// refusedHold is how long a route whose target the far side's dial
+	// policy refused starts no flow: refusedHoldTime, shorter in tests.
+	refusedHold time.Duration
 }
 
 // flowKey names a flow: its client and, for a listener on every address,
@@ -105,10 +109,26 @@ const maxQueuedBytes = 16 << 20
 // every other listener on it.
 const DefaultMaxFlows = 1024
 
+// refusedHoldTime is how long a udp:// listener starts no flow for a route
+// whose target the far side's dial policy (dial_allow) refused, dropping
+// the datagrams of new clients as it does when the tunnel is down. The
+// refusal is of the target, the same for every client of the route, and
+// changes only with the far west's configuration; without the hold, each
+// datagram after a refusal cost a tunnel stream opened, refused and
+// closed, and a resolver that sends each query from a new port, one per
+// query. 5 s makes that one stream per 5 s at most, and keeps an operator
+// who widens dial_allow waiting no longer than a client's own retry (a
+// DNS stub resolver's default timeout is 5 s) before the route works.
+const refusedHoldTime = 5 * time.Second
+
 // udpRoute is what a UDP listener's new flows are served by.
 type udpRoute struct {
 	opts UDPOptions
 	log  *slog.Logger
+	// refusedUntil is when, in unix nanoseconds, new flows may start again
+	// after the far side refused the target by its dial policy; 0 or past
+	// for none. A Reroute's new route starts without it.
+	refusedUntil atomic.Int64
 }
 
 func newUDPRoute(opts UDPOptions) *udpRoute {
@@ -128,7 +148,8 @@ func newUDPRoute(opts UDPOptions) *udpRoute {
 // NewUDP returns a UDP listener's server.
 func NewUDP(opts UDPOptions) *UDP {
 	ctx, cancel := context.WithCancel(context.Background())
-	u := &UDP{ctx: ctx, cancel: cancel, flows: make(map[flowKey]*udpFlow), maxQueued: maxQueuedBytes}
+	u := &UDP{ctx: ctx, cancel: cancel, flows: make(map[flowKey]*udpFlow), maxQueued: maxQueuedBytes,
+		refusedHold: refusedHoldTime}
 	u.route.Store(newUDPRoute(opts))
 	return u
 }
@@ -270,7 +291,7 @@ func (u *UDP) ServePacket(pc net.PacketConn) error {
 		}
 		f, queued := u.flow(pc, from, oob[:oobn], buf[:n])
 		if f == nil {
-			continue // closing, or refused by a Reroute since r
+			continue // closing, refused by a Reroute since r, or its route held
 		}
 		if !queued {
 			r.log.Debug("datagram dropped: its flow's queue, or the listener's, is full", "client", from)
@@ -349,6 +370,11 @@ func (u *UDP) flow(pc net.PacketConn, from netip.AddrPort, oob, d []byte) (*udpF
 	if r.opts.Allow != nil && !r.opts.Allow(from.Addr().Unmap()) {
 		return nil, false
 	}
+	if until := r.refusedUntil.Load(); until != 0 && time.Now().UnixNano() < until {
+		r.log.Debug("datagram dropped: the far side refused the target; no flow starts until retry", "client", from,
+			"retry_in", time.Until(time.Unix(0, until)).Round(time.Millisecond))
+		return nil, false
+	}
 	for len(u.flows) >= r.opts.MaxFlows {
 		u.evictLocked(r)
 	}
@@ -369,10 +395,25 @@ func (u *UDP) flow(pc net.PacketConn, from netip.AddrPort, oob, d []byte) (*udpF
 // once a second per listener, with how many it left out since: while the
 // peer is down each new client starts a flow, and clients that send from
 // a new port each time (DNS) would fill the log. The metrics count each.
-func (u *UDP) logDialFailure(log *slog.Logger, err error) {
-	if ok, skipped := u.failLog.Allow(); ok {
+// held is how long the route starts no flow after it, if it does.
+func (u *UDP) logDialFailure(log *slog.Logger, err error, held time.Duration) {
+	ok, skipped := u.failLog.Allow()
+	switch {
+	case !ok:
+	case held > 0:
+		log.Info("udp flow: the far side's dial policy refuses the target; new flows' datagrams are dropped until retry",
+			"err", err, "retry_in", held, "not_logged_since", skipped)
+	default:
 		log.Info("udp flow: tunnel stream failed; its datagrams are dropped", "err", err, "not_logged_since", skipped)
 	}
+}
+
+// refusedByPolicy reports whether err is the far side's refusal of a
+// stream's target by its dial policy, which the next stream to the same
+// target would meet too.
+func refusedByPolicy(err error) bool {
+	var reject *wire.RejectError
+	return errors.As(err, &reject) && reject.Code == wire.CodeForbidden
 }
 
 // logReplyLost logs a datagram from the tunnel that the listener's socket
@@ -431,7 +472,14 @@ func (u *UDP) runFlow(pc net.PacketConn, k flowKey, f *udpFlow, r *udpRoute) {
 		return // evicted, or the listener closed, while the stream opened
 	}
 	if err != nil {
-		u.logDialFailure(log, err)
+		var held time.Duration
+		if refusedByPolicy(err) {
+			// Before the flow leaves the map (deferred above), so that
+			// the client's next datagram finds the route held.
+			held = u.refusedHold
+			r.refusedUntil.Store(time.Now().Add(held).UnixNano())
+		}
+		u.logDialFailure(log, err, held)
 		if r.opts.OnDialError != nil {
 			r.opts.OnDialError(err)
 		}

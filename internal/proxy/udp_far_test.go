@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/west-tunnel/west/internal/acl"
 	"github.com/west-tunnel/west/internal/testutil"
 	"github.com/west-tunnel/west/internal/wire"
 )
@@ -17,11 +18,17 @@ import (
 // its address.
 func serveUDP(t *testing.T, opts UDPOptions) string {
 	t.Helper()
+	return listenUDP(t, NewUDP(opts))
+}
+
+// listenUDP serves srv on a socket on loopback until the test ends, and
+// returns its address.
+func listenUDP(t *testing.T, srv *UDP) string {
+	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewUDP(opts)
 	served := make(chan struct{})
 	go func() { srv.ServePacket(pc); close(served) }()
 	t.Cleanup(func() { srv.Close(); <-served })
@@ -221,5 +228,90 @@ func TestUDPReplyTooLargeForClientLogged(t *testing.T) {
 	}
 	if n := dials.Load(); n != 1 {
 		t.Errorf("%d streams for one client; want its flow kept through the lost reply, on one", n)
+	}
+}
+
+// TestUDPTargetRefusedByPolicyHoldsRoute: once the far side's dial_allow
+// refuses the route's target, the listener logs it and, for its hold,
+// drops new clients' datagrams without opening a stream, the client's
+// own and another's alike; after the hold it tries again, and a policy
+// widened meanwhile lets the flow through. Each datagram after a refusal
+// cost a stream that the far side refused again.
+func TestUDPTargetRefusedByPolicyHoldsRoute(t *testing.T) {
+	free, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := free.LocalAddr().String()
+	free.Close()
+	echoUDPOn(t, target)
+	elsewhere, err := acl.ParseTargets([]string{"192.0.2.1:53"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	far := &Far{Targets: elsewhere}
+	var log testutil.Buffer
+	var dials atomic.Int64
+	srv := NewUDP(UDPOptions{Name: "udp://held", Target: target, Dialer: countingDialer(tunnelPairTo(t, far), &dials),
+		Logger: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	// Long enough for the datagrams below to come within it on a loaded
+	// machine; short, as the test waits it out.
+	srv.refusedHold = 2 * time.Second
+	entry := listenUDP(t, srv)
+	dial := func() net.Conn {
+		c, err := net.Dial("udp", entry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	a, b := dial(), dial()
+	a.Write([]byte("one"))
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(log.String(), "dial policy refuses the target") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the far side's refusal was not logged on the listener's side; log:\n%s", log.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	const more = 5
+	for range more {
+		a.Write([]byte("again"))
+	}
+	b.Write([]byte("another client"))
+	for strings.Count(log.String(), "no flow starts until retry") < more+1 && dials.Load() == 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("datagrams sent during the hold were neither dropped nor carried; log:\n%s", log.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := dials.Load(); n != 1 {
+		t.Fatalf("%d streams for a target the far side refused; want 1, then none until the hold ends", n)
+	}
+	if n := strings.Count(log.String(), "dial policy refuses the target"); n != 1 {
+		t.Errorf("the refusal logged %d times; want once", n)
+	}
+
+	allowed, err := acl.ParseTargets([]string{target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	far.SetTargets(allowed)
+	buf := make([]byte, 100)
+	var got string
+	for deadline := time.Now().Add(10 * time.Second); got == "" && time.Now().Before(deadline); {
+		a.Write([]byte("after"))
+		a.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if n, err := a.Read(buf); err == nil {
+			got = string(buf[:n])
+		}
+	}
+	if got != "echo after" {
+		t.Fatalf("after the hold, with the target allowed: got %q, want %q", got, "echo after")
+	}
+	if n := dials.Load(); n != 2 {
+		t.Errorf("%d streams in all; want the refused one and one after the hold", n)
 	}
 }
