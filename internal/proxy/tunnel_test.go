@@ -26,8 +26,9 @@ func tunnelPair(tb testing.TB) *tunnel.Client {
 	return tunnelPairTo(tb, &Far{})
 }
 
-// tunnelPairTo is tunnelPair with far serving the server's streams.
-func tunnelPairTo(tb testing.TB, far *Far) *tunnel.Client {
+// tunnelPairTo is tunnelPair with far (a *Far, or a handler of a test's
+// own) serving the server's streams.
+func tunnelPairTo(tb testing.TB, far tunnel.StreamHandler) *tunnel.Client {
 	tb.Helper()
 	srv := tunnel.NewServer(tunnel.ServerOptions{Handler: far})
 	hs := httptest.NewServer(srv)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -523,7 +524,7 @@ func (u *UDP) runFlow(pc net.PacketConn, k flowKey, f *udpFlow, r *udpRoute) {
 			} else {
 				_, err = pc.WriteTo(d, to)
 			}
-			copyBufs.Put(bp)
+			putDatagramBuf(bp)
 			if errors.Is(err, net.ErrClosed) {
 				return // the listener's socket is gone: no reply can go
 			}
@@ -589,20 +590,59 @@ func (u *UDP) Close() error {
 	return nil
 }
 
-// readDatagram reads the next datagram of a UDP stream into a buffer from
-// copyBufs, taken once its frame has begun to arrive, so that a flow idle
-// between datagrams holds none. The caller puts bp back.
+// smallDatagram is the buffer a UDP stream's reader waits for a
+// datagram's body with: all that a datagram of an Ethernet MTU or less
+// (DNS, WireGuard, QUIC, syslog: most of them) ever takes.
+const smallDatagram = 2 << 10
+
+var (
+	smallDatagramBufs = sync.Pool{New: func() any { b := make([]byte, smallDatagram); return &b }}
+	datagramBufs      = sync.Pool{New: func() any { b := make([]byte, wire.MaxDatagram); return &b }}
+)
+
+// readDatagram reads the next datagram of a UDP stream into a pooled
+// buffer, which the caller gives back with putDatagramBuf. It takes none
+// until the frame's length has come, so that a flow idle between
+// datagrams holds none, and then one of smallDatagram bytes until the
+// body begins to arrive; a larger datagram moves to a buffer of
+// wire.MaxDatagram bytes once its first bytes are in. A peer that sends a
+// frame's length and stalls thus makes the flow hold 2 KiB, and one that
+// stalls within a larger body 64 KiB, rather than a copy buffer (256 KiB).
 func readDatagram(stream net.Conn) (d []byte, bp *[]byte, err error) {
 	size, err := wire.ReadDatagramSize(stream)
 	if err != nil {
 		return nil, nil, err
 	}
-	bp = copyBufs.Get().(*[]byte)
-	if d, err = wire.ReadDatagramBody(stream, (*bp)[:size]); err != nil {
-		copyBufs.Put(bp)
+	bp = smallDatagramBufs.Get().(*[]byte)
+	first := (*bp)[:min(size, smallDatagram)]
+	n, err := io.ReadAtLeast(stream, first, min(size, 1))
+	if err != nil {
+		smallDatagramBufs.Put(bp)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF // the length came, the body did not
+		}
 		return nil, nil, err
 	}
-	return d, bp, nil
+	if n == size {
+		return first, bp, nil
+	}
+	large := datagramBufs.Get().(*[]byte)
+	copy(*large, first[:n])
+	smallDatagramBufs.Put(bp)
+	if _, err := wire.ReadDatagramBody(stream, (*large)[n:size]); err != nil {
+		datagramBufs.Put(large)
+		return nil, nil, err
+	}
+	return (*large)[:size], large, nil
+}
+
+// putDatagramBuf gives back a buffer from readDatagram.
+func putDatagramBuf(bp *[]byte) {
+	if len(*bp) == smallDatagram {
+		smallDatagramBufs.Put(bp)
+	} else {
+		datagramBufs.Put(bp)
+	}
 }
 
 // writeDatagram writes d to a UDP stream as one frame, built in a buffer
@@ -682,7 +722,7 @@ func pipeDatagrams(ctx context.Context, stream, conn net.Conn, act *activity, lo
 		if _, err := conn.Write(d); err != nil {
 			lost(err) // too large, refused: UDP's way, but logged
 		}
-		copyBufs.Put(bp)
+		putDatagramBuf(bp)
 	}
 	conn.Close()
 	<-done
