@@ -603,19 +603,26 @@ var (
 // readDatagram reads the next datagram of a UDP stream into a pooled
 // buffer, which the caller gives back with putDatagramBuf. It takes none
 // until the frame's length has come, so that a flow idle between
-// datagrams holds none, and then one of smallDatagram bytes until the
-// body begins to arrive; a larger datagram moves to a buffer of
-// wire.MaxDatagram bytes once its first bytes are in. A peer that sends a
-// frame's length and stalls thus makes the flow hold 2 KiB, and one that
-// stalls within a larger body 64 KiB, rather than a copy buffer (256 KiB).
+// datagrams holds none. A datagram of smallDatagram bytes or less is read
+// into a buffer that size; a larger one waits for its first bytes there
+// too, and only then moves to one of wire.MaxDatagram bytes. A peer that
+// sends a frame's length and stalls thus makes the flow hold 2 KiB, and
+// one that stalls within a larger body 64 KiB, rather than a copy buffer
+// (256 KiB).
 func readDatagram(stream net.Conn) (d []byte, bp *[]byte, err error) {
 	size, err := wire.ReadDatagramSize(stream)
 	if err != nil {
 		return nil, nil, err
 	}
 	bp = smallDatagramBufs.Get().(*[]byte)
-	first := (*bp)[:min(size, smallDatagram)]
-	n, err := io.ReadAtLeast(stream, first, min(size, 1))
+	if size <= smallDatagram {
+		if d, err = wire.ReadDatagramBody(stream, (*bp)[:size]); err != nil {
+			smallDatagramBufs.Put(bp)
+			return nil, nil, err
+		}
+		return d, bp, nil
+	}
+	n, err := io.ReadAtLeast(stream, *bp, 1)
 	if err != nil {
 		smallDatagramBufs.Put(bp)
 		if err == io.EOF {
@@ -623,11 +630,8 @@ func readDatagram(stream net.Conn) (d []byte, bp *[]byte, err error) {
 		}
 		return nil, nil, err
 	}
-	if n == size {
-		return first, bp, nil
-	}
 	large := datagramBufs.Get().(*[]byte)
-	copy(*large, first[:n])
+	copy(*large, (*bp)[:n])
 	smallDatagramBufs.Put(bp)
 	if _, err := wire.ReadDatagramBody(stream, (*large)[n:size]); err != nil {
 		datagramBufs.Put(large)
