@@ -15,6 +15,7 @@ import (
 
 	"github.com/west-tunnel/west/internal/acl"
 	"github.com/west-tunnel/west/internal/lograte"
+	"github.com/west-tunnel/west/internal/monotime"
 	"github.com/west-tunnel/west/internal/sockio"
 	"github.com/west-tunnel/west/internal/tunnel"
 	"github.com/west-tunnel/west/internal/wire"
@@ -81,7 +82,7 @@ func (f *Far) targets() *acl.Targets {
 // in flight from a kept-alive HTTP connection that merely sits idle.
 type activity struct {
 	quietEnds bool         // HTTP or UDP: a drain may cut it once it is quiet
-	last      atomic.Int64 // unix nanoseconds of the last bytes either way
+	last      atomic.Int64 // monotime reading of the last bytes either way
 	awaiting  atomic.Bool  // the last bytes went to the target: a reply is due
 	// session, for an HTTP stream, is the tunnel it came on: once its
 	// opener has understood our drain notice (DrainNoticed), it closes
@@ -144,7 +145,7 @@ func (f *Far) Wait(ctx context.Context, takeUntil time.Time) error {
 
 // busyLocked reports whether a stream is busy. f.mu must be held.
 func (f *Far) busyLocked() bool {
-	now := time.Now().UnixNano()
+	now := monotime.Now()
 	for a := range f.streams {
 		if a.busy(now) {
 			return true
@@ -189,13 +190,13 @@ func (c trackedConn) Read(b []byte) (int, error) {
 
 func (c trackedConn) observeRead(int) {
 	c.a.awaiting.Store(false)
-	c.a.last.Store(time.Now().UnixNano())
+	c.a.last.Store(monotime.Now())
 }
 
 func (c trackedConn) Write(b []byte) (int, error) {
 	if len(b) > 0 {
 		c.a.awaiting.Store(true)
-		c.a.last.Store(time.Now().UnixNano())
+		c.a.last.Store(monotime.Now())
 	}
 	return c.Conn.Write(b)
 }
@@ -241,7 +242,7 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 	// HTTP streams may be cut by a drain between requests, UDP flows
 	// between datagrams; raw TCP only when it ends.
 	act := &activity{quietEnds: req.Header.Kind != wire.KindTCP}
-	act.last.Store(time.Now().UnixNano())
+	act.last.Store(monotime.Now())
 	act.awaiting.Store(req.Header.Kind == wire.KindHTTP) // the request is on its way
 	if req.Header.Kind == wire.KindHTTP {
 		act.session = req.Session()

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/west-tunnel/west/internal/acl"
+	"github.com/west-tunnel/west/internal/monotime"
 )
 
 // Server serves an http:// proxy listener. It answers the common request,
@@ -123,7 +124,7 @@ func (s *Server) track(c *serverConn) bool {
 // request, and then finds the server closing.
 func (s *Server) setIdle(c *serverConn, idle bool) bool {
 	if idle {
-		c.idleSince.Store(time.Now().UnixNano())
+		c.idleSince.Store(monotime.Now())
 	}
 	c.idle.Store(idle)
 	return !s.closing.Load()
@@ -319,8 +320,8 @@ type serverConn struct {
 	conn net.Conn
 	br   *bufio.Reader
 	idle atomic.Bool // waiting for a request
-	// idleSince is when it last began to wait after an answer, in Unix
-	// nanoseconds; 0 before the first.
+	// idleSince is when it last began to wait after an answer, a
+	// monotime reading; 0 before the first.
 	idleSince atomic.Int64
 	// ctx ends with the connection, or when its client is seen to leave
 	// (clientWatch) or Recheck refuses it: its requests are abandoned
@@ -346,8 +347,8 @@ type serverConn struct {
 	// armed is when the read deadline was last set for the wait for a
 	// request; zero when it must be set again.
 	armed time.Time
-	// writeArmed is when the write deadline was last set (armWrite), in
-	// Unix nanoseconds: net/http and a hijacker write from goroutines of
+	// writeArmed is when the write deadline was last set (armWrite), a
+	// monotime reading: net/http and a hijacker write from goroutines of
 	// their own.
 	writeArmed atomic.Int64
 	// The client's address, for access lists and X-Forwarded-For, and
@@ -449,9 +450,9 @@ func (c *serverConn) armWrite() {
 		return
 	}
 	now := time.Now()
-	if now.UnixNano()-c.writeArmed.Load() > int64(min(time.Second, idle/4)) {
+	if at := monotime.At(now); at-c.writeArmed.Load() > int64(min(time.Second, idle/4)) {
 		c.conn.SetWriteDeadline(now.Add(idle))
-		c.writeArmed.Store(now.UnixNano())
+		c.writeArmed.Store(at)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/west-tunnel/west/internal/lograte"
+	"github.com/west-tunnel/west/internal/monotime"
 	"github.com/west-tunnel/west/internal/sockio"
 	"github.com/west-tunnel/west/internal/wire"
 )
@@ -82,7 +83,7 @@ type flowKey struct {
 
 type udpFlow struct {
 	out  chan []byte  // datagrams from the client, waiting for the stream
-	last atomic.Int64 // unix nanoseconds of the last datagram either way
+	last atomic.Int64 // monotime reading of the last datagram either way
 	ctx  context.Context
 	end  context.CancelFunc // ends the flow early, to make room for another
 	// route is what the flow was started by: its target and peer.
@@ -126,7 +127,7 @@ const refusedHoldTime = 5 * time.Second
 type udpRoute struct {
 	opts UDPOptions
 	log  *slog.Logger
-	// refusedUntil is when, in unix nanoseconds, new flows may start again
+	// refusedUntil is when, a monotime reading, new flows may start again
 	// after the far side refused the target by its dial policy; 0 or past
 	// for none. A Reroute's new route starts without it.
 	refusedUntil atomic.Int64
@@ -371,9 +372,9 @@ func (u *UDP) flow(pc net.PacketConn, from netip.AddrPort, oob, d []byte) (*udpF
 	if r.opts.Allow != nil && !r.opts.Allow(from.Addr().Unmap()) {
 		return nil, false
 	}
-	if until := r.refusedUntil.Load(); until != 0 && time.Now().UnixNano() < until {
+	if wait := -monotime.Since(r.refusedUntil.Load()); wait > 0 {
 		r.log.Debug("datagram dropped: the far side refused the target; no flow starts until retry", "client", from,
-			"retry_in", time.Until(time.Unix(0, until)).Round(time.Millisecond))
+			"retry_in", wait.Round(time.Millisecond))
 		return nil, false
 	}
 	for len(u.flows) >= r.opts.MaxFlows {
@@ -384,7 +385,7 @@ func (u *UDP) flow(pc net.PacketConn, from netip.AddrPort, oob, d []byte) (*udpF
 	if len(oob) > 0 {
 		f.from = replyFrom(oob)
 	}
-	f.last.Store(time.Now().UnixNano())
+	f.last.Store(monotime.Now())
 	k := flowKey{from, string(oob)}
 	u.flows[k] = f
 	u.flowWG.Add(1)
@@ -446,7 +447,7 @@ func (u *UDP) evictLocked(r *udpRoute) {
 	delete(u.flows, key)
 	oldest.end()
 	r.log.Debug("udp flow ended to make room for a new client", "client", key.client,
-		"idle", time.Since(time.Unix(0, oldest.last.Load())).Round(time.Millisecond), "max_flows", r.opts.MaxFlows)
+		"idle", monotime.Since(oldest.last.Load()).Round(time.Millisecond), "max_flows", r.opts.MaxFlows)
 }
 
 // runFlow opens the flow's stream and carries datagrams both ways until
@@ -478,7 +479,7 @@ func (u *UDP) runFlow(pc net.PacketConn, k flowKey, f *udpFlow, r *udpRoute) {
 			// Before the flow leaves the map (deferred above), so that
 			// the client's next datagram finds the route held.
 			held = u.refusedHold
-			r.refusedUntil.Store(time.Now().Add(held).UnixNano())
+			r.refusedUntil.Store(monotime.Now() + int64(held))
 		}
 		u.logDialFailure(log, err, held)
 		if r.opts.OnDialError != nil {
@@ -518,7 +519,7 @@ func (u *UDP) runFlow(pc net.PacketConn, k flowKey, f *udpFlow, r *udpRoute) {
 			if err != nil {
 				return
 			}
-			f.last.Store(time.Now().UnixNano())
+			f.last.Store(monotime.Now())
 			if f.from != nil && uc != nil {
 				_, _, err = uc.WriteMsgUDPAddrPort(d, f.from, from)
 			} else {
@@ -540,13 +541,13 @@ func (u *UDP) runFlow(pc net.PacketConn, k flowKey, f *udpFlow, r *udpRoute) {
 		select {
 		case d := <-f.out:
 			u.queued.Add(-int64(len(d)))
-			f.last.Store(time.Now().UnixNano())
+			f.last.Store(monotime.Now())
 			if err := writeDatagram(stream, d); err != nil {
 				log.Info("udp flow ended", "err", err)
 				return
 			}
 		case <-idle.C:
-			if quiet := time.Since(time.Unix(0, f.last.Load())); quiet < r.opts.IdleTimeout {
+			if quiet := monotime.Since(f.last.Load()); quiet < r.opts.IdleTimeout {
 				idle.Reset(r.opts.IdleTimeout - quiet)
 				continue
 			}
@@ -706,7 +707,7 @@ func pipeDatagrams(ctx context.Context, stream, conn net.Conn, act *activity, lo
 				}
 				return
 			}
-			act.last.Store(time.Now().UnixNano())
+			act.last.Store(monotime.Now())
 			frame := wire.AppendDatagram((*bp)[:0], (*bp)[2:2+n]) // moves the datagram onto itself
 			if _, err := stream.Write(frame); err != nil {
 				return // the multiplexer may still send from bp
@@ -722,7 +723,7 @@ func pipeDatagrams(ctx context.Context, stream, conn net.Conn, act *activity, lo
 		if err != nil {
 			break
 		}
-		act.last.Store(time.Now().UnixNano())
+		act.last.Store(monotime.Now())
 		if _, err := conn.Write(d); err != nil {
 			lost(err) // too large, refused: UDP's way, but logged
 		}

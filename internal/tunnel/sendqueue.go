@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-yamux/v5"
+
+	"github.com/west-tunnel/west/internal/monotime"
 )
 
 // yamux copies each frame into one send queue shared by every stream, and
@@ -51,7 +53,7 @@ type sendQueue struct {
 	waiting atomic.Int64
 	// writing counts frames the WebSocket is writing now: one taken off
 	// waiting may not have reached the connection yet. lastWrite is when
-	// the last frame, data or control, was written (a monoNow reading).
+	// the last frame, data or control, was written (a monotime reading).
 	writing   atomic.Int32
 	lastWrite atomic.Int64
 
@@ -141,7 +143,7 @@ func (q *sendQueue) more() bool { return q.waiting.Load() > 0 }
 // control frames that follow the data, such as a stream's end, are not
 // counted, but yamux queues them behind it and writes them at once.
 func (q *sendQueue) settled(now time.Time, quiet time.Duration) bool {
-	return !q.more() && q.writing.Load() == 0 && monoAt(now)-q.lastWrite.Load() >= int64(quiet)
+	return !q.more() && q.writing.Load() == 0 && monotime.At(now)-q.lastWrite.Load() >= int64(quiet)
 }
 
 // batchLimit is how many bytes of frames a message may gather now.

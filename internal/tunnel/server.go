@@ -19,6 +19,7 @@ import (
 	"github.com/libp2p/go-yamux/v5"
 
 	"github.com/west-tunnel/west/internal/lograte"
+	"github.com/west-tunnel/west/internal/monotime"
 	"github.com/west-tunnel/west/internal/wire"
 )
 
@@ -419,7 +420,7 @@ func startSession(c *websocket.Conn, client bool, peer, remote string, mo MuxOpt
 	limitUnsent(c.NetConn())
 	queue := newSendQueue()
 	conn := &wsConn{ws: c, sent: queue}
-	conn.heard.Store(monoNow())
+	conn.heard.Store(monotime.Now())
 	cfg := mo.yamuxConfig(log)
 	var mux *yamux.Session
 	var err error

@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-yamux/v5"
 
 	"github.com/west-tunnel/west/internal/lograte"
+	"github.com/west-tunnel/west/internal/monotime"
 	"github.com/west-tunnel/west/internal/wire"
 )
 
@@ -166,7 +167,7 @@ func (s *Session) closeFor(code int, reason string) error {
 
 // silent is how long the session had heard nothing from its peer at now.
 func (s *Session) silent(now time.Time) time.Duration {
-	return time.Duration(monoAt(now) - s.conn.heard.Load())
+	return time.Duration(monotime.At(now) - s.conn.heard.Load())
 }
 
 // Close codes a west sends in the close message of a tunnel it ends.
@@ -193,7 +194,7 @@ func (s *Session) peerClosed() (code int, reason string) {
 // only receives the data pings on the idle direction, so the sender
 // hears it. A ping gives up on its answer after interval (yamux's
 // ConnectionWriteTimeout), so the next one goes out on time.
-// heard and sent are monoNow readings.
+// heard and sent are monotime readings.
 //
 // A peer that has stopped reading, but goes on sending, is closed too,
 // once a write to it has waited for timeout and its TCP has acknowledged
@@ -210,10 +211,10 @@ func (s *Session) peerClosed() (code int, reason string) {
 func (s *Session) watch(heard, sent *atomic.Int64, interval, timeout time.Duration) {
 	t := time.NewTimer(interval)
 	defer t.Stop()
-	wake := monoNow() + int64(interval) // when t is due
-	judge := int64(math.MinInt64 / 2)   // no dead tunnel before then
-	pinging := make(chan struct{}, 1)   // holds a token while a ping waits
-	pinged := int64(math.MinInt64 / 2)  // when the last ping started: never
+	wake := monotime.Now() + int64(interval) // when t is due
+	judge := int64(math.MinInt64 / 2)        // no dead tunnel before then
+	pinging := make(chan struct{}, 1)        // holds a token while a ping waits
+	pinged := int64(math.MinInt64 / 2)       // when the last ping started: never
 	var stall sendStall
 	for {
 		select {
@@ -221,7 +222,7 @@ func (s *Session) watch(heard, sent *atomic.Int64, interval, timeout time.Durati
 		case <-s.mux.CloseChan():
 			return
 		}
-		now := monoNow()
+		now := monotime.Now()
 		if now-wake >= int64(interval) {
 			judge = now + int64(interval)
 		}
@@ -287,19 +288,6 @@ func (st *sendStall) check(s *Session, now int64, timeout time.Duration) time.Du
 	}
 	return time.Duration(now - st.since)
 }
-
-// clockStart is the origin of monoNow.
-var clockStart = time.Now()
-
-// monoNow is a reading of the monotonic clock, in nanoseconds, for times
-// kept in atomics: time.Time's UnixNano would drop the monotonic reading,
-// and a step of the wall clock would then stop the watch from pinging, or
-// close every tunnel at once.
-func monoNow() int64 { return int64(time.Since(clockStart)) }
-
-// monoAt is t as a monoNow reading; t must carry a monotonic reading
-// (come from time.Now).
-func monoAt(t time.Time) int64 { return int64(t.Sub(clockStart)) }
 
 // Open opens a stream to the peer, asks it to connect to h.Target, and
 // returns the stream once the peer has connected. A refusal is a
@@ -541,7 +529,7 @@ type Stream struct {
 	sessionDone <-chan struct{} // closed when the session ends
 	closing     chan struct{}   // closed by Close
 	closed      atomic.Bool
-	// writeDeadline is the write deadline in Unix nanoseconds, 0 for none;
+	// writeDeadline is the write deadline as a monotime reading, 0 for none;
 	// yamux has its own copy, this one bounds the wait for the queue.
 	writeDeadline atomic.Int64
 	peerDraining  *atomic.Bool // the session's
@@ -667,7 +655,7 @@ func (s *Stream) waitQueue() error {
 		var timeout <-chan time.Time
 		var timer *time.Timer
 		if d := s.writeDeadline.Load(); d != 0 {
-			wait := time.Until(time.Unix(0, d))
+			wait := time.Duration(d - monotime.Now())
 			if wait <= 0 {
 				return os.ErrDeadlineExceeded
 			}
@@ -845,7 +833,7 @@ func (s *Stream) SetWriteDeadline(t time.Time) error {
 func (s *Stream) setWriteDeadline(t time.Time) {
 	var d int64
 	if !t.IsZero() {
-		d = t.UnixNano()
+		d = monotime.At(t)
 	}
 	s.writeDeadline.Store(d)
 	select {

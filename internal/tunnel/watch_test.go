@@ -14,6 +14,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/west-tunnel/west/internal/monotime"
 	"github.com/west-tunnel/west/internal/testutil"
 	"github.com/west-tunnel/west/internal/wire"
 )
@@ -217,7 +218,7 @@ func TestPeerThatTakesNoDataIsClosed(t *testing.T) {
 		}
 	}
 	waitFor(t, "the server's send loop to wait in a write", func() bool {
-		return q.writing.Load() > 0 && time.Duration(monoNow()-q.lastWrite.Load()) > 100*time.Millisecond
+		return q.writing.Load() > 0 && time.Duration(monotime.Now()-q.lastWrite.Load()) > 100*time.Millisecond
 	})
 
 	start := time.Now()

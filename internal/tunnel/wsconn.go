@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/west-tunnel/west/internal/monotime"
 )
 
 // wsWriteBufferSize is the WebSocket write buffer of a tunnel: one
@@ -56,7 +58,7 @@ type wsConn struct {
 	// leaves the socket to the reader for a moment (see Close).
 	closeSent atomic.Bool
 
-	// heard is when bytes last arrived (a monoNow reading), for
+	// heard is when bytes last arrived (a monotime reading), for
 	// Session.watch.
 	heard atomic.Int64
 }
@@ -79,7 +81,7 @@ func (c *wsConn) Read(b []byte) (int, error) {
 		}
 		n, err := c.r.Read(b)
 		if n > 0 {
-			c.heard.Store(monoNow())
+			c.heard.Store(monotime.Now())
 		}
 		if err == io.EOF {
 			c.r = nil
@@ -133,7 +135,7 @@ func (c *wsConn) Write(b []byte) (int, error) {
 	n, err := c.write(b, more, c.sent.batchLimit())
 	end := time.Now()
 	c.sent.wrote(n, end.Sub(start))
-	c.sent.lastWrite.Store(monoAt(end))
+	c.sent.lastWrite.Store(monotime.At(end))
 	c.sent.writing.Add(-1)
 	return n, err
 }
