@@ -99,6 +99,15 @@ func (w *fastWriter) response(resp *http.Response, b []byte) (int64, error) {
 	if w.head != nil || resp.ContentLength >= 0 || bodyBegun(body) {
 		n, err = body.Read(buf)
 		if err != nil && err != io.EOF {
+			if w.conn.ctx.Err() != nil {
+				// The request was abandoned: its client was seen to
+				// leave (or only half-closed, which the watch takes for
+				// the same), or its connection is being ended. It gets
+				// no answer, as on net/http's path, rather than a 502
+				// blaming the backend.
+				w.clientGone = true
+				return 0, err
+			}
 			w.error(http.StatusBadGateway, errBrokeOff, b)
 			return 0, err
 		}
