@@ -179,6 +179,10 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 	}
 	if cfg.West.ControlAddr != "" {
 		n.addServer("control", cfg.West.ControlAddr, cfg.West.ControlAddr, n.controlHandler(), nil)
+		// "OPTIONS *" goes to the handler too, whose access list and
+		// methods hold for it as for any path; net/http's server would
+		// answer it 200 itself.
+		n.servers[len(n.servers)-1].srv.(*http.Server).DisableGeneralOptionsHandler = true
 	}
 	n.warnConfig(cfg)
 	return n, nil
