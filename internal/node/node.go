@@ -179,10 +179,6 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 	}
 	if cfg.West.ControlAddr != "" {
 		n.addServer("control", cfg.West.ControlAddr, cfg.West.ControlAddr, n.controlHandler(), nil)
-		// "OPTIONS *" goes to the handler too, whose access list and
-		// methods hold for it as for any path; net/http's server would
-		// answer it 200 itself.
-		n.servers[len(n.servers)-1].srv.(*http.Server).DisableGeneralOptionsHandler = true
 	}
 	n.warnConfig(cfg)
 	return n, nil
@@ -301,6 +297,10 @@ func (n *Node) httpServer(h http.Handler) *http.Server {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+		// "OPTIONS *" goes to the handler too, whose access lists and
+		// methods hold for it as for any path; net/http's server would
+		// answer it 200 itself.
+		DisableGeneralOptionsHandler: true,
 	}
 }
 

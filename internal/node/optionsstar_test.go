@@ -23,3 +23,13 @@ func TestControlPortOptionsStar(t *testing.T) {
 		}
 	}
 }
+
+// TestListenerOptionsStar: on an http:// listener too, "OPTIONS *" is
+// west's to answer, and no route takes "*", where net/http's server
+// answered 200 for a backend that was never asked.
+func TestListenerOptionsStar(t *testing.T) {
+	addr := guardedAdmin(t)
+	if code, seen := rawRequest(t, addr, http.MethodOptions, "*"); code != http.StatusNotFound {
+		t.Fatalf("OPTIONS * on a listener: %d (backend saw %q), want 404", code, seen)
+	}
+}
