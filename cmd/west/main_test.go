@@ -159,6 +159,28 @@ func TestCheckWarnsOfTokens(t *testing.T) {
 	}
 }
 
+// A tunnel server that anyone who reaches it may use passes the check,
+// with the warning west logs as it starts; one on loopback, or with
+// tokens, has none.
+func TestCheckWarnsOfOpenTunnelServer(t *testing.T) {
+	t.Setenv("WEST_TEST_TOKEN", "a-token-of-24-characters")
+	for _, tc := range []struct {
+		server string
+		warn   bool
+	}{
+		{`{"sp": "ws://0.0.0.0:9801"}`, true},
+		{`{"sp": "ws://127.0.0.1:9801"}`, false},
+		{`{"sp": "ws://0.0.0.0:9801", "tokens": {"L": "env:WEST_TEST_TOKEN"}}`, false},
+	} {
+		p := writeFile(t, "open.json", `{"west": {"nm": "n"}, "wsts": `+tc.server+`}`)
+		code, _, stderr := runArgs(t, context.Background(), "check", "-c", p)
+		want := "west: warning: UNAUTHENTICATED TUNNEL SERVER on a non-loopback address"
+		if code != exitOK || strings.Contains(stderr, want) != tc.warn {
+			t.Errorf("check of %s: exit %d, stderr %q; want %d, and the warning: %v", tc.server, code, stderr, exitOK, tc.warn)
+		}
+	}
+}
+
 // TestRunLogsToFileAndStops: -O sends logs to a file, --input is noted and
 // ignored, -d enables debug, and cancelling the context stops the node.
 // TestArgparseForms: the command lines the seed's argparse read, west

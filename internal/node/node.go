@@ -279,10 +279,8 @@ func (n *Node) warnGate(s *config.TunnelServer, g *gate) {
 	for _, w := range g.weak {
 		n.log.Warn("tunnel token: " + w)
 	}
-	if !g.authenticated() && s.ClientCAFile == "" && !isLoopback(s.Addr) {
-		n.log.Warn("UNAUTHENTICATED TUNNEL SERVER on a non-loopback address: anyone who reaches it can take any peer name "+
-			"and make this west dial any target; set wsts.tokens or wsts.client_ca_file, and west.dial_allow",
-			"sp", s.URL.String())
+	if w := g.openWarning(s); w != "" {
+		n.log.Warn(w, "sp", s.URL.String())
 	}
 }
 

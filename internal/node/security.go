@@ -67,6 +67,16 @@ func newGate(s *config.TunnelServer, log *slog.Logger) (*gate, error) {
 // authenticated reports whether peers must prove who they are.
 func (g *gate) authenticated() bool { return g.tokens != nil || g.certNames }
 
+// openWarning is the warning for tunnel server s when anyone who reaches
+// it may connect, and "" when no one can, or only from this host.
+func (g *gate) openWarning(s *config.TunnelServer) string {
+	if g.authenticated() || s.ClientCAFile != "" || isLoopback(s.Addr) {
+		return ""
+	}
+	return "UNAUTHENTICATED TUNNEL SERVER on a non-loopback address: anyone who reaches it can take any peer name " +
+		"and make this west dial any target; set wsts.tokens or wsts.client_ca_file, and west.dial_allow"
+}
+
 // admit is the tunnel server's Admit hook.
 func (g *gate) admit(r *http.Request, name string) error {
 	err := g.check(r, name)
@@ -225,8 +235,8 @@ func CheckTLS(cfg *config.Config) error {
 
 // CheckSecrets reads every secret that cfg names (wsts.tokens, each
 // wstc token), as New does: what `west check` runs beside CheckTLS. It
-// returns the warnings of tokens too short, which start and each reload
-// log.
+// returns the warnings that start and each reload log as they read them:
+// of tokens too short, and of a tunnel server anyone may use.
 func CheckSecrets(cfg *config.Config) (warnings []string, err error) {
 	if cfg.Server != nil {
 		g, err := newGate(cfg.Server, slog.New(slog.DiscardHandler))
@@ -234,6 +244,9 @@ func CheckSecrets(cfg *config.Config) (warnings []string, err error) {
 			return nil, err
 		}
 		warnings = g.weak
+		if w := g.openWarning(cfg.Server); w != "" {
+			warnings = append(warnings, w+" (wsts.sp "+cfg.Server.URL.String()+")")
+		}
 	}
 	for _, c := range cfg.Clients {
 		if _, err := tokenHeader(c); err != nil {
