@@ -50,7 +50,13 @@ func Demo(ctx context.Context, out io.Writer, log *slog.Logger) error {
 	done := make(chan error, 2)
 	go func() { done <- g.Run(ctx) }()
 	go func() { done <- l.Run(ctx) }()
-	defer func() { cancel(); <-done; <-done }()
+	running := 2
+	defer func() {
+		cancel()
+		for ; running > 0; running-- {
+			<-done
+		}
+	}()
 
 	var listen string
 	for _, a := range l.Addrs().Proxies {
@@ -62,8 +68,15 @@ func Demo(ctx context.Context, out io.Writer, log *slog.Logger) error {
 	fmt.Fprintf(out, "  west G: tunnel server            ws://%s\n", g.Addrs().Tunnel)
 	fmt.Fprintf(out, "  west L: tunnel client to G, proxy listener http://%s/px -> G -> backend /x\n\n", listen)
 
-	resp, err := http.Get(url)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
+		return fmt.Errorf("demo request: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // Ctrl-C before the answer: a stop, not a failure
+		}
 		return fmt.Errorf("demo request: %w", err)
 	}
 	body, _ := io.ReadAll(resp.Body)
@@ -74,8 +87,14 @@ func Demo(ctx context.Context, out io.Writer, log *slog.Logger) error {
 	}
 	fmt.Fprintf(out, "The request crossed the tunnel from L to G and came back.\n\n")
 	fmt.Fprintf(out, "Try it yourself:\n  curl -v '%s'\nPress Ctrl-C to stop.\n", url)
-	<-ctx.Done()
-	return nil
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-done:
+		// A west ended before Ctrl-C: the curl above would fail.
+		running--
+		return fmt.Errorf("demo west stopped: %v", err)
+	}
 }
 
 func demoNode(js string, log *slog.Logger) (*Node, error) {

@@ -42,6 +42,17 @@ func TestDemoRunsAndStops(t *testing.T) {
 	}
 }
 
+// A demo stopped (Ctrl-C) before its request is answered ends without an
+// error, as one stopped after it does.
+func TestDemoStoppedBeforeAnswer(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var out testutil.Buffer
+	if err := Demo(ctx, &out, testLogger(t)); err != nil {
+		t.Fatalf("demo stopped before its answer: %v\noutput:\n%s", err, out.String())
+	}
+}
+
 // A start that fails on its last listener closes every socket it opened
 // before, so that a corrected config can start on the same ports.
 func TestPartialStartClosesAll(t *testing.T) {
