@@ -177,6 +177,21 @@ const (
 	closeRevoked  = 4001                     // a reload's wsts.ca or wsts.tokens no longer admit the peer
 )
 
+// suspended reads how long the machine has slept: monotime.Suspended,
+// or suspendedHook, set by tests only to put it to sleep.
+func suspended() time.Duration {
+	if hook := suspendedHook.Load(); hook != nil {
+		return (*hook)()
+	}
+	return monotime.Suspended()
+}
+
+var suspendedHook atomic.Pointer[func() time.Duration]
+
+// minSleep is the least growth of suspended that watch takes for a sleep
+// rather than the drift between its two clocks' reads.
+const minSleep = 100 * time.Millisecond
+
 // peerClosed returns the code and reason of the peer's close message, or
 // 0 and "" if none came.
 func (s *Session) peerClosed() (code int, reason string) {
@@ -208,6 +223,14 @@ func (s *Session) peerClosed() (code int, reason string) {
 // the peer sent meanwhile waits unread in the socket, so the silence is
 // this west's, not the peer's. It gives the reader an interval to read
 // it, and the peer its ping's answer, before it judges the peer silent.
+//
+// A machine that sleeps (a laptop's lid closed) stops the monotonic clock,
+// and the watch with it, so the silence it measures leaves the sleep out.
+// Seen on waking (monotime.Suspended), the sleep counts as silence: one
+// longer than timeout closes the tunnel at once, since the peer has given
+// it up by then and the client had better redial now than after timeout
+// more; after a shorter one the peer is pinged, and judged as after a
+// stop.
 func (s *Session) watch(heard, sent *atomic.Int64, interval, timeout time.Duration) {
 	t := time.NewTimer(interval)
 	defer t.Stop()
@@ -216,6 +239,9 @@ func (s *Session) watch(heard, sent *atomic.Int64, interval, timeout time.Durati
 	pinging := make(chan struct{}, 1)        // holds a token while a ping waits
 	pinged := int64(math.MinInt64 / 2)       // when the last ping started: never
 	var stall sendStall
+	suspendedAt := suspended()       // the machine's sleep so far
+	var asleep time.Duration         // its sleep seen since the peer was last heard
+	woke := int64(math.MinInt64 / 2) // when that sleep was seen
 	for {
 		select {
 		case <-t.C:
@@ -227,7 +253,22 @@ func (s *Session) watch(heard, sent *atomic.Int64, interval, timeout time.Durati
 			judge = now + int64(interval)
 		}
 		last := heard.Load()
-		if quiet := time.Duration(now - last); quiet >= timeout && now >= judge {
+		if last >= woke {
+			asleep = 0 // heard since: the peer kept the tunnel
+		}
+		if sleep := suspended(); sleep-suspendedAt >= minSleep {
+			asleep += sleep - suspendedAt
+			suspendedAt, woke = sleep, now
+			judge = now + int64(interval)
+			if asleep >= timeout {
+				s.log.Warn("this machine slept longer than dead_after; tunnel closed as dead", "asleep", asleep.Round(time.Millisecond))
+				why := fmt.Sprintf("this machine slept for %s; closed as dead", asleep.Round(time.Millisecond))
+				s.dead.Store(&why)
+				s.mux.Close()
+				return
+			}
+		}
+		if quiet := time.Duration(now-last) + asleep; quiet >= timeout && now >= judge {
 			s.log.Warn("tunnel silent; closed as dead", "silent", quiet.Round(time.Millisecond))
 			why := fmt.Sprintf("peer silent for %s; closed as dead", quiet.Round(time.Millisecond))
 			s.dead.Store(&why)
@@ -242,9 +283,10 @@ func (s *Session) watch(heard, sent *atomic.Int64, interval, timeout time.Durati
 			return
 		}
 		// A ping is due an interval after the last thing heard or the
-		// last thing sent, whichever is older, and after the last ping.
+		// last thing sent, whichever is older, and after the last ping;
+		// at once on waking from a sleep.
 		due := max(min(last, sent.Load()), pinged) + int64(interval)
-		if now >= due {
+		if now >= due || woke == now {
 			select {
 			case pinging <- struct{}{}:
 				pinged = now
@@ -256,7 +298,7 @@ func (s *Session) watch(heard, sent *atomic.Int64, interval, timeout time.Durati
 			}
 			due = now + int64(interval)
 		}
-		next := min(max(last+int64(timeout), judge), due)
+		next := min(max(last+int64(timeout-asleep), judge), due)
 		t.Reset(time.Duration(next - now))
 		wake = next
 	}
