@@ -40,6 +40,9 @@ func (c *serverConn) serveRequest() (keep, handOff bool) {
 	if rt == nil || h.tooLong(req.path) || !h.allows(rt, req.path, c.addr) || rt.Target.Scheme != "http" {
 		return false, true
 	}
+	if len(h.via) > 0 && bytes.Contains(head, h.via) {
+		return false, true // perhaps a loop, which net/http answers
+	}
 	c.br.Discard(len(head))
 	return h.serveFast(c, rt, &req), false
 }
@@ -299,8 +302,9 @@ func hostHeader(host string) string {
 // request line and Host of the route's target, the client's end-to-end
 // headers in their order, and the listener's X-Forwarded headers, as the
 // reverse proxy's Rewrite with SetXForwarded would; or, for a client
-// that is a west's listener (fromWest), that listener's.
-func (r *fastRequest) outgoingHead(b []byte, rt *route, clientIP string, fromWest bool) []byte {
+// that is a west's listener (fromWest), that listener's; and, with via,
+// the listener's Via entry after the client's.
+func (r *fastRequest) outgoingHead(b []byte, rt *route, clientIP string, fromWest bool, via string) []byte {
 	b = append(b, r.method...)
 	b = append(b, ' ')
 	b = append(b, joinPath(r.path, rt.Path, rt.Target)...)
@@ -330,6 +334,11 @@ func (r *fastRequest) outgoingHead(b []byte, rt *route, clientIP string, fromWes
 				b = append(b, "\r\n"...)
 			}
 		}
+	}
+	if via != "" {
+		b = append(b, "Via: 1.1 "...)
+		b = append(b, via...)
+		b = append(b, "\r\n"...)
 	}
 	if fromWest {
 		return append(b, "\r\n"...)
@@ -387,7 +396,7 @@ func (h *HTTP) serveFast(c *serverConn, rt *route, req *fastRequest) bool {
 	start := time.Now()
 	bp := heads.Get().(*[]byte)
 	defer heads.Put(bp)
-	out := req.outgoingHead((*bp)[:0], rt, c.ip, c.fromWest)
+	out := req.outgoingHead((*bp)[:0], rt, c.ip, c.fromWest, h.opts.Via)
 	*bp = out
 	rreq := getRequest
 	if req.method == http.MethodHead {

@@ -78,6 +78,13 @@ type HTTPOptions struct {
 	// Err), for clients who should not learn the tunnel's or a route's
 	// names.
 	BriefErrors bool
+	// Via is the name this listener gives itself in the Via header it
+	// adds to each request it forwards ("Via: 1.1 <Via>", RFC 9110,
+	// 7.6.3), and by which it knows a request that has come back to it
+	// around a loop of wests: one whose Via already names it is answered
+	// 508 Loop Detected rather than sent round again. Empty adds none and
+	// checks none.
+	Via string
 }
 
 // Record describes one proxied request once it has finished.
@@ -100,6 +107,7 @@ type HTTP struct {
 	routes    []route // longest Path first
 	guarded   bool    // a route has an access list
 	transport *streamTransport
+	via       []byte // opts.Via, for the request loop's check
 
 	// active counts the requests being served, so that a retired handler
 	// can tell when it has finished them (Finished).
@@ -134,7 +142,7 @@ func NewHTTP(opts HTTPOptions) *HTTP {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &HTTP{opts: opts, log: log.With("listener", opts.Name, "peer", opts.Peer), finished: make(chan struct{})}
+	h := &HTTP{opts: opts, log: log.With("listener", opts.Name, "peer", opts.Peer), finished: make(chan struct{}), via: []byte(opts.Via)}
 	dial := func(ctx context.Context, addr string) (net.Conn, error) {
 		// The listener's timeout bounds the far side's answer to the
 		// stream too, not only the backend's response headers.
@@ -190,6 +198,9 @@ func (h *HTTP) newReverseProxy(r Route) *httputil.ReverseProxy {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			rewriteURL(pr.Out.URL, pr.In.URL, r.Path, r.Target)
 			pr.Out.Host = r.Target.Host
+			if h.opts.Via != "" {
+				pr.Out.Header.Add("Via", fmt.Sprintf("%d.%d %s", pr.In.ProtoMajor, pr.In.ProtoMinor, h.opts.Via))
+			}
 			if pr.In.Context().Value(fromWestKey{}) != nil {
 				// The client is a west's listener: its X-Forwarded
 				// headers name the client that reached it.
@@ -864,6 +875,24 @@ func (b *bufferPool) Put(buf []byte) {
 	}
 }
 
+// looped reports whether the Via header values vias name this listener
+// as one the request has passed already: it has come round a loop.
+func (h *HTTP) looped(vias []string) bool {
+	if h.opts.Via == "" {
+		return false
+	}
+	for _, v := range vias {
+		for entry := range strings.SplitSeq(v, ",") {
+			// received-protocol SP received-by [ SP comment ]
+			f := strings.Fields(entry)
+			if len(f) >= 2 && f[1] == h.opts.Via {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // ServeHTTP proxies one request.
 func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.active.Add(1)
@@ -895,6 +924,10 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case refused != nil:
 		rec.err = fmt.Errorf("client %s not in the access list of %s", r.RemoteAddr, refused.Path)
 		h.writeError(rec, http.StatusForbidden, rec.err)
+	case h.looped(r.Header["Via"]):
+		rec.err = fmt.Errorf("request loop: the request has come through this listener before (its Via header names %s): "+
+			"a route's ou leads back to it", h.opts.Via)
+		h.writeError(rec, http.StatusLoopDetected, rec.err)
 	default:
 		// A switch to h2c would turn the connection into HTTP/2 frames
 		// passed on unread: requests for any path of the backend, past

@@ -1,0 +1,103 @@
+package node
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// askLoop sends a GET (the request loop's path) and a POST (net/http's)
+// to url and wants each answered 508, saying why, rather than sent round
+// the loop until the tunnels' stream limits, or memory, run out.
+func askLoop(t *testing.T, url string) {
+	t.Helper()
+	c := &http.Client{Timeout: 30 * time.Second}
+	for _, method := range []string{"GET", "POST"} {
+		req, _ := http.NewRequest(method, url, strings.NewReader("body"))
+		if method == "GET" {
+			req.Body, req.ContentLength = nil, 0
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("%s through a loop: %v", method, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusLoopDetected || !strings.Contains(string(body), "request loop") {
+			t.Fatalf("%s through a loop: %d %q, want 508 naming the loop", method, resp.StatusCode, body)
+		}
+	}
+}
+
+// TestChainLoopRefused: a route whose ou leads back to its own listener,
+// through another west (use case 1 turned on itself) or through the west
+// itself (its tunnel client dials its own tunnel server), is a loop: each
+// turn opened another stream, handed to the listener in process, which
+// opened another.
+func TestChainLoopRefused(t *testing.T) {
+	t.Run("two wests", func(t *testing.T) {
+		var pre prebound
+		aP, bP := pre.addr(t), pre.addr(t)
+		b := startNode(t, fmt.Sprintf(`{"west": {"nm": "B"}, "wsts": {"sp": "ws://127.0.0.1:0"},
+			"proxy": {"http://%s": {"en": "A", "/x": {"ou": "http://%s/x"}}}}`, bP, aP), Options{Listen: pre.listen})
+		startNode(t, fmt.Sprintf(`{"west": {"nm": "A"},
+			"proxy": {"http://%s": {"ea": "ws://%s", "/x": {"ou": "http://%s/x"}}}}`, aP, b.Addrs().Tunnel, bP), Options{Listen: pre.listen})
+		waitUp(t, b, "A")
+		askLoop(t, "http://"+aP+"/x")
+	})
+	t.Run("one west", func(t *testing.T) {
+		// Streams from a tunnel server to its client have no limit:
+		// this loop had no end.
+		var pre prebound
+		p, tun := pre.addr(t), pre.addr(t)
+		s := startNode(t, fmt.Sprintf(`{"west": {"nm": "S"}, "wsts": {"sp": "ws://%s"}, "wstc": {"ws://%s": {}},
+			"proxy": {"http://%s": {"en": "S", "/x": {"ou": "http://%s/x/y"}}}}`, tun, tun, p, p), Options{Listen: pre.listen})
+		waitUp(t, s, "S")
+		askLoop(t, "http://"+p+"/x")
+	})
+}
+
+// TestChainViaNamesEachListener: a chain's backend reads one Via entry
+// for each west listener the request passed, after the client's own, and
+// a chain that passes two listeners of one west is no loop.
+func TestChainViaNamesEachListener(t *testing.T) {
+	via := make(chan []string, 1)
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		via <- r.Header.Values("Via")
+	}))
+	t.Cleanup(be.Close)
+	var pre prebound
+	gA, gB := pre.addr(t), pre.addr(t)
+	// client -> G:gA -> L2 -> G:gB -> L2 -> backend
+	g := startNode(t, fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"},
+		"proxy": {"http://%s": {"en": "L2", "/a": {"ou": "http://%s/b"}},
+			"http://%s": {"en": "L2", "/b": {"ou": "%s/end"}}}}`, gA, gB, gB, be.URL), Options{Listen: pre.listen})
+	startL2(t, g)
+	for _, method := range []string{"GET", "POST"} {
+		req, _ := http.NewRequest(method, "http://"+gA+"/a", strings.NewReader("body"))
+		if method == "GET" {
+			req.Body, req.ContentLength = nil, 0
+		}
+		req.Header.Set("Via", "1.1 client-proxy")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d", method, resp.StatusCode)
+		}
+		got := strings.Join(<-via, ", ")
+		entries := strings.Split(got, ", ")
+		if len(entries) != 3 || entries[0] != "1.1 client-proxy" || !strings.HasPrefix(entries[1], "1.1 west-") ||
+			!strings.HasPrefix(entries[2], "1.1 west-") || entries[1] == entries[2] {
+			t.Fatalf("%s: backend read Via %q, want the client's and one of each listener", method, got)
+		}
+	}
+}
