@@ -426,7 +426,7 @@ func (n *Node) buildHTTP(p config.Proxy, clients map[string]*tunnel.Client) (*pr
 	}), nil
 }
 
-// viaName is the name http:// listener p gives itself in the Via header
+// viaName is the name http:// listener p gives itself in the West-Via header
 // of the requests it forwards, by which it knows one that comes back to
 // it around a loop of wests (proxy.HTTPOptions.Via). It says nothing of
 // the west or the listener to the backends that read it, but that

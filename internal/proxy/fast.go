@@ -303,7 +303,7 @@ func hostHeader(host string) string {
 // headers in their order, and the listener's X-Forwarded headers, as the
 // reverse proxy's Rewrite with SetXForwarded would; or, for a client
 // that is a west's listener (fromWest), that listener's; and, with via,
-// the listener's Via entry after the client's.
+// the listener's West-Via entry after any the client sent.
 func (r *fastRequest) outgoingHead(b []byte, rt *route, clientIP string, fromWest bool, via string) []byte {
 	b = append(b, r.method...)
 	b = append(b, ' ')
@@ -336,7 +336,7 @@ func (r *fastRequest) outgoingHead(b []byte, rt *route, clientIP string, fromWes
 		}
 	}
 	if via != "" {
-		b = append(b, "Via: 1.1 "...)
+		b = append(b, "West-Via: "...)
 		b = append(b, via...)
 		b = append(b, "\r\n"...)
 	}

@@ -78,12 +78,14 @@ type HTTPOptions struct {
 	// Err), for clients who should not learn the tunnel's or a route's
 	// names.
 	BriefErrors bool
-	// Via is the name this listener gives itself in the Via header it
-	// adds to each request it forwards ("Via: 1.1 <Via>", RFC 9110,
-	// 7.6.3), and by which it knows a request that has come back to it
-	// around a loop of wests: one whose Via already names it is answered
-	// 508 Loop Detected rather than sent round again. Empty adds none and
-	// checks none.
+	// Via is the name this listener gives itself in the West-Via header
+	// it adds to each request it forwards, and by which it knows a
+	// request that has come back to it around a loop of wests: one whose
+	// West-Via already names it is answered 508 Loop Detected rather than
+	// sent round again. Empty adds none and checks none. It is not the
+	// standard Via, which west does not add, as nginx and Go's reverse
+	// proxy do not: a backend behind nginx would stop compressing its
+	// answers (gzip_proxied takes a request with Via for a proxy's).
 	Via string
 }
 
@@ -199,7 +201,7 @@ func (h *HTTP) newReverseProxy(r Route) *httputil.ReverseProxy {
 			rewriteURL(pr.Out.URL, pr.In.URL, r.Path, r.Target)
 			pr.Out.Host = r.Target.Host
 			if h.opts.Via != "" {
-				pr.Out.Header.Add("Via", fmt.Sprintf("%d.%d %s", pr.In.ProtoMajor, pr.In.ProtoMinor, h.opts.Via))
+				pr.Out.Header.Add("West-Via", h.opts.Via)
 			}
 			if pr.In.Context().Value(fromWestKey{}) != nil {
 				// The client is a west's listener: its X-Forwarded
@@ -875,17 +877,16 @@ func (b *bufferPool) Put(buf []byte) {
 	}
 }
 
-// looped reports whether the Via header values vias name this listener
-// as one the request has passed already: it has come round a loop.
+// looped reports whether the West-Via header values vias name this
+// listener as one the request has passed already: it has come round a
+// loop.
 func (h *HTTP) looped(vias []string) bool {
 	if h.opts.Via == "" {
 		return false
 	}
 	for _, v := range vias {
 		for entry := range strings.SplitSeq(v, ",") {
-			// received-protocol SP received-by [ SP comment ]
-			f := strings.Fields(entry)
-			if len(f) >= 2 && f[1] == h.opts.Via {
+			if strings.TrimSpace(entry) == h.opts.Via {
 				return true
 			}
 		}
@@ -924,8 +925,8 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case refused != nil:
 		rec.err = fmt.Errorf("client %s not in the access list of %s", r.RemoteAddr, refused.Path)
 		h.writeError(rec, http.StatusForbidden, rec.err)
-	case h.looped(r.Header["Via"]):
-		rec.err = fmt.Errorf("request loop: the request has come through this listener before (its Via header names %s): "+
+	case h.looped(r.Header["West-Via"]):
+		rec.err = fmt.Errorf("request loop: the request has come through this listener before (its West-Via header names %s): "+
 			"a route's ou leads back to it", h.opts.Via)
 		h.writeError(rec, http.StatusLoopDetected, rec.err)
 	default:
