@@ -31,6 +31,7 @@ type Metrics struct {
 	duration     *prometheus.HistogramVec
 	dialFailures *prometheus.CounterVec
 	tcpConns     *prometheus.CounterVec
+	udpDropped   *prometheus.CounterVec
 	refused      prometheus.Counter
 	tlsFailed    prometheus.Counter
 	shed         prometheus.Counter
@@ -107,12 +108,16 @@ func NewMetrics() *Metrics {
 			Name: "west_tcp_connections_total",
 			Help: "Connections finished by tcp:// proxy listeners, by listener.",
 		}, []string{"listener"}),
+		udpDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "west_udp_datagrams_dropped_total",
+			Help: "UDP datagrams dropped, by udp:// listener and reason; listener is empty for those of a peer's flows this west sent to their targets.",
+		}, []string{"listener", "reason"}),
 		requestSeries: make(map[requestKey]requestSeries),
 		maxIdle:       DefaultMaxIdlePeers,
 		live:          make(map[any]liveTunnel),
 		series:        make(map[tunnelKey]*series),
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.dialFailures, m.tcpConns, m.refused, m.tlsFailed, m.shed,
+	m.reg.MustRegister(m.requests, m.duration, m.dialFailures, m.tcpConns, m.udpDropped, m.refused, m.tlsFailed, m.shed,
 		tunnelCollector{m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -235,6 +240,7 @@ func (m *Metrics) ForgetListener(listener string) {
 	}
 	m.forgetRequests(prometheus.Labels{"listener": listener}, func(k requestKey) bool { return k.listener == listener })
 	m.tcpConns.DeleteLabelValues(listener)
+	m.udpDropped.DeletePartialMatch(prometheus.Labels{"listener": listener})
 }
 
 // ForgetRoute drops the request series of one route of a listener, once
@@ -269,6 +275,18 @@ func (m *Metrics) ObserveTCP(listener string) {
 		return
 	}
 	m.tcpConns.WithLabelValues(listener).Inc()
+}
+
+// UDPDropped records n datagrams that udp:// listener dropped for reason,
+// one of a fixed set (such as "queue_full"). listener is "" for a
+// datagram of a peer's flow that did not reach its target: the far side
+// has no listener, and labelling it by peer would let a tunnel server's
+// peers, which name themselves, grow the series without bound.
+func (m *Metrics) UDPDropped(listener, reason string, n int) {
+	if m == nil {
+		return
+	}
+	m.udpDropped.WithLabelValues(listener, reason).Add(float64(n))
 }
 
 // TunnelTLSFailed records a connection to the tunnel server whose TLS

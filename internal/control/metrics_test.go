@@ -125,6 +125,7 @@ func TestNilMetricsIgnoresCalls(t *testing.T) {
 	m.ObserveRequest("l", "/", 200, time.Second)
 	m.ObserveTCP("l")
 	m.DialFailed("x")
+	m.UDPDropped("l", "queue_full", 1)
 	h := New(Options{Config: staticConfig(mustConfig(t, caseG)), Source: &fakeSource{}})
 	if code, _, _ := do(h, "GET", "/metrics", "127.0.0.1:1"); code != 404 {
 		t.Errorf("GET /metrics without Metrics: %d, want 404", code)

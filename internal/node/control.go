@@ -179,6 +179,15 @@ func (n *Node) countPeerDown(err error) {
 	}
 }
 
+// udpDropped returns the hook that counts the datagrams udp:// listener
+// name dropped. The far side's are counted with listener "" (see
+// control.Metrics.UDPDropped).
+func (n *Node) udpDropped(name string) func(proxy.DropReason, int) {
+	return func(why proxy.DropReason, count int) {
+		n.metrics.UDPDropped(name, string(why), count)
+	}
+}
+
 // onDialError counts the far side's refusals by reason: "dial_failed",
 // "dial_timeout", "forbidden" and so on.
 func (n *Node) onDialError(code wire.Code) {

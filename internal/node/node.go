@@ -160,7 +160,8 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 	}
 	n.metrics = control.NewMetrics()
 	n.metrics.WatchHealth(func() int { return len(n.State().Problems()) })
-	n.far = &proxy.Far{Targets: targets, Logger: n.log.With("part", "far"), OnDialError: n.onDialError, Locals: &n.locals}
+	n.far = &proxy.Far{Targets: targets, Logger: n.log.With("part", "far"), OnDialError: n.onDialError, Locals: &n.locals,
+		OnDatagramDropped: func(why proxy.DropReason) { n.metrics.UDPDropped("", string(why), 1) }}
 
 	if s := cfg.Server; s != nil {
 		if err := n.addTunnelServer(s); err != nil {
@@ -321,6 +322,7 @@ func (n *Node) udpOptions(p config.Proxy, clients map[string]*tunnel.Client) (pr
 		Name: p.URL.String(), Peer: peer, PeerDialed: p.ServerURL != nil, Target: p.Target.Host,
 		Dialer: dialer, Allow: allow, Logger: n.log.With("part", "proxy"),
 		OnDialError: n.countPeerDown, // metrics; see control.go
+		OnDropped:   n.udpDropped(p.URL.String()),
 		MaxFlows:    p.MaxConns,
 	}, err
 }

@@ -37,6 +37,10 @@ type Far struct {
 	Logger *slog.Logger
 	// OnDialError, if set, is told of every failed dial, for metrics.
 	OnDialError func(code wire.Code)
+	// OnDatagramDropped, if set, is told of every datagram of a UDP flow
+	// that did not reach its target, and why (DropSendFailed or
+	// DropTargetUnreachable), for metrics.
+	OnDatagramDropped func(reason DropReason)
 	// Locals are this west's own listeners: a TCP or HTTP stream for one
 	// of them is handed to it rather than dialled (see local.go).
 	Locals *Locals
@@ -45,7 +49,7 @@ type Far struct {
 	// piped (see logRefused): a peer opens as many as it likes.
 	refusedLog lograte.Limit
 	// lostLog limits the lines of UDP datagrams the target refused or
-	// the socket could not send (see logDatagramLost).
+	// the socket could not send (see datagramLost).
 	lostLog lograte.Limit
 
 	mu      sync.Mutex
@@ -321,7 +325,7 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 	log.Debug("stream connected")
 	switch req.Header.Kind {
 	case wire.KindUDP:
-		pipeDatagrams(ctx, stream, backend, act, func(err error) { f.logDatagramLost(log, err) })
+		pipeDatagrams(ctx, stream, backend, act, func(why DropReason, err error) { f.datagramLost(log, why, err) })
 	case wire.KindHTTP:
 		Pipe(ctx, stream, trackedConn{backend, act})
 	default:
@@ -384,10 +388,14 @@ func (f *Far) logRefused(log *slog.Logger, level slog.Level, msg string, err err
 	log.Log(context.Background(), level, msg, args...)
 }
 
-// logDatagramLost logs a datagram of a UDP flow that did not reach its
-// target, at most once a second with a count of those held back: a
-// client that keeps sending to a target that is down would fill the log.
-func (f *Far) logDatagramLost(log *slog.Logger, err error) {
+// datagramLost counts a datagram of a UDP flow that did not reach its
+// target, and logs it at most once a second with a count of those held
+// back: a client that keeps sending to a target that is down would fill
+// the log.
+func (f *Far) datagramLost(log *slog.Logger, why DropReason, err error) {
+	if f.OnDatagramDropped != nil {
+		f.OnDatagramDropped(why)
+	}
 	if ok, skipped := f.lostLog.Allow(); ok {
 		log.Info("udp datagram to the target lost; the flow goes on", "err", err, "not_logged_since", skipped)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/west-tunnel/west/internal/lograte"
 	"github.com/west-tunnel/west/internal/monotime"
 	"github.com/west-tunnel/west/internal/sockio"
+	"github.com/west-tunnel/west/internal/tunnel"
 	"github.com/west-tunnel/west/internal/wire"
 )
 
@@ -40,7 +41,32 @@ type UDPOptions struct {
 	// OnDialError, if set, is told why a flow's tunnel stream could not
 	// be opened, for metrics.
 	OnDialError func(err error)
+	// OnDropped, if set, is told of the datagrams the listener dropped,
+	// and why, for metrics. It is not called once Close has returned.
+	OnDropped func(reason DropReason, datagrams int)
 }
+
+// DropReason says why datagrams of a UDP flow were dropped. The set is
+// fixed, so that a metric labelled by it stays small.
+type DropReason string
+
+// Why a udp:// listener drops datagrams.
+const (
+	DropClientRefused   DropReason = "client_refused"   // the listener's access list refuses the client
+	DropQueueFull       DropReason = "queue_full"       // the flow's queue, or the listener's, is full
+	DropPeerDown        DropReason = "peer_down"        // no tunnel to the peer: the flow's stream could not be opened
+	DropTargetForbidden DropReason = "target_forbidden" // the far side's dial policy refused the target, or the route is held after it did
+	DropStreamFailed    DropReason = "stream_failed"    // the flow's stream could not be opened otherwise, or failed with datagrams waiting
+	DropEvicted         DropReason = "evicted"          // waiting on a flow ended to make room for a new client (MaxFlows)
+	DropRerouted        DropReason = "rerouted"         // waiting on a flow ended by a Reroute, EndFlows or a draining tunnel
+	DropReplyFailed     DropReason = "reply_failed"     // a reply the listener's socket could not send to its client
+)
+
+// Why the far side of a UDP flow drops datagrams (see pipeDatagrams).
+const (
+	DropTargetUnreachable DropReason = "target_unreachable" // the network reported one sent to the target undelivered (ICMP)
+	DropSendFailed        DropReason = "send_failed"        // the far side's socket could not send it to the target
+)
 
 // UDP serves a udp:// listener. Each client address is a flow carried by
 // one tunnel stream, its datagrams framed by wire.AppendDatagram, until it
@@ -90,10 +116,21 @@ type udpFlow struct {
 	route *udpRoute
 	// stream is the flow's tunnel stream, once open.
 	stream atomic.Pointer[net.Conn]
+	// why is the reason the flow ended for, which its datagrams still
+	// queued are counted as dropped for; nil while it runs, and when the
+	// listener's Close ended it.
+	why atomic.Pointer[DropReason]
 	// from, for a listener on every address, is the control message
 	// that sends replies from the address the client sent to; a client
 	// drops replies from any other. Nil: the socket's own address.
 	from []byte
+}
+
+// endFor ends the flow, if it has not ended for a reason already, for
+// reason.
+func (f *udpFlow) endFor(reason DropReason) {
+	f.why.CompareAndSwap(nil, &reason)
+	f.end()
 }
 
 // flowQueue is how many datagrams of one flow may wait for its stream.
@@ -173,7 +210,7 @@ func (u *UDP) Reroute(opts UDPOptions) {
 		moved := was.Target != opts.Target || was.Peer != opts.Peer || was.PeerDialed != opts.PeerDialed
 		if moved || opts.Allow != nil && !opts.Allow(k.client.Addr().Unmap()) {
 			delete(u.flows, k)
-			f.end()
+			f.endFor(DropRerouted)
 		}
 	}
 	for len(u.flows) > r.opts.MaxFlows {
@@ -190,7 +227,7 @@ func (u *UDP) EndFlows() {
 	defer u.mu.Unlock()
 	for k, f := range u.flows {
 		delete(u.flows, k)
-		f.end()
+		f.endFor(DropRerouted)
 	}
 }
 
@@ -227,7 +264,7 @@ func (u *UDP) PeerDraining(peer string, dialed bool, done <-chan struct{}, elsew
 			}
 			if d, ok := (*p).(interface{ PeerDraining() bool }); ok && d.PeerDraining() {
 				delete(u.flows, k)
-				f.end()
+				f.endFor(DropRerouted)
 			}
 		}
 	}()
@@ -286,18 +323,17 @@ func (u *UDP) ServePacket(pc net.PacketConn) error {
 		if !from.IsValid() {
 			continue
 		}
-		r := u.route.Load()
-		if r.opts.Allow != nil && !r.opts.Allow(from.Addr().Unmap()) {
-			r.log.Debug("datagram from a client outside the access list dropped", "client", from)
-			continue
-		}
-		f, queued := u.flow(pc, from, oob[:oobn], buf[:n])
-		if f == nil {
-			continue // closing, refused by a Reroute since r, or its route held
-		}
-		if !queued {
-			r.log.Debug("datagram dropped: its flow's queue, or the listener's, is full", "client", from)
-		}
+		u.flow(pc, from, oob[:oobn], buf[:n])
+	}
+}
+
+// dropped counts n datagrams the listener dropped for reason, by r's
+// OnDropped. Its callers hold mu, or are flows, which Close waits for, so
+// that none is counted once Close has returned: the listener's series go
+// then (see UDPOptions.OnDropped).
+func (u *UDP) dropped(r *udpRoute, reason DropReason, n int) {
+	if r.opts.OnDropped != nil && n > 0 {
+		r.opts.OnDropped(reason, n)
 	}
 }
 
@@ -317,7 +353,7 @@ func (u *UDP) enqueue(f *udpFlow, d []byte) bool {
 	}
 	if f.ctx.Err() != nil {
 		// The flow ended, and may have emptied its queue before d came.
-		u.discardQueue(f)
+		u.discardQueue(f, 0)
 	}
 	return true
 }
@@ -339,43 +375,58 @@ func (u *UDP) reserve(n int64) bool {
 
 // discardQueue empties the queue of a flow that has ended. Both the flow
 // and enqueue call it, so that no datagram stays counted in u.queued.
-func (u *UDP) discardQueue(f *udpFlow) {
+// What it empties, and unsent more datagrams the flow had taken from its
+// queue, are counted as dropped for the reason the flow ended for; those
+// of a flow the listener's Close ended are not, as the listener and its
+// series go.
+func (u *UDP) discardQueue(f *udpFlow, unsent int) {
+	n := unsent
+	defer func() {
+		if why := f.why.Load(); why != nil {
+			u.dropped(f.route, *why, n)
+		}
+	}()
 	for {
 		select {
 		case d := <-f.out:
 			u.queued.Add(-int64(len(d)))
+			n++
 		default:
 			return
 		}
 	}
 }
 
-// flow returns the flow of client from, starting it when new, and
-// whether d, which came with oob (from a listener on every address, where
-// it tells apart the client's flows to each of the host's addresses: see
-// flowKey), was queued on it. It queues under mu, as a flow idling out
-// leaves the map (see runFlow): a datagram is then either queued before
-// the flow decides to end, and carried, or finds it gone and starts a new
-// one.
-func (u *UDP) flow(pc net.PacketConn, from netip.AddrPort, oob, d []byte) (*udpFlow, bool) {
+// flow queues d, which came from client from with oob (from a listener
+// on every address, where it tells apart the client's flows to each of
+// the host's addresses: see flowKey), on the client's flow, starting it
+// when new, or drops it and counts it dropped. It queues under mu, as a
+// flow idling out leaves the map (see runFlow): a datagram is then
+// either queued before the flow decides to end, and carried, or finds it
+// gone and starts a new one.
+func (u *UDP) flow(pc net.PacketConn, from netip.AddrPort, oob, d []byte) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.ctx.Err() != nil {
-		return nil, false
-	}
-	if f := u.flows[flowKey{from, string(oob)}]; f != nil {
-		return f, u.enqueue(f, d)
+		return // closing: nothing more is counted
 	}
 	// The route is read under mu, so that a Reroute either sees this
 	// flow in its sweep or has its Allow judge it here.
 	r := u.route.Load()
 	if r.opts.Allow != nil && !r.opts.Allow(from.Addr().Unmap()) {
-		return nil, false
+		r.log.Debug("datagram from a client outside the access list dropped", "client", from)
+		u.dropped(r, DropClientRefused, 1)
+		return
+	}
+	if f := u.flows[flowKey{from, string(oob)}]; f != nil {
+		u.enqueueOrDrop(r, f, from, d)
+		return
 	}
 	if wait := -monotime.Since(r.refusedUntil.Load()); wait > 0 {
 		r.log.Debug("datagram dropped: the far side refused the target; no flow starts until retry", "client", from,
 			"retry_in", wait.Round(time.Millisecond))
-		return nil, false
+		u.dropped(r, DropTargetForbidden, 1)
+		return
 	}
 	for len(u.flows) >= r.opts.MaxFlows {
 		u.evictLocked(r)
@@ -390,7 +441,16 @@ func (u *UDP) flow(pc net.PacketConn, from netip.AddrPort, oob, d []byte) (*udpF
 	u.flows[k] = f
 	u.flowWG.Add(1)
 	go u.runFlow(pc, k, f, r)
-	return f, u.enqueue(f, d)
+	u.enqueueOrDrop(r, f, from, d)
+}
+
+// enqueueOrDrop is enqueue, counting by route r a datagram it dropped.
+// u.mu must be held.
+func (u *UDP) enqueueOrDrop(r *udpRoute, f *udpFlow, from netip.AddrPort, d []byte) {
+	if !u.enqueue(f, d) {
+		r.log.Debug("datagram dropped: its flow's queue, or the listener's, is full", "client", from)
+		u.dropped(r, DropQueueFull, 1)
+	}
 }
 
 // logDialFailure logs a flow whose stream could not be opened, at most
@@ -445,7 +505,7 @@ func (u *UDP) evictLocked(r *udpRoute) {
 	}
 	// Out of the map at once: the client's next datagram starts a flow.
 	delete(u.flows, key)
-	oldest.end()
+	oldest.endFor(DropEvicted)
 	r.log.Debug("udp flow ended to make room for a new client", "client", key.client,
 		"idle", monotime.Since(oldest.last.Load()).Round(time.Millisecond), "max_flows", r.opts.MaxFlows)
 }
@@ -454,9 +514,20 @@ func (u *UDP) evictLocked(r *udpRoute) {
 // the flow idles out, the stream ends, or the listener closes.
 func (u *UDP) runFlow(pc net.PacketConn, k flowKey, f *udpFlow, r *udpRoute) {
 	defer u.flowWG.Done()
+	// lost is why the flow gives up on the datagrams still queued when it
+	// ends of itself, and unsent how many it had taken from the queue
+	// but could not send; a flow ended from outside has a reason of its
+	// own (see endFor).
+	var lost DropReason
+	unsent := 0
 	defer func() {
-		f.end() // before the queue is emptied: see enqueue
-		u.discardQueue(f)
+		// Before the queue is emptied: see enqueue.
+		if lost != "" {
+			f.endFor(lost)
+		} else {
+			f.end()
+		}
+		u.discardQueue(f, unsent)
 	}()
 	defer func() {
 		u.mu.Lock()
@@ -474,6 +545,7 @@ func (u *UDP) runFlow(pc net.PacketConn, k flowKey, f *udpFlow, r *udpRoute) {
 		return // evicted, or the listener closed, while the stream opened
 	}
 	if err != nil {
+		lost = dialDropReason(err)
 		var held time.Duration
 		if refusedByPolicy(err) {
 			// Before the flow leaves the map (deferred above), so that
@@ -531,6 +603,7 @@ func (u *UDP) runFlow(pc net.PacketConn, k flowKey, f *udpFlow, r *udpRoute) {
 			}
 			if err != nil {
 				u.logReplyLost(log, err)
+				u.dropped(r, DropReplyFailed, 1)
 			}
 		}
 	}()
@@ -543,7 +616,11 @@ func (u *UDP) runFlow(pc net.PacketConn, k flowKey, f *udpFlow, r *udpRoute) {
 			u.queued.Add(-int64(len(d)))
 			f.last.Store(monotime.Now())
 			if err := writeDatagram(stream, d); err != nil {
-				log.Info("udp flow ended", "err", err)
+				unsent = 1
+				if f.ctx.Err() == nil { // not cut short by an end from outside
+					log.Info("udp flow ended", "err", err)
+					lost = DropStreamFailed
+				}
 				return
 			}
 		case <-idle.C:
@@ -568,10 +645,26 @@ func (u *UDP) runFlow(pc net.PacketConn, k flowKey, f *udpFlow, r *udpRoute) {
 			log.Debug("udp flow idle; ended")
 			return
 		case <-done:
+			if f.ctx.Err() == nil { // the stream ended, not the flow
+				lost = DropStreamFailed
+			}
 			return
 		case <-f.ctx.Done():
 			return
 		}
+	}
+}
+
+// dialDropReason is why a flow whose stream could not be opened for err
+// drops its datagrams.
+func dialDropReason(err error) DropReason {
+	switch {
+	case refusedByPolicy(err):
+		return DropTargetForbidden
+	case errors.Is(err, tunnel.ErrPeerDown):
+		return DropPeerDown
+	default:
+		return DropStreamFailed
 	}
 }
 
@@ -669,9 +762,10 @@ func writeDatagram(stream net.Conn, d []byte) error {
 //
 // A datagram the socket could not send, or one the network refused and
 // reported back as an error of the next read (ICMP port unreachable: the
-// target is down, or its port wrong), is told to lost and the flow goes
-// on, as the client's own socket would: the target may answer the next.
-func pipeDatagrams(ctx context.Context, stream, conn net.Conn, act *activity, lost func(error)) {
+// target is down, or its port wrong), is told to lost, with
+// DropSendFailed or DropTargetUnreachable, and the flow goes on, as the
+// client's own socket would: the target may answer the next.
+func pipeDatagrams(ctx context.Context, stream, conn net.Conn, act *activity, lost func(DropReason, error)) {
 	stop := context.AfterFunc(ctx, func() { stream.Close(); conn.Close() })
 	defer stop()
 	done := make(chan struct{})
@@ -699,7 +793,7 @@ func pipeDatagrams(ctx context.Context, stream, conn net.Conn, act *activity, lo
 			if err != nil {
 				if icmpReported(err) {
 					// Reported once: the next read waits again.
-					lost(err)
+					lost(DropTargetUnreachable, err)
 					continue
 				}
 				if bp != nil {
@@ -725,7 +819,7 @@ func pipeDatagrams(ctx context.Context, stream, conn net.Conn, act *activity, lo
 		}
 		act.last.Store(monotime.Now())
 		if _, err := conn.Write(d); err != nil {
-			lost(err) // too large, refused: UDP's way, but logged
+			lost(DropSendFailed, err) // too large, refused: UDP's way, but logged and counted
 		}
 		putDatagramBuf(bp)
 	}

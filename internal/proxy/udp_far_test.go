@@ -134,7 +134,9 @@ func TestUDPDatagramTooLargeForTargetLogged(t *testing.T) {
 	free.Close()
 	echoUDPOn(t, target)
 	var log testutil.Buffer
-	client := tunnelPairTo(t, &Far{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	var drops dropTally
+	client := tunnelPairTo(t, &Far{Logger: slog.New(slog.NewTextHandler(&log, nil)),
+		OnDatagramDropped: func(why DropReason) { drops.add(why, 1) }})
 	pc, err := net.ListenPacket("udp6", "[::1]:0")
 	if err != nil {
 		t.Skipf("no IPv6 loopback: %v", err)
@@ -170,6 +172,9 @@ func TestUDPDatagramTooLargeForTargetLogged(t *testing.T) {
 	if got != "echo small" {
 		t.Fatalf("after a datagram too large: got %q, want the echo of the next", got)
 	}
+	if n := drops.count(DropSendFailed); n != 1 {
+		t.Errorf("the far side counted %d datagrams it could not send (%v); want the one too large", n, drops.String())
+	}
 }
 
 // TestUDPReplyTooLargeForClientLogged: a reply the listener's socket
@@ -194,8 +199,10 @@ func TestUDPReplyTooLargeForClientLogged(t *testing.T) {
 	})
 	var log testutil.Buffer
 	var dials atomic.Int64
+	var drops dropTally
 	entry := serveUDP(t, UDPOptions{Name: "udp://reply-test", Target: target,
-		Dialer: countingDialer(tunnelPair(t), &dials), Logger: slog.New(slog.NewTextHandler(&log, nil))})
+		Dialer: countingDialer(tunnelPair(t), &dials), Logger: slog.New(slog.NewTextHandler(&log, nil)),
+		OnDropped: drops.add})
 	c, err := net.Dial("udp4", entry)
 	if err != nil {
 		t.Fatal(err)
@@ -228,6 +235,9 @@ func TestUDPReplyTooLargeForClientLogged(t *testing.T) {
 	}
 	if n := dials.Load(); n != 1 {
 		t.Errorf("%d streams for one client; want its flow kept through the lost reply, on one", n)
+	}
+	if n := drops.count(DropReplyFailed); n != 1 {
+		t.Errorf("the listener counted %d replies it could not send (%v); want the one too large", n, drops.String())
 	}
 }
 
