@@ -56,6 +56,13 @@ type Metrics struct {
 
 type tunnelKey struct{ role, peer string }
 
+func newTunnelKey(role, peer string) tunnelKey {
+	// A peer's name is its Origin header, which may hold bytes that are
+	// not UTF-8: Prometheus refuses such a label value, failing the whole
+	// scrape for as long as the series is kept.
+	return tunnelKey{role, strings.ToValidUTF8(peer, "\uFFFD")}
+}
+
 // series is what Metrics remembers of one (role, peer).
 type series struct {
 	ended       TunnelStats // bytes carried by its tunnels that have ended
@@ -63,6 +70,7 @@ type series struct {
 	connects    int         // tunnels established
 	disconnects int         // tunnels ended
 	lastDown    uint64      // m.downs when its last tunnel ended
+	forget      bool        // ForgetTunnel asked for it while a tunnel was up: it goes with the last
 }
 
 // DefaultMaxIdlePeers is how many peers without a live tunnel Metrics
@@ -136,10 +144,7 @@ func (m *Metrics) TunnelUp(id any, role, peer string, stats func() TunnelStats) 
 	if m == nil {
 		return
 	}
-	// A peer's name is its Origin header, which may hold bytes that are
-	// not UTF-8: Prometheus refuses such a label value, failing the whole
-	// scrape for as long as the series is kept.
-	k := tunnelKey{role, strings.ToValidUTF8(peer, "\uFFFD")}
+	k := newTunnelKey(role, peer)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.live[id] = liveTunnel{key: k, stats: stats}
@@ -150,6 +155,7 @@ func (m *Metrics) TunnelUp(id any, role, peer string, stats func() TunnelStats) 
 	}
 	sr.live++
 	sr.connects++
+	sr.forget = false // the peer is back: its series stay
 }
 
 // TunnelDown records that the tunnel TunnelUp was told of as id has ended,
@@ -173,7 +179,33 @@ func (m *Metrics) TunnelDown(id any) {
 	sr.disconnects++
 	m.downs++
 	sr.lastDown = m.downs
+	if sr.live == 0 && sr.forget {
+		delete(m.series, t.key)
+	}
 	m.pruneLocked()
+}
+
+// ForgetTunnel drops the series of (role, peer), as for a tunnel client a
+// reload removed, once it has stopped: rather than wait to be one of the
+// DefaultMaxIdlePeers idle longest, its west_tunnels_up would stay at 0,
+// as for a tunnel that is down and should be up. Should a tunnel of it be
+// up still (another client of that server, retiring), they go as the
+// last one ends, unless one comes up before.
+func (m *Metrics) ForgetTunnel(role, peer string) {
+	if m == nil {
+		return
+	}
+	k := newTunnelKey(role, peer)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	sr := m.series[k]
+	switch {
+	case sr == nil:
+	case sr.live > 0:
+		sr.forget = true
+	default:
+		delete(m.series, k)
+	}
 }
 
 // pruneLocked drops the series idle longest while more than maxIdle have

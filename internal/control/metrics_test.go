@@ -126,6 +126,7 @@ func TestNilMetricsIgnoresCalls(t *testing.T) {
 	m.ObserveTCP("l")
 	m.DialFailed("x")
 	m.UDPDropped("l", "queue_full", 1)
+	m.ForgetTunnel(RoleClient, "x")
 	h := New(Options{Config: staticConfig(mustConfig(t, caseG)), Source: &fakeSource{}})
 	if code, _, _ := do(h, "GET", "/metrics", "127.0.0.1:1"); code != 404 {
 		t.Errorf("GET /metrics without Metrics: %d, want 404", code)
@@ -182,6 +183,45 @@ func TestMetricsForgetIdlePeers(t *testing.T) {
 	}
 	if _, ok := sample(body, "west_tunnel_disconnects_total", `peer="b"`); ok {
 		t.Errorf("disconnects of a forgotten peer still reported")
+	}
+}
+
+// TestMetricsForgetTunnel: ForgetTunnel drops a peer's series at once
+// when none of its tunnels is up; with one up, as the last ends, unless
+// another comes up before; the same name in the other role stays.
+func TestMetricsForgetTunnel(t *testing.T) {
+	m := NewMetrics()
+	stats := func() TunnelStats { return TunnelStats{} }
+	present := func(role, peer string) bool {
+		_, ok := sample(scrape(t, m), "west_tunnels_up", `peer="`+peer+`"`, `role="`+role+`"`)
+		return ok
+	}
+	m.TunnelUp(1, RoleClient, "ws://a", stats)
+	m.TunnelUp(2, RoleServer, "ws://a", stats)
+	m.TunnelDown(1)
+	m.ForgetTunnel(RoleClient, "ws://a")
+	if present(RoleClient, "ws://a") || !present(RoleServer, "ws://a") {
+		t.Errorf("after ForgetTunnel of an idle client: client series present %v, server's %v; want false, true",
+			present(RoleClient, "ws://a"), present(RoleServer, "ws://a"))
+	}
+
+	m.TunnelUp(3, RoleClient, "ws://b", stats)
+	m.ForgetTunnel(RoleClient, "ws://b")
+	if !present(RoleClient, "ws://b") {
+		t.Errorf("ForgetTunnel dropped the series of a tunnel up")
+	}
+	m.TunnelDown(3)
+	if present(RoleClient, "ws://b") {
+		t.Errorf("the series stayed after the last tunnel of a forgotten peer ended")
+	}
+
+	m.TunnelUp(4, RoleClient, "ws://c", stats)
+	m.ForgetTunnel(RoleClient, "ws://c")
+	m.TunnelUp(5, RoleClient, "ws://c", stats) // back before the first ended
+	m.TunnelDown(4)
+	m.TunnelDown(5)
+	if !present(RoleClient, "ws://c") {
+		t.Errorf("a peer that came back after ForgetTunnel lost its series")
 	}
 }
 

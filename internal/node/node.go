@@ -683,7 +683,27 @@ func (n *Node) startClientLocked(url string, c *tunnel.Client) {
 	ctx, cancel := context.WithCancel(n.groupCtx)
 	n.clientStops[url] = cancel
 	n.log.Debug("starting tunnel client", "server", url)
-	n.group.Go(func() error { return c.Run(ctx) })
+	n.group.Go(func() error {
+		err := c.Run(ctx) // returns once its tunnel has closed
+		n.forgetRemovedClient(url)
+		return err
+	})
+}
+
+// forgetRemovedClient drops the metric series of the tunnel client of
+// server url, which has stopped, unless the configuration names url: a
+// client a reload removed would otherwise show down, as one that should
+// be up, until 256 other peers had gone down after it. A client a reload
+// kept, replaced or added back keeps them.
+func (n *Node) forgetRemovedClient(url string) {
+	// Under the lock, as a reload sets the configuration: one that adds
+	// url back comes wholly before this or after it.
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if slices.ContainsFunc(n.cfg.Clients, func(c config.TunnelClient) bool { return c.URL.String() == url }) {
+		return
+	}
+	n.metrics.ForgetTunnel(control.RoleClient, url)
 }
 
 func (n *Node) shutdown() {

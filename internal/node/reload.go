@@ -49,9 +49,10 @@ func (n *Node) ReloadFile() error {
 // Reload applies cfg to the running node without dropping what it leaves
 // unchanged: tunnel clients and proxy listeners that are the same keep
 // running, connections and all; removed ones drain and stop (a removed
-// tunnel client once what it carries has ended); added ones start; a
-// changed tunnel client is replaced at once (a renamed one retires as a
-// removed one does, since the server keeps the names apart); a listener
+// tunnel client once what it carries has ended, its metric series with
+// it); added ones start; a changed tunnel client is replaced at once (a
+// renamed one retires as a removed one does, since the server keeps the
+// names apart); a listener
 // whose routes or options changed (max_conns included, added or taken
 // away) but not its address keeps its socket and its connections and
 // serves new requests, connections or flows by the new ones, ending
