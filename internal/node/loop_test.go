@@ -1,13 +1,19 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/west-tunnel/west/internal/testutil"
 )
 
 // askLoop sends a GET (the request loop's path) and a POST (net/http's)
@@ -101,4 +107,37 @@ func TestChainViaNamesEachListener(t *testing.T) {
 			t.Fatalf("%s: backend read Via and West-Via %q, want the client's Via alone and one West-Via of each listener", method, got)
 		}
 	}
+}
+
+// TestTCPLoopBounded: a tcp:// route that leads back to its own listener
+// through the west's own tunnel is a loop that nothing in its bytes can
+// mark, and every stream of it goes from the tunnel server to its
+// client. Those had no limit, so each turn took another stream and more
+// goroutines, without end. The client's limit (DefaultMaxStreams, here
+// lowered to 64) now ends the loop: the connection that started it is
+// cut, the log says why, and the streams end.
+func TestTCPLoopBounded(t *testing.T) {
+	defaultMaxStreams = 64
+	t.Cleanup(func() { defaultMaxStreams = DefaultMaxStreams })
+	var pre prebound
+	p, tun := pre.addr(t), pre.addr(t)
+	var logs testutil.Buffer
+	s := startNode(t, fmt.Sprintf(`{"west": {"nm": "S"}, "wsts": {"sp": "ws://%s"}, "wstc": {"ws://%s": {}},
+		"proxy": {"tcp://%s": {"en": "S", "ou": "tcp://%s"}}}`, tun, tun, p, p),
+		Options{Listen: pre.listen, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	waitUp(t, s, "S")
+	c, err := net.Dial("tcp", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	c.Write([]byte("round and round"))
+	if _, err := io.ReadAll(c); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("the looping connection: %v, want it ended", err)
+	}
+	if !strings.Contains(logs.String(), "too many open streams") {
+		t.Errorf("the log does not say the loop met the stream limit:\n%s", logs.String())
+	}
+	waitFor(t, "the loop's streams to end", func() bool { return s.Server().Session("S").Streams() == 0 })
 }

@@ -197,6 +197,12 @@ func (n *Node) buildClient(c config.TunnelClient) (*tunnel.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The server may open streams towards its client too, and as many as
+	// it likes without a limit: a tcp:// route that leads back to its own
+	// listener through this west's own tunnel took streams, and
+	// goroutines, without end.
+	mo := n.opts.Mux
+	mo.MaxStreams = cmp.Or(mo.MaxStreams, defaultMaxStreams)
 	return tunnel.NewClient(tunnel.ClientOptions{
 		URL:       c.URL.String(),
 		Name:      c.Name,
@@ -205,7 +211,7 @@ func (n *Node) buildClient(c config.TunnelClient) (*tunnel.Client, error) {
 		Handler:   n.far,
 		TLSConfig: tc,
 		Header:    header,
-		Mux:       n.opts.Mux,
+		Mux:       mo,
 		Logger:    n.log.With("part", "tunnel-client"),
 		OnSession: n.onSession(control.RoleClient), // metrics; see control.go
 
@@ -214,8 +220,13 @@ func (n *Node) buildClient(c config.TunnelClient) (*tunnel.Client, error) {
 }
 
 // DefaultMaxStreams is how many streams one tunnel client may have open
-// towards the tunnel server when wsts.max_streams is not set.
+// towards the tunnel server when wsts.max_streams is not set, and a
+// tunnel server towards a tunnel client.
 const DefaultMaxStreams = 8192
+
+// defaultMaxStreams is DefaultMaxStreams, which tests lower: the race
+// detector allows no more than 8128 goroutines.
+var defaultMaxStreams = DefaultMaxStreams
 
 func (n *Node) addTunnelServer(s *config.TunnelServer) error {
 	tc, err := serverTLS(s)
@@ -229,7 +240,7 @@ func (n *Node) addTunnelServer(s *config.TunnelServer) error {
 	n.useGate(g)
 	n.warnGate(s, g)
 	mo := n.opts.Mux
-	mo.MaxStreams = cmp.Or(s.MaxStreams, DefaultMaxStreams)
+	mo.MaxStreams = cmp.Or(s.MaxStreams, defaultMaxStreams)
 	n.server = tunnel.NewServer(tunnel.ServerOptions{
 		Handler: n.far,
 		Admit:   func(r *http.Request, name string) error { return n.gate.Load().admit(r, name) },
