@@ -111,6 +111,11 @@ type TunnelClient struct {
 	// CertFile and KeyFile are "cert_file" and "key_file": a client
 	// certificate for servers that require one.
 	CertFile, KeyFile string
+
+	// MaxStreams is "max_streams": streams the server may have open
+	// towards this west on the tunnel at once. Zero means
+	// node.DefaultMaxStreams.
+	MaxStreams int
 }
 
 // Proxy is one "proxy" entry: a listener and where its traffic goes.

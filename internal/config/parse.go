@@ -282,7 +282,7 @@ func parseClients(v *value, p, defaultName string) ([]TunnelClient, error) {
 		if err := wantObject(m.val, mp, `an object with optional "nm" and "ee"`); err != nil {
 			return nil, err
 		}
-		if err := checkKeys(m.val, mp, "nm", "ee", "token", "ca_file", "server_name", "cert_file", "key_file"); err != nil {
+		if err := checkKeys(m.val, mp, "nm", "ee", "token", "ca_file", "server_name", "cert_file", "key_file", "max_streams"); err != nil {
 			return nil, err
 		}
 		c := TunnelClient{URL: u, Name: defaultName, Early: true}
@@ -295,6 +295,12 @@ func parseClients(v *value, p, defaultName string) ([]TunnelClient, error) {
 		if ee := m.val.get("ee"); ee != nil {
 			var err error
 			if c.Early, err = parseYesNo(ee, field(mp, "ee")); err != nil {
+				return nil, err
+			}
+		}
+		if ms := m.val.get("max_streams"); ms != nil {
+			var err error
+			if c.MaxStreams, err = parseCount(ms, field(mp, "max_streams")); err != nil {
 				return nil, err
 			}
 		}

@@ -81,6 +81,9 @@ func (c *Config) RenderObjects() (west, wsts, wstc, proxy map[string]any) {
 		putString(o, "server_name", cl.ServerName)
 		putString(o, "cert_file", cl.CertFile)
 		putString(o, "key_file", cl.KeyFile)
+		if cl.MaxStreams > 0 {
+			o["max_streams"] = cl.MaxStreams
+		}
 		wstc[cl.URL.String()] = o
 	}
 

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/west-tunnel/west/internal/testutil"
+	"github.com/west-tunnel/west/internal/wire"
 )
 
 // askLoop sends a GET (the request loop's path) and a POST (net/http's)
@@ -140,4 +142,57 @@ func TestTCPLoopBounded(t *testing.T) {
 		t.Errorf("the log does not say the loop met the stream limit:\n%s", logs.String())
 	}
 	waitFor(t, "the loop's streams to end", func() bool { return s.Server().Session("S").Streams() == 0 })
+}
+
+// TestClientMaxStreams: a wstc entry's max_streams bounds the streams its
+// server may have open towards the west at once; one more is refused as
+// overloaded, and the limit holds again once one ends.
+func TestClientMaxStreams(t *testing.T) {
+	target, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	go func() {
+		for {
+			c, err := target.Accept()
+			if err != nil {
+				return
+			}
+			// Open until the stream's client has closed its side.
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {"ws://%s": {"max_streams": 3}}}`, g.Addrs().Tunnel), Options{})
+	waitUp(t, g, "L")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	open := func() (net.Conn, error) {
+		return g.Server().Dial(ctx, "L", wire.Header{Kind: wire.KindTCP, Target: target.Addr().String()})
+	}
+	var streams []net.Conn
+	for range 3 {
+		s, err := open()
+		if err != nil {
+			t.Fatalf("stream %d of 3: %v", len(streams)+1, err)
+		}
+		streams = append(streams, s)
+	}
+	var reject *wire.RejectError
+	if _, err := open(); !errors.As(err, &reject) || reject.Code != wire.CodeOverloaded {
+		t.Fatalf("a fourth stream with max_streams 3: %v, want it refused as overloaded", err)
+	}
+	streams[0].Close()
+	waitFor(t, "a stream's place freed", func() bool {
+		s, err := open()
+		if err != nil {
+			return false
+		}
+		streams = append(streams, s)
+		return true
+	})
+	for _, s := range streams {
+		s.Close()
+	}
 }

@@ -197,12 +197,11 @@ func (n *Node) buildClient(c config.TunnelClient) (*tunnel.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The server may open streams towards its client too, and as many as
-	// it likes without a limit: a tcp:// route that leads back to its own
-	// listener through this west's own tunnel took streams, and
-	// goroutines, without end.
+	// The server opens streams towards its client too, and without a
+	// limit a tcp:// route that leads back to its own listener through
+	// this west's own tunnel took streams, and goroutines, without end.
 	mo := n.opts.Mux
-	mo.MaxStreams = cmp.Or(mo.MaxStreams, defaultMaxStreams)
+	mo.MaxStreams = cmp.Or(c.MaxStreams, mo.MaxStreams, defaultMaxStreams)
 	return tunnel.NewClient(tunnel.ClientOptions{
 		URL:       c.URL.String(),
 		Name:      c.Name,
