@@ -1331,6 +1331,13 @@ func (r *recorder) WriteHeader(code int) {
 			// answer (RFC 9110, 15.2).
 			return
 		}
+		if code == http.StatusContinue {
+			// net/http's server sends the client its own 100 Continue
+			// once the body is first read, which the Transport does on
+			// the backend's 100, before it reports that 100 here: passed
+			// on too, it reached the client as a second one.
+			return
+		}
 		// Informational answers (103 Early Hints) go out at once, without
 		// their hop-by-hop fields (RFC 9110, 7.6.1), as the loop sends
 		// them: the reverse proxy copies a 1xx's header as it came.

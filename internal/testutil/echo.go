@@ -11,7 +11,7 @@ import (
 // its address. It honours half-close: it echoes until the client's
 // end-of-stream, then ends its own side.
 func EchoServer(t testing.TB) string {
-	return serveTCP(t, echo)
+	return ServeTCP(t, echo)
 }
 
 // EchoOn serves EchoServer's echo on ln, a listener the test opened
@@ -31,7 +31,7 @@ func echo(c net.Conn) {
 // LineServer serves TCP on loopback until the test ends and returns its
 // address: it answers each line a client sends with prefix and the line.
 func LineServer(t testing.TB, prefix string) string {
-	return serveTCP(t, func(c net.Conn) {
+	return ServeTCP(t, func(c net.Conn) {
 		sc := bufio.NewScanner(c)
 		for sc.Scan() {
 			io.WriteString(c, prefix+sc.Text()+"\n")
@@ -39,9 +39,9 @@ func LineServer(t testing.TB, prefix string) string {
 	})
 }
 
-// serveTCP runs serve on each connection to a loopback listener, closing
+// ServeTCP runs serve on each connection to a loopback listener, closing
 // it after, until the test ends, and returns the listener's address.
-func serveTCP(t testing.TB, serve func(net.Conn)) string {
+func ServeTCP(t testing.TB, serve func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
