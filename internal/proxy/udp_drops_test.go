@@ -69,20 +69,12 @@ func TestUDPEvictedFlowsDatagramsCounted(t *testing.T) {
 	var drops dropTally
 	srv := NewUDP(UDPOptions{Target: "127.0.0.1:1", Dialer: stalledDialer, MaxFlows: 1, OnDropped: drops.add})
 	entry := listenUDP(t, srv)
-	dial := func() net.Conn {
-		c, err := net.Dial("udp", entry)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
 	flows := func() int {
 		srv.mu.Lock()
 		defer srv.mu.Unlock()
 		return len(srv.flows)
 	}
-	a, b := dial(), dial()
+	a, b := dialUDP(t, entry), dialUDP(t, entry)
 	a.Write([]byte("one"))
 	a.Write([]byte("two"))
 	for deadline := time.Now().Add(5 * time.Second); srv.queued.Load() < 6; time.Sleep(5 * time.Millisecond) {

@@ -43,6 +43,32 @@ func countingDialer(d Dialer, n *atomic.Int64) Dialer {
 	})
 }
 
+// askUDP sends d on c until an answer comes, within 300 ms of a try and
+// 20 tries, and returns it, or "" if none came: a datagram may be lost
+// while a flow starts or ends.
+func askUDP(c net.Conn, d []byte) string {
+	buf := make([]byte, 1<<16)
+	for range 20 {
+		c.Write(d)
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if n, err := c.Read(buf); err == nil {
+			return string(buf[:n])
+		}
+	}
+	return ""
+}
+
+// dialUDP is a client of the UDP listener at entry, closed with the test.
+func dialUDP(t *testing.T, entry string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("udp", entry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // echoUDPOn answers every datagram to addr with "echo " and the datagram.
 func echoUDPOn(t *testing.T, addr string) {
 	t.Helper()
@@ -104,15 +130,7 @@ func TestUDPTargetRefusedKeepsFlow(t *testing.T) {
 	}
 	time.Sleep(100 * time.Millisecond) // for a flow that ends to have ended
 	echoUDPOn(t, target)
-	buf := make([]byte, 100)
-	var got string
-	for try := 0; try < 20 && got == ""; try++ {
-		c.Write([]byte("now"))
-		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-		if n, err := c.Read(buf); err == nil {
-			got = string(buf[:n])
-		}
-	}
+	got := askUDP(c, []byte("now"))
 	if got != "echo now" {
 		t.Fatalf("once the target listens: got %q, want %q", got, "echo now")
 	}
@@ -160,15 +178,7 @@ func TestUDPDatagramTooLargeForTargetLogged(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	buf := make([]byte, 100)
-	var got string
-	for try := 0; try < 20 && got == ""; try++ {
-		c.Write([]byte("small"))
-		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-		if n, err := c.Read(buf); err == nil {
-			got = string(buf[:n])
-		}
-	}
+	got := askUDP(c, []byte("small"))
 	if got != "echo small" {
 		t.Fatalf("after a datagram too large: got %q, want the echo of the next", got)
 	}
@@ -221,15 +231,7 @@ func TestUDPReplyTooLargeForClientLogged(t *testing.T) {
 			t.Errorf("the lost reply's line does not name %s; log:\n%s", want, log.String())
 		}
 	}
-	buf := make([]byte, 100)
-	var got string
-	for try := 0; try < 20 && got == ""; try++ {
-		c.Write([]byte("small"))
-		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-		if n, err := c.Read(buf); err == nil {
-			got = string(buf[:n])
-		}
-	}
+	got := askUDP(c, []byte("small"))
 	if got != "echo small" {
 		t.Fatalf("after a reply too large: got %q, want the echo of the next datagram", got)
 	}
@@ -268,15 +270,7 @@ func TestUDPTargetRefusedByPolicyHoldsRoute(t *testing.T) {
 	// machine; short, as the test waits it out.
 	srv.refusedHold = 2 * time.Second
 	entry := listenUDP(t, srv)
-	dial := func() net.Conn {
-		c, err := net.Dial("udp", entry)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	a, b := dial(), dial()
+	a, b := dialUDP(t, entry), dialUDP(t, entry)
 	a.Write([]byte("one"))
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(log.String(), "dial policy refuses the target") {

@@ -185,28 +185,14 @@ func TestUDPDatagramsAroundSmallBufferIntact(t *testing.T) {
 	addr := target.LocalAddr().String()
 	target.Close()
 	echoUDPOn(t, addr)
-	entry := serveUDP(t, UDPOptions{Target: addr, Dialer: tunnelPair(t)})
-	c, err := net.Dial("udp", entry)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	buf := make([]byte, wire.MaxDatagram)
+	c := dialUDP(t, serveUDP(t, UDPOptions{Target: addr, Dialer: tunnelPair(t)}))
 	for _, size := range []int{0, 1, smallDatagram - 1, smallDatagram, smallDatagram + 1, 60000} {
 		d := make([]byte, size)
 		for i := range d {
 			d[i] = byte(i*7 + i>>8)
 		}
 		want := "echo " + string(d)
-		var got string
-		for try := 0; try < 20 && got == ""; try++ {
-			c.Write(d)
-			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-			if n, err := c.Read(buf); err == nil {
-				got = string(buf[:n])
-			}
-		}
-		if got != want {
+		if got := askUDP(c, d); got != want {
 			t.Fatalf("a datagram of %d bytes came back as %d bytes, or changed", size, len(got)-len("echo "))
 		}
 	}
