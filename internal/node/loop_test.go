@@ -164,7 +164,8 @@ func TestClientMaxStreams(t *testing.T) {
 		}
 	}()
 	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
-	startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {"ws://%s": {"max_streams": 3}}}`, g.Addrs().Tunnel), Options{})
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L", "cp": "127.0.0.1:0"}, "wstc": {"ws://%s": {"max_streams": 3}}}`,
+		g.Addrs().Tunnel), Options{})
 	waitUp(t, g, "L")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -182,6 +183,13 @@ func TestClientMaxStreams(t *testing.T) {
 	var reject *wire.RejectError
 	if _, err := open(); !errors.As(err, &reject) || reject.Code != wire.CodeOverloaded {
 		t.Fatalf("a fourth stream with max_streams 3: %v, want it refused as overloaded", err)
+	}
+	// Counted as a tunnel server's refusals are, as the README's
+	// west_dial_failures_total says: reason "overloaded".
+	client := &http.Client{Timeout: 5 * time.Second}
+	_, body := fetch(t, client, "http://"+l.Addrs().Control+"/metrics")
+	if v, _ := metric(body, "west_dial_failures_total", `reason="overloaded"`); v != 1 {
+		t.Errorf(`L's west_dial_failures_total{reason="overloaded"} = %v after refusing one stream over its max_streams; want 1`, v)
 	}
 	streams[0].Close()
 	waitFor(t, "a stream's place freed", func() bool {

@@ -215,6 +215,8 @@ func (n *Node) buildClient(c config.TunnelClient) (*tunnel.Client, error) {
 		OnSession: n.onSession(control.RoleClient), // metrics; see control.go
 
 		OnPeerDraining: n.peerDraining,
+		// As the tunnel server's are (see addTunnelServer).
+		OnOverloaded: func() { n.onDialError(wire.CodeOverloaded) },
 	}), nil
 }
 

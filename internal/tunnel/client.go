@@ -64,6 +64,10 @@ type ClientOptions struct {
 	// OnPeerDraining, if set, is told when the server's notice says that
 	// it has begun to drain (see Session.NoticeDrain).
 	OnPeerDraining func(s *Session)
+	// OnOverloaded, if set, is told of every stream the server opened
+	// that was refused because Mux.MaxStreams were open, for metrics:
+	// the Handler never sees it.
+	OnOverloaded func()
 }
 
 // State is where a Client stands.
@@ -186,6 +190,7 @@ func (c *Client) Run(ctx context.Context) error {
 				c.opts.OnSession(sess, true)
 			}
 			sess.onPeerDraining = c.opts.OnPeerDraining
+			sess.onOverloaded = c.opts.OnOverloaded
 			sess.serve(ctx, c.opts.Handler)
 			sess.Close()
 			if c.opts.OnSession != nil {
