@@ -111,6 +111,47 @@ func TestChainViaNamesEachListener(t *testing.T) {
 	}
 }
 
+// TestChainBackToAnotherRouteIsNoLoop: a chain that leaves a listener by
+// one route and comes back to it for another (G's /a leads through L2 to
+// G's own /b, as through a gateway on a peer that sends some paths back)
+// passes the listener twice but is no loop: it ends at /b's backend. It
+// was answered 508, the listener's one name in West-Via taken for a
+// loop's, where each route now has its own.
+func TestChainBackToAnotherRouteIsNoLoop(t *testing.T) {
+	via := make(chan []string, 1)
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		via <- r.Header.Values("West-Via")
+	}))
+	t.Cleanup(be.Close)
+	var pre prebound
+	gA := pre.addr(t)
+	// client -> G:gA/a -> L2 -> G:gA/b -> L2 -> backend
+	g := startNode(t, fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"},
+		"proxy": {"http://%s": {"en": "L2", "/a": {"ou": "http://%s/b"}, "/b": {"ou": "%s/end"}}}}`, gA, gA, be.URL),
+		Options{Listen: pre.listen})
+	startL2(t, g)
+	client := &http.Client{Timeout: 10 * time.Second}
+	for _, method := range []string{"GET", "POST"} {
+		req, _ := http.NewRequest(method, "http://"+gA+"/a", strings.NewReader("body"))
+		if method == "GET" {
+			req.Body, req.ContentLength = nil, 0
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s through G's /a and back to its /b: %d %q, want the backend's 200", method, resp.StatusCode, body)
+		}
+		if got := <-via; len(got) != 2 || got[0] == got[1] {
+			t.Fatalf("%s: the backend read West-Via %q, want one entry for each route passed", method, got)
+		}
+	}
+}
+
 // TestTCPLoopBounded: a tcp:// route that leads back to its own listener
 // through the west's own tunnel is a loop that nothing in its bytes can
 // mark, and every stream of it goes from the tunnel server to its

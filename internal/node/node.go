@@ -3,9 +3,7 @@ package node
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log"
@@ -436,18 +434,12 @@ func (n *Node) buildHTTP(p config.Proxy, clients map[string]*tunnel.Client) (*pr
 		Logger:      n.log.With("part", "proxy"),
 		Observe:     n.observeHTTP, // metrics; see control.go
 		BriefErrors: p.BriefErrors,
-		Via:         n.viaName(p),
+		// Its routes' names in West-Via, by which each knows a request
+		// that comes back to it around a loop of wests, derive from this
+		// (see proxy.HTTPOptions.Via): the same for the listener's life,
+		// and no other west's or listener's.
+		Via: n.id + " " + p.URL.String(),
 	}), nil
-}
-
-// viaName is the name http:// listener p gives itself in the West-Via header
-// of the requests it forwards, by which it knows one that comes back to
-// it around a loop of wests (proxy.HTTPOptions.Via). It says nothing of
-// the west or the listener to the backends that read it, but that
-// it is a west's, and is the same for the listener's life.
-func (n *Node) viaName(p config.Proxy) string {
-	sum := sha256.Sum256([]byte(n.id + " " + p.URL.String()))
-	return "west-" + hex.EncodeToString(sum[:8])
 }
 
 // swapHandler is an HTTP listener's handler that Reload can replace while

@@ -40,7 +40,7 @@ func (c *serverConn) serveRequest() (keep, handOff bool) {
 	if rt == nil || h.tooLong(req.path) || !h.allows(rt, req.path, c.addr) || rt.Target.Scheme != "http" {
 		return false, true
 	}
-	if len(h.via) > 0 && bytes.Contains(head, h.via) {
+	if len(rt.via) > 0 && bytes.Contains(head, rt.via) {
 		return false, true // perhaps a loop, which net/http answers
 	}
 	c.br.Discard(len(head))
@@ -302,9 +302,9 @@ func hostHeader(host string) string {
 // request line and Host of the route's target, the client's end-to-end
 // headers in their order, and the listener's X-Forwarded headers, as the
 // reverse proxy's Rewrite with SetXForwarded would; or, for a client
-// that is a west's listener (fromWest), that listener's; and, with via,
-// the listener's West-Via entry after any the client sent.
-func (r *fastRequest) outgoingHead(b []byte, rt *route, clientIP string, fromWest bool, via string) []byte {
+// that is a west's listener (fromWest), that listener's; and the route's
+// West-Via entry, if it has one, after any the client sent.
+func (r *fastRequest) outgoingHead(b []byte, rt *route, clientIP string, fromWest bool) []byte {
 	b = append(b, r.method...)
 	b = append(b, ' ')
 	b = append(b, joinPath(r.path, rt.Path, rt.Target)...)
@@ -335,9 +335,9 @@ func (r *fastRequest) outgoingHead(b []byte, rt *route, clientIP string, fromWes
 			}
 		}
 	}
-	if via != "" {
+	if len(rt.via) > 0 {
 		b = append(b, "West-Via: "...)
-		b = append(b, via...)
+		b = append(b, rt.via...)
 		b = append(b, "\r\n"...)
 	}
 	if fromWest {
@@ -396,7 +396,7 @@ func (h *HTTP) serveFast(c *serverConn, rt *route, req *fastRequest) bool {
 	start := time.Now()
 	bp := heads.Get().(*[]byte)
 	defer heads.Put(bp)
-	out := req.outgoingHead((*bp)[:0], rt, c.ip, c.fromWest, h.opts.Via)
+	out := req.outgoingHead((*bp)[:0], rt, c.ip, c.fromWest)
 	*bp = out
 	rreq := getRequest
 	if req.method == http.MethodHead {

@@ -45,7 +45,7 @@ func FuzzRequestHead(f *testing.F) {
 				req.Method, req.URL.EscapedPath(), req.URL.RawQuery, req.Host, req.Close, req.ContentLength)
 		}
 		target, _ := url.Parse("http://target:1/base?k=v")
-		out := r.outgoingHead(nil, &route{Route: Route{Path: "/", Target: target}}, "192.0.2.1", false, "")
+		out := r.outgoingHead(nil, &route{Route: Route{Path: "/", Target: target}}, "192.0.2.1", false)
 		sent, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(out)))
 		if err != nil {
 			t.Fatalf("%q: the head sent on, %q, does not read: %v", head, out, err)

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -78,14 +80,21 @@ type HTTPOptions struct {
 	// Err), for clients who should not learn the tunnel's or a route's
 	// names.
 	BriefErrors bool
-	// Via is the name this listener gives itself in the West-Via header
-	// it adds to each request it forwards, and by which it knows a
+	// Via tells this listener apart from every other west's listener
+	// (node gives the west's ID and the listener's URL). Each route
+	// derives from it, and its Path, the name it adds to each request it
+	// forwards in the West-Via header (routeVia), by which it knows a
 	// request that has come back to it around a loop of wests: one whose
-	// West-Via already names it is answered 508 Loop Detected rather than
-	// sent round again. Empty adds none and checks none. It is not the
-	// standard Via, which west does not add, as nginx and Go's reverse
-	// proxy do not: a backend behind nginx would stop compressing its
-	// answers (gzip_proxied takes a request with Via for a proxy's).
+	// West-Via already names the route it would take is answered 508
+	// Loop Detected rather than sent round again. One that comes back to
+	// the listener for another route is no loop: a chain may leave the
+	// listener and enter it again (a route whose ou, through a peer,
+	// leads to another of its paths), and a loop, its routes being
+	// finite, takes one of them twice. Empty adds none and checks none.
+	// It is not the standard Via, which west does not add, as nginx and
+	// Go's reverse proxy do not: a backend behind nginx would stop
+	// compressing its answers (gzip_proxied takes a request with Via for
+	// a proxy's).
 	Via string
 }
 
@@ -109,7 +118,6 @@ type HTTP struct {
 	routes    []route // longest Path first
 	guarded   bool    // a route has an access list
 	transport *streamTransport
-	via       []byte // opts.Via, for the request loop's check
 
 	// active counts the requests being served, so that a retired handler
 	// can tell when it has finished them (Finished).
@@ -133,6 +141,8 @@ type route struct {
 	// sentDir is the target's path as its backend reads it, with no
 	// final "/": where the access check finds what a path sent reaches.
 	sentDir string
+	// via is the route's name in West-Via (routeVia); empty for none.
+	via []byte
 }
 
 // NewHTTP returns the handler for an HTTP listener.
@@ -144,7 +154,7 @@ func NewHTTP(opts HTTPOptions) *HTTP {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &HTTP{opts: opts, log: log.With("listener", opts.Name, "peer", opts.Peer), finished: make(chan struct{}), via: []byte(opts.Via)}
+	h := &HTTP{opts: opts, log: log.With("listener", opts.Name, "peer", opts.Peer), finished: make(chan struct{})}
 	dial := func(ctx context.Context, addr string) (net.Conn, error) {
 		// The listener's timeout bounds the far side's answer to the
 		// stream too, not only the backend's response headers.
@@ -178,7 +188,8 @@ func NewHTTP(opts HTTPOptions) *HTTP {
 	h.transport = &streamTransport{dial: dial, fallback: fallback, headerTimeout: opts.Timeout,
 		idleTimeout: fallback.IdleConnTimeout, maxIdle: fallback.MaxIdleConnsPerHost}
 	for _, r := range opts.Routes {
-		rt := route{Route: r, proxy: h.newReverseProxy(r)}
+		via := routeVia(opts.Via, r.Path)
+		rt := route{Route: r, proxy: h.newReverseProxy(r, via), via: []byte(via)}
 		if r.Target != nil {
 			rt.addr = canonicalAddr(r.Target)
 			rt.sentDir = strings.TrimSuffix(cleanPath(r.Target.EscapedPath()), "/")
@@ -195,13 +206,25 @@ func NewHTTP(opts HTTPOptions) *HTTP {
 	return h
 }
 
-func (h *HTTP) newReverseProxy(r Route) *httputil.ReverseProxy {
+// routeVia is the name that the route of path gives itself in West-Via
+// on a listener that HTTPOptions.Via is via for, "" without via: a hash,
+// which tells the backends that read it nothing but that a west passed
+// the request on.
+func routeVia(via, path string) string {
+	if via == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(via + " " + path))
+	return "west-" + hex.EncodeToString(sum[:8])
+}
+
+func (h *HTTP) newReverseProxy(r Route, via string) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			rewriteURL(pr.Out.URL, pr.In.URL, r.Path, r.Target)
 			pr.Out.Host = r.Target.Host
-			if h.opts.Via != "" {
-				pr.Out.Header.Add("West-Via", h.opts.Via)
+			if via != "" {
+				pr.Out.Header.Add("West-Via", via)
 			}
 			if pr.In.Context().Value(fromWestKey{}) != nil {
 				// The client is a west's listener: its X-Forwarded
@@ -877,16 +900,15 @@ func (b *bufferPool) Put(buf []byte) {
 	}
 }
 
-// looped reports whether the West-Via header values vias name this
-// listener as one the request has passed already: it has come round a
-// loop.
-func (h *HTTP) looped(vias []string) bool {
-	if h.opts.Via == "" {
+// looped reports whether the West-Via header values vias name route rt
+// as one the request has passed already: it has come round a loop.
+func looped(rt *route, vias []string) bool {
+	if len(rt.via) == 0 {
 		return false
 	}
 	for _, v := range vias {
 		for entry := range strings.SplitSeq(v, ",") {
-			if strings.TrimSpace(entry) == h.opts.Via {
+			if strings.TrimSpace(entry) == string(rt.via) {
 				return true
 			}
 		}
@@ -925,9 +947,9 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case refused != nil:
 		rec.err = fmt.Errorf("client %s not in the access list of %s", r.RemoteAddr, refused.Path)
 		h.writeError(rec, http.StatusForbidden, rec.err)
-	case h.looped(r.Header["West-Via"]):
-		rec.err = fmt.Errorf("request loop: the request has come through this listener before (its West-Via header names %s): "+
-			"a route's ou leads back to it", h.opts.Via)
+	case looped(rt, r.Header["West-Via"]):
+		rec.err = fmt.Errorf("request loop: the request has come through this listener's route %s before (its West-Via header names %s): "+
+			"a route's ou leads back to it", rt.Path, rt.via)
 		h.writeError(rec, http.StatusLoopDetected, rec.err)
 	default:
 		// A switch to h2c would turn the connection into HTTP/2 frames
