@@ -226,11 +226,13 @@ func (s *Session) peerClosed() (code int, reason string) {
 //
 // A machine that sleeps (a laptop's lid closed) stops the monotonic clock,
 // and the watch with it, so the silence it measures leaves the sleep out.
-// Seen on waking (monotime.Suspended), the sleep counts as silence: one
-// longer than timeout closes the tunnel at once, since the peer has given
-// it up by then and the client had better redial now than after timeout
-// more; after a shorter one the peer is pinged, and judged as after a
-// stop.
+// Seen on waking (monotime.Suspended), the sleep counts as silence, and
+// the peer is pinged at once and judged as after a stop: a tunnel silent
+// for timeout, the sleep counted, whose peer does not answer within
+// interval is closed then, rather than timeout after waking, and its
+// client redials. One whose peer answers stays up, however long the
+// sleep: a peer whose dead_after is longer than this west's has kept
+// it (and one that gave it up resets it, ending it at once).
 func (s *Session) watch(heard, sent *atomic.Int64, interval, timeout time.Duration) {
 	t := time.NewTimer(interval)
 	defer t.Stop()
@@ -260,17 +262,17 @@ func (s *Session) watch(heard, sent *atomic.Int64, interval, timeout time.Durati
 			asleep += sleep - suspendedAt
 			suspendedAt, woke = sleep, now
 			judge = now + int64(interval)
-			if asleep >= timeout {
-				s.log.Warn("this machine slept longer than dead_after; tunnel closed as dead", "asleep", asleep.Round(time.Millisecond))
-				why := fmt.Sprintf("this machine slept for %s; closed as dead", asleep.Round(time.Millisecond))
-				s.dead.Store(&why)
-				s.mux.Close()
-				return
-			}
 		}
 		if quiet := time.Duration(now-last) + asleep; quiet >= timeout && now >= judge {
-			s.log.Warn("tunnel silent; closed as dead", "silent", quiet.Round(time.Millisecond))
 			why := fmt.Sprintf("peer silent for %s; closed as dead", quiet.Round(time.Millisecond))
+			if asleep > 0 {
+				s.log.Warn("tunnel silent after this machine slept, its peer not answering on waking; closed as dead",
+					"silent", quiet.Round(time.Millisecond), "asleep", asleep.Round(time.Millisecond))
+				why = fmt.Sprintf("peer silent for %s, %s of it while this machine slept; closed as dead",
+					quiet.Round(time.Millisecond), asleep.Round(time.Millisecond))
+			} else {
+				s.log.Warn("tunnel silent; closed as dead", "silent", quiet.Round(time.Millisecond))
+			}
 			s.dead.Store(&why)
 			s.mux.Close()
 			return
