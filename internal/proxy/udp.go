@@ -547,7 +547,7 @@ func (u *UDP) runFlow(pc net.PacketConn, k flowKey, f *udpFlow, r *udpRoute) {
 	if err != nil {
 		lost = dialDropReason(err)
 		var held time.Duration
-		if refusedByPolicy(err) {
+		if lost == DropTargetForbidden {
 			// Before the flow leaves the map (deferred above), so that
 			// the client's next datagram finds the route held.
 			held = u.refusedHold
