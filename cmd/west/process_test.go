@@ -134,15 +134,17 @@ func TestREADMEErrorExamples(t *testing.T) {
 	for _, tc := range []struct{ config, want string }{
 		{`{"west": {"nm": "n"}, "wsts": {"sp": "ws://127.0.0.1:0"},
 			"proxy": {"http://127.0.0.1:9931": {"en": "x", "ea": "ws://127.0.0.1:9801", "/": {"ou": "http://127.0.0.1:1/"}}}}`,
-			`west: config: proxy["http://127.0.0.1:9931"]: want exactly one of "en" or "ea", got both`},
+			`west: config bad.json: proxy["http://127.0.0.1:9931"]: want exactly one of "en" or "ea", got both`},
 		{`{"west": {"nm": "n"}, "wstc": {"ws://127.0.0.1:9801": {"early": "yes"}}}`,
-			`west: config: wstc["ws://127.0.0.1:9801"].early: unknown key; want "nm", "ee", `},
+			`west: config bad.json: wstc["ws://127.0.0.1:9801"].early: unknown key; want "nm", "ee", `},
 		{"{\n    \"west\": {\n        \"nm\": \"n\",\n        \"cp\": \":9701\",\n    }\n}",
-			`west: config: line 5, column 5: invalid JSON: invalid character '}' looking for beginning of object key string`},
+			`west: config bad.json: line 5, column 5: invalid JSON: invalid character '}' looking for beginning of object key string`},
 	} {
-		code, _, stderr := runArgs(t, t.Context(), "-c", writeFile(t, "bad.json", tc.config))
-		if code != exitConfig || !strings.Contains(stderr, tc.want) {
-			t.Errorf("exit %d, stderr %q; want %d and %q", code, stderr, exitConfig, tc.want)
+		// The README runs west on bad.json; here the file has a longer path.
+		path := writeFile(t, "bad.json", tc.config)
+		code, _, stderr := runArgs(t, t.Context(), "-c", path)
+		if want := strings.Replace(tc.want, "bad.json", path, 1); code != exitConfig || !strings.Contains(stderr, want) {
+			t.Errorf("exit %d, stderr %q; want %d and %q", code, stderr, exitConfig, want)
 		}
 		if !strings.Contains(string(readme), tc.want) {
 			t.Errorf("README does not show %q", tc.want)

@@ -318,8 +318,11 @@ func TestLoadErrors(t *testing.T) {
 	}
 	_, err = Load(bad)
 	var ce *Error
-	if !errors.As(err, &ce) || ce.Path != "west.nm" {
-		t.Errorf("Load(bad) = %v; want an *Error at west.nm", err)
+	if !errors.As(err, &ce) || ce.Path != "west.nm" || ce.File != bad {
+		t.Errorf("Load(bad) = %v; want an *Error at west.nm of %s", err, bad)
+	}
+	if want := "config " + bad + ": west.nm: "; !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("Load(bad) = %q; want it to begin %q", err, want)
 	}
 }
 
@@ -331,6 +334,9 @@ func TestErrorString(t *testing.T) {
 		{Error{Path: "west.nm", Msg: "m"}, "config: west.nm: m"},
 		{Error{Line: 3, Column: 7, Msg: "invalid JSON: x"}, "config: line 3, column 7: invalid JSON: x"},
 		{Error{Msg: "want a JSON object, got empty input"}, "config: want a JSON object, got empty input"},
+		{Error{File: "g.json", Path: "west.nm", Msg: "m"}, "config g.json: west.nm: m"},
+		{Error{File: "g.json", Line: 3, Column: 7, Msg: "invalid JSON: x"}, "config g.json: line 3, column 7: invalid JSON: x"},
+		{Error{File: "g.json", Msg: "m"}, "config g.json: m"},
 	}
 	for _, tt := range tests {
 		if got := tt.err.Error(); got != tt.want {

@@ -7,6 +7,7 @@ import "fmt"
 // syntax errors, which give Line and Column instead, and for a document
 // that is not an object at all.
 type Error struct {
+	File   string // the file read, when Load read one
 	Path   string
 	Msg    string // what was expected and what was found
 	Line   int    // 1-based; JSON syntax errors only
@@ -15,13 +16,20 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
+	// The file is named: an operator may run several wests, and a reload's
+	// error reaches the log and /healthz far from the command that started
+	// west.
+	prefix := "config: "
+	if e.File != "" {
+		prefix = "config " + e.File + ": "
+	}
 	switch {
 	case e.Path != "":
-		return "config: " + e.Path + ": " + e.Msg
+		return prefix + e.Path + ": " + e.Msg
 	case e.Line > 0:
-		return fmt.Sprintf("config: line %d, column %d: %s", e.Line, e.Column, e.Msg)
+		return fmt.Sprintf("%sline %d, column %d: %s", prefix, e.Line, e.Column, e.Msg)
 	}
-	return "config: " + e.Msg
+	return prefix + e.Msg
 }
 
 func (e *Error) Unwrap() error { return e.Err }

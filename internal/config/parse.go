@@ -27,7 +27,12 @@ func Load(name string) (*Config, error) {
 		}
 		return nil, fmt.Errorf("config: read %s: %w", name, err)
 	}
-	return Parse(data)
+	c, err := Parse(data)
+	var ce *Error
+	if errors.As(err, &ce) {
+		ce.File = name
+	}
+	return c, err
 }
 
 // Parse parses and validates a configuration in the seed's JSON format and
