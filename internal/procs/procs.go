@@ -23,8 +23,9 @@ import (
 
 // Adapter moves GOMAXPROCS between 1 and Max with the process's CPU use.
 type Adapter struct {
-	// Max is the most threads; zero means the runtime's own setting at
-	// Run (the machine's cores, or the container's CPU limit).
+	// Max is the most threads; zero means the runtime's default (the
+	// machine's cores, or the container's CPU limit), which the runtime
+	// keeps up to date while the adapter gives it, and after Run.
 	Max int
 	// Interval is how often CPU use is measured; zero means 100ms.
 	Interval time.Duration
@@ -69,14 +70,39 @@ func Start(log *slog.Logger) (stop func()) {
 
 // Run adapts GOMAXPROCS until ctx ends, then puts back the setting it
 // found.
+//
+// Setting GOMAXPROCS turns off the runtime's own updates of it, which
+// follow a change of the CPUs the process may use or of its container's
+// CPU limit (Go 1.25). With Max zero, and GOMAXPROCS not set in the
+// environment, the adapter gives the threads back, and puts back what it
+// found, with runtime.SetDefaultGOMAXPROCS, which turns the updates on
+// again: only one thread is a setting of its own. A Max from a limit
+// read at Run would stay while the limit is lowered (a container resized
+// in place), or keep a process at its limit's old value after Run.
 func (a *Adapter) Run(ctx context.Context) {
+	_, envSet := os.LookupEnv("GOMAXPROCS")
+	runtimeDefault := a.Max == 0 && !envSet
 	a.withDefaults()
 	if a.Max <= 1 {
 		return // nothing to adapt, and nothing to touch
 	}
 	found := runtime.GOMAXPROCS(0)
-	defer runtime.GOMAXPROCS(found)
-	procs := a.set(1)
+	defer func() {
+		if runtimeDefault {
+			runtime.SetDefaultGOMAXPROCS()
+		} else {
+			runtime.GOMAXPROCS(found)
+		}
+	}()
+	raise := func() { a.set(a.Max) }
+	if runtimeDefault {
+		raise = func() {
+			runtime.SetDefaultGOMAXPROCS()
+			a.Logger.Debug("scheduler threads set", "gomaxprocs", runtime.GOMAXPROCS(0))
+		}
+	}
+	a.set(1)
+	raised := false
 	tick := time.NewTicker(a.Interval)
 	defer tick.Stop()
 	lastCPU, lastAt := cpuTime(), time.Now()
@@ -90,14 +116,16 @@ func (a *Adapter) Run(ctx context.Context) {
 			used := (cpu - lastCPU).Seconds() / now.Sub(lastAt).Seconds()
 			lastCPU, lastAt = cpu, now
 			switch {
-			case procs == 1 && used >= a.RaiseAt:
-				procs = a.set(a.Max)
+			case !raised && used >= a.RaiseAt:
+				raise()
+				raised = true
 				calmSince = time.Time{}
-			case procs > 1 && used < a.LowerAt:
+			case raised && used < a.LowerAt:
 				if calmSince.IsZero() {
 					calmSince = now
 				} else if now.Sub(calmSince) >= a.LowerAfter {
-					procs = a.set(1)
+					a.set(1)
+					raised = false
 				}
 			default:
 				calmSince = time.Time{}
@@ -127,8 +155,7 @@ func (a *Adapter) withDefaults() {
 	}
 }
 
-func (a *Adapter) set(n int) int {
+func (a *Adapter) set(n int) {
 	runtime.GOMAXPROCS(n)
 	a.Logger.Debug("scheduler threads set", "gomaxprocs", n)
-	return n
 }
