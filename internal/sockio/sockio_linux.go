@@ -63,6 +63,12 @@ func (op *readOp) read(fd uintptr) bool {
 // Read reads into p, as net.TCPConn.Read does.
 func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
+		// Nothing to read, but a closed connection says so, as the net
+		// package's does: a caller whose buffer is full must not take
+		// the read for one that goes on.
+		if err := c.raw.Control(noControl); err != nil {
+			return 0, c.opError("read", err)
+		}
 		return 0, nil
 	}
 	op := &c.r
@@ -172,10 +178,10 @@ func (c *Conn) writeLocked(bufs [][]byte) (int64, error) {
 	for len(op.bufs) > 0 && len(op.bufs[0]) == 0 {
 		op.bufs = op.bufs[1:]
 	}
-	var err error
-	if len(op.bufs) > 0 {
-		err = c.raw.Write(op.try)
-	}
+	// With nothing to write, the poller still says whether the
+	// connection is closed or past its write deadline, as the net
+	// package's Write(nil) does, but no system call is made.
+	err := c.raw.Write(op.try)
 	op.bufs = nil
 	clear(op.iov) // holds no buffer past the call
 	op.iov = op.iov[:0]
@@ -187,6 +193,10 @@ func (c *Conn) writeLocked(bufs [][]byte) (int64, error) {
 	}
 	return op.n, nil
 }
+
+// noControl is the function Read hands to the poller to learn only
+// whether the socket is still open.
+func noControl(uintptr) {}
 
 // opError names the operation the caller asked for, where the poller's
 // errors would say "raw-read" or "raw-write".

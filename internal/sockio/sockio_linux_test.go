@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -296,5 +297,47 @@ func TestHappensBefore(t *testing.T) {
 	}
 	if value != 43 {
 		t.Fatalf("value %d, want 43", value)
+	}
+}
+
+// TestZeroLength checks reads and writes of nothing against the net
+// package's: nothing happens on an open connection, but a write past its
+// deadline times out, and both fail once the connection is closed. A
+// caller whose buffer is full must not take a closed connection for one
+// that goes on.
+func TestZeroLength(t *testing.T) {
+	a, _ := pair(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	plain := testutil.DialClient(t, ln.Addr().String())
+	for _, c := range []net.Conn{plain, a} {
+		name := fmt.Sprintf("%T", c)
+		if n, err := c.Read(nil); n != 0 || err != nil {
+			t.Errorf("%s: empty read: %d, %v; want 0, nil", name, n, err)
+		}
+		c.SetWriteDeadline(time.Unix(1, 0))
+		if _, err := c.Write(nil); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("%s: empty write past its deadline: %v; want a timeout", name, err)
+		}
+		c.SetWriteDeadline(time.Time{})
+		if n, err := c.Write([]byte{}); n != 0 || err != nil {
+			t.Errorf("%s: empty write: %d, %v; want 0, nil", name, n, err)
+		}
+		c.Close()
+		for op, f := range map[string]func() (int, error){
+			"read":  func() (int, error) { return c.Read(nil) },
+			"write": func() (int, error) { return c.Write(nil) },
+		} {
+			n, err := f()
+			if oe, ok := err.(*net.OpError); n != 0 || !ok || oe.Op != op || !errors.Is(err, net.ErrClosed) {
+				t.Errorf("%s: empty %s after Close: %d, %#v; want a *net.OpError for %[2]s with net.ErrClosed", name, op, n, err)
+			}
+		}
+	}
+	if _, err := a.WriteVec([][]byte{nil, {}}); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("empty vector write after Close: %v; want net.ErrClosed", err)
 	}
 }
