@@ -1,6 +1,7 @@
 package monotime
 
 import (
+	"math"
 	"testing"
 	"time"
 )
@@ -31,5 +32,29 @@ func TestReadings(t *testing.T) {
 	// either way.
 	if At(start) != startUnix || At(start.Round(0)) != startUnix {
 		t.Fatalf("At(start) = %d and %d, want %d", At(start), At(start.Round(0)), startUnix)
+	}
+}
+
+// TestAtFarAway: a time too far away for a reading, as a deadline that
+// never comes made with math.MaxInt64, or the zero time, is the furthest
+// reading that way: it compares with now as its time does, and the time
+// between them does not overflow.
+func TestAtFarAway(t *testing.T) {
+	const fifty = 50 * 365 * 24 * time.Hour
+	for _, never := range []time.Time{
+		time.Now().Add(math.MaxInt64), // its monotonic reading dropped: measured on the wall clock
+		time.Unix(1<<40, 0),
+		time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC),
+	} {
+		at, now := At(never), Now()
+		if at <= now || time.Duration(at-now) < fifty {
+			t.Errorf("At(%v) = %d, %v from now (%d); want over 50 years later", never, at, time.Duration(at-now), now)
+		}
+	}
+	for _, long := range []time.Time{{}, time.Now().Add(math.MinInt64), time.Unix(-1<<40, 0)} {
+		at := At(long)
+		if since := Since(at); at >= Now() || since < fifty {
+			t.Errorf("At(%v) = %d, %v ago; want over 50 years earlier", long, at, since)
+		}
 	}
 }
