@@ -285,6 +285,9 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 		header.Set(InstanceHeader, c.opts.West+"/"+c.id)
 		header.Set(AttemptHeader, strconv.FormatUint(c.attempts, 10))
 	}
+	if !c.opts.Mux.NoHops {
+		header.Set(HopsHeader, "1")
+	}
 	proxy, err := proxyFor(c.opts.URL)
 	if err != nil {
 		return nil, fmt.Errorf("dial tunnel server %s: %w", c.opts.URL, err)
@@ -364,7 +367,12 @@ func (c *Client) connect(ctx context.Context) (*Session, error) {
 		ws.Close()
 		return nil, fmt.Errorf("dial tunnel server %s: %w: server chose extensions %q, none offered", c.opts.URL, errHandshake, ext)
 	}
-	return startSession(ws, true, c.opts.URL, ws.RemoteAddr().String(), c.opts.Mux, c.log)
+	sess, err := startSession(ws, true, c.opts.URL, ws.RemoteAddr().String(), c.opts.Mux, c.log)
+	if err == nil {
+		// Set before the session serves or is handed to Dial.
+		sess.peerHops = !c.opts.Mux.NoHops && announcesHops(resp.Header)
+	}
+	return sess, err
 }
 
 // dialledHook, set by tests only, sees each connection to the tunnel

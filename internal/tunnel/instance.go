@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/http"
 	"strings"
 )
 
@@ -23,6 +24,18 @@ const InstanceHeader = "West-Instance"
 // after the client's latest attempt took the name from it, and the client
 // took that for another client under its name.
 const AttemptHeader = "West-Attempt"
+
+// HopsHeader, sent as "1" in a client's handshake, says that the client
+// reads stream header version 2 (wire.VersionHops), with its hop count; a
+// server that reads it too answers with the same response header. Each
+// side then sends that version to the other, and otherwise version 1: a
+// west that predates it refuses any other version as a bad header, and
+// ignores the HTTP header.
+const HopsHeader = "West-Hops"
+
+// announcesHops reports whether h, a handshake's request or response
+// headers, has HopsHeader as a west that reads version 2 sends it.
+func announcesHops(h http.Header) bool { return h.Get(HopsHeader) == "1" }
 
 // maxSessionsPerName bounds the tunnels one west may hold under one
 // name; beyond it the oldest is replaced.

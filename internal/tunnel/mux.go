@@ -36,6 +36,12 @@ type MuxOptions struct {
 	// once; beyond it new streams are refused as overloaded, so a flood of
 	// opens cannot exhaust memory. Zero means no limit.
 	MaxStreams int
+	// NoHops makes the session behave as a west that predates stream
+	// header version 2 (wire.VersionHops): it neither announces HopsHeader
+	// nor answers it, refuses that version as a bad header, and sends
+	// version 1, without a hop count. It is for tests of compatibility
+	// with older wests; false is the protocol as documented.
+	NoHops bool
 }
 
 // minStreamWindow is the smallest window yamux allows.

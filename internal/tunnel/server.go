@@ -114,7 +114,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	c, err := upgrader.Upgrade(w, r, nil)
+	var answer http.Header
+	peerHops := !s.opts.Mux.NoHops && announcesHops(r.Header)
+	if peerHops {
+		answer = http.Header{HopsHeader: {"1"}}
+	}
+	c, err := upgrader.Upgrade(w, r, answer)
 	if err != nil {
 		// Upgrade has answered the client with the reason.
 		s.warnRefused(log, "tunnel upgrade failed", err)
@@ -136,6 +141,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		log.Error("start tunnel session", "err", err)
 		return
 	}
+	sess.peerHops = peerHops
 	sess.onPeerDraining = s.opts.OnPeerDraining
 	sess.onOverloaded = s.opts.OnOverloaded
 	sess.instance = inst
@@ -434,6 +440,7 @@ func startSession(c *websocket.Conn, client bool, peer, remote string, mo MuxOpt
 		return nil, fmt.Errorf("start multiplexer: %w", err)
 	}
 	sess := newSession(mux, conn, client, peer, remote, mo.MaxStreams, log)
+	sess.readsHops = !mo.NoHops
 	mo = mo.withDefaults()
 	go sess.watch(&conn.heard, &queue.lastWrite, mo.KeepAliveInterval, mo.KeepAliveTimeout)
 	return sess, nil

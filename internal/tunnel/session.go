@@ -88,6 +88,13 @@ type Session struct {
 	drainNoticed   atomic.Bool
 	onPeerDraining func(*Session)
 
+	// peerHops says that the peer announced, in the handshake, that it
+	// reads stream header version 2 (see HopsHeader): streams opened to it
+	// carry their hop count. readsHops says that this side reads that
+	// version (MuxOptions.NoHops is not set). Both are set once, before
+	// the session serves or is used.
+	peerHops, readsHops bool
+
 	// dead says why watch closed the session as dead, once it has.
 	dead atomic.Pointer[string]
 }
@@ -118,6 +125,11 @@ func (s *Session) Stats() *Stats { return &s.stats }
 // Stats().StreamsOpen, it counts from the moment a peer's stream arrives,
 // before a handler has taken it.
 func (s *Session) Streams() int { return s.mux.NumStreams() }
+
+// PeerHops reports whether the peer reads stream header version 2, so
+// that the streams opened to it carry their hop count (wire.Header.Hops);
+// otherwise they go as version 1, and reach it with a hop count of 0.
+func (s *Session) PeerHops() bool { return s.peerHops }
 
 // Done is closed when the session has ended.
 func (s *Session) Done() <-chan struct{} { return s.mux.CloseChan() }
@@ -369,7 +381,11 @@ func (s *Session) PeerDraining() bool { return s.peerDraining.Load() }
 
 // open opens a stream with header h and waits for the peer's reply.
 func (s *Session) open(ctx context.Context, h wire.Header) (*yamux.Stream, error) {
-	hdr, err := h.AppendBinary(make([]byte, 0, 4+len(h.Target)))
+	version := wire.Version
+	if s.peerHops {
+		version = wire.VersionHops
+	}
+	hdr, err := h.AppendBinary(make([]byte, 0, 5+len(h.Target)), version)
 	if err != nil {
 		return nil, err
 	}
@@ -483,7 +499,11 @@ func (s *Session) serveStream(ctx context.Context, st *yamux.Stream, h StreamHan
 	// the far side is the stream's whole life.
 	defer s.serving.Add(-1)
 	st.SetReadDeadline(time.Now().Add(headerTimeout))
-	hdr, err := wire.ReadHeader(st)
+	maxVersion := wire.Version
+	if s.readsHops {
+		maxVersion = wire.VersionHops
+	}
+	hdr, err := wire.ReadHeader(st, maxVersion)
 	if err != nil {
 		if ok, skipped := s.badHeaderLog.Allow(); ok {
 			s.log.Warn("bad stream header", "err", err, "not_logged_since", skipped)
@@ -553,7 +573,13 @@ func (r *Request) Accept() (net.Conn, error) {
 }
 
 // Reject tells the peer why its stream is refused and closes the stream.
+// A peer that predates wire.CodeLoop (it does not read header version 2)
+// is told wire.CodeDialFailed instead, with the same reason: a loop's
+// refusal passed back along a chain may reach one.
 func (r *Request) Reject(code wire.Code, reason string) {
+	if code == wire.CodeLoop && !r.session.peerHops {
+		code = wire.CodeDialFailed
+	}
 	r.answered = true
 	r.stream.SetWriteDeadline(time.Now().Add(headerTimeout))
 	r.session.queue.write(r.stream, wire.Reply{Code: code, Reason: reason}.AppendBinary(nil))

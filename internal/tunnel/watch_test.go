@@ -206,7 +206,7 @@ func TestPeerThatTakesNoDataIsClosed(t *testing.T) {
 
 	// A stream to the echo handler, its window wide open, and data for it
 	// to echo: the echo stops only because the peer does not read.
-	hdr, _ := wire.Header{Kind: wire.KindTCP, Target: "echo:1"}.AppendBinary(nil)
+	hdr, _ := wire.Header{Kind: wire.KindTCP, Target: "echo:1"}.AppendBinary(nil, wire.Version)
 	open := slices.Concat(yamuxFrame(frameWindowUpdate, flagSYN, 1, 64<<20, nil), yamuxFrame(frameData, 0, 1, uint32(len(hdr)), hdr))
 	if err := ws.WriteMessage(websocket.BinaryMessage, open); err != nil {
 		t.Fatal(err)

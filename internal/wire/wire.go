@@ -3,7 +3,9 @@
 // tunnel's multiplexer, with the far side's reply.
 //
 // A stream's opener writes a Header; the far side answers with a Reply before
-// any payload moves. CodeOK means the far side has dialled the target and the
+// any payload moves. A header of version 2 (VersionHops) also carries a hop
+// count, which a west sends only to a peer that said in its handshake that
+// it reads it. CodeOK means the far side has dialled the target and the
 // stream now carries raw bytes both ways; any other code carries a reason and
 // the far side closes the stream. The byte layouts are in docs/PROTOCOL.md.
 //
@@ -27,8 +29,15 @@ import (
 // with yamux; version 1 used smux, which a version 2 west cannot read.
 const Subprotocol = "west.v2"
 
-// Version is the first byte of every header and reply.
+// Version is the first byte of every reply, and of a header of version 1,
+// which has no hop count.
 const Version byte = 1
+
+// VersionHops is the header version that adds a hop count (Header.Hops).
+// A west that predates it answers it with CodeBadHeader, so a west sends it
+// only to a peer that announced, in the tunnel's handshake, that it reads
+// it; replies stay at Version.
+const VersionHops byte = 2
 
 // Limits on the variable parts, so that a peer cannot make us allocate much.
 const (
@@ -74,6 +83,11 @@ func (k Kind) String() string {
 type Header struct {
 	Kind   Kind
 	Target string // host:port
+	// Hops is how many wests' own listeners the stream's traffic has
+	// already been handed through, so that a far side can refuse a
+	// stream going round a loop of routes. Only VersionHops carries it:
+	// a version-1 header drops it, and reads as 0. A drain notice has 0.
+	Hops uint8
 }
 
 // ErrMalformed is wrapped by every decoding error caused by bad bytes, as
@@ -85,6 +99,9 @@ func (h Header) Validate() error {
 	if h.Kind == KindDrain {
 		if h.Target != "" {
 			return fmt.Errorf("stream header: %w: a drain notice has a target (%d bytes)", ErrMalformed, len(h.Target))
+		}
+		if h.Hops != 0 {
+			return fmt.Errorf("stream header: %w: a drain notice has a hop count (%d)", ErrMalformed, h.Hops)
 		}
 		return nil
 	}
@@ -112,30 +129,59 @@ func (h Header) Validate() error {
 	return nil
 }
 
-// AppendBinary appends the encoded header to b:
+// AppendBinary appends the header to b, encoded as version (Version or
+// VersionHops):
 //
-//	version(1) kind(1) targetLen(2, big endian) target(targetLen)
-func (h Header) AppendBinary(b []byte) ([]byte, error) {
+//	version 1: version(1) kind(1) targetLen(2, big endian) target(targetLen)
+//	version 2: version(1) kind(1) hops(1) targetLen(2, big endian) target(targetLen)
+//
+// Version 1 has no hop count: h.Hops is dropped.
+func (h Header) AppendBinary(b []byte, version byte) ([]byte, error) {
 	if err := h.Validate(); err != nil {
 		return b, err
 	}
-	b = append(b, Version, byte(h.Kind))
+	switch version {
+	case Version:
+		b = append(b, Version, byte(h.Kind))
+	case VersionHops:
+		b = append(b, VersionHops, byte(h.Kind), h.Hops)
+	default:
+		return b, fmt.Errorf("stream header: %w: version %d, want %d or %d", ErrMalformed, version, Version, VersionHops)
+	}
 	b = binary.BigEndian.AppendUint16(b, uint16(len(h.Target)))
 	return append(b, h.Target...), nil
 }
 
-// ReadHeader reads and validates one header from r.
-func ReadHeader(r io.Reader) (Header, error) {
-	var fixed [4]byte
-	if _, err := io.ReadFull(r, fixed[:]); err != nil {
+// ReadHeader reads and validates one header from r, of a version from 1 to
+// maxVersion: a west reads VersionHops; one that predates it read only
+// Version, and a test may make a west behave as such.
+func ReadHeader(r io.Reader, maxVersion byte) (Header, error) {
+	var fixed [5]byte
+	if _, err := io.ReadFull(r, fixed[:4]); err != nil {
 		return Header{}, fmt.Errorf("read stream header: %w", err)
 	}
-	if fixed[0] != Version {
-		return Header{}, fmt.Errorf("stream header: %w: version %d, want %d", ErrMalformed, fixed[0], Version)
+	var h Header
+	var n int
+	switch v := fixed[0]; {
+	case v == Version:
+		n = int(binary.BigEndian.Uint16(fixed[2:4]))
+	case v == VersionHops && maxVersion >= VersionHops:
+		if _, err := io.ReadFull(r, fixed[4:]); err != nil {
+			return Header{}, fmt.Errorf("read stream header: %w", noEOF(err))
+		}
+		h.Hops = fixed[2]
+		n = int(binary.BigEndian.Uint16(fixed[3:5]))
+	case maxVersion > Version:
+		return Header{}, fmt.Errorf("stream header: %w: version %d, want %d to %d", ErrMalformed, v, Version, min(maxVersion, VersionHops))
+	default:
+		return Header{}, fmt.Errorf("stream header: %w: version %d, want %d", ErrMalformed, v, Version)
 	}
-	n := int(binary.BigEndian.Uint16(fixed[2:]))
-	if Kind(fixed[1]) == KindDrain && n == 0 {
-		return Header{Kind: KindDrain}, nil
+	h.Kind = Kind(fixed[1])
+	if h.Kind == KindDrain && n == 0 {
+		if h.Hops != 0 {
+			return Header{}, fmt.Errorf("stream header: %w: a drain notice has a hop count (%d)", ErrMalformed, h.Hops)
+		}
+		return h, nil
 	}
 	if n == 0 || n > MaxTargetLen {
 		return Header{}, fmt.Errorf("stream header: %w: target length %d not in 1..%d", ErrMalformed, n, MaxTargetLen)
@@ -144,11 +190,19 @@ func ReadHeader(r io.Reader) (Header, error) {
 	if _, err := io.ReadFull(r, target); err != nil {
 		return Header{}, fmt.Errorf("read stream header target: %w", err)
 	}
-	h := Header{Kind: Kind(fixed[1]), Target: string(target)}
+	h.Target = string(target)
 	if err := h.Validate(); err != nil {
 		return Header{}, err
 	}
 	return h, nil
+}
+
+// noEOF turns the end of r within a header into io.ErrUnexpectedEOF.
+func noEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // Code is the far side's answer to a header.
@@ -161,6 +215,11 @@ const (
 	CodeForbidden  Code = 3 // the far side's dial policy refuses the target
 	CodeBadHeader  Code = 4 // the header could not be decoded
 	CodeOverloaded Code = 5 // the far side is at a limit; try later
+	// CodeLoop: the stream's hop count (Header.Hops) reached the far
+	// side's limit, so a route leads back to itself. Only a stream sent
+	// with VersionHops can meet it, so only a peer that reads that
+	// version is sent it (one that predates it gets CodeDialFailed).
+	CodeLoop Code = 6
 )
 
 func (c Code) String() string {
@@ -177,6 +236,8 @@ func (c Code) String() string {
 		return "bad header"
 	case CodeOverloaded:
 		return "overloaded"
+	case CodeLoop:
+		return "loop"
 	}
 	return "code(" + strconv.Itoa(int(c)) + ")"
 }

@@ -12,7 +12,7 @@ func BenchmarkHeaderAppend(b *testing.B) {
 	buf := make([]byte, 0, 64)
 	for b.Loop() {
 		var err error
-		if buf, err = benchHeader.AppendBinary(buf[:0]); err != nil {
+		if buf, err = benchHeader.AppendBinary(buf[:0], VersionHops); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -20,14 +20,14 @@ func BenchmarkHeaderAppend(b *testing.B) {
 
 func BenchmarkReadHeader(b *testing.B) {
 	b.ReportAllocs()
-	enc, err := benchHeader.AppendBinary(nil)
+	enc, err := benchHeader.AppendBinary(nil, VersionHops)
 	if err != nil {
 		b.Fatal(err)
 	}
 	r := bytes.NewReader(enc)
 	for b.Loop() {
 		r.Reset(enc)
-		if _, err := ReadHeader(r); err != nil {
+		if _, err := ReadHeader(r, VersionHops); err != nil {
 			b.Fatal(err)
 		}
 	}

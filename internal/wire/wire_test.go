@@ -10,70 +10,122 @@ import (
 
 func TestHeaderRoundTrip(t *testing.T) {
 	for _, h := range []Header{
-		{KindHTTP, "127.0.0.1:9921"},
-		{KindTCP, "[::1]:22"},
-		{KindHTTP, "backend.example:65535"},
-		{KindTCP, strings.Repeat("a", MaxTargetLen-2) + ":1"},
-		{KindDrain, ""},
+		{Kind: KindHTTP, Target: "127.0.0.1:9921"},
+		{Kind: KindTCP, Target: "[::1]:22", Hops: 3},
+		{Kind: KindUDP, Target: "h:53", Hops: 255},
+		{Kind: KindHTTP, Target: "backend.example:65535"},
+		{Kind: KindTCP, Target: strings.Repeat("a", MaxTargetLen-2) + ":1"},
+		{Kind: KindDrain},
 	} {
-		b, err := h.AppendBinary(nil)
-		if err != nil {
-			t.Fatalf("encode %+v: %v", h, err)
+		for _, v := range []byte{Version, VersionHops} {
+			b, err := h.AppendBinary(nil, v)
+			if err != nil {
+				t.Fatalf("encode %+v as version %d: %v", h, v, err)
+			}
+			if b[0] != v || len(b) != 4+len(h.Target)+int(v-Version) {
+				t.Fatalf("encode %+v as version %d: % x", h, v, b)
+			}
+			got, err := ReadHeader(bytes.NewReader(b), VersionHops)
+			if err != nil {
+				t.Fatalf("decode %+v, version %d: %v", h, v, err)
+			}
+			want := h
+			if v == Version {
+				want.Hops = 0 // version 1 has no hop count
+			}
+			if got != want {
+				t.Fatalf("round trip as version %d: got %+v, want %+v", v, got, want)
+			}
+			// A west that reads version 1 alone (one that predates
+			// version 2) reads version 1 as before, and refuses 2.
+			got, err = ReadHeader(bytes.NewReader(b), Version)
+			switch {
+			case v == Version && (err != nil || got != want):
+				t.Fatalf("version 1 read by a version-1 reader: %+v, %v", got, err)
+			case v == VersionHops && !errors.Is(err, ErrMalformed):
+				t.Fatalf("version 2 read by a version-1 reader: %+v, %v; want ErrMalformed", got, err)
+			}
 		}
-		got, err := ReadHeader(bytes.NewReader(b))
-		if err != nil {
-			t.Fatalf("decode %+v: %v", h, err)
-		}
-		if got != h {
-			t.Fatalf("round trip: got %+v, want %+v", got, h)
+	}
+	// The layouts, byte by byte.
+	h := Header{Kind: KindTCP, Target: "a:1", Hops: 7}
+	for v, want := range map[byte][]byte{
+		Version:     {1, 1, 0, 3, 'a', ':', '1'},
+		VersionHops: {2, 1, 7, 0, 3, 'a', ':', '1'},
+	} {
+		if b, _ := h.AppendBinary(nil, v); !bytes.Equal(b, want) {
+			t.Errorf("version %d: % x, want % x", v, b, want)
 		}
 	}
 }
 
 func TestHeaderRejects(t *testing.T) {
 	for name, h := range map[string]Header{
-		"kind zero":    {0, "a:1"},
-		"kind unknown": {9, "a:1"},
-		"no target":    {KindTCP, ""},
-		"no port":      {KindTCP, "host"},
-		"port zero":    {KindTCP, "host:0"},
-		"port big":     {KindTCP, "host:65536"},
-		"port name":    {KindTCP, "host:http"},
-		"empty host":   {KindTCP, ":80"},
-		"space":        {KindTCP, "a b:80"},
-		"newline":      {KindTCP, "a\n:80"},
-		"too long":     {KindTCP, strings.Repeat("a", MaxTargetLen) + ":1"},
-		"drain target": {KindDrain, "a:1"},
+		"kind zero":    {Kind: 0, Target: "a:1"},
+		"kind unknown": {Kind: 9, Target: "a:1"},
+		"no target":    {Kind: KindTCP},
+		"no port":      {Kind: KindTCP, Target: "host"},
+		"port zero":    {Kind: KindTCP, Target: "host:0"},
+		"port big":     {Kind: KindTCP, Target: "host:65536"},
+		"port name":    {Kind: KindTCP, Target: "host:http"},
+		"empty host":   {Kind: KindTCP, Target: ":80"},
+		"space":        {Kind: KindTCP, Target: "a b:80"},
+		"newline":      {Kind: KindTCP, Target: "a\n:80"},
+		"too long":     {Kind: KindTCP, Target: strings.Repeat("a", MaxTargetLen) + ":1"},
+		"drain target": {Kind: KindDrain, Target: "a:1"},
+		"drain hops":   {Kind: KindDrain, Hops: 1},
 	} {
-		if _, err := h.AppendBinary(nil); !errors.Is(err, ErrMalformed) {
-			t.Errorf("%s: encode error %v, want ErrMalformed", name, err)
+		for _, v := range []byte{Version, VersionHops} {
+			if _, err := h.AppendBinary(nil, v); !errors.Is(err, ErrMalformed) {
+				t.Errorf("%s: encode as version %d: error %v, want ErrMalformed", name, v, err)
+			}
+		}
+	}
+	for _, v := range []byte{0, 3} {
+		if _, err := (Header{Kind: KindTCP, Target: "a:1"}).AppendBinary(nil, v); !errors.Is(err, ErrMalformed) {
+			t.Errorf("encode as version %d: error %v, want ErrMalformed", v, err)
 		}
 	}
 }
 
 func TestReadHeaderMalformed(t *testing.T) {
 	for name, b := range map[string][]byte{
-		"bad version":    {2, 1, 0, 3, 'a', ':', '1'},
-		"zero length":    {1, 1, 0, 0},
-		"length over":    {1, 1, 0xff, 0xff},
-		"bad kind":       {1, 7, 0, 3, 'a', ':', '1'},
-		"target no port": {1, 1, 0, 1, 'a'},
-		"drain target":   {1, 4, 0, 3, 'a', ':', '1'},
-		"http no target": {1, 2, 0, 0},
+		"version zero":      {0, 1, 0, 3, 'a', ':', '1'},
+		"version three":     {3, 1, 0, 0, 3, 'a', ':', '1'},
+		"zero length":       {1, 1, 0, 0},
+		"length over":       {1, 1, 0xff, 0xff},
+		"bad kind":          {1, 7, 0, 3, 'a', ':', '1'},
+		"target no port":    {1, 1, 0, 1, 'a'},
+		"drain target":      {1, 4, 0, 3, 'a', ':', '1'},
+		"http no target":    {1, 2, 0, 0},
+		"v2 zero length":    {2, 1, 5, 0, 0},
+		"v2 length over":    {2, 1, 5, 0xff, 0xff},
+		"v2 bad kind":       {2, 7, 0, 0, 3, 'a', ':', '1'},
+		"v2 drain target":   {2, 4, 0, 0, 3, 'a', ':', '1'},
+		"v2 drain hops":     {2, 4, 1, 0, 0},
+		"v2 target no port": {2, 1, 0, 0, 1, 'a'},
 	} {
-		_, err := ReadHeader(bytes.NewReader(b))
+		_, err := ReadHeader(bytes.NewReader(b), VersionHops)
 		if !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: error %v, want ErrMalformed", name, err)
 		}
 	}
-	// A header that lies about its length: the reader sees EOF, not a hang.
-	_, err := ReadHeader(bytes.NewReader([]byte{1, 1, 0, 10, 'a', ':', '1'}))
-	if !errors.Is(err, io.ErrUnexpectedEOF) {
-		t.Errorf("short target: error %v, want unexpected EOF", err)
+	// A header that lies about its length, or stops within its fixed
+	// part: the reader sees EOF, not a hang.
+	for name, b := range map[string][]byte{
+		"short target":       {1, 1, 0, 10, 'a', ':', '1'},
+		"short fixed part":   {1},
+		"v2 short target":    {2, 1, 0, 0, 10, 'a', ':', '1'},
+		"v2 short fixed":     {2, 1, 0},
+		"v2 one byte short":  {2, 1, 0, 0},
+		"v2 drain truncated": {2, 4, 0, 0},
+	} {
+		if _, err := ReadHeader(bytes.NewReader(b), VersionHops); !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("%s: error %v, want unexpected EOF", name, err)
+		}
 	}
-	_, err = ReadHeader(bytes.NewReader([]byte{1}))
-	if !errors.Is(err, io.ErrUnexpectedEOF) {
-		t.Errorf("short fixed part: error %v, want unexpected EOF", err)
+	if _, err := ReadHeader(bytes.NewReader(nil), VersionHops); !errors.Is(err, io.EOF) {
+		t.Errorf("nothing: error %v, want EOF", err)
 	}
 }
 
@@ -103,24 +155,41 @@ func TestReply(t *testing.T) {
 }
 
 func FuzzReadHeader(f *testing.F) {
-	for _, h := range []Header{{KindHTTP, "127.0.0.1:80"}, {KindTCP, "[::1]:22"}, {KindDrain, ""}} {
-		b, _ := h.AppendBinary(nil)
-		f.Add(b)
+	for _, h := range []Header{
+		{Kind: KindHTTP, Target: "127.0.0.1:80"}, {Kind: KindTCP, Target: "[::1]:22", Hops: 16},
+		{Kind: KindUDP, Target: "h:53", Hops: 1}, {Kind: KindDrain},
+	} {
+		for _, v := range []byte{Version, VersionHops} {
+			b, _ := h.AppendBinary(nil, v)
+			f.Add(b)
+		}
 	}
 	f.Add([]byte{1, 1, 0xff, 0xff})
 	f.Add([]byte{1, 2, 0, 3, 'a', ':', '0'})
+	f.Add([]byte{2, 1, 0xff, 0xff, 0xff})
+	f.Add([]byte{2, 4, 1, 0, 0})
+	f.Add([]byte{3, 1, 0, 0, 3, 'a', ':', '1'})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		h, err := ReadHeader(bytes.NewReader(b))
+		h, err := ReadHeader(bytes.NewReader(b), VersionHops)
 		if err != nil {
 			return
 		}
-		// Whatever decodes must encode back to the bytes it came from.
-		enc, err := h.AppendBinary(nil)
+		if b[0] == Version && h.Hops != 0 {
+			t.Fatalf("a version-1 header decoded with a hop count: %+v", h)
+		}
+		// Whatever decodes must encode back, in its version, to the
+		// bytes it came from.
+		enc, err := h.AppendBinary(nil, b[0])
 		if err != nil {
 			t.Fatalf("decoded header %+v does not encode: %v", h, err)
 		}
 		if !bytes.Equal(enc, b[:len(enc)]) {
 			t.Fatalf("re-encoding differs: %x vs %x", enc, b[:len(enc)])
+		}
+		// A version-1 reader takes it alike, or refuses version 2.
+		h1, err := ReadHeader(bytes.NewReader(b), Version)
+		if b[0] == Version && (err != nil || h1 != h) || b[0] != Version && !errors.Is(err, ErrMalformed) {
+			t.Fatalf("version-1 reader: %+v, %v; the full reader: %+v", h1, err, h)
 		}
 	})
 }
@@ -159,7 +228,7 @@ func TestDatagramFraming(t *testing.T) {
 	if _, err := ReadDatagram(bytes.NewReader(cut), buf); err != io.ErrUnexpectedEOF {
 		t.Fatalf("cut frame: %v, want io.ErrUnexpectedEOF", err)
 	}
-	if err := (Header{Kind: KindUDP, Target: "h:53"}).Validate(); err != nil {
+	if err := (Header{Kind: KindUDP, Target: "h:53", Hops: 1}).Validate(); err != nil {
 		t.Fatalf("udp header: %v", err)
 	}
 }
