@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/west-tunnel/west/internal/proxy"
 	"github.com/west-tunnel/west/internal/testutil"
+	"github.com/west-tunnel/west/internal/tunnel"
 	"github.com/west-tunnel/west/internal/wire"
 )
 
@@ -157,8 +159,10 @@ func TestChainBackToAnotherRouteIsNoLoop(t *testing.T) {
 // mark, and every stream of it goes from the tunnel server to its
 // client. Those had no limit, so each turn took another stream and more
 // goroutines, without end. The client's limit (DefaultMaxStreams, here
-// lowered to 64) now ends the loop: the connection that started it is
-// cut, the log says why, and the streams end.
+// lowered to 64) ends the loop: the connection that started it is cut,
+// the log says why, and the streams end. The hop count now ends it far
+// sooner (TestTCPLoopRefused); the limit still does where the count is
+// lost, as with a west that predates it, which this one plays.
 func TestTCPLoopBounded(t *testing.T) {
 	defaultMaxStreams = 64
 	t.Cleanup(func() { defaultMaxStreams = DefaultMaxStreams })
@@ -167,7 +171,7 @@ func TestTCPLoopBounded(t *testing.T) {
 	var logs testutil.Buffer
 	s := startNode(t, fmt.Sprintf(`{"west": {"nm": "S"}, "wsts": {"sp": "ws://%s"}, "wstc": {"ws://%s": {}},
 		"proxy": {"tcp://%s": {"en": "S", "ou": "tcp://%s"}}}`, tun, tun, p, p),
-		Options{Listen: pre.listen, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		Options{Listen: pre.listen, Logger: slog.New(slog.NewTextHandler(&logs, nil)), Mux: tunnel.MuxOptions{NoHops: true}})
 	waitUp(t, s, "S")
 	c, err := net.Dial("tcp", p)
 	if err != nil {
@@ -243,5 +247,296 @@ func TestClientMaxStreams(t *testing.T) {
 	})
 	for _, s := range streams {
 		s.Close()
+	}
+}
+
+// loopRig is a loop of routes through wests' own listeners (loopWests).
+type loopRig struct {
+	entry string   // the looping listener's address
+	real  []string // the addresses of listeners to a real target
+	nodes []*Node  // the wests: S, or A and B
+	logs  *testutil.Buffer
+}
+
+// loopWests starts a loop of routes of scheme ("tcp" or "udp") through
+// wests' own listeners: on one west, whose tunnel client dials its own
+// tunnel server and whose listener's route leads back to itself; or on
+// two, A dialling B, A's listener leading to B's and B's back to A's. The
+// targets may name the listeners by another host (host; "" keeps
+// 127.0.0.1), which a far side dials rather than hand the stream over.
+// With real not "", each west has one more listener of scheme, to real,
+// through the loop's tunnel (B's through A), for a real client. Each west
+// has a control port, and with old (two wests) A behaves as a west that
+// predates header version 2.
+func loopWests(t *testing.T, scheme string, wests int, host, real string, old bool) *loopRig {
+	t.Helper()
+	var pre prebound
+	addr := func() string {
+		if scheme == "udp" {
+			return freeUDPAddr(t)
+		}
+		return pre.addr(t)
+	}
+	spelt := func(a string) string {
+		if host == "" {
+			return a
+		}
+		_, port, _ := net.SplitHostPort(a)
+		return net.JoinHostPort(host, port)
+	}
+	rig := &loopRig{entry: addr(), logs: new(testutil.Buffer)}
+	opts := Options{Listen: pre.listen, Logger: slog.New(slog.NewTextHandler(rig.logs, nil))}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the wests' logs:\n%s", rig.logs)
+		}
+	})
+	route := func(from, to, peer string) string {
+		return fmt.Sprintf(`%q: {%s, "ou": "%s://%s"}`, scheme+"://"+from, peer, scheme, to)
+	}
+	withReal := func(proxies, peer string) string {
+		if real == "" {
+			return proxies
+		}
+		r := addr()
+		rig.real = append(rig.real, r)
+		return proxies + ", " + route(r, real, peer)
+	}
+	if wests == 1 {
+		tun := pre.addr(t)
+		proxies := withReal(route(rig.entry, spelt(rig.entry), `"en": "S"`), `"en": "S"`)
+		s := startNode(t, fmt.Sprintf(`{"west": {"nm": "S", "cp": "127.0.0.1:0"}, "wsts": {"sp": "ws://%s"}, "wstc": {"ws://%s": {}},
+			"proxy": {%s}}`, tun, tun, proxies), opts)
+		waitUp(t, s, "S")
+		rig.nodes = []*Node{s}
+		return rig
+	}
+	bP := addr()
+	b := startNode(t, fmt.Sprintf(`{"west": {"nm": "B", "cp": "127.0.0.1:0"}, "wsts": {"sp": "ws://127.0.0.1:0"}, "proxy": {%s}}`,
+		withReal(route(bP, spelt(rig.entry), `"en": "A"`), `"en": "A"`)), opts)
+	ea := fmt.Sprintf(`"ea": "ws://%s"`, b.Addrs().Tunnel)
+	aOpts := opts
+	aOpts.Mux.NoHops = old
+	a := startNode(t, fmt.Sprintf(`{"west": {"nm": "A", "cp": "127.0.0.1:0"}, "proxy": {%s}}`,
+		withReal(route(rig.entry, spelt(bP), ea), ea)), aOpts)
+	waitUp(t, b, "A")
+	rig.nodes = []*Node{a, b}
+	return rig
+}
+
+// sum sums the metric name, with labels, over the wests' control ports.
+func (r *loopRig) sum(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second}
+	var sum float64
+	for _, n := range r.nodes {
+		_, body := fetch(t, client, "http://"+n.Addrs().Control+"/metrics")
+		v, _ := metric(body, name, labels...)
+		sum += v
+	}
+	return sum
+}
+
+// tunnel is the session of the loop's tunnel on its server, and on its
+// client.
+func (r *loopRig) tunnel() (server, client *tunnel.Session) {
+	if len(r.nodes) == 1 {
+		return r.nodes[0].Server().Session("S"), r.nodes[0].Client(r.nodes[0].State().Clients[0].URL).Status().Session
+	}
+	return r.nodes[1].Server().Session("A"), r.nodes[0].Client("ws://" + r.nodes[1].Addrs().Tunnel).Status().Session
+}
+
+// loopLogged checks that the logs name the loop, as the far side that
+// refused its stream logs it.
+func (r *loopRig) loopLogged(t *testing.T) {
+	t.Helper()
+	waitFor(t, "the loop's refusal logged", func() bool {
+		s := r.logs.String()
+		return strings.Contains(s, "stream refused: a route leads back to itself (loop)") &&
+			strings.Contains(s, fmt.Sprintf("handed through %d wests' own listeners: a route leads back to itself", proxy.MaxHops))
+	})
+}
+
+// loopConn connects to the looping listener, sends, and wants the
+// connection ended.
+func (r *loopRig) loopConn(t *testing.T) {
+	t.Helper()
+	c, err := net.Dial("tcp", r.entry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	c.Write([]byte("round and round"))
+	if _, err := io.ReadAll(c); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("the looping connection: %v, want it ended", err)
+	}
+}
+
+// TestTCPLoopRefused: a tcp:// route that leads back to its own listener,
+// through the west's own tunnel or a peer's listener, or by a name of the
+// listener's address that the far side dials rather than hand the stream
+// over, ends after proxy.MaxHops turns: each listener a stream is handed
+// to opens the next with the hop count one more, and the far side
+// refuses it at the limit, naming the loop. Before, it went round until a
+// tunnel's stream limit (8192 streams by default; here lowered, so that
+// the test fails by counting rather than by the race detector's limit on
+// goroutines).
+func TestTCPLoopRefused(t *testing.T) {
+	defaultMaxStreams = 256
+	t.Cleanup(func() { defaultMaxStreams = DefaultMaxStreams })
+	for _, tc := range []struct {
+		name  string
+		wests int
+		host  string
+	}{
+		{"one west", 1, ""},
+		{"two wests", 2, ""},
+		{"one west, its listener named localhost", 1, "localhost"},
+		{"two wests, their listeners named localhost", 2, "localhost"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rig := loopWests(t, "tcp", tc.wests, tc.host, "", false)
+			rig.loopConn(t)
+			rig.loopLogged(t)
+			// Each turn is a connection to a listener, counted as it
+			// ends: the client's, then one for each stream handed over
+			// (or dialled to the listener), the last of them the one
+			// whose stream onward was refused.
+			want := float64(proxy.MaxHops + 1)
+			server, _ := rig.tunnel()
+			waitFor(t, "the loop's connections to end", func() bool {
+				return rig.sum(t, "west_tcp_connections_total") >= want && server.Streams() == 0
+			})
+			if n := rig.sum(t, "west_tcp_connections_total"); n != want {
+				t.Errorf("the loop made %v connections to the wests' listeners, want %v", n, want)
+			}
+			if n := rig.sum(t, "west_dial_failures_total", `reason="loop"`); n < 1 {
+				t.Errorf(`west_dial_failures_total{reason="loop"} = %v, want the refusal counted`, n)
+			}
+			if strings.Contains(rig.logs.String(), "too many open streams") {
+				t.Error("the loop met the stream limit")
+			}
+		})
+	}
+}
+
+// udpExchange sends msg on c, a real client's flow, until it is echoed.
+func udpExchange(t *testing.T, c net.Conn, msg string) {
+	t.Helper()
+	buf := make([]byte, 100)
+	for range 20 { // UDP may lose a datagram
+		c.Write([]byte(msg))
+		c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		if n, err := c.Read(buf); err == nil {
+			if got := string(buf[:n]); got != "echo "+msg {
+				t.Fatalf("real client: got %q, want %q", got, "echo "+msg)
+			}
+			return
+		}
+	}
+	t.Fatalf("real client: %q never echoed", msg)
+}
+
+// TestUDPLoopRefused: a udp:// route that leads back to its own listener
+// sent each turn through a real socket, which reached the listener as a
+// new flow: it went round until a tunnel's stream limit, or the
+// listener's max_conns flows turned over. Now the far side notes the
+// socket it sends from, the listener's flow from it carries the stream's
+// hop count on, and the stream at proxy.MaxHops is refused: the datagram
+// is dropped, counted as a loop, and the route is held. A real client of
+// another listener on each west, through the same tunnel, is served
+// throughout, its flow not taken for a turn of the loop.
+func TestUDPLoopRefused(t *testing.T) {
+	defaultMaxStreams = 256
+	t.Cleanup(func() { defaultMaxStreams = DefaultMaxStreams })
+	for _, wests := range []int{1, 2} {
+		t.Run(fmt.Sprintf("%d wests", wests), func(t *testing.T) {
+			rig := loopWests(t, "udp", wests, "", udpEcho(t), false)
+			var reals []net.Conn
+			for _, a := range rig.real {
+				c, err := net.Dial("udp", a)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				reals = append(reals, c)
+			}
+			exchange := func(msg string) {
+				t.Helper()
+				for _, c := range reals {
+					udpExchange(t, c, msg)
+				}
+			}
+			exchange("before")
+			loop, err := net.Dial("udp", rig.entry)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer loop.Close()
+			loop.Write([]byte("round and round"))
+			exchange("while")
+			waitFor(t, "the looping datagram dropped as a loop", func() bool {
+				return rig.sum(t, "west_udp_datagrams_dropped_total", `reason="loop"`) >= 1
+			})
+			rig.loopLogged(t)
+			exchange("after")
+			// Again: the loop's flows are open, and carry it round to
+			// the held route, which starts no flow.
+			loop.Write([]byte("round again"))
+			waitFor(t, "the second looping datagram dropped", func() bool {
+				return rig.sum(t, "west_udp_datagrams_dropped_total", `reason="loop"`) >= 2
+			})
+			exchange("still")
+			if n := rig.sum(t, "west_udp_datagrams_dropped_total"); n != 2 {
+				t.Errorf("%v datagrams dropped, want the two that looped", n)
+			}
+			// A stream for each turn the far side took (the one it
+			// refused is not counted), and one for each real client.
+			server, _ := rig.tunnel()
+			if n, want := server.Stats().StreamsTotal.Load(), int64(proxy.MaxHops+len(reals)); n != want {
+				t.Errorf("the tunnel carried %d streams, want %d: %d turns of the loop and the real clients'", n, want, proxy.MaxHops)
+			}
+		})
+	}
+}
+
+// TestHopsWithOlderWest: a west that predates header version 2 (A, with
+// Mux.NoHops) and a newer one (B): B sends A version 1, so streams work
+// both ways, the hop count lost at A; a loop through both is then
+// bounded as before, by a tunnel's stream limit.
+func TestHopsWithOlderWest(t *testing.T) {
+	defaultMaxStreams = 64
+	t.Cleanup(func() { defaultMaxStreams = DefaultMaxStreams })
+	rig := loopWests(t, "tcp", 2, "", testutil.EchoServer(t), true)
+	server, client := rig.tunnel()
+	if server.PeerHops() || client.PeerHops() {
+		t.Errorf("PeerHops: B's %v, A's %v; want neither to send the other header version 2", server.PeerHops(), client.PeerHops())
+	}
+	for _, a := range rig.real { // A's to B, then B's to A
+		echoThrough(t, a)
+	}
+	rig.loopConn(t)
+	if !strings.Contains(rig.logs.String(), "too many open streams") {
+		t.Error("the log does not say the loop met the stream limit")
+	}
+	waitFor(t, "the loop's streams to end", func() bool { return server.Streams() == 0 })
+}
+
+// echoThrough sends a line through the tcp:// listener at addr, to an
+// echo server, and wants it back.
+func echoThrough(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte("hello\n"))
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "hello\n" {
+		t.Fatalf("through %s: %q, %v; want the echo", addr, got, err)
 	}
 }

@@ -51,6 +51,10 @@ type Far struct {
 	// lostLog limits the lines of UDP datagrams the target refused or
 	// the socket could not send (see datagramLost).
 	lostLog lograte.Limit
+	// loopLog limits the lines of streams refused as going round a loop
+	// (see refuseLoop), apart from refusedLog, so that other refusals
+	// cannot hide that a route leads back to itself.
+	loopLog lograte.Limit
 
 	mu      sync.Mutex
 	streams map[*activity]struct{} // streams being served
@@ -81,6 +85,16 @@ func (f *Far) targets() *acl.Targets {
 	}
 	return f.Targets
 }
+
+// MaxHops is the hop count (wire.Header.Hops) at which the far side
+// refuses a stream as going round a loop: it has been handed through that
+// many wests' own listeners, each of which passed it on. A chain passes a
+// stream through one or two middle wests (use cases 3 and 4), so 16 is far
+// beyond any route meant to be; and it bounds what a loop costs before it
+// is refused to 16 streams and listener connections, or, for UDP, 16 flows
+// and far-side sockets held until they idle out, where the limit that
+// ended it before was a tunnel's 8192 streams or a listener's max_conns.
+const MaxHops = 16
 
 // activity follows one served stream, so that a drain can tell a request
 // in flight from a kept-alive HTTP connection that merely sits idle.
@@ -232,6 +246,10 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 		f.hold(ctx, req)
 		return
 	}
+	if req.Header.Hops >= MaxHops {
+		f.refuseLoop(req, log)
+		return
+	}
 	if req.Header.Kind != wire.KindUDP {
 		switch l, ap, stopped := f.Locals.Find(req.Header.Target); {
 		case l != nil:
@@ -284,8 +302,45 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 	if req.Header.Kind == wire.KindUDP {
 		network = "udp"
 	}
+	// A TCP dial to the port of one of this west's listeners may reach
+	// it: such a listener, accepting a connection before the dial has
+	// returned and marked it (below), waits for it (see dialMarkOf).
+	// Other dials, the common case, pay no entry.
+	var inFlight *selfDial
+	if req.Header.Kind != wire.KindUDP {
+		if _, port, err := net.SplitHostPort(req.Header.Target); err == nil {
+			if p, err := strconv.Atoi(port); err == nil && f.Locals.hasPort(p) {
+				inFlight = selfDials.start(uint16(p))
+			}
+		}
+	}
 	backend, err := dialer.DialContext(dctx, network, req.Header.Target)
 	cancel()
+	if err == nil {
+		mark := &dialMark{http: req.Header.Kind == wire.KindHTTP, hops: req.Header.Hops}
+		switch {
+		case req.Header.Kind == wire.KindUDP:
+			// Should the target be one of this west's udp://
+			// listeners, the flow this socket starts there carries
+			// the hop count on (see udpNextHops). Nothing has been
+			// sent from it yet. The listeners' ports are not known
+			// here, so every flow's socket has an entry: one per
+			// flow, not per datagram.
+			key := unmapped(backend.LocalAddr())
+			udpDialled.Store(key, mark)
+			defer udpDialled.CompareAndDelete(key, mark)
+		case inFlight != nil:
+			// Should it be one of this west's listeners (named by a
+			// host name, or by an address of the host a wildcard
+			// listener takes), the listener carries the hop count
+			// on (see nextHops), and the HTTP it gets is a peer
+			// west's listener's (see fromWest).
+			key := connKey(backend.LocalAddr(), backend.RemoteAddr())
+			selfDialled.Store(key, mark)
+			defer selfDialled.CompareAndDelete(key, mark)
+		}
+	}
+	inFlight.finish()
 	if err != nil {
 		code := wire.CodeDialFailed
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {
@@ -305,15 +360,6 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 		f.logRefused(log, slog.LevelInfo, "dial failed", err)
 		f.reject(req, code, err.Error())
 		return
-	}
-	if req.Header.Kind == wire.KindHTTP && f.Locals.hasPort(backend.RemoteAddr()) {
-		// Should it be one of this west's listeners, the HTTP it gets
-		// is a peer west's listener's (see fromWest). Only a listener
-		// on the port dialled could take it: other dials, the common
-		// case, pay no entry.
-		key := connKey(backend.LocalAddr(), backend.RemoteAddr())
-		selfDialled.Store(key, struct{}{})
-		defer selfDialled.Delete(key)
 	}
 	backend = sockio.Wrap(backend) // a UDP socket stays as it is
 	stream, err := req.Accept()
@@ -353,7 +399,7 @@ func (f *Far) serveLocal(ctx context.Context, req *tunnel.Request, l *LocalListe
 	defer pending.refuse(errors.New("not served by this west's listener"))
 	var stream net.Conn = pending
 	log.Debug("stream handed to this west's own listener")
-	if err := l.serve(ctx, stream, ap.Addr(), timeout, req.Header.Kind == wire.KindHTTP); err != nil {
+	if err := l.serve(ctx, stream, ap.Addr(), timeout, req.Header.Kind == wire.KindHTTP, req.Header.Hops); err != nil {
 		// The peer sees its stream refused, if it was not answered yet,
 		// or else end, as a connection closed at once.
 		refuseConn(stream, err)
@@ -363,6 +409,19 @@ func (f *Far) serveLocal(ctx context.Context, req *tunnel.Request, l *LocalListe
 			f.OnDialError(code)
 		}
 	}
+}
+
+// refuseLoop refuses req, whose hop count has reached MaxHops: a route
+// leads back to itself, through this west's own listeners or a peer's.
+func (f *Far) refuseLoop(req *tunnel.Request, log *slog.Logger) {
+	// The code names the loop ("far side refused stream: loop: ..."),
+	// but an older west in a chain is told it as a dial failure.
+	reason := fmt.Sprintf("this stream has been handed through %d wests' own listeners: a route leads back to itself", req.Header.Hops)
+	if ok, skipped := f.loopLog.Allow(); ok {
+		log.Warn("stream refused: a route leads back to itself (loop)", "hops", req.Header.Hops, "max_hops", MaxHops,
+			"not_logged_since", skipped)
+	}
+	f.reject(req, wire.CodeLoop, reason)
 }
 
 // hold leaves req unanswered until ctx ends (see Wait): with the session,

@@ -1142,6 +1142,8 @@ func statusFor(err error) int {
 			return http.StatusGatewayTimeout
 		case wire.CodeForbidden:
 			return http.StatusForbidden
+		case wire.CodeLoop:
+			return http.StatusLoopDetected
 		}
 		return http.StatusBadGateway
 	case errors.Is(err, context.DeadlineExceeded),

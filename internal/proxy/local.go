@@ -69,18 +69,16 @@ func (s *Locals) Find(target string) (l *LocalListener, ap netip.AddrPort, stopp
 	return nil, netip.AddrPort{}, slices.ContainsFunc(s.stopped, takes)
 }
 
-// hasPort reports whether one of the listeners is bound to the port of
-// a, a TCP address: only then may a connection dialled to a be one of
-// theirs.
-func (s *Locals) hasPort(a net.Addr) bool {
-	ta, ok := a.(*net.TCPAddr)
-	if s == nil || !ok {
+// hasPort reports whether one of the listeners is bound to port: only
+// then may a TCP connection dialled to that port be one of theirs.
+func (s *Locals) hasPort(port int) bool {
+	if s == nil {
 		return false
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for l := range s.lns {
-		if int(l.bound.Port()) == ta.Port {
+		if int(l.bound.Port()) == port {
 			return true
 		}
 	}
@@ -189,11 +187,12 @@ func (l *LocalListener) Close() error {
 
 // serve hands stream to the listener as a connection from from and waits
 // until the listener is done with it or ctx ends. fromWest says the
-// stream carries HTTP from a west's listener (see fromWest). It fails,
+// stream carries HTTP from a west's listener (see fromWest); hops is its
+// hop count (see nextHops). It fails,
 // without closing stream, if the listener is closed or does not accept
 // within timeout (its limit on connections is reached).
-func (l *LocalListener) serve(ctx context.Context, stream net.Conn, from netip.Addr, timeout time.Duration, fromWest bool) error {
-	c := &localConn{Conn: stream, done: make(chan struct{}), fromWest: fromWest,
+func (l *LocalListener) serve(ctx context.Context, stream net.Conn, from netip.Addr, timeout time.Duration, fromWest bool, hops uint8) error {
+	c := &localConn{Conn: stream, done: make(chan struct{}), fromWest: fromWest, hops: hops,
 		local:  net.TCPAddrFromAddrPort(l.bound),
 		remote: net.TCPAddrFromAddrPort(netip.AddrPortFrom(from, 0))}
 	wait := time.NewTimer(timeout)
@@ -243,7 +242,8 @@ var errLocalBusy = errors.New("listener busy: not accepted within the dial timeo
 type localConn struct {
 	net.Conn
 	local, remote net.Addr
-	fromWest      bool // HTTP from a west's listener (see fromWest)
+	fromWest      bool  // HTTP from a west's listener (see fromWest)
+	hops          uint8 // the stream's hop count (see nextHops)
 	once          sync.Once
 	done          chan struct{}
 }
@@ -267,29 +267,184 @@ func fromWest(c net.Conn) bool {
 	// listener it could not tell for its own (named by a host name, or by
 	// an address of the host a wildcard listener takes): the stream's
 	// HTTP, as if it had been handed over.
-	_, ok := selfDialled.Load(connKey(c.RemoteAddr(), c.LocalAddr()))
-	return ok
+	// Not waiting for a dial under way (see dialMarkOf): its callers
+	// ask once the client has sent something, which the far side does
+	// only after its dial has returned, or, as ConnContext, in net/http's
+	// accept loop, which must not wait.
+	m := dialMarkOf(c, false)
+	return m != nil && m.http
 }
 
-// selfDialled holds the connections the far side of this process dialled
-// for HTTP streams while they are open, by their connKey as the dialling
-// side sees them (local, remote): a listener that accepts one sees it
-// reversed. Both ends are in the key, so that another socket from the
-// same address and port, to another destination, is not taken for one.
+// nextHops is the hop count (wire.Header.Hops) of the stream a tcp://
+// listener opens for c, a connection it accepted: 0 for a client's, and
+// one more than the stream's for a stream this west's far side handed to
+// it, or for a connection the far side dialled for a stream (see
+// selfDialled). A stream that goes round a loop of routes through wests'
+// own listeners thus counts its turns, and a far side refuses it at
+// MaxHops.
+func nextHops(c net.Conn) uint8 {
+	for {
+		switch cc := c.(type) {
+		case *handedConn:
+			c = cc.Conn
+			continue
+		case *limitConn:
+			c = cc.Conn
+			continue
+		case *localConn:
+			return addHop(cc.hops)
+		case nil:
+			return 0
+		}
+		if m := dialMarkOf(c, true); m != nil {
+			return addHop(m.hops)
+		}
+		return 0
+	}
+}
+
+// dialMarkOf returns the mark of c, a connection a listener accepted,
+// if this west's far side dialled it for a stream (see selfDialled). The
+// far side marks a connection once its dial returns, which may be after
+// the listener has accepted it: with wait, a connection from this host
+// (its two ends on one address, or both on loopback), to the port of a
+// dial still under way, waits for that dial before it is judged. A tcp://
+// listener opens its stream onward as soon as it accepts, so it waits.
+func dialMarkOf(c net.Conn, wait bool) *dialMark {
+	key := connKey(c.RemoteAddr(), c.LocalAddr())
+	if m, ok := selfDialled.Load(key); ok {
+		return m.(*dialMark)
+	}
+	from, to := key[0].Addr(), key[1].Addr()
+	if !wait || !from.IsValid() || from != to && !(from.IsLoopback() && to.IsLoopback()) || !selfDials.wait(key[1].Port()) {
+		return nil
+	}
+	if m, ok := selfDialled.Load(key); ok {
+		return m.(*dialMark)
+	}
+	return nil
+}
+
+// udpNextHops is nextHops for a udp:// listener's new flow from client
+// from: one more than the stream's, when from is the socket this west's
+// far side sends a flow's datagrams from (see udpDialled).
+func udpNextHops(from netip.AddrPort) uint8 {
+	if m, ok := udpDialled.Load(netip.AddrPortFrom(from.Addr().Unmap(), from.Port())); ok {
+		return addHop(m.(*dialMark).hops)
+	}
+	return 0
+}
+
+// addHop is h and one more hop, kept within a byte: a far side refuses
+// the stream long before (MaxHops).
+func addHop(h uint8) uint8 { return h + min(1, 255-h) }
+
+// dialMark is what the far side notes of a socket it dialled for a
+// stream, for this west's listeners to find should it reach one of them.
+type dialMark struct {
+	http bool  // it carries an HTTP stream (see fromWest)
+	hops uint8 // the stream's hop count (see nextHops)
+}
+
+// selfDialled holds the TCP connections the far side of this process
+// dialled towards the port of one of its listeners (see Locals.hasPort),
+// while they are open, by their connKey as the dialling side sees them
+// (local, remote): a listener that accepts one sees it reversed. Both
+// ends are in the key, so that another socket from the same address and
+// port, to another destination, is not taken for one. The value is the
+// *dialMark, removed only by its own dial.
 var selfDialled sync.Map
+
+// selfDials are the far side's TCP dials to the port of one of this
+// west's listeners that are under way (see dialMarkOf).
+var selfDials selfDialSet
+
+// selfDialSet is a set of dials under way, by the port they dial.
+type selfDialSet struct {
+	n      atomic.Int64 // len(dials), read without mu
+	mu     sync.Mutex
+	byPort map[uint16][]*selfDial
+}
+
+// selfDial is one dial of selfDials; done is closed once it has
+// returned, and marked its connection if it made one.
+type selfDial struct {
+	set  *selfDialSet
+	port uint16
+	done chan struct{}
+}
+
+// start notes a dial to port, under way until its finish.
+func (s *selfDialSet) start(port uint16) *selfDial {
+	d := &selfDial{set: s, port: port, done: make(chan struct{})}
+	s.mu.Lock()
+	if s.byPort == nil {
+		s.byPort = make(map[uint16][]*selfDial)
+	}
+	s.byPort[port] = append(s.byPort[port], d)
+	s.n.Add(1)
+	s.mu.Unlock()
+	return d
+}
+
+// finish ends d, a dial that has returned; a nil d is none.
+func (d *selfDial) finish() {
+	if d == nil {
+		return
+	}
+	s := d.set
+	s.mu.Lock()
+	list := slices.DeleteFunc(s.byPort[d.port], func(o *selfDial) bool { return o == d })
+	if len(list) == 0 {
+		delete(s.byPort, d.port)
+	} else {
+		s.byPort[d.port] = list
+	}
+	s.n.Add(-1)
+	s.mu.Unlock()
+	close(d.done)
+}
+
+// wait waits for the dials to port under way now, each bounded by the far
+// side's dial timeout, and reports whether there were any.
+func (s *selfDialSet) wait(port uint16) bool {
+	if s.n.Load() == 0 {
+		return false
+	}
+	s.mu.Lock()
+	list := slices.Clone(s.byPort[port])
+	s.mu.Unlock()
+	for _, d := range list {
+		<-d.done
+	}
+	return len(list) > 0
+}
+
+// udpDialled holds the local address (unmapped) of each UDP socket the
+// far side of this process sends a flow's datagrams from, while it is
+// open: a connected UDP socket alone sends from its address and port.
+// The value is the *dialMark, removed only by its own flow.
+var udpDialled sync.Map
+
+// unmapped is a's IP and port, its address unmapped from IPv6; zero when
+// a is neither a TCP nor a UDP address.
+func unmapped(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
+	switch ta := a.(type) {
+	case *net.TCPAddr:
+		ap = ta.AddrPort()
+	case *net.UDPAddr:
+		ap = ta.AddrPort()
+	default:
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
 
 // connKey is the (from, to) pair of addresses of a TCP connection,
 // unmapped, so that both ends of one connection agree on it.
 func connKey(from, to net.Addr) [2]netip.AddrPort {
-	key := func(a net.Addr) netip.AddrPort {
-		ta, ok := a.(*net.TCPAddr)
-		if !ok {
-			return netip.AddrPort{}
-		}
-		ap := ta.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	}
-	return [2]netip.AddrPort{key(from), key(to)}
+	return [2]netip.AddrPort{unmapped(from), unmapped(to)}
 }
 
 func (c *localConn) LocalAddr() net.Addr  { return c.local }

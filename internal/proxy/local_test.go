@@ -78,13 +78,13 @@ func TestLocalListenerHandOver(t *testing.T) {
 	// Nobody accepts: refused after the timeout, the conn left open.
 	ours, theirs := net.Pipe()
 	defer theirs.Close()
-	if err := l.serve(context.Background(), ours, from, 50*time.Millisecond, false); !errors.Is(err, errLocalBusy) {
+	if err := l.serve(context.Background(), ours, from, 50*time.Millisecond, false, 0); !errors.Is(err, errLocalBusy) {
 		t.Fatalf("not accepted: %v, want errLocalBusy", err)
 	}
 
 	// Accepted: Accept returns it, serve returns once it is closed.
 	served := make(chan error, 1)
-	go func() { served <- l.serve(context.Background(), ours, from, 5*time.Second, false) }()
+	go func() { served <- l.serve(context.Background(), ours, from, 5*time.Second, false, 0) }()
 	c, err := l.Accept()
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +125,7 @@ func TestLocalListenerHandOver(t *testing.T) {
 	// The stream's context ending closes the handed conn.
 	ours2, theirs2 := net.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { served <- l.serve(ctx, ours2, from, 5*time.Second, false) }()
+	go func() { served <- l.serve(ctx, ours2, from, 5*time.Second, false, 0) }()
 	c, err = l.Accept()
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +141,7 @@ func TestLocalListenerHandOver(t *testing.T) {
 
 	// Closed: refused at once, and Accept says so.
 	l.Close()
-	if err := l.serve(context.Background(), ours, from, 5*time.Second, false); !errors.Is(err, net.ErrClosed) {
+	if err := l.serve(context.Background(), ours, from, 5*time.Second, false, 0); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("closed listener: %v, want net.ErrClosed", err)
 	}
 	if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {

@@ -196,7 +196,7 @@ func (t *TCP) serveConn(ctx context.Context, conn net.Conn) {
 		}
 	}
 	dctx, cancel := context.WithTimeout(ctx, o.DialTimeout)
-	stream, err := o.Dialer.Dial(dctx, wire.Header{Kind: wire.KindTCP, Target: o.Target})
+	stream, err := o.Dialer.Dial(dctx, wire.Header{Kind: wire.KindTCP, Target: o.Target, Hops: nextHops(conn)})
 	cancel()
 	if err != nil {
 		rec.Err, rec.Status = err, statusFor(err)

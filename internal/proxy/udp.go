@@ -56,6 +56,7 @@ const (
 	DropQueueFull       DropReason = "queue_full"       // the flow's queue, or the listener's, is full
 	DropPeerDown        DropReason = "peer_down"        // no tunnel to the peer: the flow's stream could not be opened
 	DropTargetForbidden DropReason = "target_forbidden" // the far side's dial policy refused the target, or the route is held after it did
+	DropLoop            DropReason = "loop"             // the far side refused the flow's stream as going round a loop (wire.CodeLoop), or the route is held after it did
 	DropStreamFailed    DropReason = "stream_failed"    // the flow's stream could not be opened otherwise, or failed with datagrams waiting
 	DropEvicted         DropReason = "evicted"          // waiting on a flow ended to make room for a new client (MaxFlows)
 	DropRerouted        DropReason = "rerouted"         // waiting on a flow ended by a Reroute, EndFlows or a draining tunnel
@@ -93,7 +94,8 @@ type UDP struct {
 	maxQueued int64
 
 	// refusedHold is how long a route whose target the far side's dial
-	// policy refused starts no flow: refusedHoldTime, shorter in tests.
+	// policy refused, or whose stream it refused as a loop, starts no
+	// flow: refusedHoldTime, shorter in tests.
 	refusedHold time.Duration
 }
 
@@ -124,6 +126,8 @@ type udpFlow struct {
 	// that sends replies from the address the client sent to; a client
 	// drops replies from any other. Nil: the socket's own address.
 	from []byte
+	// hops is the hop count of the flow's stream (see udpNextHops).
+	hops uint8
 }
 
 // endFor ends the flow, if it has not ended for a reason already, for
@@ -158,16 +162,28 @@ const DefaultMaxFlows = 1024
 // query. 5 s makes that one stream per 5 s at most, and keeps an operator
 // who widens dial_allow waiting no longer than a client's own retry (a
 // DNS stub resolver's default timeout is 5 s) before the route works.
+//
+// A route whose stream the far side refused as a loop (wire.CodeLoop) is
+// held alike: every flow of a route that leads back to itself goes round
+// the loop, and each datagram that came to the end of it, as a new flow
+// there, would cost a stream refused.
 const refusedHoldTime = 5 * time.Second
 
 // udpRoute is what a UDP listener's new flows are served by.
 type udpRoute struct {
 	opts UDPOptions
 	log  *slog.Logger
-	// refusedUntil is when, a monotime reading, new flows may start again
-	// after the far side refused the target by its dial policy; 0 or past
-	// for none. A Reroute's new route starts without it.
-	refusedUntil atomic.Int64
+	// held is when, a monotime reading, new flows may start again after
+	// the far side refused the target by its dial policy, or as a loop,
+	// and for which of the two: nil, or past, for none. A Reroute's new
+	// route starts without it.
+	held atomic.Pointer[routeHold]
+}
+
+// routeHold holds a route's new flows (see refusedHoldTime).
+type routeHold struct {
+	until int64      // monotime reading
+	why   DropReason // DropTargetForbidden or DropLoop
 }
 
 func newUDPRoute(opts UDPOptions) *udpRoute {
@@ -422,11 +438,13 @@ func (u *UDP) flow(pc net.PacketConn, from netip.AddrPort, oob, d []byte) {
 		u.enqueueOrDrop(r, f, from, d)
 		return
 	}
-	if wait := -monotime.Since(r.refusedUntil.Load()); wait > 0 {
-		r.log.Debug("datagram dropped: the far side refused the target; no flow starts until retry", "client", from,
-			"retry_in", wait.Round(time.Millisecond))
-		u.dropped(r, DropTargetForbidden, 1)
-		return
+	if h := r.held.Load(); h != nil {
+		if wait := -monotime.Since(h.until); wait > 0 {
+			r.log.Debug("datagram dropped: the far side refused the route's stream; no flow starts until retry", "client", from,
+				"why", h.why, "retry_in", wait.Round(time.Millisecond))
+			u.dropped(r, h.why, 1)
+			return
+		}
 	}
 	for len(u.flows) >= r.opts.MaxFlows {
 		u.evictLocked(r)
@@ -437,6 +455,7 @@ func (u *UDP) flow(pc net.PacketConn, from netip.AddrPort, oob, d []byte) {
 		f.from = replyFrom(oob)
 	}
 	f.last.Store(monotime.Now())
+	f.hops = udpNextHops(from)
 	k := flowKey{from, string(oob)}
 	u.flows[k] = f
 	u.flowWG.Add(1)
@@ -462,6 +481,9 @@ func (u *UDP) logDialFailure(log *slog.Logger, err error, held time.Duration) {
 	ok, skipped := u.failLog.Allow()
 	switch {
 	case !ok:
+	case held > 0 && isLoop(err):
+		log.Warn("udp flow: the far side refused its stream as a loop: this listener's route leads back to it; new flows' datagrams are dropped until retry",
+			"err", err, "retry_in", held, "not_logged_since", skipped)
 	case held > 0:
 		log.Info("udp flow: the far side's dial policy refuses the target; new flows' datagrams are dropped until retry",
 			"err", err, "retry_in", held, "not_logged_since", skipped)
@@ -476,6 +498,13 @@ func (u *UDP) logDialFailure(log *slog.Logger, err error, held time.Duration) {
 func refusedByPolicy(err error) bool {
 	var reject *wire.RejectError
 	return errors.As(err, &reject) && reject.Code == wire.CodeForbidden
+}
+
+// isLoop reports whether err is the far side's refusal of a stream as
+// going round a loop, which every flow of the route meets.
+func isLoop(err error) bool {
+	var reject *wire.RejectError
+	return errors.As(err, &reject) && reject.Code == wire.CodeLoop
 }
 
 // logReplyLost logs a datagram from the tunnel that the listener's socket
@@ -539,7 +568,7 @@ func (u *UDP) runFlow(pc net.PacketConn, k flowKey, f *udpFlow, r *udpRoute) {
 	from := k.client
 	log := r.log.With("client", from)
 	dctx, cancel := context.WithTimeout(f.ctx, 15*time.Second)
-	stream, err := r.opts.Dialer.Dial(dctx, wire.Header{Kind: wire.KindUDP, Target: r.opts.Target})
+	stream, err := r.opts.Dialer.Dial(dctx, wire.Header{Kind: wire.KindUDP, Target: r.opts.Target, Hops: f.hops})
 	cancel()
 	if err != nil && f.ctx.Err() != nil {
 		return // evicted, or the listener closed, while the stream opened
@@ -547,11 +576,11 @@ func (u *UDP) runFlow(pc net.PacketConn, k flowKey, f *udpFlow, r *udpRoute) {
 	if err != nil {
 		lost = dialDropReason(err)
 		var held time.Duration
-		if lost == DropTargetForbidden {
+		if lost == DropTargetForbidden || lost == DropLoop {
 			// Before the flow leaves the map (deferred above), so that
 			// the client's next datagram finds the route held.
 			held = u.refusedHold
-			r.refusedUntil.Store(monotime.Now() + int64(held))
+			r.held.Store(&routeHold{until: monotime.Now() + int64(held), why: lost})
 		}
 		u.logDialFailure(log, err, held)
 		if r.opts.OnDialError != nil {
@@ -661,6 +690,8 @@ func dialDropReason(err error) DropReason {
 	switch {
 	case refusedByPolicy(err):
 		return DropTargetForbidden
+	case isLoop(err):
+		return DropLoop
 	case errors.Is(err, tunnel.ErrPeerDown):
 		return DropPeerDown
 	default:
