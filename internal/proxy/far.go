@@ -305,12 +305,24 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 	// A TCP dial to the port of one of this west's listeners may reach
 	// it: such a listener, accepting a connection before the dial has
 	// returned and marked it (below), waits for it (see dialMarkOf).
-	// Other dials, the common case, pay no entry.
-	var inFlight *selfDial
+	// Each attempt is noted by the address it connects to, so that a
+	// client's connection to a listener does not wait for a dial to
+	// another host on the same port. Other dials, the common case, pay
+	// no entry.
+	var inFlight *selfDialAttempts
 	if req.Header.Kind != wire.KindUDP {
 		if _, port, err := net.SplitHostPort(req.Header.Target); err == nil {
 			if p, err := strconv.Atoi(port); err == nil && f.Locals.hasPort(p) {
-				inFlight = selfDials.start(uint16(p))
+				inFlight = &selfDialAttempts{}
+				policy := dialer.Control
+				dialer.Control = func(network, address string, c syscall.RawConn) error {
+					if policy != nil {
+						if err := policy(network, address, c); err != nil {
+							return err
+						}
+					}
+					return inFlight.control(network, address, c)
+				}
 			}
 		}
 	}
@@ -340,7 +352,7 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 			defer selfDialled.CompareAndDelete(key, mark)
 		}
 	}
-	inFlight.finish()
+	inFlight.end()
 	if err != nil {
 		code := wire.CodeDialFailed
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/west-tunnel/west/internal/tunnel"
@@ -307,8 +308,8 @@ func nextHops(c net.Conn) uint8 {
 // if this west's far side dialled it for a stream (see selfDialled). The
 // far side marks a connection once its dial returns, which may be after
 // the listener has accepted it: with wait, a connection from this host
-// (its two ends on one address, or both on loopback), to the port of a
-// dial still under way, waits for that dial before it is judged. A tcp://
+// (its two ends on one address, or both on loopback), to the address of
+// a dial still under way, waits for that dial before it is judged. A tcp://
 // listener opens its stream onward as soon as it accepts, so it waits.
 func dialMarkOf(c net.Conn, wait bool) *dialMark {
 	key := connKey(c.RemoteAddr(), c.LocalAddr())
@@ -316,7 +317,7 @@ func dialMarkOf(c net.Conn, wait bool) *dialMark {
 		return m.(*dialMark)
 	}
 	from, to := key[0].Addr(), key[1].Addr()
-	if !wait || !from.IsValid() || from != to && !(from.IsLoopback() && to.IsLoopback()) || !selfDials.wait(key[1].Port()) {
+	if !wait || !from.IsValid() || from != to && !(from.IsLoopback() && to.IsLoopback()) || !selfDials.wait(key[1]) {
 		return nil
 	}
 	if m, ok := selfDialled.Load(key); ok {
@@ -356,68 +357,107 @@ type dialMark struct {
 var selfDialled sync.Map
 
 // selfDials are the far side's TCP dials to the port of one of this
-// west's listeners that are under way (see dialMarkOf).
+// west's listeners that are under way, by the address each attempt
+// connects to (see dialMarkOf).
 var selfDials selfDialSet
 
-// selfDialSet is a set of dials under way, by the port they dial.
+// selfDialSet is a set of dials under way, by the address they connect
+// to, unmapped.
 type selfDialSet struct {
-	n      atomic.Int64 // len(dials), read without mu
+	n      atomic.Int64 // the dials in byAddr, read without mu
 	mu     sync.Mutex
-	byPort map[uint16][]*selfDial
+	byAddr map[netip.AddrPort][]*selfDial
 }
 
-// selfDial is one dial of selfDials; done is closed once it has
-// returned, and marked its connection if it made one.
+// selfDial is one attempt of selfDials; done is closed once its dial
+// has returned, and marked its connection if it made one.
 type selfDial struct {
 	set  *selfDialSet
-	port uint16
+	to   netip.AddrPort
 	done chan struct{}
 }
 
-// start notes a dial to port, under way until its finish.
-func (s *selfDialSet) start(port uint16) *selfDial {
-	d := &selfDial{set: s, port: port, done: make(chan struct{})}
+// start notes an attempt to connect to to, under way until its finish.
+func (s *selfDialSet) start(to netip.AddrPort) *selfDial {
+	d := &selfDial{set: s, to: to, done: make(chan struct{})}
 	s.mu.Lock()
-	if s.byPort == nil {
-		s.byPort = make(map[uint16][]*selfDial)
+	if s.byAddr == nil {
+		s.byAddr = make(map[netip.AddrPort][]*selfDial)
 	}
-	s.byPort[port] = append(s.byPort[port], d)
+	s.byAddr[to] = append(s.byAddr[to], d)
 	s.n.Add(1)
 	s.mu.Unlock()
 	return d
 }
 
-// finish ends d, a dial that has returned; a nil d is none.
+// finish ends d, whose dial has returned.
 func (d *selfDial) finish() {
-	if d == nil {
-		return
-	}
 	s := d.set
 	s.mu.Lock()
-	list := slices.DeleteFunc(s.byPort[d.port], func(o *selfDial) bool { return o == d })
+	list := slices.DeleteFunc(s.byAddr[d.to], func(o *selfDial) bool { return o == d })
 	if len(list) == 0 {
-		delete(s.byPort, d.port)
+		delete(s.byAddr, d.to)
 	} else {
-		s.byPort[d.port] = list
+		s.byAddr[d.to] = list
 	}
 	s.n.Add(-1)
 	s.mu.Unlock()
 	close(d.done)
 }
 
-// wait waits for the dials to port under way now, each bounded by the far
+// wait waits for the dials to to under way now, each bounded by the far
 // side's dial timeout, and reports whether there were any.
-func (s *selfDialSet) wait(port uint16) bool {
+func (s *selfDialSet) wait(to netip.AddrPort) bool {
 	if s.n.Load() == 0 {
 		return false
 	}
 	s.mu.Lock()
-	list := slices.Clone(s.byPort[port])
+	list := slices.Clone(s.byAddr[to])
 	s.mu.Unlock()
 	for _, d := range list {
 		<-d.done
 	}
 	return len(list) > 0
+}
+
+// selfDialAttempts are the attempts of one far-side dial, noted in
+// selfDials as the dialer connects each (a host name may be tried at
+// several addresses, two at once), and ended together once the dial has
+// returned and marked its connection.
+type selfDialAttempts struct {
+	mu    sync.Mutex
+	dials []*selfDial
+	ended bool // an attempt the dialer starts after its return is not noted
+}
+
+// control is a net.Dialer's Control, which the dialer calls with each
+// address it is about to connect to.
+func (a *selfDialAttempts) control(_, address string, _ syscall.RawConn) error {
+	to, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return nil
+	}
+	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.ended {
+		a.dials = append(a.dials, selfDials.start(to))
+	}
+	return nil
+}
+
+// end ends the attempts; a nil a has none.
+func (a *selfDialAttempts) end() {
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	dials := a.dials
+	a.dials, a.ended = nil, true
+	a.mu.Unlock()
+	for _, d := range dials {
+		d.finish()
+	}
 }
 
 // udpDialled holds the local address (unmapped) of each UDP socket the
