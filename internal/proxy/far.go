@@ -328,7 +328,9 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 	}
 	backend, err := dialer.DialContext(dctx, network, req.Header.Target)
 	cancel()
-	if err == nil {
+	if err == nil && (req.Header.Kind == wire.KindUDP || inFlight != nil) {
+		// Only such dials have a mark: an allocation the common one,
+		// to a backend, need not pay.
 		mark := &dialMark{http: req.Header.Kind == wire.KindHTTP, hops: req.Header.Hops}
 		switch {
 		case req.Header.Kind == wire.KindUDP:
