@@ -41,12 +41,23 @@ const (
 )
 
 func main() {
+	// A job a shell script starts in the background begins with SIGINT
+	// ignored, and stop restores that, not the default action.
+	intIgnored := signal.Ignored(syscall.SIGINT)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		// The first signal starts the drain, which may last shutdown_grace;
 		// a second one takes the default action and ends west at once.
 		<-ctx.Done()
+		if !intIgnored {
+			stop()
+			return
+		}
+		again := make(chan os.Signal, 1)
+		signal.Notify(again, syscall.SIGINT)
 		stop()
+		<-again
+		os.Exit(128 + int(syscall.SIGINT)) // as a shell reports an end by SIGINT
 	}()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

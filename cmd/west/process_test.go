@@ -32,7 +32,12 @@ func TestMain(m *testing.M) {
 // reader of its log (stdout).
 func startWest(t *testing.T, args ...string) (*exec.Cmd, *bufio.Reader) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
+	return startWestCmd(t, exec.Command(os.Args[0], args...))
+}
+
+// startWestCmd starts cmd, which runs west, as startWest does.
+func startWestCmd(t *testing.T, cmd *exec.Cmd) (*exec.Cmd, *bufio.Reader) {
+	t.Helper()
 	cmd.Env = append(os.Environ(), runMainEnv+"=1")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
@@ -68,6 +73,12 @@ func waitLog(t *testing.T, r *bufio.Reader, re string) []string {
 // presses Ctrl-C again expects, rather than be swallowed for the rest of
 // the grace.
 func TestSecondSignalStopsAtOnce(t *testing.T) {
+	testSecondSignalStops(t, func(args ...string) *exec.Cmd { return exec.Command(os.Args[0], args...) })
+}
+
+// testSecondSignalStops runs TestSecondSignalStopsAtOnce on west as
+// command makes it.
+func testSecondSignalStops(t *testing.T, command func(args ...string) *exec.Cmd) {
 	// A backend that accepts and holds its connections, so that a TCP
 	// stream through west stays in flight.
 	backend, err := net.Listen("tcp", "127.0.0.1:0")
@@ -89,7 +100,7 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 	cfg := writeFile(t, "c.json", fmt.Sprintf(`{"west": {"nm": "n", "shutdown_grace": "10m"},
 		"wsts": {"sp": "ws://%[1]s"},
 		"proxy": {"tcp://127.0.0.1:0": {"ea": "ws://%[1]s", "ou": "tcp://%[2]s"}}}`, tunnel, backend.Addr()))
-	cmd, log := startWest(t, "-c", cfg)
+	cmd, log := startWestCmd(t, command("-c", cfg))
 	addr := waitLog(t, log, `msg=listening role=proxy .* addr=(\S+)`)[1]
 	waitLog(t, log, `msg="tunnel up"`)
 	go io.Copy(io.Discard, log)

@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -87,4 +88,14 @@ func TestHangupWhileStartingIsKept(t *testing.T) {
 			t.Fatal("no reload logged for the SIGHUP while starting")
 		}
 	}
+}
+
+// TestSecondSignalStopsAtOnceWhenIgnoredAtStart: a job a shell script
+// starts in the background ("west -c west.json &") begins with SIGINT
+// ignored. The first SIGINT still drains, and the second must still end
+// west at once, though the signal's default action is then to ignore it.
+func TestSecondSignalStopsAtOnceWhenIgnoredAtStart(t *testing.T) {
+	testSecondSignalStops(t, func(args ...string) *exec.Cmd {
+		return exec.Command("/bin/sh", append([]string{"-c", `trap "" INT; exec "$0" "$@"`, os.Args[0]}, args...)...)
+	})
 }
