@@ -185,9 +185,10 @@ func TestControlPortShowsTheDrain(t *testing.T) {
 	if err != nil {
 		t.Fatalf("reload during the drain: %v", err)
 	}
+	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnprocessableEntity {
-		t.Errorf("reload during the drain: %d, want 422", resp.StatusCode)
+	if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(string(body), "west is stopping") {
+		t.Errorf("reload during the drain: %d %q, want 422 saying west is stopping", resp.StatusCode, body)
 	}
 
 	free()

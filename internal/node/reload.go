@@ -81,7 +81,12 @@ func (n *Node) Reload(cfg *config.Config) (err error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if !n.running {
-		return errors.New("reload: the node is not running")
+		select {
+		case <-n.runningCh:
+			return errors.New("reload: west is stopping")
+		default:
+			return errors.New("reload: west has not started yet")
+		}
 	}
 	if err := fixedParts(n.cfg, cfg); err != nil {
 		return err
