@@ -314,12 +314,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		// The files a config names are part of it: a renewed certificate
 		// is checked before the reload or restart that would load it.
 		if err := node.CheckTLS(cfg); err != nil {
-			fmt.Fprintf(stderr, "west: %v\n", err)
+			fmt.Fprintf(stderr, "west: config %s: %v\n", f.config, err)
 			return exitCheckFailed
 		}
 		weak, err := node.CheckSecrets(cfg)
 		if err != nil {
-			fmt.Fprintf(stderr, "west: %v\n", err)
+			fmt.Fprintf(stderr, "west: config %s: %v\n", f.config, err)
 			return exitCheckFailed
 		}
 		for _, w := range append(node.Warnings(cfg, time.Now()), weak...) {
@@ -330,7 +330,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	n, err := node.New(cfg, node.Options{Logger: logger, ConfigPath: f.config})
 	if err != nil {
-		fmt.Fprintf(stderr, "west: %v\n", err)
+		// A file or secret the config names: say which config, as for
+		// the config's own errors.
+		fmt.Fprintf(stderr, "west: config %s: %v\n", f.config, err)
 		return exitConfig
 	}
 	if err := n.Start(); err != nil {

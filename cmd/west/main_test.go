@@ -394,3 +394,25 @@ func TestCheckWarnsOfShortTokensInOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestFileErrorsNameTheConfig: an error in a file or secret the config
+// names (a certificate, a token) says which config named it, as the
+// config's own errors do, both at start and in west check.
+func TestFileErrorsNameTheConfig(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing.token")
+	p := writeFile(t, "tokens.json", fmt.Sprintf(`{"west": {"nm": "n"}, "wsts": {"sp": "ws://127.0.0.1:0",
+		"tokens": {"L": "file:%s"}}}`, missing))
+	want := fmt.Sprintf(`west: config %s: wsts.tokens["L"]: `, p)
+	if code, _, stderr := runArgs(t, context.Background(), "-c", p); code != exitConfig || !strings.HasPrefix(stderr, want) {
+		t.Errorf("west -c: exit %d, stderr %q; want %d starting %q", code, stderr, exitConfig, want)
+	}
+	if code, _, stderr := runArgs(t, context.Background(), "check", "-c", p); code != exitCheckFailed || !strings.HasPrefix(stderr, want) {
+		t.Errorf("west check: exit %d, stderr %q; want %d starting %q", code, stderr, exitCheckFailed, want)
+	}
+	tls := writeFile(t, "tls.json", fmt.Sprintf(`{"west": {"nm": "n"}, "wsts": {"sp": "wss://127.0.0.1:0",
+		"tls_cert_file": %q, "tls_key_file": %q}}`, missing, missing))
+	want = fmt.Sprintf(`west: config %s: wsts.tls_cert_file`, tls)
+	if code, _, stderr := runArgs(t, context.Background(), "check", "-c", tls); code != exitCheckFailed || !strings.HasPrefix(stderr, want) {
+		t.Errorf("west check: exit %d, stderr %q; want %d starting %q", code, stderr, exitCheckFailed, want)
+	}
+}
