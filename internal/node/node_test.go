@@ -454,6 +454,12 @@ func TestFailuresAreClear(t *testing.T) {
 	if status != 502 || !strings.Contains(body, "refused") {
 		t.Errorf("refused target: %d %q, want 502 with the reason", status, body)
 	}
+	// Routes match the path as sent, so the 404 names it so: "no route
+	// for /slow/x" would puzzle an operator who sees a route /slow.
+	status, body, _ = get(t, base+"/%73low/x")
+	if status != 404 || !strings.Contains(body, "no route for /%73low/x") {
+		t.Errorf("a path no route matches as sent: %d %q, want 404 naming it as sent", status, body)
+	}
 	start := time.Now()
 	status, body, _ = get(t, base+"/slow")
 	if status != 504 || time.Since(start) > 2*time.Second || !strings.Contains(body, "timeout awaiting response headers (the listener's timeout is 500ms)") {

@@ -942,7 +942,7 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rec.err = fmt.Errorf("a path of %d bytes, over the %d a listener with an access list reads", len(escaped), maxGuardedPath)
 		h.writeError(rec, http.StatusRequestURITooLong, rec.err)
 	case rt == nil:
-		rec.err = fmt.Errorf("no route for %s", r.URL.Path)
+		rec.err = fmt.Errorf("no route for %s", escaped) // as routes match it
 		h.writeError(rec, http.StatusNotFound, rec.err)
 	case refused != nil:
 		rec.err = fmt.Errorf("client %s not in the access list of %s", r.RemoteAddr, refused.Path)
