@@ -360,6 +360,8 @@ func TestHTTPSBackend(t *testing.T) {
 	if err := os.WriteFile(caFile, pemBytes, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	plain := httptest.NewServer(http.NotFoundHandler())
+	defer plain.Close()
 	forHops(t, func(t *testing.T, hops int) {
 		entry := through(t, hops, "http", be.URL+"/s", fmt.Sprintf(`"tls_ca_file": %q`, caFile))
 		code, body := getStatus(t, "http://"+entry+"/path")
@@ -369,8 +371,15 @@ func TestHTTPSBackend(t *testing.T) {
 		// Without the CA the certificate is not trusted: 502, saying why.
 		untrusted := through(t, hops, "http", be.URL+"/s", "")
 		code, body = getStatus(t, "http://"+untrusted+"/path")
-		if code != 502 || !strings.Contains(body, "certificate") {
-			t.Fatalf("untrusted https backend: %d %q, want 502 about the certificate", code, body)
+		want := "TLS handshake with backend " + be.Listener.Addr().String() + " failed: tls: failed to verify certificate"
+		if code != 502 || !strings.Contains(body, want) {
+			t.Fatalf("untrusted https backend: %d %q, want 502 saying %q", code, body, want)
+		}
+		// An https:// outgoing URL whose server speaks plain HTTP.
+		plainEntry := through(t, hops, "http", "https://"+plain.Listener.Addr().String()+"/", "")
+		code, body = getStatus(t, "http://"+plainEntry+"/path")
+		if want := "TLS handshake with backend " + plain.Listener.Addr().String() + " failed: "; code != 502 || !strings.Contains(body, want) {
+			t.Fatalf("https:// outgoing URL to a plain HTTP server: %d %q, want 502 saying %q", code, body, want)
 		}
 	})
 }

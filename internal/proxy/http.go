@@ -223,6 +223,9 @@ func (h *HTTP) newReverseProxy(r Route, via string) *httputil.ReverseProxy {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			rewriteURL(pr.Out.URL, pr.In.URL, r.Path, r.Target)
 			pr.Out.Host = r.Target.Host
+			if r.Target.Scheme == "https" {
+				pr.Out = withHandshakeWatch(pr.Out)
+			}
 			if via != "" {
 				pr.Out.Header.Add("West-Via", via)
 			}
@@ -1105,8 +1108,33 @@ const LevelAccess = slog.Level(-2)
 // statusClientGone is logged, never sent: the client left before the answer.
 const statusClientGone = 499
 
+// handshakeKey is the context key of a request's handshakeWatch.
+type handshakeKey struct{}
+
+// handshakeWatch keeps the error of an https:// backend's TLS handshake.
+type handshakeWatch struct{ failed atomic.Bool }
+
+// withHandshakeWatch returns req watched for a failed TLS handshake, which
+// serveError then names: crypto/tls's errors ("tls: first record does
+// not look like a TLS handshake") name no backend.
+func withHandshakeWatch(req *http.Request) *http.Request {
+	hw := &handshakeWatch{}
+	ctx := context.WithValue(req.Context(), handshakeKey{}, hw)
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		TLSHandshakeDone: func(_ tls.ConnectionState, err error) {
+			if err != nil {
+				hw.failed.Store(true)
+			}
+		},
+	})
+	return req.WithContext(ctx)
+}
+
 // serveError is the reverse proxy's ErrorHandler.
 func (h *HTTP) serveError(w http.ResponseWriter, r *http.Request, err error) {
+	if hw, ok := r.Context().Value(handshakeKey{}).(*handshakeWatch); ok && hw.failed.Load() {
+		err = fmt.Errorf("TLS handshake with backend %s failed: %w", r.URL.Host, err)
+	}
 	// w is the recorder ServeHTTP gave the reverse proxy.
 	if rec, ok := w.(*recorder); ok {
 		rec.err = err
