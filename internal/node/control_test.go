@@ -386,3 +386,29 @@ func TestControlTextEscapesAsTheSeed(t *testing.T) {
 		t.Errorf("GET / shows the name as\n%s\nwant the seed's %s", body, want)
 	}
 }
+
+// TestHealthzOneLinePerProblem: a tunnel client pointed at a port that is
+// no tunnel server but answers HTTP (here the control port of another
+// west, a port's typo away) is refused with what that server said. Its
+// answer, many lines, must not spill into /healthz, whose body has one
+// reason per line (west_health_problems counts them).
+func TestHealthzOneLinePerProblem(t *testing.T) {
+	g := startNode(t, `{"west": {"nm": "hz.G", "cp": "127.0.0.1:0"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	l := startNode(t, fmt.Sprintf(`{"west": {"nm": "hz.L", "cp": "127.0.0.1:0"},
+		"wstc": {"ws://%s": {}}}`, g.Addrs().Control), Options{})
+	client := &http.Client{Timeout: 5 * time.Second}
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var code int
+		code, body = fetch(t, client, "http://"+l.Addrs().Control+"/healthz")
+		if code == http.StatusServiceUnavailable && strings.Contains(body, "refused") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/healthz %d %q: want 503 saying the handshake was refused", code, body)
+		}
+	}
+	if lines := strings.Split(strings.TrimSuffix(body, "\n"), "\n"); len(lines) != 1 || !strings.Contains(body, "200 OK: --- west object ---") {
+		t.Errorf("/healthz of one problem: %d lines %q; want one, with the first line of what the server answered", len(lines), body)
+	}
+}

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -390,14 +391,24 @@ func describeRefusal(resp *http.Response, err error) error {
 	if n == 0 {
 		return fmt.Errorf("%w: %s", errHandshake, resp.Status)
 	}
-	return fmt.Errorf("%w: %s: %s", errHandshake, resp.Status, trimSpace(body[:n]))
+	return fmt.Errorf("%w: %s: %s", errHandshake, resp.Status, firstLine(body[:n]))
 }
 
-func trimSpace(b []byte) string {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
+// firstLine is the first line of a refusal's body, "..." marking more: a
+// west's own reason is one line, and a server that is no west (a web
+// server, a west's control port) must not spill its page into the logs
+// and /healthz, which has one reason per line.
+func firstLine(b []byte) string {
+	line, rest, _ := bytes.Cut(b, []byte("\n"))
+	line = bytes.TrimRight(line, " \r")
+	more := len(bytes.TrimSpace(rest)) > 0
+	if len(line) > 200 {
+		line, more = line[:200], true
 	}
-	return string(b)
+	if more {
+		return string(line) + " ..."
+	}
+	return string(line)
 }
 
 // Dial opens a stream through the tunnel. When no session is up it starts a
