@@ -2,10 +2,14 @@ package node
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/west-tunnel/west/internal/testutil"
 )
 
 // TestUDPDroppedDatagramsCounted: datagrams a udp:// listener drops are
@@ -74,4 +78,51 @@ func TestUDPDroppedDatagramsCounted(t *testing.T) {
 		_, n := metric(body, "west_udp_datagrams_dropped_total", `listener="`+held+`"`)
 		return n == 0
 	})
+}
+
+// TestUDPFlowEndLogged: with -d, a udp:// flow's end is logged as its
+// start is (README, the -v flag), also when it ends from outside: here a
+// reload that changes the listener's target, and west stopping.
+func TestUDPFlowEndLogged(t *testing.T) {
+	g := startNode(t, `{"west": {"nm": "ue.G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+	var log testutil.Buffer
+	listen := freeUDPAddr(t)
+	conf := func(target string) string {
+		return fmt.Sprintf(`{"west": {"nm": "ue.L"}, "proxy": {"udp://%s": {"ea": "ws://%s", "ou": "udp://%s"}}}`,
+			listen, g.Addrs().Tunnel, target)
+	}
+	l, stop := runNode(t, conf(udpEcho(t)), Options{Logger: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	c, err := net.Dial("udp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	exchange := func() {
+		t.Helper()
+		buf := make([]byte, 100)
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			c.Write([]byte("ping"))
+			c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			if _, err := c.Read(buf); err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("no reply through the udp:// listener")
+			}
+		}
+	}
+	ended := func() int { return strings.Count(log.String(), `msg="udp flow ended"`) }
+
+	exchange()
+	if err := l.Reload(mustParse(t, conf(udpEcho(t)))); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	exchange() // a flow of its own, to the new target
+	if n := ended(); n != 1 {
+		t.Errorf("after a reload that changed the target: %d lines saying the flow ended, want 1:\n%s", n, log.String())
+	}
+	stop()
+	if n := ended(); n != 2 {
+		t.Errorf("after west stopped: %d lines saying a flow ended, want 2:\n%s", n, log.String())
+	}
 }

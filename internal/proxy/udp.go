@@ -137,6 +137,19 @@ func (f *udpFlow) endFor(reason DropReason) {
 	f.end()
 }
 
+// logEnded logs at debug, as its start, the end of a flow ended from
+// outside; one made room for a new client is logged where it is ended.
+func (f *udpFlow) logEnded(log *slog.Logger) {
+	reason := "the listener closed"
+	if why := f.why.Load(); why != nil {
+		if *why == DropEvicted {
+			return
+		}
+		reason = string(*why)
+	}
+	log.Debug("udp flow ended", "reason", reason)
+}
+
 // flowQueue is how many datagrams of one flow may wait for its stream.
 const flowQueue = 256
 
@@ -676,9 +689,13 @@ func (u *UDP) runFlow(pc net.PacketConn, k flowKey, f *udpFlow, r *udpRoute) {
 		case <-done:
 			if f.ctx.Err() == nil { // the stream ended, not the flow
 				lost = DropStreamFailed
+				log.Debug("udp flow ended", "reason", "its tunnel stream ended")
+				return
 			}
+			f.logEnded(log)
 			return
 		case <-f.ctx.Done():
+			f.logEnded(log)
 			return
 		}
 	}
