@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -287,11 +288,52 @@ func proxyWarnings(cfg *config.Config) []string {
 	return tunnel.ProxyWarnings(schemes...)
 }
 
+// ImpliedWarnings names the tunnel servers a listener's "ea" adds to
+// wstc (as the original does) whose host and port a wstc key already
+// names under another spelling: "wss://h/tunnel/" for "wss://h/tunnel"
+// is a second tunnel, to a path the server may not serve, with none of
+// the entry's token, CA or certificate, and fails in ways that do not
+// point at the typo.
+func ImpliedWarnings(cfg *config.Config) []string {
+	var out []string
+	for _, c := range cfg.Clients {
+		if !c.Implied {
+			continue
+		}
+		i := slices.IndexFunc(cfg.Clients, func(o config.TunnelClient) bool {
+			return !o.Implied && hostPort(o.URL) == hostPort(c.URL)
+		})
+		if i < 0 {
+			continue
+		}
+		for _, p := range cfg.Proxies {
+			if p.ServerURL == c.URL {
+				out = append(out, fmt.Sprintf("proxy[%q].ea: %s is not a key of wstc, so it is dialled with none of the settings of wstc[%q] (token, ca_file, cert_file, nm), a server at the same host and port: a typo?",
+					p.URL.String(), c.URL, cfg.Clients[i].URL.String()))
+			}
+		}
+	}
+	return out
+}
+
+// hostPort is u's host, in lower case, and port, its scheme's default if
+// it has none.
+func hostPort(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if strings.EqualFold(u.Scheme, "wss") {
+			port = "443"
+		}
+	}
+	return net.JoinHostPort(strings.ToLower(u.Hostname()), port)
+}
+
 // Warnings is what `west check` warns of beside CheckSecrets:
-// CertWarnings, TokenWarnings, and the proxy variables cfg's tunnel
-// clients would read that do not parse.
+// CertWarnings, TokenWarnings, ImpliedWarnings, and the proxy variables
+// cfg's tunnel clients would read that do not parse.
 func Warnings(cfg *config.Config, now time.Time) []string {
-	return slices.Concat(CertWarnings(cfg, now), TokenWarnings(cfg), proxyWarnings(cfg))
+	return slices.Concat(CertWarnings(cfg, now), TokenWarnings(cfg), ImpliedWarnings(cfg), proxyWarnings(cfg))
 }
 
 // warnConfig logs Warnings, at start and at each reload (the gate's
@@ -305,6 +347,9 @@ func (n *Node) warnConfig(cfg *config.Config) {
 	}
 	for _, w := range proxyWarnings(cfg) {
 		n.log.Warn("tunnel client proxy: " + w)
+	}
+	for _, w := range ImpliedWarnings(cfg) {
+		n.log.Warn("tunnel client: " + w)
 	}
 }
 

@@ -810,3 +810,32 @@ func TestStartAndReloadWarnOfTokens(t *testing.T) {
 		t.Errorf("%d warnings after a reload, want 2; logs:\n%s", n, logs.String())
 	}
 }
+
+// TestImpliedWarnings: a listener's "ea" that wstc lists under another
+// spelling of its host and port is named, with the entry whose settings
+// it goes without; an "ea" that matches its entry, or names another
+// server, is not.
+func TestImpliedWarnings(t *testing.T) {
+	const wstc = `"wstc": {"wss://tunnel.example.org/t": {"token": "env:WEST_TEST_UNSET"}, "ws://127.0.0.1:9801": {}}`
+	for _, tc := range []struct {
+		ea   string
+		want []string
+	}{
+		{"wss://tunnel.example.org/t/", []string{
+			`proxy["http://127.0.0.1:9911"].ea: wss://tunnel.example.org/t/ is not a key of wstc, so it is dialled with none of the settings of wstc["wss://tunnel.example.org/t"] (token, ca_file, cert_file, nm), a server at the same host and port: a typo?`}},
+		{"wss://Tunnel.Example.org:443/x", []string{
+			`proxy["http://127.0.0.1:9911"].ea: wss://Tunnel.Example.org:443/x is not a key of wstc, so it is dialled with none of the settings of wstc["wss://tunnel.example.org/t"] (token, ca_file, cert_file, nm), a server at the same host and port: a typo?`}},
+		{"ws://127.0.0.1:9801/", nil},            // its entry, spelt another way
+		{"wss://tunnel.example.org:8443/t", nil}, // another port
+		{"wss://other.example.org/t", nil},       // another host
+	} {
+		conf := `{"west": {"nm": "n"}, ` + wstc + `, "proxy": {"http://127.0.0.1:9911": {"ea": "` + tc.ea + `", "/": {"ou": "http://127.0.0.1:1/"}}}}`
+		cfg, err := config.Parse([]byte(conf))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ImpliedWarnings(cfg); !slices.Equal(got, tc.want) {
+			t.Errorf("ea %s:\ngot  %q\nwant %q", tc.ea, got, tc.want)
+		}
+	}
+}
