@@ -31,15 +31,15 @@ func CertWarnings(cfg *config.Config, now time.Time) []string {
 		var problem string
 		switch {
 		case now.After(c.NotAfter):
-			problem = "expired on " + c.NotAfter.UTC().Format(time.DateTime+" MST")
+			problem = "expired on " + c.NotAfter.UTC().Format(time.DateTime+" MST") + "; peers refuse it"
 		case now.Before(c.NotBefore):
-			problem = "is not valid until " + c.NotBefore.UTC().Format(time.DateTime+" MST")
+			problem = "is not valid until " + c.NotBefore.UTC().Format(time.DateTime+" MST") + "; peers refuse it until then"
 		case c.NotAfter.Sub(now) < certSoon:
-			problem = fmt.Sprintf("expires in %s, on %s", daysLeft(c.NotAfter.Sub(now)), c.NotAfter.UTC().Format(time.DateTime+" MST"))
+			problem = fmt.Sprintf("expires in %s, on %s; peers will refuse it from then: renew it", daysLeft(c.NotAfter.Sub(now)), c.NotAfter.UTC().Format(time.DateTime+" MST"))
 		default:
 			return
 		}
-		out = append(out, fmt.Sprintf("%s %s: the certificate for %q %s; peers will refuse it", key, file, c.Subject.CommonName, problem))
+		out = append(out, fmt.Sprintf("%s %s: the certificate for %q %s", key, file, c.Subject.CommonName, problem))
 	}
 	if s := cfg.Server; s != nil && s.URL.Scheme == "wss" {
 		check("wsts.tls_cert_file", s.TLSCertFile)

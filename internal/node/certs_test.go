@@ -29,17 +29,17 @@ func TestCertWarnings(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := CertWarnings(cfg, now)
-	want := []string{
-		`wsts.tls_cert_file ` + expired + `: the certificate for "expired" expired on `,
-		`wstc["wss://a.test:1"].cert_file ` + early + `: the certificate for "early" is not valid until `,
-		`wstc["wss://b.test:1"].cert_file ` + soon + `: the certificate for "soon" expires in 3 days, on `,
+	want := []struct{ start, end string }{
+		{`wsts.tls_cert_file ` + expired + `: the certificate for "expired" expired on `, "; peers refuse it"},
+		{`wstc["wss://a.test:1"].cert_file ` + early + `: the certificate for "early" is not valid until `, "; peers refuse it until then"},
+		{`wstc["wss://b.test:1"].cert_file ` + soon + `: the certificate for "soon" expires in 3 days, on `, "; peers will refuse it from then: renew it"},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("warnings:\n%s\nwant %d, none for the certificate valid 60 days more", strings.Join(got, "\n"), len(want))
 	}
-	for i := range want {
-		if !strings.HasPrefix(got[i], want[i]) || !strings.HasSuffix(got[i], "; peers will refuse it") {
-			t.Errorf("warning %d: %s\nwant it to start %s", i, got[i], want[i])
+	for i, w := range want {
+		if !strings.HasPrefix(got[i], w.start) || !strings.HasSuffix(got[i], w.end) {
+			t.Errorf("warning %d: %s\nwant it to start %s and end %s", i, got[i], w.start, w.end)
 		}
 	}
 
