@@ -216,11 +216,12 @@ func parseFlags(name string, args []string, stderr io.Writer) (*flags, *flag.Fla
 	}
 	args, err := argparseForms(fs, args)
 	if err == nil {
-		if err := fs.Parse(args); err != nil {
-			return nil, fs, err
-		}
+		// The flag package would print its errors bare, and the usage;
+		// they are printed below, as west's own are.
+		fs.SetOutput(io.Discard)
+		err = fs.Parse(args)
+		fs.SetOutput(stderr)
 	}
-	// The flag package has printed its own errors; print ours alike.
 	switch {
 	case err != nil:
 	case f.help:

@@ -37,12 +37,13 @@ func TestUsageErrors(t *testing.T) {
 		says string
 	}{
 		{nil, exitConfig, "no configuration"},
-		{[]string{"-x"}, exitConfig, "flag provided but not defined"},
+		{[]string{"-x"}, exitConfig, "west: flag provided but not defined: -x\nusage:"},
+		{[]string{"--debug", "x", "-c", "a.json"}, exitConfig, `west: invalid value "x" for flag -debug`},
 		{[]string{"--ver", "-c", "a.json"}, exitConfig, "ambiguous option: --ver could match --verbose, --version"},
 		{[]string{"-c", "a.json", "extra"}, exitConfig, `unexpected argument "extra"`},
 		{[]string{"--log-format", "xml", "-c", "a.json"}, exitConfig, "neither text nor json"},
 		{[]string{"-c", "/nonexistent/west.json"}, exitConfig, "no such file"},
-		{[]string{"-d=maybe", "-c", "a.json"}, exitConfig, "want -d alone"},
+		{[]string{"-d=maybe", "-c", "a.json"}, exitConfig, "west: invalid boolean value \"maybe\" for -d: want -d alone"},
 	} {
 		code, _, stderr := runArgs(t, context.Background(), tc.args...)
 		if code != tc.code || !strings.Contains(stderr, tc.says) {
