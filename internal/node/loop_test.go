@@ -173,16 +173,7 @@ func TestTCPLoopBounded(t *testing.T) {
 		"proxy": {"tcp://%s": {"en": "S", "ou": "tcp://%s"}}}`, tun, tun, p, p),
 		Options{Listen: pre.listen, Logger: slog.New(slog.NewTextHandler(&logs, nil)), Mux: tunnel.MuxOptions{NoHops: true}})
 	waitUp(t, s, "S")
-	c, err := net.Dial("tcp", p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	c.Write([]byte("round and round"))
-	if _, err := io.ReadAll(c); err != nil && !errors.Is(err, syscall.ECONNRESET) {
-		t.Fatalf("the looping connection: %v, want it ended", err)
-	}
+	loopConn(t, p)
 	if !strings.Contains(logs.String(), "too many open streams") {
 		t.Errorf("the log does not say the loop met the stream limit:\n%s", logs.String())
 	}
@@ -357,11 +348,11 @@ func (r *loopRig) loopLogged(t *testing.T) {
 	})
 }
 
-// loopConn connects to the looping listener, sends, and wants the
-// connection ended.
-func (r *loopRig) loopConn(t *testing.T) {
+// loopConn connects to the looping listener at addr, sends, and wants
+// the connection ended.
+func loopConn(t *testing.T, addr string) {
 	t.Helper()
-	c, err := net.Dial("tcp", r.entry)
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,7 +388,7 @@ func TestTCPLoopRefused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rig := loopWests(t, "tcp", tc.wests, tc.host, "", false)
-			rig.loopConn(t)
+			loopConn(t, rig.entry)
 			rig.loopLogged(t)
 			// Each turn is a connection to a listener, counted as it
 			// ends: the client's, then one for each stream handed over
@@ -519,7 +510,7 @@ func TestHopsWithOlderWest(t *testing.T) {
 	for _, a := range rig.real { // A's to B, then B's to A
 		echoThrough(t, a)
 	}
-	rig.loopConn(t)
+	loopConn(t, rig.entry)
 	if !strings.Contains(rig.logs.String(), "too many open streams") {
 		t.Error("the log does not say the loop met the stream limit")
 	}
