@@ -6,7 +6,6 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,23 +64,7 @@ func TestAdapterKeepsRuntimeUpdates(t *testing.T) {
 	}()
 	waitProcs(t, 1, "at start")
 
-	var stop atomic.Bool
-	burned := make(chan struct{}, 2)
-	for range 2 {
-		go func() {
-			defer func() { burned <- struct{}{} }()
-			for !stop.Load() {
-				for i := 0; i < 1e5; i++ {
-					_ = i * i
-				}
-			}
-		}()
-	}
-	defer func() {
-		stop.Store(true)
-		<-burned
-		<-burned
-	}()
+	defer burnCPUs(2)()
 	waitProcs(t, found, "while busy")
 	if err := setAffinity(&one); err != nil {
 		t.Fatal(err)

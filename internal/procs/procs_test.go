@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -49,23 +50,30 @@ func TestAdapterFollowsLoad(t *testing.T) {
 	}()
 	waitProcs(t, 1, "at start")
 
-	var stop atomic.Bool
-	burned := make(chan struct{})
-	for range 2 {
-		go func() {
-			defer func() { burned <- struct{}{} }()
-			for !stop.Load() {
+	stop := burnCPUs(2)
+	waitProcs(t, 3, "while busy")
+	stop()
+	waitProcs(t, 1, "once quiet")
+}
+
+// burnCPUs keeps n goroutines busy until stop, which returns once they
+// have ended.
+func burnCPUs(n int) (stop func()) {
+	var quit atomic.Bool
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			for !quit.Load() {
 				for i := 0; i < 1e5; i++ {
 					_ = i * i
 				}
 			}
-		}()
+		})
 	}
-	waitProcs(t, 3, "while busy")
-	stop.Store(true)
-	<-burned
-	<-burned
-	waitProcs(t, 1, "once quiet")
+	return func() {
+		quit.Store(true)
+		wg.Wait()
+	}
 }
 
 // Where the machine allows only one thread, the adapter has nothing to
