@@ -5,12 +5,14 @@ package node
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -333,5 +335,110 @@ func TestUnaskedSwitchUsesUpStreams(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("after four 502s for unasked switches, a plain GET got %s %q", resp.Status, b)
+	}
+}
+
+// TestUpgradeAccessLineCountsBytes: an upgraded exchange's access line
+// says what crossed after the 101, bytes_in from the client and
+// bytes_out to it, on the entry west and, in a chain, on the middle one
+// too. The client sends some of its bytes behind its upgrade request,
+// which net/http reads ahead.
+func TestUpgradeAccessLineCountsBytes(t *testing.T) {
+	const (
+		sent   = 70_000 // by the client, after the 101
+		ahead  = 100    // of which right behind the upgrade request
+		answer = 200_000
+	)
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, brw := switchTo(w, "websocket")
+		if c == nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := io.CopyN(io.Discard, brw, sent); err != nil {
+			return
+		}
+		c.Write(bytes.Repeat([]byte("m"), answer))
+		io.Copy(io.Discard, brw) // until the client closes
+	}))
+	defer be.Close()
+	verbose := func(b *testutil.Buffer) Options {
+		return Options{Logger: slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: LevelVerbose}))}
+	}
+	for _, hops := range []int{1, 2} {
+		t.Run(fmt.Sprintf("ea-%d-hop", hops), func(t *testing.T) {
+			var logs []*testutil.Buffer // of the wests whose listeners the exchange passes
+			var g *Node
+			ou := be.URL + "/"
+			if hops == 1 {
+				g = startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"}}`, Options{})
+			} else {
+				// L's ou is G's own listener, which sends it on to L2.
+				var pre prebound
+				gListen := pre.addr(t)
+				gLog := new(testutil.Buffer)
+				logs = append(logs, gLog)
+				opts := verbose(gLog)
+				opts.Listen = pre.listen
+				g = startNode(t, fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0"},
+					"proxy": {"http://%s": {"en": "L2", "/": {"ou": %q}}}}`, gListen, ou), opts)
+				startNode(t, fmt.Sprintf(`{"west": {"nm": "L2"}, "wstc": {"ws://%s": {}}}`, g.Addrs().Tunnel), Options{})
+				waitUp(t, g, "L2")
+				ou = "http://" + gListen + "/"
+			}
+			lLog := new(testutil.Buffer)
+			logs = append(logs, lLog)
+			l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "proxy": {"http://127.0.0.1:0": {"ea": "ws://%s", "/": {"ou": %q}}}}`,
+				g.Addrs().Tunnel, ou), verbose(lLog))
+
+			c := testutil.DialClient(t, strings.TrimPrefix(proxyURL(t, l), "http://"))
+			payload := bytes.Repeat([]byte("n"), sent)
+			head := "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+			if _, err := c.Write(append([]byte(head), payload[:ahead]...)); err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != 101 {
+				t.Fatalf("upgrade: %s", resp.Status)
+			}
+			if _, err := c.Write(payload[ahead:]); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.CopyN(io.Discard, br, answer); err != nil {
+				t.Fatalf("the backend's answer: %v", err)
+			}
+			c.Close()
+
+			for i, log := range logs {
+				line := accessLine(t, log)
+				for _, want := range []string{"status=101", fmt.Sprintf("bytes_in=%d", sent), fmt.Sprintf("bytes_out=%d", answer)} {
+					if !slices.Contains(strings.Fields(line), want) {
+						t.Errorf("access line %d of %d lacks %s: %s", i+1, len(logs), want, line)
+					}
+				}
+			}
+		})
+	}
+}
+
+// accessLine waits for the first access line in logs and returns it.
+func accessLine(t *testing.T, logs *testutil.Buffer) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for line := range strings.Lines(logs.String()) {
+			if strings.Contains(line, "msg=request") {
+				return line
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no access line: %s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -105,7 +105,12 @@ type Record struct {
 	Method   string
 	Path     string
 	Status   int // 499 when the client went away first
-	BytesIn  int64
+	// BytesIn is the request body's length, as its Content-Length gave
+	// it; for an exchange upgraded (101), the bytes the client sent
+	// after the 101. A tcp:// listener's is what its client sent.
+	BytesIn int64
+	// BytesOut is the response body's length, as sent; for an upgraded
+	// exchange, the bytes sent to the client after the 101.
 	BytesOut int64
 	Duration time.Duration
 	Err      error // why the proxy answered an error status, if it did
@@ -989,8 +994,10 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if upgradeType(r.Header) != "" {
 			// The backend's connection, so that a client lost with its
 			// tunnel (the middle of a chain) resets it (upgradedConn).
+			u := new(upgradedConn)
+			rec.upgrade = u
 			r = r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{
-				GotConn: func(i httptrace.GotConnInfo) { rec.backend = i.Conn },
+				GotConn: func(i httptrace.GotConnInfo) { u.backend = i.Conn },
 			}))
 		}
 		brokeOff = h.proxy(rt, rec, r)
@@ -1020,6 +1027,9 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.ContentLength > 0 {
 		record.BytesIn = r.ContentLength
+	}
+	if u := rec.upgrade; u != nil && u.Conn != nil { // upgraded: see Hijack
+		record.BytesIn, record.BytesOut = u.in.Load(), u.out.Load()
 	}
 	h.report(record)
 	if abort {
@@ -1091,6 +1101,11 @@ func (h *HTTP) logRecord(rec Record) {
 		slog.String("method", rec.Method), slog.String("path", rec.Path),
 		slog.String("route", rec.Route), slog.Int("status", rec.Status),
 		slog.Int64("bytes_out", rec.BytesOut), slog.Duration("duration", rec.Duration),
+	}
+	if rec.Status == http.StatusSwitchingProtocols {
+		// What the client sent after the 101; an ordinary request's
+		// BytesIn is only its Content-Length, and is not logged.
+		attrs = append(attrs, slog.Int64("bytes_in", rec.BytesIn))
 	}
 	if rec.Err != nil {
 		attrs = append(attrs, slog.String("err", rec.Err.Error()))
@@ -1307,7 +1322,11 @@ type recorder struct {
 	err       error
 	body      handlerBody // the request's body, as the reverse proxy reads it
 	http10    bool        // the client speaks HTTP/1.0, and must get no 1xx answer
-	backend   net.Conn    // an upgrade's connection to its backend (see Hijack)
+	// upgrade is an upgrade request's: it learns its backend's connection
+	// as the request goes out, and the client's once upgraded (Hijack).
+	// One pointer, so that a recorder, made for every request, stays
+	// within its allocation size class.
+	upgrade *upgradedConn
 }
 
 // handlerBody is a request body that the handler can be done with: once
@@ -1464,14 +1483,18 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 // Hijack hands the client's connection to the reverse proxy, which does
 // so only to switch protocols once the backend has answered 101: the
 // exchange is counted as the 101 its client got. The connection comes
-// back as an upgradedConn.
+// back as an upgradedConn, which counts the bytes it carries.
 func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, brw, err := http.NewResponseController(r.ResponseWriter).Hijack()
 	if err != nil {
 		return c, brw, err
 	}
 	r.status, r.pending, r.committed = http.StatusSwitchingProtocols, 0, true
-	return &upgradedConn{Conn: c, r: brw.Reader, backend: r.backend}, brw, nil
+	if r.upgrade == nil {
+		r.upgrade = new(upgradedConn) // none asked for: the backend's is unknown
+	}
+	r.upgrade.Conn, r.upgrade.r = c, brw.Reader
+	return r.upgrade, brw, nil
 }
 
 // upgradedConn is a client's connection after a switch of protocols, as
@@ -1482,20 +1505,31 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // or a middle west of a chain aborted it), it resets the client's
 // connection, as a tcp:// listener does, so that the client does not take
 // what it got for the whole.
+//
+// It counts the bytes it reads from the client and writes to it, for the
+// exchange's access line. The two directions are copied by goroutines of
+// the reverse proxy's, which returns once both have ended, or at once
+// when one fails: a direction still under way then may add to its count
+// after the handler has read it, hence the atomics. Only an upgraded
+// connection pays for them, one per read or write.
 type upgradedConn struct {
 	net.Conn
 	r       *bufio.Reader // net/http's, until empty
 	backend net.Conn      // the backend's stream, if known
+	in, out atomic.Int64  // bytes read from and written to the client
 }
 
 func (c *upgradedConn) Read(b []byte) (int, error) {
 	if c.r != nil {
 		if n := c.r.Buffered(); n > 0 {
-			return c.r.Read(b[:min(len(b), n)])
+			n, err := c.r.Read(b[:min(len(b), n)])
+			c.in.Add(int64(n))
+			return n, err
 		}
 		c.r = nil
 	}
 	n, err := c.Conn.Read(b)
+	c.in.Add(int64(n))
 	if err != nil && c.backend != nil {
 		// A client whose tunnel was lost (a stream handed to this
 		// listener in the middle of a chain): the backend's stream is
@@ -1505,11 +1539,18 @@ func (c *upgradedConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
+func (c *upgradedConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.out.Add(int64(n))
+	return n, err
+}
+
 // ReadFrom copies the backend's stream to the client (io.Copy calls it).
 func (c *upgradedConn) ReadFrom(src io.Reader) (int64, error) {
 	buf := bodyBufs.Get()
 	defer bodyBufs.Put(buf)
-	n, err := io.CopyBuffer(struct{ io.Writer }{c.Conn}, src, buf)
+	// Through c's Write, which counts, and without c.Conn's ReadFrom.
+	n, err := io.CopyBuffer(struct{ io.Writer }{c}, src, buf)
 	if err != nil {
 		abortConn(c.Conn)
 	}
