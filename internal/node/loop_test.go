@@ -298,8 +298,8 @@ func loopWests(t *testing.T, scheme string, wests int, host, real string, old bo
 		proxies := withReal(route(rig.entry, spelt(rig.entry), `"en": "S"`), `"en": "S"`)
 		s := startNode(t, fmt.Sprintf(`{"west": {"nm": "S", "cp": "127.0.0.1:0"}, "wsts": {"sp": "ws://%s"}, "wstc": {"ws://%s": {}},
 			"proxy": {%s}}`, tun, tun, proxies), opts)
-		waitUp(t, s, "S")
 		rig.nodes = []*Node{s}
+		rig.waitUp(t)
 		return rig
 	}
 	bP := addr()
@@ -310,9 +310,19 @@ func loopWests(t *testing.T, scheme string, wests int, host, real string, old bo
 	aOpts.Mux.NoHops = old
 	a := startNode(t, fmt.Sprintf(`{"west": {"nm": "A", "cp": "127.0.0.1:0"}, "proxy": {%s}}`,
 		withReal(route(rig.entry, spelt(bP), ea), ea)), aOpts)
-	waitUp(t, b, "A")
 	rig.nodes = []*Node{a, b}
+	rig.waitUp(t)
 	return rig
+}
+
+// waitUp waits for the tunnel's two ends: the server may hold its
+// session before the client has taken its own.
+func (r *loopRig) waitUp(t *testing.T) {
+	t.Helper()
+	waitFor(t, "the tunnel up at both ends", func() bool {
+		server, client := r.tunnel()
+		return server != nil && client != nil
+	})
 }
 
 // sum sums the metric name, with labels, over the wests' control ports.
