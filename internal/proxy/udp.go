@@ -494,7 +494,7 @@ func (u *UDP) logDialFailure(log *slog.Logger, err error, held time.Duration) {
 	ok, skipped := u.failLog.Allow()
 	switch {
 	case !ok:
-	case held > 0 && isLoop(err):
+	case held > 0 && rejectedWith(err, wire.CodeLoop):
 		log.Warn("udp flow: the far side refused its stream as a loop: this listener's route leads back to it; new flows' datagrams are dropped until retry",
 			"err", err, "retry_in", held, "not_logged_since", skipped)
 	case held > 0:
@@ -505,19 +505,13 @@ func (u *UDP) logDialFailure(log *slog.Logger, err error, held time.Duration) {
 	}
 }
 
-// refusedByPolicy reports whether err is the far side's refusal of a
-// stream's target by its dial policy, which the next stream to the same
-// target would meet too.
-func refusedByPolicy(err error) bool {
+// rejectedWith reports whether err is the far side's refusal of a
+// stream with code: CodeForbidden (its dial policy refuses the target)
+// and CodeLoop (the route leads back to itself) meet every flow of the
+// route, not only this one.
+func rejectedWith(err error, code wire.Code) bool {
 	var reject *wire.RejectError
-	return errors.As(err, &reject) && reject.Code == wire.CodeForbidden
-}
-
-// isLoop reports whether err is the far side's refusal of a stream as
-// going round a loop, which every flow of the route meets.
-func isLoop(err error) bool {
-	var reject *wire.RejectError
-	return errors.As(err, &reject) && reject.Code == wire.CodeLoop
+	return errors.As(err, &reject) && reject.Code == code
 }
 
 // logReplyLost logs a datagram from the tunnel that the listener's socket
@@ -705,9 +699,9 @@ func (u *UDP) runFlow(pc net.PacketConn, k flowKey, f *udpFlow, r *udpRoute) {
 // drops its datagrams.
 func dialDropReason(err error) DropReason {
 	switch {
-	case refusedByPolicy(err):
+	case rejectedWith(err, wire.CodeForbidden):
 		return DropTargetForbidden
-	case isLoop(err):
+	case rejectedWith(err, wire.CodeLoop):
 		return DropLoop
 	case errors.Is(err, tunnel.ErrPeerDown):
 		return DropPeerDown
