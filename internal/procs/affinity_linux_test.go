@@ -1,7 +1,6 @@
 package procs
 
 import (
-	"context"
 	"os"
 	"runtime"
 	"slices"
@@ -49,19 +48,10 @@ func TestAdapterKeepsRuntimeUpdates(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
 	// Low thresholds, as in TestAdapterFollowsLoad; never back to one
 	// thread on its own, so that only the runtime lowers GOMAXPROCS.
-	a := &Adapter{Interval: 20 * time.Millisecond, RaiseAt: 0.3, LowerAt: 0.1, LowerAfter: time.Hour}
-	go func() {
-		defer close(done)
-		a.Run(ctx)
-	}()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	stop := runAdapter(&Adapter{Interval: 20 * time.Millisecond, RaiseAt: 0.3, LowerAt: 0.1, LowerAfter: time.Hour})
+	defer stop()
 	waitProcs(t, 1, "at start")
 
 	defer burnCPUs(2)()
@@ -75,8 +65,7 @@ func TestAdapterKeepsRuntimeUpdates(t *testing.T) {
 	}
 	waitProcs(t, found, "while busy, with the CPUs back")
 
-	cancel()
-	<-done
+	stop()
 	if err := setAffinity(&one); err != nil {
 		t.Fatal(err)
 	}

@@ -32,28 +32,36 @@ func waitProcs(t *testing.T, want int, what string) {
 // puts back what it found when it stops.
 func TestAdapterFollowsLoad(t *testing.T) {
 	found := runtime.GOMAXPROCS(0)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
 	// Thresholds below the defaults: the test's process shares a small
 	// machine with other tests, and may get only part of a core.
-	a := &Adapter{Max: 3, Interval: 20 * time.Millisecond, RaiseAt: 0.3, LowerAt: 0.1, LowerAfter: 200 * time.Millisecond}
-	go func() {
-		defer close(done)
-		a.Run(ctx)
-	}()
+	stop := runAdapter(&Adapter{Max: 3, Interval: 20 * time.Millisecond, RaiseAt: 0.3, LowerAt: 0.1, LowerAfter: 200 * time.Millisecond})
 	defer func() {
-		cancel()
-		<-done
+		stop()
 		if got := runtime.GOMAXPROCS(0); got != found {
 			t.Errorf("after Run: GOMAXPROCS is %d, want %d as found", got, found)
 		}
 	}()
 	waitProcs(t, 1, "at start")
 
-	stop := burnCPUs(2)
+	stopBurning := burnCPUs(2)
 	waitProcs(t, 3, "while busy")
-	stop()
+	stopBurning()
 	waitProcs(t, 1, "once quiet")
+}
+
+// runAdapter runs a until stop, which waits for Run to return and may be
+// called again.
+func runAdapter(a *Adapter) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.Run(ctx)
+	}()
+	return sync.OnceFunc(func() {
+		cancel()
+		<-done
+	})
 }
 
 // burnCPUs keeps n goroutines busy until stop, which returns once they
