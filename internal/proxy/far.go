@@ -279,11 +279,12 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 		return
 	}
 	defer untrack()
+	host, portStr, err := net.SplitHostPort(req.Header.Target)
+	port, perr := strconv.Atoi(portStr)
+	targetOK := err == nil && perr == nil
 	dialer := &net.Dialer{}
 	if targets := f.targets(); !targets.Empty() {
-		host, portStr, err := net.SplitHostPort(req.Header.Target)
-		port, perr := strconv.Atoi(portStr)
-		if err != nil || perr != nil {
+		if !targetOK {
 			f.logRefused(log, slog.LevelWarn, "stream refused: target is not host:port", nil)
 			f.reject(req, wire.CodeForbidden, fmt.Sprintf("target %q is not host:port", req.Header.Target))
 			return
@@ -310,20 +311,16 @@ func (f *Far) ServeStream(ctx context.Context, req *tunnel.Request) {
 	// another host on the same port. Other dials, the common case, pay
 	// no entry.
 	var inFlight *selfDialAttempts
-	if req.Header.Kind != wire.KindUDP {
-		if _, port, err := net.SplitHostPort(req.Header.Target); err == nil {
-			if p, err := strconv.Atoi(port); err == nil && f.Locals.hasPort(p) {
-				inFlight = &selfDialAttempts{}
-				policy := dialer.Control
-				dialer.Control = func(network, address string, c syscall.RawConn) error {
-					if policy != nil {
-						if err := policy(network, address, c); err != nil {
-							return err
-						}
-					}
-					return inFlight.control(network, address, c)
+	if req.Header.Kind != wire.KindUDP && targetOK && f.Locals.hasPort(port) {
+		inFlight = &selfDialAttempts{}
+		policy := dialer.Control
+		dialer.Control = func(network, address string, c syscall.RawConn) error {
+			if policy != nil {
+				if err := policy(network, address, c); err != nil {
+					return err
 				}
 			}
+			return inFlight.control(network, address, c)
 		}
 	}
 	backend, err := dialer.DialContext(dctx, network, req.Header.Target)
