@@ -103,6 +103,12 @@ type writeOp struct {
 // write writes until everything is gone, an error, or a full socket, which
 // returns false for the poller to wait until fd is writable.
 func (op *writeOp) write(fd uintptr) bool {
+	if len(op.bufs) == 0 {
+		// A write of nothing still goes to the kernel, as the net
+		// package's does, so that one after CloseWrite fails with EPIPE.
+		_, op.errno = write(fd, nil)
+		return op.errno != unix.EAGAIN
+	}
 	for len(op.bufs) > 0 {
 		var n int
 		var errno syscall.Errno
@@ -178,9 +184,6 @@ func (c *Conn) writeLocked(bufs [][]byte) (int64, error) {
 	for len(op.bufs) > 0 && len(op.bufs[0]) == 0 {
 		op.bufs = op.bufs[1:]
 	}
-	// With nothing to write, the poller still says whether the
-	// connection is closed or past its write deadline, as the net
-	// package's Write(nil) does, but no system call is made.
 	err := c.raw.Write(op.try)
 	op.bufs = nil
 	clear(op.iov) // holds no buffer past the call
@@ -226,7 +229,7 @@ func Read(fd uintptr, p []byte) (int, syscall.Errno) {
 
 func write(fd uintptr, p []byte) (int, syscall.Errno) {
 	if !raceEnabled {
-		return raw(unix.SYS_WRITE, fd, unsafe.Pointer(&p[0]), len(p))
+		return raw(unix.SYS_WRITE, fd, unsafe.Pointer(unsafe.SliceData(p)), len(p))
 	}
 	for {
 		n, errno := ordinary(syscall.Write(int(fd), p))

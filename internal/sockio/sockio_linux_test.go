@@ -302,9 +302,9 @@ func TestHappensBefore(t *testing.T) {
 
 // TestZeroLength checks reads and writes of nothing against the net
 // package's: nothing happens on an open connection, but a write past its
-// deadline times out, and both fail once the connection is closed. A
-// caller whose buffer is full must not take a closed connection for one
-// that goes on.
+// deadline times out, one after CloseWrite fails with EPIPE, and both
+// fail once the connection is closed. A caller whose buffer is full must
+// not take a closed connection for one that goes on.
 func TestZeroLength(t *testing.T) {
 	a, _ := pair(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -325,6 +325,12 @@ func TestZeroLength(t *testing.T) {
 		c.SetWriteDeadline(time.Time{})
 		if n, err := c.Write([]byte{}); n != 0 || err != nil {
 			t.Errorf("%s: empty write: %d, %v; want 0, nil", name, n, err)
+		}
+		if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := c.Write(nil); n != 0 || !errors.Is(err, syscall.EPIPE) {
+			t.Errorf("%s: empty write after CloseWrite: %d, %v; want EPIPE", name, n, err)
 		}
 		c.Close()
 		for op, f := range map[string]func() (int, error){
