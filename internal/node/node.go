@@ -253,9 +253,7 @@ func (n *Node) addTunnelServer(s *config.TunnelServer) error {
 		// west all the same, as a stopping west's are.
 		OnOverloaded: func() { n.onDialError(wire.CodeOverloaded) },
 	})
-	mux := http.NewServeMux()
-	mux.Handle(s.Path, n.server)
-	n.addServer("tunnel", s.URL.String(), s.Addr, mux, nil)
+	n.addServer("tunnel", s.URL.String(), s.Addr, onlyPath(s.Path, n.server), nil)
 	l := n.servers[len(n.servers)-1]
 	srv := l.srv.(*http.Server)
 	// Connections leave the server's count of handshakes when upgraded
@@ -275,6 +273,19 @@ func (n *Node) addTunnelServer(s *config.TunnelServer) error {
 		}
 	}
 	return nil
+}
+
+// onlyPath serves h at path p alone. A ServeMux pattern ending in a slash
+// would take every path below it, so that the default "/" took any: a
+// client whose ea names the wrong path must be told, not connected.
+func onlyPath(p string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != p {
+			http.Error(w, "no tunnel server at this path", http.StatusNotFound)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // useGate makes g the tunnel server's admission, counting its refusals

@@ -839,3 +839,27 @@ func TestImpliedWarnings(t *testing.T) {
 		}
 	}
 }
+
+// TestTunnelServerPathIsExact: the tunnel server answers at its path
+// alone. With the default "/", an http.ServeMux pattern, any path
+// connected, and with "/t/" any path below it: a client whose ea named
+// the wrong path was taken in rather than told.
+func TestTunnelServerPathIsExact(t *testing.T) {
+	for _, c := range []struct{ sp, wrong string }{
+		{"", "/wrong"},
+		{"/t/", "/t/x"},
+		{"/t", "/t/"},
+	} {
+		t.Run(c.sp+" "+c.wrong, func(t *testing.T) {
+			g := startNode(t, fmt.Sprintf(`{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0%s"}}`, c.sp), Options{})
+			wrong := "ws://" + g.Addrs().Tunnel + c.wrong
+			right := "ws://" + g.Addrs().Tunnel + c.sp
+			l := startNode(t, fmt.Sprintf(`{"west": {"nm": "L"}, "wstc": {%q: {}, %q: {}}}`, wrong, right), Options{})
+			waitClient(t, l, right, tunnel.StateUp)
+			st := waitClient(t, l, wrong, tunnel.StateBackoff)
+			if st.LastError == nil || !strings.Contains(st.LastError.Error(), "404 Not Found: no tunnel server at this path") {
+				t.Errorf("client of %s: last error %v, want the server's 404 saying no tunnel is there", wrong, st.LastError)
+			}
+		})
+	}
+}
