@@ -202,37 +202,149 @@ func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
-// listeners holds the listen addresses in use, each with the JSON path
-// that claimed it, to catch two listeners that cannot both bind.
-type listeners struct{ claims []claim }
+// Listen is one address a configuration listens on.
+type Listen struct {
+	Path    string // the JSON path that names it: "west.cp", "wsts.sp" or a proxy's key
+	Network string // "tcp" or "udp", whose ports are apart
+	Addr    string // host:port as configured
+}
 
-type claim struct{ host, port, path string }
+// Listens returns the addresses c listens on: the control port, the
+// tunnel server, then the proxy listeners in the order of c.Proxies.
+func (c *Config) Listens() []Listen {
+	var ls []Listen
+	if c.West.ControlAddr != "" {
+		ls = append(ls, Listen{"west.cp", "tcp", c.West.ControlAddr})
+	}
+	if c.Server != nil {
+		ls = append(ls, Listen{"wsts.sp", "tcp", c.Server.Addr})
+	}
+	for _, p := range c.Proxies {
+		ls = append(ls, p.listen(field("proxy", p.URL.String())))
+	}
+	return ls
+}
 
-// add claims addr for the JSON path p. Two listeners clash on one port if
-// they share an address, or if either binds every address, which holds
-// the port on each of them (Linux refuses the second with EADDRINUSE).
-func (ls *listeners) add(addr, p string) error {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil || port == "0" {
-		return nil // port 0 picks a free port each time, so never collides
+// listen is p's listen address, named by the JSON path p.
+func (p Proxy) listen(path string) Listen {
+	network := "tcp"
+	if p.Kind == KindUDP {
+		network = "udp"
 	}
-	host = strings.ToLower(host)
-	if a, err := netip.ParseAddr(host); err == nil {
-		// One address, many spellings: "0::1" is "::1", and Go listens
-		// on "::ffff:127.0.0.1" as on 127.0.0.1.
-		host = a.Unmap().String()
-	}
-	switch host {
-	case "", "0.0.0.0", "::":
-		// Each binds every address; Go's "" and "::" take IPv4 too, and
-		// so does "0.0.0.0", which it listens on as "::".
-		host = "*"
-	}
-	for _, c := range ls.claims {
-		if c.port == port && (c.host == host || c.host == "*" || host == "*") {
-			return errf(p, "want a listen address of its own, got %s, which %s listens on too", addr, c.path)
+	return Listen{path, network, p.Addr}
+}
+
+// CheckBinds checks c's listen addresses for clashes as Parse does, with
+// each host name that bound maps (in lower case) to an address compared
+// as that address: Parse resolves no names, so it cannot tell that
+// "localhost:8080" is "127.0.0.1:8080". A name bound lacks is compared by
+// its spelling, as Parse compares it. Its errors are *Error.
+func (c *Config) CheckBinds(bound map[string]netip.Addr) error {
+	ls := &listeners{bound: bound}
+	for _, l := range c.Listens() {
+		if err := ls.add(l); err != nil {
+			return err
 		}
 	}
-	ls.claims = append(ls.claims, claim{host, port, p})
 	return nil
+}
+
+// Clash reports whether two sockets of one network, bound to a and b,
+// cannot both be open: the rule Parse and CheckBinds apply.
+func Clash(a, b netip.AddrPort) bool {
+	return sockAddr{ip: a.Addr().Unmap(), port: a.Port()}.clashes(sockAddr{ip: b.Addr().Unmap(), port: b.Port()})
+}
+
+// sockAddr is a listen address as the check of clashes compares it: the
+// IP address a socket binds (the unspecified one binds every address),
+// or else a host name in lower case; and a port.
+type sockAddr struct {
+	ip   netip.Addr
+	name string
+	port uint16
+}
+
+// clashes reports whether sockets of one network bound to a and b
+// cannot both be open. Port 0 picks a free port each time, so never
+// clashes. A socket on every address holds its port on each of them, so
+// it clashes with any other on the port: Go listens on "", "0.0.0.0" and
+// "[::]" alike, as "::" taking IPv4 too, and Linux refuses the second
+// with EADDRINUSE.
+func (a sockAddr) clashes(b sockAddr) bool {
+	switch {
+	case a.port != b.port || a.port == 0:
+		return false
+	case a.ip.IsUnspecified() || b.ip.IsUnspecified():
+		return true
+	case a.ip.IsValid() || b.ip.IsValid():
+		return a.ip == b.ip
+	}
+	return a.name == b.name
+}
+
+// listeners holds the listen addresses in use, each with the JSON path
+// that claimed it, to catch two listeners that cannot both bind.
+type listeners struct {
+	bound  map[string]netip.Addr // host names resolved (CheckBinds); nil in Parse
+	claims []claim
+}
+
+type claim struct {
+	Listen
+	at       sockAddr
+	resolved bool // at.ip is what a name was resolved to
+}
+
+// add claims l, or says which earlier claim it clashes with.
+func (ls *listeners) add(l Listen) error {
+	c, ok := ls.claim(l)
+	if !ok {
+		return nil // not host:port; Parse has refused it already
+	}
+	for _, o := range ls.claims {
+		if o.Network != c.Network || !o.at.clashes(c.at) {
+			continue
+		}
+		msg := fmt.Sprintf("want a listen address of its own, got %s, which %s listens on too", c.spelling(), o.Path)
+		if o.Addr != c.Addr {
+			msg += " as " + o.spelling()
+		}
+		return errf(c.Path, "%s", msg)
+	}
+	ls.claims = append(ls.claims, c)
+	return nil
+}
+
+// claim reads l's address for comparing.
+func (ls *listeners) claim(l Listen) (claim, bool) {
+	c := claim{Listen: l}
+	host, port, err := net.SplitHostPort(l.Addr)
+	n, ok := parsePort(port)
+	if err != nil || !ok {
+		return c, false
+	}
+	c.at.port = uint16(n)
+	ip, err := netip.ParseAddr(host)
+	switch name := strings.ToLower(host); {
+	case host == "":
+		c.at.ip = netip.IPv6Unspecified()
+	case err == nil:
+		// One address, many spellings: "0::1" is "::1", and Go listens
+		// on "::ffff:127.0.0.1" as on 127.0.0.1.
+		c.at.ip = ip.Unmap()
+	case ls.bound[name].IsValid():
+		c.at.ip, c.resolved = ls.bound[name].Unmap(), true
+	default:
+		c.at.name = name
+	}
+	return c, true
+}
+
+// spelling is c's address as configured and, if a name, what it was
+// resolved to.
+func (c claim) spelling() string {
+	if c.resolved {
+		return fmt.Sprintf("%s (resolved to %s)", c.Addr, netip.AddrPortFrom(c.at.ip, c.at.port))
+	}
+	return c.Addr
 }

@@ -63,7 +63,7 @@ func build(root *value) (*Config, error) {
 	}
 	ls := &listeners{}
 	if c.West.ControlAddr != "" {
-		if err := ls.add(c.West.ControlAddr, "west.cp"); err != nil {
+		if err := ls.add(Listen{"west.cp", "tcp", c.West.ControlAddr}); err != nil {
 			return nil, err
 		}
 	}
@@ -72,7 +72,7 @@ func build(root *value) (*Config, error) {
 			return nil, err
 		}
 		if c.Server != nil {
-			if err := ls.add(c.Server.Addr, "wsts.sp"); err != nil {
+			if err := ls.add(Listen{"wsts.sp", "tcp", c.Server.Addr}); err != nil {
 				return nil, err
 			}
 		}
@@ -357,7 +357,6 @@ func parseProxies(v *value, p string, ls *listeners, haveServer bool) ([]Proxy, 
 	}
 	var ps []Proxy
 	seen := make(map[string]string)
-	udpLs := &listeners{}
 	for _, m := range v.members {
 		mp := field(p, m.key)
 		px, err := parseProxy(m.key, m.val, mp, haveServer)
@@ -370,11 +369,7 @@ func parseProxies(v *value, p string, ls *listeners, haveServer bool) ([]Proxy, 
 			return nil, errf(mp, "want each listener once, got the same URL as %s", prev)
 		}
 		seen[px.URL.String()] = mp
-		set := ls
-		if px.Kind == KindUDP {
-			set = udpLs // UDP ports are a space of their own
-		}
-		if err := set.add(px.Addr, mp); err != nil {
+		if err := ls.add(px.listen(mp)); err != nil {
 			return nil, err
 		}
 		ps = append(ps, px)
