@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -312,6 +313,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	logger.Debug("configuration loaded", "file", f.config, "listeners", len(cfg.Proxies), "tunnel_clients", len(cfg.Clients), "tunnel_server", cfg.Server != nil)
 	if cmd == "check" {
+		// Listen addresses by the addresses their names resolve to here:
+		// clashes that config.Load, which resolves none, cannot see.
+		unresolved, err := node.CheckBinds(cfg)
+		if err != nil {
+			if ce := (*config.Error)(nil); errors.As(err, &ce) {
+				ce.File = f.config
+			}
+			fmt.Fprintf(stderr, "west: %v\n", err)
+			return exitCheckFailed
+		}
 		// The files a config names are part of it: a renewed certificate
 		// is checked before the reload or restart that would load it.
 		if err := node.CheckTLS(cfg); err != nil {
@@ -323,7 +334,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "west: config %s: %v\n", f.config, err)
 			return exitCheckFailed
 		}
-		for _, w := range append(node.Warnings(cfg, time.Now()), weak...) {
+		for _, w := range slices.Concat(unresolved, node.Warnings(cfg, time.Now()), weak) {
 			fmt.Fprintf(stderr, "west: warning: %s\n", w)
 		}
 		fmt.Fprint(stdout, cfg.Render())

@@ -99,6 +99,41 @@ func TestCheckInvalid(t *testing.T) {
 	}
 }
 
+// TestCheckListenClashBehindAName: west check resolves the names of
+// listen addresses as a listen would, and refuses two that bind one
+// address under other spellings, which start would refuse with "address
+// already in use".
+func TestCheckListenClashBehindAName(t *testing.T) {
+	ln, err := net.Listen("tcp", "localhost:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	local := net.JoinHostPort(ln.Addr().(*net.TCPAddr).AddrPort().Addr().Unmap().String(), "8080") // 127.0.0.1:8080, most often
+	p := writeFile(t, "clash.json", fmt.Sprintf(`{"west": {"nm": "n"}, "proxy": {
+		"http://localhost:8080": {"ea": "ws://127.0.0.1:9", "/": {"ou": "http://127.0.0.1:1/"}},
+		"http://%s": {"ea": "ws://127.0.0.1:9", "/": {"ou": "http://127.0.0.1:1/"}}}}`, local))
+	code, out, stderr := runArgs(t, context.Background(), "check", "-c", p)
+	want := fmt.Sprintf(`west: config %s: proxy["http://localhost:8080"]: want a listen address of its own, got localhost:8080 (resolved to %s), which proxy["http://%s"] listens on too as %s`+"\n",
+		p, local, local, local)
+	if code != exitCheckFailed || stderr != want || out != "" {
+		t.Errorf("check: exit %d, out %q\nstderr %q\nwant exit %d, stderr %q", code, out, stderr, exitCheckFailed, want)
+	}
+}
+
+// TestCheckListenNamesApart: names resolved, listen addresses that bind
+// side by side pass west check: TCP and UDP on one port, and addresses
+// apart.
+func TestCheckListenNamesApart(t *testing.T) {
+	p := writeFile(t, "apart.json", `{"west": {"nm": "n", "cp": "localhost:8080"}, "proxy": {
+		"udp://localhost:8080": {"ea": "ws://127.0.0.1:9", "ou": "udp://127.0.0.1:53"},
+		"tcp://127.0.0.2:8080": {"ea": "ws://127.0.0.1:9", "ou": "tcp://127.0.0.1:22"},
+		"http://localhost:8081": {"ea": "ws://127.0.0.1:9", "/": {"ou": "http://127.0.0.1:1/"}}}}`)
+	if code, _, stderr := runArgs(t, context.Background(), "check", "-c", p); code != exitOK || stderr != "" {
+		t.Errorf("check: exit %d, stderr %q; want %d and nothing", code, stderr, exitOK)
+	}
+}
+
 // TestCheckLoadsTLSFiles: check reads the certificates, keys and CAs the
 // config names, as starting would, so that a renewal checked before a
 // reload or restart is checked for real.
