@@ -2,10 +2,12 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/west-tunnel/west/internal/config"
@@ -71,4 +73,59 @@ func listenPick(addrs []netip.Addr) netip.Addr {
 		}
 	}
 	return addrs[0]
+}
+
+// heldBy adds to err, the failure of s's bind, which of this west's
+// listeners in open holds the address, when err is "address already in
+// use" and one of them does: the error alone sends the operator looking
+// for another process. On Windows, Winsock's WSAEADDRINUSE matches no
+// errno here, so no listener is named.
+func heldBy(s *listener, err error, open []*listener) error {
+	var oe *net.OpError
+	if !errors.Is(err, syscall.EADDRINUSE) || !errors.As(err, &oe) || oe.Addr == nil {
+		return err
+	}
+	tried, ok := addrPort(oe.Addr)
+	if !ok {
+		return err
+	}
+	udp := strings.HasPrefix(oe.Net, "udp") // TCP and UDP ports are apart
+	for _, o := range open {
+		var bound netip.AddrPort
+		switch {
+		case o == s:
+			continue
+		case o.ln != nil && !udp:
+			bound, ok = addrPort(o.ln.Addr())
+		case o.pc != nil && udp:
+			bound, ok = addrPort(o.pc.LocalAddr())
+		default:
+			continue // not open, or of the other transport
+		}
+		if ok && config.Clash(tried, bound) {
+			return fmt.Errorf("%w, by this west's %s %s (on %s)", err, o.role, o.name, bound)
+		}
+	}
+	return err
+}
+
+// addrPort is a's address, unmapped, and port, a nil IP (every address)
+// as "::".
+func addrPort(a net.Addr) (netip.AddrPort, bool) {
+	var ap netip.AddrPort
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	case *net.UDPAddr:
+		ap = a.AddrPort()
+	default:
+		var err error
+		if ap, err = netip.ParseAddrPort(a.String()); err != nil {
+			return ap, false
+		}
+	}
+	if !ap.Addr().IsValid() {
+		return netip.AddrPortFrom(netip.IPv6Unspecified(), ap.Port()), true
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
 }

@@ -1,10 +1,13 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/west-tunnel/west/internal/config"
@@ -101,5 +104,129 @@ func TestCheckBinds(t *testing.T) {
 				t.Errorf("CheckBinds warns %q, want %q", warnings, tt.warning)
 			}
 		})
+	}
+}
+
+// heldBy names the listener of this west that holds the address a bind
+// failed on, and no other.
+func TestHeldBy(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	port := held.Addr().(*net.TCPAddr).Port
+	open := []*listener{
+		{role: "tunnel", name: "ws://a:1"}, // not open
+		{role: "proxy", name: "http://127.0.0.1:1", ln: held},
+	}
+	failed := func(network string, ip net.IP, errno syscall.Errno) error {
+		var a net.Addr = &net.TCPAddr{IP: ip, Port: port}
+		if network == "udp" {
+			a = &net.UDPAddr{IP: ip, Port: port}
+		}
+		return &net.OpError{Op: "listen", Net: network, Addr: a, Err: os.NewSyscallError("bind", errno)}
+	}
+	s := &listener{role: "proxy", name: "tcp://localhost:1"}
+	for _, tt := range []struct {
+		name  string
+		err   error
+		named bool
+	}{
+		{"same address", failed("tcp", net.IPv4(127, 0, 0, 1), syscall.EADDRINUSE), true},
+		{"every address", failed("tcp", nil, syscall.EADDRINUSE), true},
+		{"another address", failed("tcp", net.IPv4(127, 0, 0, 2), syscall.EADDRINUSE), false},
+		{"udp", failed("udp", net.IPv4(127, 0, 0, 1), syscall.EADDRINUSE), false},
+		{"another error", failed("tcp", net.IPv4(127, 0, 0, 1), syscall.EACCES), false},
+	} {
+		got := heldBy(s, tt.err, open)
+		want := tt.err.Error()
+		if tt.named {
+			want += fmt.Sprintf(", by this west's proxy http://127.0.0.1:1 (on 127.0.0.1:%d)", port)
+		}
+		if got.Error() != want || !errors.Is(got, tt.err) {
+			t.Errorf("%s: heldBy = %v\nwant %s", tt.name, got, want)
+		}
+	}
+}
+
+// A start that fails because one of its listeners holds the address of
+// another, spelled otherwise, names that listener: "address already in
+// use" alone sends the operator looking for another process.
+func TestStartNamesTheListenerInTheWay(t *testing.T) {
+	localhostIs4(t)
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	addr := held.Addr().String()
+	port := held.Addr().(*net.TCPAddr).Port
+	opts := Options{Logger: testLogger(t), Listen: func(network, a string) (net.Listener, error) {
+		if a == addr {
+			return held, nil
+		}
+		return net.Listen(network, a)
+	}}
+	cfg, err := config.Parse(fmt.Appendf(nil, `{"west": {"nm": "x"}, "wsts": {"sp": "ws://%s"},
+		"proxy": {"tcp://localhost:%d": {"en": "p", "ou": "tcp://127.0.0.1:1"}}}`, addr, port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := New(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = n.Start()
+	want := fmt.Sprintf("address already in use, by this west's tunnel ws://%s (on %s)", addr, addr)
+	if !errors.Is(err, syscall.EADDRINUSE) || !strings.HasSuffix(fmt.Sprint(err), want) {
+		t.Fatalf("start: %v\nwant an error ending %q", err, want)
+	}
+}
+
+// A reload's listener that cannot bind for one of this west's own names
+// it, whichever that is: kept, rerouted, not a proxy, or new in the
+// reload too.
+func TestReloadNamesTheListenerInTheWay(t *testing.T) {
+	localhostIs4(t)
+	conf := func(route, more string) string {
+		return fmt.Sprintf(`{"west": {"nm": "x", "cp": "127.0.0.1:0"}, "wsts": {"sp": "ws://127.0.0.1:0"}, "proxy": {
+			"http://127.0.0.1:0": {"en": "p", %q: {"ou": "http://127.0.0.1:1"}},
+			"tcp://127.0.0.1:0": {"en": "p", "ou": "tcp://127.0.0.1:1"}%s}}`, route, more)
+	}
+	const tcp = `, %q: {"en": "p", "ou": "tcp://127.0.0.1:1"}`
+	// The reload removes the last, whose port is then free for two new
+	// listeners to clash on.
+	n, _ := runNode(t, conf("/a", fmt.Sprintf(tcp, "tcp://localhost:0")), Options{})
+	<-n.Running()
+	a := n.Addrs()
+	port := func(addr string) string {
+		_, p, _ := net.SplitHostPort(addr)
+		return p
+	}
+	freed := port(a.Proxies["tcp://localhost:0"])
+	in := map[string]string{ // listener -> the one in its way
+		"tcp://localhost:" + port(a.Tunnel):                        "tunnel ws://127.0.0.1:0 (on " + a.Tunnel + ")",
+		"tcp://localhost:" + port(a.Control):                       "control 127.0.0.1:0 (on " + a.Control + ")",
+		"tcp://localhost:" + port(a.Proxies["http://127.0.0.1:0"]): "proxy http://127.0.0.1:0 (on " + a.Proxies["http://127.0.0.1:0"] + ")", // rerouted
+		"tcp://localhost:" + port(a.Proxies["tcp://127.0.0.1:0"]):  "proxy tcp://127.0.0.1:0 (on " + a.Proxies["tcp://127.0.0.1:0"] + ")",   // kept
+		"tcp://localhost:" + freed:                                 "proxy tcp://127.0.0.1:" + freed + " (on 127.0.0.1:" + freed + ")",      // new
+	}
+	more := fmt.Sprintf(tcp, "tcp://127.0.0.1:"+freed)
+	for url := range in {
+		more += fmt.Sprintf(tcp, url)
+	}
+	err := n.Reload(mustParse(t, conf("/b", more)))
+	var partial *PartialError
+	if !errors.As(err, &partial) {
+		t.Fatalf("reload: %v, want a PartialError", err)
+	}
+	for url, holder := range in {
+		hostPort := strings.TrimPrefix(url, "tcp://")
+		want := fmt.Sprintf("listen for proxy %s on %s: listen tcp 127.0.0.1:%s: bind: %v, by this west's %s",
+			url, hostPort, port(hostPort), syscall.EADDRINUSE, holder)
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("reload: %v\nwant it to say %q", err, want)
+		}
 	}
 }

@@ -515,7 +515,7 @@ func (n *Node) Start() error {
 // listen opens the socket of s.
 func (n *Node) listen(s *listener) error {
 	if err := n.openSocket(s); err != nil {
-		return listenFailed(s, err)
+		return listenFailed(s, heldBy(s, err, n.servers))
 	}
 	return nil
 }

@@ -249,14 +249,20 @@ func (n *Node) Reload(cfg *config.Config) (err error) {
 	// A listener that did not open is not among servers, so the next
 	// reload starts it again, with the same config or another.
 	unopened := make(map[string]error)
+	open := slices.Clone(servers) // the sockets a new listener may find its address taken by
+	for _, sw := range swaps {
+		open = append(open, sw.l)
+	}
 	for _, l := range starts {
 		if err := n.openSocket(l); err != nil {
+			err = heldBy(l, err, open)
 			unopened[l.name] = err
 			errs = append(errs, listenFailed(l, err))
 			continue
 		}
 		n.serveLocked(l)
 		servers = append(servers, l)
+		open = append(open, l)
 		if l.handler != nil {
 			fresh = append(fresh, l.handler.current())
 		}
