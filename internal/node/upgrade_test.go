@@ -442,3 +442,86 @@ func accessLine(t *testing.T, logs *testutil.Buffer) string {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestUpgradeHopByHopHeaders: a WebSocket's 101 reaches the client
+// without the hop-by-hop fields of the backend's connection, "Connection:
+// Upgrade" and Upgrade aside, through each shape (in a chain, each west's
+// listener forwards the 101 again), and the WebSocket works. Its request
+// reaches the backend without the client's: Connection lists only
+// "Upgrade".
+func TestUpgradeHopByHopHeaders(t *testing.T) {
+	asked := make(chan http.Header, 1)
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case asked <- r.Header.Clone():
+		default:
+		}
+		// Written as a second Connection line, after gorilla's own
+		// "Connection: Upgrade".
+		hops := http.Header{"Connection": {"X-Secret"}, "X-Secret": {"1"}, "Keep-Alive": {"timeout=5"},
+			"Proxy-Connection": {"keep-alive"}, "X-End-To-End": {"kept"}}
+		c, err := (&websocket.Upgrader{}).Upgrade(w, r, hops)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for {
+			typ, msg, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			if err := c.WriteMessage(typ, append([]byte("echo "), msg...)); err != nil {
+				return
+			}
+		}
+	}))
+	defer be.Close()
+	upgradeShapes(t, be.URL+"/", func(t *testing.T, entry string) {
+		d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+		ws, resp, err := d.Dial("ws://"+entry+"/ws", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		<-asked
+		if got := resp.Header.Values("Connection"); !slices.Equal(got, []string{"Upgrade"}) {
+			t.Errorf("the client got Connection %q, want only \"Upgrade\"", got)
+		}
+		for _, name := range []string{"X-Secret", "Keep-Alive", "Proxy-Connection"} {
+			if v := resp.Header[name]; v != nil {
+				t.Errorf("the client got %s: %q", name, v)
+			}
+		}
+		if resp.Header.Get("X-End-To-End") != "kept" {
+			t.Errorf("the client lost X-End-To-End: %v", resp.Header)
+		}
+		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if err := ws.WriteMessage(websocket.TextMessage, []byte("hi")); err != nil {
+			t.Fatal(err)
+		}
+		if _, msg, err := ws.ReadMessage(); string(msg) != "echo hi" {
+			t.Fatalf("over the WebSocket: %q, %v", msg, err)
+		}
+
+		// gorilla's client lets no header name Connection: a raw request.
+		c := testutil.DialClient(t, entry)
+		io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, X-Client-Hop\r\nUpgrade: websocket\r\n"+
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"+
+			"X-Client-Hop: 1\r\nKeep-Alive: 300\r\nX-Client-End: kept\r\n\r\n")
+		if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("raw upgrade: %v, %v", resp, err)
+		}
+		sent := <-asked
+		if got := sent.Values("Connection"); !slices.Equal(got, []string{"Upgrade"}) {
+			t.Errorf("the backend got Connection %q, want only \"Upgrade\"", got)
+		}
+		for _, name := range []string{"X-Client-Hop", "Keep-Alive"} {
+			if v := sent[name]; v != nil {
+				t.Errorf("the backend got %s: %q", name, v)
+			}
+		}
+		if sent.Get("X-Client-End") != "kept" {
+			t.Errorf("the backend lost X-Client-End: %v", sent)
+		}
+	})
+}

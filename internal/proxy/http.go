@@ -262,12 +262,23 @@ func (h *HTTP) newReverseProxy(r Route, via string) *httputil.ReverseProxy {
 				if asked, got := upgradeType(resp.Request.Header), upgradeType(resp.Header); asked == "" || !strings.EqualFold(asked, got) {
 					return fmt.Errorf("backend switched protocols to %q when %q was asked for", got, asked)
 				}
+				dropHopHeadersOf101(resp.Header)
 			}
 			return nil
 		},
 		ErrorHandler: h.serveError,
 		ErrorLog:     slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
 	}
+}
+
+// dropHopHeadersOf101 removes the hop-by-hop fields of a 101's header h
+// but "Connection: Upgrade" and Upgrade, which the switch needs: the
+// reverse proxy copies a 101's header to the client as it came, fields
+// the backend's Connection names included (RFC 9110, 7.6.1).
+func dropHopHeadersOf101(h http.Header) {
+	upgrade := h["Upgrade"]
+	dropHopHeaders(h)
+	h["Connection"], h["Upgrade"] = []string{"Upgrade"}, upgrade
 }
 
 // upgradeType is the protocol a request or response with header h
