@@ -70,12 +70,15 @@ func waitLine(t *testing.T, lines <-chan string, re, what string) {
 	}
 }
 
-// TestOutOfDescriptorsAcceptIsLogged: a west out of file descriptors
-// cannot accept; its clients wait in the backlog. Each kind of listener
-// says so in the log, at warn and naming the limit to raise, rather than
-// nothing (the http:// listener) or a debug line (the tunnel server and
-// the control port, through net/http); and each serves the clients that
-// waited once descriptors are free again, without a restart.
+// TestOutOfDescriptorsAcceptIsLogged: a west whose limit is lowered
+// below the descriptors it has open cannot accept, not even on the
+// descriptor each listener keeps in reserve to turn clients away
+// (internal/node's TestOutOfDescriptorsTurnsClientsAway); its clients
+// wait in the backlog. Each kind of listener says so in the log, at warn
+// and naming the limit to raise, rather than nothing (the http://
+// listener) or a debug line (the tunnel server and the control port,
+// through net/http); and each serves the clients that waited once
+// descriptors are free again, without a restart.
 func TestOutOfDescriptorsAcceptIsLogged(t *testing.T) {
 	tunnelAddr, proxyAddr, controlAddr := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
 	cfg := writeFile(t, "c.json", fmt.Sprintf(`{"west": {"nm": "n", "cp": "%[3]s"},

@@ -543,6 +543,16 @@ func (n *Node) openSocket(s *listener) error {
 	if err != nil {
 		return err
 	}
+	// Out of descriptors, a client is turned away at once. A listener
+	// that speaks plain HTTP answers 503. One under TLS closes the
+	// connection: an answer the client could read needs a handshake, and
+	// crypto/tls a net.Conn, which takes a descriptor more. A tcp://
+	// listener closes it too: its protocol is not west's to answer in.
+	var answer []byte
+	if _, raw := s.srv.(*proxy.TCP); s.tls == nil && !raw {
+		answer = outOfFiles
+	}
+	ln = sockio.ShedListener(ln, answer)
 	ln = &acceptLogger{Listener: ln, log: n.log.With("role", s.role, "name", s.name)}
 	ln = sockio.WrapListener(ln) // first, so that the wrappers below keep its connections
 	if s.role == "proxy" {
@@ -568,26 +578,45 @@ func (n *Node) openSocket(s *listener) error {
 	return nil
 }
 
+// outOfFiles is the answer of a listener that speaks plain HTTP to a
+// client it turns away for want of a file descriptor (see openSocket).
+var outOfFiles = func() []byte {
+	const body = "west: 503 Service Unavailable: the server is out of file descriptors\n"
+	return fmt.Appendf(nil, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"+
+		"Content-Length: %d\r\nConnection: close\r\nRetry-After: 1\r\n\r\n%s", len(body), body)
+}()
+
 // acceptLogger logs the errors its listener's Accept returns, at most one
 // a second with a count of those held back. The servers behind it wait
 // and retry, as net/http does, but say nothing, or only at debug: a west
 // out of file descriptors would leave its clients waiting in the backlog
-// with no word of why.
+// with no word of why, or, since it turns them away (sockio.ShedListener),
+// refuse them with none.
 type acceptLogger struct {
 	net.Listener
 	log     *slog.Logger
 	warnLog lograte.Limit
+	shed    atomic.Int64 // clients turned away since the last line
 }
 
 func (l *acceptLogger) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil && !errors.Is(err, net.ErrClosed) {
+		var shed *sockio.ShedError
+		if errors.As(err, &shed) {
+			l.shed.Add(int64(shed.Clients))
+		}
 		if ok, skipped := l.warnLog.Allow(); ok {
+			msg := "accept failed; clients wait until it succeeds"
 			args := []any{"err", err, "not_logged_since", skipped}
+			if n := l.shed.Swap(0); n > 0 {
+				msg = "accept failed; clients are turned away until it succeeds"
+				args = append(args, "turned_away", n)
+			}
 			if hint := sockio.LimitHint(err); hint != "" {
 				args = append(args, "hint", hint)
 			}
-			l.log.Warn("accept failed; clients wait until it succeeds", args...)
+			l.log.Warn(msg, args...)
 		}
 		if retryAccept(err) {
 			err = temporaryError{err}

@@ -122,7 +122,8 @@ func (t *TCP) Serve(ln net.Listener) error {
 			}
 			// Out of descriptors and the like: wait a little, as
 			// http.Server does, rather than spin. The node's listener
-			// logs the error, as it does for every listener.
+			// logs the error, as it does for every listener, and has
+			// turned away the clients waiting (sockio.ShedListener).
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			time.Sleep(delay)
 			continue

@@ -31,5 +31,7 @@
 //
 // LimitHint, for an accept or a dial that failed, names the system limit
 // that refused the socket, for the node, the far side and the tunnel
-// client alike.
+// client alike. ShedListener keeps a descriptor in reserve, so that a
+// listener out of them turns clients away at once rather than leave them
+// waiting unanswered (on Unix; elsewhere it does nothing).
 package sockio
