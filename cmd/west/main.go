@@ -27,6 +27,7 @@ import (
 	"github.com/west-tunnel/west/internal/config"
 	"github.com/west-tunnel/west/internal/node"
 	"github.com/west-tunnel/west/internal/procs"
+	"github.com/west-tunnel/west/internal/sdnotify"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -351,6 +352,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "west: %v\n", err)
 		return exitRuntime
 	}
+	// Under systemd's Type=notify: started once the listeners are open,
+	// and stopping from the signal on, through the drain.
+	tellSystemd(logger, sdnotify.Ready("running"))
+	defer context.AfterFunc(ctx, func() { tellSystemd(logger, sdnotify.Stopping()) })()
 	stopReloads := reloadOnHangup(ctx, n, logger, hup)
 	defer stopReloads()
 	defer procs.Start(logger)()
@@ -378,13 +383,18 @@ func reloadOnHangup(ctx context.Context, n *node.Node, logger *slog.Logger, hup 
 		for {
 			select {
 			case <-hup:
+				tellSystemd(logger, sdnotify.Reloading())
+				status := "running"
 				var partial *node.PartialError
 				switch err := n.ReloadFile(); {
 				case errors.As(err, &partial):
 					logger.Error("reload applied in part", "err", err)
+					status = "running; last reload applied in part: " + err.Error()
 				case err != nil:
 					logger.Error("reload rejected; the running configuration stays", "err", err)
+					status = "running; last reload rejected: " + err.Error()
 				}
+				tellSystemd(logger, sdnotify.Ready(status))
 			case <-ctx.Done():
 				return
 			case <-done:
@@ -393,6 +403,14 @@ func reloadOnHangup(ctx context.Context, n *node.Node, logger *slog.Logger, hup 
 		}
 	}()
 	return func() { close(done) }
+}
+
+// tellSystemd logs a notification systemd could not be sent: a unit of
+// Type=notify then waits for it, and times out.
+func tellSystemd(logger *slog.Logger, err error) {
+	if err != nil {
+		logger.Warn("could not notify systemd", "err", err)
+	}
 }
 
 func newLogger(w io.Writer, f *flags) *slog.Logger {

@@ -41,8 +41,9 @@ func serviceDirectives(t *testing.T, path string) map[string][]string {
 // TestSystemdUnit holds contrib/systemd/west.service to this command: its
 // ExecStart parses as west's flags; its ExecReload checks the same file
 // with "west check", which passes on a valid one, before sending the
-// SIGHUP that reloads (TestHangupWhileStartingIsKept); and it does not
-// restart west after the status of a configuration error.
+// SIGHUP that reloads (TestHangupWhileStartingIsKept); it waits for
+// west's notifications; and it does not restart west after the status of
+// a configuration error.
 func TestSystemdUnit(t *testing.T) {
 	const unit = "../../contrib/systemd/west.service"
 	d := serviceDirectives(t, unit)
@@ -82,6 +83,11 @@ func TestSystemdUnit(t *testing.T) {
 		t.Errorf("ExecReload's %q on an invalid file: exit %d, want a failure", m[1], code)
 	}
 
+	// west tells systemd when it is ready (TestSystemdNotify); a unit of
+	// another type would not wait for it, or would wait in vain.
+	if !slices.Equal(d["Type"], []string{"notify"}) {
+		t.Errorf("Type: %q, want notify", d["Type"])
+	}
 	if want := strconv.Itoa(exitConfig); !slices.Equal(d["RestartPreventExitStatus"], []string{want}) {
 		t.Errorf("RestartPreventExitStatus: %q, want %s, the status of a configuration error", d["RestartPreventExitStatus"], want)
 	}

@@ -1,0 +1,98 @@
+//go:build unix
+
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/west-tunnel/west/internal/testutil"
+)
+
+// TestSystemdNotify: run as a unit of Type=notify, west tells systemd on
+// NOTIFY_SOCKET that it is ready once its listeners are open, that it
+// reloads and how that ended, and that it stops, so that systemd neither
+// reports a start before west listens nor waits out its start timeout.
+func TestSystemdNotify(t *testing.T) {
+	dir, err := os.MkdirTemp("", "wn") // short: a socket's path has room for about 100 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: dir + "/notify", Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	next := func(what string) string {
+		t.Helper()
+		sock.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var b [4096]byte
+		n, err := sock.Read(b[:])
+		if err != nil {
+			t.Fatalf("no notification %s: %v", what, err)
+		}
+		return string(b[:n])
+	}
+
+	cp := testutil.FreeAddr(t)
+	good := fmt.Sprintf(`{"west": {"nm": "n", "cp": %q}}`, cp)
+	cfg := writeFile(t, "c.json", good)
+	t.Setenv("NOTIFY_SOCKET", dir+"/notify") // the child's, from this process's
+	cmd, log := startWest(t, "-c", cfg)
+	go func() {
+		for {
+			if _, err := log.ReadString('\n'); err != nil {
+				return
+			}
+		}
+	}()
+
+	if got := next("at start"); got != "READY=1\nSTATUS=running\n" {
+		t.Fatalf("at start: %q, want READY=1 and STATUS=running", got)
+	}
+	// Ready means listening: the control port answers at once.
+	resp, err := http.Get("http://" + cp + "/healthz")
+	if err != nil {
+		t.Fatalf("control port just after READY=1: %v", err)
+	}
+	resp.Body.Close()
+
+	reloadTo := func(conf, wantStatus string) {
+		t.Helper()
+		if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		if got := next("for the reload"); !regexp.MustCompile(`^RELOADING=1\n(MONOTONIC_USEC=[1-9][0-9]*\n)?$`).MatchString(got) {
+			t.Fatalf("on SIGHUP: %q, want RELOADING=1 (and MONOTONIC_USEC)", got)
+		}
+		got := next("after the reload")
+		if !strings.HasPrefix(got, "READY=1\nSTATUS=") || !strings.Contains(got, wantStatus) || strings.Count(got, "\n") != 2 {
+			t.Fatalf("after the reload: %q, want READY=1 and one STATUS line with %q", got, wantStatus)
+		}
+	}
+	reloadTo(`{"west": {}}`, "running; last reload rejected: ")
+	reloadTo(good, "STATUS=running\n")
+
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if got := next("on SIGTERM"); got != "STOPPING=1\nSTATUS=stopping\n" {
+		t.Errorf("on SIGTERM: %q, want STOPPING=1", got)
+	}
+	if err := <-exited; err != nil {
+		t.Errorf("west after SIGTERM: %v", err)
+	}
+}

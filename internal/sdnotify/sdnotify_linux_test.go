@@ -1,0 +1,78 @@
+package sdnotify
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"testing"
+	"time"
+)
+
+// listen makes a notification socket named name and points NOTIFY_SOCKET
+// at it; read returns the next datagram.
+func listen(t *testing.T, name string) (read func() string) {
+	t.Helper()
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	t.Setenv("NOTIFY_SOCKET", name)
+	return func() string {
+		t.Helper()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var b [1024]byte
+		n, err := c.Read(b[:])
+		if err != nil {
+			t.Fatalf("no notification: %v", err)
+		}
+		return string(b[:n])
+	}
+}
+
+// TestNotify: systemd names its socket by a path or, with a leading "@",
+// in the abstract namespace; a status is one line, since what followed a
+// newline would be read as a key of its own.
+func TestNotify(t *testing.T) {
+	for name, sock := range map[string]string{
+		"path":     t.TempDir() + "/n",
+		"abstract": fmt.Sprintf("@west-sdnotify-test-%d", os.Getpid()),
+	} {
+		t.Run(name, func(t *testing.T) {
+			read := listen(t, sock)
+			if err := Ready("reload rejected: line one\nREADY=0"); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := read(), "READY=1\nSTATUS=reload rejected: line one READY=0\n"; got != want {
+				t.Errorf("Ready: %q, want %q", got, want)
+			}
+			if err := Reloading(); err != nil {
+				t.Fatal(err)
+			}
+			if got := read(); !regexp.MustCompile(`^RELOADING=1\nMONOTONIC_USEC=[1-9][0-9]*\n$`).MatchString(got) {
+				t.Errorf("Reloading: %q, want RELOADING=1 and MONOTONIC_USEC", got)
+			}
+			if err := Stopping(); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := read(), "STOPPING=1\nSTATUS=stopping\n"; got != want {
+				t.Errorf("Stopping: %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// TestNotifyWithoutSystemd: outside a unit of Type=notify there is no
+// NOTIFY_SOCKET, and nothing to tell; a socket named but gone is an error
+// to log, since systemd would wait for the notification in vain.
+func TestNotifyWithoutSystemd(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "")
+	if err := Ready("running"); err != nil {
+		t.Errorf("without NOTIFY_SOCKET: %v, want nil", err)
+	}
+	t.Setenv("NOTIFY_SOCKET", t.TempDir()+"/gone")
+	if err := Ready("running"); err == nil {
+		t.Error("with NOTIFY_SOCKET naming no socket: nil, want an error")
+	}
+}
