@@ -183,8 +183,9 @@ func validPath(p string) bool {
 }
 
 // validServePath reports whether p can be the tunnel server's path: a
-// clean path of plain characters, since it becomes an http.ServeMux
-// pattern, which reads spaces, braces and escapes as syntax.
+// clean path of plain characters. The server answers a request whose
+// decoded path is p (node's onlyPath), which a p with an escape in it
+// could never be.
 func validServePath(p string) bool {
 	if !validPath(p) || strings.Contains(p, "%") {
 		return false

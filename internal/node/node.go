@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -277,10 +278,15 @@ func (n *Node) addTunnelServer(s *config.TunnelServer) error {
 
 // onlyPath serves h at path p alone. A ServeMux pattern ending in a slash
 // would take every path below it, so that the default "/" took any: a
-// client whose ea names the wrong path must be told, not connected.
+// client whose ea names the wrong path must be told, not connected. The
+// path is compared decoded, as ServeMux compares it, but an escaped slash
+// is no separator, as it is none for ServeMux: "/t%2Fx" is not "/t/x".
 func onlyPath(p string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != p {
+		// RawPath is set when the path was escaped otherwise than net/url
+		// would, which an escaped slash always is.
+		raw := r.URL.RawPath
+		if r.URL.Path != p || strings.Contains(raw, "%2F") || strings.Contains(raw, "%2f") {
 			http.Error(w, "no tunnel server at this path", http.StatusNotFound)
 			return
 		}

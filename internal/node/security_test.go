@@ -863,3 +863,31 @@ func TestTunnelServerPathIsExact(t *testing.T) {
 		})
 	}
 }
+
+// TestTunnelServerPathEscapedSlash: an escaped slash is no separator, so
+// "/t%2Fx" is a path of one segment, not the server's "/t/x", though
+// net/url decodes both to one Path. http.ServeMux, which served the path
+// before, told them apart; so must the server.
+func TestTunnelServerPathEscapedSlash(t *testing.T) {
+	g := startNode(t, `{"west": {"nm": "G"}, "wsts": {"sp": "ws://127.0.0.1:0/t/x"}}`, Options{})
+	client := &http.Client{Timeout: 10 * time.Second}
+	for _, c := range []struct {
+		path string
+		code int
+	}{
+		{"/t/x", http.StatusBadRequest}, // the server's: no upgrade asked for
+		{"/t/x?a=1", http.StatusBadRequest},
+		{"/%74/x", http.StatusBadRequest}, // an unreserved character escaped is the same
+		{"/t%2Fx", http.StatusNotFound},
+		{"/t%2fx", http.StatusNotFound},
+	} {
+		resp, err := client.Get("http://" + g.Addrs().Tunnel + c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.code {
+			t.Errorf("GET %s: %s, want %d", c.path, resp.Status, c.code)
+		}
+	}
+}
