@@ -133,6 +133,9 @@ type listener struct {
 	// ones the handler Reload can swap without closing the socket.
 	proxy   config.Proxy
 	handler *swapHandler
+	// brief is the proxy's error_detail "no" in force, which Reload may
+	// change on the same socket; its shed listener answers by it.
+	brief atomic.Bool
 }
 
 // New builds a node from cfg without opening any socket.
@@ -417,6 +420,7 @@ func (n *Node) buildProxy(p config.Proxy, clients map[string]*tunnel.Client) (*l
 	}
 	l.handler = &swapHandler{}
 	l.handler.h.Store(h)
+	l.brief.Store(p.BriefErrors)
 	l.srv = proxy.NewServer(l.handler.current, n.httpServer(l.handler))
 	l.after = func() { l.handler.current().Retire() }
 	return l, nil
@@ -550,13 +554,19 @@ func (n *Node) openSocket(s *listener) error {
 		return err
 	}
 	// Out of descriptors, a client is turned away at once. A listener
-	// that speaks plain HTTP answers 503. One under TLS closes the
-	// connection: an answer the client could read needs a handshake, and
-	// crypto/tls a net.Conn, which takes a descriptor more. A tcp://
-	// listener closes it too: its protocol is not west's to answer in.
-	var answer []byte
+	// that speaks plain HTTP answers 503, without why if its
+	// error_detail says so. One under TLS closes the connection: an
+	// answer the client could read needs a handshake, and crypto/tls a
+	// net.Conn, which takes a descriptor more. A tcp:// listener closes
+	// it too: its protocol is not west's to answer in.
+	var answer func() []byte
 	if _, raw := s.srv.(*proxy.TCP); s.tls == nil && !raw {
-		answer = outOfFiles
+		answer = func() []byte {
+			if s.brief.Load() {
+				return outOfFilesBrief
+			}
+			return outOfFiles
+		}
 	}
 	ln = sockio.ShedListener(ln, answer)
 	ln = &acceptLogger{Listener: ln, log: n.log.With("role", s.role, "name", s.name)}
@@ -585,12 +595,17 @@ func (n *Node) openSocket(s *listener) error {
 }
 
 // outOfFiles is the answer of a listener that speaks plain HTTP to a
-// client it turns away for want of a file descriptor (see openSocket).
-var outOfFiles = func() []byte {
-	const body = "west: 503 Service Unavailable: the server is out of file descriptors\n"
+// client it turns away for want of a file descriptor (see openSocket),
+// and outOfFilesBrief that of an http:// listener whose error_detail is
+// "no", which gives the status alone, as its other error answers do.
+var outOfFiles, outOfFilesBrief = serviceUnavailable(": the server is out of file descriptors"), serviceUnavailable("")
+
+// serviceUnavailable is a 503 answer whose body says why after the status.
+func serviceUnavailable(why string) []byte {
+	body := "west: 503 Service Unavailable" + why + "\n"
 	return fmt.Appendf(nil, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"+
 		"Content-Length: %d\r\nConnection: close\r\nRetry-After: 1\r\n\r\n%s", len(body), body)
-}()
+}
 
 // acceptLogger logs the errors its listener's Accept returns, at most one
 // a second with a count of those held back. The servers behind it wait

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -222,5 +223,80 @@ func runOutOfFiles(t *testing.T) {
 			fillers = nil
 			fmt.Println("freed")
 		}
+	}
+}
+
+// emfileListener is a real listening socket whose Accept fails, until it
+// is closed, as accept(2) does in a process out of descriptors; the
+// accept on the spare of sockio.ShedListener, which reads the socket
+// itself, succeeds.
+type emfileListener struct {
+	*net.TCPListener
+	closed atomic.Bool
+}
+
+func (l *emfileListener) Accept() (net.Conn, error) {
+	err := error(os.NewSyscallError("accept4", syscall.EMFILE))
+	if l.closed.Load() {
+		err = net.ErrClosed
+	}
+	return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: err}
+}
+
+func (l *emfileListener) Close() error {
+	l.closed.Store(true)
+	return l.TCPListener.Close()
+}
+
+// TestOutOfDescriptorsAnswerIsBrief: an http:// listener with
+// "error_detail": "no" turns a client away out of descriptors with the
+// status alone, as it gives its other error answers, and not why, which
+// would tell a client outside the operator's trust that its flood took
+// the last descriptor; a reload that changes error_detail, and keeps the
+// socket, changes the answer with it.
+func TestOutOfDescriptorsAnswerIsBrief(t *testing.T) {
+	conf := func(detail string) string {
+		return fmt.Sprintf(`{"west": {"nm": "n"}, "proxy": {"http://127.0.0.1:0": {"ea": "ws://127.0.0.1:9",
+			"error_detail": %q, "/": {"ou": "http://127.0.0.1:1/"}}}}`, detail)
+	}
+	n := startNode(t, conf("no"), Options{Listen: func(network, addr string) (net.Listener, error) {
+		ln, err := net.Listen(network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &emfileListener{TCPListener: ln.(*net.TCPListener)}, nil
+	}})
+	addr := n.Addrs().Proxies["http://127.0.0.1:0"]
+	turnedAway := func() string {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		// The servers wait up to a second between accepts that fail.
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("out of descriptors: %v, want a 503", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("out of descriptors: %s %q, want a 503", resp.Status, body)
+		}
+		return string(body)
+	}
+	if got, want := turnedAway(), "west: 503 Service Unavailable\n"; got != want {
+		t.Errorf(`error_detail "no": %q, want %q`, got, want)
+	}
+	if err := n.Reload(mustParse(t, conf("yes"))); err != nil {
+		t.Fatal(err)
+	}
+	if n.Addrs().Proxies["http://127.0.0.1:0"] != addr {
+		t.Fatal("the reload opened the listener anew")
+	}
+	if got := turnedAway(); !strings.Contains(got, "out of file descriptors") {
+		t.Errorf(`error_detail "yes": %q, want why`, got)
 	}
 }

@@ -18,12 +18,14 @@ import (
 // stays out: accept(2) fails with EMFILE or ENFILE for as long as that
 // lasts, and the servers behind the listener only wait and try again.
 // When Accept fails so, the listener frees its spare descriptor, accepts
-// on it each client waiting, writes answer to it (nothing, if empty) and
-// closes it, reserves the spare again, and returns a *ShedError.
+// on it each client waiting, writes what answer returns to it (nothing,
+// if answer is nil or returns nothing) and closes it, reserves the spare
+// again, and returns a *ShedError. Answer is called for each client, so
+// that what it says may change with the listener's configuration.
 //
 // It costs a descriptor per listener. A listener that is not a socket
 // (a test's) is returned as it is.
-func ShedListener(ln net.Listener, answer []byte) net.Listener {
+func ShedListener(ln net.Listener, answer func() []byte) net.Listener {
 	sc, ok := ln.(syscall.Conn)
 	if !ok {
 		return ln
@@ -40,7 +42,7 @@ func ShedListener(ln net.Listener, answer []byte) net.Listener {
 type shedListener struct {
 	net.Listener
 	raw    syscall.RawConn
-	answer []byte
+	answer func() []byte // nil for none
 	// lost says the spare could not be reserved again: another part of
 	// the process took the descriptor first, or a limit lowered below
 	// the descriptors open leaves none. The next Accept reserves it,
@@ -108,7 +110,11 @@ func (l *shedListener) shed() int {
 			if err != nil {
 				break // none waiting (EAGAIN), or the descriptor taken
 			}
-			l.turnAway(c)
+			var answer []byte
+			if l.answer != nil {
+				answer = l.answer()
+			}
+			turnAway(c, answer)
 			n++
 		}
 	})
@@ -117,11 +123,11 @@ func (l *shedListener) shed() int {
 }
 
 // turnAway answers the client of connection c and closes it.
-func (l *shedListener) turnAway(c int) {
+func turnAway(c int, answer []byte) {
 	// A BSD socket accepted takes its listener's O_NONBLOCK, Linux's not.
 	syscall.SetNonblock(c, true)
-	if len(l.answer) > 0 {
-		syscall.Write(c, l.answer) // fits an empty send buffer
+	if len(answer) > 0 {
+		syscall.Write(c, answer) // fits an empty send buffer
 	}
 	// What the client sent is read first: a socket closed with bytes
 	// unread is reset (RFC 2525, 2.17), and a reset may reach the

@@ -31,7 +31,7 @@ func TestShedListenerTurnsAway(t *testing.T) {
 		t.Fatal(err)
 	}
 	const answer = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-	ln := ShedListener(outOfFiles{inner.(*net.TCPListener)}, []byte(answer))
+	ln := ShedListener(outOfFiles{inner.(*net.TCPListener)}, func() []byte { return []byte(answer) })
 	defer ln.Close()
 	if _, err := ln.Accept(); !errors.Is(err, syscall.EMFILE) || errors.As(err, new(*ShedError)) {
 		t.Fatalf("no client waiting: %v, want EMFILE alone", err)
