@@ -151,13 +151,22 @@ func (l *shedListener) reserveLocked() {
 	if l.spare >= 0 || l.closed {
 		return
 	}
-	fd, err := syscall.Open("/dev/null", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	fd, err := openSpare()
 	if err != nil {
-		l.lost.Store(true)
+		// Lost for want of a descriptor, the spare is reserved again
+		// once one is free. Any other failure lasts (no /dev/null in a
+		// chroot, a sandbox that forbids it): tried again by each
+		// connection accepted, it would cost each a system call.
+		l.lost.Store(errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE))
 		return
 	}
 	l.spare = fd
 	l.lost.Store(false)
+}
+
+// openSpare opens a descriptor to keep in reserve.
+var openSpare = func() (int, error) {
+	return syscall.Open("/dev/null", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 }
 
 // Close closes the listener and frees its spare.

@@ -68,3 +68,52 @@ func TestShedListenerTurnsAway(t *testing.T) {
 		}
 	}
 }
+
+// TestShedListenerSpareThatCannotBeOpened: a spare lost for want of a
+// descriptor is reserved again by the next Accept that succeeds, when one
+// is free; one that cannot be opened for another reason (no /dev/null in
+// a chroot, a sandbox that forbids it) is not tried again for each
+// connection accepted, which would cost every connection a lock and a
+// system call.
+func TestShedListenerSpareThatCannotBeOpened(t *testing.T) {
+	defer func(f func() (int, error)) { openSpare = f }(openSpare)
+	for _, tt := range []struct {
+		err   syscall.Errno
+		fails int // the opens that fail, before one succeeds
+		tries int // of openSpare, for the listener and three connections
+	}{
+		{syscall.EMFILE, 1, 2},
+		{syscall.ENFILE, 2, 3},
+		{syscall.ENOENT, 3, 1},
+		{syscall.EACCES, 3, 1},
+	} {
+		tries := 0
+		openSpare = func() (int, error) {
+			if tries++; tries <= tt.fails {
+				return -1, tt.err
+			}
+			return syscall.Open("/dev/null", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		}
+		inner, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln := ShedListener(inner, nil)
+		for range 3 {
+			c, err := net.Dial("tcp", inner.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+			a, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.Close()
+		}
+		ln.Close()
+		if tries != tt.tries {
+			t.Errorf("spare failing with %v: opened %d times, want %d", tt.err, tries, tt.tries)
+		}
+	}
+}
