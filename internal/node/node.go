@@ -612,17 +612,26 @@ func serviceUnavailable(why string) []byte {
 // and retry, as net/http does, but say nothing, or only at debug: a west
 // out of file descriptors would leave its clients waiting in the backlog
 // with no word of why, or, since it turns them away (sockio.ShedListener),
-// refuse them with none.
+// refuse them with none. The first accept that succeeds after failures
+// says so, with the clients turned away that no line has counted yet.
 type acceptLogger struct {
 	net.Listener
 	log     *slog.Logger
 	warnLog lograte.Limit
 	shed    atomic.Int64 // clients turned away since the last line
+	failed  atomic.Int64 // accepts failed since the last that succeeded
 }
 
 func (l *acceptLogger) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
-	if err != nil && !errors.Is(err, net.ErrClosed) {
+	if err == nil {
+		if l.failed.Load() != 0 {
+			l.recovered()
+		}
+		return c, nil
+	}
+	if !errors.Is(err, net.ErrClosed) {
+		l.failed.Add(1)
 		var shed *sockio.ShedError
 		if errors.As(err, &shed) {
 			l.shed.Add(int64(shed.Clients))
@@ -644,6 +653,15 @@ func (l *acceptLogger) Accept() (net.Conn, error) {
 		}
 	}
 	return c, err
+}
+
+// recovered logs the end of a run of failed accepts.
+func (l *acceptLogger) recovered() {
+	args := []any{"failed", l.failed.Swap(0)}
+	if n := l.shed.Swap(0); n > 0 {
+		args = append(args, "turned_away", n)
+	}
+	l.log.Info("accepting again", args...)
 }
 
 // retryAccept reports whether err, from accept(2), passes as EMFILE does,

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -155,6 +156,10 @@ func TestOutOfDescriptorsTurnsClientsAway(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || string(body) != "ok" {
 		t.Errorf("http:// listener, descriptors free again: %s %q", resp.Status, body)
+	}
+	// And the listener says it has recovered, with how many failed.
+	if rest := await(`level=INFO msg="accepting again" ` + turnedAway["http"]); !regexp.MustCompile(`failed=[1-9]`).MatchString(rest) {
+		t.Errorf("http:// listener's line on accepting again: %q, want the count of accepts that failed", rest)
 	}
 	c, err = net.Dial("tcp", addrs["tcp"])
 	if err != nil {
