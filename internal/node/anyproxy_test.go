@@ -254,15 +254,7 @@ func TestWebSocketUpgrade(t *testing.T) {
 		defer c.Close()
 		// Greet first, so a message flows backend to client unprompted.
 		c.WriteMessage(websocket.TextMessage, []byte("hello "+r.URL.Path))
-		for {
-			typ, msg, err := c.ReadMessage()
-			if err != nil {
-				return
-			}
-			if err := c.WriteMessage(typ, append([]byte("echo "), msg...)); err != nil {
-				return
-			}
-		}
+		echoMessages(c)
 	}))
 	defer be.Close()
 	forHops(t, func(t *testing.T, hops int) {

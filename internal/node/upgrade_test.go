@@ -66,6 +66,12 @@ func wsEcho(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer c.Close()
+	echoMessages(c)
+}
+
+// echoMessages answers each message on c with "echo " and the message,
+// until c fails.
+func echoMessages(c *websocket.Conn) {
 	for {
 		typ, msg, err := c.ReadMessage()
 		if err != nil {
@@ -465,15 +471,7 @@ func TestUpgradeHopByHopHeaders(t *testing.T) {
 			return
 		}
 		defer c.Close()
-		for {
-			typ, msg, err := c.ReadMessage()
-			if err != nil {
-				return
-			}
-			if err := c.WriteMessage(typ, append([]byte("echo "), msg...)); err != nil {
-				return
-			}
-		}
+		echoMessages(c)
 	}))
 	defer be.Close()
 	upgradeShapes(t, be.URL+"/", func(t *testing.T, entry string) {
