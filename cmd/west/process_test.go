@@ -25,6 +25,9 @@ func TestMain(m *testing.M) {
 		main()
 		return
 	}
+	// The tests' wests, in this process or started from it, must not
+	// tell a systemd that runs the tests that it is ready or stopping.
+	os.Unsetenv("NOTIFY_SOCKET")
 	os.Exit(m.Run())
 }
 

@@ -23,6 +23,9 @@ import (
 var westBin string
 
 func TestMain(m *testing.M) {
+	// The wests these tests start must not tell a systemd that runs the
+	// tests that they are ready or stopping.
+	os.Unsetenv("NOTIFY_SOCKET")
 	dir, err := os.MkdirTemp("", "west-e2e")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
