@@ -1,8 +1,6 @@
 package control
 
 import (
-	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -248,47 +246,5 @@ func TestMetricsPeerNameNotUTF8(t *testing.T) {
 	}
 	if !strings.Contains(body, "peer=\"L\ufffd\"") {
 		t.Errorf("no series names the peer as L\ufffd")
-	}
-}
-
-// TestAlertRulesNameRealMetrics: every west_ metric the example alerting
-// rules in contrib/prometheus use is one Metrics exports, with the labels
-// they group by, once each kind of event has happened.
-func TestAlertRulesNameRealMetrics(t *testing.T) {
-	rules, err := os.ReadFile("../../contrib/prometheus/west-alerts.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := NewMetrics()
-	m.WatchHealth(func() int { return 0 })
-	m.TunnelUp(1, RoleClient, "ws://G", func() TunnelStats { return TunnelStats{} })
-	m.TunnelDown(1)
-	m.ObserveRequest("http://127.0.0.1:1", "/", 502, time.Millisecond)
-	m.DialFailed("dial_failed")
-	m.TunnelRefused()
-	m.TunnelShed()
-	m.TunnelTLSFailed()
-	m.ObserveTCP("tcp://127.0.0.1:2")
-	body := scrape(t, m)
-
-	used := regexp.MustCompile(`\bwest_[a-z_]+`).FindAllString(string(rules), -1)
-	if len(used) < 5 {
-		t.Fatalf("the rules use %d west_ metrics: %q", len(used), used)
-	}
-	for _, name := range used {
-		if _, ok := sample(body, name); !ok {
-			t.Errorf("the rules use %s, which /metrics does not export", name)
-		}
-	}
-	for _, by := range regexp.MustCompile(`by \(([^)]*)\) \(rate\((west_[a-z_]+)`).FindAllStringSubmatch(string(rules), -1) {
-		for label := range strings.SplitSeq(by[1], ",") {
-			label = strings.TrimSpace(label)
-			if label == "instance" {
-				continue // Prometheus adds it
-			}
-			if _, ok := sample(body, by[2], label+`="`); !ok {
-				t.Errorf("the rules group %s by %q, a label it does not have", by[2], label)
-			}
-		}
 	}
 }
