@@ -35,6 +35,7 @@ type Metrics struct {
 	refused      prometheus.Counter
 	tlsFailed    prometheus.Counter
 	shed         prometheus.Counter
+	certExpiry   *prometheus.GaugeVec
 
 	// maxIdle bounds how many (role, peer) series without a live tunnel are
 	// kept: a tunnel server may see any number of peer names over time.
@@ -120,13 +121,17 @@ func NewMetrics() *Metrics {
 			Name: "west_udp_datagrams_dropped_total",
 			Help: "UDP datagrams dropped, by udp:// listener and reason; listener is empty for those of a peer's flows this west sent to their targets.",
 		}, []string{"listener", "reason"}),
+		certExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "west_certificate_expiry_timestamp_seconds",
+			Help: "When each certificate this west presents (the wss:// tunnel server's, a tunnel client's) expires, in Unix seconds, by its config key and file: as loaded at start or at the last reload.",
+		}, []string{"key", "file"}),
 		requestSeries: make(map[requestKey]requestSeries),
 		maxIdle:       DefaultMaxIdlePeers,
 		live:          make(map[any]liveTunnel),
 		series:        make(map[tunnelKey]*series),
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.dialFailures, m.tcpConns, m.udpDropped, m.refused, m.tlsFailed, m.shed,
-		tunnelCollector{m},
+		m.certExpiry, tunnelCollector{m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -345,6 +350,27 @@ func (m *Metrics) TunnelShed() {
 		return
 	}
 	m.shed.Inc()
+}
+
+// CertInForce is a certificate west presents: the config key that names
+// its file, the file, and when it expires.
+type CertInForce struct {
+	Key, File string
+	NotAfter  time.Time
+}
+
+// CertificatesInForce exports when each of certs expires, in place of
+// those set before: west loads its certificates at start and at each
+// reload, and warns of one near its end only then, which an alert on
+// this sees coming however long west runs.
+func (m *Metrics) CertificatesInForce(certs []CertInForce) {
+	if m == nil {
+		return
+	}
+	m.certExpiry.Reset()
+	for _, c := range certs {
+		m.certExpiry.WithLabelValues(c.Key, c.File).Set(float64(c.NotAfter.Unix()))
+	}
 }
 
 // WatchHealth exports problems, read at each scrape, as the gauge

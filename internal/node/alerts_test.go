@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/west-tunnel/west/internal/testutil"
 )
 
 // alertRulesFile holds the alerting rules shipped for operators.
@@ -199,10 +201,12 @@ func TestAlertRulesMatchMetrics(t *testing.T) {
 	if code, _ := fetch(t, client, base+"/pa"); code != 503 {
 		t.Fatalf("request before L connects: %d, want 503", code)
 	}
+	// And a lazy client that presents a certificate, for its expiry.
+	cert, key := testutil.SelfSigned(t, "alerts.L", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
 	l, _ := runNode(t, fmt.Sprintf(`{
 		"west": {"nm": "ws://alerts.L", "cp": "127.0.0.1:0"},
-		"wstc": {"ws://%s": {}}
-	}`, g.Addrs().Tunnel), Options{})
+		"wstc": {"ws://%s": {}, "wss://127.0.0.1:9": {"ee": "no", "cert_file": %q, "key_file": %q}}
+	}`, g.Addrs().Tunnel, cert, key), Options{})
 	waitUp(t, g, "ws://alerts.L")
 	if code, _ := fetch(t, client, base+"/pa"); code != 200 {
 		t.Fatalf("request through the tunnel: %d, want 200", code)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/west-tunnel/west/internal/config"
+	"github.com/west-tunnel/west/internal/control"
 )
 
 // certSoon is how far ahead a certificate's end is worth a warning: time
@@ -20,13 +21,10 @@ const certSoon = 14 * 24 * time.Hour
 // here: starting, reloading and `west check` refuse it.
 func CertWarnings(cfg *config.Config, now time.Time) []string {
 	var out []string
-	check := func(key, file string) {
-		if file == "" {
-			return
-		}
-		c, err := leafCert(file)
+	for _, pc := range presentedCerts(cfg) {
+		c, err := leafCert(pc.file)
 		if err != nil {
-			return
+			continue
 		}
 		var problem string
 		switch {
@@ -37,17 +35,43 @@ func CertWarnings(cfg *config.Config, now time.Time) []string {
 		case c.NotAfter.Sub(now) < certSoon:
 			problem = fmt.Sprintf("expires in %s, on %s; peers will refuse it from then: renew it", daysLeft(c.NotAfter.Sub(now)), c.NotAfter.UTC().Format(time.DateTime+" MST"))
 		default:
-			return
+			continue
 		}
-		out = append(out, fmt.Sprintf("%s %s: the certificate for %q %s", key, file, c.Subject.CommonName, problem))
-	}
-	if s := cfg.Server; s != nil && s.URL.Scheme == "wss" {
-		check("wsts.tls_cert_file", s.TLSCertFile)
-	}
-	for _, c := range cfg.Clients {
-		check(fmt.Sprintf("wstc[%q].cert_file", c.URL.String()), c.CertFile)
+		out = append(out, fmt.Sprintf("%s %s: the certificate for %q %s", pc.key, pc.file, c.Subject.CommonName, problem))
 	}
 	return out
+}
+
+// presentedCert is a certificate file cfg has west present, with the
+// config key that names it.
+type presentedCert struct{ key, file string }
+
+// presentedCerts lists the certificates cfg has west present: the wss://
+// tunnel server's, and each tunnel client's.
+func presentedCerts(cfg *config.Config) []presentedCert {
+	var out []presentedCert
+	if s := cfg.Server; s != nil && s.URL.Scheme == "wss" && s.TLSCertFile != "" {
+		out = append(out, presentedCert{"wsts.tls_cert_file", s.TLSCertFile})
+	}
+	for _, c := range cfg.Clients {
+		if c.CertFile != "" {
+			out = append(out, presentedCert{fmt.Sprintf("wstc[%q].cert_file", c.URL.String()), c.CertFile})
+		}
+	}
+	return out
+}
+
+// recordCerts exports when each certificate cfg presents expires
+// (west_certificate_expiry_timestamp_seconds), as loaded now, at start or
+// at a reload: CertWarnings speaks only then.
+func (n *Node) recordCerts(cfg *config.Config) {
+	var certs []control.CertInForce
+	for _, pc := range presentedCerts(cfg) {
+		if c, err := leafCert(pc.file); err == nil {
+			certs = append(certs, control.CertInForce{Key: pc.key, File: pc.file, NotAfter: c.NotAfter})
+		}
+	}
+	n.metrics.CertificatesInForce(certs)
 }
 
 // leafCert parses the first certificate of a PEM file: the one presented.

@@ -3,6 +3,8 @@ package node
 import (
 	"fmt"
 	"log/slog"
+	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -50,5 +52,61 @@ func TestCertWarnings(t *testing.T) {
 	}
 	if out := log.String(); strings.Count(out, "level=WARN msg=\"certificate ") != 3 {
 		t.Errorf("node log:\n%s\nwant the three warnings", out)
+	}
+}
+
+// TestCertificateExpiryMetric: /metrics says when each certificate west
+// presents expires, as loaded at start and at each reload, so that an
+// alert sees the end coming however long west runs; CertWarnings speaks
+// only at start and reload. A certificate renewed on disk shows once a
+// reload has loaded it, and one a reload takes away leaves.
+func TestCertificateExpiryMetric(t *testing.T) {
+	now := time.Now().Truncate(time.Second)
+	day := 24 * time.Hour
+	server, serverKey := testutil.SelfSigned(t, "server", now.Add(-day), now.Add(30*day))
+	client, clientKey := testutil.SelfSigned(t, "client", now.Add(-day), now.Add(40*day))
+	conf := func(withClient bool) string {
+		wstc := ""
+		if withClient {
+			wstc = fmt.Sprintf(`, "wstc": {"wss://127.0.0.1:9": {"ee": "no", "cert_file": %q, "key_file": %q}}`, client, clientKey)
+		}
+		return fmt.Sprintf(`{"west": {"nm": "n", "cp": "127.0.0.1:0"},
+			"wsts": {"sp": "wss://127.0.0.1:0", "tls_cert_file": %q, "tls_key_file": %q}%s}`, server, serverKey, wstc)
+	}
+	n := startNode(t, conf(true), Options{})
+	httpClient := &http.Client{Timeout: 5 * time.Second}
+	expiry := func(key string) (float64, int) {
+		_, body := fetch(t, httpClient, "http://"+n.Addrs().Control+"/metrics")
+		return metric(body, "west_certificate_expiry_timestamp_seconds", `key="`+key+`"`)
+	}
+	clientKeyLabel := `wstc[\"wss://127.0.0.1:9\"].cert_file` // as the text format escapes it
+	for key, want := range map[string]time.Time{"wsts.tls_cert_file": now.Add(30 * day), clientKeyLabel: now.Add(40 * day)} {
+		if got, k := expiry(key); k != 1 || got != float64(want.Unix()) {
+			t.Errorf("%s: %v (%d series), want %d", key, got, k, want.Unix())
+		}
+	}
+
+	// Renewed on disk: the metric follows once a reload loads it.
+	renewed, renewedKey := testutil.SelfSigned(t, "server", now.Add(-day), now.Add(90*day))
+	for from, to := range map[string]string{renewed: server, renewedKey: serverKey} {
+		b, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(to, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, _ := expiry("wsts.tls_cert_file"); got != float64(now.Add(30*day).Unix()) {
+		t.Errorf("renewed on disk, before a reload: %v, want the certificate in force, %d", got, now.Add(30*day).Unix())
+	}
+	if err := n.Reload(mustParse(t, conf(false))); err != nil {
+		t.Fatal(err)
+	}
+	if got, k := expiry("wsts.tls_cert_file"); k != 1 || got != float64(now.Add(90*day).Unix()) {
+		t.Errorf("after the reload: %v (%d series), want the renewed certificate's end, %d", got, k, now.Add(90*day).Unix())
+	}
+	if _, k := expiry(clientKeyLabel); k != 0 {
+		t.Errorf("the tunnel client the reload removed still has %d series", k)
 	}
 }

@@ -186,6 +186,7 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 		n.addServer("control", cfg.West.ControlAddr, cfg.West.ControlAddr, n.controlHandler(), nil)
 	}
 	n.warnConfig(cfg)
+	n.recordCerts(cfg)
 	return n, nil
 }
 

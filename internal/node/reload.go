@@ -319,6 +319,7 @@ func (n *Node) Reload(cfg *config.Config) (err error) {
 	}
 	n.clients, n.servers, n.cfg, n.unopened = clients, servers, cfg, unopened
 	n.warnConfig(cfg)
+	n.recordCerts(cfg)
 	n.log.Info("configuration reloaded",
 		"listeners_started", len(starts)-len(errs), "listeners_failed", len(errs),
 		"listeners_stopped", len(stops), "listeners_rerouted", len(swaps),
