@@ -15,7 +15,16 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 )
+
+// writeTimeout bounds the sending of a notification. A datagram to a
+// socket whose queue is full waits for room (net.unix.max_dgram_qlen
+// datagrams): a systemd too busy to read, or a NOTIFY_SOCKET that names
+// a socket no one reads, would hold west with it: at start, before it
+// serves, or at a reload, and every reload after it. Given up, the
+// notification is logged as not sent, as when the socket is gone.
+var writeTimeout = 5 * time.Second
 
 // Notify sends state, lines such as "READY=1", to systemd. Without
 // NOTIFY_SOCKET (west not run by systemd, or not as Type=notify) it does
@@ -32,6 +41,7 @@ func Notify(state ...string) error {
 		return fmt.Errorf("tell systemd %q: %w", state, err)
 	}
 	defer c.Close()
+	c.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if _, err := c.Write([]byte(strings.Join(state, "\n") + "\n")); err != nil {
 		return fmt.Errorf("tell systemd %q: %w", state, err)
 	}

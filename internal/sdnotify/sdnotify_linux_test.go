@@ -1,6 +1,7 @@
 package sdnotify
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -74,5 +75,42 @@ func TestNotifyWithoutSystemd(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", t.TempDir()+"/gone")
 	if err := Ready("running"); err == nil {
 		t.Error("with NOTIFY_SOCKET naming no socket: nil, want an error")
+	}
+}
+
+// TestNotifyToAFullSocket: a datagram to a socket whose queue is full
+// waits for room; a systemd that does not read, or a NOTIFY_SOCKET no
+// one reads, must not hold west, which sends READY=1 before it serves.
+func TestNotifyToAFullSocket(t *testing.T) {
+	name := t.TempDir() + "/full"
+	listen(t, name) // and never read
+	fill, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fill.Close()
+	for i := 0; ; i++ {
+		fill.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+		if _, err := fill.Write([]byte("WATCHDOG=1\n")); errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if i == 100_000 {
+			t.Fatal("the socket's queue never filled")
+		}
+	}
+
+	defer func(d time.Duration) { writeTimeout = d }(writeTimeout)
+	writeTimeout = 100 * time.Millisecond
+	done := make(chan error, 1)
+	go func() { done <- Ready("running") }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("to a full socket: %v, want a timeout", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("to a full socket: Notify still blocked after 10s") // it ends with the socket, closed at cleanup
 	}
 }
