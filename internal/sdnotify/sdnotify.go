@@ -16,6 +16,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // writeTimeout bounds the sending of a notification. A datagram to a
@@ -60,10 +61,31 @@ func Reloading() error { return Notify(reloading()...) }
 // Stopping says west drains and will exit.
 func Stopping() error { return Notify("STOPPING=1", "STATUS=stopping") }
 
+// maxDatagram is the longest notification systemd reads
+// (NOTIFY_BUFFER_MAX, PIPE_BUF): it drops a longer one whole, READY=1
+// with it, and a unit of Type=notify then waits for it in vain.
+const maxDatagram = 4096
+
 func withStatus(status string, lines ...string) []string {
-	if status != "" {
-		// One line: what follows a newline would be read as a key.
-		lines = append(lines, "STATUS="+strings.ReplaceAll(status, "\n", " "))
+	if status == "" {
+		return lines
 	}
-	return lines
+	// One line: what follows a newline, or a carriage return, at which
+	// systemd splits too, would be read as a key.
+	status = strings.NewReplacer("\n", " ", "\r", " ").Replace(status)
+	// Short enough for the datagram to be read: a reload that failed for
+	// many listeners has a line of error for each. Cut between
+	// characters: systemd ignores a status that is not UTF-8.
+	room := maxDatagram - len("STATUS=\n")
+	for _, l := range lines {
+		room -= len(l) + len("\n")
+	}
+	if len(status) > room {
+		cut := room - len("…")
+		for cut > 0 && !utf8.RuneStart(status[cut]) {
+			cut--
+		}
+		status = status[:cut] + "…"
+	}
+	return append(lines, "STATUS="+status)
 }

@@ -6,8 +6,10 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // listen makes a notification socket named name and points NOTIFY_SOCKET
@@ -23,7 +25,7 @@ func listen(t *testing.T, name string) (read func() string) {
 	return func() string {
 		t.Helper()
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		var b [1024]byte
+		var b [8192]byte
 		n, err := c.Read(b[:])
 		if err != nil {
 			t.Fatalf("no notification: %v", err)
@@ -112,5 +114,27 @@ func TestNotifyToAFullSocket(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("to a full socket: Notify still blocked after 10s") // it ends with the socket, closed at cleanup
+	}
+}
+
+// TestNotifyStatusAsSystemdReadsIt: systemd splits a notification at
+// carriage returns as at newlines, and drops one longer than 4096 bytes
+// whole, READY=1 with it: the errors of a reload that failed for many
+// listeners make a status that long.
+func TestNotifyStatusAsSystemdReadsIt(t *testing.T) {
+	read := listen(t, t.TempDir()+"/n")
+	if err := Ready("rejected\rSTOPPING=1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := read(), "READY=1\nSTATUS=rejected STOPPING=1\n"; got != want {
+		t.Errorf("a status with a carriage return: %q, want %q", got, want)
+	}
+	long := strings.Repeat("é", 3000) // cut where a character is not whole
+	if err := Ready(long); err != nil {
+		t.Fatal(err)
+	}
+	got := read()
+	if len(got) > 4096 || !strings.HasPrefix(got, "READY=1\nSTATUS=éé") || !strings.HasSuffix(got, "…\n") || !utf8.ValidString(got) {
+		t.Errorf("a status of %d bytes: %d bytes, %q...%q; want READY=1 and the status cut, as UTF-8, to fit 4096", len(long), len(got), got[:min(len(got), 40)], got[max(0, len(got)-20):])
 	}
 }
