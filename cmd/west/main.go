@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -354,9 +355,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	// Under systemd's Type=notify: started once the listeners are open,
 	// and stopping from the signal on, through the drain.
-	tellSystemd(logger, sdnotify.Ready("running"))
-	defer context.AfterFunc(ctx, func() { tellSystemd(logger, sdnotify.Stopping()) })()
-	stopReloads := reloadOnHangup(ctx, n, logger, hup)
+	sd := &notifier{log: logger}
+	sd.ready("running")
+	defer context.AfterFunc(ctx, sd.stopping)()
+	stopReloads := reloadOnHangup(ctx, n, sd, hup)
 	defer stopReloads()
 	defer procs.Start(logger)()
 	if err := n.Run(ctx); err != nil {
@@ -370,7 +372,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // when n runs (one that came while it started included) until ctx ends or
 // the returned function is called. A bad file is logged and the running
 // configuration stays; a listener that cannot be opened is logged too.
-func reloadOnHangup(ctx context.Context, n *node.Node, logger *slog.Logger, hup chan os.Signal) func() {
+// Each reload is told to systemd through sd.
+func reloadOnHangup(ctx context.Context, n *node.Node, sd *notifier, hup chan os.Signal) func() {
+	logger := sd.log
 	done := make(chan struct{})
 	go func() {
 		select {
@@ -383,7 +387,7 @@ func reloadOnHangup(ctx context.Context, n *node.Node, logger *slog.Logger, hup 
 		for {
 			select {
 			case <-hup:
-				tellSystemd(logger, sdnotify.Reloading())
+				sd.reloading()
 				status := "running"
 				var partial *node.PartialError
 				switch err := n.ReloadFile(); {
@@ -394,7 +398,7 @@ func reloadOnHangup(ctx context.Context, n *node.Node, logger *slog.Logger, hup 
 					logger.Error("reload rejected; the running configuration stays", "err", err)
 					status = "running; last reload rejected: " + err.Error()
 				}
-				tellSystemd(logger, sdnotify.Ready(status))
+				sd.ready(status)
 			case <-ctx.Done():
 				return
 			case <-done:
@@ -405,11 +409,41 @@ func reloadOnHangup(ctx context.Context, n *node.Node, logger *slog.Logger, hup 
 	return func() { close(done) }
 }
 
-// tellSystemd logs a notification systemd could not be sent: a unit of
-// Type=notify then waits for it, and times out.
-func tellSystemd(logger *slog.Logger, err error) {
-	if err != nil {
-		logger.Warn("could not notify systemd", "err", err)
+// notifier tells systemd, under Type=notify, how west is doing
+// (sdnotify), one notification at a time, and none after STOPPING=1. A
+// reload under way when the signal to stop comes, or one whose signal
+// came with it (the reloads' select picks either), would send its
+// READY=1 after it; and systemd, which keeps the last of READY=1,
+// RELOADING=1 and STOPPING=1 it was told for when a reload's ExecReload
+// ends, would go back to running a west that drains and exits.
+type notifier struct {
+	log *slog.Logger
+
+	mu      sync.Mutex // held while a notification is sent
+	stopped bool       // STOPPING=1 sent
+}
+
+// ready says west serves, with status for systemctl status.
+func (sd *notifier) ready(status string) {
+	sd.send(func() error { return sdnotify.Ready(status) }, false)
+}
+
+// reloading says a reload begins; ready ends it.
+func (sd *notifier) reloading() { sd.send(sdnotify.Reloading, false) }
+
+// stopping says west drains and will exit; nothing is sent after it.
+func (sd *notifier) stopping() { sd.send(sdnotify.Stopping, true) }
+
+func (sd *notifier) send(notify func() error, last bool) {
+	sd.mu.Lock()
+	defer sd.mu.Unlock()
+	if sd.stopped {
+		return
+	}
+	sd.stopped = last
+	if err := notify(); err != nil {
+		// A unit of Type=notify then waits for it, and times out.
+		sd.log.Warn("could not notify systemd", "err", err)
 	}
 }
 

@@ -4,6 +4,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -94,5 +95,45 @@ func TestSystemdNotify(t *testing.T) {
 	}
 	if err := <-exited; err != nil {
 		t.Errorf("west after SIGTERM: %v", err)
+	}
+}
+
+// TestNothingAfterStopping: a reload under way when the signal to stop
+// comes, or one whose signal came with it, sent its RELOADING=1 or
+// READY=1 after STOPPING=1; and the READY=1 undid it: systemd, which
+// keeps the last of them for when a reload's ExecReload ends, would go
+// back to running a west that drains and exits.
+func TestNothingAfterStopping(t *testing.T) {
+	dir, err := os.MkdirTemp("", "wn") // short: a socket's path has room for about 100 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: dir + "/notify", Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	t.Setenv("NOTIFY_SOCKET", dir+"/notify")
+
+	sd := &notifier{log: slog.New(slog.DiscardHandler)}
+	sd.reloading()
+	sd.stopping()
+	sd.ready("running; last reload rejected: reload: west is stopping")
+	sd.reloading()
+	sd.stopping()
+	var got []string
+	for {
+		// What was sent is queued already: the wait is for nothing.
+		sock.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		var b [4096]byte
+		k, err := sock.Read(b[:])
+		if err != nil {
+			break
+		}
+		got = append(got, string(b[:k]))
+	}
+	if len(got) != 2 || !strings.HasPrefix(got[0], "RELOADING=1\n") || got[1] != "STOPPING=1\nSTATUS=stopping\n" {
+		t.Errorf("a reload, then a stop, then the reload's end and another of each: %q, want RELOADING=1, then STOPPING=1 alone", got)
 	}
 }
