@@ -614,13 +614,17 @@ func serviceUnavailable(why string) []byte {
 // out of file descriptors would leave its clients waiting in the backlog
 // with no word of why, or, since it turns them away (sockio.ShedListener),
 // refuse them with none. The first accept that succeeds after failures
-// says so, with the clients turned away that no line has counted yet.
+// says so, with the clients turned away that no line has counted yet, at
+// most once a second too: at its descriptor limit, a listener fails and
+// succeeds in turn, as often as every 5ms. One held back is logged by an
+// accept that succeeds a second or more after the last.
 type acceptLogger struct {
 	net.Listener
-	log     *slog.Logger
-	warnLog lograte.Limit
-	shed    atomic.Int64 // clients turned away since the last line
-	failed  atomic.Int64 // accepts failed since the last that succeeded
+	log      *slog.Logger
+	warnLog  lograte.Limit
+	againLog lograte.Limit
+	shed     atomic.Int64 // clients turned away since the last line
+	failed   atomic.Int64 // accepts failed since the last "accepting again"
 }
 
 func (l *acceptLogger) Accept() (net.Conn, error) {
@@ -656,8 +660,12 @@ func (l *acceptLogger) Accept() (net.Conn, error) {
 	return c, err
 }
 
-// recovered logs the end of a run of failed accepts.
+// recovered logs the end of a run of failed accepts, or of those since
+// the last line that said so, if a line may pass.
 func (l *acceptLogger) recovered() {
+	if ok, _ := l.againLog.Allow(); !ok {
+		return
+	}
 	args := []any{"failed", l.failed.Swap(0)}
 	if n := l.shed.Swap(0); n > 0 {
 		args = append(args, "turned_away", n)
