@@ -53,6 +53,9 @@ type Metrics struct {
 	live   map[any]liveTunnel    // by the id given to TunnelUp
 	series map[tunnelKey]*series // every (role, peer) kept
 	downs  uint64                // TunnelDown calls, to order series by their last one
+
+	certMu sync.Mutex         // guards certs
+	certs  map[[2]string]bool // (key, file) of each series of certExpiry
 }
 
 type tunnelKey struct{ role, peer string }
@@ -367,10 +370,23 @@ func (m *Metrics) CertificatesInForce(certs []CertInForce) {
 	if m == nil {
 		return
 	}
-	m.certExpiry.Reset()
+	m.certMu.Lock()
+	defer m.certMu.Unlock()
+	// The new first, then the old that are gone: a scrape between a
+	// Reset and the new values would see none, and mark each series
+	// stale, which ends an alert on it for the next scrape to raise
+	// again.
+	inForce := make(map[[2]string]bool, len(certs))
 	for _, c := range certs {
+		inForce[[2]string{c.Key, c.File}] = true
 		m.certExpiry.WithLabelValues(c.Key, c.File).Set(float64(c.NotAfter.Unix()))
 	}
+	for k := range m.certs {
+		if !inForce[k] {
+			m.certExpiry.DeleteLabelValues(k[0], k[1])
+		}
+	}
+	m.certs = inForce
 }
 
 // WatchHealth exports problems, read at each scrape, as the gauge

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // sample returns the value of the sample of metric name whose labels
@@ -246,5 +248,36 @@ func TestMetricsPeerNameNotUTF8(t *testing.T) {
 	}
 	if !strings.Contains(body, "peer=\"L\ufffd\"") {
 		t.Errorf("no series names the peer as L\ufffd")
+	}
+}
+
+// TestCertificatesInForceNeverNone: a reload exports the certificates in
+// force anew. A scrape meanwhile that saw none of them marked each series
+// stale, which ended the alert on a certificate near its end, for the
+// next scrape to raise it again.
+func TestCertificatesInForceNeverNone(t *testing.T) {
+	m := NewMetrics()
+	end := time.Now().Add(time.Hour)
+	certs := []CertInForce{{"wsts.tls_cert_file", "/s.pem", end}, {`wstc["wss://g"].cert_file`, "/c.pem", end}}
+	m.CertificatesInForce(certs)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 20_000 {
+			m.CertificatesInForce(certs) // a reload that changes none
+		}
+	}()
+	for {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		seen := make(chan prometheus.Metric, 16) // room for all: Collect does not block
+		m.certExpiry.Collect(seen)
+		if n := len(seen); n != len(certs) {
+			<-done
+			t.Fatalf("a scrape during a reload saw %d certificates, want %d", n, len(certs))
+		}
 	}
 }
