@@ -342,7 +342,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, cfg.Render())
 		return exitOK
 	}
-	n, err := node.New(cfg, node.Options{Logger: logger, ConfigPath: f.config})
+	// Under systemd's Type=notify: started once the listeners are open,
+	// reloading while a reload (a SIGHUP's or the control port's) runs,
+	// and stopping from the signal on, through the drain.
+	sd := &notifier{log: logger}
+	n, err := node.New(cfg, node.Options{Logger: logger, ConfigPath: f.config, OnReloadFile: sd.reload})
 	if err != nil {
 		// A file or secret the config names: say which config, as for
 		// the config's own errors.
@@ -353,12 +357,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "west: %v\n", err)
 		return exitRuntime
 	}
-	// Under systemd's Type=notify: started once the listeners are open,
-	// and stopping from the signal on, through the drain.
-	sd := &notifier{log: logger}
 	sd.ready("running")
 	defer context.AfterFunc(ctx, sd.stopping)()
-	stopReloads := reloadOnHangup(ctx, n, sd, hup)
+	stopReloads := reloadOnHangup(ctx, n, logger, hup)
 	defer stopReloads()
 	defer procs.Start(logger)()
 	if err := n.Run(ctx); err != nil {
@@ -372,9 +373,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // when n runs (one that came while it started included) until ctx ends or
 // the returned function is called. A bad file is logged and the running
 // configuration stays; a listener that cannot be opened is logged too.
-// Each reload is told to systemd through sd.
-func reloadOnHangup(ctx context.Context, n *node.Node, sd *notifier, hup chan os.Signal) func() {
-	logger := sd.log
+func reloadOnHangup(ctx context.Context, n *node.Node, logger *slog.Logger, hup chan os.Signal) func() {
 	done := make(chan struct{})
 	go func() {
 		select {
@@ -387,18 +386,13 @@ func reloadOnHangup(ctx context.Context, n *node.Node, sd *notifier, hup chan os
 		for {
 			select {
 			case <-hup:
-				sd.reloading()
-				status := "running"
 				var partial *node.PartialError
 				switch err := n.ReloadFile(); {
 				case errors.As(err, &partial):
 					logger.Error("reload applied in part", "err", err)
-					status = "running; last reload applied in part: " + err.Error()
 				case err != nil:
 					logger.Error("reload rejected; the running configuration stays", "err", err)
-					status = "running; last reload rejected: " + err.Error()
 				}
-				sd.ready(status)
 			case <-ctx.Done():
 				return
 			case <-done:
@@ -428,8 +422,22 @@ func (sd *notifier) ready(status string) {
 	sd.send(func() error { return sdnotify.Ready(status) }, false)
 }
 
-// reloading says a reload begins; ready ends it.
-func (sd *notifier) reloading() { sd.send(sdnotify.Reloading, false) }
+// reload says a reload begins, and the function it returns how it
+// ended (node.Options.OnReloadFile).
+func (sd *notifier) reload() func(error) {
+	sd.send(sdnotify.Reloading, false)
+	return func(err error) {
+		status := "running"
+		var partial *node.PartialError
+		switch {
+		case errors.As(err, &partial):
+			status = "running; last reload applied in part: " + err.Error()
+		case err != nil:
+			status = "running; last reload rejected: " + err.Error()
+		}
+		sd.ready(status)
+	}
+}
 
 // stopping says west drains and will exit; nothing is sent after it.
 func (sd *notifier) stopping() { sd.send(sdnotify.Stopping, true) }

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -66,14 +67,24 @@ func TestSystemdNotify(t *testing.T) {
 	}
 	resp.Body.Close()
 
-	reloadTo := func(conf, wantStatus string) {
+	byHangup := func() {
+		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	byControlPort := func() {
+		resp, err := http.Post("http://"+cp+"/api/reload", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	reloadTo := func(conf, wantStatus string, reload func()) {
 		t.Helper()
 		if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
-			t.Fatal(err)
-		}
+		reload()
 		if got := next("for the reload"); !regexp.MustCompile(`^RELOADING=1\n(MONOTONIC_USEC=[1-9][0-9]*\n)?$`).MatchString(got) {
 			t.Fatalf("on SIGHUP: %q, want RELOADING=1 (and MONOTONIC_USEC)", got)
 		}
@@ -82,8 +93,12 @@ func TestSystemdNotify(t *testing.T) {
 			t.Fatalf("after the reload: %q, want READY=1 and one STATUS line with %q", got, wantStatus)
 		}
 	}
-	reloadTo(`{"west": {}}`, "running; last reload rejected: ")
-	reloadTo(good, "STATUS=running\n")
+	reloadTo(`{"west": {}}`, "running; last reload rejected: ", byHangup)
+	reloadTo(good, "STATUS=running\n", byHangup)
+	// The control port's reloads are told too, or systemctl status would
+	// keep the last SIGHUP's outcome.
+	reloadTo(`{"west": {}}`, "running; last reload rejected: ", byControlPort)
+	reloadTo(good, "STATUS=running\n", byControlPort)
 
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -117,10 +132,10 @@ func TestNothingAfterStopping(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", dir+"/notify")
 
 	sd := &notifier{log: slog.New(slog.DiscardHandler)}
-	sd.reloading()
+	done := sd.reload()
 	sd.stopping()
-	sd.ready("running; last reload rejected: reload: west is stopping")
-	sd.reloading()
+	done(errors.New("reload: west is stopping"))
+	sd.reload()(nil)
 	sd.stopping()
 	var got []string
 	for {

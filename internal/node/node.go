@@ -44,6 +44,10 @@ type Options struct {
 	// ConfigPath is the file the config came from; with it, ReloadFile and
 	// the control port's POST /api/reload read it anew.
 	ConfigPath string
+	// OnReloadFile, if set, is called as each ReloadFile begins, whether
+	// a SIGHUP or the control port asked for it, and the function it
+	// returns with the outcome: how cmd/west tells systemd of reloads.
+	OnReloadFile func() (done func(error))
 }
 
 // Node is one running west.

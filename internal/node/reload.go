@@ -33,12 +33,16 @@ func (n *Node) reloadFunc() func() error {
 }
 
 // ReloadFile reads Options.ConfigPath anew and applies it with Reload.
-func (n *Node) ReloadFile() error {
+func (n *Node) ReloadFile() (err error) {
 	if n.opts.ConfigPath == "" {
 		return errors.New("reload: the node was not started from a file")
 	}
 	n.fileMu.Lock()
 	defer n.fileMu.Unlock()
+	if begin := n.opts.OnReloadFile; begin != nil {
+		done := begin()
+		defer func() { done(err) }()
+	}
 	cfg, err := config.Load(n.opts.ConfigPath)
 	if err != nil {
 		return err
