@@ -300,7 +300,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if cmd == "" {
 		// A SIGHUP while west starts is kept for when it runs, rather than
 		// ending it as the signal's default action would: a reload may
-		// follow a start at once (systemd's Type=exec and ExecReload).
+		// follow a start at once (a script's kill -HUP, or a unit of Type=exec's ExecReload).
 		hup = make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
 		defer signal.Stop(hup)
