@@ -18,21 +18,30 @@ import (
 	"github.com/west-tunnel/west/internal/testutil"
 )
 
+// notifySocket is a socket of the test's for systemd's notifications,
+// named in NOTIFY_SOCKET for the test's length.
+func notifySocket(t *testing.T) *net.UnixConn {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "wn") // short: a socket's path has room for about 100 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: dir + "/notify", Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sock.Close() })
+	t.Setenv("NOTIFY_SOCKET", dir+"/notify")
+	return sock
+}
+
 // TestSystemdNotify: run as a unit of Type=notify, west tells systemd on
 // NOTIFY_SOCKET that it is ready once its listeners are open, that it
 // reloads and how that ended, and that it stops, so that systemd neither
 // reports a start before west listens nor waits out its start timeout.
 func TestSystemdNotify(t *testing.T) {
-	dir, err := os.MkdirTemp("", "wn") // short: a socket's path has room for about 100 bytes
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: dir + "/notify", Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sock.Close()
+	sock := notifySocket(t) // the child's NOTIFY_SOCKET, from this process's
 	next := func(what string) string {
 		t.Helper()
 		sock.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -47,7 +56,6 @@ func TestSystemdNotify(t *testing.T) {
 	cp := testutil.FreeAddr(t)
 	good := fmt.Sprintf(`{"west": {"nm": "n", "cp": %q}}`, cp)
 	cfg := writeFile(t, "c.json", good)
-	t.Setenv("NOTIFY_SOCKET", dir+"/notify") // the child's, from this process's
 	cmd, log := startWest(t, "-c", cfg)
 	go func() {
 		for {
@@ -119,17 +127,7 @@ func TestSystemdNotify(t *testing.T) {
 // keeps the last of them for when a reload's ExecReload ends, would go
 // back to running a west that drains and exits.
 func TestNothingAfterStopping(t *testing.T) {
-	dir, err := os.MkdirTemp("", "wn") // short: a socket's path has room for about 100 bytes
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: dir + "/notify", Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sock.Close()
-	t.Setenv("NOTIFY_SOCKET", dir+"/notify")
+	sock := notifySocket(t)
 
 	sd := &notifier{log: slog.New(slog.DiscardHandler)}
 	done := sd.reload()
