@@ -137,9 +137,6 @@ type listener struct {
 	// ones the handler Reload can swap without closing the socket.
 	proxy   config.Proxy
 	handler *swapHandler
-	// brief is the proxy's error_detail "no" in force, which Reload may
-	// change on the same socket; its shed listener answers by it.
-	brief atomic.Bool
 }
 
 // New builds a node from cfg without opening any socket.
@@ -425,7 +422,6 @@ func (n *Node) buildProxy(p config.Proxy, clients map[string]*tunnel.Client) (*l
 	}
 	l.handler = &swapHandler{}
 	l.handler.h.Store(h)
-	l.brief.Store(p.BriefErrors)
 	l.srv = proxy.NewServer(l.handler.current, n.httpServer(l.handler))
 	l.after = func() { l.handler.current().Retire() }
 	return l, nil
@@ -567,7 +563,9 @@ func (n *Node) openSocket(s *listener) error {
 	var answer func() []byte
 	if _, raw := s.srv.(*proxy.TCP); s.tls == nil && !raw {
 		answer = func() []byte {
-			if s.brief.Load() {
+			// The handler in force: a reload may change error_detail
+			// on the same socket.
+			if s.handler != nil && s.handler.current().BriefErrors() {
 				return outOfFilesBrief
 			}
 			return outOfFiles

@@ -191,7 +191,6 @@ func (n *Node) Reload(cfg *config.Config) (err error) {
 			gone := droppedRoutes(old.proxy, p)
 			swaps = append(swaps, swap{old, p, func() {
 				prev := old.handler.h.Swap(h)
-				old.brief.Store(p.BriefErrors)
 				prev.Retire()
 				old.setLimit(p.MaxConns)
 				n.forgetRoutesLocked(old.name, prev, gone)

@@ -1260,6 +1260,10 @@ func (h *HTTP) PeerDraining(peer string, dialed bool, done <-chan struct{}) {
 	}()
 }
 
+// BriefErrors reports whether h's own error answers give the status
+// alone (HTTPOptions.BriefErrors).
+func (h *HTTP) BriefErrors() bool { return h.opts.BriefErrors }
+
 // Retire closes the idle tunnel streams of a handler that takes no new
 // requests (a reload replaced it, or its listener stopped), and each
 // stream its requests in flight give back as they end.
